@@ -1,0 +1,260 @@
+//! Graphs: SSA values in an arena, with named inputs and outputs.
+
+use std::fmt;
+
+use crate::error::TypeError;
+use crate::infer::infer_type;
+use crate::op::{InputKind, Op};
+use crate::types::TensorType;
+
+/// A value (the result of one node). Displays as its text-IR spelling `%N`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ValueId(u32);
+
+impl ValueId {
+    /// The id with this arena index.
+    pub fn new(index: usize) -> Self {
+        ValueId(u32::try_from(index).expect("graph larger than u32::MAX nodes"))
+    }
+
+    /// Arena index.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Display for ValueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "%{}", self.0)
+    }
+}
+
+/// One operation applied to earlier values.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Node {
+    /// The operation and its attributes.
+    pub op: Op,
+    /// Operands, all defined before this node.
+    pub args: Vec<ValueId>,
+    /// Result type; equals `infer_type(op, args)` in a verified graph.
+    pub ty: TensorType,
+}
+
+/// A named graph result.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Output {
+    /// External name, unique among outputs.
+    pub name: String,
+    /// The value returned.
+    pub value: ValueId,
+}
+
+/// A dataflow graph in SSA form.
+///
+/// Nodes live in an arena indexed by [`ValueId`]; every operand refers to
+/// an earlier node, so arena order is a topological order. Inputs are the
+/// first nodes, in signature order — the canonical form the text format
+/// reproduces, so that `parse(print(g)) == g`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Graph {
+    name: String,
+    nodes: Vec<Node>,
+    inputs: Vec<ValueId>,
+    outputs: Vec<Output>,
+}
+
+impl Graph {
+    /// An empty graph.
+    pub fn new(name: impl Into<String>) -> Self {
+        Graph {
+            name: name.into(),
+            ..Graph::default()
+        }
+    }
+
+    /// The graph's name (printed after `@`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Renames the graph.
+    pub fn set_name(&mut self, name: impl Into<String>) {
+        self.name = name.into();
+    }
+
+    /// All nodes, in arena (topological) order.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// Number of nodes, inputs included.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the graph has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The node defining `v`.
+    pub fn node(&self, v: ValueId) -> &Node {
+        &self.nodes[v.index()]
+    }
+
+    /// The type of `v`.
+    pub fn ty(&self, v: ValueId) -> &TensorType {
+        &self.nodes[v.index()].ty
+    }
+
+    /// Every value id, in order.
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = ValueId> + ExactSizeIterator + use<> {
+        (0..self.nodes.len()).map(ValueId::new)
+    }
+
+    /// Inputs, in signature order.
+    pub fn inputs(&self) -> &[ValueId] {
+        &self.inputs
+    }
+
+    /// Outputs, in signature order.
+    pub fn outputs(&self) -> &[Output] {
+        &self.outputs
+    }
+
+    /// The external name of an input value, if `v` is an input.
+    pub fn input_name(&self, v: ValueId) -> Option<&str> {
+        match &self.nodes.get(v.index())?.op {
+            Op::Input { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The input value with this external name.
+    pub fn input_by_name(&self, name: &str) -> Option<ValueId> {
+        self.inputs
+            .iter()
+            .copied()
+            .find(|&v| self.input_name(v) == Some(name))
+    }
+
+    /// Appends an input. Inputs must precede other nodes (see [`Graph`]);
+    /// the verifier reports a graph that breaks this.
+    pub fn add_input(
+        &mut self,
+        name: impl Into<String>,
+        kind: InputKind,
+        ty: TensorType,
+    ) -> ValueId {
+        let v = self.push(Node {
+            op: Op::Input {
+                name: name.into(),
+                kind,
+                ty: ty.clone(),
+            },
+            args: Vec::new(),
+            ty,
+        });
+        self.inputs.push(v);
+        v
+    }
+
+    /// Appends a node after checking its operands and inferring its type.
+    pub fn add(&mut self, op: Op, args: &[ValueId]) -> Result<ValueId, TypeError> {
+        let tys: Vec<&TensorType> = args
+            .iter()
+            .map(|a| {
+                self.nodes
+                    .get(a.index())
+                    .map(|n| &n.ty)
+                    .ok_or_else(|| TypeError::Invalid {
+                        op: op.mnemonic(),
+                        message: format!("operand {a} is not defined"),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        let ty = infer_type(&op, &tys)?;
+        Ok(self.push(Node {
+            op,
+            args: args.to_vec(),
+            ty,
+        }))
+    }
+
+    /// Appends a node as given, unchecked: the parser and passes use this
+    /// and run the verifier afterwards. An `Op::Input` pushed this way is
+    /// not a graph input until listed by [`Graph::add_input`].
+    pub fn push(&mut self, node: Node) -> ValueId {
+        let v = ValueId::new(self.nodes.len());
+        self.nodes.push(node);
+        v
+    }
+
+    /// Appends a named output.
+    pub fn add_output(&mut self, name: impl Into<String>, value: ValueId) {
+        self.outputs.push(Output {
+            name: name.into(),
+            value,
+        });
+    }
+
+    /// How many times each value is used as an operand or output.
+    pub fn use_counts(&self) -> Vec<usize> {
+        let mut uses = vec![0; self.nodes.len()];
+        for n in &self.nodes {
+            for a in &n.args {
+                if let Some(u) = uses.get_mut(a.index()) {
+                    *u += 1;
+                }
+            }
+        }
+        for o in &self.outputs {
+            if let Some(u) = uses.get_mut(o.value.index()) {
+                *u += 1;
+            }
+        }
+        uses
+    }
+
+    /// Counts of nodes per op mnemonic, sorted by mnemonic (inputs included).
+    pub fn op_histogram(&self) -> Vec<(&'static str, usize)> {
+        let mut counts = std::collections::BTreeMap::new();
+        for n in &self.nodes {
+            *counts.entry(n.op.mnemonic()).or_insert(0) += 1;
+        }
+        counts.into_iter().collect()
+    }
+
+    /// A copy in canonical order: inputs first (in signature order), then
+    /// the other nodes in their current order. Graphs built out of order
+    /// (an input declared after some ops) call this before printing.
+    pub fn canonicalize(&self) -> Graph {
+        let mut remap = vec![ValueId(0); self.nodes.len()];
+        let mut out = Graph::new(self.name.clone());
+        let mut is_input = vec![false; self.nodes.len()];
+        for &v in &self.inputs {
+            let n = &self.nodes[v.index()];
+            is_input[v.index()] = true;
+            remap[v.index()] = out.push(n.clone());
+            out.inputs.push(remap[v.index()]);
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            if is_input[i] {
+                continue;
+            }
+            let mut n = n.clone();
+            for a in &mut n.args {
+                // Dangling operands stay dangling for the verifier to report.
+                *a = remap.get(a.index()).copied().unwrap_or(*a);
+            }
+            remap[i] = out.push(n);
+        }
+        for o in &self.outputs {
+            out.add_output(
+                o.name.clone(),
+                remap.get(o.value.index()).copied().unwrap_or(o.value),
+            );
+        }
+        out
+    }
+}

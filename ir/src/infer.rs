@@ -1,0 +1,449 @@
+//! Type inference: the result type of an op applied to operand types.
+//!
+//! This is the single definition of every op's typing rule. The graph
+//! builder uses it to type new nodes and the verifier uses it to check
+//! existing ones.
+
+use crate::error::TypeError;
+use crate::op::{Arity, Op};
+use crate::types::{DType, MAX_RANK, TensorType, num_elements};
+
+fn invalid(op: &Op, message: impl Into<String>) -> TypeError {
+    TypeError::Invalid {
+        op: op.mnemonic(),
+        message: message.into(),
+    }
+}
+
+fn check_shape(op: &Op, shape: &[usize]) -> Result<(), TypeError> {
+    if shape.len() > MAX_RANK {
+        return Err(invalid(
+            op,
+            format!("rank {} exceeds the maximum {MAX_RANK}", shape.len()),
+        ));
+    }
+    if shape.contains(&0) {
+        return Err(invalid(op, format!("shape {shape:?} has a zero dimension")));
+    }
+    if num_elements(shape).is_none() {
+        return Err(invalid(
+            op,
+            format!("shape {shape:?} has too many elements"),
+        ));
+    }
+    Ok(())
+}
+
+fn same_type(op: &Op, a: &TensorType, b: &TensorType) -> Result<(), TypeError> {
+    if a == b {
+        Ok(())
+    } else {
+        Err(TypeError::Mismatch {
+            op: op.mnemonic(),
+            a: a.clone(),
+            b: b.clone(),
+        })
+    }
+}
+
+fn check_axes(op: &Op, axes: &[usize], rank: usize) -> Result<(), TypeError> {
+    if axes.is_empty() {
+        return Err(invalid(op, "no axes given"));
+    }
+    let mut seen = vec![false; rank];
+    for &a in axes {
+        if a >= rank {
+            return Err(invalid(
+                op,
+                format!("axis {a} out of range for rank {rank}"),
+            ));
+        }
+        if std::mem::replace(&mut seen[a], true) {
+            return Err(invalid(op, format!("axis {a} listed twice")));
+        }
+    }
+    Ok(())
+}
+
+/// The type of `op` applied to operands of types `args`, or why it is
+/// ill-typed. Never panics.
+pub fn infer_type(op: &Op, args: &[&TensorType]) -> Result<TensorType, TypeError> {
+    let arity_ok = match op.arity() {
+        Arity::Fixed(n) => args.len() == n,
+        Arity::Variadic => !args.is_empty(),
+    };
+    if !arity_ok {
+        let expected = match op.arity() {
+            Arity::Fixed(n) => n.to_string(),
+            Arity::Variadic => "at least 1".to_string(),
+        };
+        return Err(TypeError::Arity {
+            op: op.mnemonic(),
+            expected,
+            got: args.len(),
+        });
+    }
+    let dtype_err = |d: DType| TypeError::DType {
+        op: op.mnemonic(),
+        dtype: d,
+    };
+
+    match op {
+        Op::Input { ty, .. } => {
+            check_shape(op, &ty.shape)?;
+            Ok(ty.clone())
+        }
+        Op::Const(lit) => {
+            check_shape(op, &lit.ty().shape)?;
+            Ok(lit.ty().clone())
+        }
+        Op::Iota { axis, ty } => {
+            check_shape(op, &ty.shape)?;
+            if !ty.dtype.is_numeric() {
+                return Err(dtype_err(ty.dtype));
+            }
+            if *axis >= ty.rank() {
+                return Err(invalid(op, format!("axis {axis} out of range for {ty}")));
+            }
+            Ok(ty.clone())
+        }
+        _ if op.is_unary() => {
+            let x = args[0];
+            let ok = if op.is_logical() {
+                x.dtype == DType::Bool
+            } else if op.needs_float() {
+                x.dtype.is_float()
+            } else {
+                x.dtype.is_numeric()
+            };
+            if ok {
+                Ok(x.clone())
+            } else {
+                Err(dtype_err(x.dtype))
+            }
+        }
+        _ if op.is_binary() => {
+            let (a, b) = (args[0], args[1]);
+            same_type(op, a, b)?;
+            let ok = if op.is_logical() {
+                a.dtype == DType::Bool
+            } else if matches!(op, Op::Eq | Op::Ne) {
+                true
+            } else if op.needs_float() {
+                a.dtype.is_float()
+            } else {
+                a.dtype.is_numeric()
+            };
+            if !ok {
+                return Err(dtype_err(a.dtype));
+            }
+            Ok(if op.is_comparison() {
+                a.with_dtype(DType::Bool)
+            } else {
+                a.clone()
+            })
+        }
+        Op::Select => {
+            let (c, a, b) = (args[0], args[1], args[2]);
+            if c.dtype != DType::Bool {
+                return Err(invalid(op, format!("condition must be bool, got {c}")));
+            }
+            same_type(op, a, b)?;
+            if c.shape != a.shape {
+                return Err(invalid(
+                    op,
+                    format!("condition {c} does not match operands {a}"),
+                ));
+            }
+            Ok(a.clone())
+        }
+        Op::ReduceSum { axes, keepdims } | Op::ReduceMax { axes, keepdims } => {
+            let x = args[0];
+            if !x.dtype.is_numeric() {
+                return Err(dtype_err(x.dtype));
+            }
+            check_axes(op, axes, x.rank())?;
+            let shape = (0..x.rank())
+                .filter_map(|i| match (axes.contains(&i), keepdims) {
+                    (false, _) => Some(x.shape[i]),
+                    (true, true) => Some(1),
+                    (true, false) => None,
+                })
+                .collect::<Vec<_>>();
+            Ok(x.with_shape(shape))
+        }
+        Op::Reshape { shape } => {
+            let x = args[0];
+            check_shape(op, shape)?;
+            if num_elements(shape) != num_elements(&x.shape) {
+                return Err(invalid(
+                    op,
+                    format!("cannot reshape {x} to {:?}: element counts differ", shape),
+                ));
+            }
+            Ok(x.with_shape(shape.clone()))
+        }
+        Op::Permute { perm } => {
+            let x = args[0];
+            let mut seen = vec![false; x.rank()];
+            let valid = perm.len() == x.rank()
+                && perm
+                    .iter()
+                    .all(|&p| p < x.rank() && !std::mem::replace(&mut seen[p], true));
+            if !valid {
+                return Err(invalid(
+                    op,
+                    format!("{perm:?} is not a permutation of the axes of {x}"),
+                ));
+            }
+            Ok(x.with_shape(perm.iter().map(|&p| x.shape[p]).collect::<Vec<_>>()))
+        }
+        Op::Broadcast { shape } => {
+            let x = args[0];
+            check_shape(op, shape)?;
+            let offset = shape.len().checked_sub(x.rank());
+            let fits = offset.is_some_and(|off| {
+                x.shape
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &d)| d == 1 || d == shape[off + i])
+            });
+            if !fits {
+                return Err(invalid(op, format!("cannot broadcast {x} to {shape:?}")));
+            }
+            Ok(x.with_shape(shape.clone()))
+        }
+        Op::Slice { start, end } => {
+            let x = args[0];
+            if start.len() != x.rank() || end.len() != x.rank() {
+                return Err(invalid(
+                    op,
+                    format!("start/end need {} entries for {x}", x.rank()),
+                ));
+            }
+            let mut shape = Vec::with_capacity(x.rank());
+            for k in 0..x.rank() {
+                if !(start[k] < end[k] && end[k] <= x.shape[k]) {
+                    return Err(invalid(
+                        op,
+                        format!(
+                            "axis {k}: range {}..{} is empty or outside 0..{}",
+                            start[k], end[k], x.shape[k]
+                        ),
+                    ));
+                }
+                shape.push(end[k] - start[k]);
+            }
+            Ok(x.with_shape(shape))
+        }
+        Op::Concat { axis } => {
+            let first = args[0];
+            if *axis >= first.rank() {
+                return Err(invalid(op, format!("axis {axis} out of range for {first}")));
+            }
+            let mut total = 0usize;
+            for a in args {
+                let same_elsewhere = a.dtype == first.dtype
+                    && a.rank() == first.rank()
+                    && (0..a.rank()).all(|k| k == *axis || a.shape[k] == first.shape[k]);
+                if !same_elsewhere {
+                    return Err(TypeError::Mismatch {
+                        op: op.mnemonic(),
+                        a: first.clone(),
+                        b: (*a).clone(),
+                    });
+                }
+                total = total.saturating_add(a.shape[*axis]);
+            }
+            let mut shape = first.shape.clone();
+            shape[*axis] = total;
+            check_shape(op, &shape)?;
+            Ok(first.with_shape(shape))
+        }
+        Op::MatMul => {
+            let (a, b) = (args[0], args[1]);
+            if a.dtype != b.dtype {
+                return Err(TypeError::Mismatch {
+                    op: op.mnemonic(),
+                    a: a.clone(),
+                    b: b.clone(),
+                });
+            }
+            if !a.dtype.is_numeric() {
+                return Err(dtype_err(a.dtype));
+            }
+            let r = a.rank();
+            if r < 2
+                || b.rank() != r
+                || a.shape[..r - 2] != b.shape[..r - 2]
+                || a.shape[r - 1] != b.shape[r - 2]
+            {
+                return Err(invalid(
+                    op,
+                    format!(
+                        "cannot multiply {a} by {b}: need [...,M,K] x [...,K,N] with equal batch dimensions"
+                    ),
+                ));
+            }
+            let mut shape = a.shape.clone();
+            shape[r - 1] = b.shape[r - 1];
+            Ok(a.with_shape(shape))
+        }
+        Op::Cast { dtype } => Ok(args[0].with_dtype(*dtype)),
+        _ => Err(invalid(op, "no typing rule (internal error)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::literal::Literal;
+
+    fn t(d: DType, s: &[usize]) -> TensorType {
+        TensorType::new(d, s)
+    }
+
+    #[test]
+    fn elementwise_rules() {
+        let f = t(DType::F32, &[2, 3]);
+        assert_eq!(infer_type(&Op::Add, &[&f, &f]), Ok(f.clone()));
+        assert_eq!(infer_type(&Op::Lt, &[&f, &f]).unwrap().dtype, DType::Bool);
+        let i = t(DType::I32, &[2, 3]);
+        assert!(matches!(
+            infer_type(&Op::Exp, &[&i]),
+            Err(TypeError::DType { .. })
+        ));
+        assert!(matches!(
+            infer_type(&Op::Add, &[&f, &i]),
+            Err(TypeError::Mismatch { .. })
+        ));
+        assert!(matches!(
+            infer_type(&Op::Add, &[&f]),
+            Err(TypeError::Arity { .. })
+        ));
+        let b = t(DType::Bool, &[2, 3]);
+        assert_eq!(infer_type(&Op::Select, &[&b, &f, &f]), Ok(f.clone()));
+        assert!(infer_type(&Op::Select, &[&f, &f, &f]).is_err());
+        assert!(infer_type(&Op::Not, &[&f]).is_err());
+    }
+
+    #[test]
+    fn shape_rules() {
+        let x = t(DType::F32, &[2, 3, 4]);
+        let sum = Op::ReduceSum {
+            axes: vec![2, 0],
+            keepdims: false,
+        };
+        assert_eq!(infer_type(&sum, &[&x]).unwrap().shape, vec![3]);
+        let keep = Op::ReduceMax {
+            axes: vec![1],
+            keepdims: true,
+        };
+        assert_eq!(infer_type(&keep, &[&x]).unwrap().shape, vec![2, 1, 4]);
+        assert!(
+            infer_type(
+                &Op::ReduceSum {
+                    axes: vec![1, 1],
+                    keepdims: false
+                },
+                &[&x]
+            )
+            .is_err()
+        );
+        assert!(
+            infer_type(
+                &Op::ReduceSum {
+                    axes: vec![3],
+                    keepdims: false
+                },
+                &[&x]
+            )
+            .is_err()
+        );
+        assert_eq!(
+            infer_type(
+                &Op::Permute {
+                    perm: vec![2, 0, 1]
+                },
+                &[&x]
+            )
+            .unwrap()
+            .shape,
+            vec![4, 2, 3]
+        );
+        assert!(
+            infer_type(
+                &Op::Permute {
+                    perm: vec![0, 0, 1]
+                },
+                &[&x]
+            )
+            .is_err()
+        );
+        assert!(infer_type(&Op::Reshape { shape: vec![6, 4] }, &[&x]).is_ok());
+        assert!(infer_type(&Op::Reshape { shape: vec![5, 4] }, &[&x]).is_err());
+        let row = t(DType::F32, &[3, 1]);
+        assert!(
+            infer_type(
+                &Op::Broadcast {
+                    shape: vec![2, 3, 4]
+                },
+                &[&row]
+            )
+            .is_ok()
+        );
+        assert!(
+            infer_type(
+                &Op::Broadcast {
+                    shape: vec![2, 4, 4]
+                },
+                &[&row]
+            )
+            .is_err()
+        );
+        let s = Op::Slice {
+            start: vec![0, 1, 0],
+            end: vec![2, 3, 4],
+        };
+        assert_eq!(infer_type(&s, &[&x]).unwrap().shape, vec![2, 2, 4]);
+        assert!(
+            infer_type(
+                &Op::Slice {
+                    start: vec![0, 3, 0],
+                    end: vec![2, 3, 4]
+                },
+                &[&x]
+            )
+            .is_err()
+        );
+        let y = t(DType::F32, &[2, 5, 4]);
+        assert_eq!(
+            infer_type(&Op::Concat { axis: 1 }, &[&x, &y])
+                .unwrap()
+                .shape,
+            vec![2, 8, 4]
+        );
+        assert!(infer_type(&Op::Concat { axis: 0 }, &[&x, &y]).is_err());
+    }
+
+    #[test]
+    fn matmul_and_leaves() {
+        let a = t(DType::F32, &[5, 2, 3]);
+        let b = t(DType::F32, &[5, 3, 7]);
+        assert_eq!(
+            infer_type(&Op::MatMul, &[&a, &b]).unwrap().shape,
+            vec![5, 2, 7]
+        );
+        assert!(infer_type(&Op::MatMul, &[&b, &a]).is_err());
+        assert!(infer_type(&Op::MatMul, &[&t(DType::F32, &[3]), &t(DType::F32, &[3])]).is_err());
+        let iota = Op::Iota {
+            axis: 2,
+            ty: t(DType::I32, &[2, 2]),
+        };
+        assert!(infer_type(&iota, &[]).is_err());
+        let huge = Op::Const(Literal::splat(t(DType::F32, &[1 << 30, 1 << 30]), 0.0));
+        assert!(infer_type(&huge, &[]).is_err());
+        let zero = Op::Const(Literal::splat(t(DType::F32, &[0]), 0.0));
+        assert!(infer_type(&zero, &[]).is_err());
+    }
+}

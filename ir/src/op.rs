@@ -1,0 +1,393 @@
+//! The closed set of graph operations.
+//!
+//! Every op the compiler knows is a variant of [`Op`], grouped by family.
+//! Algebraic facts are queries on the enum ([`Op::is_elementwise`],
+//! [`Op::is_commutative`], …) so that passes ask them instead of keeping
+//! their own lists. Adding an op is described in `docs/adding-an-op.md`.
+
+use crate::literal::Literal;
+use crate::types::{DType, TensorType};
+
+/// Whether a graph input is data (activations, fed per call) or a parameter
+/// (weights: trainable, usually constant across calls).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InputKind {
+    /// Per-call data.
+    Data,
+    /// A weight.
+    Param,
+}
+
+/// One graph operation with its attributes.
+///
+/// Operands are not part of the op; they are the node's `args`. Every
+/// attribute that decides the result type is carried here, so the type of
+/// a node follows from its op and its operands' types alone
+/// ([`crate::infer_type`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    // ---- leaves ---------------------------------------------------------
+    /// A graph input; `name` is how callers and `.npy` files refer to it.
+    Input {
+        /// External name, unique in the graph.
+        name: String,
+        /// Data or parameter.
+        kind: InputKind,
+        /// Its type.
+        ty: TensorType,
+    },
+    /// A constant tensor.
+    Const(Literal),
+    /// `out[i_0, …, i_r] = i_axis`.
+    Iota {
+        /// The axis whose index is the value.
+        axis: usize,
+        /// Result type (numeric).
+        ty: TensorType,
+    },
+
+    // ---- elementwise unary -------------------------------------------------
+    /// `-x`.
+    Neg,
+    /// `|x|`.
+    Abs,
+    /// `e^x`.
+    Exp,
+    /// Natural logarithm.
+    Log,
+    /// Square root.
+    Sqrt,
+    /// `1 / sqrt(x)`.
+    Rsqrt,
+    /// `1 / x`.
+    Recip,
+    /// `1 / (1 + e^-x)`.
+    Sigmoid,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// Logical not (bool only).
+    Not,
+
+    // ---- elementwise binary ------------------------------------------------
+    /// `a + b`.
+    Add,
+    /// `a - b`.
+    Sub,
+    /// `a * b`.
+    Mul,
+    /// `a / b` (floats only).
+    Div,
+    /// Larger operand; NaN if either is NaN.
+    Max,
+    /// Smaller operand; NaN if either is NaN.
+    Min,
+    /// `a ^ b` (floats only).
+    Pow,
+    /// `a == b`, bool result.
+    Eq,
+    /// `a != b`, bool result.
+    Ne,
+    /// `a < b`, bool result.
+    Lt,
+    /// `a <= b`, bool result.
+    Le,
+    /// `a > b`, bool result.
+    Gt,
+    /// `a >= b`, bool result.
+    Ge,
+    /// Logical and (bool only).
+    And,
+    /// Logical or (bool only).
+    Or,
+
+    // ---- elementwise ternary -----------------------------------------------
+    /// `cond ? a : b`, elementwise.
+    Select,
+
+    // ---- reductions --------------------------------------------------------
+    /// Sum over `axes`.
+    ReduceSum {
+        /// Reduced axes, distinct.
+        axes: Vec<usize>,
+        /// Keep reduced axes as size 1.
+        keepdims: bool,
+    },
+    /// Maximum over `axes`; NaN if any element is NaN.
+    ReduceMax {
+        /// Reduced axes, distinct.
+        axes: Vec<usize>,
+        /// Keep reduced axes as size 1.
+        keepdims: bool,
+    },
+
+    // ---- movement ----------------------------------------------------------
+    /// Same elements in row-major order, new shape.
+    Reshape {
+        /// Result shape; same element count.
+        shape: Vec<usize>,
+    },
+    /// `out[i_perm[0], …] = x[i_0, …]`: result axis `k` is input axis `perm[k]`.
+    Permute {
+        /// A permutation of `0..rank`.
+        perm: Vec<usize>,
+    },
+    /// NumPy-style broadcast: dimensions align at the right; an input
+    /// dimension of 1 stretches, missing leading dimensions are added.
+    Broadcast {
+        /// Result shape.
+        shape: Vec<usize>,
+    },
+    /// The box `start[k] <= i_k < end[k]`.
+    Slice {
+        /// First index per axis.
+        start: Vec<usize>,
+        /// One past the last index per axis.
+        end: Vec<usize>,
+    },
+    /// Operands joined along `axis`.
+    Concat {
+        /// The joined axis.
+        axis: usize,
+    },
+
+    // ---- contraction -------------------------------------------------------
+    /// Batched matrix product `[..., M, K] x [..., K, N] -> [..., M, N]`;
+    /// batch dimensions must be equal.
+    MatMul,
+
+    // ---- conversion --------------------------------------------------------
+    /// Element type conversion, rounding as a store of the target type does.
+    Cast {
+        /// Target element type.
+        dtype: DType,
+    },
+}
+
+/// The mnemonic of every op that takes no attribute, for the parser.
+pub(crate) const PLAIN_OPS: &[Op] = &[
+    Op::Neg,
+    Op::Abs,
+    Op::Exp,
+    Op::Log,
+    Op::Sqrt,
+    Op::Rsqrt,
+    Op::Recip,
+    Op::Sigmoid,
+    Op::Tanh,
+    Op::Not,
+    Op::Add,
+    Op::Sub,
+    Op::Mul,
+    Op::Div,
+    Op::Max,
+    Op::Min,
+    Op::Pow,
+    Op::Eq,
+    Op::Ne,
+    Op::Lt,
+    Op::Le,
+    Op::Gt,
+    Op::Ge,
+    Op::And,
+    Op::Or,
+    Op::Select,
+    Op::MatMul,
+];
+
+/// How many operands an op takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arity {
+    /// Exactly this many.
+    Fixed(usize),
+    /// One or more.
+    Variadic,
+}
+
+impl Op {
+    /// The text-IR mnemonic.
+    pub fn mnemonic(&self) -> &'static str {
+        match self {
+            Op::Input {
+                kind: InputKind::Data,
+                ..
+            } => "input",
+            Op::Input {
+                kind: InputKind::Param,
+                ..
+            } => "param",
+            Op::Const(_) => "const",
+            Op::Iota { .. } => "iota",
+            Op::Neg => "neg",
+            Op::Abs => "abs",
+            Op::Exp => "exp",
+            Op::Log => "log",
+            Op::Sqrt => "sqrt",
+            Op::Rsqrt => "rsqrt",
+            Op::Recip => "recip",
+            Op::Sigmoid => "sigmoid",
+            Op::Tanh => "tanh",
+            Op::Not => "not",
+            Op::Add => "add",
+            Op::Sub => "sub",
+            Op::Mul => "mul",
+            Op::Div => "div",
+            Op::Max => "max",
+            Op::Min => "min",
+            Op::Pow => "pow",
+            Op::Eq => "eq",
+            Op::Ne => "ne",
+            Op::Lt => "lt",
+            Op::Le => "le",
+            Op::Gt => "gt",
+            Op::Ge => "ge",
+            Op::And => "and",
+            Op::Or => "or",
+            Op::Select => "select",
+            Op::ReduceSum { .. } => "reduce_sum",
+            Op::ReduceMax { .. } => "reduce_max",
+            Op::Reshape { .. } => "reshape",
+            Op::Permute { .. } => "permute",
+            Op::Broadcast { .. } => "broadcast",
+            Op::Slice { .. } => "slice",
+            Op::Concat { .. } => "concat",
+            Op::MatMul => "matmul",
+            Op::Cast { .. } => "cast",
+        }
+    }
+
+    /// Operand count.
+    pub fn arity(&self) -> Arity {
+        match self {
+            Op::Input { .. } | Op::Const(_) | Op::Iota { .. } => Arity::Fixed(0),
+            Op::Concat { .. } => Arity::Variadic,
+            Op::Select => Arity::Fixed(3),
+            op if op.is_unary() => Arity::Fixed(1),
+            op if op.is_binary() => Arity::Fixed(2),
+            Op::MatMul => Arity::Fixed(2),
+            _ => Arity::Fixed(1),
+        }
+    }
+
+    /// Takes no operands.
+    pub fn is_leaf(&self) -> bool {
+        matches!(self, Op::Input { .. } | Op::Const(_) | Op::Iota { .. })
+    }
+
+    /// Elementwise with one operand.
+    pub fn is_unary(&self) -> bool {
+        use Op::*;
+        matches!(
+            self,
+            Neg | Abs | Exp | Log | Sqrt | Rsqrt | Recip | Sigmoid | Tanh | Not
+        )
+    }
+
+    /// Elementwise with two operands.
+    pub fn is_binary(&self) -> bool {
+        use Op::*;
+        matches!(
+            self,
+            Add | Sub | Mul | Div | Max | Min | Pow | Eq | Ne | Lt | Le | Gt | Ge | And | Or
+        )
+    }
+
+    /// Output element `i` depends only on operand elements `i` (same shapes).
+    pub fn is_elementwise(&self) -> bool {
+        self.is_unary() || self.is_binary() || *self == Op::Select
+    }
+
+    /// Unary op defined only on floats (transcendental or division-like).
+    pub fn needs_float(&self) -> bool {
+        use Op::*;
+        matches!(
+            self,
+            Exp | Log | Sqrt | Rsqrt | Recip | Sigmoid | Tanh | Div | Pow
+        )
+    }
+
+    /// Comparison with a bool result.
+    pub fn is_comparison(&self) -> bool {
+        matches!(self, Op::Eq | Op::Ne | Op::Lt | Op::Le | Op::Gt | Op::Ge)
+    }
+
+    /// Logical op on bools.
+    pub fn is_logical(&self) -> bool {
+        matches!(self, Op::Not | Op::And | Op::Or)
+    }
+
+    /// `f(a, b) == f(b, a)` for every input, NaN included.
+    pub fn is_commutative(&self) -> bool {
+        use Op::*;
+        matches!(self, Add | Mul | Max | Min | Eq | Ne | And | Or)
+    }
+
+    /// `f(f(a, b), c) == f(a, f(b, c))` in exact arithmetic. For float `add`
+    /// and `mul` this does not hold after rounding: rewrites that use it on
+    /// floats belong behind the `fast-math` option.
+    pub fn is_associative(&self) -> bool {
+        use Op::*;
+        matches!(self, Add | Mul | Max | Min | And | Or)
+    }
+
+    /// Associative without rounding, so safe to re-bracket on every type.
+    pub fn is_exactly_associative(&self) -> bool {
+        use Op::*;
+        matches!(self, Max | Min | And | Or)
+    }
+
+    /// `f(a, a) == a`.
+    pub fn is_idempotent(&self) -> bool {
+        use Op::*;
+        matches!(self, Max | Min | And | Or)
+    }
+
+    /// A reduction over axes.
+    pub fn is_reduce(&self) -> bool {
+        matches!(self, Op::ReduceSum { .. } | Op::ReduceMax { .. })
+    }
+
+    /// Moves or copies elements without arithmetic.
+    pub fn is_movement(&self) -> bool {
+        matches!(
+            self,
+            Op::Reshape { .. }
+                | Op::Permute { .. }
+                | Op::Broadcast { .. }
+                | Op::Slice { .. }
+                | Op::Concat { .. }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_ops_have_distinct_mnemonics_and_fixed_arity() {
+        let mut seen = std::collections::HashSet::new();
+        for op in PLAIN_OPS {
+            assert!(seen.insert(op.mnemonic()), "duplicate {}", op.mnemonic());
+            assert!(
+                matches!(op.arity(), Arity::Fixed(1..=3)),
+                "{}",
+                op.mnemonic()
+            );
+        }
+    }
+
+    #[test]
+    fn algebraic_queries_are_consistent() {
+        for op in PLAIN_OPS {
+            if op.is_idempotent() || op.is_exactly_associative() {
+                assert!(op.is_associative(), "{}", op.mnemonic());
+            }
+            if op.is_commutative() || op.is_associative() {
+                assert!(op.is_binary(), "{}", op.mnemonic());
+            }
+        }
+        assert_eq!(Op::Concat { axis: 0 }.arity(), Arity::Variadic);
+        assert_eq!(Op::Select.arity(), Arity::Fixed(3));
+        assert!(Op::Sub.is_binary() && !Op::Sub.is_commutative());
+    }
+}

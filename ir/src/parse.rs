@@ -1,0 +1,683 @@
+//! The text parser: the inverse of the printer (`docs/ir.md` has the grammar).
+//!
+//! Parsing is purely syntactic plus name resolution; types are taken as
+//! declared. Run the verifier afterwards ([`parse_and_verify`] does both and
+//! reports verifier errors at their line and column).
+
+use std::collections::HashMap;
+
+use crate::error::{Error, ParseError, VerifyErrors};
+use crate::graph::{Graph, Node, ValueId};
+use crate::literal::{Literal, parse_scalar};
+use crate::op::{InputKind, Op, PLAIN_OPS};
+use crate::types::{DType, TensorType};
+use crate::verify::verify;
+
+/// A 1-based line and column in IR text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Location {
+    /// Line.
+    pub line: usize,
+    /// Column, in characters.
+    pub col: usize,
+}
+
+/// Where each value of a parsed graph was defined.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceMap {
+    /// Location of the `graph` keyword.
+    pub graph: Location,
+    /// Location of each value's definition, indexed by [`ValueId::index`].
+    pub values: Vec<Location>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Tok {
+    Ident(String),
+    Value(String),
+    Global(String),
+    Number(String),
+    Punct(char),
+    Arrow,
+    Eof,
+}
+
+impl Tok {
+    fn describe(&self) -> String {
+        match self {
+            Tok::Ident(s) | Tok::Number(s) => format!("'{s}'"),
+            Tok::Value(s) => format!("'%{s}'"),
+            Tok::Global(s) => format!("'@{s}'"),
+            Tok::Punct(c) => format!("'{c}'"),
+            Tok::Arrow => "'->'".to_string(),
+            Tok::Eof => "end of input".to_string(),
+        }
+    }
+}
+
+struct Token {
+    tok: Tok,
+    loc: Location,
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '.'
+}
+
+fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
+    let mut out = Vec::new();
+    for (li, line) in text.lines().enumerate() {
+        let chars: Vec<char> = line.chars().collect();
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            let loc = Location {
+                line: li + 1,
+                col: i + 1,
+            };
+            let take_while = |mut j: usize, f: &dyn Fn(usize, char) -> bool| {
+                while j < chars.len() && f(j, chars[j]) {
+                    j += 1;
+                }
+                j
+            };
+            if c.is_whitespace() {
+                i += 1;
+                continue;
+            }
+            if c == ';' {
+                break;
+            }
+            let (tok, next) = if c == '%' || c == '@' {
+                let j = take_while(i + 1, &|_, c| is_name_char(c));
+                if j == i + 1 {
+                    return Err(ParseError {
+                        line: loc.line,
+                        col: loc.col,
+                        message: format!("expected a name after '{c}'"),
+                    });
+                }
+                let name: String = chars[i + 1..j].iter().collect();
+                (
+                    if c == '%' {
+                        Tok::Value(name)
+                    } else {
+                        Tok::Global(name)
+                    },
+                    j,
+                )
+            } else if c.is_ascii_digit()
+                || (c == '-' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
+            {
+                let hex = chars.get(i + 1) == Some(&'x');
+                let j = take_while(i + 1, &|j, c| {
+                    is_name_char(c)
+                        || (!hex && (c == '+' || c == '-') && matches!(chars[j - 1], 'e' | 'E'))
+                });
+                (Tok::Number(chars[i..j].iter().collect()), j)
+            } else if c.is_ascii_alphabetic() || c == '_' {
+                let j = take_while(i, &|_, c| is_name_char(c));
+                (Tok::Ident(chars[i..j].iter().collect()), j)
+            } else if c == '-' && chars.get(i + 1) == Some(&'>') {
+                (Tok::Arrow, i + 2)
+            } else if "()[]{},:=-".contains(c) {
+                (Tok::Punct(c), i + 1)
+            } else {
+                return Err(ParseError {
+                    line: loc.line,
+                    col: loc.col,
+                    message: format!("unexpected character '{c}'"),
+                });
+            };
+            out.push(Token { tok, loc });
+            i = next;
+        }
+    }
+    let end = Location {
+        line: text.lines().count().max(1),
+        col: text.lines().last().map_or(1, |l| l.chars().count() + 1),
+    };
+    out.push(Token {
+        tok: Tok::Eof,
+        loc: end,
+    });
+    Ok(out)
+}
+
+struct Parser {
+    toks: Vec<Token>,
+    pos: usize,
+}
+
+type PResult<T> = Result<T, ParseError>;
+
+impl Parser {
+    fn peek(&self) -> &Tok {
+        &self.toks[self.pos].tok
+    }
+
+    fn loc(&self) -> Location {
+        self.toks[self.pos].loc
+    }
+
+    fn bump(&mut self) -> (Tok, Location) {
+        let t = &self.toks[self.pos];
+        let r = (t.tok.clone(), t.loc);
+        if self.pos + 1 < self.toks.len() {
+            self.pos += 1;
+        }
+        r
+    }
+
+    fn err_at<T>(&self, loc: Location, message: impl Into<String>) -> PResult<T> {
+        Err(ParseError {
+            line: loc.line,
+            col: loc.col,
+            message: message.into(),
+        })
+    }
+
+    fn expected<T>(&self, what: &str) -> PResult<T> {
+        self.err_at(
+            self.loc(),
+            format!("expected {what}, found {}", self.peek().describe()),
+        )
+    }
+
+    fn eat(&mut self, c: char) -> bool {
+        if *self.peek() == Tok::Punct(c) {
+            self.bump();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, c: char) -> PResult<()> {
+        if self.eat(c) {
+            Ok(())
+        } else {
+            self.expected(&format!("'{c}'"))
+        }
+    }
+
+    fn ident(&mut self, what: &str) -> PResult<(String, Location)> {
+        match self.peek().clone() {
+            Tok::Ident(s) => {
+                let loc = self.bump().1;
+                Ok((s, loc))
+            }
+            _ => self.expected(what),
+        }
+    }
+
+    fn value_tok(&mut self, what: &str) -> PResult<(String, Location)> {
+        match self.peek().clone() {
+            Tok::Value(s) => {
+                let loc = self.bump().1;
+                Ok((s, loc))
+            }
+            _ => self.expected(what),
+        }
+    }
+
+    fn usize_tok(&mut self) -> PResult<usize> {
+        match self.peek().clone() {
+            Tok::Number(s) => {
+                let loc = self.loc();
+                self.bump();
+                s.parse::<usize>()
+                    .or_else(|_| self.err_at(loc, format!("'{s}' is not a non-negative integer")))
+            }
+            _ => self.expected("an integer"),
+        }
+    }
+
+    fn usize_list(&mut self) -> PResult<Vec<usize>> {
+        self.expect('[')?;
+        let mut xs = Vec::new();
+        if self.eat(']') {
+            return Ok(xs);
+        }
+        loop {
+            xs.push(self.usize_tok()?);
+            if self.eat(']') {
+                return Ok(xs);
+            }
+            if !self.eat(',') {
+                return self.expected("',' or ']'");
+            }
+        }
+    }
+
+    fn tensor_type(&mut self) -> PResult<TensorType> {
+        let (name, loc) = self.ident("a type such as f32[4,8]")?;
+        let Some(dtype) = DType::from_name(&name) else {
+            return self.err_at(
+                loc,
+                format!("unknown element type '{name}' (expected f32, bf16, f64, i32 or bool)"),
+            );
+        };
+        Ok(TensorType::new(dtype, self.usize_list()?))
+    }
+
+    /// One scalar literal's spelling and where it starts.
+    fn scalar_text(&mut self) -> PResult<(String, Location)> {
+        let loc = self.loc();
+        match self.peek().clone() {
+            Tok::Number(s) | Tok::Ident(s) => {
+                self.bump();
+                Ok((s, loc))
+            }
+            Tok::Punct('-') => {
+                self.bump();
+                match self.peek().clone() {
+                    Tok::Ident(s) => {
+                        self.bump();
+                        Ok((format!("-{s}"), loc))
+                    }
+                    _ => self.expected("'inf' after '-'"),
+                }
+            }
+            _ => self.expected("a literal value"),
+        }
+    }
+}
+
+struct GraphParser<'a> {
+    p: &'a mut Parser,
+    graph: Graph,
+    map: SourceMap,
+    names: HashMap<String, ValueId>,
+}
+
+impl GraphParser<'_> {
+    fn define(&mut self, name: String, loc: Location, node: Node) -> PResult<ValueId> {
+        if self.names.contains_key(&name) {
+            return self
+                .p
+                .err_at(loc, format!("value %{name} is defined twice"));
+        }
+        let v = self.graph.push(node);
+        self.map.values.push(loc);
+        self.names.insert(name, v);
+        Ok(v)
+    }
+
+    fn lookup(&self, name: &str, loc: Location) -> PResult<ValueId> {
+        match self.names.get(name) {
+            Some(&v) => Ok(v),
+            None => self.p.err_at(loc, format!("undefined value %{name}")),
+        }
+    }
+
+    fn signature(&mut self) -> PResult<Vec<(String, TensorType, Location)>> {
+        self.p.expect('(')?;
+        if !self.p.eat(')') {
+            loop {
+                let kind = match self.p.peek() {
+                    Tok::Ident(s) if s == "param" => {
+                        self.p.bump();
+                        InputKind::Param
+                    }
+                    _ => InputKind::Data,
+                };
+                let (name, loc) = self.p.value_tok("an input such as %x")?;
+                self.p.expect(':')?;
+                let ty = self.p.tensor_type()?;
+                if self.names.contains_key(&name) {
+                    return self
+                        .p
+                        .err_at(loc, format!("input %{name} is declared twice"));
+                }
+                let v = self.graph.add_input(name.clone(), kind, ty);
+                self.map.values.push(loc);
+                self.names.insert(name, v);
+                if self.p.eat(')') {
+                    break;
+                }
+                if !self.p.eat(',') {
+                    return self.p.expected("',' or ')'");
+                }
+            }
+        }
+        if *self.p.peek() != Tok::Arrow {
+            return self.p.expected("'->'");
+        }
+        self.p.bump();
+        self.p.expect('(')?;
+        let mut outs = Vec::new();
+        if self.p.eat(')') {
+            return Ok(outs);
+        }
+        loop {
+            let (name, loc) = self.p.ident("an output name")?;
+            self.p.expect(':')?;
+            outs.push((name, self.p.tensor_type()?, loc));
+            if self.p.eat(')') {
+                return Ok(outs);
+            }
+            if !self.p.eat(',') {
+                return self.p.expected("',' or ')'");
+            }
+        }
+    }
+
+    fn statement(&mut self) -> PResult<()> {
+        let (name, loc) = self
+            .p
+            .value_tok("a statement such as '%1 = add %0, %0 : f32[4]' or 'return'")?;
+        self.p.expect('=')?;
+        let (mnemonic, op_loc) = self.p.ident("an op name")?;
+        if mnemonic == "const" {
+            let mut texts = Vec::new();
+            let dense = self.p.eat('[');
+            if dense {
+                loop {
+                    texts.push(self.p.scalar_text()?);
+                    if self.p.eat(']') {
+                        break;
+                    }
+                    if !self.p.eat(',') {
+                        return self.p.expected("',' or ']'");
+                    }
+                }
+            } else {
+                texts.push(self.p.scalar_text()?);
+            }
+            self.p.expect(':')?;
+            let ty_loc = self.p.loc();
+            let ty = self.p.tensor_type()?;
+            let mut values = Vec::with_capacity(texts.len());
+            for (t, l) in &texts {
+                values.push(parse_scalar(ty.dtype, t).or_else(|m| self.p.err_at(*l, m))?);
+            }
+            let lit = if dense {
+                match Literal::dense(ty.clone(), values) {
+                    Some(l) => l,
+                    None => {
+                        return self.p.err_at(
+                            ty_loc,
+                            format!(
+                                "{} values given for {ty}, which has {} elements",
+                                texts.len(),
+                                ty.num_elements()
+                            ),
+                        );
+                    }
+                }
+            } else {
+                Literal::splat(ty.clone(), values[0])
+            };
+            self.define(
+                name,
+                loc,
+                Node {
+                    op: Op::Const(lit),
+                    args: vec![],
+                    ty,
+                },
+            )?;
+            return Ok(());
+        }
+
+        // Operands first, then attributes.
+        let mut args = Vec::new();
+        let mut attrs: Vec<(String, Location, Option<Vec<usize>>)> = Vec::new();
+        let mut first = true;
+        while *self.p.peek() != Tok::Punct(':') {
+            if !first && !self.p.eat(',') {
+                return self.p.expected("',' or ':'");
+            }
+            first = false;
+            match self.p.peek().clone() {
+                Tok::Value(v) if attrs.is_empty() => {
+                    let l = self.p.bump().1;
+                    args.push(self.lookup(&v, l)?);
+                }
+                Tok::Ident(key) => {
+                    let l = self.p.bump().1;
+                    if attrs.iter().any(|(k, _, _)| *k == key) {
+                        return self.p.err_at(l, format!("attribute '{key}' given twice"));
+                    }
+                    let value = if self.p.eat('=') {
+                        Some(if *self.p.peek() == Tok::Punct('[') {
+                            self.p.usize_list()?
+                        } else {
+                            vec![self.p.usize_tok()?]
+                        })
+                    } else {
+                        None
+                    };
+                    attrs.push((key, l, value));
+                }
+                _ => {
+                    return self.p.expected(if attrs.is_empty() {
+                        "an operand or attribute"
+                    } else {
+                        "an attribute"
+                    });
+                }
+            }
+        }
+        self.p.expect(':')?;
+        let ty = self.p.tensor_type()?;
+        let op = self.build_op(&mnemonic, op_loc, &mut attrs, &ty)?;
+        if let Some((key, l, _)) = attrs.first() {
+            return self
+                .p
+                .err_at(*l, format!("{mnemonic} takes no attribute '{key}'"));
+        }
+        self.define(name, loc, Node { op, args, ty })?;
+        Ok(())
+    }
+
+    fn build_op(
+        &self,
+        mnemonic: &str,
+        loc: Location,
+        attrs: &mut Vec<(String, Location, Option<Vec<usize>>)>,
+        ty: &TensorType,
+    ) -> PResult<Op> {
+        let mut take = |key: &str, list: bool| -> PResult<Vec<usize>> {
+            let Some(i) = attrs.iter().position(|(k, _, _)| k == key) else {
+                return self
+                    .p
+                    .err_at(loc, format!("{mnemonic} needs attribute '{key}'"));
+            };
+            let (_, l, v) = attrs.remove(i);
+            match v {
+                Some(v) if list || v.len() == 1 => Ok(v),
+                _ => self.p.err_at(
+                    l,
+                    format!(
+                        "attribute '{key}' needs {}",
+                        if list {
+                            "a list such as [0,1]"
+                        } else {
+                            "an integer"
+                        }
+                    ),
+                ),
+            }
+        };
+        let op = match mnemonic {
+            "input" | "param" => {
+                return self
+                    .p
+                    .err_at(loc, "inputs and params are declared in the graph signature");
+            }
+            "iota" => Op::Iota {
+                axis: take("axis", false)?[0],
+                ty: ty.clone(),
+            },
+            "concat" => Op::Concat {
+                axis: take("axis", false)?[0],
+            },
+            "reduce_sum" | "reduce_max" => {
+                let axes = take("axes", true)?;
+                let keepdims = match attrs.iter().position(|(k, _, _)| k == "keepdims") {
+                    Some(i) => {
+                        let (_, l, v) = attrs.remove(i);
+                        if v.is_some() {
+                            return self.p.err_at(l, "'keepdims' is a flag and takes no value");
+                        }
+                        true
+                    }
+                    None => false,
+                };
+                if mnemonic == "reduce_sum" {
+                    Op::ReduceSum { axes, keepdims }
+                } else {
+                    Op::ReduceMax { axes, keepdims }
+                }
+            }
+            "permute" => Op::Permute {
+                perm: take("perm", true)?,
+            },
+            "slice" => {
+                let start = take("start", true)?;
+                Op::Slice {
+                    start,
+                    end: take("end", true)?,
+                }
+            }
+            "reshape" => Op::Reshape {
+                shape: ty.shape.clone(),
+            },
+            "broadcast" => Op::Broadcast {
+                shape: ty.shape.clone(),
+            },
+            "cast" => Op::Cast { dtype: ty.dtype },
+            _ => match PLAIN_OPS.iter().find(|op| op.mnemonic() == mnemonic) {
+                Some(op) => op.clone(),
+                None => return self.p.err_at(loc, format!("unknown op '{mnemonic}'")),
+            },
+        };
+        Ok(op)
+    }
+
+    fn parse(mut self) -> PResult<(Graph, SourceMap)> {
+        self.map.graph = self.p.loc();
+        match self.p.ident("'graph'")? {
+            (kw, _) if kw == "graph" => {}
+            (_, l) => return self.p.err_at(l, "expected 'graph'"),
+        }
+        let name = match self.p.peek().clone() {
+            Tok::Global(n) => {
+                self.p.bump();
+                n
+            }
+            _ => return self.p.expected("a graph name such as @main"),
+        };
+        self.graph.set_name(name);
+        let outs = self.signature()?;
+        self.p.expect('{')?;
+        loop {
+            if let Tok::Ident(kw) = self.p.peek() {
+                if kw == "return" {
+                    break;
+                }
+            }
+            self.statement()?;
+        }
+        let ret_loc = self.p.bump().1;
+        let mut returned = Vec::new();
+        while *self.p.peek() != Tok::Punct('}') {
+            if !returned.is_empty() && !self.p.eat(',') {
+                return self.p.expected("',' or '}'");
+            }
+            let (v, l) = self.p.value_tok("a returned value")?;
+            returned.push((self.lookup(&v, l)?, l));
+        }
+        self.p.expect('}')?;
+        if returned.len() != outs.len() {
+            return self.p.err_at(
+                ret_loc,
+                format!(
+                    "returns {} value(s) but the signature declares {} output(s)",
+                    returned.len(),
+                    outs.len()
+                ),
+            );
+        }
+        for ((name, ty, _), (v, l)) in outs.into_iter().zip(returned) {
+            if *self.graph.ty(v) != ty {
+                return self.p.err_at(
+                    l,
+                    format!(
+                        "output '{name}' is declared {ty} but the returned value has type {}",
+                        self.graph.ty(v)
+                    ),
+                );
+            }
+            self.graph.add_output(name, v);
+        }
+        Ok((self.graph, self.map))
+    }
+}
+
+/// Parses every graph in `text`, with where each value was defined.
+pub fn parse_module_with_locations(text: &str) -> Result<Vec<(Graph, SourceMap)>, ParseError> {
+    let mut p = Parser {
+        toks: lex(text)?,
+        pos: 0,
+    };
+    let mut graphs = Vec::new();
+    while *p.peek() != Tok::Eof {
+        let gp = GraphParser {
+            p: &mut p,
+            graph: Graph::new(""),
+            map: SourceMap::default(),
+            names: HashMap::new(),
+        };
+        graphs.push(gp.parse()?);
+    }
+    Ok(graphs)
+}
+
+/// Parses every graph in `text` (unverified).
+pub fn parse_module(text: &str) -> Result<Vec<Graph>, ParseError> {
+    Ok(parse_module_with_locations(text)?
+        .into_iter()
+        .map(|(g, _)| g)
+        .collect())
+}
+
+/// Parses text holding exactly one graph (unverified).
+pub fn parse_graph(text: &str) -> Result<Graph, ParseError> {
+    let mut graphs = parse_module_with_locations(text)?;
+    match graphs.len() {
+        1 => Ok(graphs.remove(0).0),
+        n => Err(ParseError {
+            line: 1,
+            col: 1,
+            message: format!("expected exactly one graph, found {n}"),
+        }),
+    }
+}
+
+/// Verifies a parsed graph, attaching each error's source location.
+pub fn verify_located(graph: &Graph, map: &SourceMap) -> Result<(), VerifyErrors> {
+    verify(graph).map_err(|mut errs| {
+        for e in &mut errs.errors {
+            let loc = e
+                .value
+                .and_then(|v| map.values.get(v.index()))
+                .copied()
+                .unwrap_or(map.graph);
+            e.location = Some((loc.line, loc.col));
+        }
+        errs
+    })
+}
+
+/// Parses and verifies every graph in `text`.
+pub fn parse_and_verify(text: &str) -> Result<Vec<Graph>, Error> {
+    let mut out = Vec::new();
+    for (g, map) in parse_module_with_locations(text)? {
+        verify_located(&g, &map)?;
+        out.push(g);
+    }
+    Ok(out)
+}

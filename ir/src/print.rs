@@ -1,0 +1,155 @@
+//! The text printer.
+//!
+//! Grammar (full reference in `docs/ir.md`):
+//!
+//! ```text
+//! graph @NAME(%IN: TYPE, param %W: TYPE, ...) -> (OUT: TYPE, ...) {
+//!   %N = MNEMONIC OPERANDS, ATTRIBUTES : TYPE
+//!   return %A, %B
+//! }
+//! ```
+//!
+//! Inputs are spelled by name (`%residual`), every other value by its id
+//! (`%12`). Floats print in their shortest exact spelling, so printing and
+//! parsing round-trips bit for bit.
+
+use std::fmt::{self, Write};
+
+use crate::graph::{Graph, ValueId};
+use crate::literal::{LiteralValues, format_scalar};
+use crate::op::{InputKind, Op};
+
+/// The text spelling of a value in `graph`: `%name` for inputs, `%N` otherwise.
+pub fn value_name(graph: &Graph, v: ValueId) -> String {
+    match graph.input_name(v) {
+        Some(name) => format!("%{name}"),
+        None => v.to_string(),
+    }
+}
+
+fn write_list(f: &mut impl Write, xs: &[usize]) -> fmt::Result {
+    f.write_char('[')?;
+    for (i, x) in xs.iter().enumerate() {
+        if i > 0 {
+            f.write_char(',')?;
+        }
+        write!(f, "{x}")?;
+    }
+    f.write_char(']')
+}
+
+/// Writes the right-hand side of a node: `MNEMONIC OPERANDS, ATTRS : TYPE`.
+fn write_rhs(f: &mut impl Write, graph: &Graph, v: ValueId) -> fmt::Result {
+    let node = graph.node(v);
+    f.write_str(node.op.mnemonic())?;
+    if let Op::Const(lit) = &node.op {
+        f.write_char(' ')?;
+        let d = lit.ty().dtype;
+        match lit.values() {
+            LiteralValues::Splat(x) => format_scalar(f, d, *x)?,
+            LiteralValues::Dense(xs) => {
+                f.write_char('[')?;
+                for (i, x) in xs.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    format_scalar(f, d, *x)?;
+                }
+                f.write_char(']')?;
+            }
+        }
+        return write!(f, " : {}", node.ty);
+    }
+    let mut sep = " ";
+    for &a in &node.args {
+        // An out-of-range operand only occurs in graphs the verifier is
+        // about to reject; print it rather than panic.
+        let name = if a.index() < graph.len() {
+            value_name(graph, a)
+        } else {
+            a.to_string()
+        };
+        write!(f, "{sep}{name}")?;
+        sep = ", ";
+    }
+    match &node.op {
+        Op::Iota { axis, .. } | Op::Concat { axis } => write!(f, "{sep}axis={axis}")?,
+        Op::ReduceSum { axes, keepdims } | Op::ReduceMax { axes, keepdims } => {
+            write!(f, "{sep}axes=")?;
+            write_list(f, axes)?;
+            if *keepdims {
+                f.write_str(", keepdims")?;
+            }
+        }
+        Op::Permute { perm } => {
+            write!(f, "{sep}perm=")?;
+            write_list(f, perm)?;
+        }
+        Op::Slice { start, end } => {
+            write!(f, "{sep}start=")?;
+            write_list(f, start)?;
+            f.write_str(", end=")?;
+            write_list(f, end)?;
+        }
+        _ => {}
+    }
+    write!(f, " : {}", node.ty)
+}
+
+/// One node as a line of text (without indentation), e.g.
+/// `%5 = add %4, %residual : f32[4,8]`.
+pub fn node_to_string(graph: &Graph, v: ValueId) -> String {
+    let mut s = String::new();
+    let node = graph.node(v);
+    if let Op::Input { kind, .. } = &node.op {
+        let kw = if *kind == InputKind::Param {
+            "param "
+        } else {
+            ""
+        };
+        let _ = write!(s, "{kw}{}: {}", value_name(graph, v), node.ty);
+    } else {
+        let _ = write!(s, "{} = ", value_name(graph, v));
+        let _ = write_rhs(&mut s, graph, v);
+    }
+    s
+}
+
+impl fmt::Display for Graph {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "graph @{}(", self.name())?;
+        for (i, &v) in self.inputs().iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(&node_to_string(self, v))?;
+        }
+        f.write_str(") -> (")?;
+        for (i, o) in self.outputs().iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            match self.nodes().get(o.value.index()) {
+                Some(n) => write!(f, "{}: {}", o.name, n.ty)?,
+                None => write!(f, "{}: ?", o.name)?,
+            }
+        }
+        f.write_str(") {\n")?;
+        for v in self.values() {
+            if matches!(self.node(v).op, Op::Input { .. }) && self.inputs().contains(&v) {
+                continue;
+            }
+            writeln!(f, "  {}", node_to_string(self, v))?;
+        }
+        f.write_str("  return")?;
+        for (i, o) in self.outputs().iter().enumerate() {
+            let name = if o.value.index() < self.len() {
+                value_name(self, o.value)
+            } else {
+                o.value.to_string()
+            };
+            write!(f, "{}{name}", if i == 0 { " " } else { ", " })?;
+        }
+        f.write_str("\n}\n")
+    }
+}

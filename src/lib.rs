@@ -1,0 +1,1 @@
+//! birkhoff facade (work in progress).
