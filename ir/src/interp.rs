@@ -338,6 +338,31 @@ pub fn interpret(
     inputs: &BTreeMap<String, Tensor>,
     opts: &InterpOptions,
 ) -> Result<Vec<(String, Tensor)>> {
+    interpret_with_progress(graph, inputs, opts, &mut |_, _| {})
+}
+
+/// Scalar operations a node costs the interpreter, for progress reports.
+pub fn node_cost(graph: &Graph, v: ValueId) -> u64 {
+    let node = graph.node(v);
+    let out = graph.ty(v).num_elements() as u64;
+    match &node.op {
+        Op::MatMul => {
+            let a = &graph.ty(node.args[0]).shape;
+            out.saturating_mul(a[a.len() - 1] as u64)
+        }
+        op if op.is_reduce() => graph.ty(node.args[0]).num_elements() as u64,
+        _ => out,
+    }
+}
+
+/// [`interpret`], calling `progress(done, total)` after each node with the
+/// work done so far and in all, in [`node_cost`] units.
+pub fn interpret_with_progress(
+    graph: &Graph,
+    inputs: &BTreeMap<String, Tensor>,
+    opts: &InterpOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Vec<(String, Tensor)>> {
     verify(graph)?;
     for name in inputs.keys() {
         if graph.input_by_name(name).is_none() {
@@ -373,7 +398,15 @@ pub fn interpret(
                 got: t.ty().clone(),
             });
         }
-        live_bytes += 8 * ty.num_elements() as u64;
+        let bytes = 8 * ty.num_elements() as u64;
+        if live_bytes + bytes > opts.memory_limit {
+            return Err(Error::TooLarge {
+                value: v,
+                bytes: live_bytes + bytes,
+                limit: opts.memory_limit,
+            });
+        }
+        live_bytes += bytes;
         ev.values[v.index()] = Some(t.to_f64_vec());
     }
     let mut last_use = vec![0usize; graph.len()];
@@ -385,7 +418,10 @@ pub fn interpret(
     for o in graph.outputs() {
         last_use[o.value.index()] = usize::MAX;
     }
+    let total: u64 = graph.values().map(|v| node_cost(graph, v)).sum();
+    let mut done = 0u64;
     for v in graph.values() {
+        done += node_cost(graph, v);
         if ev.values[v.index()].is_some() {
             continue;
         }
@@ -399,6 +435,7 @@ pub fn interpret(
         }
         live_bytes += bytes;
         ev.values[v.index()] = Some(ev.eval(v));
+        progress(done, total);
         if last_use[v.index()] == 0 {
             // Dead value: nothing reads it.
             ev.values[v.index()] = None;
