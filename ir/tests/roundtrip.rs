@@ -1,0 +1,300 @@
+//! The text format round-trips: `parse(print(g)) == g` bit for bit, and
+//! printing is a fixed point. Hand-written texts check the lexical freedom
+//! the parser allows (comments, spacing, hex bits, special floats, several
+//! graphs in one module) and that it all prints back canonically.
+
+use birkhoff_ir::{
+    DType, Graph, InputKind, Literal, Op, TensorType, parse_and_verify, parse_graph, parse_module,
+    verify,
+};
+use birkhoff_testkit::graph;
+use proptest::prelude::*;
+
+fn parse_one(text: &str) -> Graph {
+    match parse_module(text) {
+        Ok(mut gs) if gs.len() == 1 => gs.remove(0),
+        other => panic!("expected one graph from:\n{text}\ngot {other:?}"),
+    }
+}
+
+proptest! {
+    #[test]
+    fn parse_inverts_print(g in graph()) {
+        let text = g.to_string();
+        let parsed = parse_module(&text);
+        prop_assert!(parsed.is_ok(), "{}\n{}", parsed.unwrap_err(), text);
+        let parsed = parsed.unwrap_or_default();
+        prop_assert_eq!(parsed.len(), 1);
+        prop_assert_eq!(&parsed[0], &g, "\n{}", text);
+        prop_assert_eq!(&parsed[0].to_string(), &text);
+        prop_assert!(parse_and_verify(&text).is_ok());
+    }
+
+    #[test]
+    fn modules_of_several_graphs_round_trip(a in graph(), b in graph(), c in graph()) {
+        let text = format!("{a}\n; between graphs\n{b}{c}");
+        let parsed = parse_module(&text);
+        prop_assert!(parsed.is_ok(), "{}\n{}", parsed.unwrap_err(), text);
+        prop_assert_eq!(parsed.unwrap_or_default(), vec![a, b, c]);
+    }
+}
+
+#[test]
+fn comments_spacing_and_line_breaks_are_free() {
+    let messy = "; a leading comment\n\
+        \n\
+        graph   @messy(  %x:f32[2,3] ,param %w :  f32[2,3])->(y:f32[2,3],\tz: bool[2,3]){ ; trailing\n\
+        \t%a=add %x,%w:f32[2,3]\n\
+        \n\
+        ;   %b = this line is a comment\n\
+        %b = lt\n\
+             %a ,\n\
+             %x\n\
+             : bool[2,3]\n\
+          return %a,%b}\n";
+    let canonical = "graph @messy(%x: f32[2,3], param %w: f32[2,3]) -> (y: f32[2,3], z: bool[2,3]) {\n\
+        \x20 %2 = add %x, %w : f32[2,3]\n\
+        \x20 %3 = lt %2, %x : bool[2,3]\n\
+        \x20 return %2, %3\n\
+        }\n";
+    let g = parse_one(messy);
+    assert!(verify(&g).is_ok());
+    assert_eq!(g.to_string(), canonical);
+    assert_eq!(parse_one(canonical), g);
+    let crlf = messy.replace('\n', "\r\n");
+    assert_eq!(parse_one(&crlf), g);
+}
+
+#[test]
+fn same_graph_built_through_the_api() {
+    let text = "graph @api(param %w: f64[2], %x: f64[2]) -> (s: f64[], m: f64[1]) {
+      %2 = mul %w, %x : f64[2]
+      %3 = reduce_sum %2, axes=[0] : f64[]
+      %4 = reduce_max %2, axes=[0], keepdims : f64[1]
+      return %3, %4
+    }";
+    let t = TensorType::new(DType::F64, [2]);
+    let mut g = Graph::new("api");
+    let w = g.add_input("w", InputKind::Param, t.clone());
+    let x = g.add_input("x", InputKind::Data, t);
+    let p = g.add(Op::Mul, &[w, x]).unwrap();
+    let s = g
+        .add(
+            Op::ReduceSum {
+                axes: vec![0],
+                keepdims: false,
+            },
+            &[p],
+        )
+        .unwrap();
+    let m = g
+        .add(
+            Op::ReduceMax {
+                axes: vec![0],
+                keepdims: true,
+            },
+            &[p],
+        )
+        .unwrap();
+    g.add_output("s", s);
+    g.add_output("m", m);
+    assert_eq!(parse_one(text), g);
+    assert_eq!(parse_graph(&g.to_string()), Ok(g));
+}
+
+#[test]
+fn value_names_are_free_and_print_canonically() {
+    let text = "graph @names(%in.put_0: i32[3]) -> (o.k: i32[3]) {
+      %99 = neg %in.put_0 : i32[3]
+      %tmp = abs %99 : i32[3]
+      %0 = add %tmp, %99 : i32[3]
+      return %0
+    }";
+    let g = parse_one(text);
+    assert!(verify(&g).is_ok());
+    let printed = g.to_string();
+    assert!(
+        printed.contains("  %1 = neg %in.put_0 : i32[3]\n"),
+        "{printed}"
+    );
+    assert!(printed.contains("  %2 = abs %1 : i32[3]\n"), "{printed}");
+    assert!(
+        printed.contains("  %3 = add %2, %1 : i32[3]\n"),
+        "{printed}"
+    );
+    assert!(printed.contains("  return %3\n"), "{printed}");
+    assert_eq!(parse_one(&printed), g);
+}
+
+fn const_value(g: &Graph, index: usize) -> f64 {
+    match &g.nodes()[index].op {
+        Op::Const(lit) => lit.get(0),
+        op => panic!("node {index} is {}, not a const", op.mnemonic()),
+    }
+}
+
+#[test]
+fn hex_bit_literals_read_exactly() {
+    let text = "graph @hex() -> (a: f32[], b: f32[], c: bf16[], d: f64[], e: f32[], f: bf16[]) {
+      %0 = const 0x3f800000 : f32[]
+      %1 = const 0x00000001 : f32[]
+      %2 = const 0x0001 : bf16[]
+      %3 = const 0x8000000000000000 : f64[]
+      %4 = const 0xFFC00001 : f32[]
+      %5 = const 0xff80 : bf16[]
+      return %0, %1, %2, %3, %4, %5
+    }";
+    let g = parse_one(text);
+    assert!(verify(&g).is_ok());
+    assert_eq!(const_value(&g, 0), 1.0);
+    assert_eq!(const_value(&g, 1), f64::from(f32::from_bits(1)));
+    assert_eq!(const_value(&g, 2), 2f64.powi(-133));
+    let neg_zero = const_value(&g, 3);
+    assert!(neg_zero == 0.0 && neg_zero.is_sign_negative());
+    assert!(const_value(&g, 4).is_nan());
+    assert_eq!(const_value(&g, 5), f64::NEG_INFINITY);
+    let printed = g.to_string();
+    for line in [
+        "%0 = const 1.0 : f32[]",
+        "%1 = const 1e-45 : f32[]",
+        "%3 = const -0.0 : f64[]",
+        "%4 = const nan : f32[]",
+        "%5 = const -inf : bf16[]",
+    ] {
+        assert!(printed.contains(line), "missing `{line}` in\n{printed}");
+    }
+    // Every NaN payload reads as the one canonical NaN.
+    let canonical_nan = parse_one(&text.replace("0xFFC00001", "nan"));
+    assert_eq!(g, canonical_nan);
+    assert_eq!(parse_one(&printed), g);
+}
+
+#[test]
+fn special_floats_in_every_float_type() {
+    for d in ["f32", "bf16", "f64"] {
+        let text = format!(
+            "graph @special() -> (s: {d}[], v: {d}[6]) {{
+              %0 = const -inf : {d}[]
+              %1 = const [nan, inf, -inf, -0.0, 0.0, -1.5e-3] : {d}[6]
+              return %0, %1
+            }}"
+        );
+        let g = parse_one(&text);
+        assert!(verify(&g).is_ok(), "{d}");
+        assert_eq!(const_value(&g, 0), f64::NEG_INFINITY, "{d}");
+        let Op::Const(lit) = &g.nodes()[1].op else {
+            panic!("not a const")
+        };
+        assert!(lit.get(0).is_nan());
+        assert_eq!(lit.get(1), f64::INFINITY);
+        assert_eq!(lit.get(2), f64::NEG_INFINITY);
+        assert!(lit.get(3) == 0.0 && lit.get(3).is_sign_negative());
+        assert!(lit.get(4) == 0.0 && lit.get(4).is_sign_positive());
+        let dtype = DType::from_name(d).unwrap();
+        assert_eq!(lit.get(5), dtype.round(-1.5e-3), "{d}");
+        let printed = g.to_string();
+        assert!(
+            printed.contains("%1 = const [nan, inf, -inf, -0.0, 0.0, "),
+            "{printed}"
+        );
+        assert_eq!(parse_one(&printed), g, "{d}");
+    }
+}
+
+#[test]
+fn extreme_values_round_trip_bit_exactly() {
+    let cases: [(DType, &[f64]); 5] = [
+        (
+            DType::F32,
+            &[
+                f32::MAX as f64,
+                f32::MIN_POSITIVE as f64,
+                f32::from_bits(0x007f_ffff) as f64,
+                0.1f32 as f64,
+                -16_777_217f32 as f64,
+            ],
+        ),
+        (
+            DType::F64,
+            &[f64::MAX, f64::MIN_POSITIVE, 5e-324, 0.1, -1e300],
+        ),
+        (
+            DType::Bf16,
+            &[
+                3.3895313892515355e38,
+                2f64.powi(-133),
+                2f64.powi(-126),
+                -1.0,
+                0.5,
+            ],
+        ),
+        (
+            DType::I32,
+            &[i32::MIN as f64, i32::MAX as f64, 0.0, -1.0, 7.0],
+        ),
+        (DType::Bool, &[1.0, 0.0, 0.0, 1.0, 1.0]),
+    ];
+    for (d, xs) in cases {
+        let ty = TensorType::new(d, [xs.len()]);
+        let lit = Literal::dense(ty.clone(), xs.to_vec()).unwrap();
+        for (i, &x) in xs.iter().enumerate() {
+            assert_eq!(lit.get(i).to_bits(), x.to_bits(), "{d} {x} is not exact");
+        }
+        let mut g = Graph::new("extremes");
+        let c = g.add(Op::Const(lit), &[]).unwrap();
+        let s = g
+            .add(Op::Const(Literal::splat(TensorType::scalar(d), xs[0])), &[])
+            .unwrap();
+        g.add_output("c", c);
+        g.add_output("s", s);
+        let printed = g.to_string();
+        assert_eq!(parse_one(&printed), g, "{printed}");
+    }
+}
+
+#[test]
+fn several_graphs_in_one_module_keep_their_own_names() {
+    let text = "
+    ; two graphs may reuse value and input names
+    graph @first(%x: f32[2]) -> (y: f32[2]) {
+      %1 = exp %x : f32[2]
+      return %1
+    }
+    graph @second(%x: bool[2]) -> (y: bool[2], z: bool[2]) {
+      %1 = not %x : bool[2]
+      return %1, %x
+    }";
+    let gs = parse_module(text).unwrap();
+    assert_eq!(gs.len(), 2);
+    assert_eq!(gs[0].name(), "first");
+    assert_eq!(gs[1].name(), "second");
+    assert_eq!(gs[1].outputs()[1].value, gs[1].inputs()[0]);
+    let printed: String = gs.iter().map(|g| g.to_string()).collect();
+    assert_eq!(parse_module(&printed).unwrap(), gs);
+    assert!(parse_and_verify(text).is_ok());
+    assert!(parse_module("").unwrap().is_empty());
+    assert!(parse_module("; only a comment\n\n").unwrap().is_empty());
+}
+
+#[test]
+fn every_attribute_form_round_trips() {
+    let text = "graph @attrs(%x: f32[2,3,4]) -> (a: f32[3,4], b: f32[4,2,3], c: f32[1,2,2], d: f32[2,6,4], e: i32[2,3,4], f: f32[5,2,3,4], g: bf16[6,4], h: f32[2,3,3], i: f32[]) {
+      %1 = reduce_max %x, axes=[0] : f32[3,4]
+      %2 = permute %x, perm=[2,0,1] : f32[4,2,3]
+      %3 = slice %x, start=[1,0,2], end=[2,2,4] : f32[1,2,2]
+      %4 = concat %x, %x, axis=1 : f32[2,6,4]
+      %5 = iota axis=2 : i32[2,3,4]
+      %6 = broadcast %x : f32[5,2,3,4]
+      %7 = reshape %x : f32[6,4]
+      %8 = cast %7 : bf16[6,4]
+      %9 = permute %x, perm=[0,2,1] : f32[2,4,3]
+      %10 = matmul %x, %9 : f32[2,3,3]
+      %11 = reduce_sum %x, axes=[2,0,1] : f32[]
+      return %1, %2, %3, %4, %5, %6, %8, %10, %11
+    }";
+    let g = parse_and_verify(text).unwrap().remove(0);
+    let printed = g.to_string();
+    assert!(printed.contains("axes=[2,0,1] : f32[]"), "{printed}");
+    assert_eq!(parse_one(&printed), g);
+    assert_eq!(parse_one(&printed).to_string(), printed);
+}
