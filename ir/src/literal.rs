@@ -158,9 +158,11 @@ pub fn parse_scalar(dtype: DType, s: &str) -> Result<f64, String> {
                 "nan" => f64::NAN,
                 "inf" => f64::INFINITY,
                 "-inf" => f64::NEG_INFINITY,
-                _ if dtype == DType::F64 => s.parse::<f64>().map_err(|_| bad())?,
                 // Parse f32 directly: going through f64 could round twice.
-                _ => s.parse::<f32>().map_err(|_| bad())? as f64,
+                _ if dtype == DType::F32 => s.parse::<f32>().map_err(|_| bad())? as f64,
+                // bf16 goes through f64, not f32: f32's 24 bits would turn
+                // decimals near a bf16 midpoint into exact ties (then to even).
+                _ => s.parse::<f64>().map_err(|_| bad())?,
             };
             Ok(canonical(dtype.round(v)))
         }

@@ -298,3 +298,31 @@ fn every_attribute_form_round_trips() {
     assert_eq!(parse_one(&printed), g);
     assert_eq!(parse_one(&printed).to_string(), printed);
 }
+
+#[test]
+fn bf16_decimal_literals_round_to_nearest() {
+    // 1 + 2^-8 + 2^-30 lies just above the midpoint between the bf16 values
+    // 1 and 1 + 2^-7, so it rounds up; reading it as an f32 first lands
+    // exactly on the midpoint, which ties to even (down).
+    let text = "graph @b() -> (y: bf16[2]) {
+      %0 = const [1.0039062509313226, -1.0039062509313226] : bf16[2]
+      return %0
+    }";
+    let g = parse_one(text);
+    let Op::Const(lit) = &g.nodes()[0].op else {
+        panic!("not a const")
+    };
+    assert_eq!(lit.get(0), 1.0 + 1.0 / 128.0);
+    assert_eq!(lit.get(1), -(1.0 + 1.0 / 128.0));
+    assert_eq!(
+        lit.get(0),
+        DType::Bf16.round(1.0 + 2f64.powi(-8) + 2f64.powi(-30))
+    );
+    // An exact midpoint still ties to even.
+    let tie = parse_one(&text.replace("1.0039062509313226", "1.00390625"));
+    let Op::Const(lit) = &tie.nodes()[0].op else {
+        panic!("not a const")
+    };
+    assert_eq!(lit.get(0), 1.0);
+    assert_eq!(lit.get(1), -1.0);
+}
