@@ -573,12 +573,7 @@ impl GraphParser<'_> {
         self.graph.set_name(name);
         let outs = self.signature()?;
         self.p.expect('{')?;
-        loop {
-            if let Tok::Ident(kw) = self.p.peek() {
-                if kw == "return" {
-                    break;
-                }
-            }
+        while !matches!(self.p.peek(), Tok::Ident(kw) if kw == "return") {
             self.statement()?;
         }
         let ret_loc = self.p.bump().1;

@@ -1,1 +1,34 @@
-fn main() {}
+//! `birkhoff`: build, inspect, check and run tensor graphs.
+//!
+//! Every command takes a zoo model name or an IR file; errors are printed
+//! as one line on stderr with a non-zero exit status.
+
+mod args;
+mod check;
+mod demo;
+mod dump;
+mod models;
+mod run;
+mod source;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    let result = match cli.command {
+        args::Command::Models => models::main(),
+        args::Command::Dump(a) => dump::main(&a),
+        args::Command::Check(a) => check::main(&a),
+        args::Command::Run(a) => run::main(&a),
+        args::Command::Demo(a) => demo::main(&a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

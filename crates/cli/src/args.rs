@@ -1,0 +1,205 @@
+//! Command-line syntax.
+
+use std::path::PathBuf;
+
+use birkhoff::dsl::zoo::mhc::SinkhornVariant;
+use birkhoff::dsl::zoo::{LayerFn, ModelArgs};
+use birkhoff::ir::DType;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// A tensor compiler that fuses DeepSeek's mHC layers.
+#[derive(Parser, Debug)]
+#[command(name = "birkhoff", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List the model zoo with each model's flags and defaults.
+    Models,
+    /// Print a model's or file's graph IR (text or Graphviz DOT).
+    Dump(DumpArgs),
+    /// Parse and verify an IR file; errors name line and column.
+    Check(CheckArgs),
+    /// Run a model or IR file on .npy inputs and write .npy outputs.
+    Run(RunArgs),
+    /// Build the default mHC transformer block, run it, and report.
+    Demo(DemoArgs),
+}
+
+/// Flags that size and configure zoo models (see `birkhoff models`).
+#[derive(Args, Debug, Default, Clone)]
+pub struct ModelFlags {
+    /// Tokens T.
+    #[arg(long, value_name = "T", help_heading = "Model flags")]
+    pub tokens: Option<usize>,
+    /// Residual streams n.
+    #[arg(long, value_name = "N", help_heading = "Model flags")]
+    pub streams: Option<usize>,
+    /// Hidden width C.
+    #[arg(long, value_name = "C", help_heading = "Model flags")]
+    pub hidden: Option<usize>,
+    /// Attention heads (must divide C).
+    #[arg(long, value_name = "H", help_heading = "Model flags")]
+    pub heads: Option<usize>,
+    /// SwiGLU width.
+    #[arg(long, value_name = "F", help_heading = "Model flags")]
+    pub ffn: Option<usize>,
+    /// Stacked transformer layers.
+    #[arg(long, value_name = "L", help_heading = "Model flags")]
+    pub layers: Option<usize>,
+    /// Sinkhorn variant.
+    #[arg(long, value_enum, help_heading = "Model flags")]
+    pub sinkhorn: Option<SinkhornArg>,
+    /// Sinkhorn rounds.
+    #[arg(long, value_name = "K", help_heading = "Model flags")]
+    pub iters: Option<usize>,
+    /// Added to every Sinkhorn denominator.
+    #[arg(
+        long,
+        value_name = "E",
+        allow_negative_numbers = true,
+        help_heading = "Model flags"
+    )]
+    pub eps: Option<f64>,
+    /// RMS normalization epsilon.
+    #[arg(long, allow_negative_numbers = true, help_heading = "Model flags")]
+    pub norm_eps: Option<f64>,
+    /// Added to the pre gates.
+    #[arg(long, allow_negative_numbers = true, help_heading = "Model flags")]
+    pub pre_eps: Option<f64>,
+    /// Post gate multiplier.
+    #[arg(long, allow_negative_numbers = true, help_heading = "Model flags")]
+    pub post_mult: Option<f64>,
+    /// Layer function of mhc-sublayer.
+    #[arg(long, value_enum, help_heading = "Model flags")]
+    pub layer_fn: Option<LayerFnArg>,
+    /// Element type of every tensor of a zoo model.
+    #[arg(long, value_enum, help_heading = "Model flags")]
+    pub dtype: Option<DTypeArg>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum SinkhornArg {
+    Paper,
+    Tilekernels,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum LayerFnArg {
+    Identity,
+    LinearTanh,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum DTypeArg {
+    F32,
+    F64,
+}
+
+impl ModelFlags {
+    /// The zoo's view of these flags.
+    pub fn to_model_args(&self) -> ModelArgs {
+        ModelArgs {
+            tokens: self.tokens,
+            streams: self.streams,
+            hidden: self.hidden,
+            heads: self.heads,
+            ffn: self.ffn,
+            layers: self.layers,
+            sinkhorn: self.sinkhorn.map(|s| match s {
+                SinkhornArg::Paper => SinkhornVariant::Paper,
+                SinkhornArg::Tilekernels => SinkhornVariant::TileKernels,
+            }),
+            iters: self.iters,
+            eps: self.eps,
+            norm_eps: self.norm_eps,
+            pre_eps: self.pre_eps,
+            post_mult: self.post_mult,
+            layer_fn: self.layer_fn.map(|l| match l {
+                LayerFnArg::Identity => LayerFn::Identity,
+                LayerFnArg::LinearTanh => LayerFn::LinearTanh,
+            }),
+            dtype: self.dtype.map(|d| match d {
+                DTypeArg::F32 => DType::F32,
+                DTypeArg::F64 => DType::F64,
+            }),
+        }
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DumpFormat {
+    Text,
+    Dot,
+}
+
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    /// A zoo model name (see `birkhoff models`) or a .bir file.
+    pub source: String,
+    #[command(flatten)]
+    pub model: ModelFlags,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: DumpFormat,
+    /// Write to this file instead of stdout.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// IR files to parse and verify.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The reference interpreter.
+    Interp,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrecisionArg {
+    /// Compute every float in f64 (the oracle).
+    F64,
+    /// Round f32 values after every operation.
+    F32,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// A zoo model name (see `birkhoff models`) or a .bir file.
+    pub source: String,
+    #[command(flatten)]
+    pub model: ModelFlags,
+    /// Directory holding NAME.npy for each graph input.
+    #[arg(long, value_name = "DIR")]
+    pub inputs: Option<PathBuf>,
+    /// Directory to write NAME.npy for each graph output (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub outputs: Option<PathBuf>,
+    /// Draw inputs that have no .npy file from this seed.
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// Where to run.
+    #[arg(long, value_enum, default_value = "interp")]
+    pub backend: Backend,
+    /// Interpreter arithmetic precision.
+    #[arg(long, value_enum, default_value = "f64")]
+    pub precision: PrecisionArg,
+    /// Accept NaN and infinite input values instead of rejecting them.
+    #[arg(long)]
+    pub allow_nonfinite: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Seed for the random inputs and weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
