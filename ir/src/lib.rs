@@ -53,7 +53,8 @@ pub use error::{Error, ParseError, Result, TypeError, VerifyError, VerifyErrors}
 pub use graph::{Graph, Node, Output, ValueId};
 pub use infer::infer_type;
 pub use interp::{
-    InterpOptions, Precision, eval_binary, eval_unary, interpret, interpret_with_progress, node_cost, store,
+    InterpOptions, Precision, eval_binary, eval_unary, interpret, interpret_with_progress,
+    node_cost, store,
 };
 pub use literal::{Literal, LiteralValues, format_scalar, parse_scalar};
 pub use op::{Arity, InputKind, Op};
