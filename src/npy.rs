@@ -875,6 +875,7 @@ fn write_elems<T, const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     /// A version-1.0 file with this header text and data.
     fn npy(header: &str, data: &[u8]) -> Vec<u8> {

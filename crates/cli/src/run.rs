@@ -63,12 +63,10 @@ pub fn load_inputs(
             ),
             (None, None) => unreachable!("checked above"),
         };
-        if !allow_nonfinite {
-            if let Some((i, x)) = t.first_non_finite() {
-                bail!(
-                    "input '{name}' holds {x} at flat index {i}; pass --allow-nonfinite to run it anyway"
-                );
-            }
+        if let Some((i, x)) = t.first_non_finite().filter(|_| !allow_nonfinite) {
+            bail!(
+                "input '{name}' holds {x} at flat index {i}; pass --allow-nonfinite to run it anyway"
+            );
         }
         inputs.insert(name.to_string(), t);
     }

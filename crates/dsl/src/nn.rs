@@ -59,7 +59,7 @@ pub fn linear<'b>(x: Var<'b>, w: Var<'b>) -> Var<'b> {
 #[track_caller]
 pub fn causal_attention<'b>(q: Var<'b>, k: Var<'b>, v: Var<'b>, heads: usize) -> Var<'b> {
     let s = q.shape();
-    if s.len() != 2 || heads == 0 || s[1] % heads != 0 {
+    if s.len() != 2 || heads == 0 || !s[1].is_multiple_of(heads) {
         q.b.error(format!(
             "causal_attention needs q [T, C] with C divisible by heads={heads}, got {s:?}"
         ));

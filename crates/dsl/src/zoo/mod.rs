@@ -414,7 +414,7 @@ fn resolve(info: &ModelInfo, args: &ModelArgs) -> Result<ZooConfig> {
     if cfg.layers > 1000 {
         return bad(Layers, format!("{} is more than 1000", cfg.layers));
     }
-    if cfg.hidden % cfg.heads != 0 && info.flags.contains(&Heads) {
+    if !cfg.hidden.is_multiple_of(cfg.heads) && info.flags.contains(&Heads) {
         return bad(
             Heads,
             format!("{} heads do not divide --hidden {}", cfg.heads, cfg.hidden),
