@@ -326,3 +326,75 @@ fn bf16_decimal_literals_round_to_nearest() {
     assert_eq!(lit.get(0), 1.0);
     assert_eq!(lit.get(1), -1.0);
 }
+
+/// The fenced `bir` blocks of `docs/ir.md`: each parses, verifies and, with
+/// its comment lines dropped, is already in canonical printed form.
+#[test]
+fn ir_reference_examples_are_canonical() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/ir.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in doc.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```bir") => current = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), l) if !l.trim_start().starts_with(';') => {
+                block.push_str(l);
+                block.push('\n');
+            }
+            _ => {}
+        }
+    }
+    assert!(blocks.len() >= 2, "no bir examples found in {path}");
+    for block in &blocks {
+        let graphs = parse_and_verify(block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        let printed: String = graphs.iter().map(|g| g.to_string()).collect();
+        assert_eq!(&printed, block);
+    }
+    let every_op = &blocks[1];
+    for op in [
+        "const",
+        "iota",
+        "neg",
+        "abs",
+        "exp",
+        "log",
+        "sqrt",
+        "rsqrt",
+        "recip",
+        "sigmoid",
+        "tanh",
+        "not",
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "max",
+        "min",
+        "pow",
+        "eq",
+        "ne",
+        "lt",
+        "le",
+        "gt",
+        "ge",
+        "and",
+        "or",
+        "select",
+        "reduce_sum",
+        "reduce_max",
+        "reshape",
+        "permute",
+        "broadcast",
+        "slice",
+        "concat",
+        "matmul",
+        "cast",
+    ] {
+        assert!(every_op.contains(&format!(" = {op} ")), "{op} missing");
+    }
+}
