@@ -161,6 +161,12 @@ impl Graph {
 
     /// Appends a node after checking its operands and inferring its type.
     pub fn add(&mut self, op: Op, args: &[ValueId]) -> Result<ValueId, TypeError> {
+        if matches!(op, Op::Input { .. }) {
+            return Err(TypeError::Invalid {
+                op: op.mnemonic(),
+                message: "graph inputs are declared with add_input".to_string(),
+            });
+        }
         let tys: Vec<&TensorType> = args
             .iter()
             .map(|a| {

@@ -11,6 +11,10 @@ pub fn main(a: &CheckArgs) -> Result<ExitCode> {
     let mut failed = false;
     for path in &a.files {
         match read_ir_file(path) {
+            Ok(graphs) if graphs.is_empty() => {
+                eprintln!("error: {} holds no graph", path.display());
+                failed = true;
+            }
             Ok(graphs) => {
                 for g in graphs {
                     println!(

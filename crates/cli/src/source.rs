@@ -39,12 +39,13 @@ pub fn read_ir_file(path: &Path) -> Result<Vec<Graph>> {
     let mut graphs = Vec::new();
     for (g, map) in parsed {
         if let Err(errs) = verify_located(&g, &map) {
+            // One self-contained line per error, each reading `error: FILE:LINE:COL: ...`.
             let lines: Vec<String> = errs
                 .errors
                 .iter()
-                .map(|e| format!("{}:{e}", path.display()))
+                .map(|e| format!("{}:{e} [graph @{}]", path.display(), g.name()))
                 .collect();
-            bail!("graph @{} is invalid:\n{}", g.name(), lines.join("\n"));
+            bail!("{}", lines.join("\nerror: "));
         }
         graphs.push(g);
     }

@@ -29,7 +29,10 @@ fn sigmoid(x: f64) -> f64 {
 }
 
 /// DESIGN §2 Sinkhorn on one n×n matrix `c[i][j]` (rows first).
-#[allow(clippy::needless_range_loop, reason = "column sums read clearest as m[i][j]")]
+#[allow(
+    clippy::needless_range_loop,
+    reason = "column sums read clearest as m[i][j]"
+)]
 fn ref_sinkhorn(c: &[Vec<f64>], s: &Settings) -> Vec<Vec<f64>> {
     let n = c.len();
     let mut m: Vec<Vec<f64>> = match s.variant {

@@ -1,0 +1,374 @@
+//! The `birkhoff` command end to end: every command's happy path, the `run`
+//! round trip through `.npy`, and every bad-input path giving a non-zero
+//! exit, a one-line error and no panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use birkhoff::ir::{DType, Tensor, TensorData, TensorType};
+use birkhoff::npy::{read_npy, write_npy};
+
+fn birkhoff(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_birkhoff"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts success and returns stdout.
+fn ok(args: &[&str]) -> String {
+    let o = birkhoff(args);
+    assert!(
+        o.status.success(),
+        "birkhoff {args:?} failed:\n{}",
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+/// Asserts a clean failure — exit code 1, a single `error:` line, no panic —
+/// and returns that line.
+fn fails(args: &[&str]) -> String {
+    let o = birkhoff(args);
+    let err = stderr(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "birkhoff {args:?} should fail cleanly:\n{err}"
+    );
+    assert!(
+        !err.contains("panicked"),
+        "birkhoff {args:?} panicked:\n{err}"
+    );
+    let lines: Vec<&str> = err.lines().filter(|l| !l.starts_with("note:")).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "birkhoff {args:?} should print one error line:\n{err}"
+    );
+    assert!(lines[0].starts_with("error: "), "{err}");
+    lines[0].to_string()
+}
+
+/// A fresh scratch directory, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("birkhoff-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.0.join(rel)
+    }
+
+    fn s(&self, rel: &str) -> String {
+        self.path(rel).display().to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir).map_or_else(
+        |_| vec![],
+        |rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        },
+    );
+    v.sort();
+    v
+}
+
+#[test]
+fn models_lists_every_model_with_flags() {
+    let out = ok(&["models"]);
+    for m in [
+        "sinkhorn",
+        "mhc-pre",
+        "hc-pre",
+        "mhc-post",
+        "mhc-sublayer",
+        "mhc-block",
+        "hc-block",
+        "residual-block",
+    ] {
+        assert!(out.contains(&format!("{m}\n")), "{m} missing:\n{out}");
+    }
+    assert!(
+        out.contains("--iters") && out.contains("default 20"),
+        "{out}"
+    );
+}
+
+#[test]
+fn dump_text_is_checkable_and_dot_is_graphviz() {
+    let s = Scratch::new("dump");
+    let text = ok(&[
+        "dump",
+        "mhc-pre",
+        "--tokens",
+        "3",
+        "--streams",
+        "2",
+        "--hidden",
+        "4",
+    ]);
+    assert!(
+        text.starts_with("graph @mhc_pre(%residual: f32[3,2,4], param %fn: f32[8,8]"),
+        "{text}"
+    );
+    std::fs::write(s.path("pre.bir"), &text).unwrap();
+    let checked = ok(&["check", &s.s("pre.bir")]);
+    assert!(checked.contains("ok: graph @mhc_pre"), "{checked}");
+    // dump of a file reproduces it exactly.
+    assert_eq!(ok(&["dump", &s.s("pre.bir")]), text);
+    let dot = ok(&["dump", "sinkhorn", "--iters", "2", "--format", "dot"]);
+    assert!(
+        dot.starts_with("digraph \"sinkhorn\" {") && dot.trim_end().ends_with('}'),
+        "{dot}"
+    );
+    ok(&["dump", "sinkhorn", "-o", &s.s("s.bir")]);
+    assert!(
+        std::fs::read_to_string(s.path("s.bir"))
+            .unwrap()
+            .starts_with("graph @sinkhorn")
+    );
+}
+
+#[test]
+fn run_round_trips_through_npy() {
+    let s = Scratch::new("run");
+    // Random inputs, written out, then fed back in from files.
+    let out = ok(&[
+        "run",
+        "mhc-post",
+        "--tokens",
+        "4",
+        "--streams",
+        "2",
+        "--hidden",
+        "3",
+        "--seed",
+        "5",
+        "--outputs",
+        &s.s("a"),
+    ]);
+    assert!(out.contains("residual_out"), "{out}");
+    let first = read_npy(&s.path("a/residual_out.npy")).unwrap();
+    assert_eq!(first.ty(), &TensorType::new(DType::F32, [4, 2, 3]));
+
+    // Hand-made inputs: post = 0 and comb = identity give residual_out = residual.
+    std::fs::create_dir_all(s.path("in")).unwrap();
+    let f32t = |shape: &[usize], v: Vec<f32>| Tensor::new(shape, TensorData::F32(v)).unwrap();
+    let residual: Vec<f32> = (0..24).map(|i| i as f32 * 0.5 - 3.0).collect();
+    let eye: Vec<f32> = (0..4).flat_map(|_| [1.0, 0.0, 0.0, 1.0]).collect();
+    write_npy(
+        &s.path("in/residual.npy"),
+        &f32t(&[4, 2, 3], residual.clone()),
+    )
+    .unwrap();
+    write_npy(
+        &s.path("in/layer_output.npy"),
+        &f32t(&[4, 3], vec![7.0; 12]),
+    )
+    .unwrap();
+    write_npy(&s.path("in/post_mix.npy"), &f32t(&[4, 2], vec![0.0; 8])).unwrap();
+    write_npy(&s.path("in/comb_mix.npy"), &f32t(&[4, 2, 2], eye)).unwrap();
+    ok(&[
+        "run",
+        "mhc-post",
+        "--tokens",
+        "4",
+        "--streams",
+        "2",
+        "--hidden",
+        "3",
+        "--inputs",
+        &s.s("in"),
+        "--outputs",
+        &s.s("b"),
+    ]);
+    let got = read_npy(&s.path("b/residual_out.npy")).unwrap();
+    assert_eq!(got.as_f32().unwrap(), residual.as_slice());
+    assert_eq!(
+        files_in(&s.path("b")),
+        vec!["residual_out.npy"],
+        "no temporary files left behind"
+    );
+
+    // The same seed gives the same outputs; an IR file runs like the model.
+    ok(&[
+        "run",
+        "mhc-post",
+        "--tokens",
+        "4",
+        "--streams",
+        "2",
+        "--hidden",
+        "3",
+        "--seed",
+        "5",
+        "--outputs",
+        &s.s("c"),
+    ]);
+    assert_eq!(read_npy(&s.path("c/residual_out.npy")).unwrap(), first);
+    let text = ok(&[
+        "dump",
+        "mhc-post",
+        "--tokens",
+        "4",
+        "--streams",
+        "2",
+        "--hidden",
+        "3",
+    ]);
+    std::fs::write(s.path("post.bir"), text).unwrap();
+    ok(&[
+        "run",
+        &s.s("post.bir"),
+        "--inputs",
+        &s.s("in"),
+        "--outputs",
+        &s.s("d"),
+    ]);
+    assert_eq!(read_npy(&s.path("d/residual_out.npy")).unwrap(), got);
+}
+
+#[test]
+fn demo_runs() {
+    let out = ok(&["demo"]);
+    assert!(
+        out.contains("@mhc_block") && out.contains("comb_mix"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_reports_line_and_column() {
+    let s = Scratch::new("check");
+    std::fs::write(
+        s.path("syntax.bir"),
+        "graph @g(%x: f32[2]) -> (y: f32[2]) {\n  %1 = frobnicate %x : f32[2]\n  return %1\n}\n",
+    )
+    .unwrap();
+    let e = fails(&["check", &s.s("syntax.bir")]);
+    assert!(e.contains("syntax.bir:2:8: unknown op 'frobnicate'"), "{e}");
+    std::fs::write(
+        s.path("types.bir"),
+        "graph @g(%x: f32[2]) -> (y: f32[3]) {\n  %1 = exp %x : f32[3]\n  return %1\n}\n",
+    )
+    .unwrap();
+    let e = fails(&["check", &s.s("types.bir")]);
+    assert!(
+        e.contains("types.bir:2:3:")
+            && e.contains("declared type f32[3] but the op produces f32[2]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_inputs_fail_cleanly() {
+    let s = Scratch::new("bad");
+    let dims = ["--tokens", "2", "--streams", "2", "--hidden", "3"];
+    let run = |extra: &[&str]| {
+        let mut a = vec!["run", "mhc-post"];
+        a.extend_from_slice(&dims);
+        a.extend_from_slice(extra);
+        fails(&a)
+    };
+    std::fs::create_dir_all(s.path("in")).unwrap();
+
+    // Unknown model, flag for another model, bad flag value.
+    assert!(fails(&["run", "nope", "--seed", "1"]).contains("unknown model 'nope'"));
+    assert!(fails(&["dump", "sinkhorn", "--hidden", "8"]).contains("does not take --hidden"));
+    assert!(fails(&["dump", "mhc-pre", "--iters", "0"]).contains("--iters"));
+    assert!(
+        fails(&[
+            "dump",
+            "mhc-pre",
+            "--tokens",
+            "4000000000",
+            "--hidden",
+            "4000000000"
+        ])
+        .contains("over the limit")
+    );
+    // No inputs at all; input directory missing; input file missing.
+    assert!(run(&[]).contains("--inputs DIR"));
+    assert!(run(&["--inputs", &s.s("missing")]).contains("does not exist"));
+    assert!(run(&["--inputs", &s.s("in")]).contains("missing input file"));
+    // Wrong dtype and wrong shape.
+    let zeros = |shape: &[usize]| {
+        Tensor::new(shape, TensorData::F64(vec![0.0; shape.iter().product()])).unwrap()
+    };
+    write_npy(&s.path("in/residual.npy"), &zeros(&[2, 2, 3])).unwrap();
+    assert!(run(&["--inputs", &s.s("in"), "--seed", "1"]).contains("must be f32[2,2,3], but"));
+    let wrong = Tensor::new([2, 3, 2], TensorData::F32(vec![0.0; 12])).unwrap();
+    write_npy(&s.path("in/residual.npy"), &wrong).unwrap();
+    assert!(run(&["--inputs", &s.s("in"), "--seed", "1"]).contains("holds f32[2,3,2]"));
+    // Corrupt and truncated files.
+    std::fs::write(s.path("in/residual.npy"), b"not an npy file").unwrap();
+    assert!(run(&["--inputs", &s.s("in"), "--seed", "1"]).contains("residual.npy"));
+    let good = Tensor::new([2, 2, 3], TensorData::F32(vec![1.0; 12])).unwrap();
+    write_npy(&s.path("in/residual.npy"), &good).unwrap();
+    let bytes = std::fs::read(s.path("in/residual.npy")).unwrap();
+    std::fs::write(s.path("in/residual.npy"), &bytes[..bytes.len() - 5]).unwrap();
+    assert!(run(&["--inputs", &s.s("in"), "--seed", "1"]).contains("residual.npy"));
+    // NaN input, unless allowed.
+    let nan = Tensor::new([2, 2, 3], TensorData::F32([f32::NAN].repeat(12))).unwrap();
+    write_npy(&s.path("in/residual.npy"), &nan).unwrap();
+    assert!(run(&["--inputs", &s.s("in"), "--seed", "1"]).contains("--allow-nonfinite"));
+    let dir = s.s("in");
+    let mut a = vec!["run", "mhc-post"];
+    a.extend_from_slice(&dims);
+    a.extend_from_slice(&["--inputs", &dir, "--seed", "1", "--allow-nonfinite"]);
+    assert!(stdout(&birkhoff(&a)).contains("residual_out"));
+    // An output directory that is a file: an error, and nothing written.
+    std::fs::write(s.path("taken"), b"x").unwrap();
+    assert!(run(&["--seed", "1", "--outputs", &s.s("taken")]).contains("taken"));
+    assert_eq!(std::fs::read(s.path("taken")).unwrap(), b"x");
+}
+
+#[test]
+fn bad_ir_files_fail_cleanly() {
+    let s = Scratch::new("ir");
+    assert!(fails(&["check", &s.s("absent.bir")]).contains("absent.bir"));
+    assert!(fails(&["run", &s.s("absent.bir"), "--seed", "1"]).contains("absent.bir"));
+    std::fs::write(s.path("bin.bir"), [0xff, 0xfe, 0x00, 0x41]).unwrap();
+    assert!(fails(&["check", &s.s("bin.bir")]).contains("bin.bir"));
+    std::fs::write(s.path("empty.bir"), "").unwrap();
+    assert!(fails(&["run", &s.s("empty.bir"), "--seed", "1"]).contains("holds no graph"));
+    let one = "graph @a(%x: f32[1]) -> (y: f32[1]) {\n  return %x\n}\n";
+    std::fs::write(
+        s.path("two.bir"),
+        format!("{one}{}", one.replace("@a", "@b")),
+    )
+    .unwrap();
+    assert!(fails(&["run", &s.s("two.bir"), "--seed", "1"]).contains("holds 2 graphs"));
+    assert!(ok(&["check", &s.s("two.bir")]).contains("@b"));
+    std::fs::write(s.path("one.bir"), one).unwrap();
+    assert!(
+        fails(&["run", &s.s("one.bir"), "--seed", "1", "--tokens", "3"])
+            .contains("does not apply to an IR file")
+    );
+    std::fs::write(s.path("cut.bir"), &one[..30]).unwrap();
+    assert!(fails(&["check", &s.s("cut.bir")]).contains("cut.bir:1:"));
+}
