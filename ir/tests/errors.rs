@@ -510,16 +510,18 @@ fn verify_inputs_come_first_in_signature_order() {
 fn verify_only_signature_inputs_are_input_nodes() {
     let mut g = Graph::new("t");
     let x = g.add_input("x", InputKind::Data, f32t(&[]));
-    let stray = g
-        .add(
-            Op::Input {
-                name: "w".into(),
-                kind: InputKind::Param,
-                ty: f32t(&[]),
-            },
-            &[],
-        )
-        .unwrap();
+    let stray_op = Op::Input {
+        name: "w".into(),
+        kind: InputKind::Param,
+        ty: f32t(&[]),
+    };
+    // The checked builder refuses to make a stray input; only the raw push can.
+    assert!(g.add(stray_op.clone(), &[]).is_err());
+    let stray = g.push(Node {
+        op: stray_op,
+        args: vec![],
+        ty: f32t(&[]),
+    });
     let s = g.add(Op::Add, &[x, stray]).unwrap();
     g.add_output("y", s);
     let errs = verify(&g).unwrap_err();
