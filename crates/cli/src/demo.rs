@@ -93,7 +93,7 @@ pub fn main(a: &DemoArgs) -> Result<ExitCode> {
             .fold(0.0f64, |m, (p, q)| m.max((p - q).abs()));
         println!("  {name:<14} {:<12} {}", x.ty().to_string(), stats(x));
         println!(
-            "  f32 arithmetic vs f64: max |diff| {worst:.2e} (relative to max |value| {:.2e})",
+            "  f32 arithmetic vs f64: max |diff| {worst:.2e}, {:.2e} of the largest |value|",
             worst / scale.max(f64::MIN_POSITIVE)
         );
     }
