@@ -3,9 +3,9 @@
 use std::fmt;
 
 use crate::error::TypeError;
-use crate::infer::infer_type;
+use crate::infer::infer;
 use crate::op::{InputKind, Op};
-use crate::types::TensorType;
+use crate::types::{TensorType, Type};
 
 /// A value (the result of one node). Displays as its text-IR spelling `%N`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -36,8 +36,23 @@ pub struct Node {
     pub op: Op,
     /// Operands, all defined before this node.
     pub args: Vec<ValueId>,
-    /// Result type; equals `infer_type(op, args)` in a verified graph.
-    pub ty: TensorType,
+    /// Result type; equals `infer(op, operand types)` in a verified graph.
+    pub ty: Type,
+}
+
+impl Node {
+    /// The result's tensor type.
+    ///
+    /// # Panics
+    /// If the node produces a tuple. The verifier guarantees that only
+    /// `get` consumes tuples and that outputs are tensors, so code walking
+    /// a verified graph's operands and outputs never sees one.
+    pub fn tensor_ty(&self) -> &TensorType {
+        match &self.ty {
+            Type::Tensor(t) => t,
+            Type::Tuple(_) => panic!("{} produces a tuple, not a tensor", self.op.mnemonic()),
+        }
+    }
 }
 
 /// A named graph result.
@@ -102,8 +117,13 @@ impl Graph {
         &self.nodes[v.index()]
     }
 
-    /// The type of `v`.
+    /// The tensor type of `v` (see [`Node::tensor_ty`] for when it panics).
     pub fn ty(&self, v: ValueId) -> &TensorType {
+        self.nodes[v.index()].tensor_ty()
+    }
+
+    /// The type of `v`, tuple or tensor.
+    pub fn value_type(&self, v: ValueId) -> &Type {
         &self.nodes[v.index()].ty
     }
 
@@ -153,7 +173,7 @@ impl Graph {
                 ty: ty.clone(),
             },
             args: Vec::new(),
-            ty,
+            ty: Type::Tensor(ty),
         });
         self.inputs.push(v);
         v
@@ -167,7 +187,7 @@ impl Graph {
                 message: "graph inputs are declared with add_input".to_string(),
             });
         }
-        let tys: Vec<&TensorType> = args
+        let tys: Vec<&Type> = args
             .iter()
             .map(|a| {
                 self.nodes
@@ -179,7 +199,7 @@ impl Graph {
                     })
             })
             .collect::<Result<_, _>>()?;
-        let ty = infer_type(&op, &tys)?;
+        let ty = infer(&op, &tys)?;
         Ok(self.push(Node {
             op,
             args: args.to_vec(),

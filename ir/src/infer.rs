@@ -5,8 +5,8 @@
 //! existing ones.
 
 use crate::error::TypeError;
-use crate::op::{Arity, Op};
-use crate::types::{DType, MAX_RANK, TensorType, num_elements};
+use crate::op::{Arity, FloatAttr, MAX_SINKHORN_ITERS, Op, SinkhornSpec};
+use crate::types::{DType, MAX_RANK, TensorType, Type, num_elements};
 
 fn invalid(op: &Op, message: impl Into<String>) -> TypeError {
     TypeError::Invalid {
@@ -65,8 +65,140 @@ fn check_axes(op: &Op, axes: &[usize], rank: usize) -> Result<(), TypeError> {
     Ok(())
 }
 
+fn check_eps(op: &Op, name: &str, v: FloatAttr, allow_negative: bool) -> Result<(), TypeError> {
+    let x = v.get();
+    if x.is_finite() && (allow_negative || x >= 0.0) {
+        Ok(())
+    } else {
+        Err(invalid(
+            op,
+            format!(
+                "{name}={x} must be finite{}",
+                if allow_negative {
+                    ""
+                } else {
+                    " and non-negative"
+                }
+            ),
+        ))
+    }
+}
+
+fn check_sinkhorn(op: &Op, s: &SinkhornSpec) -> Result<(), TypeError> {
+    if !(1..=MAX_SINKHORN_ITERS).contains(&s.iters) {
+        return Err(invalid(
+            op,
+            format!("iters={} is outside 1..={MAX_SINKHORN_ITERS}", s.iters),
+        ));
+    }
+    check_eps(op, "eps", s.eps, false)
+}
+
+fn float_operand<'a>(
+    op: &Op,
+    x: &'a TensorType,
+    min_rank: usize,
+) -> Result<&'a TensorType, TypeError> {
+    if !x.dtype.is_float() {
+        return Err(TypeError::DType {
+            op: op.mnemonic(),
+            dtype: x.dtype,
+        });
+    }
+    if x.rank() < min_rank {
+        return Err(invalid(op, format!("needs rank >= {min_rank}, got {x}")));
+    }
+    Ok(x)
+}
+
+/// The shapes of the mHC pre-mix operands: `(T, n, C)` if `x [T,n,C]`,
+/// `fn [n(n+2), n·C]`, `scale [3]`, `base [n(n+2)]` all share one float dtype.
+fn mhc_pre_dims(op: &Op, args: &[&TensorType]) -> Result<(usize, usize, usize), TypeError> {
+    let x = float_operand(op, args[0], 3)?;
+    if x.rank() != 3 {
+        return Err(invalid(op, format!("residual must be [T,n,C], got {x}")));
+    }
+    let (t, n, c) = (x.shape[0], x.shape[1], x.shape[2]);
+    let m = n * (n + 2);
+    let want = [vec![m, n * c], vec![3], vec![m]];
+    for (i, (a, w)) in args[1..].iter().zip(want).enumerate() {
+        if a.dtype != x.dtype || a.shape != w {
+            let name = ["fn", "scale", "base"][i];
+            return Err(invalid(
+                op,
+                format!("{name} must be {}, got {a}", x.with_shape(w)),
+            ));
+        }
+    }
+    Ok((t, n, c))
+}
+
+/// The type of any op applied to operands of types `args` — tuples
+/// included — or why it is ill-typed. Never panics.
+pub fn infer(op: &Op, args: &[&Type]) -> Result<Type, TypeError> {
+    if let Op::Get { index } = op {
+        return match args {
+            [Type::Tuple(ts)] => ts.get(*index).cloned().map(Type::Tensor).ok_or_else(|| {
+                invalid(
+                    op,
+                    format!("index {index} out of range for a tuple of {}", ts.len()),
+                )
+            }),
+            [t] => Err(invalid(op, format!("operand must be a tuple, got {t}"))),
+            _ => Err(TypeError::Arity {
+                op: op.mnemonic(),
+                expected: "1".into(),
+                got: args.len(),
+            }),
+        };
+    }
+    let tensors = args
+        .iter()
+        .map(|a| {
+            a.as_tensor().ok_or_else(|| {
+                invalid(op, format!("operand is a tuple {a}; only get takes tuples"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    match op {
+        Op::MhcPre { .. } | Op::HcPre { .. } => {
+            if tensors.len() != 4 {
+                return Err(TypeError::Arity {
+                    op: op.mnemonic(),
+                    expected: "4".into(),
+                    got: tensors.len(),
+                });
+            }
+            match op {
+                Op::MhcPre {
+                    norm_eps,
+                    pre_eps,
+                    post_mult,
+                    sinkhorn,
+                } => {
+                    check_eps(op, "norm_eps", *norm_eps, false)?;
+                    check_eps(op, "pre_eps", *pre_eps, true)?;
+                    check_eps(op, "post_mult", *post_mult, true)?;
+                    check_sinkhorn(op, sinkhorn)?;
+                }
+                Op::HcPre { norm_eps } => check_eps(op, "norm_eps", *norm_eps, false)?,
+                _ => {}
+            }
+            let (t, n, c) = mhc_pre_dims(op, &tensors)?;
+            let x = tensors[0];
+            Ok(Type::Tuple(vec![
+                x.with_shape([t, c]),
+                x.with_shape([t, n]),
+                x.with_shape([t, n, n]),
+            ]))
+        }
+        _ => infer_type(op, &tensors).map(Type::Tensor),
+    }
+}
+
 /// The type of `op` applied to operands of types `args`, or why it is
-/// ill-typed. Never panics.
+/// ill-typed. Never panics. Ops whose result is a tuple (and `get`) need
+/// [`infer`].
 pub fn infer_type(op: &Op, args: &[&TensorType]) -> Result<TensorType, TypeError> {
     let arity_ok = match op.arity() {
         Arity::Fixed(n) => args.len() == n,
@@ -290,6 +422,57 @@ pub fn infer_type(op: &Op, args: &[&TensorType]) -> Result<TensorType, TypeError
             Ok(a.with_shape(shape))
         }
         Op::Cast { dtype } => Ok(args[0].with_dtype(*dtype)),
+        Op::RowNorm { eps } | Op::RmsNorm { eps } => {
+            check_eps(op, "eps", *eps, false)?;
+            Ok(float_operand(op, args[0], 1)?.clone())
+        }
+        Op::ColNorm { eps } => {
+            check_eps(op, "eps", *eps, false)?;
+            Ok(float_operand(op, args[0], 2)?.clone())
+        }
+        Op::Softmax { axis } => {
+            let x = float_operand(op, args[0], 1)?;
+            if *axis >= x.rank() {
+                return Err(invalid(op, format!("axis {axis} out of range for {x}")));
+            }
+            Ok(x.clone())
+        }
+        Op::Sinkhorn(spec) => {
+            check_sinkhorn(op, spec)?;
+            let x = float_operand(op, args[0], 2)?;
+            let r = x.rank();
+            if x.shape[r - 1] != x.shape[r - 2] {
+                return Err(invalid(
+                    op,
+                    format!("needs square [..., n, n] matrices, got {x}"),
+                ));
+            }
+            Ok(x.clone())
+        }
+        Op::MhcPost => {
+            let x = float_operand(op, args[1], 3)?;
+            if x.rank() != 3 {
+                return Err(invalid(op, format!("residual must be [T,n,C], got {x}")));
+            }
+            let (t, n, c) = (x.shape[0], x.shape[1], x.shape[2]);
+            let want = [
+                ("layer_output", vec![t, c]),
+                ("post_mix", vec![t, n]),
+                ("comb_mix", vec![t, n, n]),
+            ];
+            for (a, (name, w)) in [args[0], args[2], args[3]].into_iter().zip(want) {
+                if a.dtype != x.dtype || a.shape != w {
+                    return Err(invalid(
+                        op,
+                        format!("{name} must be {}, got {a}", x.with_shape(w)),
+                    ));
+                }
+            }
+            Ok(x.clone())
+        }
+        Op::MhcPre { .. } | Op::HcPre { .. } | Op::Get { .. } => {
+            Err(invalid(op, "has a tuple result or operand; use infer"))
+        }
         _ => Err(invalid(op, "no typing rule (internal error)")),
     }
 }

@@ -20,8 +20,9 @@ use std::collections::BTreeMap;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};
 use crate::op::Op;
+use crate::semantics::{self, Gates, Round};
 use crate::tensor::Tensor;
-use crate::types::{DType, TensorType, strides};
+use crate::types::{DType, TensorType, Type, strides};
 use crate::verify::verify;
 
 /// Arithmetic precision of the interpreter.
@@ -183,9 +184,84 @@ impl Eval<'_> {
         self.graph.ty(self.graph.node(v).args[i])
     }
 
-    fn eval(&self, v: ValueId) -> Vec<f64> {
+    /// Semantic, fused and tuple ops; `None` for primitives.
+    fn eval_composite(&self, v: ValueId) -> Option<Vec<f64>> {
         let node = self.graph.node(v);
-        let ty = &node.ty;
+        let op = &node.op;
+        if let Op::Get { index } = op {
+            let Type::Tuple(parts) = self.graph.value_type(node.args[0]) else {
+                unreachable!("the verifier only lets get take tuples")
+            };
+            let start: usize = parts[..*index].iter().map(TensorType::num_elements).sum();
+            let buf = self.values[node.args[0].index()]
+                .as_deref()
+                .expect("operand freed before its last use");
+            return Some(buf[start..start + parts[*index].num_elements()].to_vec());
+        }
+        let d = match &node.ty {
+            Type::Tensor(t) => t.dtype,
+            Type::Tuple(ts) => ts[0].dtype,
+        };
+        let p = self.p;
+        let (st, ac) = (move |x| store(d, p, x), move |x| acc(d, p, x));
+        let r = Round { st: &st, ac: &ac };
+        let x = || self.arg(v, 0);
+        let shape = || &self.arg_ty(v, 0).shape;
+        let dims = |i: usize| {
+            let s = &self.arg_ty(v, i).shape;
+            (s[0], s[1], s[2])
+        };
+        Some(match op {
+            Op::RowNorm { eps } => {
+                semantics::normalize(x(), shape(), shape().len() - 1, eps.get(), &r)
+            }
+            Op::ColNorm { eps } => {
+                semantics::normalize(x(), shape(), shape().len() - 2, eps.get(), &r)
+            }
+            Op::Softmax { axis } => semantics::softmax(x(), shape(), *axis, &r),
+            Op::RmsNorm { eps } => semantics::rms_norm(x(), shape(), eps.get(), &r),
+            Op::Sinkhorn(spec) => semantics::sinkhorn(x(), shape()[shape().len() - 1], spec, &r),
+            Op::MhcPre {
+                norm_eps,
+                pre_eps,
+                post_mult,
+                sinkhorn,
+            } => {
+                let gates = Gates::Constrained {
+                    pre_eps: pre_eps.get(),
+                    post_mult: post_mult.get(),
+                    sinkhorn,
+                };
+                let (a, b, c) = (self.arg(v, 1), self.arg(v, 2), self.arg(v, 3));
+                semantics::pre_mix(x(), a, b, c, dims(0), norm_eps.get(), &gates, &r)
+            }
+            Op::HcPre { norm_eps } => {
+                let (a, b, c) = (self.arg(v, 1), self.arg(v, 2), self.arg(v, 3));
+                semantics::pre_mix(
+                    x(),
+                    a,
+                    b,
+                    c,
+                    dims(0),
+                    norm_eps.get(),
+                    &Gates::Unconstrained,
+                    &r,
+                )
+            }
+            Op::MhcPost => {
+                let (res, post, comb) = (self.arg(v, 1), self.arg(v, 2), self.arg(v, 3));
+                semantics::post_mix(x(), res, post, comb, dims(1), &r)
+            }
+            _ => return None,
+        })
+    }
+
+    fn eval(&self, v: ValueId) -> Vec<f64> {
+        if let Some(out) = self.eval_composite(v) {
+            return out;
+        }
+        let node = self.graph.node(v);
+        let ty = node.tensor_ty();
         let (d, p) = (ty.dtype, self.p);
         let op = &node.op;
         match op {
@@ -345,10 +421,18 @@ pub fn interpret(
     interpret_with_progress(graph, inputs, opts, &mut |_, _| {})
 }
 
+/// Elements of a value (all parts of a tuple).
+fn elements(t: &Type) -> usize {
+    match t {
+        Type::Tensor(t) => t.num_elements(),
+        Type::Tuple(ts) => ts.iter().map(TensorType::num_elements).sum(),
+    }
+}
+
 /// Scalar operations a node costs the interpreter, for progress reports.
 pub fn node_cost(graph: &Graph, v: ValueId) -> u64 {
     let node = graph.node(v);
-    let out = graph.ty(v).num_elements() as u64;
+    let out = elements(graph.value_type(v)) as u64;
     match &node.op {
         Op::MatMul => {
             let a = &graph.ty(node.args[0]).shape;
@@ -429,7 +513,7 @@ pub fn interpret_with_progress(
         if ev.values[v.index()].is_some() {
             continue;
         }
-        let bytes = 8 * graph.ty(v).num_elements() as u64;
+        let bytes = 8 * elements(graph.value_type(v)) as u64;
         if live_bytes + bytes > opts.memory_limit {
             return Err(Error::TooLarge {
                 value: v,
@@ -447,7 +531,7 @@ pub fn interpret_with_progress(
         }
         for &a in &graph.node(v).args {
             if last_use[a.index()] == v.index() && ev.values[a.index()].take().is_some() {
-                live_bytes -= 8 * graph.ty(a).num_elements() as u64;
+                live_bytes -= 8 * elements(graph.value_type(a)) as u64;
             }
         }
     }

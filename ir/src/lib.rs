@@ -44,6 +44,7 @@ mod literal;
 mod op;
 mod parse;
 mod print;
+mod semantics;
 mod tensor;
 mod types;
 mod verify;
@@ -51,18 +52,20 @@ mod verify;
 pub use dot::to_dot;
 pub use error::{Error, ParseError, Result, TypeError, VerifyError, VerifyErrors};
 pub use graph::{Graph, Node, Output, ValueId};
-pub use infer::infer_type;
+pub use infer::{infer, infer_type};
 pub use interp::{
     InterpOptions, Precision, eval_binary, eval_unary, interpret, interpret_with_progress,
     node_cost, store,
 };
 pub use literal::{Literal, LiteralValues, format_scalar, parse_scalar};
-pub use op::{Arity, InputKind, Op};
+pub use op::{Arity, FloatAttr, InputKind, MAX_SINKHORN_ITERS, Op, SinkhornSpec, SinkhornVariant};
 pub use parse::{
     Location, SourceMap, parse_and_verify, parse_graph, parse_module, parse_module_with_locations,
     verify_located,
 };
 pub use print::{node_to_string, value_name};
 pub use tensor::{Tensor, TensorData};
-pub use types::{DType, MAX_ELEMENTS, MAX_RANK, TensorType, num_elements, round_bf16, strides};
+pub use types::{
+    DType, MAX_ELEMENTS, MAX_RANK, TensorType, Type, num_elements, round_bf16, strides,
+};
 pub use verify::{dead_values, is_identifier, verify};

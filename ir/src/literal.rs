@@ -105,6 +105,18 @@ impl PartialEq for Literal {
 
 impl Eq for Literal {}
 
+impl PartialOrd for Literal {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Literal {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (&self.ty, self.bits()).cmp(&(&other.ty, other.bits()))
+    }
+}
+
 impl Hash for Literal {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.ty.hash(state);

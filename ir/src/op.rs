@@ -10,12 +10,105 @@ use crate::types::{DType, TensorType};
 
 /// Whether a graph input is data (activations, fed per call) or a parameter
 /// (weights: trainable, usually constant across calls).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum InputKind {
     /// Per-call data.
     Data,
     /// A weight.
     Param,
+}
+
+/// A float attribute (an epsilon, a multiplier), compared and hashed by
+/// its bits so that ops stay `Eq` and `Hash`.
+#[derive(Clone, Copy, Debug)]
+pub struct FloatAttr(pub f64);
+
+impl FloatAttr {
+    /// The value.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl PartialEq for FloatAttr {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for FloatAttr {}
+
+impl std::hash::Hash for FloatAttr {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.to_bits().hash(state);
+    }
+}
+
+impl PartialOrd for FloatAttr {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for FloatAttr {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.to_bits().cmp(&other.0.to_bits())
+    }
+}
+
+/// Which Sinkhorn-Knopp iteration (DESIGN §2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SinkhornVariant {
+    /// The paper's: `exp`, then `iters` rounds of row- then column-normalization.
+    Paper,
+    /// DeepSeek's released kernels: `softmax + eps`, column-normalize, then
+    /// `iters - 1` rounds of row- then column-normalization.
+    TileKernels,
+}
+
+impl SinkhornVariant {
+    /// The text spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            SinkhornVariant::Paper => "paper",
+            SinkhornVariant::TileKernels => "tilekernels",
+        }
+    }
+
+    /// The default `eps`: 0 for `paper`, 1e-6 for `tilekernels`.
+    pub fn default_eps(self) -> f64 {
+        match self {
+            SinkhornVariant::Paper => 0.0,
+            SinkhornVariant::TileKernels => 1e-6,
+        }
+    }
+}
+
+impl std::str::FromStr for SinkhornVariant {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "paper" => Ok(SinkhornVariant::Paper),
+            "tilekernels" => Ok(SinkhornVariant::TileKernels),
+            _ => Err(format!(
+                "'{s}' is not a Sinkhorn variant (paper, tilekernels)"
+            )),
+        }
+    }
+}
+
+/// Largest Sinkhorn round count an op may carry.
+pub const MAX_SINKHORN_ITERS: usize = 10_000;
+
+/// The settings of one Sinkhorn projection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SinkhornSpec {
+    /// Which iteration.
+    pub variant: SinkhornVariant,
+    /// Rounds (`paper`) or the repeat count (`tilekernels`); at least 1.
+    pub iters: usize,
+    /// Added to every normalizing denominator (and to the softmax in `tilekernels`).
+    pub eps: FloatAttr,
 }
 
 /// One graph operation with its attributes.
@@ -24,7 +117,7 @@ pub enum InputKind {
 /// attribute that decides the result type is carried here, so the type of
 /// a node follows from its op and its operands' types alone
 /// ([`crate::infer_type`]).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Op {
     // ---- leaves ---------------------------------------------------------
     /// A graph input; `name` is how callers and `.npy` files refer to it.
@@ -161,6 +254,59 @@ pub enum Op {
         /// Target element type.
         dtype: DType,
     },
+
+    // ---- semantic ops (found by the optimizer) -----------------------------
+    /// `x / (sum(x, last axis) + eps)`: every row sums to 1 (up to eps).
+    RowNorm {
+        /// Added to the denominator.
+        eps: FloatAttr,
+    },
+    /// `x / (sum(x, axis rank-2) + eps)`: every column sums to 1 (up to eps).
+    ColNorm {
+        /// Added to the denominator.
+        eps: FloatAttr,
+    },
+    /// `exp(x - max) / sum(exp(x - max))` along `axis`.
+    Softmax {
+        /// The normalized axis.
+        axis: usize,
+    },
+    /// `x · rsqrt(sum(x², last axis) / N + eps)`, no weight.
+    RmsNorm {
+        /// Added to the mean square.
+        eps: FloatAttr,
+    },
+    /// Sinkhorn-Knopp projection of `[..., n, n]` logits (rows are the last axis).
+    Sinkhorn(SinkhornSpec),
+
+    // ---- fused mHC ops -----------------------------------------------------
+    /// The whole mHC pre-mix of DESIGN §2 (pre_norm_fn, split, Sinkhorn,
+    /// apply_mix): `(x [T,n,C], fn [m,nC], scale [3], base [m])` with
+    /// `m = n(n+2)` to the tuple `(layer_input [T,C], post_mix [T,n], comb_mix [T,n,n])`.
+    MhcPre {
+        /// RMS epsilon of pre_norm_fn.
+        norm_eps: FloatAttr,
+        /// Added to the sigmoid pre gates.
+        pre_eps: FloatAttr,
+        /// Multiplies the sigmoid post gates.
+        post_mult: FloatAttr,
+        /// The projection of the residual mix.
+        sinkhorn: SinkhornSpec,
+    },
+    /// The unconstrained HC pre-mix (tanh gates, no projection); same
+    /// operands and results as `mhc_pre`.
+    HcPre {
+        /// RMS epsilon of pre_norm_fn.
+        norm_eps: FloatAttr,
+    },
+    /// The post-mix: `(layer_output [T,C], residual [T,n,C], post_mix [T,n], comb_mix [T,n,n])`
+    /// to `residual_out[t,j,c] = post[t,j]·f[t,c] + Σ_i comb[t,i,j]·x[t,i,c]`.
+    MhcPost,
+    /// Element `index` of a tuple value.
+    Get {
+        /// Which element.
+        index: usize,
+    },
 }
 
 /// The mnemonic of every op that takes no attribute, for the parser.
@@ -192,6 +338,7 @@ pub(crate) const PLAIN_OPS: &[Op] = &[
     Op::Or,
     Op::Select,
     Op::MatMul,
+    Op::MhcPost,
 ];
 
 /// How many operands an op takes.
@@ -252,6 +399,15 @@ impl Op {
             Op::Concat { .. } => "concat",
             Op::MatMul => "matmul",
             Op::Cast { .. } => "cast",
+            Op::RowNorm { .. } => "row_norm",
+            Op::ColNorm { .. } => "col_norm",
+            Op::Softmax { .. } => "softmax",
+            Op::RmsNorm { .. } => "rms_norm",
+            Op::Sinkhorn(_) => "sinkhorn",
+            Op::MhcPre { .. } => "mhc_pre",
+            Op::HcPre { .. } => "hc_pre",
+            Op::MhcPost => "mhc_post",
+            Op::Get { .. } => "get",
         }
     }
 
@@ -261,6 +417,7 @@ impl Op {
             Op::Input { .. } | Op::Const(_) | Op::Iota { .. } => Arity::Fixed(0),
             Op::Concat { .. } => Arity::Variadic,
             Op::Select => Arity::Fixed(3),
+            Op::MhcPre { .. } | Op::HcPre { .. } | Op::MhcPost => Arity::Fixed(4),
             op if op.is_unary() => Arity::Fixed(1),
             op if op.is_binary() => Arity::Fixed(2),
             Op::MatMul => Arity::Fixed(2),
@@ -341,6 +498,29 @@ impl Op {
         matches!(self, Max | Min | And | Or)
     }
 
+    /// A semantic op: a named composite of primitives that the optimizer
+    /// recognizes (normalizations, softmax, Sinkhorn).
+    pub fn is_semantic(&self) -> bool {
+        matches!(
+            self,
+            Op::RowNorm { .. }
+                | Op::ColNorm { .. }
+                | Op::Softmax { .. }
+                | Op::RmsNorm { .. }
+                | Op::Sinkhorn(_)
+        )
+    }
+
+    /// A fused mHC op (one kernel in place of many primitives).
+    pub fn is_fused(&self) -> bool {
+        matches!(self, Op::MhcPre { .. } | Op::HcPre { .. } | Op::MhcPost)
+    }
+
+    /// Produces a tuple (taken apart with `get`).
+    pub fn is_multi_result(&self) -> bool {
+        matches!(self, Op::MhcPre { .. } | Op::HcPre { .. })
+    }
+
     /// A reduction over axes.
     pub fn is_reduce(&self) -> bool {
         matches!(self, Op::ReduceSum { .. } | Op::ReduceMax { .. })
@@ -369,7 +549,7 @@ mod tests {
         for op in PLAIN_OPS {
             assert!(seen.insert(op.mnemonic()), "duplicate {}", op.mnemonic());
             assert!(
-                matches!(op.arity(), Arity::Fixed(1..=3)),
+                matches!(op.arity(), Arity::Fixed(1..=4)),
                 "{}",
                 op.mnemonic()
             );

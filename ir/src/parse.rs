@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use crate::error::{Error, ParseError, VerifyErrors};
 use crate::graph::{Graph, Node, ValueId};
 use crate::literal::{Literal, parse_scalar};
-use crate::op::{InputKind, Op, PLAIN_OPS};
-use crate::types::{DType, TensorType};
+use crate::op::{FloatAttr, InputKind, Op, PLAIN_OPS, SinkhornSpec};
+use crate::types::{DType, TensorType, Type};
 use crate::verify::verify;
 
 /// A 1-based line and column in IR text.
@@ -261,6 +261,21 @@ impl Parser {
         Ok(TensorType::new(dtype, self.usize_list()?))
     }
 
+    /// A tensor type, or a parenthesized tuple of them.
+    fn value_type(&mut self) -> PResult<Type> {
+        if !self.eat('(') {
+            return Ok(Type::Tensor(self.tensor_type()?));
+        }
+        let mut parts = vec![self.tensor_type()?];
+        while !self.eat(')') {
+            if !self.eat(',') {
+                return self.expected("',' or ')'");
+            }
+            parts.push(self.tensor_type()?);
+        }
+        Ok(Type::Tuple(parts))
+    }
+
     /// One scalar literal's spelling and where it starts.
     fn scalar_text(&mut self) -> PResult<(String, Location)> {
         let loc = self.loc();
@@ -415,7 +430,7 @@ impl GraphParser<'_> {
                 Node {
                     op: Op::Const(lit),
                     args: vec![],
-                    ty,
+                    ty: Type::Tensor(ty),
                 },
             )?;
             return Ok(());
@@ -423,7 +438,7 @@ impl GraphParser<'_> {
 
         // Operands first, then attributes.
         let mut args = Vec::new();
-        let mut attrs: Vec<(String, Location, Option<Vec<usize>>)> = Vec::new();
+        let mut attrs: Vec<Attr> = Vec::new();
         let mut first = true;
         while *self.p.peek() != Tok::Punct(':') {
             if !first && !self.p.eat(',') {
@@ -437,19 +452,20 @@ impl GraphParser<'_> {
                 }
                 Tok::Ident(key) => {
                     let l = self.p.bump().1;
-                    if attrs.iter().any(|(k, _, _)| *k == key) {
+                    if attrs.iter().any(|a| a.key == key) {
                         return self.p.err_at(l, format!("attribute '{key}' given twice"));
                     }
                     let value = if self.p.eat('=') {
                         Some(if *self.p.peek() == Tok::Punct('[') {
-                            self.p.usize_list()?
+                            AttrValue::List(self.p.usize_list()?)
                         } else {
-                            vec![self.p.usize_tok()?]
+                            let (word, at) = self.p.scalar_text()?;
+                            AttrValue::Word(word, at)
                         })
                     } else {
                         None
                     };
-                    attrs.push((key, l, value));
+                    attrs.push(Attr { key, loc: l, value });
                 }
                 _ => {
                     return self.p.expected(if attrs.is_empty() {
@@ -461,100 +477,24 @@ impl GraphParser<'_> {
             }
         }
         self.p.expect(':')?;
-        let ty = self.p.tensor_type()?;
-        let op = self.build_op(&mnemonic, op_loc, &mut attrs, &ty)?;
-        if let Some((key, l, _)) = attrs.first() {
-            return self
-                .p
-                .err_at(*l, format!("{mnemonic} takes no attribute '{key}'"));
-        }
+        let ty = self.p.value_type()?;
+        let op = {
+            let mut attrs = Attrs {
+                p: self.p,
+                mnemonic: &mnemonic,
+                loc: op_loc,
+                attrs,
+            };
+            let op = build_op(&mut attrs, &ty)?;
+            if let Some(a) = attrs.attrs.first() {
+                return self
+                    .p
+                    .err_at(a.loc, format!("{mnemonic} takes no attribute '{}'", a.key));
+            }
+            op
+        };
         self.define(name, loc, Node { op, args, ty })?;
         Ok(())
-    }
-
-    fn build_op(
-        &self,
-        mnemonic: &str,
-        loc: Location,
-        attrs: &mut Vec<(String, Location, Option<Vec<usize>>)>,
-        ty: &TensorType,
-    ) -> PResult<Op> {
-        let mut take = |key: &str, list: bool| -> PResult<Vec<usize>> {
-            let Some(i) = attrs.iter().position(|(k, _, _)| k == key) else {
-                return self
-                    .p
-                    .err_at(loc, format!("{mnemonic} needs attribute '{key}'"));
-            };
-            let (_, l, v) = attrs.remove(i);
-            match v {
-                Some(v) if list || v.len() == 1 => Ok(v),
-                _ => self.p.err_at(
-                    l,
-                    format!(
-                        "attribute '{key}' needs {}",
-                        if list {
-                            "a list such as [0,1]"
-                        } else {
-                            "an integer"
-                        }
-                    ),
-                ),
-            }
-        };
-        let op = match mnemonic {
-            "input" | "param" => {
-                return self
-                    .p
-                    .err_at(loc, "inputs and params are declared in the graph signature");
-            }
-            "iota" => Op::Iota {
-                axis: take("axis", false)?[0],
-                ty: ty.clone(),
-            },
-            "concat" => Op::Concat {
-                axis: take("axis", false)?[0],
-            },
-            "reduce_sum" | "reduce_max" => {
-                let axes = take("axes", true)?;
-                let keepdims = match attrs.iter().position(|(k, _, _)| k == "keepdims") {
-                    Some(i) => {
-                        let (_, l, v) = attrs.remove(i);
-                        if v.is_some() {
-                            return self.p.err_at(l, "'keepdims' is a flag and takes no value");
-                        }
-                        true
-                    }
-                    None => false,
-                };
-                if mnemonic == "reduce_sum" {
-                    Op::ReduceSum { axes, keepdims }
-                } else {
-                    Op::ReduceMax { axes, keepdims }
-                }
-            }
-            "permute" => Op::Permute {
-                perm: take("perm", true)?,
-            },
-            "slice" => {
-                let start = take("start", true)?;
-                Op::Slice {
-                    start,
-                    end: take("end", true)?,
-                }
-            }
-            "reshape" => Op::Reshape {
-                shape: ty.shape.clone(),
-            },
-            "broadcast" => Op::Broadcast {
-                shape: ty.shape.clone(),
-            },
-            "cast" => Op::Cast { dtype: ty.dtype },
-            _ => match PLAIN_OPS.iter().find(|op| op.mnemonic() == mnemonic) {
-                Some(op) => op.clone(),
-                None => return self.p.err_at(loc, format!("unknown op '{mnemonic}'")),
-            },
-        };
-        Ok(op)
     }
 
     fn parse(mut self) -> PResult<(Graph, SourceMap)> {
@@ -597,12 +537,13 @@ impl GraphParser<'_> {
             );
         }
         for ((name, ty, _), (v, l)) in outs.into_iter().zip(returned) {
-            if *self.graph.ty(v) != ty {
+            // The returned value may be a tuple, which no output can hold.
+            let got = self.graph.value_type(v);
+            if got.as_tensor() != Some(&ty) {
                 return self.p.err_at(
                     l,
                     format!(
-                        "output '{name}' is declared {ty} but the returned value has type {}",
-                        self.graph.ty(v)
+                        "output '{name}' is declared {ty} but the returned value has type {got}"
                     ),
                 );
             }
@@ -675,4 +616,204 @@ pub fn parse_and_verify(text: &str) -> Result<Vec<Graph>, Error> {
         out.push(g);
     }
     Ok(out)
+}
+
+/// An attribute as written: `key`, `key=word` or `key=[list]`.
+struct Attr {
+    key: String,
+    loc: Location,
+    value: Option<AttrValue>,
+}
+
+enum AttrValue {
+    List(Vec<usize>),
+    /// A number or a name, with where it was written.
+    Word(String, Location),
+}
+
+/// The attributes of one op, taken one by one as the op is built.
+struct Attrs<'p> {
+    p: &'p Parser,
+    mnemonic: &'p str,
+    loc: Location,
+    attrs: Vec<Attr>,
+}
+
+impl Attrs<'_> {
+    fn take(&mut self, key: &str) -> PResult<(Location, Option<AttrValue>)> {
+        match self.attrs.iter().position(|a| a.key == key) {
+            Some(i) => {
+                let a = self.attrs.remove(i);
+                Ok((a.loc, a.value))
+            }
+            None => self.p.err_at(
+                self.loc,
+                format!("{} needs attribute '{key}'", self.mnemonic),
+            ),
+        }
+    }
+
+    fn list(&mut self, key: &str) -> PResult<Vec<usize>> {
+        match self.take(key)? {
+            (_, Some(AttrValue::List(v))) => Ok(v),
+            // Non-canonical but accepted: one integer for a one-element list.
+            (_, Some(AttrValue::Word(w, at))) => Ok(vec![self.integer(&w, at)?]),
+            (l, None) => self
+                .p
+                .err_at(l, format!("attribute '{key}' needs a list such as [0,1]")),
+        }
+    }
+
+    /// The value of a `key=word` attribute and where the value was written.
+    fn word(&mut self, key: &str, what: &str) -> PResult<(Location, String)> {
+        match self.take(key)? {
+            (_, Some(AttrValue::Word(w, at))) => Ok((at, w)),
+            (l, _) => self.p.err_at(l, format!("attribute '{key}' needs {what}")),
+        }
+    }
+
+    fn usize(&mut self, key: &str) -> PResult<usize> {
+        match self.take(key)? {
+            (_, Some(AttrValue::Word(w, at))) => self.integer(&w, at),
+            // Non-canonical but accepted: a one-element list for an integer.
+            (_, Some(AttrValue::List(v))) if v.len() == 1 => Ok(v[0]),
+            (l, _) => self
+                .p
+                .err_at(l, format!("attribute '{key}' needs an integer")),
+        }
+    }
+
+    /// A non-negative integer spelled `w` at `at`.
+    fn integer(&self, w: &str, at: Location) -> PResult<usize> {
+        if !w.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
+            return self
+                .p
+                .err_at(at, format!("expected an integer, found '{w}'"));
+        }
+        w.parse().or_else(|_| {
+            self.p
+                .err_at(at, format!("'{w}' is not a non-negative integer"))
+        })
+    }
+
+    fn float(&mut self, key: &str) -> PResult<FloatAttr> {
+        let (l, w) = self.word(key, "a number")?;
+        parse_scalar(DType::F64, &w).map(FloatAttr).or_else(|_| {
+            self.p
+                .err_at(l, format!("attribute '{key}' needs a number, got '{w}'"))
+        })
+    }
+
+    fn flag(&mut self, key: &str) -> PResult<bool> {
+        match self.attrs.iter().position(|a| a.key == key) {
+            None => Ok(false),
+            Some(i) => {
+                let a = self.attrs.remove(i);
+                if a.value.is_some() {
+                    return self
+                        .p
+                        .err_at(a.loc, format!("'{key}' is a flag and takes no value"));
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    fn sinkhorn(&mut self) -> PResult<SinkhornSpec> {
+        let (l, w) = self.word("variant", "paper or tilekernels")?;
+        let variant = w.parse().or_else(|m: String| self.p.err_at(l, m))?;
+        Ok(SinkhornSpec {
+            variant,
+            iters: self.usize("iters")?,
+            eps: self.float("eps")?,
+        })
+    }
+}
+
+/// Builds the op `a.mnemonic` from its attributes; `ty` is the declared
+/// result type, which supplies the target of reshape, broadcast, cast and iota.
+fn build_op(a: &mut Attrs<'_>, ty: &Type) -> PResult<Op> {
+    let mnemonic = a.mnemonic;
+    let tensor = |a: &Attrs<'_>| match ty {
+        Type::Tensor(t) => Ok(t.clone()),
+        Type::Tuple(_) => {
+            a.p.err_at(a.loc, format!("{mnemonic} produces a tensor, not a tuple"))
+        }
+    };
+    Ok(match mnemonic {
+        "input" | "param" => {
+            return a.p.err_at(
+                a.loc,
+                "inputs and params are declared in the graph signature",
+            );
+        }
+        "iota" => Op::Iota {
+            axis: a.usize("axis")?,
+            ty: tensor(a)?,
+        },
+        "concat" => Op::Concat {
+            axis: a.usize("axis")?,
+        },
+        "reduce_sum" => Op::ReduceSum {
+            axes: a.list("axes")?,
+            keepdims: a.flag("keepdims")?,
+        },
+        "reduce_max" => Op::ReduceMax {
+            axes: a.list("axes")?,
+            keepdims: a.flag("keepdims")?,
+        },
+        "permute" => Op::Permute {
+            perm: a.list("perm")?,
+        },
+        "slice" => {
+            let start = a.list("start")?;
+            Op::Slice {
+                start,
+                end: a.list("end")?,
+            }
+        }
+        "reshape" => Op::Reshape {
+            shape: tensor(a)?.shape,
+        },
+        "broadcast" => Op::Broadcast {
+            shape: tensor(a)?.shape,
+        },
+        "cast" => Op::Cast {
+            dtype: tensor(a)?.dtype,
+        },
+        "row_norm" => Op::RowNorm {
+            eps: a.float("eps")?,
+        },
+        "col_norm" => Op::ColNorm {
+            eps: a.float("eps")?,
+        },
+        "rms_norm" => Op::RmsNorm {
+            eps: a.float("eps")?,
+        },
+        "softmax" => Op::Softmax {
+            axis: a.usize("axis")?,
+        },
+        "sinkhorn" => Op::Sinkhorn(a.sinkhorn()?),
+        "mhc_pre" => {
+            let norm_eps = a.float("norm_eps")?;
+            let pre_eps = a.float("pre_eps")?;
+            let post_mult = a.float("post_mult")?;
+            Op::MhcPre {
+                norm_eps,
+                pre_eps,
+                post_mult,
+                sinkhorn: a.sinkhorn()?,
+            }
+        }
+        "hc_pre" => Op::HcPre {
+            norm_eps: a.float("norm_eps")?,
+        },
+        "get" => Op::Get {
+            index: a.usize("index")?,
+        },
+        _ => match PLAIN_OPS.iter().find(|op| op.mnemonic() == mnemonic) {
+            Some(op) => op.clone(),
+            None => return a.p.err_at(a.loc, format!("unknown op '{mnemonic}'")),
+        },
+    })
 }

@@ -17,7 +17,8 @@ use std::fmt::{self, Write};
 
 use crate::graph::{Graph, ValueId};
 use crate::literal::{LiteralValues, format_scalar};
-use crate::op::{InputKind, Op};
+use crate::op::{FloatAttr, InputKind, Op, SinkhornSpec};
+use crate::types::DType;
 
 /// The text spelling of a value in `graph`: `%name` for inputs, `%N` otherwise.
 pub fn value_name(graph: &Graph, v: ValueId) -> String {
@@ -91,9 +92,37 @@ fn write_rhs(f: &mut impl Write, graph: &Graph, v: ValueId) -> fmt::Result {
             f.write_str(", end=")?;
             write_list(f, end)?;
         }
+        Op::RowNorm { eps } | Op::ColNorm { eps } | Op::RmsNorm { eps } => {
+            write_float(f, sep, "eps", *eps)?
+        }
+        Op::Softmax { axis } => write!(f, "{sep}axis={axis}")?,
+        Op::Sinkhorn(spec) => write_sinkhorn(f, sep, spec)?,
+        Op::MhcPre {
+            norm_eps,
+            pre_eps,
+            post_mult,
+            sinkhorn,
+        } => {
+            write_float(f, sep, "norm_eps", *norm_eps)?;
+            write_float(f, ", ", "pre_eps", *pre_eps)?;
+            write_float(f, ", ", "post_mult", *post_mult)?;
+            write_sinkhorn(f, ", ", sinkhorn)?;
+        }
+        Op::HcPre { norm_eps } => write_float(f, sep, "norm_eps", *norm_eps)?,
+        Op::Get { index } => write!(f, "{sep}index={index}")?,
         _ => {}
     }
     write!(f, " : {}", node.ty)
+}
+
+fn write_float(f: &mut impl Write, sep: &str, key: &str, v: FloatAttr) -> fmt::Result {
+    write!(f, "{sep}{key}=")?;
+    format_scalar(f, DType::F64, v.get())
+}
+
+fn write_sinkhorn(f: &mut impl Write, sep: &str, s: &SinkhornSpec) -> fmt::Result {
+    write!(f, "{sep}variant={}, iters={}", s.variant.name(), s.iters)?;
+    write_float(f, ", ", "eps", s.eps)
 }
 
 /// One node as a line of text (without indentation), e.g.

@@ -132,7 +132,7 @@ pub fn strides(shape: &[usize]) -> Vec<usize> {
 }
 
 /// The static type of a value: element type plus shape.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TensorType {
     /// Element type.
     pub dtype: DType,
@@ -242,6 +242,66 @@ mod tests {
                 half::bf16::from_f32(x as f32).to_f64(),
                 "{x}"
             );
+        }
+    }
+}
+
+/// The type of a value: a tensor, or a tuple of tensors (the result of a
+/// multi-result op, taken apart with `get`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Type {
+    /// One tensor.
+    Tensor(TensorType),
+    /// Several tensors; only `get` may use such a value.
+    Tuple(Vec<TensorType>),
+}
+
+impl Type {
+    /// The tensor type, if this is not a tuple.
+    pub fn as_tensor(&self) -> Option<&TensorType> {
+        match self {
+            Type::Tensor(t) => Some(t),
+            Type::Tuple(_) => None,
+        }
+    }
+
+    /// Whether this is a tuple.
+    pub fn is_tuple(&self) -> bool {
+        matches!(self, Type::Tuple(_))
+    }
+
+    /// Storage size in bytes (the sum over tuple elements).
+    pub fn size_bytes(&self) -> usize {
+        match self {
+            Type::Tensor(t) => t.size_bytes(),
+            Type::Tuple(ts) => ts
+                .iter()
+                .map(TensorType::size_bytes)
+                .fold(0, usize::saturating_add),
+        }
+    }
+}
+
+impl From<TensorType> for Type {
+    fn from(t: TensorType) -> Self {
+        Type::Tensor(t)
+    }
+}
+
+impl fmt::Display for Type {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Type::Tensor(t) => write!(f, "{t}"),
+            Type::Tuple(ts) => {
+                f.write_str("(")?;
+                for (i, t) in ts.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{t}")?;
+                }
+                f.write_str(")")
+            }
         }
     }
 }

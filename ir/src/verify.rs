@@ -14,7 +14,7 @@
 
 use crate::error::{VerifyError, VerifyErrors};
 use crate::graph::{Graph, ValueId};
-use crate::infer::infer_type;
+use crate::infer::infer;
 use crate::op::Op;
 use crate::print::node_to_string;
 
@@ -61,6 +61,11 @@ pub fn verify(graph: &Graph) -> Result<(), VerifyErrors> {
                 "output '{}' returns undefined value {}",
                 o.name, o.value
             ));
+        } else if graph.value_type(o.value).is_tuple() {
+            graph_error(format!(
+                "output '{}' returns a tuple {}; return its elements with get",
+                o.name, o.value
+            ));
         }
     }
     for (i, &v) in graph.inputs().iter().enumerate() {
@@ -98,13 +103,13 @@ pub fn verify(graph: &Graph) -> Result<(), VerifyErrors> {
             if a >= v {
                 err(format!("operand {a} is not defined before its use"));
             } else {
-                arg_types.push(graph.ty(a));
+                arg_types.push(graph.value_type(a));
             }
         }
         if arg_types.len() != node.args.len() {
             continue;
         }
-        match infer_type(&node.op, &arg_types) {
+        match infer(&node.op, &arg_types) {
             Ok(ty) if ty == node.ty => {}
             Ok(ty) => err(format!(
                 "declared type {} but the op produces {ty}",

@@ -7,46 +7,7 @@
 use crate::builder::Var;
 use crate::var::concat;
 
-/// Which Sinkhorn-Knopp iteration to write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SinkhornVariant {
-    /// The paper's: `exp`, then rounds of row- then column-normalization.
-    Paper,
-    /// DeepSeek's released kernels: `softmax + eps`, column-normalize, then
-    /// `iters - 1` rounds of row- then column-normalization.
-    TileKernels,
-}
-
-impl SinkhornVariant {
-    /// The flag spelling.
-    pub fn name(self) -> &'static str {
-        match self {
-            SinkhornVariant::Paper => "paper",
-            SinkhornVariant::TileKernels => "tilekernels",
-        }
-    }
-
-    /// The default `eps`: 0 for `paper`, 1e-6 for `tilekernels`.
-    pub fn default_eps(self) -> f64 {
-        match self {
-            SinkhornVariant::Paper => 0.0,
-            SinkhornVariant::TileKernels => 1e-6,
-        }
-    }
-}
-
-impl std::str::FromStr for SinkhornVariant {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "paper" => Ok(SinkhornVariant::Paper),
-            "tilekernels" => Ok(SinkhornVariant::TileKernels),
-            _ => Err(format!(
-                "'{s}' is not a Sinkhorn variant (paper, tilekernels)"
-            )),
-        }
-    }
-}
+pub use birkhoff_ir::SinkhornVariant;
 
 /// Settings of one Sinkhorn projection.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -1,0 +1,375 @@
+//! Extraction that counts a shared subterm once.
+//!
+//! egg's stock extractor minimizes *tree* cost: a subterm used twice is
+//! paid twice, so a multi-result fused op (used once per result) looks
+//! three times as expensive as it is, and costs grow exponentially with
+//! depth in a DAG. Here the objective is the **DAG cost**: the sum of the
+//! own costs of the distinct e-classes the extracted program computes.
+//!
+//! 1. *Selection.* A Knuth/Dijkstra-style pass finalizes classes in order
+//!    of an amortized cost (a node's own cost plus each child's cost
+//!    divided by the child's number of users). A class is finalized only
+//!    through a node whose children are all finalized, so the selection is
+//!    acyclic by construction, and the finalization order is a topological
+//!    order.
+//! 2. *Refinement.* Local search on the exact DAG cost: for each class, try
+//!    every alternative whose children come earlier in that order, compute
+//!    the exact change in DAG cost incrementally (reference counts over the
+//!    selection: classes that stop or start being needed), and keep
+//!    improvements. Repeats until nothing improves (at most
+//!    [`REFINE_ROUNDS`] rounds).
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+
+use egg::Id;
+
+use birkhoff_ir::Type;
+
+use crate::cost::{Cost, node_cost};
+use crate::lang::{EG, ENode};
+
+/// Most refinement rounds.
+pub const REFINE_ROUNDS: usize = 4;
+
+/// A chosen e-node per needed class.
+pub struct Selection {
+    /// The chosen node of each class (by canonical id), for every class
+    /// the roots need.
+    pub choice: HashMap<Id, ENode>,
+    /// DAG cost of the selection: every needed class once.
+    pub cost: Cost,
+    /// Improvements made by the refinement step.
+    pub refinements: usize,
+}
+
+struct Candidate {
+    cost: f64,
+    class: usize,
+    node: usize,
+}
+
+impl PartialEq for Candidate {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Candidate {}
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Candidate {
+    // Min-heap on cost; ties broken by position for determinism.
+    fn cmp(&self, o: &Self) -> Ordering {
+        o.cost
+            .total_cmp(&self.cost)
+            .then(o.class.cmp(&self.class))
+            .then(o.node.cmp(&self.node))
+    }
+}
+
+/// Dense view of the e-graph used by both steps.
+struct Table {
+    ids: Vec<Id>,
+    nodes: Vec<Vec<ENode>>,
+    /// Distinct child class indices of each node.
+    kids: Vec<Vec<Vec<usize>>>,
+    own: Vec<Vec<Cost>>,
+}
+
+fn table(eg: &EG) -> (Table, HashMap<Id, usize>) {
+    let ids: Vec<Id> = eg.classes().map(|c| c.id).collect();
+    let index: HashMap<Id, usize> = ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    let mut t = Table {
+        ids,
+        nodes: vec![],
+        kids: vec![],
+        own: vec![],
+    };
+    for &id in &t.ids {
+        let class = &eg[id];
+        let mut nodes = Vec::new();
+        let mut kids = Vec::new();
+        let mut own = Vec::new();
+        for n in &class.nodes {
+            let mut k: Vec<usize> = n.children.iter().map(|&c| index[&eg.find(c)]).collect();
+            k.sort_unstable();
+            k.dedup();
+            let tys: Vec<&Type> = n.children.iter().map(|&c| &eg[c].data.ty).collect();
+            own.push(node_cost(&n.op, &tys, &class.data.ty));
+            kids.push(k);
+            nodes.push(n.clone());
+        }
+        t.nodes.push(nodes);
+        t.kids.push(kids);
+        t.own.push(own);
+    }
+    (t, index)
+}
+
+/// A node's own cost as a number; never zero, so that an extra node is
+/// never free.
+fn weight(c: &Cost) -> f64 {
+    c.scalar() + 1e-3
+}
+
+/// Extracts the cheapest acyclic program computing every class in `roots`.
+/// Returns the first root that has no acyclic term, on failure.
+pub fn extract(eg: &EG, roots: &[Id]) -> Result<Selection, Id> {
+    let (t, index) = table(eg);
+    let nc = t.ids.len();
+    let root_idx: Vec<usize> = roots.iter().map(|r| index[&eg.find(*r)]).collect();
+
+    // Users of each class: distinct parent classes, plus root references.
+    let mut users = vec![0usize; nc];
+    let mut waiting: Vec<Vec<(usize, usize)>> = vec![Vec::new(); nc];
+    let mut pending: Vec<Vec<usize>> = Vec::with_capacity(nc);
+    {
+        let mut seen_parent: Vec<Vec<usize>> = vec![Vec::new(); nc];
+        for c in 0..nc {
+            pending.push(t.kids[c].iter().map(Vec::len).collect());
+            for (k, kids) in t.kids[c].iter().enumerate() {
+                for &ch in kids {
+                    waiting[ch].push((c, k));
+                    seen_parent[ch].push(c);
+                }
+            }
+        }
+        for (ch, ps) in seen_parent.iter_mut().enumerate() {
+            ps.sort_unstable();
+            ps.dedup();
+            users[ch] = ps.len();
+        }
+        for &r in &root_idx {
+            users[r] += 1;
+        }
+    }
+
+    // Step 1: selection in amortized-cost order.
+    let mut cost = vec![f64::INFINITY; nc];
+    let mut chosen: Vec<Option<usize>> = vec![None; nc];
+    let mut order = vec![usize::MAX; nc];
+    let mut heap = BinaryHeap::new();
+    for c in 0..nc {
+        for k in 0..t.nodes[c].len() {
+            if t.kids[c][k].is_empty() {
+                heap.push(Candidate {
+                    cost: weight(&t.own[c][k]),
+                    class: c,
+                    node: k,
+                });
+            }
+        }
+    }
+    let mut next = 0;
+    while let Some(Candidate {
+        cost: w,
+        class: c,
+        node: k,
+    }) = heap.pop()
+    {
+        if chosen[c].is_some() {
+            continue;
+        }
+        chosen[c] = Some(k);
+        cost[c] = w;
+        order[c] = next;
+        next += 1;
+        for &(p, pk) in &waiting[c] {
+            pending[p][pk] -= 1;
+            if pending[p][pk] == 0 && chosen[p].is_none() {
+                let w = weight(&t.own[p][pk])
+                    + t.kids[p][pk]
+                        .iter()
+                        .map(|&ch| cost[ch] / users[ch].max(1) as f64)
+                        .sum::<f64>();
+                heap.push(Candidate {
+                    cost: w,
+                    class: p,
+                    node: pk,
+                });
+            }
+        }
+    }
+    if let Some(&r) = root_idx.iter().find(|&&r| chosen[r].is_none()) {
+        return Err(t.ids[r]);
+    }
+
+    // Step 2: exact DAG-cost refinement. A class's reference count is the
+    // number of root references plus, for every needed class, one per
+    // distinct child; a class is needed while its count is positive.
+    let mut refs = vec![0i64; nc];
+    for &r in &root_idx {
+        refs[r] += 1;
+    }
+    let needed = |refs: &[i64]| refs.iter().map(|&r| r > 0).collect::<Vec<bool>>();
+    let mut work: Vec<usize> = root_idx.clone();
+    let mut counted = vec![false; nc];
+    while let Some(c) = work.pop() {
+        if std::mem::replace(&mut counted[c], true) {
+            continue;
+        }
+        let k = chosen[c].expect("reachable classes are chosen");
+        for &ch in &t.kids[c][k] {
+            refs[ch] += 1;
+            work.push(ch);
+        }
+    }
+
+    let mut depth = depths(&t, &chosen);
+    let mut refinements = 0;
+    for _ in 0..REFINE_ROUNDS {
+        let mut improved = false;
+        let mut classes: Vec<usize> = (0..nc)
+            .filter(|&c| refs[c] > 0 && t.nodes[c].len() > 1)
+            .collect();
+        classes.sort_by_key(|&c| order[c]);
+        for c in classes {
+            if refs[c] <= 0 {
+                continue;
+            }
+            let cur = chosen[c].expect("needed classes are chosen");
+            for k in 0..t.nodes[c].len() {
+                if k == cur
+                    || t.kids[c][k]
+                        .iter()
+                        .any(|&ch| chosen[ch].is_none() || reaches(&t, &chosen, &depth, ch, c))
+                {
+                    continue;
+                }
+                let (delta, changes) = simulate(&t, &chosen, &refs, cur, k, c);
+                if delta < -1e-9 * (1.0 + delta.abs()) {
+                    for (x, d) in changes {
+                        refs[x] += d;
+                    }
+                    chosen[c] = Some(k);
+                    depth = depths(&t, &chosen);
+                    refinements += 1;
+                    improved = true;
+                    break;
+                }
+            }
+        }
+        if !improved {
+            break;
+        }
+    }
+
+    let need = needed(&refs);
+    let mut choice = HashMap::new();
+    let mut total = Cost::default();
+    for c in 0..nc {
+        if need[c] {
+            let k = chosen[c].expect("needed classes are chosen");
+            choice.insert(t.ids[c], t.nodes[c][k].clone());
+            total = total + t.own[c][k];
+        }
+    }
+    Ok(Selection {
+        choice,
+        cost: total,
+        refinements,
+    })
+}
+
+/// Longest path from a leaf to each chosen class, in the current selection
+/// (which is acyclic, so this is well defined); unchosen classes get 0.
+fn depths(t: &Table, chosen: &[Option<usize>]) -> Vec<usize> {
+    let nc = chosen.len();
+    let mut depth = vec![0usize; nc];
+    let mut state = vec![0u8; nc]; // 0 new, 1 open, 2 done
+    for start in 0..nc {
+        if chosen[start].is_none() || state[start] == 2 {
+            continue;
+        }
+        let mut stack = vec![(start, false)];
+        while let Some((c, closing)) = stack.pop() {
+            let Some(k) = chosen[c] else { continue };
+            if closing {
+                depth[c] = t.kids[c][k]
+                    .iter()
+                    .map(|&ch| depth[ch] + 1)
+                    .max()
+                    .unwrap_or(0);
+                state[c] = 2;
+                continue;
+            }
+            if state[c] != 0 {
+                continue;
+            }
+            state[c] = 1;
+            stack.push((c, true));
+            stack.extend(
+                t.kids[c][k]
+                    .iter()
+                    .filter(|&&ch| state[ch] == 0)
+                    .map(|&ch| (ch, false)),
+            );
+        }
+    }
+    depth
+}
+
+/// Whether class `c` is computed from class `from` in the current
+/// selection (so making `c` use `from` would close a cycle). Only classes
+/// deeper than `c` can lead to it, which bounds the search.
+fn reaches(t: &Table, chosen: &[Option<usize>], depth: &[usize], from: usize, c: usize) -> bool {
+    if from == c {
+        return true;
+    }
+    if depth[from] <= depth[c] {
+        return false;
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![from];
+    while let Some(x) = stack.pop() {
+        if x == c {
+            return true;
+        }
+        if depth[x] <= depth[c] || !seen.insert(x) {
+            continue;
+        }
+        if let Some(k) = chosen[x] {
+            stack.extend(&t.kids[x][k]);
+        }
+    }
+    false
+}
+
+/// The exact change in DAG cost of switching class `c` from node `old` to
+/// node `new`, and the reference-count changes that switch makes.
+fn simulate(
+    t: &Table,
+    chosen: &[Option<usize>],
+    refs: &[i64],
+    old: usize,
+    new: usize,
+    c: usize,
+) -> (f64, HashMap<usize, i64>) {
+    let mut d: HashMap<usize, i64> = HashMap::new();
+    let mut delta = weight(&t.own[c][new]) - weight(&t.own[c][old]);
+    // Increments first, so a class shared by both sides never looks dead.
+    let mut incs: Vec<usize> = t.kids[c][new].clone();
+    while let Some(x) = incs.pop() {
+        let e = d.entry(x).or_insert(0);
+        *e += 1;
+        if refs[x] + *e == 1 {
+            let k = chosen[x].expect("children of candidates are chosen");
+            delta += weight(&t.own[x][k]);
+            incs.extend(&t.kids[x][k]);
+        }
+    }
+    let mut decs: Vec<usize> = t.kids[c][old].clone();
+    while let Some(x) = decs.pop() {
+        let e = d.entry(x).or_insert(0);
+        *e -= 1;
+        if refs[x] + *e == 0 {
+            let k = chosen[x].expect("needed classes are chosen");
+            delta -= weight(&t.own[x][k]);
+            decs.extend(&t.kids[x][k]);
+        }
+    }
+    (delta, d)
+}

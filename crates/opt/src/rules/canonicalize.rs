@@ -1,0 +1,205 @@
+//! Canonicalization: one spelling for each piece of math the recognizers
+//! look for, plus folding of movement chains.
+//!
+//! Division by a computed value stays a division (normalizations are
+//! `x / (sum + eps)`); inverse square roots become `rsqrt`; division by a
+//! constant becomes multiplication by its reciprocal (mean as sum × 1/N).
+//! These hold in real arithmetic and differ by at most an ulp in floating
+//! point, inside DESIGN §5's op-family tolerances; nothing here reorders a
+//! sum.
+
+use birkhoff_ir::{Literal, Op};
+use egg::Id;
+
+use super::{Action, Ctx, Rule, commuted, nodes_where, rewrite_to, splat, union};
+
+/// The canonicalization rules.
+pub(crate) fn rules() -> Vec<Rule> {
+    vec![
+        // a * recip(b) = a / b.
+        Rule {
+            name: "mul-recip-to-div",
+            search: mul_recip_to_div,
+        },
+        // a / sqrt(b) = a * rsqrt(b).
+        Rule {
+            name: "div-sqrt-to-mul-rsqrt",
+            search: div_sqrt_to_mul_rsqrt,
+        },
+        // recip(sqrt(b)) = rsqrt(b).
+        Rule {
+            name: "recip-sqrt-to-rsqrt",
+            search: recip_sqrt_to_rsqrt,
+        },
+        // a / k = a * (1/k) for a constant splat k (mean as sum × 1/N).
+        Rule {
+            name: "div-const-to-mul",
+            search: div_const_to_mul,
+        },
+        // reshape(reshape(x)) = reshape(x); reshape to the same shape = x.
+        Rule {
+            name: "fold-reshape",
+            search: fold_reshape,
+        },
+        // permute(permute(x, p), q) = permute(x, p∘q); the identity permute = x.
+        Rule {
+            name: "fold-permute",
+            search: fold_permute,
+        },
+        // broadcast(broadcast(x)) = broadcast(x); broadcast to the same shape = x.
+        Rule {
+            name: "fold-broadcast",
+            search: fold_broadcast,
+        },
+        // broadcast or reshape of a constant splat is a constant splat.
+        Rule {
+            name: "fold-splat-movement",
+            search: fold_splat_movement,
+        },
+    ]
+}
+
+fn mul_recip_to_div(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
+    let eg = ctx.eg;
+    for (a, r) in commuted(eg, c, &Op::Mul) {
+        for n in nodes_where(eg, r, |op| *op == Op::Recip) {
+            out.push(rewrite_to(c, Op::Div, vec![a, n.children[0]]));
+        }
+    }
+}
+
+fn div_sqrt_to_mul_rsqrt(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
+    let eg = ctx.eg;
+    for args in super::args_of(eg, c, &Op::Div) {
+        let (a, s) = (args[0], args[1]);
+        for n in nodes_where(eg, s, |op| *op == Op::Sqrt) {
+            let b = n.children[0];
+            out.push(Box::new(move |eg| {
+                let r = eg.add(crate::lang::ENode {
+                    op: Op::Rsqrt,
+                    children: vec![b],
+                });
+                crate::lang::add_checked(eg, Op::Mul, vec![a, r])
+                    .map(|m| (c, m))
+                    .into_iter()
+                    .collect()
+            }));
+        }
+    }
+}
+
+fn recip_sqrt_to_rsqrt(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
+    let eg = ctx.eg;
+    for args in super::args_of(eg, c, &Op::Recip) {
+        for n in nodes_where(eg, args[0], |op| *op == Op::Sqrt) {
+            out.push(rewrite_to(c, Op::Rsqrt, vec![n.children[0]]));
+        }
+    }
+}
+
+fn div_const_to_mul(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
+    let eg = ctx.eg;
+    for args in super::args_of(eg, c, &Op::Div) {
+        let (a, k) = (args[0], args[1]);
+        let (Some(v), Some(ty)) = (splat(eg, k), super::tensor(eg, k)) else {
+            continue;
+        };
+        if !v.is_finite() || v == 0.0 || !ty.dtype.is_float() {
+            continue;
+        }
+        let ty = ty.clone();
+        out.push(Box::new(move |eg| {
+            let inv = eg.add(crate::lang::ENode {
+                op: Op::Const(Literal::splat(ty, 1.0 / v)),
+                children: vec![],
+            });
+            crate::lang::add_checked(eg, Op::Mul, vec![a, inv])
+                .map(|m| (c, m))
+                .into_iter()
+                .collect()
+        }));
+    }
+}
+
+fn fold_reshape(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
+    let eg = ctx.eg;
+    let target = super::shape(eg, c).to_vec();
+    for n in nodes_where(eg, c, |op| matches!(op, Op::Reshape { .. })) {
+        let x = n.children[0];
+        if super::shape(eg, x) == target {
+            out.push(union(c, x));
+        }
+        for inner in super::reshape_sources(eg, x) {
+            out.push(rewrite_to(
+                c,
+                Op::Reshape {
+                    shape: target.clone(),
+                },
+                vec![inner],
+            ));
+        }
+    }
+}
+
+fn fold_permute(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
+    let eg = ctx.eg;
+    for n in nodes_where(eg, c, |op| matches!(op, Op::Permute { .. })) {
+        let Op::Permute { perm: q } = &n.op else {
+            continue;
+        };
+        let x = n.children[0];
+        if q.iter().enumerate().all(|(i, &p)| i == p) {
+            out.push(union(c, x));
+        }
+        for inner in nodes_where(eg, x, |op| matches!(op, Op::Permute { .. })) {
+            let Op::Permute { perm: p } = &inner.op else {
+                continue;
+            };
+            // Result axis k of permute(y, q) is y's axis q[k] = x's axis p[q[k]].
+            let composed: Vec<usize> = q.iter().map(|&k| p[k]).collect();
+            let src = inner.children[0];
+            if composed.iter().enumerate().all(|(i, &p)| i == p) {
+                out.push(union(c, src));
+            } else {
+                out.push(rewrite_to(c, Op::Permute { perm: composed }, vec![src]));
+            }
+        }
+    }
+}
+
+fn fold_broadcast(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
+    let eg = ctx.eg;
+    let target = super::shape(eg, c).to_vec();
+    for x in super::broadcast_sources(eg, c) {
+        if super::shape(eg, x) == target {
+            out.push(union(c, x));
+        }
+        for inner in super::broadcast_sources(eg, x) {
+            // A right-aligned broadcast of a right-aligned broadcast is one.
+            out.push(rewrite_to(
+                c,
+                Op::Broadcast {
+                    shape: target.clone(),
+                },
+                vec![inner],
+            ));
+        }
+    }
+}
+
+fn fold_splat_movement(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
+    let eg = ctx.eg;
+    let (Some(v), Some(ty)) = (splat(eg, c), super::tensor(eg, c)) else {
+        return;
+    };
+    let is_const = nodes_where(eg, c, |op| matches!(op, Op::Const(_)))
+        .next()
+        .is_some();
+    if !is_const {
+        out.push(rewrite_to(
+            c,
+            Op::Const(Literal::splat(ty.clone(), v)),
+            vec![],
+        ));
+    }
+}

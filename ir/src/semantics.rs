@@ -1,0 +1,265 @@
+//! Reference semantics of the semantic and fused ops.
+//!
+//! Each function is written from DESIGN §2 directly, loop by loop, on
+//! row-major `f64` buffers. `st` rounds a stored result and `ac` an
+//! accumulator step, as the interpreter's precision mode asks (identity in
+//! the f64 oracle for f32 values). Sums run in index order, as the
+//! primitive ops they replace do.
+
+use crate::op::{SinkhornSpec, SinkhornVariant};
+
+/// Rounding hooks of the current precision mode.
+pub(crate) struct Round<'a> {
+    /// Rounds a stored value.
+    pub st: &'a dyn Fn(f64) -> f64,
+    /// Rounds an accumulator after a step.
+    pub ac: &'a dyn Fn(f64) -> f64,
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Divides each line along `axis` by its sum plus `eps`.
+pub(crate) fn normalize(
+    x: &[f64],
+    shape: &[usize],
+    axis: usize,
+    eps: f64,
+    r: &Round<'_>,
+) -> Vec<f64> {
+    let len = shape[axis];
+    let inner: usize = shape[axis + 1..].iter().product();
+    let mut out = x.to_vec();
+    for base in line_starts(shape, axis) {
+        let mut s = x[base];
+        for k in 1..len {
+            s = (r.ac)(s + x[base + k * inner]);
+        }
+        let z = (r.st)(s + eps);
+        for k in 0..len {
+            out[base + k * inner] = (r.st)(x[base + k * inner] / z);
+        }
+    }
+    out
+}
+
+/// The flat index of the first element of every line along `axis`.
+fn line_starts(shape: &[usize], axis: usize) -> impl Iterator<Item = usize> + use<> {
+    let len = shape[axis];
+    let inner: usize = shape[axis + 1..].iter().product();
+    let outer: usize = shape[..axis].iter().product();
+    (0..outer).flat_map(move |o| (0..inner).map(move |i| o * len * inner + i))
+}
+
+/// Softmax along `axis`, with the maximum subtracted first.
+pub(crate) fn softmax(x: &[f64], shape: &[usize], axis: usize, r: &Round<'_>) -> Vec<f64> {
+    let len = shape[axis];
+    let inner: usize = shape[axis + 1..].iter().product();
+    let mut out = vec![0.0; x.len()];
+    for base in line_starts(shape, axis) {
+        let at = |k: usize| base + k * inner;
+        let m = (0..len).map(|k| x[at(k)]).fold(f64::NEG_INFINITY, |a, b| {
+            if a.is_nan() || b.is_nan() {
+                f64::NAN
+            } else {
+                a.max(b)
+            }
+        });
+        let mut s = 0.0;
+        for k in 0..len {
+            let e = (r.st)((r.st)(x[at(k)] - m).exp());
+            out[at(k)] = e;
+            s = if k == 0 { e } else { (r.ac)(s + e) };
+        }
+        for k in 0..len {
+            out[at(k)] = (r.st)(out[at(k)] / s);
+        }
+    }
+    out
+}
+
+/// `x · rsqrt(mean(x², last axis) + eps)`.
+pub(crate) fn rms_norm(x: &[f64], shape: &[usize], eps: f64, r: &Round<'_>) -> Vec<f64> {
+    let n = shape[shape.len() - 1];
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks(n) {
+        let f = rms_factor(row, eps, r);
+        out.extend(row.iter().map(|&v| (r.st)(v * f)));
+    }
+    out
+}
+
+/// `rsqrt(Σ v² / len + eps)` of one row.
+fn rms_factor(row: &[f64], eps: f64, r: &Round<'_>) -> f64 {
+    let mut ss = 0.0;
+    for (k, &v) in row.iter().enumerate() {
+        let sq = (r.st)(v * v);
+        ss = if k == 0 { sq } else { (r.ac)(ss + sq) };
+    }
+    let ms = (r.st)(ss / row.len() as f64);
+    (r.st)(1.0 / (r.st)(ms + eps).sqrt())
+}
+
+/// Sinkhorn on every trailing `n × n` matrix of `x`.
+pub(crate) fn sinkhorn(x: &[f64], n: usize, spec: &SinkhornSpec, r: &Round<'_>) -> Vec<f64> {
+    let eps = spec.eps.get();
+    let mut out = Vec::with_capacity(x.len());
+    for m in x.chunks(n * n) {
+        let sq = [n, n];
+        let mut y = match spec.variant {
+            SinkhornVariant::Paper => m.iter().map(|&v| (r.st)(v.exp())).collect(),
+            SinkhornVariant::TileKernels => {
+                let s = softmax(m, &sq, 1, r);
+                if eps == 0.0 {
+                    s
+                } else {
+                    s.into_iter().map(|v| (r.st)(v + eps)).collect()
+                }
+            }
+        };
+        let rounds = match spec.variant {
+            SinkhornVariant::Paper => spec.iters,
+            SinkhornVariant::TileKernels => {
+                y = normalize(&y, &sq, 0, eps, r);
+                spec.iters - 1
+            }
+        };
+        for _ in 0..rounds {
+            y = normalize(&y, &sq, 1, eps, r);
+            y = normalize(&y, &sq, 0, eps, r);
+        }
+        out.extend(y);
+    }
+    out
+}
+
+/// Which gates a pre-mix uses.
+pub(crate) enum Gates<'a> {
+    /// mHC: sigmoid gates and a Sinkhorn-projected residual mix.
+    Constrained {
+        pre_eps: f64,
+        post_mult: f64,
+        sinkhorn: &'a SinkhornSpec,
+    },
+    /// HC: `scale · tanh(mixes) + base`, no projection.
+    Unconstrained,
+}
+
+/// The pre-mix of DESIGN §2 for `x [T,n,C]`; returns the concatenation of
+/// `layer_input [T,C]`, `post_mix [T,n]` and `comb_mix [T,n,n]`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "mirrors the op's four operands and its shape"
+)]
+pub(crate) fn pre_mix(
+    x: &[f64],
+    proj: &[f64],
+    scale: &[f64],
+    base: &[f64],
+    (t, n, c): (usize, usize, usize),
+    norm_eps: f64,
+    gates: &Gates<'_>,
+    r: &Round<'_>,
+) -> Vec<f64> {
+    let k = n * c;
+    let m = n * (n + 2);
+    let (mut li, mut post, mut comb) = (
+        Vec::with_capacity(t * c),
+        Vec::with_capacity(t * n),
+        Vec::with_capacity(t * n * n),
+    );
+    for tok in 0..t {
+        let xt = &x[tok * k..][..k];
+        let f = rms_factor(xt, norm_eps, r);
+        let mixes: Vec<f64> = proj
+            .chunks(k)
+            .map(|row| {
+                let mut d = (r.st)(xt[0] * row[0]);
+                for j in 1..k {
+                    d = (r.ac)(d + (r.st)(xt[j] * row[j]));
+                }
+                (r.st)(d * f)
+            })
+            .collect();
+        let seg = |j: usize| {
+            if j < n {
+                0
+            } else if j < 2 * n {
+                1
+            } else {
+                2
+            }
+        };
+        let (pre, po, cm): (Vec<f64>, Vec<f64>, Vec<f64>) = match gates {
+            Gates::Constrained {
+                pre_eps,
+                post_mult,
+                sinkhorn: spec,
+            } => {
+                let z: Vec<f64> = (0..m)
+                    .map(|j| (r.st)((r.st)(mixes[j] * scale[seg(j)]) + base[j]))
+                    .collect();
+                (
+                    z[..n]
+                        .iter()
+                        .map(|&v| (r.st)((r.st)(sigmoid(v)) + pre_eps))
+                        .collect(),
+                    z[n..2 * n]
+                        .iter()
+                        .map(|&v| (r.st)((r.st)(sigmoid(v)) * post_mult))
+                        .collect(),
+                    sinkhorn(&z[2 * n..], n, spec, r),
+                )
+            }
+            Gates::Unconstrained => {
+                let g =
+                    |j: usize| (r.st)((r.st)(scale[seg(j)] * (r.st)(mixes[j].tanh())) + base[j]);
+                (
+                    (0..n).map(g).collect(),
+                    (n..2 * n).map(g).collect(),
+                    (2 * n..m).map(g).collect(),
+                )
+            }
+        };
+        for cc in 0..c {
+            let mut s = (r.st)(pre[0] * xt[cc]);
+            for i in 1..n {
+                s = (r.ac)(s + (r.st)(pre[i] * xt[i * c + cc]));
+            }
+            li.push((r.st)(s));
+        }
+        post.extend(po);
+        comb.extend(cm);
+    }
+    li.extend(post);
+    li.extend(comb);
+    li
+}
+
+/// The post-mix: `out[t,j,c] = post[t,j]·f[t,c] + Σ_i comb[t,i,j]·x[t,i,c]`.
+pub(crate) fn post_mix(
+    f: &[f64],
+    x: &[f64],
+    post: &[f64],
+    comb: &[f64],
+    (t, n, c): (usize, usize, usize),
+    r: &Round<'_>,
+) -> Vec<f64> {
+    let mut out = Vec::with_capacity(t * n * c);
+    for tok in 0..t {
+        let xt = &x[tok * n * c..][..n * c];
+        let ct = &comb[tok * n * n..][..n * n];
+        for j in 0..n {
+            for cc in 0..c {
+                let mut s = (r.st)(ct[j] * xt[cc]);
+                for i in 1..n {
+                    s = (r.ac)(s + (r.st)(ct[i * n + j] * xt[i * c + cc]));
+                }
+                let p = (r.st)(post[tok * n + j] * f[tok * c + cc]);
+                out.push((r.st)((r.st)(s) + p));
+            }
+        }
+    }
+    out
+}
