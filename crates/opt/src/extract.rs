@@ -205,7 +205,7 @@ pub fn extract(eg: &EG, roots: &[Id]) -> Result<Selection, Id> {
         refs[r] += 1;
     }
     let needed = |refs: &[i64]| refs.iter().map(|&r| r > 0).collect::<Vec<bool>>();
-    let mut work: Vec<usize> = root_idx.clone();
+    let mut work: Vec<usize> = root_idx;
     let mut counted = vec![false; nc];
     while let Some(c) = work.pop() {
         if std::mem::replace(&mut counted[c], true) {

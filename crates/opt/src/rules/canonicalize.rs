@@ -8,7 +8,7 @@
 //! point, inside DESIGN §5's op-family tolerances; nothing here reorders a
 //! sum.
 
-use birkhoff_ir::{Literal, Op};
+use birkhoff_ir::{DType, Literal, Op};
 use egg::Id;
 
 use super::{Action, Ctx, Rule, commuted, nodes_where, rewrite_to, splat, union};
@@ -16,12 +16,12 @@ use super::{Action, Ctx, Rule, commuted, nodes_where, rewrite_to, splat, union};
 /// The canonicalization rules.
 pub(crate) fn rules() -> Vec<Rule> {
     vec![
-        // a * recip(b) = a / b.
+        // a * recip(b) = a / b, also with the recip under a broadcast.
         Rule {
             name: "mul-recip-to-div",
             search: mul_recip_to_div,
         },
-        // a / sqrt(b) = a * rsqrt(b).
+        // a / sqrt(b) = a * rsqrt(b), also with the sqrt under a broadcast.
         Rule {
             name: "div-sqrt-to-mul-rsqrt",
             search: div_sqrt_to_mul_rsqrt,
@@ -31,7 +31,7 @@ pub(crate) fn rules() -> Vec<Rule> {
             name: "recip-sqrt-to-rsqrt",
             search: recip_sqrt_to_rsqrt,
         },
-        // a / k = a * (1/k) for a constant splat k (mean as sum × 1/N).
+        // a / k = a * (1/k) for a constant splat k with a normal 1/k (mean as sum × 1/N).
         Rule {
             name: "div-const-to-mul",
             search: div_const_to_mul,
@@ -65,6 +65,21 @@ fn mul_recip_to_div(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
         for n in nodes_where(eg, r, |op| *op == Op::Recip) {
             out.push(rewrite_to(c, Op::Div, vec![a, n.children[0]]));
         }
+        // a * broadcast(recip(b)) = a / broadcast(b): the reciprocal of a
+        // keepdims reduction is usually taken before it is stretched, and
+        // broadcast commutes with every elementwise op exactly.
+        for src in super::broadcast_sources(eg, r) {
+            for n in nodes_where(eg, src, |op| *op == Op::Recip) {
+                let (b, shape) = (n.children[0], super::shape(eg, r).to_vec());
+                out.push(Box::new(move |eg| {
+                    crate::lang::add_checked(eg, Op::Broadcast { shape }, vec![b])
+                        .and_then(|bb| crate::lang::add_checked(eg, Op::Div, vec![a, bb]))
+                        .map(|d| (c, d))
+                        .into_iter()
+                        .collect()
+                }));
+            }
+        }
     }
 }
 
@@ -72,13 +87,30 @@ fn div_sqrt_to_mul_rsqrt(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
     let eg = ctx.eg;
     for args in super::args_of(eg, c, &Op::Div) {
         let (a, s) = (args[0], args[1]);
-        for n in nodes_where(eg, s, |op| *op == Op::Sqrt) {
-            let b = n.children[0];
+        // The sqrt itself, or under a broadcast (a keepdims factor): then
+        // the rsqrt is broadcast the same way.
+        let mut found: Vec<(Id, Option<Vec<usize>>)> = nodes_where(eg, s, |op| *op == Op::Sqrt)
+            .map(|n| (n.children[0], None))
+            .collect();
+        for src in super::broadcast_sources(eg, s) {
+            let shape = super::shape(eg, s).to_vec();
+            found.extend(
+                nodes_where(eg, src, |op| *op == Op::Sqrt)
+                    .map(|n| (n.children[0], Some(shape.clone()))),
+            );
+        }
+        for (b, shape) in found {
             out.push(Box::new(move |eg| {
-                let r = eg.add(crate::lang::ENode {
+                let mut r = eg.add(crate::lang::ENode {
                     op: Op::Rsqrt,
                     children: vec![b],
                 });
+                if let Some(shape) = shape {
+                    match crate::lang::add_checked(eg, Op::Broadcast { shape }, vec![r]) {
+                        Some(rb) => r = rb,
+                        None => return vec![],
+                    }
+                }
                 crate::lang::add_checked(eg, Op::Mul, vec![a, r])
                     .map(|m| (c, m))
                     .into_iter()
@@ -107,10 +139,21 @@ fn div_const_to_mul(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
         if !v.is_finite() || v == 0.0 || !ty.dtype.is_float() {
             continue;
         }
+        // The reciprocal must be a normal number of the dtype: for a tiny k
+        // it overflows to infinity (x / k finite, x · inf not), for a huge k
+        // it is subnormal and loses the one-ulp bound.
+        let inv = ty.dtype.round(1.0 / v);
+        let normal = match ty.dtype {
+            DType::F64 => inv.is_normal(),
+            _ => (inv as f32).is_normal(),
+        };
+        if !normal {
+            continue;
+        }
         let ty = ty.clone();
         out.push(Box::new(move |eg| {
             let inv = eg.add(crate::lang::ENode {
-                op: Op::Const(Literal::splat(ty, 1.0 / v)),
+                op: Op::Const(Literal::splat(ty, inv)),
                 children: vec![],
             });
             crate::lang::add_checked(eg, Op::Mul, vec![a, inv])

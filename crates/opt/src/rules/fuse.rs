@@ -136,6 +136,12 @@ fn with_constant(ctx: &Ctx<'_>, c: Id, op: &Op, identity: f64) -> Vec<(Id, f64)>
 fn apply_mix_users(ctx: &Ctx<'_>, pre: Id, x: Id) -> Vec<Id> {
     let eg = ctx.eg;
     let mut out = Vec::new();
+    let xs = shape(eg, x);
+    if xs.len() != 3 {
+        return out;
+    }
+    // Only the [T, C] view is the fused op's first result.
+    let li = [xs[0], xs[2]];
     for (row, _) in parents_where(
         ctx,
         pre,
@@ -147,7 +153,7 @@ fn apply_mix_users(ctx: &Ctx<'_>, pre: Id, x: Id) -> Vec<Id> {
                     parents_where(
                         ctx,
                         mm,
-                        |op| matches!(op, Op::Reshape { shape } if shape.len() == 2),
+                        move |op| matches!(op, Op::Reshape { shape } if shape == &li),
                     )
                     .map(|(p, _)| p),
                 );
@@ -351,7 +357,12 @@ fn fuse_hc_pre(ctx: &Ctx<'_>, mixes: Id, out: &mut Vec<Action>) {
     for p in projections(eg, mixes) {
         let (t, n) = (p.t, p.n);
         let m = n * (n + 2);
-        let pres = tanh_gates(ctx, mixes, t, 0, n, 0);
+        // The gates may slice longer vectors; hc_pre takes scale [3], base [m].
+        let operands_fit = |v: &(Id, Id, Id)| shape(eg, v.1) == [3] && shape(eg, v.2) == [m];
+        let pres: Vec<_> = tanh_gates(ctx, mixes, t, 0, n, 0)
+            .into_iter()
+            .filter(operands_fit)
+            .collect();
         let posts = tanh_gates(ctx, mixes, t, n, 2 * n, 1);
         let combs = tanh_gates(ctx, mixes, t, 2 * n, m, 2);
         for &(pre, scale, base) in &pres {
@@ -398,10 +409,13 @@ fn fuse_mhc_post(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
             )
             .map(|n| n.children[0])
             .collect();
-            // prod = broadcast(reshape(post, [T,n,1])) · broadcast(reshape(f, [T,1,C])).
+            // prod = broadcast(reshape(post, [T,n,1])) · broadcast(reshape(f, [T,1,C])),
+            // either broadcast absent when it is the identity (C = 1, n = 1).
             for (bp, bf) in commuted(eg, prod, &Op::Mul) {
                 let through = |b: Id, want: &[usize]| -> Vec<Id> {
-                    broadcast_sources(eg, b)
+                    let mut sources = broadcast_sources(eg, b);
+                    sources.push(b);
+                    sources
                         .into_iter()
                         .filter(|&r| shape(eg, r) == want)
                         .flat_map(|r| reshape_sources(eg, r))
