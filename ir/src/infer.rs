@@ -119,8 +119,13 @@ fn mhc_pre_dims(op: &Op, args: &[&TensorType]) -> Result<(usize, usize, usize), 
         return Err(invalid(op, format!("residual must be [T,n,C], got {x}")));
     }
     let (t, n, c) = (x.shape[0], x.shape[1], x.shape[2]);
-    let m = n * (n + 2);
-    let want = [vec![m, n * c], vec![3], vec![m]];
+    // A residual with absurd dimensions is an error here, not an overflow.
+    let (Some(m), Some(k)) = (n.checked_mul(n + 2), n.checked_mul(c)) else {
+        return Err(invalid(op, format!("residual {x} is too large to mix")));
+    };
+    // comb_mix [T,n,n] may be larger than the residual itself.
+    check_shape(op, &[t, n, n])?;
+    let want = [vec![m, k], vec![3], vec![m]];
     for (i, (a, w)) in args[1..].iter().zip(want).enumerate() {
         if a.dtype != x.dtype || a.shape != w {
             let name = ["fn", "scale", "base"][i];

@@ -93,7 +93,7 @@ fn write_rhs(f: &mut impl Write, graph: &Graph, v: ValueId) -> fmt::Result {
             write_list(f, end)?;
         }
         Op::RowNorm { eps } | Op::ColNorm { eps } | Op::RmsNorm { eps } => {
-            write_float(f, sep, "eps", *eps)?
+            write_float(f, sep, "eps", *eps)?;
         }
         Op::Softmax { axis } => write!(f, "{sep}axis={axis}")?,
         Op::Sinkhorn(spec) => write_sinkhorn(f, sep, spec)?,

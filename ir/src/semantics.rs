@@ -4,7 +4,9 @@
 //! row-major `f64` buffers. `st` rounds a stored result and `ac` an
 //! accumulator step, as the interpreter's precision mode asks (identity in
 //! the f64 oracle for f32 values). Sums run in index order, as the
-//! primitive ops they replace do.
+//! primitive ops they replace do. The products of a dot product are
+//! accumulator steps, as in `matmul`, not stores: bf16 products are not
+//! rounded to bf16.
 
 use crate::op::{SinkhornSpec, SinkhornVariant};
 
@@ -175,9 +177,9 @@ pub(crate) fn pre_mix(
         let mixes: Vec<f64> = proj
             .chunks(k)
             .map(|row| {
-                let mut d = (r.st)(xt[0] * row[0]);
+                let mut d = (r.ac)(xt[0] * row[0]);
                 for j in 1..k {
-                    d = (r.ac)(d + (r.st)(xt[j] * row[j]));
+                    d = (r.ac)(d + (r.ac)(xt[j] * row[j]));
                 }
                 (r.st)(d * f)
             })
@@ -223,9 +225,9 @@ pub(crate) fn pre_mix(
             }
         };
         for cc in 0..c {
-            let mut s = (r.st)(pre[0] * xt[cc]);
+            let mut s = (r.ac)(pre[0] * xt[cc]);
             for i in 1..n {
-                s = (r.ac)(s + (r.st)(pre[i] * xt[i * c + cc]));
+                s = (r.ac)(s + (r.ac)(pre[i] * xt[i * c + cc]));
             }
             li.push((r.st)(s));
         }
@@ -252,9 +254,9 @@ pub(crate) fn post_mix(
         let ct = &comb[tok * n * n..][..n * n];
         for j in 0..n {
             for cc in 0..c {
-                let mut s = (r.st)(ct[j] * xt[cc]);
+                let mut s = (r.ac)(ct[j] * xt[cc]);
                 for i in 1..n {
-                    s = (r.ac)(s + (r.st)(ct[i * n + j] * xt[i * c + cc]));
+                    s = (r.ac)(s + (r.ac)(ct[i * n + j] * xt[i * c + cc]));
                 }
                 let p = (r.st)(post[tok * n + j] * f[tok * c + cc]);
                 out.push((r.st)((r.st)(s) + p));

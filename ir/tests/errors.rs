@@ -520,7 +520,7 @@ fn verify_only_signature_inputs_are_input_nodes() {
     let stray = g.push(Node {
         op: stray_op,
         args: vec![],
-        ty: f32t(&[]),
+        ty: f32t(&[]).into(),
     });
     let s = g.add(Op::Add, &[x, stray]).unwrap();
     g.add_output("y", s);
@@ -542,17 +542,17 @@ fn verify_operands_are_defined_before_use() {
     let fwd = g.push(Node {
         op: Op::Neg,
         args: vec![ValueId::new(2)],
-        ty: f32t(&[]),
+        ty: f32t(&[]).into(),
     });
     let own = g.push(Node {
         op: Op::Add,
         args: vec![x, ValueId::new(2)],
-        ty: f32t(&[]),
+        ty: f32t(&[]).into(),
     });
     let far = g.push(Node {
         op: Op::Exp,
         args: vec![ValueId::new(40)],
-        ty: f32t(&[]),
+        ty: f32t(&[]).into(),
     });
     g.add_output("a", fwd);
     g.add_output("b", own);
@@ -595,7 +595,7 @@ fn verify_declared_type_matches_inferred() {
     let bad = g.push(Node {
         op: Op::Exp,
         args: vec![x],
-        ty: TensorType::new(DType::F64, [2]),
+        ty: TensorType::new(DType::F64, [2]).into(),
     });
     g.add_output("y", bad);
     assert_eq!(
@@ -658,7 +658,7 @@ fn verifier_collects_every_error() {
     g.push(Node {
         op: Op::Neg,
         args: vec![x],
-        ty: f32t(&[3]),
+        ty: f32t(&[3]).into(),
     });
     assert_eq!(
         api_errors(&g),

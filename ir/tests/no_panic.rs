@@ -1,10 +1,12 @@
 //! Robustness: no input text makes the parser panic (random mutations of
-//! valid IR text, token soup, arbitrary strings), and `infer_type` never
-//! panics on arbitrary ops and operand types and agrees with the verifier.
+//! valid IR text, token soup, arbitrary strings), and `infer` / `infer_type`
+//! never panic on arbitrary ops and operand types (tuples included) and
+//! agree with the verifier.
 
 use birkhoff_ir::{
-    Graph, InputKind, Literal, Op, TensorType, ValueId, infer_type, parse_and_verify, parse_graph,
-    parse_module, parse_module_with_locations, verify, verify_located,
+    DType, FloatAttr, Graph, InputKind, Literal, Op, SinkhornSpec, SinkhornVariant, TensorType,
+    Type, ValueId, infer, infer_type, parse_and_verify, parse_graph, parse_module,
+    parse_module_with_locations, verify, verify_located,
 };
 use birkhoff_testkit::graph;
 use proptest::prelude::*;
@@ -79,6 +81,23 @@ const VOCABULARY: &[&str] = &[
     "é",
     "\u{0}",
     "\t",
+    "get",
+    "index",
+    "mhc_pre",
+    "hc_pre",
+    "mhc_post",
+    "sinkhorn",
+    "row_norm",
+    "softmax",
+    "variant",
+    "paper",
+    "tilekernels",
+    "iters",
+    "eps",
+    "norm_eps",
+    "1e-6",
+    "(f32[2], f32[2])",
+    "%4",
 ];
 
 fn mutation() -> impl Strategy<Value = Mutation> {
@@ -186,31 +205,136 @@ proptest! {
     }
 
     #[test]
-    fn infer_type_agrees_with_the_verifier(
+    fn infer_agrees_with_infer_type_and_the_verifier(
+        op in arbitrary_op(),
+        tys in prop_oneof![
+            proptest::collection::vec(birkhoff_testkit::tensor_type(), 0..5),
+            mix_operand_types(),
+        ],
+    ) {
+        check_op(&op, &tys)?;
+    }
+
+    #[test]
+    fn fused_ops_on_near_valid_operands(op in fused_op(), tys in mix_operand_types()) {
+        check_op(&op, &tys)?;
+    }
+
+    #[test]
+    fn tuple_operands_are_refused_by_every_op_but_get(
         op in arbitrary_op(),
         tys in proptest::collection::vec(birkhoff_testkit::tensor_type(), 0..4),
+        at in any::<prop::sample::Index>(),
     ) {
-        let refs: Vec<&TensorType> = tys.iter().collect();
-        let inferred = infer_type(&op, &refs);
-        let mut g = Graph::new("t");
-        let args: Vec<ValueId> = tys
-            .iter()
-            .enumerate()
-            .map(|(k, ty)| g.add_input(format!("x{k}"), InputKind::Data, ty.clone()))
-            .collect();
-        let built = g.add(op.clone(), &args);
-        if matches!(op, Op::Input { .. }) {
-            // Inputs are declared with add_input; the checked builder refuses them.
-            prop_assert!(built.is_err());
-            return Ok(());
-        }
-        prop_assert_eq!(&built.clone().map(|v| g.ty(v).clone()), &inferred);
-        if let Ok(v) = built {
-            g.add_output("y", v);
-            prop_assert_eq!(verify(&g), Ok(()));
-            prop_assert_eq!(parse_and_verify(&g.to_string()), Ok(vec![g.clone()]));
+        // A well-typed hc_pre provides the tuple, placed among the operands.
+        let tuple = Type::Tuple(vec![
+            TensorType::new(DType::F32, [2, 3]),
+            TensorType::new(DType::F32, [2, 1]),
+            TensorType::new(DType::F32, [2, 1, 1]),
+        ]);
+        let mut args: Vec<Type> = tys.into_iter().map(Type::Tensor).collect();
+        args.insert(at.index(args.len() + 1), tuple);
+        let refs: Vec<&Type> = args.iter().collect();
+        match (&op, infer(&op, &refs)) {
+            (Op::Get { index }, Ok(t)) => {
+                prop_assert!(args.len() == 1 && *index < 3, "{:?}", t);
+            }
+            (_, Ok(t)) => prop_assert!(false, "{} took a tuple and gave {}", op.mnemonic(), t),
+            (_, Err(_)) => {}
         }
     }
+}
+
+/// Checks one op on operands of types `tys` (tensors): `infer` and
+/// `infer_type` agree where both apply, the checked builder agrees with
+/// `infer`, and what it builds verifies and round-trips through text.
+fn check_op(op: &Op, tys: &[TensorType]) -> Result<(), TestCaseError> {
+    let refs: Vec<&TensorType> = tys.iter().collect();
+    let wrapped: Vec<Type> = tys.iter().cloned().map(Type::Tensor).collect();
+    let inferred = infer(op, &wrapped.iter().collect::<Vec<_>>());
+    let tensor_only = infer_type(op, &refs);
+    if matches!(op, Op::MhcPre { .. } | Op::HcPre { .. } | Op::Get { .. }) {
+        // Tuple ops are typed by infer alone.
+        prop_assert!(tensor_only.is_err());
+    } else {
+        prop_assert_eq!(&tensor_only.map(Type::Tensor), &inferred);
+    }
+    let mut g = Graph::new("t");
+    let args: Vec<ValueId> = tys
+        .iter()
+        .enumerate()
+        .map(|(k, ty)| g.add_input(format!("x{k}"), InputKind::Data, ty.clone()))
+        .collect();
+    let built = g.add(op.clone(), &args);
+    if matches!(op, Op::Input { .. }) {
+        // Inputs are declared with add_input; the checked builder refuses them.
+        prop_assert!(built.is_err());
+        return Ok(());
+    }
+    prop_assert_eq!(&built.clone().map(|v| g.value_type(v).clone()), &inferred);
+    if let Ok(v) = built {
+        match g.value_type(v).clone() {
+            Type::Tensor(_) => g.add_output("y", v),
+            Type::Tuple(parts) => {
+                for (index, want) in parts.into_iter().enumerate() {
+                    let part = g.add(Op::Get { index }, &[v]);
+                    prop_assert_eq!(part.clone().map(|p| g.ty(p).clone()), Ok(want));
+                    if let Ok(p) = part {
+                        g.add_output(format!("y{index}"), p);
+                    }
+                }
+            }
+        }
+        prop_assert_eq!(verify(&g), Ok(()));
+        prop_assert_eq!(parse_and_verify(&g.to_string()), Ok(vec![g.clone()]));
+    }
+    Ok(())
+}
+
+/// Operand types for the fused ops: `mhc_pre`'s `(x [T,n,C], fn [m,nC],
+/// scale [3], base [m])` or `mhc_post`'s `(f [T,C], x [T,n,C], post [T,n],
+/// comb [T,n,n])`, right half the time and otherwise off in one dimension
+/// or in one dtype.
+fn mix_operand_types() -> impl Strategy<Value = Vec<TensorType>> {
+    (
+        1usize..4,
+        1usize..4,
+        1usize..4,
+        any::<bool>(),
+        proptest::sample::select(vec![DType::F32, DType::Bf16, DType::F64, DType::I32]),
+        any::<prop::sample::Index>(),
+        0usize..8,
+    )
+        .prop_map(|(t, n, c, pre, d, which, off)| {
+            let m = n * (n + 2);
+            let shapes = if pre {
+                vec![vec![t, n, c], vec![m, n * c], vec![3], vec![m]]
+            } else {
+                vec![vec![t, c], vec![t, n, c], vec![t, n], vec![t, n, n]]
+            };
+            let mut tys: Vec<TensorType> =
+                shapes.into_iter().map(|s| TensorType::new(d, s)).collect();
+            let k = which.index(4);
+            match off {
+                // One dimension one larger.
+                0 | 1 => {
+                    let r = tys[k].rank();
+                    tys[k].shape[which.index(r)] += 1;
+                }
+                // One operand of another dtype.
+                2 => {
+                    tys[k].dtype = if d == DType::F64 {
+                        DType::F32
+                    } else {
+                        DType::F64
+                    }
+                }
+                // One operand of another rank.
+                3 => tys[k].shape.push(1),
+                _ => {}
+            }
+            tys
+        })
 }
 
 /// Any op with attributes that may or may not fit its operands.
@@ -261,7 +385,76 @@ fn arbitrary_op() -> impl Strategy<Value = Op> {
         list().prop_map(|perm| Op::Permute { perm }),
         list().prop_map(|shape| Op::Broadcast { shape }),
         (list(), list()).prop_map(|(start, end)| Op::Slice { start, end }),
-        small.prop_map(|axis| Op::Concat { axis }),
+        small.clone().prop_map(|axis| Op::Concat { axis }),
         birkhoff_testkit::dtype().prop_map(|dtype| Op::Cast { dtype }),
+        float_attr().prop_map(|eps| Op::RowNorm { eps }),
+        float_attr().prop_map(|eps| Op::ColNorm { eps }),
+        float_attr().prop_map(|eps| Op::RmsNorm { eps }),
+        small.clone().prop_map(|axis| Op::Softmax { axis }),
+        sinkhorn_spec().prop_map(Op::Sinkhorn),
+        (float_attr(), float_attr(), float_attr(), sinkhorn_spec()).prop_map(
+            |(norm_eps, pre_eps, post_mult, sinkhorn)| Op::MhcPre {
+                norm_eps,
+                pre_eps,
+                post_mult,
+                sinkhorn,
+            }
+        ),
+        float_attr().prop_map(|norm_eps| Op::HcPre { norm_eps }),
+        Just(Op::MhcPost),
+        small.prop_map(|index| Op::Get { index }),
     ]
+}
+
+/// `mhc_pre`, `hc_pre` or `mhc_post`, with attributes valid three times
+/// in four.
+fn fused_op() -> impl Strategy<Value = Op> {
+    let attr = || {
+        prop_oneof![
+            3 => proptest::sample::select(vec![0.0, 1e-6, 2.0]).prop_map(FloatAttr),
+            1 => float_attr(),
+        ]
+    };
+    let spec = (
+        proptest::sample::select(vec![SinkhornVariant::Paper, SinkhornVariant::TileKernels]),
+        prop_oneof![3 => 1usize..=20, 1 => Just(0usize)],
+        attr(),
+    )
+        .prop_map(|(variant, iters, eps)| SinkhornSpec {
+            variant,
+            iters,
+            eps,
+        });
+    prop_oneof![
+        (attr(), attr(), attr(), spec).prop_map(|(norm_eps, pre_eps, post_mult, sinkhorn)| {
+            Op::MhcPre {
+                norm_eps,
+                pre_eps,
+                post_mult,
+                sinkhorn,
+            }
+        }),
+        attr().prop_map(|norm_eps| Op::HcPre { norm_eps }),
+        Just(Op::MhcPost),
+    ]
+}
+
+/// A float attribute, valid or not: zero, small, negative, NaN or infinite.
+fn float_attr() -> impl Strategy<Value = FloatAttr> {
+    proptest::sample::select(vec![0.0, -0.0, 1e-6, 2.0, -0.5, f64::NAN, f64::INFINITY])
+        .prop_map(FloatAttr)
+}
+
+/// A Sinkhorn spec, its iteration count valid or not.
+fn sinkhorn_spec() -> impl Strategy<Value = SinkhornSpec> {
+    (
+        proptest::sample::select(vec![SinkhornVariant::Paper, SinkhornVariant::TileKernels]),
+        proptest::sample::select(vec![0, 1, 3, 10_000, 10_001]),
+        float_attr(),
+    )
+        .prop_map(|(variant, iters, eps)| SinkhornSpec {
+            variant,
+            iters,
+            eps,
+        })
 }

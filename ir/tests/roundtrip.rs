@@ -4,8 +4,8 @@
 //! graphs in one module) and that it all prints back canonically.
 
 use birkhoff_ir::{
-    DType, Graph, InputKind, Literal, Op, TensorType, parse_and_verify, parse_graph, parse_module,
-    verify,
+    DType, FloatAttr, Graph, InputKind, Literal, Op, SinkhornSpec, SinkhornVariant, TensorType,
+    parse_and_verify, parse_graph, parse_module, verify,
 };
 use birkhoff_testkit::graph;
 use proptest::prelude::*;
@@ -327,6 +327,158 @@ fn bf16_decimal_literals_round_to_nearest() {
     assert_eq!(lit.get(1), -1.0);
 }
 
+/// Every semantic and fused op, `get` of each tuple element, and tuple
+/// types, in canonical form.
+const FUSED: &str = "\
+graph @fused(%x: f32[2,4,3], param %fn: f32[24,12], param %scale: f32[3], param %base: f32[24], %f: f32[2,3]) -> (a: f32[2,4,3], b: f32[2,4,3], c: f32[2,4,3], d: f32[2,4,3], e: f32[2,3,3], li: f32[2,3], comb: f32[2,4,4], post: f32[2,4], y: f32[2,4,3]) {
+  %5 = row_norm %x, eps=0.0 : f32[2,4,3]
+  %6 = col_norm %x, eps=1e-6 : f32[2,4,3]
+  %7 = softmax %x, axis=1 : f32[2,4,3]
+  %8 = rms_norm %x, eps=1e-5 : f32[2,4,3]
+  %9 = slice %x, start=[0,0,0], end=[2,3,3] : f32[2,3,3]
+  %10 = sinkhorn %9, variant=tilekernels, iters=20, eps=1e-6 : f32[2,3,3]
+  %11 = mhc_pre %x, %fn, %scale, %base, norm_eps=1e-6, pre_eps=-0.5, post_mult=2.0, variant=paper, iters=3, eps=0.0 : (f32[2,3], f32[2,4], f32[2,4,4])
+  %12 = get %11, index=0 : f32[2,3]
+  %13 = get %11, index=1 : f32[2,4]
+  %14 = get %11, index=2 : f32[2,4,4]
+  %15 = hc_pre %x, %fn, %scale, %base, norm_eps=0.001 : (f32[2,3], f32[2,4], f32[2,4,4])
+  %16 = get %15, index=1 : f32[2,4]
+  %17 = mhc_post %f, %x, %13, %14 : f32[2,4,3]
+  return %5, %6, %7, %8, %10, %12, %14, %16, %17
+}
+";
+
+#[test]
+fn semantic_and_fused_ops_round_trip() {
+    let g = parse_and_verify(FUSED).unwrap().remove(0);
+    assert_eq!(g.to_string(), FUSED);
+    assert_eq!(parse_one(&g.to_string()), g);
+    // The attributes were read, not just echoed.
+    let ops: Vec<&Op> = g.nodes().iter().map(|n| &n.op).collect();
+    assert_eq!(
+        ops[6],
+        &Op::ColNorm {
+            eps: FloatAttr(1e-6)
+        }
+    );
+    assert_eq!(ops[7], &Op::Softmax { axis: 1 });
+    assert_eq!(
+        ops[10],
+        &Op::Sinkhorn(SinkhornSpec {
+            variant: SinkhornVariant::TileKernels,
+            iters: 20,
+            eps: FloatAttr(1e-6),
+        })
+    );
+    assert_eq!(
+        ops[11],
+        &Op::MhcPre {
+            norm_eps: FloatAttr(1e-6),
+            pre_eps: FloatAttr(-0.5),
+            post_mult: FloatAttr(2.0),
+            sinkhorn: SinkhornSpec {
+                variant: SinkhornVariant::Paper,
+                iters: 3,
+                eps: FloatAttr(0.0),
+            },
+        }
+    );
+    assert_eq!(ops[16], &Op::Get { index: 1 });
+    assert_eq!(
+        g.value_type(birkhoff_ir::ValueId::new(15)).to_string(),
+        "(f32[2,3], f32[2,4], f32[2,4,4])"
+    );
+}
+
+#[test]
+fn non_canonical_spellings_of_the_new_syntax_print_canonically() {
+    // Attributes in any order; floats as integers, with capital exponents,
+    // or as raw f64 bits (1e-6 is 0x3eb0c6f7a0b5ed8d); spaces and line
+    // breaks inside a tuple type; integer attributes as one-element lists.
+    let messy = FUSED
+        .replace(
+            "norm_eps=1e-6, pre_eps=-0.5, post_mult=2.0, variant=paper, iters=3, eps=0.0",
+            "eps=0, iters=[3], variant=paper, post_mult=2, pre_eps=-5E-1, norm_eps=0x3eb0c6f7a0b5ed8d",
+        )
+        .replace("eps=1e-5", "eps=0.00001")
+        .replace("axis=1", "axis=[1]")
+        .replace(
+            "norm_eps=0.001 : (f32[2,3], f32[2,4], f32[2,4,4])",
+            "norm_eps=1e-3 : ( f32[2,3],f32[2,4] ,\n      f32[2,4,4])",
+        );
+    assert_ne!(messy, FUSED);
+    let g = parse_and_verify(&messy).unwrap().remove(0);
+    assert_eq!(g.to_string(), FUSED);
+    // -0.0 keeps its sign: it is a different attribute from 0.0.
+    let neg = parse_one(&FUSED.replace("row_norm %x, eps=0.0", "row_norm %x, eps=-0.0"));
+    assert_ne!(neg, g);
+    assert!(neg.to_string().contains("row_norm %x, eps=-0.0 :"));
+    // A list attribute may be one integer.
+    let text = "graph @l(%x: f32[2,3]) -> (y: f32[2]) {
+      %1 = reduce_sum %x, axes=1 : f32[2]
+      return %1
+    }";
+    assert!(parse_one(text).to_string().contains("axes=[1] : f32[2]"));
+}
+
+proptest! {
+    #[test]
+    fn float_attributes_round_trip_bit_exactly(
+        eps in any::<f64>(),
+        signed in any::<f64>(),
+        iters in 1usize..=10_000,
+        paper in any::<bool>(),
+    ) {
+        // Every bit pattern prints and reads back: the verifier's range
+        // checks are not the printer's business.
+        let spec = SinkhornSpec {
+            variant: if paper { SinkhornVariant::Paper } else { SinkhornVariant::TileKernels },
+            iters,
+            eps: FloatAttr(eps),
+        };
+        let t = TensorType::new(DType::F64, [1, 2, 2]);
+        let mut g = Graph::new("attrs");
+        let x = g.add_input("x", InputKind::Data, t.clone());
+        let ops = [
+            Op::RowNorm { eps: FloatAttr(eps) },
+            Op::ColNorm { eps: FloatAttr(signed) },
+            Op::RmsNorm { eps: FloatAttr(eps) },
+            Op::Sinkhorn(spec),
+        ];
+        for op in ops {
+            let v = g.push(birkhoff_ir::Node { op, args: vec![x], ty: t.clone().into() });
+            g.add_output(format!("y{}", v.index()), v);
+        }
+        let pre = Op::MhcPre {
+            norm_eps: FloatAttr(eps),
+            pre_eps: FloatAttr(signed),
+            post_mult: FloatAttr(-signed),
+            sinkhorn: spec,
+        };
+        let tuple = birkhoff_ir::Type::Tuple(vec![t.clone(), t.clone(), t.clone()]);
+        let p = g.push(birkhoff_ir::Node { op: pre, args: vec![x, x, x, x], ty: tuple });
+        let h = g.push(birkhoff_ir::Node {
+            op: Op::HcPre { norm_eps: FloatAttr(signed) },
+            args: vec![x, x, x, x],
+            ty: g.value_type(p).clone(),
+        });
+        for (k, tup) in [p, h].into_iter().enumerate() {
+            let v = g.push(birkhoff_ir::Node { op: Op::Get { index: k }, args: vec![tup], ty: t.clone().into() });
+            g.add_output(format!("g{k}"), v);
+        }
+        let text = g.to_string();
+        let parsed = parse_module(&text);
+        prop_assert!(parsed.is_ok(), "{:?}\n{}", parsed, text);
+        let parsed = parsed.unwrap_or_default();
+        // NaN payloads read back as the one canonical NaN.
+        let canonical = |x: f64| if x.is_nan() { f64::NAN } else { x };
+        if eps.to_bits() == canonical(eps).to_bits() && signed.to_bits() == canonical(signed).to_bits() {
+            prop_assert_eq!(&parsed[0], &g, "\n{}", text);
+        }
+        prop_assert_eq!(&parsed[0].to_string(), &text);
+    }
+}
+
 /// The fenced `bir` blocks of `docs/ir.md`: each parses, verifies and, with
 /// its comment lines dropped, is already in canonical printed form.
 #[test]
@@ -396,5 +548,16 @@ fn ir_reference_examples_are_canonical() {
         "cast",
     ] {
         assert!(every_op.contains(&format!(" = {op} ")), "{op} missing");
+    }
+    // The semantic and fused ops have their own example.
+    let fused = blocks
+        .iter()
+        .find(|b| b.contains(" = mhc_pre "))
+        .expect("an example with mhc_pre");
+    for op in [
+        "row_norm", "col_norm", "softmax", "rms_norm", "sinkhorn", "mhc_pre", "hc_pre", "mhc_post",
+        "get",
+    ] {
+        assert!(fused.contains(&format!(" = {op} ")), "{op} missing");
     }
 }

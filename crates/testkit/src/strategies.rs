@@ -9,12 +9,17 @@
 //! choices: every choice that shrinks towards 0 picks a simpler option, so
 //! failing cases shrink to small graphs. The builder matches exhaustively
 //! on [`Op`], so adding an op to the IR fails to compile here until the
-//! generator covers it.
+//! generator covers it. Semantic ops (`row_norm`, `sinkhorn`, …) get float
+//! operands of a suitable rank; the fused mHC ops get operands of matching
+//! `[T,n,C]` shapes, and every tuple they produce is taken apart by at
+//! least one `get`, so no tuple is ever an operand of anything else or an
+//! output.
 
 use std::collections::BTreeMap;
 
 use birkhoff_ir::{
-    DType, Graph, InputKind, Literal, Op, Tensor, TensorType, ValueId, num_elements,
+    DType, FloatAttr, Graph, InputKind, Literal, Op, SinkhornSpec, SinkhornVariant, Tensor,
+    TensorType, ValueId, num_elements,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -176,7 +181,8 @@ pub fn inputs(
 /// A random graph that passes the verifier: 1–3 inputs (data and params),
 /// up to ten generation steps over every op of the IR, and 1–3 outputs.
 ///
-/// Every value has at most [`MAX_GRAPH_ELEMENTS`] elements.
+/// Every value (counting all elements of a tuple) has at most
+/// [`MAX_GRAPH_ELEMENTS`] elements.
 pub fn graph() -> impl Strategy<Value = Graph> {
     vec(any::<u32>(), 1..256).prop_map(|choices| graph_from_choices(&choices))
 }
@@ -281,8 +287,48 @@ fn templates() -> Vec<Op> {
         Op::Concat { axis: 0 },
         Op::MatMul,
         Op::Cast { dtype: DType::F32 },
+        Op::RowNorm {
+            eps: FloatAttr(0.0),
+        },
+        Op::ColNorm {
+            eps: FloatAttr(0.0),
+        },
+        Op::Softmax { axis: 0 },
+        Op::RmsNorm {
+            eps: FloatAttr(0.0),
+        },
+        Op::Sinkhorn(SPEC_TEMPLATE),
+        MHC_PRE_TEMPLATE,
+        HC_PRE_TEMPLATE,
+        Op::MhcPost,
+        Op::Get { index: 0 },
     ]
 }
+
+/// Template attributes (the generator draws the real ones).
+const SPEC_TEMPLATE: SinkhornSpec = SinkhornSpec {
+    variant: SinkhornVariant::Paper,
+    iters: 1,
+    eps: FloatAttr(0.0),
+};
+const MHC_PRE_TEMPLATE: Op = Op::MhcPre {
+    norm_eps: FloatAttr(0.0),
+    pre_eps: FloatAttr(0.0),
+    post_mult: FloatAttr(0.0),
+    sinkhorn: SPEC_TEMPLATE,
+};
+const HC_PRE_TEMPLATE: Op = Op::HcPre {
+    norm_eps: FloatAttr(0.0),
+};
+
+/// Epsilons the generator puts on normalizations and Sinkhorn.
+const EPSILONS: [f64; 3] = [0.0, 1e-6, 0.01];
+
+/// Values of `mhc_pre`'s signed attributes (`pre_eps`, `post_mult`).
+const SIGNED_ATTRS: [f64; 5] = [2.0, 0.0, 1e-6, -0.5, 1.25];
+
+/// Largest `n` and `C` of a fresh mHC residual `[T, n, C]`.
+const MAX_STREAMS: usize = 4;
 
 const FLOATS: [DType; 3] = [DType::F32, DType::Bf16, DType::F64];
 const NUMERIC: [DType; 4] = [DType::F32, DType::Bf16, DType::F64, DType::I32];
@@ -343,13 +389,18 @@ impl Builder<'_> {
         TensorType::new(d, shape)
     }
 
-    /// An existing value: the newest one half the time, else any.
+    /// An existing tensor value (never a tuple): the newest one half the
+    /// time, else any.
     fn any_value(&mut self) -> ValueId {
-        let n = self.g.len();
+        let tensors: Vec<ValueId> = self
+            .g
+            .values()
+            .filter(|&v| !self.g.value_type(v).is_tuple())
+            .collect();
         if self.c.flip() {
-            ValueId::new(n - 1)
+            tensors[tensors.len() - 1]
         } else {
-            ValueId::new(self.c.below(n))
+            self.c.pick(&tensors)
         }
     }
 
@@ -394,7 +445,11 @@ impl Builder<'_> {
 
     /// A value of exactly type `ty`: an existing one, a constant or an iota.
     fn operand_like(&mut self, ty: &TensorType) -> ValueId {
-        let same: Vec<ValueId> = self.g.values().filter(|&v| self.g.ty(v) == ty).collect();
+        let same: Vec<ValueId> = self
+            .g
+            .values()
+            .filter(|&v| self.g.value_type(v).as_tensor() == Some(ty))
+            .collect();
         match self.c.below(3) {
             0 if !same.is_empty() => self.c.pick(&same),
             1 if ty.dtype.is_numeric() && ty.rank() > 0 => {
@@ -443,6 +498,69 @@ impl Builder<'_> {
                 self.add(cmp, &[v, other])
             }
             _ => self.operand_like(&ty),
+        }
+    }
+
+    /// One of `xs`, as a float attribute.
+    fn float_attr(&mut self, xs: &[f64]) -> FloatAttr {
+        FloatAttr(self.c.pick(xs))
+    }
+
+    /// A Sinkhorn spec: either variant, 1–5 rounds, eps from [`EPSILONS`].
+    fn sinkhorn_spec(&mut self) -> SinkhornSpec {
+        SinkhornSpec {
+            variant: self
+                .c
+                .pick(&[SinkhornVariant::Paper, SinkhornVariant::TileKernels]),
+            iters: 1 + self.c.below(5),
+            eps: self.float_attr(&EPSILONS),
+        }
+    }
+
+    /// A float value of rank at least 2 whose last two dimensions are
+    /// equal: an existing value, cast and reshaped as needed, sliced square.
+    fn square(&mut self) -> ValueId {
+        let v = self.any_value();
+        let v = self.coerce(v, &FLOATS);
+        let v = self.at_least_rank(v, 2);
+        let mut end = self.ty(v).shape;
+        let r = end.len();
+        let k = end[r - 1].min(end[r - 2]);
+        if end[r - 1] == end[r - 2] {
+            return v;
+        }
+        let start = vec![0; r];
+        end[r - 2] = k;
+        end[r - 1] = k;
+        self.add(Op::Slice { start, end }, &[v])
+    }
+
+    /// A float residual stream `[T, n, C]` whose mHC weights stay within
+    /// [`MAX_GRAPH_ELEMENTS`]: an existing rank-3 value when one is drawn
+    /// and fits, else a fresh operand.
+    fn residual(&mut self) -> ValueId {
+        let v = self.any_value();
+        let ty = self.ty(v);
+        if let [t, n, c] = ty.shape[..] {
+            let weights = n * (n + 2) * n * c;
+            let results = t * (c + n + n * n);
+            if weights.max(results) <= MAX_GRAPH_ELEMENTS && self.c.flip() {
+                return self.coerce(v, &FLOATS);
+            }
+        }
+        let d = self.c.pick(&FLOATS);
+        let t = 1 + self.c.below(3);
+        let n = 1 + self.c.below(MAX_STREAMS);
+        let c = 1 + self.c.below(MAX_STREAMS);
+        self.operand_like(&TensorType::new(d, [t, n, c]))
+    }
+
+    /// Adds `get`s of one, two or all three elements of the tuple `v`, in
+    /// random order.
+    fn take_apart(&mut self, v: ValueId) {
+        let count = 1 + self.c.below(3);
+        for index in self.c.shuffled(3)[..count].to_vec() {
+            self.add(Op::Get { index }, &[v]);
         }
     }
 
@@ -603,14 +721,19 @@ impl Builder<'_> {
                 let a = self.at_least_rank(a, 2);
                 let ty = self.ty(a);
                 let r = ty.rank();
-                let b = if self.c.flip() {
+                // a is [batch.., M, K]; b has batch·K·N elements and the
+                // result batch·M·N, with N = M when b is a transposed.
+                let (m, k) = (ty.shape[r - 2], ty.shape[r - 1]);
+                let batch = ty.num_elements() / (m * k);
+                let b = if self.c.flip() && batch * m * m <= MAX_GRAPH_ELEMENTS {
                     let mut perm: Vec<usize> = (0..r).collect();
                     perm.swap(r - 2, r - 1);
                     self.add(Op::Permute { perm }, &[a])
                 } else {
+                    let max_n = MAX_GRAPH_ELEMENTS / (batch * m.max(k));
                     let mut shape = ty.shape[..r - 2].to_vec();
-                    shape.push(ty.shape[r - 1]);
-                    shape.push(1 + self.c.below(4));
+                    shape.push(k);
+                    shape.push(1 + self.c.below(max_n.min(4)));
                     self.operand_like(&ty.with_shape(shape))
                 };
                 self.add(Op::MatMul, &[a, b]);
@@ -619,6 +742,88 @@ impl Builder<'_> {
                 let v = self.any_value();
                 let dtype = self.c.pick(&DType::ALL);
                 self.add(Op::Cast { dtype }, &[v]);
+            }
+            Op::RowNorm { .. } | Op::ColNorm { .. } | Op::Softmax { .. } | Op::RmsNorm { .. } => {
+                let v = self.any_value();
+                let v = self.coerce(v, &FLOATS);
+                let min_rank = if matches!(template, Op::ColNorm { .. }) {
+                    2
+                } else {
+                    1
+                };
+                let v = self.at_least_rank(v, min_rank);
+                let rank = self.g.ty(v).rank();
+                let op = match template {
+                    Op::RowNorm { .. } => Op::RowNorm {
+                        eps: self.float_attr(&EPSILONS),
+                    },
+                    Op::ColNorm { .. } => Op::ColNorm {
+                        eps: self.float_attr(&EPSILONS),
+                    },
+                    Op::RmsNorm { .. } => Op::RmsNorm {
+                        eps: self.float_attr(&EPSILONS),
+                    },
+                    _ => Op::Softmax {
+                        axis: self.c.below(rank),
+                    },
+                };
+                self.add(op, &[v]);
+            }
+            Op::Sinkhorn(_) => {
+                let v = self.square();
+                let spec = self.sinkhorn_spec();
+                self.add(Op::Sinkhorn(spec), &[v]);
+            }
+            Op::MhcPre { .. } | Op::HcPre { .. } => {
+                let x = self.residual();
+                let ty = self.ty(x);
+                let (n, c) = (ty.shape[1], ty.shape[2]);
+                let m = n * (n + 2);
+                let proj = self.operand_like(&ty.with_shape([m, n * c]));
+                let scale = self.operand_like(&ty.with_shape([3]));
+                let base = self.operand_like(&ty.with_shape([m]));
+                let norm_eps = self.float_attr(&EPSILONS);
+                let op = if matches!(template, Op::MhcPre { .. }) {
+                    Op::MhcPre {
+                        norm_eps,
+                        pre_eps: self.float_attr(&SIGNED_ATTRS),
+                        post_mult: self.float_attr(&SIGNED_ATTRS),
+                        sinkhorn: self.sinkhorn_spec(),
+                    }
+                } else {
+                    Op::HcPre { norm_eps }
+                };
+                let tuple = self.add(op, &[x, proj, scale, base]);
+                self.take_apart(tuple);
+            }
+            Op::MhcPost => {
+                let x = self.residual();
+                let ty = self.ty(x);
+                let (t, n, c) = (ty.shape[0], ty.shape[1], ty.shape[2]);
+                let f = self.operand_like(&ty.with_shape([t, c]));
+                let post = self.operand_like(&ty.with_shape([t, n]));
+                let comb = self.operand_like(&ty.with_shape([t, n, n]));
+                self.add(Op::MhcPost, &[f, x, post, comb]);
+            }
+            Op::Get { .. } => {
+                // Another look at an existing tuple, or a fresh pre-mix.
+                let tuples: Vec<ValueId> = self
+                    .g
+                    .values()
+                    .filter(|&v| self.g.value_type(v).is_tuple())
+                    .collect();
+                if tuples.is_empty() {
+                    let pre = if self.c.flip() {
+                        MHC_PRE_TEMPLATE
+                    } else {
+                        HC_PRE_TEMPLATE
+                    };
+                    self.step(&pre);
+                } else {
+                    let v = self.c.pick(&tuples);
+                    let index = self.c.below(3);
+                    self.add(Op::Get { index }, &[v]);
+                }
             }
         }
     }

@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use birkhoff_ir::{
-    DType, Graph, InputKind, InterpOptions, LiteralValues, Op, Precision, interpret, verify,
+    DType, Graph, InputKind, InterpOptions, LiteralValues, Op, Precision, SinkhornVariant, Type,
+    interpret, verify,
 };
 use birkhoff_testkit::{MAX_GRAPH_ELEMENTS, graph, inputs};
 use proptest::prelude::*;
@@ -56,6 +57,27 @@ fn features(g: &Graph) -> BTreeSet<String> {
             }
             op if op.is_unary() || op.is_binary() => {
                 f.insert(format!("{}:{}", op.mnemonic(), g.ty(n.args[0]).dtype));
+            }
+            Op::Sinkhorn(spec) | Op::MhcPre { sinkhorn: spec, .. } => {
+                let m = n.op.mnemonic();
+                f.insert(format!("{m}:{}", g.ty(n.args[0]).dtype));
+                f.insert(format!("{m}:{}", spec.variant.name()));
+                f.insert(format!("{m}:iters={}", spec.iters));
+                f.insert(format!("{m}:eps={}", spec.eps.get()));
+            }
+            Op::Softmax { axis } => {
+                let x = g.ty(n.args[0]);
+                f.insert(format!("softmax:{}", x.dtype));
+                if *axis + 1 < x.rank() {
+                    f.insert("softmax:inner-axis".into());
+                }
+            }
+            op if op.is_semantic() || op.is_fused() => {
+                f.insert(format!("{}:{}", op.mnemonic(), g.ty(n.args[0]).dtype));
+            }
+            Op::Get { index } => {
+                let tuple = g.node(n.args[0]).op.mnemonic();
+                f.insert(format!("get:{tuple}:{index}"));
             }
             _ => {}
         }
@@ -110,6 +132,15 @@ fn generator_covers_every_op_and_variant() {
         "concat",
         "matmul",
         "cast",
+        "row_norm",
+        "col_norm",
+        "softmax",
+        "rms_norm",
+        "sinkhorn",
+        "mhc_pre",
+        "hc_pre",
+        "mhc_post",
+        "get",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -130,6 +161,28 @@ fn generator_covers_every_op_and_variant() {
     for d in [DType::F32, DType::Bf16, DType::F64] {
         want.push(format!("exp:{d}"));
         want.push(format!("div:{d}"));
+        for op in [
+            "row_norm", "col_norm", "softmax", "rms_norm", "sinkhorn", "mhc_pre", "hc_pre",
+            "mhc_post",
+        ] {
+            want.push(format!("{op}:{d}"));
+        }
+    }
+    for op in ["sinkhorn", "mhc_pre"] {
+        for v in [SinkhornVariant::Paper, SinkhornVariant::TileKernels] {
+            want.push(format!("{op}:{}", v.name()));
+        }
+    }
+    for iters in 1..=5 {
+        want.push(format!("sinkhorn:iters={iters}"));
+    }
+    for eps in [0.0, 1e-6, 0.01] {
+        want.push(format!("sinkhorn:eps={eps}"));
+    }
+    for tuple in ["mhc_pre", "hc_pre"] {
+        for index in 0..3 {
+            want.push(format!("get:{tuple}:{index}"));
+        }
     }
     for s in [
         "const:nan",
@@ -148,6 +201,7 @@ fn generator_covers_every_op_and_variant() {
         "outputs=3",
         "not:bool",
         "and:bool",
+        "softmax:inner-axis",
     ] {
         want.push(s.to_string());
     }
@@ -170,7 +224,26 @@ proptest! {
         prop_assert!((1..=3).contains(&g.outputs().len()));
         prop_assert!(g.len() <= 80, "{} nodes", g.len());
         for v in g.values() {
-            prop_assert!(g.ty(v).num_elements() <= MAX_GRAPH_ELEMENTS, "{}", g.ty(v));
+            let elements = match g.value_type(v) {
+                Type::Tensor(t) => t.num_elements(),
+                Type::Tuple(ts) => ts.iter().map(|t| t.num_elements()).sum(),
+            };
+            prop_assert!(elements <= MAX_GRAPH_ELEMENTS, "{}", g.value_type(v));
+        }
+        // Every tuple is taken apart by a get, and only gets use tuples.
+        let uses = g.use_counts();
+        for v in g.values() {
+            let node = g.node(v);
+            if g.value_type(v).is_tuple() {
+                prop_assert!(uses[v.index()] > 0, "unused tuple {v}");
+            }
+            for &a in &node.args {
+                prop_assert_eq!(
+                    g.value_type(a).is_tuple(),
+                    matches!(node.op, Op::Get { .. }),
+                    "{} uses {}", v, a
+                );
+            }
         }
     }
 
