@@ -44,6 +44,9 @@ pub struct InterpOptions {
     /// element); a graph that needs more fails with [`Error::TooLarge`]
     /// before allocating.
     pub memory_limit: u64,
+    /// Return float outputs as `f64` tensors, unrounded (the oracle's full
+    /// precision) instead of rounded to their declared type.
+    pub f64_outputs: bool,
 }
 
 impl Default for InterpOptions {
@@ -51,6 +54,7 @@ impl Default for InterpOptions {
         InterpOptions {
             precision: Precision::F64,
             memory_limit: 8 << 30,
+            f64_outputs: false,
         }
     }
 }
@@ -542,10 +546,13 @@ pub fn interpret_with_progress(
             let data = ev.values[o.value.index()]
                 .as_deref()
                 .expect("outputs are kept alive");
-            Ok((
-                o.name.clone(),
-                Tensor::from_f64(graph.ty(o.value).clone(), data)?,
-            ))
+            let ty = graph.ty(o.value);
+            let ty = if opts.f64_outputs && ty.dtype.is_float() {
+                ty.with_dtype(DType::F64)
+            } else {
+                ty.clone()
+            };
+            Ok((o.name.clone(), Tensor::from_f64(ty, data)?))
         })
         .collect()
 }

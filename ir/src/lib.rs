@@ -46,6 +46,7 @@ mod parse;
 mod print;
 mod semantics;
 mod tensor;
+pub mod tolerance;
 mod types;
 mod verify;
 

@@ -16,7 +16,7 @@ pub(crate) mod recognize;
 pub(crate) mod simplify;
 pub(crate) mod sinkhorn;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use birkhoff_ir::{Op, TensorType, Type};
@@ -28,8 +28,9 @@ use crate::lang::{EG, ENode};
 /// Adds terms and returns the pairs of classes to union.
 pub(crate) type Action = Box<dyn FnOnce(&mut EG) -> Vec<(Id, Id)>>;
 
-/// Parent e-nodes of every class: `(parent class, parent node)`.
-pub(crate) type Parents = HashMap<Id, Vec<(Id, ENode)>>;
+/// Parent e-nodes of every class, indexed by canonical class id:
+/// `(parent class, index of the node in that class)`.
+pub(crate) type Parents = Vec<Vec<(Id, usize)>>;
 
 /// What a rule's search sees.
 pub(crate) struct Ctx<'a> {
@@ -108,13 +109,16 @@ pub struct RuleSetStats {
 
 /// Every class's parent e-nodes.
 pub(crate) fn parents(eg: &EG) -> Parents {
-    let mut p: Parents = HashMap::new();
+    let size = eg
+        .classes()
+        .map(|c| usize::from(c.id) + 1)
+        .max()
+        .unwrap_or(0);
+    let mut p: Parents = vec![Vec::new(); size];
     for class in eg.classes() {
-        for n in &class.nodes {
+        for (i, n) in class.nodes.iter().enumerate() {
             for &ch in &n.children {
-                p.entry(eg.find(ch))
-                    .or_default()
-                    .push((class.id, n.clone()));
+                p[usize::from(eg.find(ch))].push((class.id, i));
             }
         }
     }
@@ -248,12 +252,13 @@ pub(crate) fn parents_where<'a>(
     c: Id,
     pred: impl Fn(&Op) -> bool + 'a,
 ) -> impl Iterator<Item = (Id, &'a ENode)> + 'a {
+    let eg = ctx.eg;
     ctx.parents
-        .get(&ctx.eg.find(c))
+        .get(usize::from(eg.find(c)))
         .into_iter()
         .flatten()
+        .map(move |&(p, i)| (p, &eg[p].nodes[i]))
         .filter(move |(_, n)| pred(&n.op))
-        .map(|(p, n)| (*p, n))
 }
 
 /// An action that adds `op(children)` and unions it with `root`.
