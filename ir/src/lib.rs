@@ -69,4 +69,4 @@ pub use tensor::{Tensor, TensorData};
 pub use types::{
     DType, MAX_ELEMENTS, MAX_RANK, TensorType, Type, num_elements, round_bf16, strides,
 };
-pub use verify::{dead_values, is_identifier, verify};
+pub use verify::{dead_values, eliminate_dead_nodes, is_identifier, verify};

@@ -147,3 +147,59 @@ pub fn dead_values(graph: &Graph) -> Vec<ValueId> {
     }
     graph.values().filter(|v| !live[v.index()]).collect()
 }
+
+/// A copy of `graph` without the nodes no output depends on (inputs are
+/// always kept, so the signature is unchanged). Order is preserved.
+pub fn eliminate_dead_nodes(graph: &Graph) -> Graph {
+    let dead: std::collections::HashSet<ValueId> = dead_values(graph).into_iter().collect();
+    let mut out = Graph::new(graph.name());
+    let mut remap: Vec<Option<ValueId>> = vec![None; graph.len()];
+    for v in graph.values() {
+        let node = graph.node(v);
+        if let Op::Input { name, kind, ty } = &node.op {
+            if graph.inputs().contains(&v) {
+                remap[v.index()] = Some(out.add_input(name.clone(), *kind, ty.clone()));
+                continue;
+            }
+        }
+        if dead.contains(&v) {
+            continue;
+        }
+        let mut n = node.clone();
+        for a in &mut n.args {
+            // Operands of live nodes are live; a dangling one stays as is for the verifier.
+            *a = remap.get(a.index()).copied().flatten().unwrap_or(*a);
+        }
+        remap[v.index()] = Some(out.push(n));
+    }
+    for o in graph.outputs() {
+        out.add_output(
+            o.name.clone(),
+            remap
+                .get(o.value.index())
+                .copied()
+                .flatten()
+                .unwrap_or(o.value),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::parse_graph;
+
+    #[test]
+    fn dead_nodes_go_and_inputs_stay() {
+        let g = parse_graph(
+            "graph @g(%x: f32[2], %unused: f32[2]) -> (y: f32[2]) {\n  %2 = exp %x : f32[2]\n  %3 = log %x : f32[2]\n  %4 = neg %3 : f32[2]\n  return %2\n}",
+        )
+        .unwrap();
+        let live = eliminate_dead_nodes(&g);
+        assert!(verify(&live).is_ok());
+        assert_eq!(live.len(), 3);
+        assert_eq!(live.inputs().len(), 2);
+        assert_eq!(live.to_string().matches("log").count(), 0);
+    }
+}

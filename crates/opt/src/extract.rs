@@ -12,9 +12,11 @@
 //!    through a node whose children are all finalized, so the selection is
 //!    acyclic by construction, and the finalization order is a topological
 //!    order.
-//! 2. *Refinement.* Local search on the exact DAG cost: for each class, try
-//!    every alternative whose children come earlier in that order, compute
-//!    the exact change in DAG cost incrementally (reference counts over the
+//! 2. *Refinement.* Local search on the exact DAG cost: for each needed
+//!    class, try every alternative none of whose children is computed from
+//!    the class in the current selection (checked by a search bounded by
+//!    the selection's depths, so the selection stays acyclic), compute the
+//!    exact change in DAG cost incrementally (reference counts over the
 //!    selection: classes that stop or start being needed), and keep
 //!    improvements. Repeats until nothing improves (at most
 //!    [`REFINE_ROUNDS`] rounds).

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use birkhoff_ir::{Graph, Node, Op, Type, ValueId, verify};
+use birkhoff_ir::{Graph, Node, Op, Type, ValueId, eliminate_dead_nodes, verify};
 use egg::Id;
 
 use crate::error::{Error, Result};
