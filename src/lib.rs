@@ -12,6 +12,7 @@
 #![doc = concat!("```rust\n", include_str!("../examples/quickstart.rs"), "\n```")]
 
 mod atomic;
+pub mod filetest;
 pub mod npy;
 
 pub use atomic::write_atomic;
