@@ -48,7 +48,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use birkhoff_dsl::{Init, Rng, random_tensor};
 use birkhoff_ir::{
@@ -141,6 +141,32 @@ impl fmt::Display for Outcome {
         }
         Ok(())
     }
+}
+
+/// Every `.bir` file named by `paths`: files as given, directories
+/// searched recursively; sorted, for a stable order.
+pub fn collect_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                walk(&path, out)?;
+            } else if path.extension().is_some_and(|e| e == "bir") {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            walk(p, &mut out)?;
+        } else {
+            out.push(p.clone());
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Runs the test file at `path`. With `BIRKHOFF_BLESS=1` set, mismatching

@@ -2,8 +2,10 @@
 //! (Manifold-Constrained Hyper-Connections) layers.
 //!
 //! This facade is the entry point to the pipeline: it re-exports the graph
-//! IR ([`ir`]) and the DSL with its model zoo ([`dsl`]), and adds the
-//! interop the command line needs — [`npy`] files and atomic writes.
+//! IR ([`ir`]), the DSL with its model zoo ([`dsl`]) and the optimizer
+//! ([`opt`]), and adds what users and the command line need around them:
+//! [`npy`] files, atomic writes, fused-vs-unfused checking ([`testing`])
+//! and the IR file-test driver ([`filetest`]).
 //!
 //! The canonical end-to-end example (`examples/quickstart.rs`): build a
 //! graph with the DSL, print and re-parse its IR, run it in the reference
@@ -14,7 +16,9 @@
 mod atomic;
 pub mod filetest;
 pub mod npy;
+pub mod testing;
 
 pub use atomic::write_atomic;
 pub use birkhoff_dsl as dsl;
 pub use birkhoff_ir as ir;
+pub use birkhoff_opt as opt;

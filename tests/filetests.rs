@@ -4,23 +4,10 @@
 //! `BIRKHOFF_BLESS=1` rewrites `precise-output` expectations in place.
 //! The format is in `docs/testing.md`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use birkhoff::filetest::run_file;
+use birkhoff::filetest::{collect_files, run_file};
 use libtest_mimic::{Arguments, Failed, Trial};
-
-/// Every `.bir` file under `dir`, recursively.
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            collect(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "bir") {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
 
 fn run(path: &Path) -> Result<(), Failed> {
     match run_file(path) {
@@ -39,12 +26,13 @@ fn main() {
         std::process::exit(2);
     }
     let root = Path::new("tests/filetests");
-    let mut files = Vec::new();
-    if let Err(e) = collect(root, &mut files) {
-        eprintln!("cannot read {}: {e}", root.display());
-        std::process::exit(2);
-    }
-    files.sort();
+    let files = match collect_files(&[root.to_path_buf()]) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", root.display());
+            std::process::exit(2);
+        }
+    };
     if files.is_empty() {
         eprintln!("no .bir files under {}", root.display());
         std::process::exit(2);

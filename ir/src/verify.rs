@@ -156,11 +156,11 @@ pub fn eliminate_dead_nodes(graph: &Graph) -> Graph {
     let mut remap: Vec<Option<ValueId>> = vec![None; graph.len()];
     for v in graph.values() {
         let node = graph.node(v);
-        if let Op::Input { name, kind, ty } = &node.op {
-            if graph.inputs().contains(&v) {
-                remap[v.index()] = Some(out.add_input(name.clone(), *kind, ty.clone()));
-                continue;
-            }
+        if let Op::Input { name, kind, ty } = &node.op
+            && graph.inputs().contains(&v)
+        {
+            remap[v.index()] = Some(out.add_input(name.clone(), *kind, ty.clone()));
+            continue;
         }
         if dead.contains(&v) {
             continue;

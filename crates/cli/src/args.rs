@@ -23,8 +23,14 @@ pub enum Command {
     Dump(DumpArgs),
     /// Parse and verify an IR file; errors name line and column.
     Check(CheckArgs),
+    /// Optimize a model or IR file: fuse mHC, dump IR after passes, report.
+    Compile(CompileArgs),
     /// Run a model or IR file on .npy inputs and write .npy outputs.
     Run(RunArgs),
+    /// Check that the optimized graph computes what the original does.
+    Verify(VerifyArgs),
+    /// Run IR file tests (files or directories of .bir files).
+    Test(TestArgs),
     /// Build the default mHC transformer block, run it, and report.
     Demo(DemoArgs),
 }
@@ -195,6 +201,56 @@ pub struct RunArgs {
     /// Accept NaN and infinite input values instead of rejecting them.
     #[arg(long)]
     pub allow_nonfinite: bool,
+    /// Optimize (fuse) the graph before running it.
+    #[arg(long)]
+    pub optimize: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct CompileArgs {
+    /// A zoo model name (see `birkhoff models`) or a .bir file.
+    pub source: String,
+    #[command(flatten)]
+    pub model: ModelFlags,
+    /// Write the IR after this pass (or `all`) into --dump-dir; repeatable.
+    #[arg(long, value_name = "PASS|all")]
+    pub dump_after: Vec<String>,
+    /// Directory for --dump-after files (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "dumps")]
+    pub dump_dir: PathBuf,
+    /// Print the fusion report.
+    #[arg(long)]
+    pub fusion_report: bool,
+    /// Format of the fusion report.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ReportFormat,
+    /// Write the optimized IR to this file (else it goes to stdout, unless
+    /// --fusion-report is given).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// A zoo model name (see `birkhoff models`) or a .bir file.
+    pub source: String,
+    #[command(flatten)]
+    pub model: ModelFlags,
+    /// Random input sets to try.
+    #[arg(long, default_value_t = 8)]
+    pub cases: usize,
+    /// Seed of the first input set (case i uses seed + i).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where the optimized graph runs.
+    #[arg(long, value_enum, default_value = "interp")]
+    pub backend: Backend,
 }
 
 #[derive(Args, Debug)]
@@ -202,4 +258,11 @@ pub struct DemoArgs {
     /// Seed for the random inputs and weights.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct TestArgs {
+    /// .bir files or directories holding them.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
 }

@@ -5,11 +5,14 @@
 
 mod args;
 mod check;
+mod compile;
 mod demo;
 mod dump;
+mod filetest;
 mod models;
 mod run;
 mod source;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -21,7 +24,10 @@ fn main() -> ExitCode {
         args::Command::Models => models::main(),
         args::Command::Dump(a) => dump::main(&a),
         args::Command::Check(a) => check::main(&a),
+        args::Command::Compile(a) => compile::main(&a),
         args::Command::Run(a) => run::main(&a),
+        args::Command::Verify(a) => verify::main(&a),
+        args::Command::Test(a) => filetest::main(&a),
         args::Command::Demo(a) => demo::main(&a),
     };
     match result {

@@ -131,8 +131,29 @@ pub fn stats(t: &Tensor) -> String {
 }
 
 pub fn main(a: &RunArgs) -> Result<ExitCode> {
-    let src = source::load(&a.source, &a.model)?;
+    let mut src = source::load(&a.source, &a.model)?;
     let inputs = load_inputs(&src, a.inputs.as_deref(), a.seed, a.allow_nonfinite)?;
+    if a.optimize {
+        let out = birkhoff::opt::optimize(&src.graph, |_| false)?;
+        let sites: Vec<String> = out
+            .report
+            .sites
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        println!(
+            "optimized @{}: {} -> {} ops ({})",
+            src.graph.name(),
+            out.report.ops_before,
+            out.report.ops_after,
+            if sites.is_empty() {
+                "nothing fused".to_string()
+            } else {
+                sites.join(", ")
+            }
+        );
+        src.graph = out.graph;
+    }
     let precision = match a.precision {
         PrecisionArg::F64 => Precision::F64,
         PrecisionArg::F32 => Precision::F32,

@@ -372,3 +372,139 @@ fn bad_ir_files_fail_cleanly() {
     std::fs::write(s.path("cut.bir"), &one[..30]).unwrap();
     assert!(fails(&["check", &s.s("cut.bir")]).contains("cut.bir:1:"));
 }
+
+#[test]
+fn compile_fuses_and_dumps_every_pass() {
+    let s = Scratch::new("compile");
+    let dims = [
+        "--tokens",
+        "4",
+        "--streams",
+        "2",
+        "--hidden",
+        "8",
+        "--heads",
+        "2",
+        "--ffn",
+        "8",
+    ];
+    let mut args = vec!["compile", "mhc-block"];
+    args.extend_from_slice(&dims);
+    let dir = s.s("dumps");
+    let out = s.s("fused.bir");
+    args.extend_from_slice(&[
+        "--dump-after",
+        "all",
+        "--dump-dir",
+        &dir,
+        "-o",
+        &out,
+        "--fusion-report",
+    ]);
+    let report = ok(&args);
+    assert!(
+        report.contains("mhc_pre    x2") && report.contains("mhc_post   x2"),
+        "{report}"
+    );
+    assert!(report.contains("saturated"), "{report}");
+    let dumps = files_in(&s.path("dumps"));
+    assert_eq!(
+        dumps,
+        [
+            "00-input.bir",
+            "01-canonicalize.bir",
+            "02-simplify.bir",
+            "03-recognize.bir",
+            "04-sinkhorn.bir",
+            "05-fuse-mhc.bir"
+        ]
+    );
+    // Every dump and the result are valid IR; the result runs like the source.
+    for d in &dumps {
+        ok(&["check", &s.s(&format!("dumps/{d}"))]);
+    }
+    let fused = std::fs::read_to_string(s.path("fused.bir")).unwrap();
+    assert_eq!(fused.matches("= mhc_pre ").count(), 2, "{fused}");
+    assert!(
+        !fused.contains("row_norm") && !fused.contains(" exp "),
+        "{fused}"
+    );
+    // The same inputs through the unfused and the fused graph. (A .bir file
+    // carries no initialization hints, so compare through the model.)
+    let (a, b) = (s.s("a"), s.s("b"));
+    for (dir, extra) in [(&a, None), (&b, Some("--optimize"))] {
+        let mut run = vec!["run", "mhc-block"];
+        run.extend_from_slice(&dims);
+        run.extend_from_slice(&["--seed", "3", "--outputs", dir]);
+        run.extend(extra);
+        ok(&run);
+    }
+    ok(&["run", &out, "--seed", "3"]);
+    let (x, y) = (
+        read_npy(&s.path("a/residual_out.npy")).unwrap(),
+        read_npy(&s.path("b/residual_out.npy")).unwrap(),
+    );
+    let worst = x
+        .to_f64_vec()
+        .iter()
+        .zip(y.to_f64_vec())
+        .fold(0.0f64, |m, (p, q)| m.max((p - q).abs()));
+    assert!(worst < 1e-5, "fused and unfused outputs differ by {worst}");
+}
+
+#[test]
+fn compile_json_report_and_bad_pass() {
+    let json = ok(&[
+        "compile",
+        "mhc-pre",
+        "--tokens",
+        "2",
+        "--fusion-report",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        json.trim_start().starts_with('{') && json.contains("\"mhc_pre\": 1"),
+        "{json}"
+    );
+    assert!(json.contains("\"stop_reason\": \"saturated\""), "{json}");
+    assert!(fails(&["compile", "mhc-pre", "--dump-after", "nope"]).contains("unknown pass 'nope'"));
+}
+
+#[test]
+fn run_optimize_and_verify() {
+    let out = ok(&[
+        "run",
+        "mhc-sublayer",
+        "--tokens",
+        "3",
+        "--hidden",
+        "8",
+        "--seed",
+        "1",
+        "--optimize",
+    ]);
+    assert!(out.contains("1 mhc_post, 1 mhc_pre"), "{out}");
+    let v = ok(&[
+        "verify",
+        "mhc-pre",
+        "--tokens",
+        "3",
+        "--hidden",
+        "12",
+        "--sinkhorn",
+        "paper",
+        "--iters",
+        "5",
+        "--cases",
+        "3",
+        "--seed",
+        "9",
+    ]);
+    assert!(
+        v.contains("layer_input") && v.contains("comb_mix") && v.contains("ok"),
+        "{v}"
+    );
+    assert!(v.contains("worst seed"), "{v}");
+    assert!(fails(&["verify", "mhc-pre", "--cases", "0"]).contains("--cases"));
+}

@@ -106,6 +106,9 @@ pub fn run_passes(
 ) -> Result<Optimized> {
     verify(graph).map_err(Error::Input)?;
     let start = Instant::now();
+    // Dead code takes no part in matching: a fusion must not depend on it.
+    let live = eliminate_dead_nodes(graph);
+    let graph = &live;
     let mut ins = insert(graph);
     let mut stats: Vec<RuleSetStats> = Vec::new();
     let mut snapshots = Vec::new();
