@@ -71,7 +71,7 @@ fn mul_recip_to_div(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
         for src in super::broadcast_sources(eg, r) {
             for n in nodes_where(eg, src, |op| *op == Op::Recip) {
                 let (b, shape) = (n.children[0], super::shape(eg, r).to_vec());
-                out.push(Box::new(move |eg| {
+                out.push(Action::custom(move |eg| {
                     crate::lang::add_checked(eg, Op::Broadcast { shape }, vec![b])
                         .and_then(|bb| crate::lang::add_checked(eg, Op::Div, vec![a, bb]))
                         .map(|d| (c, d))
@@ -100,7 +100,7 @@ fn div_sqrt_to_mul_rsqrt(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
             );
         }
         for (b, shape) in found {
-            out.push(Box::new(move |eg| {
+            out.push(Action::custom(move |eg| {
                 let mut r = eg.add(crate::lang::ENode {
                     op: Op::Rsqrt,
                     children: vec![b],
@@ -151,7 +151,7 @@ fn div_const_to_mul(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
             continue;
         }
         let ty = ty.clone();
-        out.push(Box::new(move |eg| {
+        out.push(Action::custom(move |eg| {
             let inv = eg.add(crate::lang::ENode {
                 op: Op::Const(Literal::splat(ty, inv)),
                 children: vec![],

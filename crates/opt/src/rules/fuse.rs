@@ -286,7 +286,7 @@ fn pre_branches(ctx: &Ctx<'_>, z: Id, p: Proj, scale: Id, base: Id, out: &mut Ve
                     sinkhorn: spec,
                 };
                 let operands = vec![p.x, p.proj, scale, base];
-                out.push(Box::new(move |eg| {
+                out.push(Action::custom(move |eg| {
                     fused_triple(eg, op, operands, [li, post, comb])
                 }));
             }
@@ -380,7 +380,7 @@ fn fuse_hc_pre(ctx: &Ctx<'_>, mixes: Id, out: &mut Vec<Action>) {
                                 norm_eps: p.norm_eps,
                             };
                             let operands = vec![p.x, p.proj, scale, base];
-                            out.push(Box::new(move |eg| {
+                            out.push(Action::custom(move |eg| {
                                 fused_triple(eg, op, operands, [li, post, comb])
                             }));
                         }

@@ -25,8 +25,51 @@ use serde::Serialize;
 
 use crate::lang::{EG, ENode};
 
-/// Adds terms and returns the pairs of classes to union.
-pub(crate) type Action = Box<dyn FnOnce(&mut EG) -> Vec<(Id, Id)>>;
+/// What a rule asks for once searching is done.
+pub(crate) enum Action {
+    /// Add `op(children)` and union it with `root`.
+    Rewrite { root: Id, op: Op, children: Vec<Id> },
+    /// Union two existing classes.
+    Union(Id, Id),
+    /// Add terms; return the pairs of classes to union.
+    Custom(Box<dyn FnOnce(&mut EG) -> Vec<(Id, Id)>>),
+}
+
+impl Action {
+    /// A custom action.
+    pub(crate) fn custom(f: impl FnOnce(&mut EG) -> Vec<(Id, Id)> + 'static) -> Action {
+        Action::Custom(Box::new(f))
+    }
+
+    /// Whether the e-graph already holds what this action would add, so
+    /// applying it again is pointless (saturated matches are skipped
+    /// instead of re-added every iteration).
+    fn is_known(&self, eg: &EG) -> bool {
+        match self {
+            Action::Rewrite { root, op, children } => {
+                let node = ENode {
+                    op: op.clone(),
+                    children: children.clone(),
+                };
+                eg.lookup(node)
+                    .is_some_and(|id| eg.find(id) == eg.find(*root))
+            }
+            Action::Union(a, b) => eg.find(*a) == eg.find(*b),
+            Action::Custom(_) => false,
+        }
+    }
+
+    fn apply(self, eg: &mut EG) -> Vec<(Id, Id)> {
+        match self {
+            Action::Rewrite { root, op, children } => crate::lang::add_checked(eg, op, children)
+                .map(|id| (root, id))
+                .into_iter()
+                .collect(),
+            Action::Union(a, b) => vec![(a, b)],
+            Action::Custom(f) => f(eg),
+        }
+    }
+}
 
 /// Parent e-nodes of every class, indexed by canonical class id:
 /// `(parent class, index of the node in that class)`.
@@ -143,14 +186,19 @@ pub(crate) fn run(eg: &mut EG, name: &str, set: &RuleSet) -> RuleSetStats {
             for rule in &set.rules {
                 for &id in &ids {
                     (rule.search)(&ctx, id, &mut actions);
-                    found.extend(actions.drain(..).map(|a| (rule.name, a)));
+                    found.extend(
+                        actions
+                            .drain(..)
+                            .filter(|a| !a.is_known(eg))
+                            .map(|a| (rule.name, a)),
+                    );
                 }
             }
         }
         let mut changed = false;
         for (rule, action) in found {
             let mut did = false;
-            for (a, b) in action(eg) {
+            for (a, b) in action.apply(eg) {
                 did |= eg.union(a, b);
             }
             if did {
@@ -263,15 +311,10 @@ pub(crate) fn parents_where<'a>(
 
 /// An action that adds `op(children)` and unions it with `root`.
 pub(crate) fn rewrite_to(root: Id, op: Op, children: Vec<Id>) -> Action {
-    Box::new(move |eg| {
-        crate::lang::add_checked(eg, op, children)
-            .map(|id| (root, id))
-            .into_iter()
-            .collect()
-    })
+    Action::Rewrite { root, op, children }
 }
 
 /// An action that unions two existing classes.
 pub(crate) fn union(a: Id, b: Id) -> Action {
-    Box::new(move |_| vec![(a, b)])
+    Action::Union(a, b)
 }

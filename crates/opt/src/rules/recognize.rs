@@ -93,7 +93,7 @@ fn scale_before_matmul(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
                     continue;
                 }
                 let xs = shape(eg, x).to_vec();
-                out.push(Box::new(move |eg| {
+                out.push(Action::custom(move |eg| {
                     let fb =
                         match crate::lang::add_checked(eg, Op::Broadcast { shape: xs }, vec![f]) {
                             Some(id) => id,
