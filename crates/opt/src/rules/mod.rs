@@ -25,6 +25,9 @@ use serde::Serialize;
 
 use crate::lang::{EG, ENode};
 
+/// Adds terms and returns the pairs of classes to union.
+pub(crate) type Build = Box<dyn FnOnce(&mut EG) -> Vec<(Id, Id)>>;
+
 /// What a rule asks for once searching is done.
 pub(crate) enum Action {
     /// Add `op(children)` and union it with `root`.
@@ -32,7 +35,7 @@ pub(crate) enum Action {
     /// Union two existing classes.
     Union(Id, Id),
     /// Add terms; return the pairs of classes to union.
-    Custom(Box<dyn FnOnce(&mut EG) -> Vec<(Id, Id)>>),
+    Custom(Build),
 }
 
 impl Action {
