@@ -40,6 +40,7 @@ mod error;
 mod graph;
 mod infer;
 mod interp;
+pub mod kernel;
 mod literal;
 mod op;
 mod parse;
