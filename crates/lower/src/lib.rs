@@ -1,13 +1,34 @@
 //! Lowering: graph IR to kernel IR.
 //!
-//! (Being written.)
+//! [`lower`] partitions a verified graph into kernels — views become
+//! strides, elementwise chains fuse into their consumers, reductions,
+//! matrix products and the semantic and fused ops become kernels of their
+//! own (the latter from hand-written [`templates`]) — and places every
+//! temporary in one arena with liveness-based reuse ([`plan`]).
+//!
+//! ```
+//! use birkhoff_dsl::zoo::{ModelArgs, build_model};
+//! use birkhoff_lower::{LowerOptions, lower};
+//!
+//! let model = build_model("mhc-post", &ModelArgs::default())?;
+//! let fused = birkhoff_opt::optimize(&model.graph, |_| false)?.graph;
+//! let program = lower(&fused, &LowerOptions::default())?;
+//! assert_eq!(program.kernels.len(), 1);
+//! assert!(program.kernels[0].name.ends_with("mhc_post"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod builder;
 mod error;
+mod lower;
+pub mod plan;
 pub mod templates;
+mod views;
 
 pub use builder::ProgramBuilder;
 pub use error::{LowerError, Result};
+pub use lower::lower;
+pub use views::Access;
 
 /// How the mHC pre-mix computes its `n(n+2)` projections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

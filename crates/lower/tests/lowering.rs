@@ -1,0 +1,144 @@
+//! Lowered programs compute what their graphs compute: the kernel IR
+//! interpreter against the graph interpreter, both in f64, on random
+//! graphs (the lowering's fuzzer) and on every zoo model, fused and not.
+
+use std::collections::BTreeMap;
+
+use birkhoff_dsl::zoo::{ModelArgs, build_model, models};
+use birkhoff_dsl::{Rng, random_tensor};
+use birkhoff_ir::kernel::run_program;
+use birkhoff_ir::{DType, Graph, InterpOptions, Precision, Tensor, interpret};
+use birkhoff_lower::{LowerOptions, Projection, lower};
+use proptest::prelude::*;
+
+/// Element-by-element closeness; bf16 graphs round at every op in the
+/// graph interpreter but only at stores in a fused loop, hence the looser bound.
+fn assert_same(
+    graph: &Graph,
+    want: &[(String, Tensor)],
+    got: &[(String, Tensor)],
+) -> Result<(), TestCaseError> {
+    for ((name, w), (gname, g)) in want.iter().zip(got) {
+        prop_assert_eq!(name, gname);
+        prop_assert_eq!(w.ty(), g.ty());
+        let tol = match w.dtype() {
+            DType::Bf16 => 2.0 / 128.0,
+            DType::F32 | DType::F64 => 1e-12,
+            _ => 0.0,
+        };
+        for (i, (a, b)) in w.to_f64_vec().iter().zip(g.to_f64_vec()).enumerate() {
+            let ok =
+                (a.is_nan() && b.is_nan()) || a == &b || (a - b).abs() <= tol * a.abs().max(1.0);
+            prop_assert!(
+                ok,
+                "@{} output {} element {}: interpreter {} vs lowered {}\n{}",
+                graph.name(),
+                name,
+                i,
+                a,
+                b,
+                graph
+            );
+        }
+    }
+    Ok(())
+}
+
+fn check(
+    graph: &Graph,
+    inputs: &BTreeMap<String, Tensor>,
+    opts: &LowerOptions,
+) -> Result<(), TestCaseError> {
+    let program = lower(graph, opts).map_err(|e| TestCaseError::fail(format!("{e}\n{graph}")))?;
+    let want = interpret(graph, inputs, &InterpOptions::default())
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let got = run_program(&program, inputs, Precision::F64)
+        .map_err(|e| TestCaseError::fail(format!("{e}\n{program}")))?;
+    assert_same(graph, &want, &got)
+}
+
+fn zoo_inputs(model: &birkhoff_dsl::zoo::Model, seed: u64) -> BTreeMap<String, Tensor> {
+    let g = &model.graph;
+    let root = Rng::new(seed);
+    g.inputs()
+        .iter()
+        .map(|&v| {
+            let name = g.input_name(v).unwrap_or_default();
+            (
+                name.to_string(),
+                random_tensor(g.ty(v), &model.inits[name], &mut root.fork(name)),
+            )
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn random_graphs_lower_to_equivalent_programs(
+        (g, ins) in birkhoff_testkit::graph()
+            .prop_filter("templates cover the semantic and fused ops", |g| g.nodes().iter().all(|n| !(n.op.is_semantic() || n.op.is_fused())))
+            .prop_flat_map(|g| { let i = birkhoff_testkit::inputs(&g, false); (Just(g), i) })
+    ) {
+        check(&g, &ins, &LowerOptions::default())?;
+    }
+}
+
+#[test]
+fn unfused_zoo_models_lower_to_equivalent_programs() {
+    for info in models() {
+        let args = ModelArgs {
+            dtype: Some(DType::F64),
+            ..ModelArgs::default()
+        };
+        let model = build_model(info.name, &args).unwrap();
+        check(
+            &model.graph,
+            &zoo_inputs(&model, 1),
+            &LowerOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", info.name));
+    }
+}
+
+#[test]
+fn fused_zoo_models_lower_to_equivalent_programs() {
+    for info in models() {
+        for projection in [Projection::InKernel, Projection::Gemm] {
+            let args = ModelArgs {
+                dtype: Some(DType::F64),
+                ..ModelArgs::default()
+            };
+            let model = build_model(info.name, &args).unwrap();
+            let fused = birkhoff_opt::optimize(&model.graph, |_| false)
+                .unwrap()
+                .graph;
+            check(&fused, &zoo_inputs(&model, 2), &LowerOptions { projection })
+                .unwrap_or_else(|e| panic!("{} {projection:?}: {e}", info.name));
+        }
+    }
+}
+
+#[test]
+fn f32_interpreter_modes_agree_closely() {
+    let model = build_model("mhc-block", &ModelArgs::default()).unwrap();
+    let program = lower(&model.graph, &LowerOptions::default()).unwrap();
+    let ins = zoo_inputs(&model, 3);
+    let want = interpret(
+        &model.graph,
+        &ins,
+        &InterpOptions {
+            precision: Precision::F32,
+            ..InterpOptions::default()
+        },
+    )
+    .unwrap();
+    let got = run_program(&program, &ins, Precision::F32).unwrap();
+    let (w, g) = (want[0].1.to_f64_vec(), got[0].1.to_f64_vec());
+    let worst = w
+        .iter()
+        .zip(&g)
+        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs() / a.abs().max(1.0)));
+    assert!(worst < 1e-4, "f32 lowering vs f32 interpreter: {worst}");
+}
