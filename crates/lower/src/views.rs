@@ -148,7 +148,7 @@ mod tests {
         );
         assert!(!p.is_row_major() && p.reshape(&[24]).is_none());
         let s = b.slice(&[1, 0, 2], &[2, 3, 4]);
-        assert_eq!((s.offset, s.shape.clone()), (14, vec![1, 3, 2]));
+        assert_eq!((s.offset, s.shape), (14, vec![1, 3, 2]));
         let r = b.reshape(&[6, 4]).unwrap();
         assert_eq!(r.strides, vec![4, 1]);
         let bc = Access::contiguous(BufferId(1), &[3, 1]).broadcast(&[5, 3, 4]);
