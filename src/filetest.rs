@@ -204,6 +204,19 @@ enum Command {
         precise: bool,
         run: bool,
     },
+    /// Lowering to kernel IR (after every optimizer pass when `fuse`).
+    Lower {
+        fuse: bool,
+        precise: bool,
+        run: bool,
+    },
+}
+
+/// The transformation a `test opt` or `test lower` file checks.
+#[derive(Clone, Copy)]
+enum Transform<'a> {
+    Opt(&'a [&'static Pass]),
+    Lower { fuse: bool },
 }
 
 /// `set` values: how the `run` option draws inputs and compares outputs.
@@ -377,7 +390,19 @@ fn run(file: &str, text: &str, bless: bool) -> Result<(Outcome, Option<String>),
             run,
         } => {
             for &c in &chunks {
-                run_opt(&mut r, c, passes, *precise, *run, bless)?;
+                run_opt(&mut r, c, Transform::Opt(passes), *precise, *run, bless)?;
+            }
+        }
+        Command::Lower { fuse, precise, run } => {
+            for &c in &chunks {
+                run_opt(
+                    &mut r,
+                    c,
+                    Transform::Lower { fuse: *fuse },
+                    *precise,
+                    *run,
+                    bless,
+                )?;
             }
         }
     }
@@ -463,7 +488,10 @@ fn parse_header(r: &mut Run<'_>) -> Result<(Command, String, usize), FileTestErr
             "missing graph: the file holds no 'graph'",
         ));
     }
-    let uses_settings = matches!(command, Command::Opt { run: true, .. });
+    let uses_settings = matches!(
+        command,
+        Command::Opt { run: true, .. } | Command::Lower { run: true, .. }
+    );
     if let (Some(i), false) = (r.settings.line, uses_settings) {
         return Err(r.malformed(i, "'set' only configures the 'run' option of 'test opt'"));
     }
@@ -473,7 +501,7 @@ fn parse_header(r: &mut Run<'_>) -> Result<(Command, String, usize), FileTestErr
 fn parse_command<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command, String> {
     let name = words
         .next()
-        .ok_or("'test' needs a command (verify, print, opt)")?;
+        .ok_or("'test' needs a command (verify, print, opt, lower)")?;
     let options: Vec<&str> = words.collect();
     match name {
         "verify" | "print" => {
@@ -513,8 +541,24 @@ fn parse_command<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command
                 run,
             })
         }
+        "lower" => {
+            let (mut fuse, mut precise, mut run) = (false, false, false);
+            for o in options {
+                match o {
+                    "fuse" => fuse = true,
+                    "precise-output" => precise = true,
+                    "run" => run = true,
+                    _ => {
+                        return Err(format!(
+                            "unknown option '{o}' for 'test lower' (options: fuse, precise-output, run)"
+                        ));
+                    }
+                }
+            }
+            Ok(Command::Lower { fuse, precise, run })
+        }
         _ => Err(format!(
-            "unknown test command '{name}' (commands: verify, print, opt)"
+            "unknown test command '{name}' (commands: verify, print, opt, lower)"
         )),
     }
 }
@@ -728,7 +772,7 @@ fn run_print(r: &mut Run<'_>, c: Chunk) -> Result<(), FileTestError> {
 fn run_opt(
     r: &mut Run<'_>,
     c: Chunk,
-    passes: &[&'static Pass],
+    transform: Transform<'_>,
     precise: bool,
     equiv: bool,
     bless: bool,
@@ -773,18 +817,14 @@ fn run_opt(
             return Ok(());
         }
     };
-    let names: Vec<Pass> = passes.iter().map(|&&p| p).collect();
-    let optimized = match run_passes(&graph, &names, |_| false) {
-        Ok(o) => o.graph,
+    let (printed, candidate) = match apply(&graph, transform) {
+        Ok(x) => x,
         Err(e) => {
-            r.fail(
-                c.start,
-                format!("graph @{}: optimizer failed: {e}", graph.name()),
-            );
+            r.fail(c.start, format!("graph @{}: {e}", graph.name()));
             return Ok(());
         }
     };
-    let printed = format!("{}\n", optimized.to_string().trim_end());
+    let printed = format!("{}\n", printed.trim_end());
 
     if let Some((lo, hi)) = block {
         let expected: Vec<String> = r.lines[lo..hi]
@@ -814,7 +854,7 @@ fn run_opt(
             } else {
                 let at = if lo == hi { c.end } else { lo };
                 let message = format!(
-                    "graph @{}: the optimized graph differs from the precise-output block:\n{}\n\
+                    "graph @{}: the result differs from the precise-output block:\n{}\n\
                      run with {BLESS_VAR}=1 to accept the actual output",
                     graph.name(),
                     unified_diff(&expected, &actual, "expected", "actual")
@@ -839,7 +879,7 @@ fn run_opt(
                     })
                     .collect();
                 let message = format!(
-                    "graph @{}: the optimized graph does not match the directives\n\
+                    "graph @{}: the result does not match the directives\n\
                      {}\n{explanation}",
                     graph.name(),
                     listing.join("\n")
@@ -850,11 +890,11 @@ fn run_opt(
         }
     }
 
-    if equiv && let Err(message) = equivalent(&graph, &optimized, &r.settings) {
+    if equiv && let Err(message) = equivalent(&graph, &candidate, &r.settings) {
         r.fail(
             c.start,
             format!(
-                "graph @{}: the optimized graph computes something else: {message}",
+                "graph @{}: the transformed program computes something else: {message}",
                 graph.name()
             ),
         );
@@ -909,7 +949,51 @@ fn default_rtol(dtype: DType) -> f64 {
 
 /// Interprets both graphs on `s.trials` sets of seeded random inputs and
 /// compares every output.
-fn equivalent(before: &Graph, after: &Graph, s: &Settings) -> Result<(), String> {
+/// What a transformation produced: an optimized graph or a kernel program.
+enum Candidate {
+    Graph(Graph),
+    Program(birkhoff_ir::kernel::Program),
+}
+
+impl Candidate {
+    fn run(&self, inputs: &BTreeMap<String, Tensor>) -> Result<Vec<(String, Tensor)>, String> {
+        match self {
+            Candidate::Graph(g) => interpret(g, inputs, &InterpOptions::default())
+                .map_err(|e| format!("optimized graph: {e}")),
+            Candidate::Program(p) => {
+                birkhoff_ir::kernel::run_program(p, inputs, birkhoff_ir::Precision::F64)
+                    .map_err(|e| format!("lowered program: {e}"))
+            }
+        }
+    }
+}
+
+/// Applies a transformation; returns its printed form and the result.
+fn apply(graph: &Graph, t: Transform<'_>) -> Result<(String, Candidate), String> {
+    match t {
+        Transform::Opt(passes) => {
+            let names: Vec<Pass> = passes.iter().map(|&&p| p).collect();
+            let g = run_passes(graph, &names, |_| false)
+                .map_err(|e| format!("optimizer failed: {e}"))?
+                .graph;
+            Ok((g.to_string(), Candidate::Graph(g)))
+        }
+        Transform::Lower { fuse } => {
+            let g = if fuse {
+                crate::opt::optimize(graph, |_| false)
+                    .map_err(|e| format!("optimizer failed: {e}"))?
+                    .graph
+            } else {
+                graph.clone()
+            };
+            let p = birkhoff_lower::lower(&g, &birkhoff_lower::LowerOptions::default())
+                .map_err(|e| format!("lowering failed: {e}"))?;
+            Ok((p.to_string(), Candidate::Program(p)))
+        }
+    }
+}
+
+fn equivalent(before: &Graph, after: &Candidate, s: &Settings) -> Result<(), String> {
     let opts = InterpOptions::default();
     for trial in 0..s.trials {
         let seed = s.seed.wrapping_add(trial as u64);
@@ -922,7 +1006,7 @@ fn equivalent(before: &Graph, after: &Graph, s: &Settings) -> Result<(), String>
             }
         }
         let want = interpret(before, &inputs, &opts).map_err(|e| format!("input graph: {e}"))?;
-        let got = interpret(after, &inputs, &opts).map_err(|e| format!("optimized graph: {e}"))?;
+        let got = after.run(&inputs)?;
         for ((name, w), (gname, g)) in want.iter().zip(&got) {
             if name != gname {
                 return Err(format!("outputs differ: '{name}' vs '{gname}'"));
