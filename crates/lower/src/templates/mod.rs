@@ -4,13 +4,41 @@
 //! buffers into one or more kernels that write its results into
 //! contiguous row-major buffers. They are written once, as kernel IR, for
 //! every backend.
+//!
+//! Input invariants: the operands' types are ones the op accepts and the
+//! result buffers have the op's result types (checked here with the graph
+//! IR's own type rules; a mismatch is an error, not a panic). Output: the
+//! appended kernels pass `verify_program`, and running them computes the
+//! reference semantics of the op with the same operations in the same
+//! order, except that sums inside vector loops may be reassociated by a
+//! backend.
+//!
+//! The shape of every kernel follows one plan, for a 2-core machine with
+//! 128-bit SIMD: the outermost loop is parallel over independent rows,
+//! matrices or tokens; innermost loops walk contiguous memory and are
+//! vector loops (reductions into scalar accumulators or into per-column
+//! scratch arrays); per-row scalar work lives in variables and private
+//! scratch arrays. The templates:
+//!
+//! * `norm`: `row_norm`, `col_norm`, `softmax` (any axis), `rms_norm`;
+//! * `sinkhorn`: `sinkhorn`, both variants;
+//! * `mhc`: `mhc_pre`, `hc_pre` (projection in the kernel or by GEMM,
+//!   see [`Projection`](crate::Projection)) and `mhc_post`.
+
+mod emit;
+mod mhc;
+mod norm;
+mod sinkhorn;
 
 use birkhoff_ir::kernel::BufferId;
-use birkhoff_ir::{Op, TensorType};
+use birkhoff_ir::{Op, TensorType, Type, infer};
 
 use crate::LowerOptions;
 use crate::builder::ProgramBuilder;
-use crate::error::Result;
+use crate::error::{LowerError, Result};
+
+use mhc::{Gates, PostMix, PreMix};
+use norm::LineOp;
 
 /// A tensor held in a contiguous row-major buffer.
 #[derive(Clone, Debug)]
@@ -28,6 +56,9 @@ pub fn has_template(op: &Op) -> bool {
 
 /// Appends the kernels computing `outs` (one per result; three for
 /// `mhc_pre` and `hc_pre`) from `args`.
+///
+/// Fails with [`LowerError::Unsupported`] when `op` has no template or
+/// when `args` and `outs` do not have the types the op takes and gives.
 pub fn lower_composite(
     pb: &mut ProgramBuilder,
     op: &Op,
@@ -35,10 +66,117 @@ pub fn lower_composite(
     outs: &[Arg],
     opts: &LowerOptions,
 ) -> Result<()> {
-    let _ = (pb, op, args, outs, opts);
-    Err(crate::error::LowerError::Unsupported {
+    check_types(op, args, outs)?;
+    let x = &args[0];
+    let (shape, dtype) = (&x.ty.shape[..], x.ty.dtype);
+    let rank = shape.len();
+    let io = (x.buf, outs[0].buf);
+    match op {
+        Op::RowNorm { eps } => {
+            let line = LineOp::Normalize { eps: eps.get() };
+            norm::lower_line_op(pb, "row_norm", line, io, shape, rank - 1, dtype);
+        }
+        Op::ColNorm { eps } => {
+            let line = LineOp::Normalize { eps: eps.get() };
+            norm::lower_line_op(pb, "col_norm", line, io, shape, rank - 2, dtype);
+        }
+        Op::Softmax { axis } => {
+            norm::lower_line_op(pb, "softmax", LineOp::Softmax, io, shape, *axis, dtype);
+        }
+        Op::RmsNorm { eps } => {
+            let line = LineOp::Rms { eps: eps.get() };
+            norm::lower_line_op(pb, "rms_norm", line, io, shape, rank - 1, dtype);
+        }
+        Op::Sinkhorn(spec) => sinkhorn::lower_sinkhorn(pb, spec, io, shape, dtype),
+        Op::MhcPre {
+            norm_eps,
+            pre_eps,
+            post_mult,
+            sinkhorn,
+        } => {
+            let gates = Gates::Constrained {
+                pre_eps: pre_eps.get(),
+                post_mult: post_mult.get(),
+                sinkhorn: *sinkhorn,
+            };
+            let p = pre_mix(args, outs);
+            mhc::lower_pre_mix(pb, "mhc_pre", &p, norm_eps.get(), &gates, opts.projection);
+        }
+        Op::HcPre { norm_eps } => {
+            let p = pre_mix(args, outs);
+            let gates = Gates::Unconstrained;
+            mhc::lower_pre_mix(pb, "hc_pre", &p, norm_eps.get(), &gates, opts.projection);
+        }
+        Op::MhcPost => {
+            let p = PostMix {
+                f: args[0].buf,
+                x: args[1].buf,
+                post: args[2].buf,
+                comb: args[3].buf,
+                out: outs[0].buf,
+                dims: dims3(&args[1].ty),
+                dtype,
+            };
+            mhc::lower_post_mix(pb, &p);
+        }
+        _ => unreachable!("check_types admits only ops with a template"),
+    }
+    Ok(())
+}
+
+/// `(T, n, C)` of a `[T, n, C]` residual.
+fn dims3(t: &TensorType) -> (usize, usize, usize) {
+    (t.shape[0], t.shape[1], t.shape[2])
+}
+
+/// The buffers of a pre-mix whose types [`check_types`] accepted.
+fn pre_mix(args: &[Arg], outs: &[Arg]) -> PreMix {
+    PreMix {
+        x: args[0].buf,
+        proj: args[1].buf,
+        scale: args[2].buf,
+        base: args[3].buf,
+        layer_input: outs[0].buf,
+        post: outs[1].buf,
+        comb: outs[2].buf,
+        dims: dims3(&args[0].ty),
+        dtype: args[0].ty.dtype,
+    }
+}
+
+/// Checks that `op` has a template, that `args` are operands it accepts
+/// (by the graph IR's type rules) and that `outs` have its result types.
+fn check_types(op: &Op, args: &[Arg], outs: &[Arg]) -> Result<()> {
+    let types = || {
+        args.iter()
+            .map(|a| a.ty.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let fail = |reason: String| LowerError::Unsupported {
         op: op.mnemonic().to_string(),
-        types: String::new(),
-        reason: "templates are being written".to_string(),
-    })
+        types: types(),
+        reason,
+    };
+    if !has_template(op) {
+        return Err(fail("the op has no kernel template".to_string()));
+    }
+    let arg_types: Vec<Type> = args.iter().map(|a| Type::Tensor(a.ty.clone())).collect();
+    let refs: Vec<&Type> = arg_types.iter().collect();
+    let want = match infer(op, &refs).map_err(|e| fail(e.to_string()))? {
+        Type::Tensor(t) => vec![t],
+        Type::Tuple(ts) => ts,
+    };
+    let got: Vec<&TensorType> = outs.iter().map(|o| &o.ty).collect();
+    if got.len() != want.len() || got.iter().zip(&want).any(|(g, w)| *g != w) {
+        let show = |ts: &mut dyn Iterator<Item = &TensorType>| {
+            ts.map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        };
+        return Err(fail(format!(
+            "results must be ({}), got ({})",
+            show(&mut want.iter()),
+            show(&mut got.iter().copied())
+        )));
+    }
+    Ok(())
 }

@@ -1,0 +1,396 @@
+//! The fused mHC kernels (DESIGN §2): the pre-mix of `mhc_pre` and
+//! `hc_pre`, and the post-mix `mhc_post`.
+//!
+//! Input: contiguous row-major operands of one float dtype —
+//! `x [T,n,C]`, `fn [m,nC]`, `scale [3]`, `base [m]` with `m = n(n+2)` for
+//! the pre-mix, `f [T,C]`, `x [T,n,C]`, `post [T,n]`, `comb [T,n,n]` for
+//! the post-mix — and result buffers of the op's result types.
+//!
+//! **Pre-mix.** Every token is independent, so the kernel is one parallel
+//! loop over tokens. Per token:
+//!
+//! 1. *Projection.* With [`Projection::InKernel`], one vector sweep over
+//!    the token's `n·C` row updates `m + 1` accumulators — the `m` dot
+//!    products with the rows of `fn` and the sum of squares — reading each
+//!    element of `x` from memory once. With [`Projection::Gemm`], a
+//!    matrix product `x · fnᵀ` into a `[T, m]` temporary runs first (as
+//!    its own kernel, where the runtime's blocked GEMM reuses each tile of
+//!    `fn` across tokens; `bf16` operands are widened to `f32` copies
+//!    first, since a matrix product takes one storage type), and the
+//!    sweep only sums squares.
+//! 2. *Epilogue* on `m` scalars in a scratch array: the RMS factor, the
+//!    split with `scale` and `base`, the gates (sigmoid or tanh), and for
+//!    mHC the Sinkhorn projection of `comb` in scratch
+//!    ([`super::sinkhorn::project`]). `post_mix` and `comb_mix` are
+//!    written here.
+//! 3. *apply_mix*: a second vector sweep over the (now cache-hot) row,
+//!    `layer_input[c] = Σ_i pre_i · x[i, c]` with the `n` gates in
+//!    variables.
+//!
+//! **Post-mix.** Parallel over tokens; the token's `n²` mixing weights and
+//! `n` post gates go to variables, then one vector sweep over `C` reads
+//! the `n` residual rows and `f` once and writes the `n` output rows.
+//!
+//! Every result is computed with the reference's operations in its order
+//! (dot products and the sum of squares start from zero instead of from
+//! their first term, which can change nothing but the sign of a zero). Values stay in the compute type
+//! between steps: `bf16` operands are widened to `f32` on load, and only
+//! the results (and nothing in between) are rounded to `bf16`.
+
+use birkhoff_ir::kernel::{BufferId, Gemm, Index, LocalId, Matrix, Stmt, VarId};
+use birkhoff_ir::{DType, Op, SinkhornSpec, TensorType};
+
+use super::emit::{Kb, add, at, div, ix, ld, lld, lstore, mul, set, store, un, var};
+use super::sinkhorn::{Scratch, project};
+use crate::Projection;
+use crate::builder::ProgramBuilder;
+
+/// The gates of a pre-mix.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Gates {
+    /// mHC: sigmoid gates, a Sinkhorn-projected residual mix.
+    Constrained {
+        /// Added to the sigmoid pre gates.
+        pre_eps: f64,
+        /// Multiplies the sigmoid post gates.
+        post_mult: f64,
+        /// The projection of `comb`.
+        sinkhorn: SinkhornSpec,
+    },
+    /// HC: `scale · tanh(mixes) + base`, no projection.
+    Unconstrained,
+}
+
+/// Buffers and sizes of a pre-mix.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PreMix {
+    /// `x [T,n,C]`.
+    pub x: BufferId,
+    /// `fn [m,nC]`.
+    pub proj: BufferId,
+    /// `scale [3]`.
+    pub scale: BufferId,
+    /// `base [m]`.
+    pub base: BufferId,
+    /// `layer_input [T,C]`.
+    pub layer_input: BufferId,
+    /// `post_mix [T,n]`.
+    pub post: BufferId,
+    /// `comb_mix [T,n,n]`.
+    pub comb: BufferId,
+    /// `(T, n, C)`.
+    pub dims: (usize, usize, usize),
+    /// The operands' dtype.
+    pub dtype: DType,
+}
+
+/// Appends the kernels of an `mhc_pre` / `hc_pre` (named `what`).
+pub(crate) fn lower_pre_mix(
+    pb: &mut ProgramBuilder,
+    what: &str,
+    p: &PreMix,
+    norm_eps: f64,
+    gates: &Gates,
+    projection: Projection,
+) {
+    let (t, n, c) = p.dims;
+    let (m, k) = (n * (n + 2), n * c);
+    let proj = (projection == Projection::Gemm).then(|| gemm_projection(pb, what, p));
+    let mut kb = Kb::new(pb, what, p.dtype);
+    let mixes = kb.local(m);
+    let sc = matches!(gates, Gates::Constrained { .. }).then(|| Scratch::new(&mut kb, n));
+    let body = vec![kb.parallel(t, |kb, tok| {
+        let row = Index::var(tok, ix(k));
+        let (ss, f) = (kb.value(), kb.value());
+        let mut body = vec![set(ss, kb.c(0.0))];
+        match proj {
+            None => {
+                // One sweep: m dot products and the sum of squares.
+                let dots: Vec<VarId> = (0..m).map(|_| kb.value()).collect();
+                body.extend(dots.iter().map(|&d| set(d, kb.c(0.0))));
+                let xv = kb.value();
+                body.push(kb.vector(k, |_, j| {
+                    let mut b = vec![
+                        set(xv, ld(p.x, at(&row, j, 1))),
+                        set(ss, add(var(ss), mul(var(xv), var(xv)))),
+                    ];
+                    b.extend(dots.iter().enumerate().map(|(r, &d)| {
+                        let w = ld(p.proj, Index::var(j, 1).shifted(ix(r * k)));
+                        set(d, add(var(d), mul(var(xv), w)))
+                    }));
+                    b
+                }));
+                body.push(rms_factor(kb, f, ss, k, norm_eps));
+                body.extend(
+                    dots.iter()
+                        .enumerate()
+                        .map(|(r, &d)| lstore(mixes, Index::constant(ix(r)), mul(var(d), var(f)))),
+                );
+            }
+            Some(tmp) => {
+                let xv = kb.value();
+                body.push(kb.vector(k, |_, j| {
+                    vec![
+                        set(xv, ld(p.x, at(&row, j, 1))),
+                        set(ss, add(var(ss), mul(var(xv), var(xv)))),
+                    ]
+                }));
+                body.push(rms_factor(kb, f, ss, k, norm_eps));
+                let trow = Index::var(tok, ix(m));
+                body.push(kb.vector(m, |_, r| {
+                    vec![lstore(
+                        mixes,
+                        Index::var(r, 1),
+                        mul(ld(tmp, at(&trow, r, 1)), var(f)),
+                    )]
+                }));
+            }
+        }
+        let pre = epilogue(kb, p, &mut body, tok, mixes, gates, sc);
+        body.push(apply_mix(kb, p, tok, &pre));
+        body
+    })];
+    pb.push(kb.finish(body));
+}
+
+/// Appends the kernels computing `mixes [T, m] = x · fnᵀ` with the
+/// runtime's matrix product and returns the temporary holding it.
+///
+/// A matrix product takes operands of one storage type, so `bf16`
+/// operands are first widened into `f32` temporaries by a copy kernel
+/// (exact), and the product is `f32`: the reference does not round a dot
+/// product before scaling it either.
+fn gemm_projection(pb: &mut ProgramBuilder, what: &str, p: &PreMix) -> BufferId {
+    let (t, n, c) = p.dims;
+    let (m, k) = (n * (n + 2), n * c);
+    let (x, proj) = if p.dtype == DType::Bf16 {
+        let wide = |pb: &mut ProgramBuilder, name: &str, rows| {
+            pb.temp(
+                format!("{what}_{name}_f32"),
+                TensorType::new(DType::F32, [rows, k]),
+            )
+        };
+        let (xw, fw) = (wide(pb, "x", t), wide(pb, "fn", m));
+        let mut kb = Kb::new(pb, &format!("{what}_widen"), p.dtype);
+        let copy = |kb: &mut Kb, from: BufferId, to: BufferId, rows: usize| {
+            kb.parallel(rows, |kb, r| {
+                let row = Index::var(r, ix(k));
+                vec![kb.vector(k, |_, j| {
+                    vec![store(to, at(&row, j, 1), ld(from, at(&row, j, 1)))]
+                })]
+            })
+        };
+        let body = vec![copy(&mut kb, p.x, xw, t), copy(&mut kb, p.proj, fw, m)];
+        pb.push(kb.finish(body));
+        (xw, fw)
+    } else {
+        (p.x, p.proj)
+    };
+    let dt = if p.dtype == DType::Bf16 {
+        DType::F32
+    } else {
+        p.dtype
+    };
+    let tmp = pb.temp(format!("{what}_mixes"), TensorType::new(dt, [t, m]));
+    let kb = Kb::new(pb, &format!("{what}_proj"), dt);
+    let full = |buf, row_stride, col_stride| Matrix {
+        buf,
+        offset: 0,
+        row_stride,
+        col_stride,
+        batch_stride: 0,
+    };
+    // mixes[T×m] = x[T×nC] · fnᵀ, fnᵀ read in place (column stride nC).
+    let body = vec![Stmt::Gemm(Gemm {
+        m: t,
+        n: m,
+        k,
+        batch: 1,
+        a: full(x, k, 1),
+        b: full(proj, 1, k),
+        c: full(tmp, m, 1),
+        accumulate: false,
+    })];
+    pb.push(kb.finish(body));
+    tmp
+}
+
+/// `f = rsqrt(ss / len + eps)`.
+fn rms_factor(kb: &Kb, f: VarId, ss: VarId, len: usize, eps: f64) -> Stmt {
+    set(
+        f,
+        un(Op::Rsqrt, add(div(var(ss), kb.c(len as f64)), kb.c(eps))),
+    )
+}
+
+/// The split, gates and projection of one token whose `m` mixes are in
+/// the scratch array `mixes`: writes `post_mix` and `comb_mix` and returns
+/// the variables holding the `n` pre gates.
+fn epilogue(
+    kb: &mut Kb,
+    p: &PreMix,
+    body: &mut Vec<Stmt>,
+    tok: VarId,
+    mixes: LocalId,
+    gates: &Gates,
+    sc: Option<Scratch>,
+) -> Vec<VarId> {
+    let (_, n, _) = p.dims;
+    let nn = n * n;
+    let scale: Vec<VarId> = (0..3).map(|_| kb.value()).collect();
+    body.extend(
+        scale
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| set(s, ld(p.scale, Index::constant(ix(i))))),
+    );
+    // Mix `r` and its bias (`r` indexes both `mixes` and `base`).
+    let mix = |r: Index| lld(mixes, r);
+    let base = |r: Index| ld(p.base, r);
+    let pre: Vec<VarId> = (0..n).map(|_| kb.value()).collect();
+    let post_row = Index::var(tok, ix(n));
+    let comb_row = Index::var(tok, ix(nn));
+    match gates {
+        Gates::Constrained {
+            pre_eps,
+            post_mult,
+            sinkhorn,
+        } => {
+            // z = mixes · scale[seg] + base
+            let z = |seg: usize, r: Index| add(mul(mix(r.clone()), var(scale[seg])), base(r));
+            // A sigmoid is never -0, so adding a zero pre_eps is the identity.
+            let pre_eps = (*pre_eps != 0.0).then(|| kb.c(*pre_eps));
+            body.extend(pre.iter().enumerate().map(|(i, &v)| {
+                let gate = un(Op::Sigmoid, z(0, Index::constant(ix(i))));
+                let gate = match &pre_eps {
+                    Some(e) => add(gate, e.clone()),
+                    None => gate,
+                };
+                set(v, gate)
+            }));
+            let post_mult = kb.c(*post_mult);
+            body.push(kb.vector(n, |_, j| {
+                let zj = z(1, Index::var(j, 1).shifted(ix(n)));
+                vec![store(
+                    p.post,
+                    at(&post_row, j, 1),
+                    mul(un(Op::Sigmoid, zj), post_mult),
+                )]
+            }));
+            let sc = sc.expect("mhc_pre declares Sinkhorn scratch");
+            // The logits are computed where the projection reads them
+            // (twice for tilekernels' max and exp: the same value).
+            let logits = |r: Index| z(2, r.shifted(ix(2 * n)));
+            body.extend(project(kb, sinkhorn, n, &logits, sc));
+            body.push(kb.vector(nn, |_, r| {
+                vec![store(
+                    p.comb,
+                    at(&comb_row, r, 1),
+                    lld(sc.mat, Index::var(r, 1)),
+                )]
+            }));
+        }
+        Gates::Unconstrained => {
+            // g = scale[seg] · tanh(mixes) + base
+            let g = |seg: usize, r: Index| {
+                add(mul(var(scale[seg]), un(Op::Tanh, mix(r.clone()))), base(r))
+            };
+            body.extend(
+                pre.iter()
+                    .enumerate()
+                    .map(|(i, &v)| set(v, g(0, Index::constant(ix(i))))),
+            );
+            body.push(kb.vector(n, |_, j| {
+                vec![store(
+                    p.post,
+                    at(&post_row, j, 1),
+                    g(1, Index::var(j, 1).shifted(ix(n))),
+                )]
+            }));
+            body.push(kb.vector(nn, |_, r| {
+                vec![store(
+                    p.comb,
+                    at(&comb_row, r, 1),
+                    g(2, Index::var(r, 1).shifted(ix(2 * n))),
+                )]
+            }));
+        }
+    }
+    pre
+}
+
+/// `layer_input[tok, c] = Σ_i pre_i · x[tok, i, c]`, summed from `i = 0`.
+fn apply_mix(kb: &mut Kb, p: &PreMix, tok: VarId, pre: &[VarId]) -> Stmt {
+    let (_, _, c) = p.dims;
+    let row = Index::var(tok, ix(pre.len() * c));
+    let li_row = Index::var(tok, ix(c));
+    kb.vector(c, |_, cc| {
+        let term = |i: usize| mul(var(pre[i]), ld(p.x, at(&row, cc, 1).shifted(ix(i * c))));
+        let sum = (1..pre.len()).fold(term(0), |s, i| add(s, term(i)));
+        vec![store(p.layer_input, at(&li_row, cc, 1), sum)]
+    })
+}
+
+/// Buffers and sizes of a post-mix.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PostMix {
+    /// `layer_output [T,C]`.
+    pub f: BufferId,
+    /// `residual [T,n,C]`.
+    pub x: BufferId,
+    /// `post_mix [T,n]`.
+    pub post: BufferId,
+    /// `comb_mix [T,n,n]`.
+    pub comb: BufferId,
+    /// `residual_out [T,n,C]`.
+    pub out: BufferId,
+    /// `(T, n, C)`.
+    pub dims: (usize, usize, usize),
+    /// The operands' dtype.
+    pub dtype: DType,
+}
+
+/// Appends the kernel of an `mhc_post`:
+/// `out[t,j,c] = Σ_i comb[t,i,j]·x[t,i,c] + post[t,j]·f[t,c]`.
+pub(crate) fn lower_post_mix(pb: &mut ProgramBuilder, p: &PostMix) {
+    let (t, n, c) = p.dims;
+    let (k, nn) = (n * c, n * n);
+    let mut kb = Kb::new(pb, "mhc_post", p.dtype);
+    let body = vec![kb.parallel(t, |kb, tok| {
+        let comb: Vec<VarId> = (0..nn).map(|_| kb.value()).collect();
+        let post: Vec<VarId> = (0..n).map(|_| kb.value()).collect();
+        let comb_row = Index::var(tok, ix(nn));
+        let post_row = Index::var(tok, ix(n));
+        let mut body: Vec<Stmt> = comb
+            .iter()
+            .enumerate()
+            .map(|(r, &v)| set(v, ld(p.comb, comb_row.clone().shifted(ix(r)))))
+            .collect();
+        body.extend(
+            post.iter()
+                .enumerate()
+                .map(|(j, &v)| set(v, ld(p.post, post_row.clone().shifted(ix(j))))),
+        );
+        let xs: Vec<VarId> = (0..n).map(|_| kb.value()).collect();
+        let fv = kb.value();
+        let row = Index::var(tok, ix(k));
+        let f_row = Index::var(tok, ix(c));
+        body.push(kb.vector(c, |_, cc| {
+            let mut b: Vec<Stmt> = xs
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| set(v, ld(p.x, at(&row, cc, 1).shifted(ix(i * c)))))
+                .collect();
+            b.push(set(fv, ld(p.f, at(&f_row, cc, 1))));
+            b.extend((0..n).map(|j| {
+                let term = |i: usize| mul(var(comb[i * n + j]), var(xs[i]));
+                let mixed = (1..n).fold(term(0), |s, i| add(s, term(i)));
+                let value = add(mixed, mul(var(post[j]), var(fv)));
+                store(p.out, at(&row, cc, 1).shifted(ix(j * c)), value)
+            }));
+            b
+        }));
+        body
+    })];
+    pb.push(kb.finish(body));
+}
