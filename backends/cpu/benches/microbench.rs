@@ -1,0 +1,2 @@
+//! Micro-benchmarks (being written).
+fn main() {}

@@ -1,0 +1,772 @@
+//! Compiling a program, and the executable that runs it.
+//!
+//! [`compile`] verifies the program, generates one Cranelift function per
+//! kernel segment, links them with the runtime routines and lays out the
+//! memory a run needs. A [`CpuExecutable`] owns that memory: the arena for
+//! `Temp` buffers (64-byte aligned, allocated once, reused by every call)
+//! and the constant buffers (filled once). Inputs are read in place from
+//! the caller's tensors; outputs are written straight into the tensors
+//! returned (or handed back in, with [`CpuExecutable::run_into`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use birkhoff_ir::kernel::{
+    BufferKind, Expr, Index, KernelVerifyError, Program, Stmt, VarId, verify_program,
+};
+use birkhoff_ir::{DType, Tensor, TensorData, TensorType};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{Linkage, Module};
+
+use crate::codegen::{self, Gen, GenConfig, Imports, local_elem_bytes};
+use crate::error::{CpuError, Result};
+use crate::runtime::{self, Aligned, Code, Entry, GEMM_SYMBOL, Libm, Runtime, Segment};
+
+/// Largest total size of one kernel's scratch arrays: they live on the
+/// stack of whichever thread runs the kernel.
+pub const MAX_LOCAL_BYTES: usize = 256 << 10;
+
+/// Compilation settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuOptions {
+    /// Worker threads for parallel loops and matrix products; 0 means one
+    /// per available core (`std::thread::available_parallelism`).
+    pub threads: usize,
+    /// Check every load and store against its buffer's bounds at run time
+    /// (and every matrix product's operands); a failure makes
+    /// [`CpuExecutable::run`] return [`CpuError::OutOfBounds`]. Slow: for
+    /// tests.
+    pub checked: bool,
+    /// Emit SIMD code for `vector` loops.
+    pub vectorize: bool,
+    /// Contract `a * b + c` into fused multiply-adds (one rounding instead
+    /// of two) when the host has them.
+    pub fma: bool,
+    /// Parallel loops of kernels estimated to do fewer scalar operations
+    /// than this run on one thread: waking workers costs microseconds.
+    pub min_parallel_work: u64,
+    /// Keep the machine code listing of every function
+    /// ([`CpuExecutable::disassembly`]).
+    pub disassemble: bool,
+}
+
+impl Default for CpuOptions {
+    fn default() -> Self {
+        CpuOptions {
+            threads: 0,
+            checked: false,
+            vectorize: true,
+            fma: true,
+            min_parallel_work: 1 << 15,
+            disassemble: false,
+        }
+    }
+}
+
+/// What code generation made of one kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelStats {
+    /// The kernel's name.
+    pub name: String,
+    /// Functions it was compiled into.
+    pub segments: usize,
+    /// Segments whose parallel loop is split across threads.
+    pub parallel_segments: usize,
+    /// `vector` loops emitted as SIMD code.
+    pub vector_loops: usize,
+    /// `vector` loops left scalar, each with the reason.
+    pub scalar_vector_loops: Vec<String>,
+}
+
+struct CompiledSegment {
+    seg: Segment,
+    clif: String,
+    disasm: Option<String>,
+}
+
+struct CompiledKernel {
+    name: String,
+    segments: Vec<CompiledSegment>,
+    stats: KernelStats,
+}
+
+/// Mutable memory of an executable: one run at a time holds it.
+struct State {
+    arena: Aligned,
+    /// Constants, and outputs not returned to the caller, by buffer.
+    owned: Vec<Option<Aligned>>,
+    /// Staging for `bool` outputs (a `Vec<bool>` may hold only 0 and 1).
+    bools: Vec<Option<Aligned>>,
+    ptrs: Vec<usize>,
+}
+
+/// A compiled program, ready to run any number of times.
+///
+/// `run` takes `&self`: the executable is `Sync`, and concurrent calls
+/// from several threads take turns on its buffer arena (a mutex), so they
+/// cannot corrupt each other.
+pub struct CpuExecutable {
+    program: Program,
+    kernels: Vec<CompiledKernel>,
+    runtime: Box<Runtime>,
+    accesses: Vec<String>,
+    state: Mutex<State>,
+    pool: Option<Arc<rayon::ThreadPool>>,
+    compile_time: Duration,
+    options: CpuOptions,
+    /// Last: the code is freed after everything that points into it.
+    _code: Code,
+}
+
+impl fmt::Debug for CpuExecutable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CpuExecutable")
+            .field("program", &self.program.name)
+            .field("kernels", &self.kernels.len())
+            .field("threads", &self.runtime.threads)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+fn host_has_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        true
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
+
+/// Re-checks every static bound in 128-bit arithmetic, so no overflow in
+/// index arithmetic can hide an out-of-bounds access.
+fn check_bounds_wide(program: &Program) -> Result<()> {
+    fn range(ix: &Index, loops: &[(VarId, usize)]) -> (i128, i128) {
+        let (mut lo, mut hi) = (i128::from(ix.offset), i128::from(ix.offset));
+        for &(v, c) in &ix.terms {
+            let n = loops.iter().find(|l| l.0 == v).map_or(1, |l| l.1 as i128);
+            let last = i128::from(c) * (n - 1);
+            lo += last.min(0);
+            hi += last.max(0);
+        }
+        (lo, hi)
+    }
+    struct W<'a> {
+        program: &'a Program,
+        locals: &'a [birkhoff_ir::kernel::LocalDecl],
+        loops: Vec<(VarId, usize)>,
+        bad: Vec<String>,
+    }
+    impl W<'_> {
+        fn ix(&mut self, ix: &Index, len: usize, what: &str) {
+            let (lo, hi) = range(ix, &self.loops);
+            if lo < 0 || hi >= len as i128 {
+                self.bad
+                    .push(format!("{what}: index range {lo}..={hi} outside 0..{len}"));
+            }
+        }
+        fn expr(&mut self, e: &Expr) {
+            match e {
+                Expr::Load { buf, index } => {
+                    let len = self.program.buffer(*buf).len();
+                    self.ix(index, len, "load");
+                }
+                Expr::LocalLoad { local, index } => {
+                    let len = self.locals[local.0 as usize].len;
+                    self.ix(index, len, "local load");
+                }
+                Expr::Unary { arg, .. } | Expr::Cast { arg, .. } => self.expr(arg),
+                Expr::Binary { lhs, rhs, .. } => {
+                    self.expr(lhs);
+                    self.expr(rhs);
+                }
+                Expr::Select {
+                    cond,
+                    then,
+                    otherwise,
+                } => {
+                    self.expr(cond);
+                    self.expr(then);
+                    self.expr(otherwise);
+                }
+                Expr::Const { .. } | Expr::Var(_) => {}
+            }
+        }
+        fn stmts(&mut self, body: &[Stmt]) {
+            for s in body {
+                match s {
+                    Stmt::Loop {
+                        var, extent, body, ..
+                    } => {
+                        self.loops.push((*var, *extent));
+                        self.stmts(body);
+                        self.loops.pop();
+                    }
+                    Stmt::Set { value, .. } => self.expr(value),
+                    Stmt::Store { buf, index, value } => {
+                        self.expr(value);
+                        let len = self.program.buffer(*buf).len();
+                        self.ix(index, len, "store");
+                    }
+                    Stmt::LocalStore {
+                        local,
+                        index,
+                        value,
+                    } => {
+                        self.expr(value);
+                        let len = self.locals[local.0 as usize].len;
+                        self.ix(index, len, "local store");
+                    }
+                    Stmt::Gemm(g) => {
+                        for (m, rows, cols) in
+                            [(&g.a, g.m, g.k), (&g.b, g.k, g.n), (&g.c, g.m, g.n)]
+                        {
+                            let last = m.offset as u128
+                                + (g.batch as u128 - 1) * m.batch_stride as u128
+                                + (rows as u128 - 1) * m.row_stride as u128
+                                + (cols as u128 - 1) * m.col_stride as u128;
+                            if last >= self.program.buffer(m.buf).len() as u128 {
+                                self.bad
+                                    .push(format!("gemm operand reaches element {last}"));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut errors = Vec::new();
+    for k in &program.kernels {
+        let mut w = W {
+            program,
+            locals: &k.locals,
+            loops: Vec::new(),
+            bad: Vec::new(),
+        };
+        w.stmts(&k.body);
+        errors.extend(w.bad.into_iter().map(|message| KernelVerifyError {
+            kernel: k.name.clone(),
+            message,
+        }));
+        let bytes: usize = k
+            .locals
+            .iter()
+            .map(|l| l.len.saturating_mul(local_elem_bytes(l.ty) as usize))
+            .fold(0, usize::saturating_add);
+        if bytes > MAX_LOCAL_BYTES {
+            return Err(CpuError::Unsupported {
+                kernel: k.name.clone(),
+                message: format!(
+                    "scratch arrays of {bytes} bytes exceed the {MAX_LOCAL_BYTES}-byte stack budget"
+                ),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(CpuError::Invalid(errors))
+    }
+}
+
+/// Bytes of a buffer's element type, as stored.
+fn storage(d: DType, values: &[f64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() * d.size_bytes());
+    for &x in values {
+        match d {
+            DType::F32 => out.extend_from_slice(&(x as f32).to_le_bytes()),
+            DType::F64 => out.extend_from_slice(&x.to_le_bytes()),
+            DType::I32 => out.extend_from_slice(&(x as i32).to_le_bytes()),
+            DType::Bool => out.push(u8::from(x != 0.0)),
+            DType::Bf16 => out.extend_from_slice(&half::bf16::from_f64(x).to_bits().to_le_bytes()),
+        }
+    }
+    out
+}
+
+/// Compiles a kernel IR program to native code for this machine.
+///
+/// The program is verified first ([`verify_program`]); invalid programs
+/// are refused with [`CpuError::Invalid`].
+pub fn compile(program: &Program, opts: &CpuOptions) -> Result<CpuExecutable> {
+    let start = Instant::now();
+    verify_program(program).map_err(CpuError::Invalid)?;
+    check_bounds_wide(program)?;
+    let threads = match opts.threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+
+    let mut flags = settings::builder();
+    flags.set("opt_level", "speed")?;
+    flags.set("enable_probestack", "true")?;
+    flags.set("probestack_strategy", "inline")?;
+    flags.set("use_colocated_libcalls", "false")?;
+    flags.set("is_pic", "false")?;
+    let isa = cranelift_native::builder()
+        .map_err(|e| CpuError::Host(e.to_string()))?
+        .finish(settings::Flags::new(flags))?;
+    let mut jb = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+    runtime::register_symbols(&mut jb);
+    let mut module = JITModule::new(jb);
+
+    let mut gemm_sig = module.make_signature();
+    for _ in 0..3 {
+        gemm_sig.params.push(cranelift_codegen::ir::AbiParam::new(
+            cranelift_codegen::ir::types::I64,
+        ));
+    }
+    gemm_sig.returns.push(cranelift_codegen::ir::AbiParam::new(
+        cranelift_codegen::ir::types::I64,
+    ));
+    let gemm = module.declare_function(GEMM_SYMBOL, Linkage::Import, &gemm_sig)?;
+    let mut libm = HashMap::new();
+    for f in Libm::ALL {
+        let sig = f.signature(module.make_signature());
+        libm.insert(
+            f,
+            module.declare_function(f.symbol(), Linkage::Import, &sig)?,
+        );
+    }
+    let imports = Imports { gemm, libm };
+    let sig = codegen::segment_signature(&module);
+    let base_cfg = GenConfig {
+        checked: opts.checked,
+        vectorize: opts.vectorize,
+        fma: opts.fma && host_has_fma(),
+    };
+
+    let mut ctx = module.make_context();
+    ctx.set_disasm(opts.disassemble);
+    let mut fbc = FunctionBuilderContext::new();
+    let mut gemms = Vec::new();
+    let mut accesses = Vec::new();
+    let mut pending = Vec::new();
+    let mut kernels = Vec::new();
+    for (ki, kernel) in program.kernels.iter().enumerate() {
+        let mut stats = KernelStats {
+            name: kernel.name.clone(),
+            segments: 0,
+            parallel_segments: 0,
+            vector_loops: 0,
+            scalar_vector_loops: Vec::new(),
+        };
+        let mut segs = Vec::new();
+        for (si, seg) in codegen::segments(kernel).iter().enumerate() {
+            let id = module.declare_function(
+                &format!("k{ki}_s{si}_{}", kernel.name),
+                Linkage::Local,
+                &sig,
+            )?;
+            let mut cfg = base_cfg;
+            let (gemms_before, accesses_before) = (gemms.len(), accesses.len());
+            loop {
+                ctx.func.signature = sig.clone();
+                let (vectorized, scalar_loops) = {
+                    let mut g = Gen {
+                        b: FunctionBuilder::new(&mut ctx.func, &mut fbc),
+                        module: &mut module,
+                        imports: &imports,
+                        program,
+                        kernel,
+                        cfg,
+                        gemms: &mut gemms,
+                        accesses: &mut accesses,
+                        ptrs: cranelift_codegen::ir::Value::from_u32(0),
+                        ctx: cranelift_codegen::ir::Value::from_u32(0),
+                        bases: HashMap::new(),
+                        slots: vec![None; kernel.locals.len()],
+                        vars: Vec::new(),
+                        loops: Vec::new(),
+                        scopes: Vec::new(),
+                        fail: None,
+                        refs: HashMap::new(),
+                        vectorized: 0,
+                        scalar_loops: Vec::new(),
+                    };
+                    g.vars = kernel
+                        .vars
+                        .iter()
+                        .map(|d| g.b.declare_var(codegen::clif_ty(d.ty, 1)))
+                        .collect();
+                    g.segment(seg);
+                    let out = (g.vectorized, std::mem::take(&mut g.scalar_loops));
+                    let target = g.module.target_config();
+                    g.b.finalize(target);
+                    out
+                };
+                let clif = ctx.func.display().to_string();
+                match module.define_function(id, &mut ctx) {
+                    Ok(()) => {
+                        stats.vector_loops += vectorized;
+                        stats.scalar_vector_loops.extend(scalar_loops);
+                        let disasm = ctx
+                            .compiled_code()
+                            .and_then(|c| c.vcode.clone())
+                            .filter(|_| opts.disassemble);
+                        module.clear_context(&mut ctx);
+                        ctx.set_disasm(opts.disassemble);
+                        segs.push((id, seg.parallel, seg.work, clif, disasm));
+                        break;
+                    }
+                    Err(_) if cfg.vectorize && vectorized > 0 => {
+                        // A SIMD form the target cannot lower: fall back to scalar code.
+                        module.clear_context(&mut ctx);
+                        ctx.set_disasm(opts.disassemble);
+                        gemms.truncate(gemms_before);
+                        accesses.truncate(accesses_before);
+                        cfg.vectorize = false;
+                        stats.scalar_vector_loops.push(
+                            "SIMD code did not compile; kernel segment emitted scalar".into(),
+                        );
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        stats.segments = segs.len();
+        pending.push((kernel.name.clone(), segs, stats));
+    }
+    module.finalize_definitions()?;
+    for (name, segs, mut stats) in pending {
+        let segments: Vec<CompiledSegment> = segs
+            .into_iter()
+            .map(|(id, parallel, work, clif, disasm)| {
+                let split = parallel.is_some() && threads > 1 && work >= opts.min_parallel_work;
+                CompiledSegment {
+                    seg: Segment {
+                        entry: Entry(module.get_finalized_function(id) as usize),
+                        parallel,
+                        split,
+                    },
+                    clif,
+                    disasm,
+                }
+            })
+            .collect();
+        stats.parallel_segments = segments.iter().filter(|s| s.seg.split).count();
+        kernels.push(CompiledKernel {
+            name,
+            segments,
+            stats,
+        });
+    }
+
+    let mut owned: Vec<Option<Aligned>> = Vec::with_capacity(program.buffers.len());
+    let mut bools = Vec::with_capacity(program.buffers.len());
+    for (i, b) in program.buffers.iter().enumerate() {
+        let returned = program.outputs.iter().any(|(_, o)| o.0 as usize == i);
+        owned.push(match &b.kind {
+            BufferKind::Const(values) => {
+                let mut a = Aligned::zeroed(b.ty.size_bytes());
+                let bytes = storage(b.dtype(), values);
+                a.bytes_mut()[..bytes.len()].copy_from_slice(&bytes);
+                Some(a)
+            }
+            BufferKind::Output if !returned => Some(Aligned::zeroed(b.ty.size_bytes())),
+            _ => None,
+        });
+        bools.push(
+            (b.kind == BufferKind::Output && returned && b.dtype() == DType::Bool)
+                .then(|| Aligned::zeroed(b.ty.size_bytes())),
+        );
+    }
+    let pool = if threads > 1 {
+        Some(runtime::pool(threads)?)
+    } else {
+        None
+    };
+    Ok(CpuExecutable {
+        program: program.clone(),
+        kernels,
+        runtime: Box::new(Runtime {
+            gemms,
+            threads,
+            checked: opts.checked,
+        }),
+        accesses,
+        state: Mutex::new(State {
+            arena: Aligned::zeroed(program.arena_bytes),
+            owned,
+            bools,
+            ptrs: vec![0; program.buffers.len()],
+        }),
+        pool,
+        compile_time: start.elapsed(),
+        options: *opts,
+        _code: Code::new(module),
+    })
+}
+
+fn zeros(ty: &TensorType) -> Tensor {
+    let n = ty.num_elements();
+    let data = match ty.dtype {
+        DType::F32 => TensorData::F32(vec![0.0; n]),
+        DType::Bf16 => TensorData::Bf16(vec![half::bf16::ZERO; n]),
+        DType::F64 => TensorData::F64(vec![0.0; n]),
+        DType::I32 => TensorData::I32(vec![0; n]),
+        DType::Bool => TensorData::Bool(vec![false; n]),
+    };
+    Tensor::new(ty.shape.clone(), data).expect("element count matches the shape")
+}
+
+fn data_addr(d: &TensorData) -> usize {
+    match d {
+        TensorData::F32(v) => v.as_ptr() as usize,
+        TensorData::Bf16(v) => v.as_ptr() as usize,
+        TensorData::F64(v) => v.as_ptr() as usize,
+        TensorData::I32(v) => v.as_ptr() as usize,
+        TensorData::Bool(v) => v.as_ptr() as usize,
+    }
+}
+
+fn data_addr_mut(d: &mut TensorData) -> usize {
+    match d {
+        TensorData::F32(v) => v.as_mut_ptr() as usize,
+        TensorData::Bf16(v) => v.as_mut_ptr() as usize,
+        TensorData::F64(v) => v.as_mut_ptr() as usize,
+        TensorData::I32(v) => v.as_mut_ptr() as usize,
+        TensorData::Bool(v) => v.as_mut_ptr() as usize,
+    }
+}
+
+impl CpuExecutable {
+    /// Runs the program on `inputs` (by name) and returns its outputs in
+    /// signature order, in freshly allocated (zeroed) tensors.
+    ///
+    /// Errors: missing, unknown or mistyped inputs; in checked mode, an
+    /// out-of-bounds access.
+    pub fn run(&self, inputs: &BTreeMap<String, Tensor>) -> Result<Vec<(String, Tensor)>> {
+        let mut outputs = Vec::new();
+        self.run_into(inputs, &mut outputs)?;
+        Ok(outputs)
+    }
+
+    /// Like [`run`](Self::run), but writes into `outputs`, reusing its
+    /// tensors when they are this program's outputs (names and types, in
+    /// order; pass back what a previous call returned) and replacing its
+    /// contents otherwise. With reused outputs, a call allocates nothing,
+    /// which is what benchmarks want. Reused outputs are not cleared:
+    /// elements a program never writes keep their old values.
+    pub fn run_into(
+        &self,
+        inputs: &BTreeMap<String, Tensor>,
+        outputs: &mut Vec<(String, Tensor)>,
+    ) -> Result<()> {
+        let p = &self.program;
+        for name in inputs.keys() {
+            if !p.inputs.iter().any(|(n, _)| n == name) {
+                return Err(CpuError::UnknownInput {
+                    name: name.clone(),
+                    known: p
+                        .inputs
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
+        let mut input_addrs = Vec::with_capacity(p.inputs.len());
+        for (name, b) in &p.inputs {
+            let expected = &p.buffer(*b).ty;
+            let t = inputs.get(name).ok_or_else(|| CpuError::MissingInput {
+                name: name.clone(),
+                expected: expected.clone(),
+            })?;
+            if t.ty() != expected {
+                return Err(CpuError::InputType {
+                    name: name.clone(),
+                    expected: expected.clone(),
+                    got: t.ty().clone(),
+                });
+            }
+            input_addrs.push((*b, data_addr(t.data())));
+        }
+        let reusable = outputs.len() == p.outputs.len()
+            && outputs
+                .iter()
+                .zip(&p.outputs)
+                .all(|((n, t), (name, b))| n == name && t.ty() == &p.buffer(*b).ty);
+        if !reusable {
+            *outputs = p
+                .outputs
+                .iter()
+                .map(|(name, b)| (name.clone(), zeros(&p.buffer(*b).ty)))
+                .collect();
+        }
+        let mut datas: Vec<TensorData> = outputs
+            .iter_mut()
+            .map(|(_, t)| std::mem::replace(t, Tensor::scalar_f32(0.0)).into_data())
+            .collect();
+
+        let mut guard = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let st = &mut *guard;
+        let arena = st.arena.addr();
+        for (i, b) in p.buffers.iter().enumerate() {
+            st.ptrs[i] = match (&b.kind, st.owned[i].as_mut(), st.bools[i].as_mut()) {
+                (BufferKind::Temp { offset }, _, _) => arena + offset,
+                (_, Some(a), _) | (_, _, Some(a)) => a.addr(),
+                _ => 0,
+            };
+        }
+        for &(b, addr) in &input_addrs {
+            st.ptrs[b.0 as usize] = addr;
+        }
+        // The first output naming a buffer receives it; duplicates copy after.
+        let mut first = HashMap::new();
+        for (k, (_, b)) in p.outputs.iter().enumerate() {
+            if st.bools[b.0 as usize].is_none() && first.insert(*b, k).is_none() {
+                st.ptrs[b.0 as usize] = data_addr_mut(&mut datas[k]);
+            }
+        }
+        let status = {
+            let ptrs = &st.ptrs;
+            let rt = &*self.runtime;
+            let all = || -> i64 {
+                for k in &self.kernels {
+                    for s in &k.segments {
+                        let status = runtime::run_segment(&s.seg, ptrs, rt);
+                        if status != 0 {
+                            return status;
+                        }
+                    }
+                }
+                0
+            };
+            match &self.pool {
+                Some(pool) => pool.install(all),
+                None => all(),
+            }
+        };
+        for (k, (_, b)) in p.outputs.iter().enumerate() {
+            if let Some(a) = &st.bools[b.0 as usize] {
+                if let TensorData::Bool(v) = &mut datas[k] {
+                    for (x, &byte) in v.iter_mut().zip(a.bytes()) {
+                        *x = byte != 0;
+                    }
+                }
+            } else if let Some(&f) = first.get(b)
+                && f != k
+            {
+                let copy = datas[f].clone();
+                datas[k] = copy;
+            }
+        }
+        drop(guard);
+        for ((_, t), (data, (_, b))) in outputs.iter_mut().zip(datas.into_iter().zip(&p.outputs)) {
+            *t = Tensor::new(p.buffer(*b).ty.shape.clone(), data)
+                .expect("output data keeps its length");
+        }
+        if status != 0 {
+            return Err(self.status_error(status));
+        }
+        Ok(())
+    }
+
+    fn status_error(&self, status: i64) -> CpuError {
+        if status < 0 {
+            let g = &self.runtime.gemms[(-status - 1) as usize];
+            return CpuError::OutOfBounds {
+                kernel: g.kernel().to_string(),
+                access: "matrix product operand".into(),
+            };
+        }
+        let what = &self.accesses[(status - 1) as usize];
+        let (access, kernel) = what.rsplit_once(" in kernel ").unwrap_or((what, "?"));
+        CpuError::OutOfBounds {
+            kernel: kernel.to_string(),
+            access: access.to_string(),
+        }
+    }
+
+    /// Wall-clock time [`compile`] took (verification, code generation,
+    /// linking and memory layout).
+    pub fn compile_time(&self) -> Duration {
+        self.compile_time
+    }
+
+    /// The program this executable runs.
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    /// Worker threads parallel loops use.
+    pub fn threads(&self) -> usize {
+        self.runtime.threads
+    }
+
+    /// The options it was compiled with.
+    pub fn options(&self) -> &CpuOptions {
+        &self.options
+    }
+
+    /// What code generation did with each kernel.
+    pub fn kernel_stats(&self) -> Vec<KernelStats> {
+        self.kernels.iter().map(|k| k.stats.clone()).collect()
+    }
+
+    /// The machine code of every function, when compiled with
+    /// [`CpuOptions::disassemble`].
+    pub fn disassembly(&self) -> Option<String> {
+        let mut out = String::new();
+        for k in &self.kernels {
+            for (i, s) in k.segments.iter().enumerate() {
+                out.push_str(&format!("; kernel {} segment {i}\n", k.name));
+                out.push_str(s.disasm.as_deref()?);
+                out.push('\n');
+            }
+        }
+        Some(out)
+    }
+}
+
+impl fmt::Display for CpuExecutable {
+    /// The Cranelift IR of every kernel, as generated (before Cranelift's
+    /// own optimizations), with a header per function.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "; program @{} on {} thread(s), compiled in {:.1} ms",
+            self.program.name,
+            self.runtime.threads,
+            self.compile_time.as_secs_f64() * 1e3
+        )?;
+        for k in &self.kernels {
+            for (i, s) in k.segments.iter().enumerate() {
+                let how = match (s.seg.parallel, s.seg.split) {
+                    (Some(n), true) => format!("parallel over 0..{n}, split across threads"),
+                    (Some(n), false) => format!("parallel over 0..{n}, run on one thread"),
+                    _ => "serial".to_string(),
+                };
+                writeln!(f, "\n; kernel {} segment {i}: {how}", k.name)?;
+                if k.stats.vector_loops > 0 || !k.stats.scalar_vector_loops.is_empty() {
+                    writeln!(
+                        f,
+                        "; vector loops: {} SIMD, {} scalar",
+                        k.stats.vector_loops,
+                        k.stats.scalar_vector_loops.len()
+                    )?;
+                    for why in &k.stats.scalar_vector_loops {
+                        writeln!(f, ";   scalar: {why}")?;
+                    }
+                }
+                f.write_str(&s.clif)?;
+            }
+        }
+        Ok(())
+    }
+}

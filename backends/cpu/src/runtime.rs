@@ -1,0 +1,448 @@
+//! The runtime side of generated code: calling it, the routines it calls
+//! (matrix products, libm), worker threads and aligned memory.
+//!
+//! This is the one module that touches raw pointers and calls into JIT
+//! code. Every `unsafe` block rests on the same facts, established before
+//! any call: the program passed `verify_program` (every load and store is
+//! in bounds for every iteration, or in checked mode is tested at run time
+//! first), each entry of the pointer table addresses a live allocation of
+//! at least the buffer's declared size and type that nothing else touches
+//! during the call, inputs are never written (the verifier rejects stores
+//! into them), and each function pointer was produced by this crate's
+//! code generator with the segment ABI of [`crate::codegen`] and outlives
+//! the call (the JIT memory is freed only when the executable is dropped).
+#![allow(
+    unsafe_code,
+    reason = "calls JIT-compiled code and the gemm crate through raw pointers"
+)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use birkhoff_ir::DType;
+use birkhoff_ir::kernel::{Gemm, Matrix, Program};
+use cranelift_codegen::ir::types;
+use cranelift_codegen::ir::{AbiParam, Signature, Type};
+use cranelift_jit::{JITBuilder, JITModule};
+use rayon::prelude::*;
+
+/// Math routines generated code calls instead of inlining.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Libm {
+    /// `f64::exp`.
+    ExpF64,
+    /// `f64::ln`.
+    LogF64,
+    /// `f64::tanh`.
+    TanhF64,
+    /// `1 / (1 + exp(-x))` in `f64`.
+    SigmoidF64,
+    /// `f64::powf`.
+    PowF64,
+    /// `f32` power computed in `f64` and rounded once.
+    PowF32,
+}
+
+extern "C" fn exp_f64(x: f64) -> f64 {
+    x.exp()
+}
+
+extern "C" fn log_f64(x: f64) -> f64 {
+    x.ln()
+}
+
+extern "C" fn tanh_f64(x: f64) -> f64 {
+    x.tanh()
+}
+
+extern "C" fn sigmoid_f64(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+extern "C" fn pow_f64(a: f64, b: f64) -> f64 {
+    a.powf(b)
+}
+
+extern "C" fn pow_f32(a: f32, b: f32) -> f32 {
+    f64::from(a).powf(f64::from(b)) as f32
+}
+
+impl Libm {
+    /// Every routine.
+    pub const ALL: [Libm; 6] = [
+        Libm::ExpF64,
+        Libm::LogF64,
+        Libm::TanhF64,
+        Libm::SigmoidF64,
+        Libm::PowF64,
+        Libm::PowF32,
+    ];
+
+    /// The symbol generated code links against.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Libm::ExpF64 => "birkhoff_exp_f64",
+            Libm::LogF64 => "birkhoff_log_f64",
+            Libm::TanhF64 => "birkhoff_tanh_f64",
+            Libm::SigmoidF64 => "birkhoff_sigmoid_f64",
+            Libm::PowF64 => "birkhoff_pow_f64",
+            Libm::PowF32 => "birkhoff_pow_f32",
+        }
+    }
+
+    fn address(self) -> *const u8 {
+        match self {
+            Libm::ExpF64 => exp_f64 as extern "C" fn(f64) -> f64 as *const u8,
+            Libm::LogF64 => log_f64 as extern "C" fn(f64) -> f64 as *const u8,
+            Libm::TanhF64 => tanh_f64 as extern "C" fn(f64) -> f64 as *const u8,
+            Libm::SigmoidF64 => sigmoid_f64 as extern "C" fn(f64) -> f64 as *const u8,
+            Libm::PowF64 => pow_f64 as extern "C" fn(f64, f64) -> f64 as *const u8,
+            Libm::PowF32 => pow_f32 as extern "C" fn(f32, f32) -> f32 as *const u8,
+        }
+    }
+
+    /// Its signature.
+    pub fn signature(self, mut sig: Signature) -> Signature {
+        let (ty, args): (Type, usize) = match self {
+            Libm::PowF32 => (types::F32, 2),
+            Libm::PowF64 => (types::F64, 2),
+            _ => (types::F64, 1),
+        };
+        for _ in 0..args {
+            sig.params.push(AbiParam::new(ty));
+        }
+        sig.returns.push(AbiParam::new(ty));
+        sig
+    }
+}
+
+/// The symbol of the matrix-product entry point.
+pub(crate) const GEMM_SYMBOL: &str = "birkhoff_gemm";
+
+/// Registers every runtime symbol with a JIT builder.
+pub(crate) fn register_symbols(jb: &mut JITBuilder) {
+    let gemm = gemm_entry as extern "C" fn(*const Runtime, i64, *const usize) -> i64;
+    jb.symbol(GEMM_SYMBOL, gemm as *const u8);
+    for f in Libm::ALL {
+        jb.symbol(f.symbol(), f.address());
+    }
+}
+
+/// One operand of a matrix product, resolved to element offsets.
+#[derive(Clone, Debug)]
+pub(crate) struct Operand {
+    buf: usize,
+    offset: usize,
+    row_stride: isize,
+    col_stride: isize,
+    batch_stride: usize,
+    /// Elements of the buffer (for checked mode).
+    len: usize,
+}
+
+impl Operand {
+    fn new(program: &Program, m: &Matrix) -> Operand {
+        Operand {
+            buf: m.buf.0 as usize,
+            offset: m.offset,
+            row_stride: m.row_stride as isize,
+            col_stride: m.col_stride as isize,
+            batch_stride: m.batch_stride,
+            len: program.buffer(m.buf).len(),
+        }
+    }
+
+    /// The last element touched by `batch` products of `rows × cols`.
+    fn last(&self, rows: usize, cols: usize, batch: usize) -> usize {
+        self.offset
+            + (batch - 1) * self.batch_stride
+            + (rows - 1) * self.row_stride as usize
+            + (cols - 1) * self.col_stride as usize
+    }
+}
+
+/// A matrix product as the runtime performs it.
+#[derive(Clone, Debug)]
+pub(crate) struct GemmCall {
+    f64: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    batch: usize,
+    a: Operand,
+    b: Operand,
+    c: Operand,
+    accumulate: bool,
+    /// For error messages.
+    kernel: String,
+}
+
+impl GemmCall {
+    /// Resolves a kernel IR matrix product (verified: one float type).
+    pub fn new(program: &Program, g: &Gemm, kernel: &str) -> GemmCall {
+        GemmCall {
+            f64: program.buffer(g.c.buf).dtype() == DType::F64,
+            m: g.m,
+            n: g.n,
+            k: g.k,
+            batch: g.batch,
+            a: Operand::new(program, &g.a),
+            b: Operand::new(program, &g.b),
+            c: Operand::new(program, &g.c),
+            accumulate: g.accumulate,
+            kernel: kernel.to_string(),
+        }
+    }
+
+    /// Whether every operand stays inside its buffer.
+    fn in_bounds(&self) -> bool {
+        self.a.last(self.m, self.k, self.batch) < self.a.len
+            && self.b.last(self.k, self.n, self.batch) < self.b.len
+            && self.c.last(self.m, self.n, self.batch) < self.c.len
+    }
+
+    /// The kernel that calls it.
+    pub fn kernel(&self) -> &str {
+        &self.kernel
+    }
+}
+
+/// What generated code receives as its `ctx` argument.
+#[derive(Debug)]
+pub(crate) struct Runtime {
+    /// Every matrix product of the program, by position.
+    pub gemms: Vec<GemmCall>,
+    /// Worker threads (1: everything on the calling thread).
+    pub threads: usize,
+    /// Whether matrix products check their bounds.
+    pub checked: bool,
+}
+
+extern "C" fn gemm_entry(ctx: *const Runtime, id: i64, ptrs: *const usize) -> i64 {
+    // SAFETY: generated code passes the `Runtime` the executable owns and
+    // keeps alive for the duration of every call.
+    let rt = unsafe { &*ctx };
+    let g = &rt.gemms[id as usize];
+    if rt.checked && !g.in_bounds() {
+        // Checked-mode access codes count up from 1; matrix products down from -1.
+        return -id - 1;
+    }
+    let base = |o: &Operand| -> usize {
+        // SAFETY: `ptrs` is the pointer table of the running call, with one
+        // entry per program buffer; `o.buf` is a verified buffer id.
+        unsafe { *ptrs.add(o.buf) }
+    };
+    let (pa, pb, pc) = (base(&g.a), base(&g.b), base(&g.c));
+    let par = if rt.threads > 1 {
+        gemm::Parallelism::Rayon(rt.threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    for bi in 0..g.batch {
+        let at =
+            |o: &Operand, base: usize, size: usize| base + (o.offset + bi * o.batch_stride) * size;
+        if g.f64 {
+            // SAFETY: the verifier (or the check above) keeps every element
+            // of a, b and c inside its buffer; c is writable and distinct
+            // from inputs; strides are in elements, as gemm expects.
+            unsafe {
+                gemm::gemm::<f64>(
+                    g.m,
+                    g.n,
+                    g.k,
+                    at(&g.c, pc, 8) as *mut f64,
+                    g.c.col_stride,
+                    g.c.row_stride,
+                    g.accumulate,
+                    at(&g.a, pa, 8) as *const f64,
+                    g.a.col_stride,
+                    g.a.row_stride,
+                    at(&g.b, pb, 8) as *const f64,
+                    g.b.col_stride,
+                    g.b.row_stride,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
+                );
+            }
+        } else {
+            // SAFETY: as for f64 above.
+            unsafe {
+                gemm::gemm::<f32>(
+                    g.m,
+                    g.n,
+                    g.k,
+                    at(&g.c, pc, 4) as *mut f32,
+                    g.c.col_stride,
+                    g.c.row_stride,
+                    g.accumulate,
+                    at(&g.a, pa, 4) as *const f32,
+                    g.a.col_stride,
+                    g.a.row_stride,
+                    at(&g.b, pb, 4) as *const f32,
+                    g.b.col_stride,
+                    g.b.row_stride,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
+                );
+            }
+        }
+    }
+    0
+}
+
+/// The address of a compiled segment function.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Entry(pub usize);
+
+type SegmentFn = extern "C" fn(*const usize, i64, i64, *const Runtime) -> i64;
+
+impl Entry {
+    /// Runs iterations `[lo, hi)` (or the whole segment); returns its status.
+    fn call(self, ptrs: &[usize], lo: i64, hi: i64, rt: &Runtime) -> i64 {
+        // SAFETY: `self.0` is the finalized address of a function this crate
+        // generated with exactly this signature (see the module docs for
+        // why its memory accesses are valid), and the JIT memory outlives
+        // the executable that owns both it and `ptrs`.
+        let f: SegmentFn = unsafe { std::mem::transmute::<usize, SegmentFn>(self.0) };
+        f(ptrs.as_ptr(), lo, hi, rt)
+    }
+}
+
+/// A compiled segment as the runtime schedules it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Segment {
+    pub entry: Entry,
+    /// Extent of its parallel loop, if it is one.
+    pub parallel: Option<usize>,
+    /// Whether that loop is split across threads.
+    pub split: bool,
+}
+
+/// Runs one segment; returns the first non-zero status.
+pub(crate) fn run_segment(seg: &Segment, ptrs: &[usize], rt: &Runtime) -> i64 {
+    let Some(extent) = seg.parallel else {
+        return seg.entry.call(ptrs, 0, 0, rt);
+    };
+    if !seg.split || rt.threads <= 1 || extent <= 1 {
+        return seg.entry.call(ptrs, 0, extent as i64, rt);
+    }
+    let chunks = extent.min(rt.threads * 4);
+    let status = AtomicI64::new(0);
+    (0..chunks).into_par_iter().for_each(|c| {
+        let lo = (extent * c / chunks) as i64;
+        let hi = (extent * (c + 1) / chunks) as i64;
+        if lo < hi {
+            let s = seg.entry.call(ptrs, lo, hi, rt);
+            if s != 0 {
+                let _ = status.compare_exchange(0, s, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        }
+    });
+    status.into_inner()
+}
+
+/// Shared worker pools, one per thread count (pools are expensive to
+/// start, and executables with the same setting can share one).
+pub(crate) fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>, rayon::ThreadPoolBuildError> {
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    let pools = POOLS.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut pools = pools
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(p) = pools.get(&threads) {
+        return Ok(p.clone());
+    }
+    let p = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("birkhoff-cpu-{i}"))
+            .build()?,
+    );
+    pools.insert(threads, p.clone());
+    Ok(p)
+}
+
+/// A 64-byte aligned, zeroed byte buffer.
+#[derive(Debug, Default)]
+pub(crate) struct Aligned {
+    lines: Vec<Line>,
+}
+
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+impl Aligned {
+    /// `bytes` zeroed bytes (at least one line, so the address is valid).
+    pub fn zeroed(bytes: usize) -> Aligned {
+        Aligned {
+            lines: vec![Line([0; 64]); bytes.div_ceil(64).max(1)],
+        }
+    }
+
+    /// The base address.
+    pub fn addr(&mut self) -> usize {
+        self.lines.as_mut_ptr() as usize
+    }
+
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `Line` is `repr(C)` and holds only bytes, so the lines are
+        // one contiguous run of `64 * len` initialized bytes.
+        unsafe {
+            std::slice::from_raw_parts(self.lines.as_ptr().cast::<u8>(), self.lines.len() * 64)
+        }
+    }
+
+    /// The bytes, mutably.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as for `bytes`, with exclusive access through `&mut self`.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.lines.as_mut_ptr().cast::<u8>(),
+                self.lines.len() * 64,
+            )
+        }
+    }
+}
+
+/// Owns the JIT code and frees it on drop (behind a mutex only so that
+/// executables are `Sync`; nothing locks it before the drop).
+pub(crate) struct Code(Mutex<Option<JITModule>>);
+
+impl Code {
+    pub fn new(module: JITModule) -> Code {
+        Code(Mutex::new(Some(module)))
+    }
+}
+
+impl std::fmt::Debug for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Code")
+    }
+}
+
+impl Drop for Code {
+    fn drop(&mut self) {
+        let module = self
+            .0
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(m) = module {
+            // SAFETY: `Code` is dropped with the executable that holds every
+            // function pointer into this memory; no call can be running
+            // (calls borrow the executable).
+            unsafe { m.free_memory() };
+        }
+    }
+}
