@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};
-use crate::op::Op;
+use crate::op::{FloatAttr, Op, SinkhornSpec};
 use crate::semantics::{self, Gates, Round};
 use crate::tensor::Tensor;
 use crate::types::{DType, TensorType, Type, strides};
@@ -215,29 +215,45 @@ impl Eval<'_> {
             let s = &self.arg_ty(v, i).shape;
             (s[0], s[1], s[2])
         };
+        // Float attributes are constants of the op's compute type: f32 for
+        // f32 and bf16 ops (as the constants they were recognized from were).
+        let attr = |a: FloatAttr| {
+            if d == DType::F64 {
+                a.get()
+            } else {
+                a.get() as f32 as f64
+            }
+        };
+        let spec_of = |s: &SinkhornSpec| SinkhornSpec {
+            eps: FloatAttr(attr(s.eps)),
+            ..*s
+        };
         Some(match op {
             Op::RowNorm { eps } => {
-                semantics::normalize(x(), shape(), shape().len() - 1, eps.get(), &r)
+                semantics::normalize(x(), shape(), shape().len() - 1, attr(*eps), &r)
             }
             Op::ColNorm { eps } => {
-                semantics::normalize(x(), shape(), shape().len() - 2, eps.get(), &r)
+                semantics::normalize(x(), shape(), shape().len() - 2, attr(*eps), &r)
             }
             Op::Softmax { axis } => semantics::softmax(x(), shape(), *axis, &r),
-            Op::RmsNorm { eps } => semantics::rms_norm(x(), shape(), eps.get(), &r),
-            Op::Sinkhorn(spec) => semantics::sinkhorn(x(), shape()[shape().len() - 1], spec, &r),
+            Op::RmsNorm { eps } => semantics::rms_norm(x(), shape(), attr(*eps), &r),
+            Op::Sinkhorn(spec) => {
+                semantics::sinkhorn(x(), shape()[shape().len() - 1], &spec_of(spec), &r)
+            }
             Op::MhcPre {
                 norm_eps,
                 pre_eps,
                 post_mult,
                 sinkhorn,
             } => {
+                let spec = spec_of(sinkhorn);
                 let gates = Gates::Constrained {
-                    pre_eps: pre_eps.get(),
-                    post_mult: post_mult.get(),
-                    sinkhorn,
+                    pre_eps: attr(*pre_eps),
+                    post_mult: attr(*post_mult),
+                    sinkhorn: &spec,
                 };
                 let (a, b, c) = (self.arg(v, 1), self.arg(v, 2), self.arg(v, 3));
-                semantics::pre_mix(x(), a, b, c, dims(0), norm_eps.get(), &gates, &r)
+                semantics::pre_mix(x(), a, b, c, dims(0), attr(*norm_eps), &gates, &r)
             }
             Op::HcPre { norm_eps } => {
                 let (a, b, c) = (self.arg(v, 1), self.arg(v, 2), self.arg(v, 3));
@@ -247,7 +263,7 @@ impl Eval<'_> {
                     b,
                     c,
                     dims(0),
-                    norm_eps.get(),
+                    attr(*norm_eps),
                     &Gates::Unconstrained,
                     &r,
                 )

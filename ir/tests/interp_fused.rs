@@ -243,12 +243,32 @@ impl PreCase {
     }
 
     /// The same problem with every operand rounded by `round`.
+    /// The case with every value rounded by `round` and every attribute
+    /// to f32: the attributes of an f32 or bf16 op are f32 constants.
     fn rounded(&self, round: fn(&[f64]) -> Vec<f64>) -> PreCase {
+        let one = |v: f64| f32_values(&[v])[0];
+        let gates = match self.gates {
+            Gates::Mhc {
+                pre_eps,
+                post_mult,
+                sk,
+            } => Gates::Mhc {
+                pre_eps: one(pre_eps),
+                post_mult: one(post_mult),
+                sk: Sk {
+                    eps: one(sk.eps),
+                    ..sk
+                },
+            },
+            Gates::Hc => Gates::Hc,
+        };
         PreCase {
             x: round(&self.x),
             proj: round(&self.proj),
             scale: round(&self.scale),
             base: round(&self.base),
+            norm_eps: one(self.norm_eps),
+            gates,
             ..self.clone()
         }
     }
@@ -1252,6 +1272,7 @@ proptest! {
         let y = run(&q.graph(DType::F32), &q.inputs(DType::F32), Precision::F32);
         check("residual_out", &y[0], &reference::post(&q), F32_REL)?;
         let logits = f32_values(&logits);
+        let sk = Sk { eps: f32_values(&[sk.eps])[0], ..sk };
         let n = shape[shape.len() - 1];
         let y = run(
             &sinkhorn_graph(DType::F32, &shape, sk),

@@ -8,6 +8,7 @@
 use std::collections::HashSet;
 
 use crate::op::Op;
+use crate::types::DType;
 
 use super::{
     BufferId, BufferKind, Expr, Gemm, Index, Kernel, LocalId, LoopKind, Matrix, Program,
@@ -200,10 +201,10 @@ impl Checker<'_> {
         cols: usize,
         batch: usize,
         write: bool,
-    ) -> Option<ScalarType> {
+    ) -> Option<DType> {
         let (len, ty, writable) = {
             let d = self.buffer(m.buf)?;
-            (d.len(), ScalarType::of(d.dtype()), d.is_writable())
+            (d.len(), d.dtype(), d.is_writable())
         };
         if write && !writable {
             self.err(format!("gemm writes {which} into a read-only buffer"));
@@ -228,14 +229,12 @@ impl Checker<'_> {
         let a = self.matrix("a", &g.a, g.m, g.k, g.batch, false);
         let b = self.matrix("b", &g.b, g.k, g.n, g.batch, false);
         let c = self.matrix("c", &g.c, g.m, g.n, g.batch, true);
+        // One storage type: the routine reads and writes raw f32 or f64 memory.
         if let (Some(a), Some(b), Some(c)) = (a, b, c)
-            && (a != b || b != c || !matches!(a, ScalarType::F32 | ScalarType::F64))
+            && (a != b || b != c || !matches!(a, DType::F32 | DType::F64))
         {
             self.err(format!(
-                "gemm on {}, {} and {} (needs one float type)",
-                a.name(),
-                b.name(),
-                c.name()
+                "gemm on {a}, {b} and {c} buffers (needs one of f32, f64)"
             ));
         }
     }
