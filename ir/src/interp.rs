@@ -207,7 +207,10 @@ impl Eval<'_> {
             Type::Tuple(ts) => ts[0].dtype,
         };
         let p = self.p;
-        let (st, ac) = (move |x| store(d, p, x), move |x| acc(d, p, x));
+        // bf16 is a storage type: a semantic or fused op computes in f32 and
+        // rounds only its results to bf16 (below), as its kernel does.
+        let compute = if d == DType::Bf16 { DType::F32 } else { d };
+        let (st, ac) = (move |x| store(compute, p, x), move |x| acc(compute, p, x));
         let r = Round { st: &st, ac: &ac };
         let x = || self.arg(v, 0);
         let shape = || &self.arg_ty(v, 0).shape;
@@ -228,7 +231,7 @@ impl Eval<'_> {
             eps: FloatAttr(attr(s.eps)),
             ..*s
         };
-        Some(match op {
+        let out = match op {
             Op::RowNorm { eps } => {
                 semantics::normalize(x(), shape(), shape().len() - 1, attr(*eps), &r)
             }
@@ -273,6 +276,11 @@ impl Eval<'_> {
                 semantics::post_mix(x(), res, post, comb, dims(1), &r)
             }
             _ => return None,
+        };
+        Some(if d == DType::Bf16 {
+            out.into_iter().map(|x| store(d, p, x)).collect()
+        } else {
+            out
         })
     }
 

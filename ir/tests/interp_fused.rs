@@ -1311,8 +1311,9 @@ proptest! {
     ) {
         let d = DType::Bf16;
         for precision in [Precision::F64, Precision::F32] {
-            // The post-mix rounds what the unfused graph stores (the two
-            // products' results and the sum), in the same order: bit for bit.
+            // The fused post-mix computes in f32 and rounds only its
+            // result to bf16 (bf16 is storage), where the unfused graph
+            // also rounds both products and the sum: a few bf16 units apart.
             let q = PostCase {
                 f: bf16_values(&q.f),
                 x: bf16_values(&q.x),
@@ -1331,13 +1332,12 @@ proptest! {
             b.output("residual_out", out);
             let unfused = b.build().expect("the zoo's post-mix builds");
             let inputs = q.inputs(d);
-            prop_assert_eq!(run(&q.graph(d), &inputs, precision), run(&unfused, &inputs, precision));
+            let units = bf16_units(&run(&q.graph(d), &inputs, precision), &run(&unfused, &inputs, precision));
+            prop_assert!(units <= 8.0, "mhc_post: {} bf16 units", units);
 
-            // Sinkhorn: the paper variant with eps = 0 stores the same
-            // values; otherwise the fused op keeps the softmax sum and
-            // `sum + eps` unrounded where the graph stores them. (Thousands
-            // of random cases stay within 2.5 units; the bounds here and
-            // below leave a factor of three.)
+            // Sinkhorn: the fused op keeps every intermediate in f32 where
+            // the graph stores bf16. (Thousands of random cases stay within
+            // 2.5 units; the bounds here and below leave a factor of three.)
             let shape = [t, n, n];
             let comb = bf16_values(&logits[..t * n * n]);
             let b = Builder::new("sinkhorn");
@@ -1347,9 +1347,6 @@ proptest! {
             let inputs = [("comb", tensor(d, &shape, &comb))];
             let fused = run(&sinkhorn_graph(d, &shape, sk), &inputs, precision);
             let want = run(&unfused, &inputs, precision);
-            if sk.variant == SinkhornVariant::Paper && sk.eps == 0.0 {
-                prop_assert_eq!(&fused, &want);
-            }
             let units = bf16_units(&fused, &want);
             prop_assert!(units <= 8.0, "sinkhorn {:?}: {} bf16 units", sk, units);
 

@@ -20,8 +20,9 @@
 //! 3. A producer is materialized (never duplicated) when it is a graph
 //!    output, has two or more consumers, is read through a broadcast that
 //!    repeats its elements, feeds a matrix product or a template kernel
-//!    (which read memory), or rounds to bf16. Pure functions of constants
-//!    and `iota` are always recomputed instead.
+//!    (which read memory), or is a bf16 value (only a store rounds to
+//!    bf16). Pure functions of constants and `iota` are always recomputed
+//!    instead.
 //! 4. Reductions, matrix products (`f32`/`f64` through the runtime GEMM,
 //!    other types as loop nests), `concat` and every semantic or fused op
 //!    (hand-written templates) are kernels of their own.
@@ -112,14 +113,16 @@ fn decide(g: &Graph) -> Vec<bool> {
     }
     for v in g.values() {
         let op = &g.node(v).op;
-        if !(inlinable(op) || is_view(op)) || cheap(g, v, &mut memo) {
-            continue;
-        }
         if !inlinable(op) {
             continue;
         }
-        if matches!(op, Op::Cast { dtype: DType::Bf16 }) {
+        // Every bf16 result is rounded to bf16 (the graph's semantics);
+        // only a store rounds to bf16, so bf16 values are not fused.
+        if g.ty(v).dtype == DType::Bf16 {
             mat[v.index()] = true;
+            continue;
+        }
+        if cheap(g, v, &mut memo) {
             continue;
         }
         // Readers through views; whether any path repeats elements.
@@ -709,9 +712,14 @@ pub fn lower(graph: &Graph, opts: &LowerOptions) -> Result<birkhoff_ir::kernel::
             && !is_view(&node.op)
             && claimed.insert(o.value);
         match &node.op {
-            Op::Get { index } if direct => {
-                l.output_elem.insert((node.args[0], *index), b);
-                claimed.insert(node.args[0]);
+            // A tuple element goes straight to the first output that asks
+            // for it; any other output holding it is a copy.
+            Op::Get { index } => {
+                if direct && !l.output_elem.contains_key(&(node.args[0], *index)) {
+                    l.output_elem.insert((node.args[0], *index), b);
+                } else {
+                    copies.push((o.value, b));
+                }
             }
             _ if direct => {
                 l.output_buf.insert(o.value, b);

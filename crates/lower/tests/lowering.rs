@@ -11,8 +11,9 @@ use birkhoff_ir::{DType, Graph, InterpOptions, Precision, Tensor, interpret};
 use birkhoff_lower::{LowerOptions, Projection, lower};
 use proptest::prelude::*;
 
-/// Element-by-element closeness; bf16 graphs round at every op in the
-/// graph interpreter but only at stores in a fused loop, hence the looser bound.
+/// Element-by-element closeness. bf16 values round at different points in
+/// the two (a template keeps its intermediates in f32, and may use an
+/// output row as scratch), so bf16 allows 8 units of 2^-8; others are tight.
 fn assert_same(
     graph: &Graph,
     want: &[(String, Tensor)],
@@ -22,7 +23,7 @@ fn assert_same(
         prop_assert_eq!(name, gname);
         prop_assert_eq!(w.ty(), g.ty());
         let tol = match w.dtype() {
-            DType::Bf16 => 2.0 / 128.0,
+            DType::Bf16 => 8.0 / 256.0,
             DType::F32 | DType::F64 => 1e-12,
             _ => 0.0,
         };
@@ -73,7 +74,8 @@ fn zoo_inputs(model: &birkhoff_dsl::zoo::Model, seed: u64) -> BTreeMap<String, T
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    // 256 cases by default; PROPTEST_CASES runs more.
+    #![proptest_config(ProptestConfig::with_cases(std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)))]
 
     #[test]
     fn random_graphs_lower_to_equivalent_programs(
