@@ -299,9 +299,19 @@ fn storage(d: DType, values: &[f64]) -> Vec<u8> {
 /// The program is verified first ([`verify_program`]); invalid programs
 /// are refused with [`CpuError::Invalid`].
 pub fn compile(program: &Program, opts: &CpuOptions) -> Result<CpuExecutable> {
+    compile_inner(program, opts, true)
+}
+
+/// [`compile`]; `verify: false` skips verification, which is sound only
+/// in checked mode and exists to test that mode.
+fn compile_inner(program: &Program, opts: &CpuOptions, verify: bool) -> Result<CpuExecutable> {
     let start = Instant::now();
-    verify_program(program).map_err(CpuError::Invalid)?;
-    check_bounds_wide(program)?;
+    if verify {
+        verify_program(program).map_err(CpuError::Invalid)?;
+        check_bounds_wide(program)?;
+    } else {
+        assert!(opts.checked, "unverified programs run only in checked mode");
+    }
     let threads = match opts.threads {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,
@@ -768,5 +778,137 @@ impl fmt::Display for CpuExecutable {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use birkhoff_ir::kernel::{
+        BufferDecl, BufferId, Expr, Gemm, Kernel, LoopKind, Matrix, ScalarType,
+    };
+    use birkhoff_ir::{Op, TensorType};
+
+    use super::*;
+
+    /// `y[i] = x[i + shift] * 2` for `i` in `0..extent`, over 8-element buffers.
+    fn shifted(extent: usize, shift: i64, kind: LoopKind) -> Program {
+        let mut k = Kernel::new("k0_shift");
+        let i = k.var(ScalarType::Index);
+        k.body = vec![Stmt::Loop {
+            var: i,
+            extent,
+            kind,
+            body: vec![Stmt::Store {
+                buf: BufferId(1),
+                index: Index::var(i, 1),
+                value: Expr::binary(
+                    Op::Mul,
+                    Expr::load(BufferId(0), Index::var(i, 1).shifted(shift)),
+                    Expr::constant(ScalarType::F32, 2.0),
+                ),
+            }],
+        }];
+        let ty = TensorType::new(DType::F32, [8]);
+        Program {
+            name: "shift".into(),
+            buffers: vec![
+                BufferDecl {
+                    name: "x".into(),
+                    ty: ty.clone(),
+                    kind: BufferKind::Input,
+                },
+                BufferDecl {
+                    name: "y".into(),
+                    ty,
+                    kind: BufferKind::Output,
+                },
+            ],
+            inputs: vec![("x".into(), BufferId(0))],
+            outputs: vec![("y".into(), BufferId(1))],
+            kernels: vec![k],
+            arena_bytes: 0,
+        }
+    }
+
+    fn x() -> BTreeMap<String, Tensor> {
+        let t = Tensor::new([8], TensorData::F32((0..8).map(|v| v as f32).collect())).unwrap();
+        BTreeMap::from([("x".to_string(), t)])
+    }
+
+    fn checked(threads: usize) -> CpuOptions {
+        CpuOptions {
+            checked: true,
+            threads,
+            min_parallel_work: 0,
+            ..CpuOptions::default()
+        }
+    }
+
+    #[test]
+    fn checked_mode_catches_out_of_bounds_loads_and_stores() {
+        for kind in [LoopKind::Serial, LoopKind::Parallel, LoopKind::Vector] {
+            for threads in [1, 2] {
+                // Reads one past the end of x.
+                let p = shifted(8, 1, kind);
+                assert!(compile(&p, &checked(threads)).is_err());
+                let exe = compile_inner(&p, &checked(threads), false).unwrap();
+                match exe.run(&x()) {
+                    Err(CpuError::OutOfBounds { kernel, access }) => {
+                        assert_eq!(kernel, "k0_shift");
+                        assert_eq!(access, "load of %b0[%i0 + 1] (x, 8 elements)");
+                    }
+                    other => panic!("{kind:?}: expected out of bounds, got {other:?}"),
+                }
+                // Writes past the end of y (and reads past x).
+                let p = shifted(12, 0, kind);
+                let exe = compile_inner(&p, &checked(threads), false).unwrap();
+                assert!(matches!(exe.run(&x()), Err(CpuError::OutOfBounds { .. })));
+                // Before the start.
+                let p = shifted(8, -1, kind);
+                let exe = compile_inner(&p, &checked(threads), false).unwrap();
+                assert!(matches!(exe.run(&x()), Err(CpuError::OutOfBounds { .. })));
+                // In bounds: runs.
+                let p = shifted(7, 1, kind);
+                let exe = compile_inner(&p, &checked(threads), false).unwrap();
+                let y = exe.run(&x()).unwrap();
+                assert_eq!(
+                    y[0].1.to_f64_vec()[..7],
+                    [2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn checked_mode_catches_out_of_bounds_matrix_products() {
+        let mut p = shifted(8, 0, LoopKind::Serial);
+        let m = |buf, offset| Matrix {
+            buf: BufferId(buf),
+            offset,
+            row_stride: 2,
+            col_stride: 1,
+            batch_stride: 0,
+        };
+        let mut k = Kernel::new("k1_gemm");
+        k.body = vec![Stmt::Gemm(Gemm {
+            m: 2,
+            n: 2,
+            k: 2,
+            batch: 1,
+            a: m(0, 5),
+            b: m(0, 0),
+            c: m(1, 0),
+            accumulate: false,
+        })];
+        p.kernels.push(k);
+        assert!(compile(&p, &checked(1)).is_err());
+        let exe = compile_inner(&p, &checked(1), false).unwrap();
+        match exe.run(&x()) {
+            Err(CpuError::OutOfBounds { kernel, access }) => {
+                assert_eq!(kernel, "k1_gemm");
+                assert_eq!(access, "matrix product operand");
+            }
+            other => panic!("expected out of bounds, got {other:?}"),
+        }
     }
 }
