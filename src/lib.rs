@@ -14,11 +14,15 @@
 #![doc = concat!("```rust\n", include_str!("../examples/quickstart.rs"), "\n```")]
 
 mod atomic;
+mod compile;
 pub mod filetest;
 pub mod npy;
 pub mod testing;
 
 pub use atomic::write_atomic;
+pub use birkhoff_cpu as cpu;
 pub use birkhoff_dsl as dsl;
 pub use birkhoff_ir as ir;
+pub use birkhoff_lower as lower;
 pub use birkhoff_opt as opt;
+pub use compile::{CompileError, CompileOptions, Executable, Target, compile, compile_with};

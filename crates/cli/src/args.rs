@@ -31,6 +31,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Run IR file tests (files or directories of .bir files).
     Test(TestArgs),
+    /// Time a compiled model: median, min-max, GB/s, GFLOP/s.
+    Bench(BenchArgs),
     /// Build the default mHC transformer block, run it, and report.
     Demo(DemoArgs),
 }
@@ -167,6 +169,16 @@ pub struct CheckArgs {
 pub enum Backend {
     /// The reference interpreter.
     Interp,
+    /// Native code through Cranelift.
+    Cpu,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProjectionArg {
+    /// mhc_pre computes its projections in its own sweep over each token.
+    InKernel,
+    /// mhc_pre calls the runtime GEMM for its projections.
+    Gemm,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,10 +242,27 @@ pub struct CompileArgs {
     /// Format of the fusion report.
     #[arg(long, value_enum, default_value = "text")]
     pub format: ReportFormat,
-    /// Write the optimized IR to this file (else it goes to stdout, unless
+    /// Write the result to this file (else it goes to stdout, unless
     /// --fusion-report is given).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// What to emit: the optimized graph IR, the kernel IR lowering makes
+    /// of it, or the CPU backend's Cranelift IR.
+    #[arg(long, value_enum, default_value = "graph")]
+    pub emit: EmitArg,
+    /// Skip the optimizer (emit the unfused program).
+    #[arg(long)]
+    pub unfused: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmitArg {
+    /// Graph IR text.
+    Graph,
+    /// Kernel IR text.
+    KernelIr,
+    /// Cranelift IR of every kernel.
+    Clif,
 }
 
 #[derive(Args, Debug)]
@@ -265,4 +294,40 @@ pub struct TestArgs {
     /// .bir files or directories holding them.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// A zoo model name (see `birkhoff models`) or a .bir file.
+    pub source: String,
+    #[command(flatten)]
+    pub model: ModelFlags,
+    /// Where to run.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: Backend,
+    /// Skip the optimizer (time birkhoff's own unfused path).
+    #[arg(long)]
+    pub unfused: bool,
+    /// Threads for parallel loops (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// How mhc_pre computes its projections.
+    #[arg(long, value_enum, default_value = "in-kernel")]
+    pub projection: ProjectionArg,
+    /// Timed runs (the median is reported).
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
+    /// Untimed runs first.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Seed of the random inputs.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Allocate fresh output tensors on every call (as eager peers do)
+    /// instead of reusing the previous call's.
+    #[arg(long)]
+    pub fresh_outputs: bool,
 }

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use birkhoff::opt::{PASSES, optimize};
 
-use crate::args::{CompileArgs, ReportFormat};
+use crate::args::{CompileArgs, EmitArg, ReportFormat};
 use crate::source;
+use birkhoff::{CompileOptions, Target, compile_with};
 
 pub fn main(a: &CompileArgs) -> Result<ExitCode> {
     for d in &a.dump_after {
@@ -44,7 +45,19 @@ pub fn main(a: &CompileArgs) -> Result<ExitCode> {
         );
     }
 
-    let text = out.graph.to_string();
+    let graph = if a.unfused { &src.graph } else { &out.graph };
+    let text = match a.emit {
+        EmitArg::Graph => graph.to_string(),
+        EmitArg::KernelIr => birkhoff::lower::lower(graph, &Default::default())?.to_string(),
+        EmitArg::Clif => {
+            let opts = CompileOptions {
+                target: Target::Cpu,
+                optimize: false,
+                ..CompileOptions::default()
+            };
+            compile_with(graph, &opts)?.code().unwrap_or_default()
+        }
+    };
     match &a.output {
         Some(path) => birkhoff::write_atomic(path, text.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?,

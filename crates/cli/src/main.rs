@@ -4,6 +4,7 @@
 //! as one line on stderr with a non-zero exit status.
 
 mod args;
+mod bench;
 mod check;
 mod compile;
 mod demo;
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
         args::Command::Run(a) => run::main(&a),
         args::Command::Verify(a) => verify::main(&a),
         args::Command::Test(a) => filetest::main(&a),
+        args::Command::Bench(a) => bench::main(&a),
         args::Command::Demo(a) => demo::main(&a),
     };
     match result {

@@ -11,8 +11,9 @@ use birkhoff::ir::{Graph, InterpOptions, Precision, Tensor, interpret_with_progr
 use birkhoff::npy::{read_npy, write_npy};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::args::{PrecisionArg, RunArgs};
+use crate::args::{Backend, PrecisionArg, RunArgs};
 use crate::source::{self, Source};
+use birkhoff::{CompileOptions, Target, compile_with};
 
 /// Work (in interpreter cost units) above which a progress bar is shown.
 const PROGRESS_THRESHOLD: u64 = 200_000_000;
@@ -159,17 +160,37 @@ pub fn main(a: &RunArgs) -> Result<ExitCode> {
         PrecisionArg::F32 => Precision::F32,
     };
     let start = Instant::now();
-    let outputs = interpret(&src.graph, &inputs, precision)?;
+    let (outputs, engine) = match a.backend {
+        Backend::Interp => (
+            interpret(&src.graph, &inputs, precision)?,
+            format!("the reference interpreter ({precision:?})"),
+        ),
+        Backend::Cpu => {
+            // The CPU path compiles the graph as given (already optimized above with --optimize).
+            let opts = CompileOptions {
+                target: Target::Cpu,
+                optimize: false,
+                ..CompileOptions::default()
+            };
+            let exe = compile_with(&src.graph, &opts)?;
+            (
+                exe.run(&inputs)?,
+                format!(
+                    "the CPU backend (compiled in {:.1} ms)",
+                    exe.compile_time().as_secs_f64() * 1e3
+                ),
+            )
+        }
+    };
     let elapsed = start.elapsed();
     if let Some(dir) = &a.outputs {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create output directory {}", dir.display()))?;
     }
     println!(
-        "ran @{} ({} nodes) on the reference interpreter ({:?}) in {:.1} ms",
+        "ran @{} ({} nodes) on {engine} in {:.1} ms",
         src.graph.name(),
         src.graph.len(),
-        precision,
         elapsed.as_secs_f64() * 1e3
     );
     for (name, t) in &outputs {

@@ -3,9 +3,10 @@
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use birkhoff::testing::verify_optimized;
+use birkhoff::testing::{CheckError, verify_optimized, verify_with};
+use birkhoff::{Target, compile};
 
-use crate::args::VerifyArgs;
+use crate::args::{Backend, VerifyArgs};
 use crate::source;
 
 pub fn main(a: &VerifyArgs) -> Result<ExitCode> {
@@ -13,9 +14,27 @@ pub fn main(a: &VerifyArgs) -> Result<ExitCode> {
         bail!("--cases must be at least 1");
     }
     let src = source::load(&a.source, &a.model)?;
-    let summary = verify_optimized(&src.graph, &src.inits, a.cases, a.seed)?;
+    let (summary, what) = match a.backend {
+        Backend::Interp => (
+            verify_optimized(&src.graph, &src.inits, a.cases, a.seed)?,
+            "optimized graph in the f64 interpreter",
+        ),
+        Backend::Cpu => {
+            let exe = compile(&src.graph, Target::Cpu)?;
+            let run = |inputs: &_| {
+                exe.run(inputs).map_err(|e| CheckError::Mismatch {
+                    name: "(all)".into(),
+                    detail: e.to_string(),
+                })
+            };
+            (
+                verify_with(&src.graph, &src.inits, a.cases, a.seed, run)?,
+                "fused program compiled for this CPU",
+            )
+        }
+    };
     println!(
-        "verify @{}: optimized vs original, reference interpreter in f64, {} random input sets (seeds {}..{})",
+        "verify @{}: {what} vs the original graph in the f64 interpreter, {} random input sets (seeds {}..{})",
         src.graph.name(),
         summary.cases,
         a.seed,
