@@ -1365,7 +1365,8 @@ graph @g(%x: f32[4]) -> (y: f32[4]) {
         };
         let settings = Settings::default();
         assert!(equivalent(&parse("add"), &Candidate::Graph(parse("add")), &settings).is_ok());
-        let err = equivalent(&parse("add"), &Candidate::Graph(parse("sub")), &settings).unwrap_err();
+        let err =
+            equivalent(&parse("add"), &Candidate::Graph(parse("sub")), &settings).unwrap_err();
         assert!(err.starts_with("output 'z' (seed 0)"), "{err}");
     }
 
