@@ -7,7 +7,10 @@
 //! * `copy`, `scale`, `triad`: STREAM's kernels over 64 MiB arrays —
 //!   memory bandwidth (bytes counted as STREAM does: read + written, no
 //!   write-allocate traffic);
-//! * `dot`: a sum reduction with vector accumulators over 64 MiB.
+//! * `dot`: a sum reduction with vector accumulators over 64 MiB;
+//! * `project`, `post`: the shapes of mHC's fused kernels — 25 vector
+//!   accumulators in one sweep (the pre-mix projection, compute-bound),
+//!   and the post-mix (n = 4: reads 5 rows, writes 4; memory-bound).
 //!
 //! `cargo bench -p birkhoff-cpu --bench microbench [-- threads]` prints the
 //! median of 15 runs per kernel.
@@ -133,6 +136,138 @@ fn dot(r: usize, c: usize) -> Program {
     )
 }
 
+/// The projection sweep of an mHC pre-mix (n = 4, so m = 24 rows of
+/// `fn`): per token, `m` dot products and a sum of squares over the
+/// token's `n·C` row, all accumulated in one vector sweep.
+fn projection(t: usize, nc: usize, m: usize) -> Program {
+    let mut k = Kernel::new("k0_projection");
+    let (i, j) = (k.var(ScalarType::Index), k.var(ScalarType::Index));
+    let accs: Vec<_> = (0..=m).map(|_| k.var(ScalarType::F32)).collect();
+    let x = Expr::load(BufferId(0), Index::var(i, nc as i64).plus(j, 1));
+    let mut body = Vec::new();
+    for (r, &a) in accs.iter().enumerate() {
+        let other = if r == m {
+            x.clone()
+        } else {
+            Expr::load(BufferId(1), Index::var(j, 1).shifted((r * nc) as i64))
+        };
+        body.push(Stmt::Set {
+            var: a,
+            value: Expr::binary(
+                Op::Add,
+                Expr::Var(a),
+                Expr::binary(Op::Mul, x.clone(), other),
+            ),
+        });
+    }
+    let mut outer: Vec<Stmt> = accs
+        .iter()
+        .map(|&a| Stmt::Set {
+            var: a,
+            value: Expr::constant(ScalarType::F32, 0.0),
+        })
+        .collect();
+    outer.push(Stmt::Loop {
+        var: j,
+        extent: nc,
+        kind: LoopKind::Vector,
+        body,
+    });
+    for (r, &a) in accs.iter().enumerate() {
+        outer.push(Stmt::Store {
+            buf: BufferId(2),
+            index: Index::var(i, (m + 1) as i64).shifted(r as i64),
+            value: Expr::Var(a),
+        });
+    }
+    k.body = vec![Stmt::Loop {
+        var: i,
+        extent: t,
+        kind: LoopKind::Parallel,
+        body: outer,
+    }];
+    program(
+        "project",
+        &[
+            ("x", &[t, nc], BufferKind::Input),
+            ("fn", &[m, nc], BufferKind::Input),
+            ("y", &[t, m + 1], BufferKind::Output),
+        ],
+        k,
+    )
+}
+
+/// The post-mix of mHC: `out[t, i, c] = post[t, i] · f[t, c] +
+/// Σ_k comb[t, k, i] · x[t, k, c]`, weights in variables, one sweep over `c`.
+fn post_mix(t: usize, n: usize, c: usize) -> Program {
+    let mut k = Kernel::new("k0_post");
+    let (ti, ci) = (k.var(ScalarType::Index), k.var(ScalarType::Index));
+    let post: Vec<_> = (0..n).map(|_| k.var(ScalarType::F32)).collect();
+    let comb: Vec<_> = (0..n * n).map(|_| k.var(ScalarType::F32)).collect();
+    let mut outer = Vec::new();
+    for (i, &p) in post.iter().enumerate() {
+        outer.push(Stmt::Set {
+            var: p,
+            value: Expr::load(BufferId(2), Index::var(ti, n as i64).shifted(i as i64)),
+        });
+    }
+    for (q, &w) in comb.iter().enumerate() {
+        outer.push(Stmt::Set {
+            var: w,
+            value: Expr::load(
+                BufferId(3),
+                Index::var(ti, (n * n) as i64).shifted(q as i64),
+            ),
+        });
+    }
+    let f = Expr::load(BufferId(0), Index::var(ti, c as i64).plus(ci, 1));
+    let row = |kk: usize| {
+        Index::var(ti, (n * c) as i64)
+            .plus(ci, 1)
+            .shifted((kk * c) as i64)
+    };
+    let mut body = Vec::new();
+    for (i, &p) in post.iter().enumerate() {
+        let mut v = Expr::binary(Op::Mul, Expr::Var(p), f.clone());
+        for kk in 0..n {
+            let xk = Expr::load(BufferId(1), row(kk));
+            v = Expr::binary(
+                Op::Add,
+                v,
+                Expr::binary(Op::Mul, Expr::Var(comb[kk * n + i]), xk),
+            );
+        }
+        body.push(Stmt::Store {
+            buf: BufferId(4),
+            index: row(i),
+            value: v,
+        });
+    }
+    outer.push(Stmt::Loop {
+        var: ci,
+        extent: c,
+        kind: LoopKind::Vector,
+        body,
+    });
+    k.body = vec![Stmt::Loop {
+        var: ti,
+        extent: t,
+        kind: LoopKind::Parallel,
+        body: outer,
+    }];
+    program(
+        "post",
+        &[
+            ("f", &[t, c], BufferKind::Input),
+            ("x", &[t, n, c], BufferKind::Input),
+            ("post", &[t, n], BufferKind::Input),
+            ("comb", &[t, n, n], BufferKind::Input),
+            ("y", &[t, n, c], BufferKind::Output),
+        ],
+        k,
+    )
+}
+
 fn bench(p: &Program, threads: usize, work: f64, unit: &str) {
     let exe = compile(
         p,
@@ -142,6 +277,24 @@ fn bench(p: &Program, threads: usize, work: f64, unit: &str) {
         },
     )
     .expect("compiles");
+    for k in exe.kernel_stats() {
+        for why in &k.scalar_vector_loops {
+            println!("  {}: scalar vector loop: {why}", k.name);
+        }
+    }
+    if std::env::var_os("BIRKHOFF_BENCH_ASM").is_some() {
+        let asm = compile(
+            p,
+            &CpuOptions {
+                disassemble: true,
+                ..CpuOptions::default()
+            },
+        );
+        println!(
+            "{}",
+            asm.ok().and_then(|e| e.disassembly()).unwrap_or_default()
+        );
+    }
     let inputs: BTreeMap<String, Tensor> = p
         .inputs
         .iter()
@@ -227,6 +380,12 @@ fn main() {
             "GB/s",
         );
         bench(&dot(r, c), t, 2.0 * bytes, "GB/s");
+        // 512 tokens × n·C = 4096: 24 dot products and a sum of squares.
+        let flops = 512.0 * 4096.0 * 25.0 * 2.0;
+        bench(&projection(512, 4096, 24), t, flops, "GFLOP/s");
+        // 2048 tokens, n = 4, C = 2048: reads f and x, writes the output.
+        let bytes_post = 2048.0 * 2048.0 * 4.0 * 9.0;
+        bench(&post_mix(2048, 4, 2048), t, bytes_post, "GB/s");
         bench(
             &rows("exp", 1024, 4096, 1, &|x| {
                 Expr::unary(Op::Exp, x[0].clone())

@@ -44,6 +44,9 @@ use cranelift_module::{FuncId, Module};
 use crate::math;
 use crate::runtime::{GemmCall, Libm};
 
+/// Most accumulators one vector loop keeps in registers.
+const MAX_ACCUMULATORS: usize = 10;
+
 /// Code generation switches.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct GenConfig {
@@ -408,6 +411,17 @@ impl<'a, 'f> Gen<'a, 'f> {
                 body,
             } => {
                 if *kind == LoopKind::Vector && self.cfg.vectorize {
+                    if let Some(parts) = self.split_reduction(*var, *extent, body) {
+                        for part in parts {
+                            self.stmt(&Stmt::Loop {
+                                var: *var,
+                                extent: *extent,
+                                kind: *kind,
+                                body: part.to_vec(),
+                            });
+                        }
+                        return;
+                    }
                     match crate::vector::plan(self, *var, *extent, body) {
                         Ok(plan) => {
                             self.vector_loop(&plan, *var, *extent, body);
@@ -453,6 +467,32 @@ impl<'a, 'f> Gen<'a, 'f> {
             }
             Stmt::Gemm(g) => self.gemm(g),
         }
+    }
+
+    /// A vector loop that only updates more accumulators than fit the 16
+    /// vector registers (with the loads they need) runs as several loops
+    /// over groups of at most [`MAX_ACCUMULATORS`]: the updates are
+    /// independent, and re-reading the operands from cache costs less than
+    /// spilling every accumulator on every iteration.
+    fn split_reduction<'s>(
+        &self,
+        var: VarId,
+        extent: usize,
+        body: &'s [Stmt],
+    ) -> Option<Vec<&'s [Stmt]>> {
+        let all_accs = body.iter().all(|s| {
+            matches!(s, Stmt::Set { var, value }
+                if self.defined(*var) && crate::vector::acc_form(*var, value).is_some())
+        });
+        if body.len() <= MAX_ACCUMULATORS
+            || !all_accs
+            || crate::vector::plan(self, var, extent, body).is_err()
+        {
+            return None;
+        }
+        let groups = body.len().div_ceil(MAX_ACCUMULATORS);
+        let size = body.len().div_ceil(groups);
+        Some(body.chunks(size).collect())
     }
 
     fn gemm(&mut self, g: &Gemm) {
@@ -621,9 +661,26 @@ impl<'a, 'f> Gen<'a, 'f> {
         self.b.ins().iadd(base, off)
     }
 
+    /// Flags for a load from `m`. Buffers no kernel writes (inputs and
+    /// constants) are `readonly` and `can_move`, which makes their loads
+    /// pure to Cranelift: duplicates are merged, invariant ones hoisted out
+    /// of loops, and each is scheduled next to its use (which matters for
+    /// register pressure in wide reductions). Not in checked mode, where
+    /// loads must stay behind their bounds checks.
+    pub fn load_flags(&self, m: Mem) -> MemFlagsData {
+        let frozen = match m {
+            Mem::Buf(b) => !self.program.buffer(b).is_writable(),
+            Mem::Local(_) => false,
+        };
+        if frozen && !self.cfg.checked {
+            mem_flags().with_readonly().with_can_move()
+        } else {
+            mem_flags()
+        }
+    }
+
     /// Loads one element stored as `d`, widened to its compute type.
-    pub fn load_elem(&mut self, d: DType, addr: Value, offset: i32) -> Value {
-        let f = mem_flags();
+    pub fn load_elem(&mut self, d: DType, addr: Value, offset: i32, f: MemFlagsData) -> Value {
         match d {
             DType::F32 => self.b.ins().load(types::F32, f, addr, offset),
             DType::F64 => self.b.ins().load(types::F64, f, addr, offset),
@@ -687,7 +744,8 @@ impl<'a, 'f> Gen<'a, 'f> {
                 let idx = self.index(index);
                 let what = format!("load of {}", self.describe(Mem::Buf(*buf), index));
                 let addr = self.addr(Mem::Buf(*buf), idx, &what);
-                self.load_elem(d, addr, 0)
+                let f = self.load_flags(Mem::Buf(*buf));
+                self.load_elem(d, addr, 0, f)
             }
             Expr::LocalLoad { local, index } => {
                 let t = self.kernel.locals[local.0 as usize].ty;

@@ -13,10 +13,10 @@
 //! and stores at coefficient 1 in `j` become vector loads and stores,
 //! other coefficients gather and scatter lane by lane. Each access stream
 //! gets its loop-invariant base address computed once, so inside the loop
-//! an address is `base + j·size` (one x86 addressing mode). The body is
-//! unrolled (four vectors per iteration for reductions, two otherwise),
-//! with one vector accumulator per unrolled copy, reduced horizontally
-//! after the loop; leftover whole vectors run straight-line, and a scalar
+//! an address is `base + j·size` (one x86 addressing mode). Small bodies
+//! are unrolled (up to four vectors per iteration for reductions with one
+//! or two accumulators, two for elementwise loops), with one vector
+//! accumulator per unrolled copy, reduced horizontally after the loop; leftover whole vectors run straight-line, and a scalar
 //! loop handles the last `extent % lanes` iterations.
 //!
 //! A loop stays scalar when it: mixes `f64` with 32-bit lanes, accesses
@@ -88,8 +88,30 @@ fn body_reads(body: &[Stmt], v: VarId) -> usize {
         .sum()
 }
 
+fn expr_nodes(e: &Expr) -> usize {
+    1 + match e {
+        Expr::Unary { arg, .. } | Expr::Cast { arg, .. } => expr_nodes(arg),
+        Expr::Binary { lhs, rhs, .. } => expr_nodes(lhs) + expr_nodes(rhs),
+        Expr::Select {
+            cond,
+            then,
+            otherwise,
+        } => expr_nodes(cond) + expr_nodes(then) + expr_nodes(otherwise),
+        _ => 0,
+    }
+}
+
+fn stmt_nodes(s: &Stmt) -> usize {
+    match s {
+        Stmt::Set { value, .. } | Stmt::Store { value, .. } | Stmt::LocalStore { value, .. } => {
+            1 + expr_nodes(value)
+        }
+        _ => 1,
+    }
+}
+
 /// The accumulator form of `var = value`, if it is one: `(op, e)`.
-fn acc_form(var: VarId, value: &Expr) -> Option<(AccOp, &Expr)> {
+pub(crate) fn acc_form(var: VarId, value: &Expr) -> Option<(AccOp, &Expr)> {
     let Expr::Binary { op, lhs, rhs } = value else {
         return None;
     };
@@ -124,7 +146,8 @@ fn normalized(ix: &Index) -> Index {
 struct Planner<'g, 'a, 'f> {
     g: &'g Gen<'a, 'f>,
     j: VarId,
-    stored: HashMap<Mem, Index>,
+    /// Indices each buffer or local is stored at.
+    stored: HashMap<Mem, Vec<Index>>,
     varying: HashSet<VarId>,
     set: HashSet<VarId>,
     /// Types of varying values.
@@ -155,7 +178,7 @@ impl Planner<'_, '_, '_> {
             }
         }
         if let Some(st) = self.stored.get(&m)
-            && *st != normalized(ix)
+            && !st.contains(&normalized(ix))
         {
             return Err("it reads a buffer it writes, at another index".into());
         }
@@ -275,10 +298,7 @@ pub(crate) fn plan(
             Stmt::Set { .. } => continue,
             Stmt::Loop { .. } | Stmt::Gemm(_) => return Err("it contains a loop or a call".into()),
         };
-        let ix = normalized(ix);
-        if p.stored.insert(m, ix.clone()).is_some_and(|old| old != ix) {
-            return Err("it writes one buffer at two indices".into());
-        }
+        p.stored.entry(m).or_default().push(normalized(ix));
     }
     for s in body {
         match s {
@@ -348,7 +368,18 @@ pub(crate) fn plan(
     if extent < usize::from(lanes) {
         return Err(format!("it has fewer than {lanes} iterations"));
     }
-    let unroll = if p.accs.is_empty() { 2 } else { 4 };
+    // Unroll for instruction-level parallelism while the values of all
+    // copies still fit the 16 vector registers: a reduction wants several
+    // independent accumulators per add latency, but many accumulators
+    // (say the 25 dot products of an mHC projection) already are.
+    let nodes: usize = body.iter().map(stmt_nodes).sum();
+    let unroll = match p.accs.len() {
+        0 if nodes <= 16 => 2,
+        0 => 1,
+        1 | 2 if nodes <= 24 => 4,
+        1..=4 => 2,
+        _ => 1,
+    };
     Ok(VectorPlan {
         lanes,
         unroll,
@@ -737,12 +768,13 @@ impl Gen<'_, '_> {
         };
         let t = ScalarType::of(d);
         let vty = clif_ty(t, vs.lanes);
+        let f = self.load_flags(m);
         // Two bools are loaded lane by lane.
         if ix.coeff(vs.j) == 1 && (d != DType::Bool || vs.lanes == 4) {
             return match d {
                 DType::Bool => {
                     // Four bytes of 0/1 to four all-ones/zero lanes.
-                    let w = self.b.ins().load(types::I32, mem_flags(), addr, off);
+                    let w = self.b.ins().load(types::I32, f, addr, off);
                     let v = self.b.ins().scalar_to_vector(types::I32X4, w);
                     let v = self.b.ins().bitcast(types::I8X16, le(), v);
                     let v = self.b.ins().swiden_low(v);
@@ -751,16 +783,16 @@ impl Gen<'_, '_> {
                     self.b.ins().icmp(IntCC::NotEqual, v, zero)
                 }
                 DType::Bf16 => {
-                    let w = self.b.ins().uload16x4(mem_flags(), addr, off);
+                    let w = self.b.ins().uload16x4(f, addr, off);
                     let w = self.b.ins().ishl_imm_s(w, 16);
                     self.b.ins().bitcast(types::F32X4, le(), w)
                 }
-                _ => self.b.ins().load(vty, mem_flags(), addr, off),
+                _ => self.b.ins().load(vty, f, addr, off),
             };
         }
         let mut v = None;
         for l in 0..vs.lanes {
-            let x = self.load_elem(d, addr, off + i32::from(l) * step as i32);
+            let x = self.load_elem(d, addr, off + i32::from(l) * step as i32, f);
             let x = if d == DType::Bool {
                 let w = self.b.ins().uextend(vty.lane_type(), x);
                 self.b.ins().ineg(w)
