@@ -312,7 +312,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// How mhc_pre computes its projections.
-    #[arg(long, value_enum, default_value = "in-kernel")]
+    #[arg(long, value_enum, default_value = "gemm")]
     pub projection: ProjectionArg,
     /// Timed runs (the median is reported).
     #[arg(long, default_value_t = 10)]

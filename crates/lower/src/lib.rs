@@ -31,13 +31,19 @@ pub use lower::lower;
 pub use views::Access;
 
 /// How the mHC pre-mix computes its `n(n+2)` projections.
+///
+/// The default is [`Projection::Gemm`]: on the CPU backend it measured
+/// 25–34 ms against 283 ms for the in-kernel sweep at T = 4096, n = 4,
+/// C = 2560 (`birkhoff bench mhc-pre --projection ...`): the runtime GEMM
+/// uses 256-bit FMA and register blocking, while the one-sweep kernel
+/// keeps n(n+2)+1 accumulators live, more than the 16 vector registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Projection {
     /// Inside the fused kernel, in the same sweep over each token's row
-    /// as the sum of squares.
-    #[default]
+    /// as the sum of squares (reads x once; compute-bound on CPUs).
     InKernel,
     /// With the runtime's matrix product, then a per-token kernel.
+    #[default]
     Gemm,
 }
 

@@ -1,0 +1,134 @@
+//! The CPU backend against the f64 reference interpreter: every zoo model,
+//! fused and unfused, on proptest-chosen shapes (including sizes that are
+//! not multiples of the vector width or the thread count) and values; and
+//! random graphs of every op (the compiler's fuzzer).
+//!
+//! Tolerances are the DESIGN §5 reduction row of each output's dtype
+//! (`birkhoff::testing::compare`). bf16 graphs are compared to the
+//! interpreter with the bf16 row too: a fused kernel rounds to bf16 only
+//! where it stores.
+
+use std::collections::BTreeMap;
+
+use birkhoff::dsl::zoo::{ModelArgs, build_model, models};
+use birkhoff::ir::{DType, Graph, InterpOptions, Tensor, interpret};
+use birkhoff::testing::{compare, random_inputs, reference_options};
+use birkhoff::{CompileOptions, Target, compile_with};
+use proptest::prelude::*;
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12)
+}
+
+/// Compiles `graph` for the CPU (checked mode: every access bounds-checked)
+/// and compares it with the interpreter on `inputs`.
+fn check(
+    graph: &Graph,
+    inputs: &BTreeMap<String, Tensor>,
+    optimize: bool,
+) -> Result<(), TestCaseError> {
+    let opts = CompileOptions {
+        target: Target::Cpu,
+        optimize,
+        checked: true,
+        ..CompileOptions::default()
+    };
+    let exe = compile_with(graph, &opts)
+        .map_err(|e| TestCaseError::fail(format!("compile: {e}\n{graph}")))?;
+    let want = interpret(graph, inputs, &reference_options())
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let got = exe
+        .run(inputs)
+        .map_err(|e| TestCaseError::fail(format!("run: {e}")))?;
+    for e in compare(graph, &want, &got).map_err(|e| TestCaseError::fail(e.to_string()))? {
+        prop_assert!(e.within, "@{} (optimize: {optimize}): {e}", graph.name());
+    }
+    Ok(())
+}
+
+fn zoo_case() -> impl Strategy<Value = (String, ModelArgs, u64)> {
+    let names: Vec<&'static str> = models().iter().map(|m| m.name).collect();
+    (
+        proptest::sample::select(names),
+        1usize..7,
+        1usize..5,
+        1usize..4,
+        1usize..20,
+        1usize..3,
+        any::<u64>(),
+    )
+        .prop_map(|(name, t, n, heads, c_per_head, layers, seed)| {
+            let info = models().iter().find(|m| m.name == name).expect("listed");
+            let takes = |f: birkhoff::dsl::zoo::Flag| info.flags.contains(&f);
+            use birkhoff::dsl::zoo::Flag;
+            let args = ModelArgs {
+                tokens: Some(t),
+                streams: takes(Flag::Streams).then_some(n),
+                hidden: takes(Flag::Hidden).then_some(heads * c_per_head),
+                heads: takes(Flag::Heads).then_some(heads),
+                layers: takes(Flag::Layers).then_some(layers),
+                ..ModelArgs::default()
+            };
+            (name.to_string(), args, seed)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    #[test]
+    fn zoo_models_on_cpu_match_the_interpreter((name, args, seed) in zoo_case(), optimize in any::<bool>()) {
+        let model = build_model(&name, &args).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let inputs = random_inputs(&model.graph, &model.inits, seed);
+        check(&model.graph, &inputs, optimize)?;
+    }
+
+    #[test]
+    fn random_graphs_on_cpu_match_the_interpreter(
+        (g, ins) in birkhoff_testkit::graph().prop_flat_map(|g| { let i = birkhoff_testkit::inputs(&g, false); (Just(g), i) })
+    ) {
+        check(&g, &ins, false)?;
+    }
+}
+
+#[test]
+fn every_zoo_model_in_f64_matches_tightly() {
+    // f64 graphs: the compiled program agrees with the oracle to the f64
+    // reduction tolerance (1e-10), fused and not.
+    for info in models() {
+        let model = build_model(
+            info.name,
+            &ModelArgs {
+                dtype: Some(DType::F64),
+                ..ModelArgs::default()
+            },
+        )
+        .unwrap();
+        let inputs = random_inputs(&model.graph, &model.inits, 5);
+        for optimize in [false, true] {
+            check(&model.graph, &inputs, optimize).unwrap_or_else(|e| panic!("{}: {e}", info.name));
+        }
+    }
+}
+
+#[test]
+fn the_interpreter_target_is_the_reference() {
+    let model = build_model("mhc-pre", &ModelArgs::default()).unwrap();
+    let inputs = random_inputs(&model.graph, &model.inits, 1);
+    let exe = compile_with(
+        &model.graph,
+        &CompileOptions {
+            target: Target::Interp,
+            ..CompileOptions::default()
+        },
+    )
+    .unwrap();
+    let fused = exe.run(&inputs).unwrap();
+    let plain = interpret(&model.graph, &inputs, &InterpOptions::default()).unwrap();
+    for e in compare(&model.graph, &plain, &fused).unwrap() {
+        assert!(e.within, "{e}");
+    }
+}
