@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use birkhoff_cpu::{CpuExecutable, CpuOptions};
+use birkhoff_cpu::{CpuBackend, CpuExecutable, CpuOptions};
 use birkhoff_ir::kernel::Program;
 use birkhoff_ir::{Graph, InterpOptions, Tensor, interpret};
 use birkhoff_lower::{LowerOptions, Projection, lower};
@@ -122,7 +122,8 @@ pub fn compile_with(graph: &Graph, opts: &CompileOptions) -> Result<Executable, 
                 checked: opts.checked,
                 ..CpuOptions::default()
             };
-            let exe = birkhoff_cpu::compile(&program, &cpu)?;
+            // Through the backend interface every target implements.
+            let exe = birkhoff_ir::kernel::Backend::compile(&CpuBackend(cpu), &program)?;
             (Some(program), Backend::Cpu(Box::new(exe)))
         }
     };

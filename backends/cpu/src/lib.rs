@@ -64,3 +64,32 @@ mod vector;
 
 pub use error::{CpuError, Result};
 pub use executable::{CpuExecutable, CpuOptions, KernelStats, MAX_LOCAL_BYTES, compile};
+
+/// The CPU backend as a [`birkhoff_ir::kernel::Backend`]: [`compile`] with
+/// fixed options.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuBackend(pub CpuOptions);
+
+impl birkhoff_ir::kernel::Backend for CpuBackend {
+    type Artifact = CpuExecutable;
+    type Error = CpuError;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn compile(&self, program: &birkhoff_ir::kernel::Program) -> Result<CpuExecutable> {
+        compile(program, &self.0)
+    }
+}
+
+impl birkhoff_ir::kernel::Artifact for CpuExecutable {
+    type Error = CpuError;
+
+    fn run(
+        &self,
+        inputs: &std::collections::BTreeMap<String, birkhoff_ir::Tensor>,
+    ) -> Result<Vec<(String, birkhoff_ir::Tensor)>> {
+        CpuExecutable::run(self, inputs)
+    }
+}

@@ -14,10 +14,12 @@
 //! semantics. Values are typed ([`ScalarType`]): `bf16` buffers load as
 //! `f32` and round to nearest-even when stored.
 
+mod backend;
 mod interp;
 mod print;
 mod verify;
 
+pub use backend::{Artifact, Backend};
 pub use interp::{KernelInterpError, run_program};
 pub use verify::{KernelVerifyError, verify_program};
 
