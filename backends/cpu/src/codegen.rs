@@ -30,6 +30,7 @@ use std::collections::{HashMap, HashSet};
 
 use birkhoff_ir::kernel::{
     BufferId, Expr, Gemm, Index, Kernel, LocalId, LoopKind, Program, ScalarType, Stmt, VarId,
+    walk_exprs, walk_stmts,
 };
 use birkhoff_ir::{DType, Op};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -218,73 +219,29 @@ pub(crate) struct Gen<'a, 'f> {
 }
 
 fn collect_buffers(body: &[Stmt], out: &mut Vec<BufferId>) {
-    fn expr(e: &Expr, out: &mut Vec<BufferId>) {
-        match e {
-            Expr::Load { buf, .. } => out.push(*buf),
-            Expr::Unary { arg, .. } | Expr::Cast { arg, .. } => expr(arg, out),
-            Expr::Binary { lhs, rhs, .. } => {
-                expr(lhs, out);
-                expr(rhs, out);
-            }
-            Expr::Select {
-                cond,
-                then,
-                otherwise,
-            } => {
-                expr(cond, out);
-                expr(then, out);
-                expr(otherwise, out);
-            }
-            Expr::Const { .. } | Expr::Var(_) | Expr::LocalLoad { .. } => {}
+    walk_stmts(body, &mut |s| {
+        if let Stmt::Store { buf, .. } = s {
+            out.push(*buf);
         }
-    }
-    for s in body {
-        match s {
-            Stmt::Loop { body, .. } => collect_buffers(body, out),
-            Stmt::Set { value, .. } | Stmt::LocalStore { value, .. } => expr(value, out),
-            Stmt::Store { buf, value, .. } => {
-                out.push(*buf);
-                expr(value, out);
-            }
-            Stmt::Gemm(_) => {}
+    });
+    walk_exprs(body, &mut |e| {
+        if let Expr::Load { buf, .. } = e {
+            out.push(*buf);
         }
-    }
+    });
 }
 
 fn collect_locals(body: &[Stmt], out: &mut HashSet<LocalId>) {
-    fn expr(e: &Expr, out: &mut HashSet<LocalId>) {
-        match e {
-            Expr::LocalLoad { local, .. } => {
-                out.insert(*local);
-            }
-            Expr::Unary { arg, .. } | Expr::Cast { arg, .. } => expr(arg, out),
-            Expr::Binary { lhs, rhs, .. } => {
-                expr(lhs, out);
-                expr(rhs, out);
-            }
-            Expr::Select {
-                cond,
-                then,
-                otherwise,
-            } => {
-                expr(cond, out);
-                expr(then, out);
-                expr(otherwise, out);
-            }
-            Expr::Const { .. } | Expr::Var(_) | Expr::Load { .. } => {}
+    walk_stmts(body, &mut |s| {
+        if let Stmt::LocalStore { local, .. } = s {
+            out.insert(*local);
         }
-    }
-    for s in body {
-        match s {
-            Stmt::Loop { body, .. } => collect_locals(body, out),
-            Stmt::Set { value, .. } | Stmt::Store { value, .. } => expr(value, out),
-            Stmt::LocalStore { local, value, .. } => {
-                out.insert(*local);
-                expr(value, out);
-            }
-            Stmt::Gemm(_) => {}
+    });
+    walk_exprs(body, &mut |e| {
+        if let Expr::LocalLoad { local, .. } = e {
+            out.insert(*local);
         }
-    }
+    });
 }
 
 /// Bytes of one element of a local of type `t`.

@@ -35,7 +35,7 @@ use std::collections::HashMap;
 
 use birkhoff_ir::kernel::{
     BufferId, BufferKind, Expr, Gemm, Index, Kernel, LoopKind, Matrix, ScalarType, Stmt, VarId,
-    verify_program,
+    verify_program, walk_exprs, walk_stmts,
 };
 use birkhoff_ir::{DType, Graph, Op, TensorType, Type, ValueId, eliminate_dead_nodes, verify};
 
@@ -745,48 +745,24 @@ pub fn lower(graph: &Graph, opts: &LowerOptions) -> Result<birkhoff_ir::kernel::
 
 /// Variables a statement list reads or sets.
 fn vars_of(body: &[Stmt], out: &mut std::collections::HashSet<VarId>) {
-    fn expr(e: &Expr, out: &mut std::collections::HashSet<VarId>) {
-        match e {
-            Expr::Var(v) => {
-                out.insert(*v);
-            }
-            Expr::Load { index, .. } | Expr::LocalLoad { index, .. } => {
-                out.extend(index.terms.iter().map(|t| t.0));
-            }
-            Expr::Unary { arg, .. } | Expr::Cast { arg, .. } => expr(arg, out),
-            Expr::Binary { lhs, rhs, .. } => {
-                expr(lhs, out);
-                expr(rhs, out);
-            }
-            Expr::Select {
-                cond,
-                then,
-                otherwise,
-            } => {
-                expr(cond, out);
-                expr(then, out);
-                expr(otherwise, out);
-            }
-            Expr::Const { .. } => {}
+    walk_stmts(body, &mut |s| match s {
+        Stmt::Loop { var, .. } | Stmt::Set { var, .. } => {
+            out.insert(*var);
         }
-    }
-    for s in body {
-        match s {
-            Stmt::Loop { var, body, .. } => {
-                out.insert(*var);
-                vars_of(body, out);
-            }
-            Stmt::Set { var, value } => {
-                out.insert(*var);
-                expr(value, out);
-            }
-            Stmt::Store { index, value, .. } | Stmt::LocalStore { index, value, .. } => {
-                out.extend(index.terms.iter().map(|t| t.0));
-                expr(value, out);
-            }
-            Stmt::Gemm(_) => {}
+        Stmt::Store { index, .. } | Stmt::LocalStore { index, .. } => {
+            out.extend(index.terms.iter().map(|t| t.0));
         }
-    }
+        Stmt::Gemm(_) => {}
+    });
+    walk_exprs(body, &mut |e| match e {
+        Expr::Var(v) => {
+            out.insert(*v);
+        }
+        Expr::Load { index, .. } | Expr::LocalLoad { index, .. } => {
+            out.extend(index.terms.iter().map(|t| t.0));
+        }
+        _ => {}
+    });
 }
 
 /// Splits kernels so that each parallel loop is a kernel's only top-level

@@ -6,55 +6,27 @@
 //! use, each at the lowest 64-byte-aligned offset where it overlaps no
 //! live temporary (first fit). The arena size is the plan's peak.
 
-use birkhoff_ir::kernel::{BufferId, BufferKind, Expr, Kernel, Program, Stmt};
+use birkhoff_ir::kernel::{
+    BufferId, BufferKind, Expr, Kernel, Program, Stmt, walk_exprs, walk_stmts,
+};
 
 /// Alignment of every temporary, in bytes (a cache line, and enough for
 /// any vector load).
 pub const ALIGN: usize = 64;
 
-fn visit_expr(e: &Expr, f: &mut impl FnMut(BufferId)) {
-    match e {
-        Expr::Load { buf, .. } => f(*buf),
-        Expr::Unary { arg, .. } | Expr::Cast { arg, .. } => visit_expr(arg, f),
-        Expr::Binary { lhs, rhs, .. } => {
-            visit_expr(lhs, f);
-            visit_expr(rhs, f);
-        }
-        Expr::Select {
-            cond,
-            then,
-            otherwise,
-        } => {
-            visit_expr(cond, f);
-            visit_expr(then, f);
-            visit_expr(otherwise, f);
-        }
-        Expr::Const { .. } | Expr::Var(_) | Expr::LocalLoad { .. } => {}
-    }
-}
-
-fn visit_stmts(body: &[Stmt], f: &mut impl FnMut(BufferId)) {
-    for s in body {
-        match s {
-            Stmt::Loop { body, .. } => visit_stmts(body, f),
-            Stmt::Set { value, .. } | Stmt::LocalStore { value, .. } => visit_expr(value, f),
-            Stmt::Store { buf, value, .. } => {
-                f(*buf);
-                visit_expr(value, f);
-            }
-            Stmt::Gemm(g) => {
-                f(g.a.buf);
-                f(g.b.buf);
-                f(g.c.buf);
-            }
-        }
-    }
-}
-
 /// Every buffer a kernel reads or writes.
 pub fn buffers_of(k: &Kernel) -> Vec<BufferId> {
     let mut v = Vec::new();
-    visit_stmts(&k.body, &mut |b| v.push(b));
+    walk_stmts(&k.body, &mut |s| match s {
+        Stmt::Store { buf, .. } => v.push(*buf),
+        Stmt::Gemm(g) => v.extend([g.a.buf, g.b.buf, g.c.buf]),
+        _ => {}
+    });
+    walk_exprs(&k.body, &mut |e| {
+        if let Expr::Load { buf, .. } = e {
+            v.push(*buf);
+        }
+    });
     v.sort();
     v.dedup();
     v

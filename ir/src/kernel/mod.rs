@@ -230,6 +230,60 @@ impl Expr {
     pub fn load(buf: BufferId, index: Index) -> Expr {
         Expr::Load { buf, index }
     }
+
+    /// Calls `f` on this expression and every subexpression, outermost first.
+    pub fn walk(&self, f: &mut impl FnMut(&Expr)) {
+        f(self);
+        match self {
+            Expr::Unary { arg, .. } | Expr::Cast { arg, .. } => arg.walk(f),
+            Expr::Binary { lhs, rhs, .. } => {
+                lhs.walk(f);
+                rhs.walk(f);
+            }
+            Expr::Select {
+                cond,
+                then,
+                otherwise,
+            } => {
+                cond.walk(f);
+                then.walk(f);
+                otherwise.walk(f);
+            }
+            Expr::Const { .. } | Expr::Var(_) | Expr::Load { .. } | Expr::LocalLoad { .. } => {}
+        }
+    }
+}
+
+impl Stmt {
+    /// The expression a statement evaluates, if any.
+    pub fn value(&self) -> Option<&Expr> {
+        match self {
+            Stmt::Set { value, .. }
+            | Stmt::Store { value, .. }
+            | Stmt::LocalStore { value, .. } => Some(value),
+            Stmt::Loop { .. } | Stmt::Gemm(_) => None,
+        }
+    }
+}
+
+/// Calls `f` on every statement of `body`, loop bodies included,
+/// outermost first.
+pub fn walk_stmts(body: &[Stmt], f: &mut impl FnMut(&Stmt)) {
+    for s in body {
+        f(s);
+        if let Stmt::Loop { body, .. } = s {
+            walk_stmts(body, f);
+        }
+    }
+}
+
+/// Calls `f` on every expression (and subexpression) in `body`.
+pub fn walk_exprs(body: &[Stmt], f: &mut impl FnMut(&Expr)) {
+    walk_stmts(body, &mut |s| {
+        if let Some(e) = s.value() {
+            e.walk(f);
+        }
+    });
 }
 
 /// How a loop's iterations may run.
