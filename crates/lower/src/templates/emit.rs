@@ -20,6 +20,9 @@ pub(crate) struct Kb {
     k: Kernel,
     /// Compute type of every float value (`f32` for `f32` and `bf16`).
     pub ct: ScalarType,
+    /// Whether results are stored as bf16 (so a result buffer is no exact
+    /// scratch space: storing rounds).
+    pub bf16: bool,
 }
 
 impl Kb {
@@ -28,6 +31,7 @@ impl Kb {
         Kb {
             k: pb.kernel(what),
             ct: ScalarType::of(dtype),
+            bf16: dtype == DType::Bf16,
         }
     }
 

@@ -105,20 +105,23 @@ fn row(kb: &mut Kb, op: LineOp, x: BufferId, out: BufferId, base: &Index, len: u
                 kb.vector(len, |_, j| vec![set(m, max(var(m), ld(x, at(base, j, 1))))]),
                 set(s, zero),
                 // The exponentials go to the result row (the cache-hot
-                // scratch a long row needs) and into the sum at once.
-                kb.vector(len, |_, j| {
-                    vec![
-                        set(e, un(Op::Exp, sub(ld(x, at(base, j, 1)), var(m)))),
-                        store(out, at(base, j, 1), var(e)),
-                        set(s, add(var(s), var(e))),
-                    ]
+                // scratch a long row needs) and into the sum at once; a bf16
+                // row would round them, so bf16 recomputes them instead.
+                kb.vector(len, |kb, j| {
+                    let mut b = vec![set(e, un(Op::Exp, sub(ld(x, at(base, j, 1)), var(m))))];
+                    if !kb.bf16 {
+                        b.push(store(out, at(base, j, 1), var(e)));
+                    }
+                    b.push(set(s, add(var(s), var(e))));
+                    b
                 }),
-                kb.vector(len, |_, j| {
-                    vec![store(
-                        out,
-                        at(base, j, 1),
-                        div(ld(out, at(base, j, 1)), var(s)),
-                    )]
+                kb.vector(len, |kb, j| {
+                    let num = if kb.bf16 {
+                        un(Op::Exp, sub(ld(x, at(base, j, 1)), var(m)))
+                    } else {
+                        ld(out, at(base, j, 1))
+                    };
+                    vec![store(out, at(base, j, 1), div(num, var(s)))]
                 }),
             ]
         }
@@ -241,21 +244,24 @@ fn column_block(
                 }),
                 kb.vector(width, |_, j| vec![lstore(s, col(j), zero)]),
                 kb.serial(len, |kb, i| {
-                    vec![kb.vector(width, |_, j| {
-                        vec![
-                            set(e, un(Op::Exp, sub(ld(x, elem(i, j)), lld(m, col(j))))),
-                            store(out, elem(i, j), var(e)),
-                            lstore(s, col(j), add(lld(s, col(j)), var(e))),
-                        ]
+                    vec![kb.vector(width, |kb, j| {
+                        let mut b =
+                            vec![set(e, un(Op::Exp, sub(ld(x, elem(i, j)), lld(m, col(j)))))];
+                        if !kb.bf16 {
+                            b.push(store(out, elem(i, j), var(e)));
+                        }
+                        b.push(lstore(s, col(j), add(lld(s, col(j)), var(e))));
+                        b
                     })]
                 }),
                 kb.serial(len, |kb, i| {
-                    vec![kb.vector(width, |_, j| {
-                        vec![store(
-                            out,
-                            elem(i, j),
-                            div(ld(out, elem(i, j)), lld(s, col(j))),
-                        )]
+                    vec![kb.vector(width, |kb, j| {
+                        let num = if kb.bf16 {
+                            un(Op::Exp, sub(ld(x, elem(i, j)), lld(m, col(j))))
+                        } else {
+                            ld(out, elem(i, j))
+                        };
+                        vec![store(out, elem(i, j), div(num, lld(s, col(j))))]
                     })]
                 }),
             ]
