@@ -1,0 +1,7 @@
+//! birkhoff's GPU backend (being written).
+
+mod error;
+mod module;
+
+pub use error::{GpuError, Result};
+pub use module::{ARTIFACT_MAGIC, ARTIFACT_VERSION, BufferInfo, GpuModule, Launch};
