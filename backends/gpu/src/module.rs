@@ -89,13 +89,22 @@ impl BufferInfo {
             BufferKind::Const(v) => ("const", v.clone(), 0),
             BufferKind::Temp { offset } => ("temp", Vec::new(), *offset),
         };
-        BufferInfo { name: d.name.clone(), dtype: d.dtype().name().to_string(), shape: d.ty.shape.clone(), role: role.to_string(), values, offset }
+        BufferInfo {
+            name: d.name.clone(),
+            dtype: d.dtype().name().to_string(),
+            shape: d.ty.shape.clone(),
+            role: role.to_string(),
+            values,
+            offset,
+        }
     }
 }
 
 impl GpuModule {
     /// Buffer info from a kernel program's declarations, inputs and outputs.
-    pub fn buffer_plan(p: &birkhoff_ir::kernel::Program) -> (Vec<BufferInfo>, Vec<(String, usize)>, Vec<(String, usize)>) {
+    pub fn buffer_plan(
+        p: &birkhoff_ir::kernel::Program,
+    ) -> (Vec<BufferInfo>, Vec<(String, usize)>, Vec<(String, usize)>) {
         let idx = |b: &BufferId| b.0 as usize;
         (
             p.buffers.iter().map(BufferInfo::from_decl).collect(),
@@ -107,29 +116,43 @@ impl GpuModule {
     /// Writes the module as an artifact file, atomically enough for our
     /// needs (a temporary next to it, then a rename).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let json = serde_json::to_vec(self).map_err(|e| GpuError::Artifact { path: path.display().to_string(), message: e.to_string() })?;
+        let json = serde_json::to_vec(self).map_err(|e| GpuError::Artifact {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         let mut bytes = ARTIFACT_MAGIC.to_vec();
         bytes.extend_from_slice(&self.version.to_le_bytes());
         bytes.extend_from_slice(&json);
         let tmp = path.with_extension("bkx.tmp");
-        std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, path)).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            GpuError::Artifact { path: path.display().to_string(), message: e.to_string() }
-        })
+        std::fs::write(&tmp, &bytes)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                GpuError::Artifact {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                }
+            })
     }
 
     /// Reads an artifact file, checking its magic and version.
     pub fn load(path: &Path) -> Result<GpuModule> {
-        let err = |message: String| GpuError::Artifact { path: path.display().to_string(), message };
+        let err = |message: String| GpuError::Artifact {
+            path: path.display().to_string(),
+            message,
+        };
         let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
         if bytes.len() < 12 || &bytes[..8] != ARTIFACT_MAGIC {
             return Err(err("not a birkhoff GPU artifact (bad magic)".into()));
         }
         let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
         if version != ARTIFACT_VERSION {
-            return Err(err(format!("artifact format version {version}, this build reads version {ARTIFACT_VERSION}")));
+            return Err(err(format!(
+                "artifact format version {version}, this build reads version {ARTIFACT_VERSION}"
+            )));
         }
-        let m: GpuModule = serde_json::from_slice(&bytes[12..]).map_err(|e| err(format!("corrupt artifact: {e}")))?;
+        let m: GpuModule = serde_json::from_slice(&bytes[12..])
+            .map_err(|e| err(format!("corrupt artifact: {e}")))?;
         if m.version != version {
             return Err(err("version fields disagree".into()));
         }
