@@ -104,6 +104,7 @@ pub enum LayerFnArg {
 #[derive(ValueEnum, Clone, Copy, Debug)]
 pub enum DTypeArg {
     F32,
+    Bf16,
     F64,
 }
 
@@ -132,6 +133,7 @@ impl ModelFlags {
             }),
             dtype: self.dtype.map(|d| match d {
                 DTypeArg::F32 => DType::F32,
+                DTypeArg::Bf16 => DType::Bf16,
                 DTypeArg::F64 => DType::F64,
             }),
         }
