@@ -115,6 +115,7 @@ pub fn compile_with(graph: &Graph, opts: &CompileOptions) -> Result<Executable, 
                 &graph,
                 &LowerOptions {
                     projection: opts.projection,
+                    ..LowerOptions::default()
                 },
             )?;
             let cpu = CpuOptions {

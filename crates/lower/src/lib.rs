@@ -20,6 +20,7 @@
 
 mod builder;
 mod error;
+mod fuse;
 mod lower;
 pub mod plan;
 pub mod templates;
@@ -48,8 +49,20 @@ pub enum Projection {
 }
 
 /// Lowering settings.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct LowerOptions {
     /// How `mhc_pre` / `hc_pre` compute their projections.
     pub projection: Projection,
+    /// Fuse consecutive per-row kernels and merge their sweeps (see
+    /// `fuse.rs`); on by default, off to look at the unfused kernels.
+    pub fuse_kernels: bool,
+}
+
+impl Default for LowerOptions {
+    fn default() -> Self {
+        LowerOptions {
+            projection: Projection::default(),
+            fuse_kernels: true,
+        }
+    }
 }

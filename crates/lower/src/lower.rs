@@ -738,6 +738,9 @@ pub fn lower(graph: &Graph, opts: &LowerOptions) -> Result<birkhoff_ir::kernel::
     }
     let mut program = l.pb.finish();
     split_parallel(&mut program);
+    if opts.fuse_kernels {
+        crate::fuse::fuse(&mut program);
+    }
     plan::plan(&mut program);
     verify_program(&program).map_err(LowerError::Invalid)?;
     Ok(program)

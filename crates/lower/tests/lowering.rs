@@ -115,8 +115,15 @@ fn fused_zoo_models_lower_to_equivalent_programs() {
             let fused = birkhoff_opt::optimize(&model.graph, |_| false)
                 .unwrap()
                 .graph;
-            check(&fused, &zoo_inputs(&model, 2), &LowerOptions { projection })
-                .unwrap_or_else(|e| panic!("{} {projection:?}: {e}", info.name));
+            check(
+                &fused,
+                &zoo_inputs(&model, 2),
+                &LowerOptions {
+                    projection,
+                    ..LowerOptions::default()
+                },
+            )
+            .unwrap_or_else(|e| panic!("{} {projection:?}: {e}", info.name));
         }
     }
 }

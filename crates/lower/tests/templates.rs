@@ -203,7 +203,10 @@ fn projection() -> impl Strategy<Value = Projection> {
 }
 
 fn opts(projection: Projection) -> LowerOptions {
-    LowerOptions { projection }
+    LowerOptions {
+        projection,
+        ..LowerOptions::default()
+    }
 }
 
 /// A normalization along one axis, for an operand of rank `rank`, with
