@@ -15,6 +15,21 @@
 //! thousandth of the output's peak keeps elements that cancel to nearly
 //! zero from dominating the relative error.
 //!
+//! bf16 outputs of [`verify_with`] (and so [`verify_optimized`]) are held to
+//! one bound over the whole output instead:
+//!
+//! ```text
+//! |got - want| <= 4 · (atol + rtol · max|want over the output|)
+//! ```
+//!
+//! A bf16 graph stores every intermediate in 8 bits, where a fused kernel
+//! keeps f32 and rounds only its results, so the two programs differ by bf16
+//! units of the largest values an element is computed from, even where the
+//! element itself cancels to nearly zero. The bound is 8 units of 2^-8 of the
+//! output's peak; the zoo's mHC models stay within 3.5 and its transformer
+//! blocks within 4.5 over many seeds and shapes, while a wrong fusion is off
+//! by the size of the values themselves.
+//!
 //! ```
 //! use birkhoff::dsl::zoo::{ModelArgs, build_model};
 //! use birkhoff::testing::{assert_optimized_matches, random_inputs};
@@ -32,7 +47,7 @@ use std::fmt;
 
 use birkhoff_dsl::zoo::Inits;
 use birkhoff_dsl::{Rng, random_tensor};
-use birkhoff_ir::{Graph, InterpOptions, Tensor, interpret};
+use birkhoff_ir::{DType, Graph, InterpOptions, Tensor, interpret};
 use proptest::strategy::Strategy;
 
 pub use birkhoff_ir::tolerance::Tolerance;
@@ -132,6 +147,22 @@ pub fn compare_scaled(
     candidate: &Outputs,
     factor: f64,
 ) -> Result<Vec<OutputError>, CheckError> {
+    compare_outputs(graph, reference, candidate, factor, false)
+}
+
+/// How much wider than the reduction row a bf16 output's bound is when two
+/// programs that round at different points are compared (module docs).
+const BF16_PROGRAMS_FACTOR: f64 = 4.0;
+
+/// [`compare_scaled`]; with `bf16_programs`, bf16 outputs get the uniform
+/// bound of the module docs.
+fn compare_outputs(
+    graph: &Graph,
+    reference: &Outputs,
+    candidate: &Outputs,
+    factor: f64,
+    bf16_programs: bool,
+) -> Result<Vec<OutputError>, CheckError> {
     let mut out = Vec::new();
     for (i, (name, want)) in reference.iter().enumerate() {
         let Some((cname, got)) = candidate.get(i) else {
@@ -151,6 +182,12 @@ pub fn compare_scaled(
             .outputs()
             .get(i)
             .map_or(want.dtype(), |o| graph.ty(o.value).dtype);
+        let by_peak = bf16_programs && declared == DType::Bf16;
+        let factor = if by_peak {
+            factor * BF16_PROGRAMS_FACTOR
+        } else {
+            factor
+        };
         let base = Tolerance::reduction(declared);
         let tol = Tolerance {
             atol: base.atol * factor,
@@ -161,7 +198,7 @@ pub fn compare_scaled(
             .iter()
             .filter(|x| x.is_finite())
             .fold(0.0f64, |m, x| m.max(x.abs()));
-        let floor = (1e-3 * peak).max(f64::MIN_POSITIVE);
+        let floor = if by_peak { peak } else { 1e-3 * peak }.max(f64::MIN_POSITIVE);
         let mut e = OutputError {
             name: name.clone(),
             max_abs: 0.0,
@@ -269,7 +306,8 @@ impl VerifySummary {
 /// Runs `cases` random input sets (seeds `seed`, `seed + 1`, …) through
 /// the reference (the graph in the f64 interpreter, [`reference_options`])
 /// and `candidate`, and
-/// keeps each output's worst error and the seed that produced it.
+/// keeps each output's worst error and the seed that produced it. bf16
+/// outputs get the uniform bound of the module docs.
 pub fn verify_with(
     graph: &Graph,
     inits: &Inits,
@@ -284,7 +322,10 @@ pub fn verify_with(
         let inputs = random_inputs(graph, inits, s);
         let want = interpret(graph, &inputs, &opts)?;
         let got = candidate(&inputs)?;
-        for (i, e) in compare(graph, &want, &got)?.into_iter().enumerate() {
+        for (i, e) in compare_outputs(graph, &want, &got, 1.0, true)?
+            .into_iter()
+            .enumerate()
+        {
             if i == worst.len() {
                 worst.push(WorstCase {
                     error: e.clone(),

@@ -4,6 +4,13 @@
 //! fields take the documented defaults) into a [`Model`]: the graph plus a
 //! suggested random initialization for each input. Only flags a model
 //! takes may be set; anything else is an error, not silently ignored.
+//!
+//! `--dtype` sets the element type of every tensor, inputs, weights and
+//! intermediates alike. With `bf16` (a storage type, DESIGN §5) the unfused
+//! graph rounds every op's result to bf16, while the optimizer's fused mHC
+//! ops keep their intermediates in f32 and round only what they return, as
+//! DeepSeek's kernels do; the two therefore differ by a few bf16 units of
+//! the values involved (see `birkhoff::testing`).
 
 mod blocks;
 pub mod mhc;
@@ -82,7 +89,7 @@ pub enum Flag {
     PostMult,
     /// `--layer-fn identity|linear-tanh`.
     LayerFn,
-    /// `--dtype f32|f64`.
+    /// `--dtype f32|bf16|f64`.
     Dtype,
 }
 
@@ -125,7 +132,10 @@ impl Flag {
             Flag::PreEps => "added to the pre gates (default 1e-6)",
             Flag::PostMult => "post gate multiplier (default 2.0)",
             Flag::LayerFn => "layer function F: identity | linear-tanh (default identity)",
-            Flag::Dtype => "element type of every tensor: f32 | f64 (default f32)",
+            Flag::Dtype => {
+                "element type of every tensor: f32 | bf16 | f64 (default f32; bf16 is storage: \
+                 ops compute in f32 and round their results to bf16)"
+            }
         }
     }
 }
@@ -391,8 +401,11 @@ fn resolve(info: &ModelInfo, args: &ModelArgs) -> Result<ZooConfig> {
         layer_fn: args.layer_fn.unwrap_or(d.layer_fn),
         dtype: args.dtype.unwrap_or(d.dtype),
     };
-    if !matches!(cfg.dtype, DType::F32 | DType::F64) {
-        return bad(Dtype, format!("{} is not supported (f32, f64)", cfg.dtype));
+    if !cfg.dtype.is_float() {
+        return bad(
+            Dtype,
+            format!("{} is not supported (f32, bf16, f64)", cfg.dtype),
+        );
     }
     for (flag, v) in [
         (Tokens, cfg.tokens),
