@@ -302,6 +302,31 @@ pub fn compile(program: &Program, opts: &CpuOptions) -> Result<CpuExecutable> {
     compile_inner(program, opts, true)
 }
 
+/// Rejects matrix products the runtime routine does not provide: it
+/// multiplies f32 or f64 memory and computes nothing besides (lowering for
+/// this backend widens bf16 operands first and sums squares in kernels).
+fn check_gemms(program: &Program) -> Result<()> {
+    for k in &program.kernels {
+        let mut bad = None;
+        birkhoff_ir::kernel::walk_stmts(&k.body, &mut |s| {
+            if let Stmt::Gemm(g) = s {
+                if program.buffer(g.a.buf).dtype() == DType::Bf16 {
+                    bad = Some("the runtime matrix product takes f32 or f64 operands, not bf16");
+                } else if g.row_sumsq.is_some() {
+                    bad = Some("the runtime matrix product does not compute row sums of squares");
+                }
+            }
+        });
+        if let Some(message) = bad {
+            return Err(CpuError::Unsupported {
+                kernel: k.name.clone(),
+                message: message.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// [`compile`]; `verify: false` skips verification, which is sound only
 /// in checked mode and exists to test that mode.
 fn compile_inner(program: &Program, opts: &CpuOptions, verify: bool) -> Result<CpuExecutable> {
@@ -309,6 +334,7 @@ fn compile_inner(program: &Program, opts: &CpuOptions, verify: bool) -> Result<C
     if verify {
         verify_program(program).map_err(CpuError::Invalid)?;
         check_bounds_wide(program)?;
+        check_gemms(program)?;
     } else {
         assert!(opts.checked, "unverified programs run only in checked mode");
     }
@@ -899,6 +925,7 @@ mod tests {
             b: m(0, 0),
             c: m(1, 0),
             accumulate: false,
+            row_sumsq: None,
         })];
         p.kernels.push(k);
         assert!(compile(&p, &checked(1)).is_err());
@@ -909,6 +936,39 @@ mod tests {
                 assert_eq!(access, "matrix product operand");
             }
             other => panic!("expected out of bounds, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn matrix_products_the_runtime_lacks_are_rejected() {
+        let mut p = shifted(8, 0, LoopKind::Serial);
+        let m = |buf| Matrix {
+            buf: BufferId(buf),
+            offset: 0,
+            row_stride: 2,
+            col_stride: 1,
+            batch_stride: 0,
+        };
+        let mut k = Kernel::new("k1_gemm");
+        k.body = vec![Stmt::Gemm(Gemm {
+            m: 2,
+            n: 2,
+            k: 2,
+            batch: 1,
+            a: m(0),
+            b: m(0),
+            c: m(1),
+            accumulate: false,
+            row_sumsq: Some(m(1)),
+        })];
+        p.kernels.push(k);
+        match compile(&p, &CpuOptions::default()) {
+            Err(CpuError::Unsupported { kernel, message }) => {
+                assert_eq!(kernel, "k1_gemm");
+                assert!(message.contains("row sums of squares"), "{message}");
+            }
+            Err(e) => panic!("expected unsupported, got {e}"),
+            Ok(_) => panic!("expected unsupported, got an executable"),
         }
     }
 }

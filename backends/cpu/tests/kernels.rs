@@ -443,6 +443,7 @@ fn gemm_program(d: DType, batch: usize, transpose_b: bool, accumulate: bool) -> 
         b,
         c,
         accumulate,
+        row_sumsq: None,
     })];
     body.push(g);
     program(

@@ -310,7 +310,10 @@ fn remap_stmt(s: &Stmt, var: Rename<VarId>, local: Rename<LocalId>, buf: Rename<
         },
         Stmt::Gemm(g) => {
             let mut g = g.clone();
-            for m in [&mut g.a, &mut g.b, &mut g.c] {
+            for m in [&mut g.a, &mut g.b, &mut g.c]
+                .into_iter()
+                .chain(g.row_sumsq.as_mut())
+            {
                 m.buf = buf(m.buf);
             }
             Stmt::Gemm(g)
@@ -542,10 +545,7 @@ fn forward_stores(k: &mut Kernel, dtypes: &[DType], first: &[Stmt], second: &[St
         if let Stmt::Store { buf, index, value } = s {
             let key = (*buf, index.clone());
             let exact = dtypes[buf.0 as usize] != DType::Bf16;
-            if exact
-                && loaded.contains(&key)
-                && count(first, &key) == 1
-                && count(second, &key) == 0
+            if exact && loaded.contains(&key) && count(first, &key) == 1 && count(second, &key) == 0
             {
                 let t = k.var(ScalarType::of(dtypes[buf.0 as usize]));
                 out.push(Stmt::Set {
@@ -662,7 +662,10 @@ fn remove_dead_temps(p: &mut Program) {
             Stmt::Store { buf, .. } => {
                 used.insert(*buf);
             }
-            Stmt::Gemm(g) => used.extend([g.a.buf, g.b.buf, g.c.buf]),
+            Stmt::Gemm(g) => {
+                used.extend([g.a.buf, g.b.buf, g.c.buf]);
+                used.extend(g.row_sumsq.as_ref().map(|m| m.buf));
+            }
             _ => {}
         });
         walk_exprs(&k.body, &mut |e| {
@@ -784,7 +787,11 @@ mod tests {
         assert_eq!(p.kernels[0].name, "k0_exp+add");
         assert_eq!(p.buffers.len(), 2, "t is never read after forwarding:\n{p}");
         let text = p.to_string();
-        assert_eq!(text.matches("vector").count(), 1, "one merged sweep:\n{text}");
+        assert_eq!(
+            text.matches("vector").count(),
+            1,
+            "one merged sweep:\n{text}"
+        );
         assert!(!text.contains("%b2"), "{text}");
     }
 

@@ -48,11 +48,26 @@ pub enum Projection {
     Gemm,
 }
 
+/// What the target backend's matrix-product routine provides beyond
+/// `f32`/`f64` products (see `birkhoff_ir::kernel::Gemm`); lowering uses
+/// the extras only where they are switched on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GemmSupport {
+    /// It reads `bf16` operands directly (else they are widened to `f32`
+    /// copies by a kernel first).
+    pub bf16_operands: bool,
+    /// It writes the sum of squares of every row of `a` while reading it
+    /// (else a kernel sweeps the rows again for it).
+    pub row_sumsq: bool,
+}
+
 /// Lowering settings.
 #[derive(Clone, Copy, Debug)]
 pub struct LowerOptions {
     /// How `mhc_pre` / `hc_pre` compute their projections.
     pub projection: Projection,
+    /// What the backend's matrix product provides.
+    pub gemm: GemmSupport,
     /// Fuse consecutive per-row kernels and merge their sweeps (see
     /// `fuse.rs`); on by default, off to look at the unfused kernels.
     pub fuse_kernels: bool,
@@ -62,6 +77,7 @@ impl Default for LowerOptions {
     fn default() -> Self {
         LowerOptions {
             projection: Projection::default(),
+            gemm: GemmSupport::default(),
             fuse_kernels: true,
         }
     }

@@ -495,6 +495,7 @@ impl<'g> Lowerer<'g> {
                 b: mb,
                 c: mc,
                 accumulate: false,
+                row_sumsq: None,
             })];
             self.pb.push(k);
         } else {

@@ -19,7 +19,10 @@ pub fn buffers_of(k: &Kernel) -> Vec<BufferId> {
     let mut v = Vec::new();
     walk_stmts(&k.body, &mut |s| match s {
         Stmt::Store { buf, .. } => v.push(*buf),
-        Stmt::Gemm(g) => v.extend([g.a.buf, g.b.buf, g.c.buf]),
+        Stmt::Gemm(g) => {
+            v.extend([g.a.buf, g.b.buf, g.c.buf]);
+            v.extend(g.row_sumsq.as_ref().map(|m| m.buf));
+        }
         _ => {}
     });
     walk_exprs(&k.body, &mut |e| {

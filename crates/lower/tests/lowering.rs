@@ -8,7 +8,7 @@ use birkhoff_dsl::zoo::{ModelArgs, build_model, models};
 use birkhoff_dsl::{Rng, random_tensor};
 use birkhoff_ir::kernel::run_program;
 use birkhoff_ir::{DType, Graph, InterpOptions, Precision, Tensor, interpret};
-use birkhoff_lower::{LowerOptions, Projection, lower};
+use birkhoff_lower::{GemmSupport, LowerOptions, Projection, lower};
 use proptest::prelude::*;
 
 /// Element-by-element closeness. bf16 values round at different points in
@@ -124,6 +124,49 @@ fn fused_zoo_models_lower_to_equivalent_programs() {
                 },
             )
             .unwrap_or_else(|e| panic!("{} {projection:?}: {e}", info.name));
+        }
+    }
+}
+
+/// The matrix-product extras a GPU-like backend takes (bf16 operands, row
+/// sums of squares) and the lowering without kernel fusion compute the
+/// same, in f64 and in bf16.
+#[test]
+fn gemm_extras_and_unfused_kernels_lower_to_equivalent_programs() {
+    let everything = GemmSupport {
+        bf16_operands: true,
+        row_sumsq: true,
+    };
+    for name in ["mhc-pre", "hc-pre", "mhc-sublayer", "mhc-block"] {
+        for dtype in [DType::F64, DType::Bf16] {
+            for (gemm, fuse_kernels) in [
+                (everything, true),
+                (everything, false),
+                (GemmSupport::default(), false),
+            ] {
+                let args = ModelArgs {
+                    dtype: Some(dtype),
+                    ..ModelArgs::default()
+                };
+                let model = build_model(name, &args).unwrap();
+                let fused = birkhoff_opt::optimize(&model.graph, |_| false)
+                    .unwrap()
+                    .graph;
+                let opts = LowerOptions {
+                    projection: Projection::Gemm,
+                    gemm,
+                    fuse_kernels,
+                };
+                let program = lower(&fused, &opts).unwrap();
+                let text = program.to_string();
+                assert_eq!(
+                    text.contains("row_sumsq"),
+                    gemm.row_sumsq,
+                    "{name} {dtype}:\n{text}"
+                );
+                check(&fused, &zoo_inputs(&model, 4), &opts)
+                    .unwrap_or_else(|e| panic!("{name} {dtype} {gemm:?} fuse={fuse_kernels}: {e}"));
+            }
         }
     }
 }

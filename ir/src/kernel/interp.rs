@@ -151,6 +151,16 @@ impl Machine<'_> {
                     let c = &mut self.bufs[g.c.buf.0 as usize][ci];
                     *c = store(d, p, if g.accumulate { acc(*c + s) } else { s });
                 }
+                if let Some(sq) = &g.row_sumsq {
+                    let a0 = g.a.offset + bi * g.a.batch_stride + i * g.a.row_stride;
+                    let mut s = 0.0;
+                    for kk in 0..g.k {
+                        let x = self.bufs[g.a.buf.0 as usize][a0 + kk * g.a.col_stride];
+                        s = acc(s + acc(x * x));
+                    }
+                    let si = sq.offset + bi * sq.batch_stride + i * sq.row_stride;
+                    self.bufs[sq.buf.0 as usize][si] = store(d, p, s);
+                }
             }
         }
     }
@@ -361,6 +371,7 @@ mod tests {
             b: m(1, 1, 3),
             c: m(2, 2, 1),
             accumulate: false,
+            row_sumsq: None,
         })];
         let t = |s: [usize; 2]| TensorType::new(DType::F64, s);
         let p = Program {
@@ -396,5 +407,87 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out[0].1.to_f64_vec(), vec![4.0, 2.0, 10.0, 5.0]);
+    }
+
+    /// `c = a · bᵀ` on bf16 operands with an f32 result and the row sums
+    /// of squares of `a`, in a program whose dtypes are `(ab, c, sq)`.
+    fn bf16_gemm(ab: DType, c: DType, sq: DType) -> Program {
+        let m = |buf, rs, cs| Matrix {
+            buf: BufferId(buf),
+            offset: 0,
+            row_stride: rs,
+            col_stride: cs,
+            batch_stride: 0,
+        };
+        let mut k = Kernel::new("k0_gemm");
+        k.body = vec![Stmt::Gemm(Gemm {
+            m: 2,
+            n: 2,
+            k: 3,
+            batch: 1,
+            a: m(0, 3, 1),
+            b: m(1, 1, 3),
+            c: m(2, 2, 1),
+            accumulate: false,
+            row_sumsq: Some(m(3, 1, 1)),
+        })];
+        let decl = |name: &str, d, shape: Vec<usize>, kind| BufferDecl {
+            name: name.into(),
+            ty: TensorType::new(d, shape),
+            kind,
+        };
+        Program {
+            name: "g".into(),
+            buffers: vec![
+                decl("a", ab, vec![2, 3], BufferKind::Input),
+                decl("b", ab, vec![2, 3], BufferKind::Input),
+                decl("c", c, vec![2, 2], BufferKind::Output),
+                decl("sq", sq, vec![2], BufferKind::Output),
+            ],
+            inputs: vec![("a".into(), BufferId(0)), ("b".into(), BufferId(1))],
+            outputs: vec![("c".into(), BufferId(2)), ("sq".into(), BufferId(3))],
+            kernels: vec![k],
+            arena_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn gemm_reads_bf16_and_sums_squares_of_rows() {
+        let p = bf16_gemm(DType::Bf16, DType::F32, DType::F32);
+        assert!(p.to_string().contains(", row_sumsq %b3["), "{p}");
+        let t = |v: Vec<f64>| Tensor::from_f64(TensorType::new(DType::Bf16, [2, 3]), &v).unwrap();
+        let ins = BTreeMap::from([
+            ("a".to_string(), t(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0])),
+            ("b".to_string(), t(vec![1.0, 0.0, 1.0, 0.0, 1.0, 0.0])),
+        ]);
+        let out = run_program(&p, &ins, Precision::F64).unwrap();
+        assert_eq!(out[0].1.dtype(), DType::F32);
+        assert_eq!(out[0].1.to_f64_vec(), vec![4.0, 2.0, 10.0, 5.0]);
+        assert_eq!(out[1].1.to_f64_vec(), vec![14.0, 77.0]);
+    }
+
+    #[test]
+    fn gemm_types_are_checked() {
+        for (ab, c, sq, want) in [
+            (
+                DType::Bf16,
+                DType::Bf16,
+                DType::Bf16,
+                "gemm on bf16, bf16 and bf16",
+            ),
+            (
+                DType::F32,
+                DType::F64,
+                DType::F64,
+                "gemm on f32, f32 and f64",
+            ),
+            (DType::Bf16, DType::F32, DType::Bf16, "row_sumsq is bf16"),
+        ] {
+            let errs = verify_program(&bf16_gemm(ab, c, sq)).unwrap_err();
+            assert!(
+                errs.iter().any(|e| e.message.contains(want)),
+                "{want}: {errs:?}"
+            );
+        }
     }
 }

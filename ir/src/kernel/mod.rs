@@ -305,6 +305,17 @@ pub enum LoopKind {
 /// A matrix product routine: for each of `batch` products,
 /// `c[m×n] = a[m×k] · b[k×n]` (or `c += …` when `accumulate`), every
 /// operand addressed by an offset and row/column strides in elements.
+///
+/// Operands: `a` and `b` of one storage type — `f32`, `f64`, or `bf16`
+/// (widened exactly to `f32`) — and `c` of their compute type. Products
+/// are summed in the compute type in any order.
+///
+/// With `row_sumsq`, the routine also writes `Σ_k a[i,k]²` for every row
+/// `i` (of every product) — the sum of squares an RMS normalization of the
+/// rows needs, computed while `a` streams through for the product (the
+/// mHC pre-mix's projection reads each token's row once for both). Not
+/// every backend's routine takes `bf16` operands or `row_sumsq`; lowering
+/// emits them only where its options say the target's backend does.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gemm {
     /// Rows of `a` and `c`.
@@ -323,6 +334,9 @@ pub struct Gemm {
     pub c: Matrix,
     /// Add to `c` instead of overwriting it.
     pub accumulate: bool,
+    /// Where to write the sum of squares of each row of `a`, as an
+    /// `m × 1` matrix of `c`'s type (its `col_stride` is unused).
+    pub row_sumsq: Option<Matrix>,
 }
 
 /// A strided matrix inside a buffer.

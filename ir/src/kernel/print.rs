@@ -186,6 +186,10 @@ fn stmts(f: &mut impl Write, k: &Kernel, body: &[Stmt], depth: usize) -> fmt::Re
                 matrix(f, &g.a)?;
                 f.write_str(" x ")?;
                 matrix(f, &g.b)?;
+                if let Some(sq) = &g.row_sumsq {
+                    f.write_str(", row_sumsq ")?;
+                    matrix(f, sq)?;
+                }
                 f.write_char('\n')?;
             }
         }

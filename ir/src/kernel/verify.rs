@@ -229,13 +229,24 @@ impl Checker<'_> {
         let a = self.matrix("a", &g.a, g.m, g.k, g.batch, false);
         let b = self.matrix("b", &g.b, g.k, g.n, g.batch, false);
         let c = self.matrix("c", &g.c, g.m, g.n, g.batch, true);
-        // One storage type: the routine reads and writes raw f32 or f64 memory.
-        if let (Some(a), Some(b), Some(c)) = (a, b, c)
-            && (a != b || b != c || !matches!(a, DType::F32 | DType::F64))
-        {
-            self.err(format!(
-                "gemm on {a}, {b} and {c} buffers (needs one of f32, f64)"
-            ));
+        // a and b of one storage type, c of its compute type.
+        if let (Some(a), Some(b), Some(c)) = (a, b, c) {
+            let compute = match a {
+                DType::F32 | DType::Bf16 => Some(DType::F32),
+                DType::F64 => Some(DType::F64),
+                _ => None,
+            };
+            if a != b || compute != Some(c) {
+                self.err(format!(
+                    "gemm on {a}, {b} and {c} buffers (needs f32, f32, f32; bf16, bf16, f32; or f64, f64, f64)"
+                ));
+            }
+            if let Some(sq) = &g.row_sumsq
+                && let Some(t) = self.matrix("row_sumsq", sq, g.m, 1, g.batch, true)
+                && t != c
+            {
+                self.err(format!("gemm row_sumsq is {t}, not the result type {c}"));
+            }
         }
     }
 

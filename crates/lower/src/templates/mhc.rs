@@ -16,8 +16,10 @@
 //!    matrix product `x · fnᵀ` into a `[T, m]` temporary runs first (as
 //!    its own kernel, where the runtime's blocked GEMM reuses each tile of
 //!    `fn` across tokens; `bf16` operands are widened to `f32` copies
-//!    first, since a matrix product takes one storage type), and the
-//!    sweep only sums squares.
+//!    first unless the backend's product reads `bf16`), and the sweep only
+//!    sums squares — or, where the product sums each row's squares as it
+//!    streams the row ([`crate::GemmSupport::row_sumsq`], the GPU), there
+//!    is no sweep and the kernel reads the sums.
 //! 2. *Epilogue* on `m` scalars in a scratch array: the RMS factor, the
 //!    split with `scale` and `base`, the gates (sigmoid or tanh), and for
 //!    mHC the Sinkhorn projection of `comb` in scratch
@@ -42,8 +44,8 @@ use birkhoff_ir::{DType, Op, SinkhornSpec, TensorType};
 
 use super::emit::{Kb, add, at, div, ix, ld, lld, lstore, mul, set, store, un, var};
 use super::sinkhorn::{Scratch, project};
-use crate::Projection;
 use crate::builder::ProgramBuilder;
+use crate::{GemmSupport, LowerOptions, Projection};
 
 /// The gates of a pre-mix.
 #[derive(Clone, Copy, Debug)]
@@ -91,11 +93,12 @@ pub(crate) fn lower_pre_mix(
     p: &PreMix,
     norm_eps: f64,
     gates: &Gates,
-    projection: Projection,
+    opts: &LowerOptions,
 ) {
     let (t, n, c) = p.dims;
     let (m, k) = (n * (n + 2), n * c);
-    let proj = (projection == Projection::Gemm).then(|| gemm_projection(pb, what, p));
+    let proj =
+        (opts.projection == Projection::Gemm).then(|| gemm_projection(pb, what, p, opts.gemm));
     let mut kb = Kb::new(pb, what, p.dtype);
     let mixes = kb.local(m);
     let sc = matches!(gates, Gates::Constrained { .. }).then(|| Scratch::new(&mut kb, n));
@@ -127,14 +130,20 @@ pub(crate) fn lower_pre_mix(
                         .map(|(r, &d)| lstore(mixes, Index::constant(ix(r)), mul(var(d), var(f)))),
                 );
             }
-            Some(tmp) => {
-                let xv = kb.value();
-                body.push(kb.vector(k, |_, j| {
-                    vec![
-                        set(xv, ld(p.x, at(&row, j, 1))),
-                        set(ss, add(var(ss), mul(var(xv), var(xv)))),
-                    ]
-                }));
+            Some((tmp, sumsq)) => {
+                match sumsq {
+                    // The matrix product summed the squares already.
+                    Some(sq) => body.push(set(ss, ld(sq, Index::var(tok, 1)))),
+                    None => {
+                        let xv = kb.value();
+                        body.push(kb.vector(k, |_, j| {
+                            vec![
+                                set(xv, ld(p.x, at(&row, j, 1))),
+                                set(ss, add(var(ss), mul(var(xv), var(xv)))),
+                            ]
+                        }));
+                    }
+                }
                 body.push(rms_factor(kb, f, ss, k, norm_eps));
                 let trow = Index::var(tok, ix(m));
                 body.push(kb.vector(m, |_, r| {
@@ -154,16 +163,22 @@ pub(crate) fn lower_pre_mix(
 }
 
 /// Appends the kernels computing `mixes [T, m] = x · fnᵀ` with the
-/// runtime's matrix product and returns the temporary holding it.
+/// runtime's matrix product and returns the temporary holding it, and the
+/// one holding each token's sum of squares when the product computes it.
 ///
-/// A matrix product takes operands of one storage type, so `bf16`
-/// operands are first widened into `f32` temporaries by a copy kernel
-/// (exact), and the product is `f32`: the reference does not round a dot
-/// product before scaling it either.
-fn gemm_projection(pb: &mut ProgramBuilder, what: &str, p: &PreMix) -> BufferId {
+/// The product is `f32` for `bf16` operands: the reference does not round
+/// a dot product before scaling it either. A routine that cannot read
+/// `bf16` gets `f32` copies of the operands, widened (exactly) by a copy
+/// kernel first.
+fn gemm_projection(
+    pb: &mut ProgramBuilder,
+    what: &str,
+    p: &PreMix,
+    support: GemmSupport,
+) -> (BufferId, Option<BufferId>) {
     let (t, n, c) = p.dims;
     let (m, k) = (n * (n + 2), n * c);
-    let (x, proj) = if p.dtype == DType::Bf16 {
+    let (x, proj) = if p.dtype == DType::Bf16 && !support.bf16_operands {
         let wide = |pb: &mut ProgramBuilder, name: &str, rows| {
             pb.temp(
                 format!("{what}_{name}_f32"),
@@ -192,6 +207,9 @@ fn gemm_projection(pb: &mut ProgramBuilder, what: &str, p: &PreMix) -> BufferId 
         p.dtype
     };
     let tmp = pb.temp(format!("{what}_mixes"), TensorType::new(dt, [t, m]));
+    let sumsq = support
+        .row_sumsq
+        .then(|| pb.temp(format!("{what}_sumsq"), TensorType::new(dt, [t])));
     let kb = Kb::new(pb, &format!("{what}_proj"), dt);
     let full = |buf, row_stride, col_stride| Matrix {
         buf,
@@ -210,9 +228,10 @@ fn gemm_projection(pb: &mut ProgramBuilder, what: &str, p: &PreMix) -> BufferId 
         b: full(proj, 1, k),
         c: full(tmp, m, 1),
         accumulate: false,
+        row_sumsq: sumsq.map(|sq| full(sq, 1, 1)),
     })];
     pb.push(kb.finish(body));
-    tmp
+    (tmp, sumsq)
 }
 
 /// `f = rsqrt(ss / len + eps)`.

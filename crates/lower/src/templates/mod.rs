@@ -100,12 +100,12 @@ pub fn lower_composite(
                 sinkhorn: *sinkhorn,
             };
             let p = pre_mix(args, outs);
-            mhc::lower_pre_mix(pb, "mhc_pre", &p, norm_eps.get(), &gates, opts.projection);
+            mhc::lower_pre_mix(pb, "mhc_pre", &p, norm_eps.get(), &gates, opts);
         }
         Op::HcPre { norm_eps } => {
             let p = pre_mix(args, outs);
             let gates = Gates::Unconstrained;
-            mhc::lower_pre_mix(pb, "hc_pre", &p, norm_eps.get(), &gates, opts.projection);
+            mhc::lower_pre_mix(pb, "hc_pre", &p, norm_eps.get(), &gates, opts);
         }
         Op::MhcPost => {
             let p = PostMix {
