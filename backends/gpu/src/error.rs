@@ -45,4 +45,11 @@ pub enum GpuError {
     /// The CUDA driver reported an error.
     #[error("CUDA: {0}")]
     Cuda(String),
+    /// A module is internally inconsistent (buffer indices out of range,
+    /// empty launch dimensions, an entry missing from the PTX, …).
+    #[error("invalid GPU module: {0}")]
+    InvalidModule(String),
+    /// A caller passed an unusable argument (zero runs, zero bytes).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
 }

@@ -9,8 +9,11 @@
 //!   every kernel, the launch plan and the buffer plan — and
 //!   [`emit_llvm`] prints the LLVM IR it goes through;
 //! * **the runtime** (feature `cuda`, on by default; loads the CUDA driver
-//!   at run time, so it builds anywhere): loads a [`GpuModule`] onto a
-//!   device and runs it.
+//!   at run time, so it builds anywhere): [`GpuDevice::open`] finds the
+//!   driver and a device, [`GpuExecutable::load`] puts a [`GpuModule`] on
+//!   it and [`GpuExecutable::run`] runs it; [`GpuBackend`] does all of it
+//!   through the kernel IR's `Backend` interface. Without a driver every
+//!   entry point returns [`GpuError::NoDriver`], never panics.
 //!
 //! A [`GpuModule`] saves to and loads from a versioned artifact file, so a
 //! program compiled where LLVM is installed runs where only the driver is.
@@ -18,12 +21,21 @@
 #[cfg(feature = "gpu")]
 pub mod codegen;
 mod error;
+mod executable;
 mod module;
+mod runtime;
 
 use birkhoff_ir::kernel::Program;
 
 pub use error::{GpuError, Result};
-pub use module::{ARTIFACT_MAGIC, ARTIFACT_VERSION, BufferInfo, GpuModule, Launch};
+pub use executable::{GpuBackend, GpuExecutable, LaunchTiming};
+pub use module::{
+    ARTIFACT_MAGIC, ARTIFACT_VERSION, BufferInfo, GpuModule, Launch, MAX_BLOCK_THREADS,
+    const_storage, from_storage, ptx_entries, to_storage,
+};
+pub use runtime::{
+    DeviceInfo, GpuDevice, arch_runs_on, copy_bandwidth, device_count, driver_present,
+};
 
 /// Code generation settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
