@@ -162,7 +162,7 @@ fn a_saved_module_loads_back_equal() {
     // Nothing but the artifact is left behind.
     assert_eq!(dir.files(), vec!["sample.bkx"]);
     // Saving again replaces the file.
-    let mut m2 = m.clone();
+    let mut m2 = m;
     m2.name = "second".into();
     m2.save(&path).unwrap();
     assert_eq!(GpuModule::load(&path).unwrap().name, "second");
@@ -394,7 +394,7 @@ fn inputs_are_checked_by_name_dtype_and_shape() {
         tensor(DType::F32, &[2, 2]),
     )]));
     assert!(msg.contains("expected f32[4], got f32[2,2]"), "{msg}");
-    let mut extra = ok.clone();
+    let mut extra = ok;
     extra.insert("z".into(), tensor(DType::F32, &[1]));
     let (name, msg) = input_error(extra);
     assert_eq!(name, "z");
