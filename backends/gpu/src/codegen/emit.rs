@@ -1,0 +1,1371 @@
+//! One launch of kernel-IR statements as an NVPTX kernel function.
+//!
+//! Input: a verified kernel and a [`Piece`] of it in mode
+//! [`Mode::Thread`], [`Mode::Block`] or [`Mode::Single`] (see
+//! [`super::plan`]). Output: a function `void @entry(ptr addrspace(1))`
+//! taking the device array of buffer addresses, and what the launch
+//! needs (grid, block, statistics).
+//!
+//! Code is generated in one of three *places*:
+//!
+//! * **thread** (mode T): one parallel iteration per thread; everything
+//!   runs serially in the thread, stores go straight to memory;
+//! * **uniform** (modes B and S): every thread of the block runs the code
+//!   and computes the same values; stores (to buffers and to scratch
+//!   arrays the block shares) are done by thread 0 alone, and a vector
+//!   loop that [`distribute`] accepts is spread over the threads;
+//! * **lane**: one iteration of a distributed loop, on the thread that
+//!   owns it. With a chunk width `W > 1`, the chunk's `W` iterations are
+//!   emitted one after another, every load that moves with the loop index
+//!   is one `<W x T>` load issued before them and every such store one
+//!   `<W x T>` store after them.
+//!
+//! A distributed loop's accumulators start from their identity in every
+//! thread and are combined by a block reduction: a warp butterfly
+//! (`shfl.sync.bfly`, all 32 lanes end with the same bits because `+`,
+//! `max` and `min` are commutative), one shared-memory slot per warp,
+//! a barrier, every thread combining the warp slots in warp order (so
+//! the total is the same in every thread), a barrier before the slots are
+//! reused; then `acc = acc_before op total`. All accumulators of one loop
+//! share one round.
+//!
+//! **Barriers** (uniform control flow only) come from a record of the
+//! shared-memory accesses since the last barrier — buffers, and scratch
+//! arrays the block shares — each with the thread that makes it: all
+//! threads (uniform loads), thread 0 (uniform stores), or the owner of an
+//! element in a distributed loop. The owner is known when the element
+//! determines its iteration: a coefficient `c > 0` on the loop index and
+//! every other coefficient a multiple of `c · extent`, so two accesses
+//! with the same `(c, extent, offset mod c·extent, W)` reach an element
+//! from the same thread. An access that conflicts with a recorded one
+//! (same memory, one of them a write, not provably the same thread) gets
+//! a barrier first. A serial loop enters with its whole body's accesses
+//! recorded, standing for the previous iteration.
+//!
+//! Scratch arrays a distributed loop writes live in shared memory; all
+//! others are per-thread `alloca`s. Loops whose index selects scratch
+//! elements are unrolled (up to [`UNROLL_MAX_EXTENT`] iterations) so the
+//! indices are constants and the arrays become registers.
+
+use std::collections::{HashMap, HashSet};
+
+use birkhoff_ir::DType;
+use birkhoff_ir::kernel::{
+    BufferId, Expr, Index, Kernel, LocalId, LoopKind, Program, ScalarType, Stmt, VarId, walk_exprs,
+    walk_stmts,
+};
+use inkwell::basic_block::BasicBlock;
+use inkwell::types::{BasicType, BasicTypeEnum, VectorType};
+use inkwell::values::{
+    BasicValue, BasicValueEnum, FunctionValue, InstructionValue, IntValue, PointerValue,
+};
+use inkwell::{AddressSpace, IntPredicate};
+
+use super::ops::{Cx, OrLlvm};
+use super::plan::{
+    Acc, Dist, Mem, Mode, Piece, Scopes, UNROLL_MAX_EXTENT, UNROLL_MAX_STMTS, Work, distribute,
+    indexes_locals, normalized, survey, unrolled_size,
+};
+use crate::{GpuError, Result};
+
+/// Global memory.
+pub(crate) const GLOBAL: u16 = 1;
+/// Shared memory.
+pub(crate) const SHARED: u16 = 3;
+
+/// Bytes of static shared memory a block may use.
+pub(crate) const MAX_SHARED_BYTES: usize = 48 * 1024;
+
+/// A launch as emitted.
+#[derive(Clone, Debug)]
+pub(crate) struct Emitted {
+    /// Blocks per grid.
+    pub grid: [u32; 3],
+    /// Threads per block.
+    pub block: u32,
+    /// Distributed loops emitted, and of which vectorized.
+    pub distributed: usize,
+    pub vectorized: usize,
+    /// Barriers emitted (static count).
+    pub barriers: usize,
+}
+
+/// Who makes a shared-memory access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Owner {
+    /// Every thread (a uniform load).
+    All,
+    /// Thread 0 (a uniform store).
+    Thread0,
+    /// The owner of the element in a distributed loop: the element's
+    /// iteration is fixed by `(c, extent, r)`, its thread by `w`.
+    Dist {
+        c: i64,
+        extent: usize,
+        r: i64,
+        w: usize,
+    },
+    /// Some thread.
+    Unknown,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Access {
+    mem: Mem,
+    write: bool,
+    owner: Owner,
+}
+
+fn same_thread(a: Owner, b: Owner) -> bool {
+    match (a, b) {
+        (Owner::Thread0, Owner::Thread0) => true,
+        (Owner::Dist { .. }, Owner::Dist { .. }) => a == b,
+        _ => false,
+    }
+}
+
+/// The owner of `ix` in a distributed loop over `j` (see the module docs).
+fn owner(ix: &Index, j: VarId, extent: usize, w: usize) -> Owner {
+    let c = ix.coeff(j);
+    if c == 0 {
+        return Owner::All;
+    }
+    let span = c.saturating_mul(extent as i64);
+    if c < 0
+        || span == i64::MAX
+        || !ix
+            .terms
+            .iter()
+            .all(|&(v, k)| v == j || k.rem_euclid(span) == 0)
+    {
+        return Owner::Unknown;
+    }
+    Owner::Dist {
+        c,
+        extent,
+        r: ix.offset.rem_euclid(span),
+        w,
+    }
+}
+
+/// Where code is being generated (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    Thread,
+    Uniform,
+    Lane,
+}
+
+/// A scratch array's storage.
+#[derive(Clone, Copy, Debug)]
+struct Slot<'ctx> {
+    ptr: PointerValue<'ctx>,
+    shared: bool,
+}
+
+/// An element stream of a chunk: a buffer and its (normalized) index.
+type Stream = (BufferId, Index);
+
+/// A chunk's per-lane values of one store, filled in lane order.
+type Lanes<'ctx> = Vec<Option<BasicValueEnum<'ctx>>>;
+
+/// The chunk being emitted by a vectorized distributed loop.
+struct Chunk<'ctx> {
+    j: VarId,
+    width: usize,
+    lane: usize,
+    /// Each moving load's lane values (compute type).
+    loads: HashMap<(BufferId, Index), Vec<BasicValueEnum<'ctx>>>,
+    /// Each moving store's lane values (storage type), in first-store order.
+    stores: Vec<(Stream, Lanes<'ctx>)>,
+}
+
+/// The code generator of one launch.
+pub(crate) struct Gen<'a, 'm, 'ctx> {
+    pub cx: Cx<'m, 'ctx>,
+    p: &'a Program,
+    k: &'a Kernel,
+    f: FunctionValue<'ctx>,
+    name: String,
+    /// The block holding every `alloca` (branches to the code at the end).
+    allocas: BasicBlock<'ctx>,
+    alloca_b: inkwell::builder::Builder<'ctx>,
+    bufs: PointerValue<'ctx>,
+    bases: HashMap<BufferId, PointerValue<'ctx>>,
+    /// Buffers this launch writes (the others are loaded as invariant).
+    written: HashSet<BufferId>,
+    vars: HashMap<VarId, PointerValue<'ctx>>,
+    /// Accumulators redirected to their per-thread partials.
+    redirect: HashMap<VarId, PointerValue<'ctx>>,
+    loops: HashMap<VarId, IntValue<'ctx>>,
+    locals: HashMap<LocalId, Slot<'ctx>>,
+    scopes: Scopes,
+    place: Place,
+    chunk: Option<Chunk<'ctx>>,
+    pending: HashSet<Access>,
+    tid: Option<IntValue<'ctx>>,
+    block: u32,
+    slots: Option<(PointerValue<'ctx>, usize)>,
+    stats: Emitted,
+}
+
+impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
+    /// Emits `piece` of kernel `k` as the kernel function `name`.
+    pub fn launch(
+        cx: Cx<'m, 'ctx>,
+        p: &'a Program,
+        k: &'a Kernel,
+        piece: &Piece<'a>,
+        name: &str,
+        block_threads: u32,
+    ) -> Result<(FunctionValue<'ctx>, Emitted)> {
+        let Work::Body(body) = piece.work else {
+            return Err(GpuError::Llvm(
+                "a matrix product is not a statement launch".into(),
+            ));
+        };
+        let unsupported = |message: String| GpuError::Unsupported {
+            kernel: k.name.clone(),
+            message,
+        };
+        let ctx = cx.ctx;
+        let ptr1 = ctx.ptr_type(AddressSpace::from(GLOBAL));
+        let f = cx
+            .module
+            .add_function(name, ctx.void_type().fn_type(&[ptr1.into()], false), None);
+        let allocas = ctx.append_basic_block(f, "allocas");
+        let start = ctx.append_basic_block(f, "start");
+        let alloca_b = ctx.create_builder();
+        alloca_b.position_at_end(allocas);
+        cx.b.position_at_end(start);
+        let bufs = f
+            .get_nth_param(0)
+            .ok_or_else(|| GpuError::Llvm("missing parameter".into()))?
+            .into_pointer_value();
+
+        let (parallel, inner) = match body {
+            [
+                Stmt::Loop {
+                    var,
+                    extent,
+                    kind: LoopKind::Parallel,
+                    body,
+                },
+            ] => (Some((*var, *extent)), &body[..]),
+            _ => (None, body),
+        };
+        let sv = match piece.mode {
+            Mode::Block => survey(p, k, inner),
+            Mode::Single => survey(p, k, body),
+            _ => Default::default(),
+        };
+        let warp = 32u32;
+        let (grid, block) = match (piece.mode, parallel) {
+            (Mode::Thread, Some((_, extent))) => {
+                let block = block_threads.min((extent as u64).next_multiple_of(32) as u32);
+                let grid = (extent as u64).div_ceil(u64::from(block));
+                (grid, block)
+            }
+            (Mode::Block, Some((_, extent))) => {
+                let want = (sv.max_chunks as u64).next_multiple_of(32).max(32);
+                (extent as u64, block_threads.min(want as u32))
+            }
+            (Mode::Single, _) => {
+                let want = (sv.max_chunks as u64).next_multiple_of(32).max(32);
+                (
+                    1,
+                    if sv.distributed > 0 {
+                        block_threads.min(want as u32)
+                    } else {
+                        warp
+                    },
+                )
+            }
+            _ => return Err(GpuError::Llvm(format!("launch mode {:?}", piece.mode))),
+        };
+        let grid = u32::try_from(grid)
+            .ok()
+            .filter(|&g| g <= i32::MAX as u32)
+            .ok_or_else(|| unsupported(format!("{grid} blocks exceed the grid limit")))?;
+
+        let mut written = HashSet::new();
+        walk_stmts(body, &mut |s| {
+            if let Stmt::Store { buf, .. } = s {
+                written.insert(*buf);
+            }
+        });
+        let mut g = Gen {
+            cx,
+            p,
+            k,
+            f,
+            name: name.to_string(),
+            allocas,
+            alloca_b,
+            bufs,
+            bases: HashMap::new(),
+            written,
+            vars: HashMap::new(),
+            redirect: HashMap::new(),
+            loops: HashMap::new(),
+            locals: HashMap::new(),
+            scopes: Scopes::default(),
+            place: Place::Thread,
+            chunk: None,
+            pending: HashSet::new(),
+            tid: None,
+            block,
+            slots: None,
+            stats: Emitted {
+                grid: [grid, 1, 1],
+                block,
+                distributed: 0,
+                vectorized: 0,
+                barriers: 0,
+            },
+        };
+        g.prologue(body, &sv.shared, sv.max_accs)?;
+        match (piece.mode, parallel) {
+            (Mode::Thread, Some((var, extent))) => {
+                let tid = g.special("tid.x")?;
+                let ctaid = g.special("ctaid.x")?;
+                let i64t = ctx.i64_type();
+                let b = &g.cx.b;
+                let tid = b.build_int_z_extend(tid, i64t, "").ll()?;
+                let ctaid = b.build_int_z_extend(ctaid, i64t, "").ll()?;
+                let base = b
+                    .build_int_mul(ctaid, g.cx.i64c(i64::from(block)), "")
+                    .ll()?;
+                let iter = b.build_int_add(base, tid, "iter").ll()?;
+                let inside =
+                    g.cx.icmp(IntPredicate::ULT, iter, g.cx.i64c(extent as i64))?;
+                let then = ctx.append_basic_block(f, "iter");
+                let done = ctx.append_basic_block(f, "done");
+                g.cx.b.build_conditional_branch(inside, then, done).ll()?;
+                g.cx.b.position_at_end(then);
+                g.loops.insert(var, iter);
+                g.place = Place::Thread;
+                g.stmts(inner)?;
+                g.cx.b.build_unconditional_branch(done).ll()?;
+                g.cx.b.position_at_end(done);
+            }
+            (Mode::Block, Some((var, _))) => {
+                let ctaid = g.special("ctaid.x")?;
+                let iter =
+                    g.cx.b
+                        .build_int_z_extend(ctaid, ctx.i64_type(), "iter")
+                        .ll()?;
+                g.loops.insert(var, iter);
+                g.place = Place::Uniform;
+                g.stmts(inner)?;
+            }
+            _ => {
+                g.place = Place::Uniform;
+                g.stmts(body)?;
+            }
+        }
+        g.cx.b.build_return(None).ll()?;
+        g.alloca_b.build_unconditional_branch(start).ll()?;
+        Ok((g.f, g.stats))
+    }
+
+    fn unsupported(&self, message: String) -> GpuError {
+        GpuError::Unsupported {
+            kernel: self.k.name.clone(),
+            message,
+        }
+    }
+
+    /// Reads a PTX special register (`tid.x`, `ntid.x`, `ctaid.x`, …).
+    fn special(&self, reg: &str) -> Result<IntValue<'ctx>> {
+        Ok(self
+            .cx
+            .intrinsic(&format!("llvm.nvvm.read.ptx.sreg.{reg}"), &[], &[])?
+            .into_int_value())
+    }
+
+    /// This thread's index in the block (`i32`), read once.
+    fn tid(&mut self) -> Result<IntValue<'ctx>> {
+        if let Some(t) = self.tid {
+            return Ok(t);
+        }
+        // Read in the alloca block so it dominates every use.
+        let f = crate::codegen::ops::Cx {
+            ctx: self.cx.ctx,
+            module: self.cx.module,
+            b: self.cx.ctx.create_builder(),
+        };
+        f.b.position_at_end(self.allocas);
+        let t = f
+            .intrinsic("llvm.nvvm.read.ptx.sreg.tid.x", &[], &[])?
+            .into_int_value();
+        self.tid = Some(t);
+        Ok(t)
+    }
+
+    /// Buffer base pointers, scratch arrays (zeroed), reduction slots.
+    fn prologue(
+        &mut self,
+        body: &[Stmt],
+        shared: &HashSet<LocalId>,
+        max_accs: usize,
+    ) -> Result<()> {
+        let ctx = self.cx.ctx;
+        let mut bufs: Vec<BufferId> = Vec::new();
+        walk_stmts(body, &mut |s| {
+            if let Stmt::Store { buf, .. } = s {
+                bufs.push(*buf);
+            }
+        });
+        walk_exprs(body, &mut |e| {
+            if let Expr::Load { buf, .. } = e {
+                bufs.push(*buf);
+            }
+        });
+        bufs.sort();
+        bufs.dedup();
+        let i64t = ctx.i64_type();
+        let ptr1 = ctx.ptr_type(AddressSpace::from(GLOBAL));
+        for b in bufs {
+            let b_ = &self.alloca_b;
+            let at = gep(b_, i64t.into(), self.bufs, self.cx.i64c(i64::from(b.0)))?;
+            let addr = b_.build_load(i64t, at, "").ll()?;
+            mark_invariant(&self.cx, addr)?;
+            set_align(addr, 8)?;
+            let ptr = b_
+                .build_int_to_ptr(addr.into_int_value(), ptr1, &format!("b{}", b.0))
+                .ll()?;
+            self.bases.insert(b, ptr);
+        }
+        let mut used: Vec<LocalId> = super::plan::locals_used(body).into_iter().collect();
+        used.sort();
+        let mut shared_bytes = 0usize;
+        let mut zero_shared = Vec::new();
+        for l in used {
+            let d = &self.k.locals[l.0 as usize];
+            let ety = self.cx.local_ty(d.ty);
+            let len = u32::try_from(d.len)
+                .map_err(|_| self.unsupported(format!("scratch array %l{} is too long", l.0)))?;
+            let aty = ety.array_type(len);
+            let bytes = d.len * local_bytes(d.ty);
+            if shared.contains(&l) {
+                shared_bytes += bytes.next_multiple_of(16);
+                let gv = self.cx.module.add_global(
+                    aty,
+                    Some(AddressSpace::from(SHARED)),
+                    &format!("{}.l{}", self.name, l.0),
+                );
+                gv.set_initializer(&aty.get_undef());
+                gv.set_alignment(16);
+                gv.set_linkage(inkwell::module::Linkage::Internal);
+                let ptr = gv.as_pointer_value();
+                self.locals.insert(l, Slot { ptr, shared: true });
+                zero_shared.push((ptr, ety, d.len));
+            } else {
+                let ptr = self.alloca_b.build_alloca(aty, &format!("l{}", l.0)).ll()?;
+                // Scratch arrays start at zero, as in the interpreter.
+                self.cx
+                    .b
+                    .build_memset(
+                        ptr,
+                        4,
+                        ctx.i8_type().const_zero(),
+                        self.cx.i64c(bytes as i64),
+                    )
+                    .ll()?;
+                self.locals.insert(l, Slot { ptr, shared: false });
+            }
+        }
+        let nwarps = (self.block / 32) as usize;
+        if max_accs > 0 {
+            let n = max_accs * nwarps;
+            shared_bytes += n * 8;
+            let aty = i64t.array_type(n as u32);
+            let gv = self.cx.module.add_global(
+                aty,
+                Some(AddressSpace::from(SHARED)),
+                &format!("{}.red", self.name),
+            );
+            gv.set_initializer(&aty.get_undef());
+            gv.set_alignment(8);
+            gv.set_linkage(inkwell::module::Linkage::Internal);
+            self.slots = Some((gv.as_pointer_value(), nwarps));
+        }
+        if shared_bytes > MAX_SHARED_BYTES {
+            return Err(self.unsupported(format!(
+                "{shared_bytes} bytes of shared memory (at most {MAX_SHARED_BYTES})"
+            )));
+        }
+        if !zero_shared.is_empty() {
+            // The block zeroes its shared scratch arrays together.
+            for (ptr, ety, len) in zero_shared {
+                let tid = self.tid()?;
+                let tid = self.cx.b.build_int_z_extend(tid, i64t, "").ll()?;
+                self.strided_loop(tid, len as i64, i64::from(self.block), |g, i| {
+                    let at = gep(&g.cx.b, ety, ptr, i)?;
+                    g.cx.b.build_store(at, ety.const_zero()).ll()?;
+                    Ok(())
+                })?;
+            }
+            self.barrier()?;
+        }
+        Ok(())
+    }
+
+    /// `for (i = first; i < end; i += step) f(i)` for a per-thread `first`.
+    fn strided_loop(
+        &mut self,
+        first: IntValue<'ctx>,
+        end: i64,
+        step: i64,
+        mut f: impl FnMut(&mut Self, IntValue<'ctx>) -> Result<()>,
+    ) -> Result<()> {
+        let ctx = self.cx.ctx;
+        let endv = self.cx.i64c(end);
+        let pre = self.cur()?;
+        let body = ctx.append_basic_block(self.f, "strided");
+        let exit = ctx.append_basic_block(self.f, "strided.end");
+        let any = self.cx.icmp(IntPredicate::ULT, first, endv)?;
+        self.cx.b.build_conditional_branch(any, body, exit).ll()?;
+        self.cx.b.position_at_end(body);
+        let i = self.cx.b.build_phi(ctx.i64_type(), "i").ll()?;
+        let iv = i.as_basic_value().into_int_value();
+        f(self, iv)?;
+        let next = self.cx.b.build_int_add(iv, self.cx.i64c(step), "").ll()?;
+        let more = self.cx.icmp(IntPredicate::ULT, next, endv)?;
+        let latch = self.cur()?;
+        self.cx.b.build_conditional_branch(more, body, exit).ll()?;
+        i.add_incoming(&[(&first, pre), (&next, latch)]);
+        self.cx.b.position_at_end(exit);
+        Ok(())
+    }
+
+    fn cur(&self) -> Result<BasicBlock<'ctx>> {
+        self.cx
+            .b
+            .get_insert_block()
+            .ok_or_else(|| GpuError::Llvm("builder is not positioned".into()))
+    }
+
+    /// `__syncthreads()`; forgets every recorded access.
+    fn barrier(&mut self) -> Result<()> {
+        self.cx.intrinsic_void("llvm.nvvm.barrier0", &[])?;
+        self.pending.clear();
+        self.stats.barriers += 1;
+        Ok(())
+    }
+
+    /// Records `accesses`, with a barrier first if one conflicts with an
+    /// access recorded since the last barrier.
+    fn order(&mut self, accesses: &[Access]) -> Result<()> {
+        let conflict = accesses.iter().any(|a| {
+            self.pending
+                .iter()
+                .any(|p| p.mem == a.mem && (p.write || a.write) && !same_thread(p.owner, a.owner))
+        });
+        if conflict {
+            self.barrier()?;
+        }
+        self.pending.extend(accesses.iter().copied());
+        Ok(())
+    }
+
+    fn is_shared(&self, l: LocalId) -> bool {
+        self.locals.get(&l).is_some_and(|s| s.shared)
+    }
+
+    /// The shared-memory loads of `e`, made by every thread.
+    fn uniform_loads(&self, e: &Expr, out: &mut Vec<Access>) {
+        e.walk(&mut |x| match x {
+            Expr::Load { buf, .. } => out.push(Access {
+                mem: Mem::Buf(*buf),
+                write: false,
+                owner: Owner::All,
+            }),
+            Expr::LocalLoad { local, .. } if self.is_shared(*local) => out.push(Access {
+                mem: Mem::Local(*local),
+                write: false,
+                owner: Owner::All,
+            }),
+            _ => {}
+        });
+    }
+
+    /// The shared-memory accesses of one uniform statement (not a loop).
+    fn uniform_accesses(&self, s: &Stmt) -> Vec<Access> {
+        let mut out = Vec::new();
+        if let Some(v) = s.value() {
+            self.uniform_loads(v, &mut out);
+        }
+        match s {
+            Stmt::Store { buf, .. } => out.push(Access {
+                mem: Mem::Buf(*buf),
+                write: true,
+                owner: Owner::Thread0,
+            }),
+            Stmt::LocalStore { local, .. } if self.is_shared(*local) => out.push(Access {
+                mem: Mem::Local(*local),
+                write: true,
+                owner: Owner::Thread0,
+            }),
+            _ => {}
+        }
+        out
+    }
+
+    /// The shared-memory accesses of a distributed loop.
+    fn lane_accesses(&self, j: VarId, extent: usize, w: usize, body: &[Stmt]) -> Vec<Access> {
+        let mut out = Vec::new();
+        let mut add = |mem: Mem, ix: &Index, write: bool| {
+            out.push(Access {
+                mem,
+                write,
+                owner: owner(ix, j, extent, w),
+            });
+        };
+        for s in body {
+            if let Some(v) = s.value() {
+                v.walk(&mut |e| match e {
+                    Expr::Load { buf, index } => add(Mem::Buf(*buf), index, false),
+                    Expr::LocalLoad { local, index } if self.is_shared(*local) => {
+                        add(Mem::Local(*local), index, false);
+                    }
+                    _ => {}
+                });
+            }
+            match s {
+                Stmt::Store { buf, index, .. } => add(Mem::Buf(*buf), index, true),
+                Stmt::LocalStore { local, index, .. } if self.is_shared(*local) => {
+                    add(Mem::Local(*local), index, true);
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Every shared-memory access `body` may make in uniform context.
+    fn summary(&self, body: &[Stmt], sc: &mut Scopes, out: &mut Vec<Access>) {
+        sc.push();
+        for s in body {
+            match s {
+                Stmt::Loop {
+                    var,
+                    extent,
+                    kind: LoopKind::Vector,
+                    body,
+                } => match distribute(self.p, self.k, *var, *extent, body, &|v| sc.defined(v)) {
+                    Ok(d) => out.extend(self.lane_accesses(*var, *extent, d.width, body)),
+                    Err(_) => {
+                        sc.push();
+                        for s in body {
+                            out.extend(self.uniform_accesses(s));
+                            if let Stmt::Set { var, .. } = s {
+                                sc.set(*var);
+                            }
+                        }
+                        sc.pop();
+                    }
+                },
+                Stmt::Loop { body, .. } => self.summary(body, sc, out),
+                Stmt::Set { var, .. } => {
+                    out.extend(self.uniform_accesses(s));
+                    sc.set(*var);
+                }
+                _ => out.extend(self.uniform_accesses(s)),
+            }
+        }
+        sc.pop();
+    }
+
+    fn stmts(&mut self, body: &[Stmt]) -> Result<()> {
+        self.scopes.push();
+        for s in body {
+            self.stmt(s)?;
+        }
+        self.scopes.pop();
+        Ok(())
+    }
+
+    fn stmt(&mut self, s: &Stmt) -> Result<()> {
+        match s {
+            Stmt::Loop {
+                var,
+                extent,
+                kind,
+                body,
+            } => {
+                if self.place == Place::Uniform && *kind == LoopKind::Vector {
+                    let sc = &self.scopes;
+                    if let Ok(d) =
+                        distribute(self.p, self.k, *var, *extent, body, &|v| sc.defined(v))
+                    {
+                        return self.distributed(*var, *extent, body, &d);
+                    }
+                }
+                self.serial_loop(*var, *extent, body)
+            }
+            Stmt::Set { var, value } => {
+                if self.place == Place::Uniform {
+                    let acc = self.uniform_accesses(s);
+                    self.order(&acc)?;
+                }
+                let x = self.expr(value)?;
+                let slot = self.var_slot(*var)?;
+                self.cx.b.build_store(slot, x).ll()?;
+                self.scopes.set(*var);
+                Ok(())
+            }
+            Stmt::Store { buf, index, value } => {
+                if self.place == Place::Uniform {
+                    let acc = self.uniform_accesses(s);
+                    self.order(&acc)?;
+                }
+                let x = self.expr(value)?;
+                let d = self.p.buffer(*buf).dtype();
+                let x = self.cx.to_storage(d, x)?;
+                if let Some(ch) = &mut self.chunk
+                    && index.coeff(ch.j) != 0
+                {
+                    let key = (*buf, normalized(index));
+                    let lane = ch.lane;
+                    let width = ch.width;
+                    match ch.stores.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, v)) => v[lane] = Some(x),
+                        None => {
+                            let mut v = vec![None; width];
+                            v[lane] = Some(x);
+                            ch.stores.push((key, v));
+                        }
+                    }
+                    return Ok(());
+                }
+                let at = self.elem_ptr(*buf, index)?;
+                self.guarded(self.place == Place::Uniform, |g| {
+                    let st = g.cx.b.build_store(at, x).ll()?;
+                    set_align(st, ty_bytes(d))
+                })
+            }
+            Stmt::LocalStore {
+                local,
+                index,
+                value,
+            } => {
+                let shared = self.is_shared(*local);
+                if self.place == Place::Uniform {
+                    let acc = self.uniform_accesses(s);
+                    self.order(&acc)?;
+                }
+                let x = self.expr(value)?;
+                let t = self.k.locals[local.0 as usize].ty;
+                let x = self.cx.to_local(t, x)?;
+                let at = self.local_ptr(*local, index)?;
+                self.guarded(shared && self.place == Place::Uniform, |g| {
+                    g.cx.b.build_store(at, x).ll()?;
+                    Ok(())
+                })
+            }
+            Stmt::Gemm(_) => Err(GpuError::Llvm(
+                "a matrix product inside a statement launch".into(),
+            )),
+        }
+    }
+
+    /// Runs `f` on thread 0 only when `guard`, else on every thread.
+    fn guarded(&mut self, guard: bool, f: impl FnOnce(&mut Self) -> Result<()>) -> Result<()> {
+        if !guard {
+            return f(self);
+        }
+        let tid = self.tid()?;
+        let is0 = self.cx.icmp(IntPredicate::EQ, tid, self.cx.i32c(0))?;
+        let then = self.cx.ctx.append_basic_block(self.f, "t0");
+        let cont = self.cx.ctx.append_basic_block(self.f, "t0.end");
+        self.cx.b.build_conditional_branch(is0, then, cont).ll()?;
+        self.cx.b.position_at_end(then);
+        f(self)?;
+        self.cx.b.build_unconditional_branch(cont).ll()?;
+        self.cx.b.position_at_end(cont);
+        Ok(())
+    }
+
+    /// A loop run in order by every thread that reaches it.
+    fn serial_loop(&mut self, var: VarId, extent: usize, body: &[Stmt]) -> Result<()> {
+        let unroll = extent <= 1
+            || (extent <= UNROLL_MAX_EXTENT
+                && indexes_locals(body, var)
+                && extent.saturating_mul(unrolled_size(body)) <= UNROLL_MAX_STMTS);
+        if unroll {
+            for i in 0..extent {
+                self.loops.insert(var, self.cx.i64c(i as i64));
+                self.stmts(body)?;
+            }
+            self.loops.remove(&var);
+            return Ok(());
+        }
+        if self.place == Place::Uniform {
+            // Entering stands for the previous iteration too.
+            let mut sc = self.scopes.clone();
+            let mut acc = Vec::new();
+            self.summary(body, &mut sc, &mut acc);
+            self.order(&acc)?;
+        }
+        let ctx = self.cx.ctx;
+        let pre = self.cur()?;
+        let head = ctx.append_basic_block(self.f, "loop");
+        let exit = ctx.append_basic_block(self.f, "loop.end");
+        self.cx.b.build_unconditional_branch(head).ll()?;
+        self.cx.b.position_at_end(head);
+        let i = self.cx.b.build_phi(ctx.i64_type(), "i").ll()?;
+        let iv = i.as_basic_value().into_int_value();
+        self.loops.insert(var, iv);
+        self.stmts(body)?;
+        let next = self.cx.b.build_int_add(iv, self.cx.i64c(1), "").ll()?;
+        let more = self
+            .cx
+            .icmp(IntPredicate::ULT, next, self.cx.i64c(extent as i64))?;
+        let latch = self.cur()?;
+        self.cx.b.build_conditional_branch(more, head, exit).ll()?;
+        let zero = self.cx.i64c(0);
+        i.add_incoming(&[(&zero, pre), (&next, latch)]);
+        self.cx.b.position_at_end(exit);
+        self.loops.remove(&var);
+        Ok(())
+    }
+
+    /// A vector loop spread over the block (see the module documentation).
+    fn distributed(&mut self, j: VarId, extent: usize, body: &[Stmt], d: &Dist) -> Result<()> {
+        let ctx = self.cx.ctx;
+        let i64t = ctx.i64_type();
+        let w = d.width;
+        let acc = self.lane_accesses(j, extent, w, body);
+        self.order(&acc)?;
+        self.stats.distributed += 1;
+        self.stats.vectorized += usize::from(w > 1);
+        // Per-thread partials, from the identity.
+        let mut partials = Vec::new();
+        for a in &d.accs {
+            let ty = self.cx.ty(a.ty);
+            let slot = self.alloca_b.build_alloca(ty, "partial").ll()?;
+            let id = self.cx.konst(a.ty, a.op.identity(a.ty));
+            self.cx.b.build_store(slot, id).ll()?;
+            self.redirect.insert(a.var, slot);
+            partials.push(slot);
+        }
+        let tid = self.tid()?;
+        let first = self.cx.b.build_int_z_extend(tid, i64t, "").ll()?;
+        let chunks = (extent / w) as i64;
+        let step = i64::from(self.block);
+        self.place = Place::Lane;
+        let mut moving: Vec<(BufferId, Index)> = Vec::new();
+        if w > 1 {
+            walk_exprs(body, &mut |e| {
+                if let Expr::Load { buf, index } = e
+                    && index.coeff(j) != 0
+                {
+                    let key = (*buf, normalized(index));
+                    if !moving.contains(&key) {
+                        moving.push(key);
+                    }
+                }
+            });
+        }
+        self.strided_loop(first, chunks, step, |g, c| {
+            let j0 = g.cx.b.build_int_mul(c, g.cx.i64c(w as i64), "j0").ll()?;
+            if w == 1 {
+                g.loops.insert(j, j0);
+                return g.stmts(body);
+            }
+            g.loops.insert(j, j0);
+            let mut loads = HashMap::new();
+            for (buf, ix) in &moving {
+                let lanes = g.vector_load(*buf, ix, w)?;
+                loads.insert((*buf, ix.clone()), lanes);
+            }
+            g.chunk = Some(Chunk {
+                j,
+                width: w,
+                lane: 0,
+                loads,
+                stores: Vec::new(),
+            });
+            for lane in 0..w {
+                let jl = g.cx.b.build_int_add(j0, g.cx.i64c(lane as i64), "").ll()?;
+                g.loops.insert(j, jl);
+                if let Some(ch) = &mut g.chunk {
+                    ch.lane = lane;
+                }
+                g.stmts(body)?;
+            }
+            let ch = g
+                .chunk
+                .take()
+                .ok_or_else(|| GpuError::Llvm("lost chunk".into()))?;
+            g.loops.insert(j, j0);
+            for ((buf, ix), lanes) in ch.stores {
+                g.vector_store(buf, &ix, lanes)?;
+            }
+            Ok(())
+        })?;
+        self.loops.remove(&j);
+        self.place = Place::Uniform;
+        for a in &d.accs {
+            self.redirect.remove(&a.var);
+        }
+        if d.accs.is_empty() {
+            return Ok(());
+        }
+        let mut parts = Vec::new();
+        for (a, slot) in d.accs.iter().zip(partials) {
+            parts.push(self.cx.b.build_load(self.cx.ty(a.ty), slot, "").ll()?);
+        }
+        self.block_reduce(&d.accs, parts)
+    }
+
+    /// Combines each thread's partials over the block and folds the
+    /// totals into the accumulators (see the module documentation).
+    fn block_reduce(&mut self, accs: &[Acc], parts: Vec<BasicValueEnum<'ctx>>) -> Result<()> {
+        let ctx = self.cx.ctx;
+        let i32t = ctx.i32_type();
+        let i64t = ctx.i64_type();
+        let (slots, nwarps) = self
+            .slots
+            .ok_or_else(|| GpuError::Llvm("no reduction slots".into()))?;
+        let tid = self.tid()?;
+        let warp = self
+            .cx
+            .b
+            .build_right_shift(tid, self.cx.i32c(5), false, "warp")
+            .ll()?;
+        let lane = self.cx.b.build_and(tid, self.cx.i32c(31), "lane").ll()?;
+        // Butterfly within each warp: every lane ends with the warp's total.
+        let mut warp_totals = Vec::new();
+        for (a, mut x) in accs.iter().zip(parts) {
+            let mut m = 16;
+            while m >= 1 {
+                let other = self.shfl_bfly(a.ty, x, m)?;
+                x = self.cx.binary(&a.op.op(), a.ty, x, other)?;
+                m /= 2;
+            }
+            warp_totals.push(x);
+        }
+        // Lane 0 of each warp publishes its total.
+        let is0 = self.cx.icmp(IntPredicate::EQ, lane, self.cx.i32c(0))?;
+        let then = ctx.append_basic_block(self.f, "red.put");
+        let cont = ctx.append_basic_block(self.f, "red.put.end");
+        self.cx.b.build_conditional_branch(is0, then, cont).ll()?;
+        self.cx.b.position_at_end(then);
+        let warp64 = self.cx.b.build_int_z_extend(warp, i64t, "").ll()?;
+        for (i, (a, x)) in accs.iter().zip(&warp_totals).enumerate() {
+            let at = self
+                .cx
+                .b
+                .build_int_add(warp64, self.cx.i64c((i * nwarps) as i64), "")
+                .ll()?;
+            let ptr = gep(&self.cx.b, i64t.into(), slots, at)?;
+            let bits = self.to_bits64(a.ty, *x)?;
+            self.cx.b.build_store(ptr, bits).ll()?;
+        }
+        self.cx.b.build_unconditional_branch(cont).ll()?;
+        self.cx.b.position_at_end(cont);
+        self.barrier()?;
+        // Every thread combines the warp totals in warp order, so every
+        // thread holds the same bits.
+        for (i, a) in accs.iter().enumerate() {
+            let mut total = self.cx.konst(a.ty, a.op.identity(a.ty));
+            for w in 0..nwarps {
+                let ptr = gep(
+                    &self.cx.b,
+                    i64t.into(),
+                    slots,
+                    self.cx.i64c((i * nwarps + w) as i64),
+                )?;
+                let bits = self.cx.b.build_load(i64t, ptr, "").ll()?.into_int_value();
+                let x = self.of_bits64(a.ty, bits)?;
+                total = self.cx.binary(&a.op.op(), a.ty, total, x)?;
+            }
+            let slot = self.var_slot(a.var)?;
+            let before = self.cx.b.build_load(self.cx.ty(a.ty), slot, "").ll()?;
+            let after = self.cx.binary(&a.op.op(), a.ty, before, total)?;
+            self.cx.b.build_store(slot, after).ll()?;
+        }
+        let _ = i32t;
+        // The slots are reused by the next reduction.
+        self.barrier()
+    }
+
+    /// `shfl.sync.bfly` of a value of type `t` with lane mask `m`.
+    fn shfl_bfly(
+        &self,
+        t: ScalarType,
+        x: BasicValueEnum<'ctx>,
+        m: i32,
+    ) -> Result<BasicValueEnum<'ctx>> {
+        let ctx = self.cx.ctx;
+        let i32t = ctx.i32_type();
+        let full = self.cx.i32c(-1);
+        let clamp = self.cx.i32c(31);
+        let shfl = |v: IntValue<'ctx>| -> Result<IntValue<'ctx>> {
+            Ok(self
+                .cx
+                .intrinsic(
+                    "llvm.nvvm.shfl.sync.bfly.i32",
+                    &[],
+                    &[full.into(), v.into(), self.cx.i32c(m).into(), clamp.into()],
+                )?
+                .into_int_value())
+        };
+        match t {
+            ScalarType::I32 => Ok(shfl(x.into_int_value())?.into()),
+            ScalarType::F32 => {
+                let v = self.cx.b.build_bit_cast(x, i32t, "").ll()?.into_int_value();
+                let r = shfl(v)?;
+                self.cx.b.build_bit_cast(r, ctx.f32_type(), "").ll()
+            }
+            ScalarType::F64 => {
+                let v = self
+                    .cx
+                    .b
+                    .build_bit_cast(x, ctx.i64_type(), "")
+                    .ll()?
+                    .into_int_value();
+                let lo = self.cx.b.build_int_truncate(v, i32t, "").ll()?;
+                let hi = self
+                    .cx
+                    .b
+                    .build_right_shift(v, self.cx.i64c(32), false, "")
+                    .ll()?;
+                let hi = self.cx.b.build_int_truncate(hi, i32t, "").ll()?;
+                let (lo, hi) = (shfl(lo)?, shfl(hi)?);
+                let lo = self.cx.b.build_int_z_extend(lo, ctx.i64_type(), "").ll()?;
+                let hi = self.cx.b.build_int_z_extend(hi, ctx.i64_type(), "").ll()?;
+                let hi = self.cx.b.build_left_shift(hi, self.cx.i64c(32), "").ll()?;
+                let v = self.cx.b.build_or(lo, hi, "").ll()?;
+                self.cx.b.build_bit_cast(v, ctx.f64_type(), "").ll()
+            }
+            _ => Err(GpuError::Llvm(format!(
+                "no block reduction of {}",
+                t.name()
+            ))),
+        }
+    }
+
+    /// A register value's bits in an `i64` (reduction slots).
+    fn to_bits64(&self, t: ScalarType, x: BasicValueEnum<'ctx>) -> Result<IntValue<'ctx>> {
+        let ctx = self.cx.ctx;
+        let i64t = ctx.i64_type();
+        Ok(match t {
+            ScalarType::F64 => self.cx.b.build_bit_cast(x, i64t, "").ll()?.into_int_value(),
+            ScalarType::F32 => {
+                let v = self
+                    .cx
+                    .b
+                    .build_bit_cast(x, ctx.i32_type(), "")
+                    .ll()?
+                    .into_int_value();
+                self.cx.b.build_int_z_extend(v, i64t, "").ll()?
+            }
+            _ => self
+                .cx
+                .b
+                .build_int_z_extend(x.into_int_value(), i64t, "")
+                .ll()?,
+        })
+    }
+
+    /// The inverse of [`Self::to_bits64`].
+    fn of_bits64(&self, t: ScalarType, bits: IntValue<'ctx>) -> Result<BasicValueEnum<'ctx>> {
+        let ctx = self.cx.ctx;
+        Ok(match t {
+            ScalarType::F64 => self.cx.b.build_bit_cast(bits, ctx.f64_type(), "").ll()?,
+            ScalarType::F32 => {
+                let v = self
+                    .cx
+                    .b
+                    .build_int_truncate(bits, ctx.i32_type(), "")
+                    .ll()?;
+                self.cx.b.build_bit_cast(v, ctx.f32_type(), "").ll()?
+            }
+            _ => {
+                let it = self.cx.ty(t).into_int_type();
+                self.cx.b.build_int_truncate(bits, it, "").ll()?.into()
+            }
+        })
+    }
+
+    /// The type of `e` (the interpreter's rule).
+    fn expr_ty(&self, e: &Expr) -> ScalarType {
+        match e {
+            Expr::Const { ty, .. } | Expr::Cast { to: ty, .. } => *ty,
+            Expr::Var(v) => self.k.vars[v.0 as usize].ty,
+            Expr::Load { buf, .. } => ScalarType::of(self.p.buffer(*buf).dtype()),
+            Expr::LocalLoad { local, .. } => self.k.locals[local.0 as usize].ty,
+            Expr::Unary { arg, .. } => self.expr_ty(arg),
+            Expr::Binary { op, lhs, .. } => {
+                if op.is_comparison() {
+                    ScalarType::Bool
+                } else {
+                    self.expr_ty(lhs)
+                }
+            }
+            Expr::Select { then, .. } => self.expr_ty(then),
+        }
+    }
+
+    /// The value of `e` in the current place.
+    fn expr(&mut self, e: &Expr) -> Result<BasicValueEnum<'ctx>> {
+        match e {
+            Expr::Const { ty, value } => Ok(self.cx.konst(*ty, *value)),
+            Expr::Var(v) => {
+                let ty = self.k.vars[v.0 as usize].ty;
+                if ty == ScalarType::Index {
+                    return self.loops.get(v).map(|x| (*x).into()).ok_or_else(|| {
+                        GpuError::Llvm(format!("loop index %v{} out of scope", v.0))
+                    });
+                }
+                let slot = self.var_slot(*v)?;
+                self.cx.b.build_load(self.cx.ty(ty), slot, "").ll()
+            }
+            Expr::Load { buf, index } => {
+                if let Some(ch) = &self.chunk
+                    && index.coeff(ch.j) != 0
+                {
+                    let key = (*buf, normalized(index));
+                    if let Some(lanes) = ch.loads.get(&key) {
+                        return Ok(lanes[ch.lane]);
+                    }
+                }
+                let d = self.p.buffer(*buf).dtype();
+                let at = self.elem_ptr(*buf, index)?;
+                let x = self.cx.b.build_load(self.cx.storage_ty(d), at, "").ll()?;
+                set_align(x, ty_bytes(d))?;
+                if !self.written.contains(buf) {
+                    mark_invariant(&self.cx, x)?;
+                }
+                self.cx.value_of_stored(d, x)
+            }
+            Expr::LocalLoad { local, index } => {
+                let t = self.k.locals[local.0 as usize].ty;
+                let at = self.local_ptr(*local, index)?;
+                let x = self.cx.b.build_load(self.cx.local_ty(t), at, "").ll()?;
+                self.cx.value_of_local(t, x)
+            }
+            Expr::Unary { op, arg } => {
+                let t = self.expr_ty(arg);
+                let x = self.expr(arg)?;
+                self.cx.unary(op, t, x)
+            }
+            Expr::Binary { op, lhs, rhs } => {
+                let t = self.expr_ty(lhs);
+                let a = self.expr(lhs)?;
+                let b = self.expr(rhs)?;
+                self.cx.binary(op, t, a, b)
+            }
+            Expr::Select {
+                cond,
+                then,
+                otherwise,
+            } => {
+                let c = self.expr(cond)?.into_int_value();
+                let a = self.expr(then)?;
+                let b = self.expr(otherwise)?;
+                self.cx.select(c, a, b)
+            }
+            Expr::Cast { to, arg } => {
+                let from = self.expr_ty(arg);
+                let x = self.expr(arg)?;
+                self.cx.cast(from, *to, x)
+            }
+        }
+    }
+
+    /// The register slot of variable `v` (its partial inside a
+    /// distributed loop that accumulates it).
+    fn var_slot(&mut self, v: VarId) -> Result<PointerValue<'ctx>> {
+        if let Some(p) = self.redirect.get(&v) {
+            return Ok(*p);
+        }
+        if let Some(p) = self.vars.get(&v) {
+            return Ok(*p);
+        }
+        let ty = self.cx.ty(self.k.vars[v.0 as usize].ty);
+        let p = self.alloca_b.build_alloca(ty, &format!("v{}", v.0)).ll()?;
+        self.vars.insert(v, p);
+        Ok(p)
+    }
+
+    /// The element offset `ix` as an `i64`.
+    fn index(&self, ix: &Index) -> Result<IntValue<'ctx>> {
+        let mut at = self.cx.i64c(ix.offset);
+        for &(v, c) in &ix.terms {
+            let x = *self
+                .loops
+                .get(&v)
+                .ok_or_else(|| GpuError::Llvm(format!("loop index %v{} out of scope", v.0)))?;
+            let t = if c == 1 {
+                x
+            } else {
+                self.cx.b.build_int_mul(x, self.cx.i64c(c), "").ll()?
+            };
+            at = self.cx.b.build_int_add(at, t, "").ll()?;
+        }
+        Ok(at)
+    }
+
+    /// `&buf[ix]`.
+    fn elem_ptr(&self, buf: BufferId, ix: &Index) -> Result<PointerValue<'ctx>> {
+        let base = *self
+            .bases
+            .get(&buf)
+            .ok_or_else(|| GpuError::Llvm(format!("buffer %b{} has no base", buf.0)))?;
+        let d = self.p.buffer(buf).dtype();
+        let at = self.index(ix)?;
+        gep(&self.cx.b, self.cx.storage_ty(d), base, at)
+    }
+
+    /// `&local[ix]`.
+    fn local_ptr(&self, local: LocalId, ix: &Index) -> Result<PointerValue<'ctx>> {
+        let slot = self
+            .locals
+            .get(&local)
+            .ok_or_else(|| GpuError::Llvm(format!("scratch array %l{} has no storage", local.0)))?;
+        let t = self.k.locals[local.0 as usize].ty;
+        let at = self.index(ix)?;
+        gep(&self.cx.b, self.cx.local_ty(t), slot.ptr, at)
+    }
+
+    /// The `w` lanes of `buf[ix]` (loop index at the chunk's first
+    /// iteration) as one vector load, widened to the compute type.
+    fn vector_load(
+        &mut self,
+        buf: BufferId,
+        ix: &Index,
+        w: usize,
+    ) -> Result<Vec<BasicValueEnum<'ctx>>> {
+        let d = self.p.buffer(buf).dtype();
+        let ety = self.cx.storage_ty(d);
+        let vty =
+            vec_of(ety, w as u32).ok_or_else(|| GpuError::Llvm("vector of pointers".into()))?;
+        let at = self.elem_ptr(buf, ix)?;
+        let v = self.cx.b.build_load(vty, at, "").ll()?;
+        set_align(v, ty_bytes(d) * w as u32)?;
+        if !self.written.contains(&buf) {
+            mark_invariant(&self.cx, v)?;
+        }
+        let v = v.into_vector_value();
+        let mut out = Vec::with_capacity(w);
+        for lane in 0..w {
+            let x = self
+                .cx
+                .b
+                .build_extract_element(v, self.cx.i32c(lane as i32), "")
+                .ll()?;
+            out.push(self.cx.value_of_stored(d, x)?);
+        }
+        Ok(out)
+    }
+
+    /// One vector store of a chunk's lanes of `buf[ix]` (storage type).
+    fn vector_store(
+        &mut self,
+        buf: BufferId,
+        ix: &Index,
+        lanes: Vec<Option<BasicValueEnum<'ctx>>>,
+    ) -> Result<()> {
+        let d = self.p.buffer(buf).dtype();
+        let ety = self.cx.storage_ty(d);
+        let w = lanes.len();
+        let vty =
+            vec_of(ety, w as u32).ok_or_else(|| GpuError::Llvm("vector of pointers".into()))?;
+        let mut v: BasicValueEnum<'ctx> = vty.get_undef().into();
+        for (lane, x) in lanes.into_iter().enumerate() {
+            let x = x.ok_or_else(|| GpuError::Llvm("a chunk lane did not store".into()))?;
+            v = self
+                .cx
+                .b
+                .build_insert_element(v.into_vector_value(), x, self.cx.i32c(lane as i32), "")
+                .ll()?
+                .into();
+        }
+        let at = self.elem_ptr(buf, ix)?;
+        let st = self.cx.b.build_store(at, v).ll()?;
+        set_align(st, ty_bytes(d) * w as u32)
+    }
+}
+
+/// Bytes of a scratch-array element of type `t` in memory.
+fn local_bytes(t: ScalarType) -> usize {
+    match t {
+        ScalarType::Bool => 1,
+        ScalarType::F32 | ScalarType::I32 => 4,
+        ScalarType::F64 | ScalarType::Index => 8,
+    }
+}
+
+/// Bytes of a buffer element.
+fn ty_bytes(d: DType) -> u32 {
+    d.size_bytes() as u32
+}
+
+/// `&base[i]` for elements of type `ty`.
+#[allow(
+    unsafe_code,
+    reason = "inkwell marks GEPs unsafe; see the safety comment"
+)]
+pub(crate) fn gep<'ctx>(
+    b: &inkwell::builder::Builder<'ctx>,
+    ty: BasicTypeEnum<'ctx>,
+    base: PointerValue<'ctx>,
+    i: IntValue<'ctx>,
+) -> Result<PointerValue<'ctx>> {
+    // SAFETY: building a GEP cannot misbehave at compile time; inkwell
+    // marks it unsafe because an out-of-bounds `inbounds` GEP is undefined
+    // in the generated code. Every index here is in bounds: the kernel-IR
+    // verifier proved each access's range inside its buffer or scratch
+    // array, and the matrix-product and reduction indices are guarded.
+    unsafe { b.build_in_bounds_gep(ty, base, &[i], "") }.ll()
+}
+
+/// Marks a load `!invariant.load` (`ld.global.nc` on NVPTX).
+pub(crate) fn mark_invariant<'ctx>(cx: &Cx<'_, 'ctx>, load: BasicValueEnum<'ctx>) -> Result<()> {
+    let kind = cx.ctx.get_kind_id("invariant.load");
+    let empty = cx.ctx.metadata_node(&[]);
+    if let Some(i) = load.as_instruction_value() {
+        i.set_metadata(empty, kind).ll()?;
+    }
+    Ok(())
+}
+
+/// Sets the alignment of a load or store.
+pub(crate) fn set_align<'ctx>(v: impl AsInstr<'ctx>, bytes: u32) -> Result<()> {
+    if let Some(i) = v.instr() {
+        i.set_alignment(bytes).ll()?;
+    }
+    Ok(())
+}
+
+/// Loads and stores as instructions.
+pub(crate) trait AsInstr<'ctx> {
+    /// The instruction.
+    fn instr(self) -> Option<InstructionValue<'ctx>>;
+}
+
+impl<'ctx> AsInstr<'ctx> for InstructionValue<'ctx> {
+    fn instr(self) -> Option<InstructionValue<'ctx>> {
+        Some(self)
+    }
+}
+
+impl<'ctx> AsInstr<'ctx> for BasicValueEnum<'ctx> {
+    fn instr(self) -> Option<InstructionValue<'ctx>> {
+        self.as_instruction_value()
+    }
+}
+
+/// `<n x ty>`.
+pub(crate) fn vec_of(ty: BasicTypeEnum<'_>, n: u32) -> Option<VectorType<'_>> {
+    match ty {
+        BasicTypeEnum::FloatType(f) => Some(f.vec_type(n)),
+        BasicTypeEnum::IntType(i) => Some(i.vec_type(n)),
+        _ => None,
+    }
+}

@@ -1,0 +1,627 @@
+//! How a kernel maps onto the GPU: launches, their modes, and which
+//! vector loops spread over a block's threads.
+//!
+//! Input: a verified kernel. Output: its launches, each with a [`Mode`],
+//! a grid and a block, and — decided the same way again while emitting —
+//! for every vector loop whether it is *distributed* ([`distribute`]).
+//!
+//! **Launches.** The top-level statements are cut at every `gemm` (each
+//! its own launch, a generated tiled kernel); the runs between form one
+//! launch each, or one launch per statement when a run holds a parallel
+//! loop and no value or scratch array flows between its statements (the
+//! CPU backend's segment rule), so each parallel loop gets a grid of its
+//! own. A variable or scratch array used on both sides of a cut is
+//! [`GpuError::Unsupported`] (lowering never produces one).
+//!
+//! **Modes** of a non-`gemm` launch:
+//!
+//! * [`Mode::Thread`] — one parallel loop with nothing to distribute:
+//!   one iteration per thread, everything in it serial.
+//! * [`Mode::Block`] — one parallel loop whose body holds a
+//!   distributable vector loop: one iteration per block; the block runs
+//!   the body in *uniform context* (every thread computes the same scalar
+//!   values, thread 0 alone stores) and distributes its big vector loops.
+//! * [`Mode::Single`] — anything else: one block runs the whole body in
+//!   uniform context, parallel loops included (as serial loops).
+//!
+//! **Distributed loops.** A vector loop in uniform context with at least
+//! [`DISTRIBUTE_MIN`] iterations is spread over the block's threads
+//! when its iterations are independent in a way every thread can rely
+//! on: its body sets only fresh variables and accumulators
+//! (`acc = acc + e`, `max`, `min` of a variable set outside the loop,
+//! read nowhere else in it), every store's index moves with the loop
+//! index, and a buffer or scratch array it writes is read only at an
+//! index it is written at (so by the same iteration). Iterations go to
+//! threads in chunks of `W` consecutive ones (`W` = 16 bytes over the
+//! widest element the loop moves, when every such access is at
+//! coefficient 1 and `W`-aligned, so each chunk is one 16-byte access per
+//! stream; else `W` = 1), chunk `c` on thread `c mod blockDim`.
+
+use std::collections::{HashMap, HashSet};
+
+use birkhoff_ir::Op;
+use birkhoff_ir::kernel::{
+    BufferId, Expr, Gemm, Index, Kernel, LocalId, LoopKind, Program, ScalarType, Stmt, VarId,
+    walk_exprs, walk_stmts,
+};
+
+use crate::{GpuError, Result};
+
+/// Fewest iterations a vector loop needs to be spread over a block.
+pub const DISTRIBUTE_MIN: usize = 64;
+
+/// Most iterations of a loop unrolled so that scratch-array indices
+/// become constants (and the arrays registers).
+pub const UNROLL_MAX_EXTENT: usize = 32;
+
+/// Most statements a full unroll may produce.
+pub const UNROLL_MAX_STMTS: usize = 4096;
+
+/// How a launch runs a kernel body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// One iteration of the parallel loop per thread.
+    Thread,
+    /// One iteration of the parallel loop per block, big vector loops
+    /// spread over its threads.
+    Block,
+    /// The whole body in one block.
+    Single,
+    /// A generated matrix-product kernel.
+    Gemm,
+}
+
+impl Mode {
+    /// Short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Thread => "thread-per-iteration",
+            Mode::Block => "block-per-iteration",
+            Mode::Single => "single-block",
+            Mode::Gemm => "gemm",
+        }
+    }
+}
+
+/// What one launch runs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Work<'a> {
+    /// Statements of the kernel body.
+    Body(&'a [Stmt]),
+    /// A matrix product.
+    Gemm(&'a Gemm),
+}
+
+/// One launch of a kernel, before code generation.
+#[derive(Clone, Debug)]
+pub(crate) struct Piece<'a> {
+    /// What it runs.
+    pub work: Work<'a>,
+    /// How.
+    pub mode: Mode,
+}
+
+/// How an accumulator combines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum AccOp {
+    Add,
+    Max,
+    Min,
+}
+
+impl AccOp {
+    /// The graph op.
+    pub fn op(self) -> Op {
+        match self {
+            AccOp::Add => Op::Add,
+            AccOp::Max => Op::Max,
+            AccOp::Min => Op::Min,
+        }
+    }
+
+    /// The identity element in type `t`: `-0` for float sums (so a sum of
+    /// `-0`s stays `-0`), `∓inf` or the integer extremes for `max`/`min`.
+    pub fn identity(self, t: ScalarType) -> f64 {
+        let float = matches!(t, ScalarType::F32 | ScalarType::F64);
+        match (self, float) {
+            (AccOp::Add, true) => -0.0,
+            (AccOp::Add, false) => 0.0,
+            (AccOp::Max, true) => f64::NEG_INFINITY,
+            (AccOp::Max, false) => f64::from(i32::MIN),
+            (AccOp::Min, true) => f64::INFINITY,
+            (AccOp::Min, false) => f64::from(i32::MAX),
+        }
+    }
+}
+
+/// An accumulator of a distributed loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Acc {
+    pub var: VarId,
+    pub op: AccOp,
+    pub ty: ScalarType,
+}
+
+/// How a distributed loop runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Dist {
+    /// Consecutive iterations per chunk (1, or 16 bytes' worth).
+    pub width: usize,
+    /// Its accumulators, in order of first update.
+    pub accs: Vec<Acc>,
+}
+
+/// Where an element lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Mem {
+    Buf(BufferId),
+    Local(LocalId),
+}
+
+/// `ix` with its terms sorted (a canonical key).
+pub(crate) fn normalized(ix: &Index) -> Index {
+    let mut ix = ix.clone();
+    ix.terms.sort();
+    ix
+}
+
+/// How often `e` reads variable `v`.
+pub(crate) fn reads(e: &Expr, v: VarId) -> usize {
+    let mut n = 0;
+    e.walk(&mut |x| {
+        if let Expr::Var(x) = x
+            && *x == v
+        {
+            n += 1;
+        }
+    });
+    n
+}
+
+/// The accumulator form of `var = value`, if it is one: `(op, e)`.
+pub(crate) fn acc_form(var: VarId, value: &Expr) -> Option<(AccOp, &Expr)> {
+    let Expr::Binary { op, lhs, rhs } = value else {
+        return None;
+    };
+    let op = match op {
+        Op::Add => AccOp::Add,
+        Op::Max => AccOp::Max,
+        Op::Min => AccOp::Min,
+        _ => return None,
+    };
+    match (&**lhs, &**rhs) {
+        (Expr::Var(v), e) | (e, Expr::Var(v)) if *v == var => Some((op, e)),
+        _ => None,
+    }
+}
+
+/// Bytes of a buffer element as stored.
+fn elem_bytes(p: &Program, b: BufferId) -> usize {
+    p.buffer(b).dtype().size_bytes()
+}
+
+/// Every memory access of a flat statement list (a vector loop body), in
+/// order: `(statement position, mem, index, is_store)`.
+fn accesses(body: &[Stmt]) -> Vec<(usize, Mem, Index, bool)> {
+    let mut out = Vec::new();
+    for (pos, s) in body.iter().enumerate() {
+        if let Some(v) = s.value() {
+            v.walk(&mut |e| match e {
+                Expr::Load { buf, index } => out.push((pos, Mem::Buf(*buf), index.clone(), false)),
+                Expr::LocalLoad { local, index } => {
+                    out.push((pos, Mem::Local(*local), index.clone(), false));
+                }
+                _ => {}
+            });
+        }
+        match s {
+            Stmt::Store { buf, index, .. } => out.push((pos, Mem::Buf(*buf), index.clone(), true)),
+            Stmt::LocalStore { local, index, .. } => {
+                out.push((pos, Mem::Local(*local), index.clone(), true));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Whether (and how) the vector loop `for j in 0..extent { body }` in
+/// uniform context is spread over a block; `Err` says why not.
+/// `defined(v)` tells whether `v` is set before the loop (in scope).
+pub(crate) fn distribute(
+    p: &Program,
+    k: &Kernel,
+    j: VarId,
+    extent: usize,
+    body: &[Stmt],
+    defined: &dyn Fn(VarId) -> bool,
+) -> std::result::Result<Dist, String> {
+    if extent < DISTRIBUTE_MIN {
+        return Err(format!("{extent} iterations (fewer than {DISTRIBUTE_MIN})"));
+    }
+    let mut accs: Vec<Acc> = Vec::new();
+    // Value expressions other than the accumulators' own operand.
+    let mut others: Vec<&Expr> = Vec::new();
+    for s in body {
+        match s {
+            Stmt::Set { var, value } if defined(*var) => {
+                let ty = k.vars[var.0 as usize].ty;
+                let Some((op, e)) = acc_form(*var, value) else {
+                    return Err(format!("it sets %v{} of an enclosing scope", var.0));
+                };
+                if !matches!(ty, ScalarType::F32 | ScalarType::F64 | ScalarType::I32) {
+                    return Err(format!("accumulator %v{} of type {}", var.0, ty.name()));
+                }
+                match accs.iter().find(|a| a.var == *var) {
+                    Some(a) if a.op != op => {
+                        return Err(format!("accumulator %v{} combined two ways", var.0));
+                    }
+                    Some(_) => {}
+                    None => accs.push(Acc { var: *var, op, ty }),
+                }
+                others.push(e);
+            }
+            Stmt::Set { value, .. } => others.push(value),
+            Stmt::Store { index, value, .. } | Stmt::LocalStore { index, value, .. } => {
+                if index.coeff(j) == 0 {
+                    return Err("every iteration stores to the same element".into());
+                }
+                others.push(value);
+            }
+            Stmt::Loop { .. } | Stmt::Gemm(_) => return Err("it holds a loop or a gemm".into()),
+        }
+    }
+    for a in &accs {
+        if others.iter().any(|e| reads(e, a.var) > 0) {
+            return Err(format!("it reads accumulator %v{}", a.var.0));
+        }
+    }
+    let acc = accesses(body);
+    let mut stored: HashMap<Mem, HashSet<Index>> = HashMap::new();
+    for (_, m, ix, st) in &acc {
+        if *st {
+            stored.entry(*m).or_default().insert(normalized(ix));
+        }
+    }
+    for (_, m, ix, st) in &acc {
+        if !*st
+            && let Some(at) = stored.get(m)
+            && !at.contains(&normalized(ix))
+        {
+            return Err("it reads what it writes at another index".into());
+        }
+    }
+    Ok(Dist {
+        width: width(p, j, extent, &acc),
+        accs,
+    })
+}
+
+/// The chunk width of a distributed loop (see the module documentation).
+fn width(p: &Program, j: VarId, extent: usize, acc: &[(usize, Mem, Index, bool)]) -> usize {
+    let varying: Vec<(usize, BufferId, &Index, bool)> = acc
+        .iter()
+        .filter_map(|(pos, m, ix, st)| match *m {
+            Mem::Buf(b) if ix.coeff(j) != 0 => Some((*pos, b, ix, *st)),
+            _ => None,
+        })
+        .collect();
+    let Some(widest) = varying.iter().map(|v| elem_bytes(p, v.1)).max() else {
+        return 1;
+    };
+    // A chunk's loads are issued before its stores, so a buffer the loop
+    // both reads and writes must be read before it is written.
+    let ordered = varying.iter().all(|&(pos, b, _, st)| {
+        st || !varying
+            .iter()
+            .any(|&(spos, sb, _, sst)| sst && sb == b && spos < pos)
+    });
+    if !ordered {
+        return 1;
+    }
+    let mut w = 16 / widest;
+    while w >= 2 {
+        let aligned = extent.is_multiple_of(w)
+            && varying.iter().all(|&(_, _, ix, _)| {
+                ix.coeff(j) == 1
+                    && ix.offset.rem_euclid(w as i64) == 0
+                    && ix
+                        .terms
+                        .iter()
+                        .all(|&(v, c)| v == j || c.rem_euclid(w as i64) == 0)
+            });
+        if aligned {
+            return w;
+        }
+        w /= 2;
+    }
+    1
+}
+
+/// Which variables are set in scope, as the verifier sees it: one set per
+/// statement list being walked.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Scopes {
+    stack: Vec<HashSet<VarId>>,
+}
+
+impl Scopes {
+    /// Opens a statement list.
+    pub fn push(&mut self) {
+        self.stack.push(HashSet::new());
+    }
+
+    /// Closes the innermost statement list.
+    pub fn pop(&mut self) {
+        self.stack.pop();
+    }
+
+    /// Whether `v` is set in an enclosing list.
+    pub fn defined(&self, v: VarId) -> bool {
+        self.stack.iter().any(|s| s.contains(&v))
+    }
+
+    /// Records `v = …`.
+    pub fn set(&mut self, v: VarId) {
+        if !self.defined(v)
+            && let Some(top) = self.stack.last_mut()
+        {
+            top.insert(v);
+        }
+    }
+}
+
+/// What a walk over a launch body in uniform context finds.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Survey {
+    /// Distributed loops (per appearance in the code).
+    pub distributed: usize,
+    /// Of which with a chunk width above 1.
+    pub vectorized: usize,
+    /// Most iterations (chunks) any distributed loop has per block.
+    pub max_chunks: usize,
+    /// Most accumulators any distributed loop reduces.
+    pub max_accs: usize,
+    /// Scratch arrays some distributed loop writes (shared by the block).
+    pub shared: HashSet<LocalId>,
+}
+
+/// Walks `body` in uniform context (parallel loops are serial there)
+/// and records its distributed loops.
+pub(crate) fn survey(p: &Program, k: &Kernel, body: &[Stmt]) -> Survey {
+    fn walk(p: &Program, k: &Kernel, body: &[Stmt], sc: &mut Scopes, out: &mut Survey) {
+        sc.push();
+        for s in body {
+            match s {
+                Stmt::Loop {
+                    var,
+                    extent,
+                    kind: LoopKind::Vector,
+                    body,
+                } => {
+                    if let Ok(d) = distribute(p, k, *var, *extent, body, &|v| sc.defined(v)) {
+                        out.distributed += 1;
+                        out.vectorized += usize::from(d.width > 1);
+                        out.max_chunks = out.max_chunks.max(extent / d.width);
+                        out.max_accs = out.max_accs.max(d.accs.len());
+                        walk_stmts(body, &mut |s| {
+                            if let Stmt::LocalStore { local, .. } = s {
+                                out.shared.insert(*local);
+                            }
+                        });
+                    }
+                    // Variables set inside a vector loop are scoped to it.
+                }
+                Stmt::Loop { body, .. } => walk(p, k, body, sc, out),
+                Stmt::Set { var, .. } => sc.set(*var),
+                _ => {}
+            }
+        }
+        sc.pop();
+    }
+    let mut out = Survey::default();
+    walk(p, k, body, &mut Scopes::default(), &mut out);
+    out
+}
+
+/// Variables read anywhere in `body` (loop indices excluded).
+fn vars_read(k: &Kernel, body: &[Stmt]) -> HashSet<VarId> {
+    let mut out = HashSet::new();
+    walk_exprs(body, &mut |e| {
+        if let Expr::Var(v) = e
+            && k.vars[v.0 as usize].ty != ScalarType::Index
+        {
+            out.insert(*v);
+        }
+    });
+    out
+}
+
+/// Variables set anywhere in `body`.
+fn vars_set(body: &[Stmt]) -> HashSet<VarId> {
+    let mut out = HashSet::new();
+    walk_stmts(body, &mut |s| {
+        if let Stmt::Set { var, .. } = s {
+            out.insert(*var);
+        }
+    });
+    out
+}
+
+/// Scratch arrays used anywhere in `body`.
+pub(crate) fn locals_used(body: &[Stmt]) -> HashSet<LocalId> {
+    let mut out = HashSet::new();
+    walk_stmts(body, &mut |s| {
+        if let Stmt::LocalStore { local, .. } = s {
+            out.insert(*local);
+        }
+    });
+    walk_exprs(body, &mut |e| {
+        if let Expr::LocalLoad { local, .. } = e {
+            out.insert(*local);
+        }
+    });
+    out
+}
+
+/// Splits a kernel into launches and picks each one's mode.
+pub(crate) fn pieces<'a>(p: &Program, k: &'a Kernel) -> Result<Vec<Piece<'a>>> {
+    let unsupported = |message: String| GpuError::Unsupported {
+        kernel: k.name.clone(),
+        message,
+    };
+    // Runs between gemms.
+    let mut runs: Vec<Work<'a>> = Vec::new();
+    let mut start = 0;
+    for (i, s) in k.body.iter().enumerate() {
+        if let Stmt::Gemm(g) = s {
+            if start < i {
+                runs.push(Work::Body(&k.body[start..i]));
+            }
+            runs.push(Work::Gemm(g));
+            start = i + 1;
+        }
+    }
+    if start < k.body.len() {
+        runs.push(Work::Body(&k.body[start..]));
+    }
+    // Nothing may flow across a cut: each launch has its own registers
+    // and scratch arrays.
+    let bodies: Vec<&[Stmt]> = runs
+        .iter()
+        .filter_map(|w| match w {
+            Work::Body(b) => Some(*b),
+            Work::Gemm(_) => None,
+        })
+        .collect();
+    if bodies.len() > 1 {
+        let mut local_owner: HashMap<LocalId, usize> = HashMap::new();
+        for (i, b) in bodies.iter().enumerate() {
+            let set = vars_set(b);
+            if let Some(v) = vars_read(k, b).iter().find(|v| !set.contains(v)) {
+                return Err(unsupported(format!(
+                    "%v{} flows across a matrix product (each is its own launch)",
+                    v.0
+                )));
+            }
+            for l in locals_used(b) {
+                if *local_owner.entry(l).or_insert(i) != i {
+                    return Err(unsupported(format!(
+                        "scratch array %l{} is used on both sides of a matrix product",
+                        l.0
+                    )));
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for w in runs {
+        match w {
+            Work::Gemm(g) => out.push(Piece {
+                work: Work::Gemm(g),
+                mode: Mode::Gemm,
+            }),
+            Work::Body(body) => {
+                for part in split(body) {
+                    out.push(Piece {
+                        work: Work::Body(part),
+                        mode: mode(p, k, part),
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A run as one launch, or one launch per statement when that lets
+/// parallel loops have grids of their own and nothing flows between the
+/// statements.
+fn split(body: &[Stmt]) -> Vec<&[Stmt]> {
+    let has_parallel = body.iter().any(|s| {
+        matches!(
+            s,
+            Stmt::Loop {
+                kind: LoopKind::Parallel,
+                ..
+            }
+        )
+    });
+    let no_sets = !body.iter().any(|s| matches!(s, Stmt::Set { .. }));
+    let mut seen: HashSet<LocalId> = HashSet::new();
+    let disjoint_locals = body.iter().all(|s| {
+        let used = locals_used(std::slice::from_ref(s));
+        let ok = used.is_disjoint(&seen);
+        seen.extend(used);
+        ok
+    });
+    if body.len() > 1 && has_parallel && no_sets && disjoint_locals {
+        body.chunks(1).collect()
+    } else {
+        vec![body]
+    }
+}
+
+/// The mode of a launch running `body`.
+fn mode(p: &Program, k: &Kernel, body: &[Stmt]) -> Mode {
+    match body {
+        [
+            Stmt::Loop {
+                kind: LoopKind::Parallel,
+                body: inner,
+                ..
+            },
+        ] => {
+            if survey(p, k, inner).distributed > 0 {
+                Mode::Block
+            } else {
+                Mode::Thread
+            }
+        }
+        _ => Mode::Single,
+    }
+}
+
+/// A PTX identifier made of `name`: letters, digits and `_`, starting
+/// with a letter, at most 64 characters.
+pub(crate) fn sanitize(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(64)
+        .collect();
+    if !s.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        s.insert(0, 'k');
+    }
+    s
+}
+
+/// Statements one full unroll of `body` produces (loops multiplied out).
+pub(crate) fn unrolled_size(body: &[Stmt]) -> usize {
+    body.iter()
+        .map(|s| match s {
+            Stmt::Loop { extent, body, .. } => extent.saturating_mul(unrolled_size(body)),
+            _ => 1,
+        })
+        .fold(0, usize::saturating_add)
+}
+
+/// Whether some scratch-array index in `body` uses `var`.
+pub(crate) fn indexes_locals(body: &[Stmt], var: VarId) -> bool {
+    let mut hit = false;
+    walk_stmts(body, &mut |s| {
+        if let Stmt::LocalStore { index, .. } = s
+            && index.coeff(var) != 0
+        {
+            hit = true;
+        }
+    });
+    walk_exprs(body, &mut |e| {
+        if let Expr::LocalLoad { index, .. } = e
+            && index.coeff(var) != 0
+        {
+            hit = true;
+        }
+    });
+    hit
+}

@@ -1,0 +1,139 @@
+//! The GPU code generator's output, run on the host by the emulator
+//! (`birkhoff::gpu::codegen::emulate`: the optimized module retargeted to
+//! the host, one OS thread per GPU thread, barriers, warp shuffles and
+//! tensor-core fragments emulated), against the f64 reference
+//! interpreter. This tests the generated code's logic — launch mapping,
+//! indexing, vectorization, barriers, block reductions, the tensor-core
+//! fragment layout — on machines without a GPU; `tests/gpu.rs` runs the
+//! same models on a device.
+//!
+//! Tolerances: f32 models are held to 10x the per-op reduction row of
+//! DESIGN §5, as on the CPU; bf16 models use `birkhoff::testing`'s bf16
+//! bound, which allows for the unfused reference rounding every
+//! intermediate.
+#![cfg(feature = "gpu")]
+
+use std::collections::BTreeMap;
+
+use birkhoff::dsl::zoo::{Flag, Model, ModelArgs, build_model, model_info, models};
+use birkhoff::gpu::CodegenOptions;
+use birkhoff::gpu::codegen::emulate;
+use birkhoff::ir::{DType, Graph, Tensor, interpret};
+use birkhoff::lower::{GemmSupport, LowerOptions, lower};
+use birkhoff::testing::{
+    CheckError, compare_scaled, random_inputs, reference_options, verify_with,
+};
+
+/// Whole models chain dozens of ops per layer (see `tests/cpu_backend.rs`).
+const MODEL_FACTOR: f64 = 10.0;
+
+fn args_for(model: &str, dtype: DType, t: usize, n: usize, c: usize) -> ModelArgs {
+    let info = model_info(model).expect("a zoo model");
+    let takes = |f: Flag| info.flags.contains(&f);
+    ModelArgs {
+        tokens: takes(Flag::Tokens).then_some(t),
+        streams: takes(Flag::Streams).then_some(n),
+        hidden: takes(Flag::Hidden).then_some(c),
+        heads: takes(Flag::Heads).then_some(2),
+        dtype: Some(dtype),
+        ..ModelArgs::default()
+    }
+}
+
+fn build(model: &str, args: &ModelArgs) -> Model {
+    build_model(model, args).unwrap_or_else(|e| panic!("{model}: {e}"))
+}
+
+/// `graph` optimized (if `fused`), lowered as for the GPU, generated and
+/// run in the emulator.
+fn emulated(
+    graph: &Graph,
+    fused: bool,
+    inputs: &BTreeMap<String, Tensor>,
+) -> Vec<(String, Tensor)> {
+    let g = if fused {
+        birkhoff::opt::optimize(graph, |_| false).unwrap().graph
+    } else {
+        graph.clone()
+    };
+    let lo = LowerOptions {
+        gemm: GemmSupport {
+            bf16_operands: true,
+            row_sumsq: true,
+        },
+        ..LowerOptions::default()
+    };
+    let program = lower(&g, &lo).unwrap();
+    emulate(&program, &CodegenOptions::default(), inputs)
+        .unwrap_or_else(|e| panic!("{}: {e}", graph.name()))
+}
+
+/// Every output of `model` within the model tolerance of the reference.
+fn check_f32(name: &str, m: &Model, fused: bool, seed: u64) {
+    let inputs = random_inputs(&m.graph, &m.inits, seed);
+    let want = interpret(&m.graph, &inputs, &reference_options()).unwrap();
+    let got = emulated(&m.graph, fused, &inputs);
+    let errs = compare_scaled(&m.graph, &want, &got, MODEL_FACTOR)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    for e in errs {
+        println!(
+            "{name} fused={fused} {}: max_abs {:.2e} max_rel {:.2e}",
+            e.name, e.max_abs, e.max_rel
+        );
+        assert!(e.within, "{name} (fused: {fused}): {e:?}");
+    }
+}
+
+fn check_bf16(name: &str, m: &Model, fused: bool, seed: u64) {
+    let summary = verify_with(&m.graph, &m.inits, 1, seed, |inputs| {
+        Ok::<_, CheckError>(emulated(&m.graph, fused, inputs))
+    })
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
+    for w in &summary.outputs {
+        println!(
+            "{name} bf16 fused={fused} {}: max_rel {:.2e}",
+            w.error.name, w.error.max_rel
+        );
+    }
+    assert!(
+        summary.passed(),
+        "{name} bf16 (fused: {fused}): {summary:?}"
+    );
+}
+
+#[test]
+fn every_zoo_model_in_f32_fused_and_not() {
+    for info in models() {
+        let m = build(info.name, &args_for(info.name, DType::F32, 16, 4, 32));
+        for fused in [true, false] {
+            check_f32(info.name, &m, fused, 7);
+        }
+    }
+}
+
+#[test]
+fn every_zoo_model_in_bf16_fused_and_not() {
+    for info in models() {
+        let m = build(info.name, &args_for(info.name, DType::Bf16, 16, 4, 32));
+        for fused in [true, false] {
+            check_bf16(info.name, &m, fused, 11);
+        }
+    }
+}
+
+/// The mHC kernels on shapes that exercise partial tiles and blocks:
+/// tokens not a multiple of the tensor-core kernel's 64 rows, hidden
+/// sizes whose rows are (160 = 5·32) and are not (136) a whole number of
+/// the tensor-core kernel's 32-element chunks, so both matrix-product
+/// kernels run.
+#[test]
+fn mhc_kernels_on_ragged_shapes() {
+    for (t, c) in [(70, 40), (5, 34)] {
+        for model in ["mhc-pre", "mhc-post", "mhc-sublayer"] {
+            let m = build(model, &args_for(model, DType::Bf16, t, 4, c));
+            check_bf16(&format!("{model} T={t} C={c}"), &m, true, 3);
+            let m = build(model, &args_for(model, DType::F32, t, 4, c));
+            check_f32(&format!("{model} T={t} C={c}"), &m, true, 5);
+        }
+    }
+}
