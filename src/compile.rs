@@ -1,5 +1,10 @@
 //! The one entry point: compile a graph for a target and run it.
 //!
+//! `Target::Gpu` lowers for the GPU's matrix product, generates
+//! PTX (the `gpu` cargo feature, LLVM 19) and runs it on a CUDA device
+//! through the driver; [`gpu_module`] stops after code generation (for
+//! artifacts, no device needed) and [`gpu_code`] returns the LLVM IR or PTX.
+//!
 //! ```no_run
 //! use birkhoff::{Target, compile};
 //! use birkhoff::dsl::zoo::{ModelArgs, build_model};
@@ -14,10 +19,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use std::path::Path;
+
 use birkhoff_cpu::{CpuBackend, CpuExecutable, CpuOptions};
+use birkhoff_gpu::{CodegenOptions, GpuDevice, GpuError, GpuExecutable, GpuModule};
 use birkhoff_ir::kernel::Program;
 use birkhoff_ir::{Graph, InterpOptions, Tensor, interpret};
-use birkhoff_lower::{LowerOptions, Projection, lower};
+use birkhoff_lower::{GemmSupport, LowerOptions, Projection, lower};
 use birkhoff_opt::Report;
 
 /// Where a graph runs.
@@ -27,10 +35,13 @@ pub enum Target {
     Interp,
     /// Native code for this machine's CPU, through Cranelift.
     Cpu,
+    /// PTX for an NVIDIA GPU, through LLVM (the `gpu` cargo feature), run
+    /// through the CUDA driver.
+    Gpu,
 }
 
 /// Compilation settings.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct CompileOptions {
     /// The target.
     pub target: Target,
@@ -38,10 +49,15 @@ pub struct CompileOptions {
     pub optimize: bool,
     /// Threads for parallel loops (`None`: one per core).
     pub threads: Option<usize>,
-    /// How the mHC pre-mix computes its projections.
-    pub projection: Projection,
-    /// Bounds-check every memory access in generated code (for tests).
+    /// How the mHC pre-mix computes its projections (`None`: a matrix
+    /// product, the default on every target).
+    pub projection: Option<Projection>,
+    /// Bounds-check every memory access in generated code (CPU; for tests).
     pub checked: bool,
+    /// GPU code generation settings.
+    pub codegen: CodegenOptions,
+    /// The CUDA device ordinal (GPU target).
+    pub device: usize,
 }
 
 impl Default for CompileOptions {
@@ -50,32 +66,48 @@ impl Default for CompileOptions {
             target: Target::Cpu,
             optimize: true,
             threads: None,
-            projection: Projection::default(),
+            projection: None,
             checked: false,
+            codegen: CodegenOptions::default(),
+            device: 0,
         }
     }
 }
 
-/// Why compiling or running failed.
+/// Why compiling or running failed. Each variant is its stage's error,
+/// displayed as it is (transparent), so error chains do not repeat it.
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
     /// The graph or its inputs are invalid (interpreter errors included).
-    #[error("{0}")]
+    #[error(transparent)]
     Ir(#[from] birkhoff_ir::Error),
     /// The optimizer failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Opt(#[from] birkhoff_opt::Error),
     /// Lowering failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Lower(#[from] birkhoff_lower::LowerError),
     /// Code generation or the CPU runtime failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Cpu(#[from] birkhoff_cpu::CpuError),
+    /// GPU code generation, the CUDA driver or a GPU run failed.
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
 }
 
 enum Backend {
     Interp,
     Cpu(Box<CpuExecutable>),
+    Gpu(Box<GpuExecutable>),
+}
+
+/// What [`gpu_code`] returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GpuCode {
+    /// The LLVM IR, verified, before optimization.
+    Llvm,
+    /// The PTX.
+    Ptx,
 }
 
 /// A compiled graph, ready to run many times.
@@ -99,25 +131,21 @@ pub fn compile(graph: &Graph, target: Target) -> Result<Executable, CompileError
 }
 
 /// Compiles `graph` with explicit settings.
+///
+/// For [`Target::Gpu`] the device is opened first, so a machine without a
+/// CUDA driver fails fast with [`GpuError::NoDriver`].
 pub fn compile_with(graph: &Graph, opts: &CompileOptions) -> Result<Executable, CompileError> {
     let start = Instant::now();
     birkhoff_ir::verify(graph).map_err(birkhoff_ir::Error::from)?;
-    let (graph, report) = if opts.optimize {
-        let o = birkhoff_opt::optimize(graph, |_| false)?;
-        (o.graph, Some(o.report))
-    } else {
-        (graph.clone(), None)
+    let device = match opts.target {
+        Target::Gpu => Some(GpuDevice::open(opts.device)?),
+        Target::Interp | Target::Cpu => None,
     };
-    let (program, backend) = match opts.target {
-        Target::Interp => (None, Backend::Interp),
-        Target::Cpu => {
-            let program = lower(
-                &graph,
-                &LowerOptions {
-                    projection: opts.projection,
-                    ..LowerOptions::default()
-                },
-            )?;
+    let (graph, report) = prepare(graph, opts)?;
+    let (program, backend) = match (opts.target, device) {
+        (Target::Interp, _) => (None, Backend::Interp),
+        (Target::Cpu, _) => {
+            let program = lower_for(&graph, opts)?;
             let cpu = CpuOptions {
                 threads: opts.threads.unwrap_or(0),
                 checked: opts.checked,
@@ -127,6 +155,13 @@ pub fn compile_with(graph: &Graph, opts: &CompileOptions) -> Result<Executable, 
             let exe = birkhoff_ir::kernel::Backend::compile(&CpuBackend(cpu), &program)?;
             (Some(program), Backend::Cpu(Box::new(exe)))
         }
+        (Target::Gpu, device) => {
+            let device = device.expect("opened above for the GPU target");
+            let program = lower_for(&graph, opts)?;
+            let module = birkhoff_gpu::compile_module(&program, &opts.codegen)?;
+            let exe = GpuExecutable::load(module, &device)?;
+            (Some(program), Backend::Gpu(Box::new(exe)))
+        }
     };
     Ok(Executable {
         graph,
@@ -135,6 +170,94 @@ pub fn compile_with(graph: &Graph, opts: &CompileOptions) -> Result<Executable, 
         backend,
         compile_time: start.elapsed(),
     })
+}
+
+/// Optimizes the (verified) `graph` if `opts.optimize`.
+fn prepare(graph: &Graph, opts: &CompileOptions) -> Result<(Graph, Option<Report>), CompileError> {
+    Ok(if opts.optimize {
+        let o = birkhoff_opt::optimize(graph, |_| false)?;
+        (o.graph, Some(o.report))
+    } else {
+        (graph.clone(), None)
+    })
+}
+
+/// Lowers with the projection `opts` asks for, or the target's default.
+fn lower_for(graph: &Graph, opts: &CompileOptions) -> Result<Program, CompileError> {
+    // The GPU's matrix product reads bf16 operands and sums each row's
+    // squares from the same loads, so the pre-mix streams a token's row
+    // once for its projection and once to apply it.
+    let gemm = match opts.target {
+        Target::Gpu => GemmSupport {
+            bf16_operands: true,
+            row_sumsq: true,
+        },
+        Target::Interp | Target::Cpu => GemmSupport::default(),
+    };
+    Ok(lower(
+        graph,
+        &LowerOptions {
+            projection: opts.projection.unwrap_or_default(),
+            gemm,
+            ..LowerOptions::default()
+        },
+    )?)
+}
+
+/// Optimizes (if `opts.optimize`) and lowers `graph` as [`compile_with`]
+/// would for `opts.target`: the kernel program the backend gets (for
+/// `--emit kernel-ir`; no code generation, no device).
+pub fn kernel_program(graph: &Graph, opts: &CompileOptions) -> Result<Program, CompileError> {
+    birkhoff_ir::verify(graph).map_err(birkhoff_ir::Error::from)?;
+    let (graph, _) = prepare(graph, opts)?;
+    lower_for(&graph, opts)
+}
+
+/// Optimizes (if `opts.optimize`), lowers and generates GPU code for
+/// `graph`, without a device: the module an artifact file holds
+/// ([`GpuModule::save`]). `opts.target` is ignored (always the GPU's
+/// defaults). Needs the `gpu` cargo feature.
+pub fn gpu_module(graph: &Graph, opts: &CompileOptions) -> Result<GpuModule, CompileError> {
+    let opts = CompileOptions {
+        target: Target::Gpu,
+        ..opts.clone()
+    };
+    birkhoff_ir::verify(graph).map_err(birkhoff_ir::Error::from)?;
+    let (graph, _) = prepare(graph, &opts)?;
+    let program = lower_for(&graph, &opts)?;
+    Ok(birkhoff_gpu::compile_module(&program, &opts.codegen)?)
+}
+
+/// The LLVM IR or PTX that [`Target::Gpu`] would run for `graph`, without
+/// a device. Needs the `gpu` cargo feature.
+pub fn gpu_code(
+    graph: &Graph,
+    opts: &CompileOptions,
+    what: GpuCode,
+) -> Result<String, CompileError> {
+    match what {
+        GpuCode::Ptx => Ok(gpu_module(graph, opts)?.ptx),
+        GpuCode::Llvm => {
+            let opts = CompileOptions {
+                target: Target::Gpu,
+                ..opts.clone()
+            };
+            birkhoff_ir::verify(graph).map_err(birkhoff_ir::Error::from)?;
+            let (graph, _) = prepare(graph, &opts)?;
+            let program = lower_for(&graph, &opts)?;
+            Ok(birkhoff_gpu::emit_llvm(&program, &opts.codegen)?)
+        }
+    }
+}
+
+/// Loads an artifact file written by [`GpuModule::save`] onto CUDA device
+/// `device`. Needs only the driver: no LLVM, no `gpu` feature. The file is
+/// read and checked before the device is opened, so a bad artifact is
+/// reported as such on any machine.
+pub fn load_gpu_artifact(path: &Path, device: usize) -> Result<GpuExecutable, CompileError> {
+    let module = GpuModule::load(path)?;
+    let device = GpuDevice::open(device)?;
+    Ok(GpuExecutable::load(module, &device)?)
 }
 
 impl Executable {
@@ -147,6 +270,7 @@ impl Executable {
         match &self.backend {
             Backend::Interp => Ok(interpret(&self.graph, inputs, &InterpOptions::default())?),
             Backend::Cpu(exe) => Ok(exe.run(inputs)?),
+            Backend::Gpu(exe) => Ok(exe.run(inputs)?),
         }
     }
 
@@ -164,6 +288,10 @@ impl Executable {
                 Ok(())
             }
             Backend::Cpu(exe) => Ok(exe.run_into(inputs, outputs)?),
+            Backend::Gpu(exe) => {
+                *outputs = exe.run(inputs)?;
+                Ok(())
+            }
         }
     }
 
@@ -172,7 +300,7 @@ impl Executable {
         &self.graph
     }
 
-    /// The kernel program (CPU target).
+    /// The kernel program (CPU and GPU targets).
     pub fn program(&self) -> Option<&Program> {
         self.program.as_ref()
     }
@@ -182,11 +310,22 @@ impl Executable {
         self.report.as_ref()
     }
 
-    /// The generated code as text (CLIF for the CPU target).
+    /// The generated code as text (CLIF for the CPU target, PTX for the
+    /// GPU).
     pub fn code(&self) -> Option<String> {
         match &self.backend {
             Backend::Interp => None,
             Backend::Cpu(exe) => Some(exe.to_string()),
+            Backend::Gpu(exe) => Some(exe.to_string()),
+        }
+    }
+
+    /// The GPU executable (GPU target): device timings, the module, the
+    /// device.
+    pub fn gpu(&self) -> Option<&GpuExecutable> {
+        match &self.backend {
+            Backend::Gpu(exe) => Some(exe),
+            Backend::Interp | Backend::Cpu(_) => None,
         }
     }
 

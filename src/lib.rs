@@ -22,7 +22,11 @@ pub mod testing;
 pub use atomic::write_atomic;
 pub use birkhoff_cpu as cpu;
 pub use birkhoff_dsl as dsl;
+pub use birkhoff_gpu as gpu;
 pub use birkhoff_ir as ir;
 pub use birkhoff_lower as lower;
 pub use birkhoff_opt as opt;
-pub use compile::{CompileError, CompileOptions, Executable, Target, compile, compile_with};
+pub use compile::{
+    CompileError, CompileOptions, Executable, GpuCode, Target, compile, compile_with, gpu_code,
+    gpu_module, kernel_program, load_gpu_artifact,
+};

@@ -35,6 +35,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Build the default mHC transformer block, run it, and report.
     Demo(DemoArgs),
+    /// Describe a CUDA device and measure its device-to-device copy bandwidth.
+    GpuInfo(GpuInfoArgs),
 }
 
 /// Flags that size and configure zoo models (see `birkhoff models`).
@@ -173,6 +175,16 @@ pub enum Backend {
     Interp,
     /// Native code through Cranelift.
     Cpu,
+    /// PTX on a CUDA GPU (compiling needs a build with `--features gpu`).
+    Gpu,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetArg {
+    /// This machine's CPU.
+    Cpu,
+    /// An NVIDIA GPU (PTX).
+    Gpu,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,7 +206,13 @@ pub enum PrecisionArg {
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// A zoo model name (see `birkhoff models`) or a .bir file.
-    pub source: String,
+    #[arg(required_unless_present = "artifact", conflicts_with = "artifact")]
+    pub source: Option<String>,
+    /// Run a GPU artifact (.bkx, from `compile --target gpu -o FILE`)
+    /// instead of a model: needs only the CUDA driver. Inputs are drawn or
+    /// read by the artifact's input names and types.
+    #[arg(long, value_name = "FILE")]
+    pub artifact: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelFlags,
     /// Directory holding NAME.npy for each graph input.
@@ -206,9 +224,12 @@ pub struct RunArgs {
     /// Draw inputs that have no .npy file from this seed.
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
-    /// Where to run.
-    #[arg(long, value_enum, default_value = "interp")]
-    pub backend: Backend,
+    /// Where to run [default: interp; gpu for --artifact].
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    /// CUDA device ordinal (--backend gpu).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub device: usize,
     /// Interpreter arithmetic precision.
     #[arg(long, value_enum, default_value = "f64")]
     pub precision: PrecisionArg,
@@ -245,13 +266,20 @@ pub struct CompileArgs {
     #[arg(long, value_enum, default_value = "text")]
     pub format: ReportFormat,
     /// Write the result to this file (else it goes to stdout, unless
-    /// --fusion-report is given).
+    /// --fusion-report is given). With --target gpu and no --emit, the
+    /// file is a GPU artifact (.bkx) for `run --artifact`, and -o is
+    /// required.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// What to compile for: cpu, or gpu (needs a build with `--features
+    /// gpu`) [default: cpu, or gpu with --emit llvm|ptx].
+    #[arg(long, value_enum)]
+    pub target: Option<TargetArg>,
     /// What to emit: the optimized graph IR, the kernel IR lowering makes
-    /// of it, or the CPU backend's Cranelift IR.
-    #[arg(long, value_enum, default_value = "graph")]
-    pub emit: EmitArg,
+    /// of it, the CPU backend's Cranelift IR, or the GPU backend's LLVM IR
+    /// or PTX [default: graph; with --target gpu, an artifact (-o)].
+    #[arg(long, value_enum)]
+    pub emit: Option<EmitArg>,
     /// Skip the optimizer (emit the unfused program).
     #[arg(long)]
     pub unfused: bool,
@@ -261,10 +289,14 @@ pub struct CompileArgs {
 pub enum EmitArg {
     /// Graph IR text.
     Graph,
-    /// Kernel IR text.
+    /// Kernel IR text, as lowered for the target.
     KernelIr,
-    /// Cranelift IR of every kernel.
+    /// Cranelift IR of every kernel (CPU target).
     Clif,
+    /// LLVM IR of every kernel (GPU target).
+    Llvm,
+    /// PTX of every kernel (GPU target).
+    Ptx,
 }
 
 #[derive(Args, Debug)]
@@ -282,6 +314,9 @@ pub struct VerifyArgs {
     /// Where the optimized graph runs.
     #[arg(long, value_enum, default_value = "interp")]
     pub backend: Backend,
+    /// CUDA device ordinal (--backend gpu).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub device: usize,
 }
 
 #[derive(Args, Debug)]
@@ -313,9 +348,13 @@ pub struct BenchArgs {
     /// Threads for parallel loops (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// How mhc_pre computes its projections.
-    #[arg(long, value_enum, default_value = "gemm")]
-    pub projection: ProjectionArg,
+    /// How mhc_pre computes its projections [default: gemm, on every
+    /// backend].
+    #[arg(long, value_enum)]
+    pub projection: Option<ProjectionArg>,
+    /// CUDA device ordinal (--backend gpu).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub device: usize,
     /// Timed runs (the median is reported).
     #[arg(long, default_value_t = 10)]
     pub runs: usize,
@@ -325,11 +364,31 @@ pub struct BenchArgs {
     /// Seed of the random inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Print one JSON object.
+    /// Print one JSON object: model, backend, inputs (name -> type),
+    /// median_s, min_s, max_s, bytes (minimal traffic), gbps, flops, ...;
+    /// on the GPU also device and launches [{entry, kernel, median_s}].
     #[arg(long)]
     pub json: bool,
     /// Allocate fresh output tensors on every call (as eager peers do)
     /// instead of reusing the previous call's.
     #[arg(long)]
     pub fresh_outputs: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct GpuInfoArgs {
+    /// CUDA device ordinal.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub device: usize,
+    /// Size of the buffer the bandwidth test copies, in MiB.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub copy_mib: usize,
+    /// Timed copies (the median is reported).
+    #[arg(long, default_value_t = 20)]
+    pub runs: usize,
+    /// Print one JSON object: {"device", "sms", "memory_bytes", "copy_gbps",
+    /// "copy_bytes", ...}; copy_gbps counts bytes read plus bytes written,
+    /// copy_bytes is the size of the copied buffer.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -4,12 +4,17 @@
 //! (parameters included) read once, every output written once. GB/s is
 //! those bytes over the median time, so the numbers compare with peers
 //! that report the same figure.
+//!
+//! On the GPU the times are device times of the whole launch sequence,
+//! measured with CUDA events on the stream (inputs uploaded once, outputs
+//! not downloaded), and each launch is also timed on its own.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use birkhoff::{CompileOptions, Target, compile_with};
+use birkhoff::gpu::LaunchTiming;
+use birkhoff::{CompileOptions, Executable, Target, compile_with};
 
 use crate::args::{Backend, BenchArgs, ProjectionArg};
 use crate::source;
@@ -23,37 +28,28 @@ pub fn main(a: &BenchArgs) -> Result<ExitCode> {
     let target = match a.backend {
         Backend::Interp => Target::Interp,
         Backend::Cpu => Target::Cpu,
+        Backend::Gpu => Target::Gpu,
     };
     let opts = CompileOptions {
         target,
         optimize: !a.unfused,
         threads: a.threads,
-        projection: match a.projection {
+        projection: a.projection.map(|p| match p {
             ProjectionArg::InKernel => birkhoff::lower::Projection::InKernel,
             ProjectionArg::Gemm => birkhoff::lower::Projection::Gemm,
-        },
-        checked: false,
+        }),
+        device: a.device,
+        ..CompileOptions::default()
     };
     let exe = compile_with(g, &opts)?;
     let inputs = birkhoff::testing::random_inputs(g, &src.inits, a.seed);
-    let mut outputs = Vec::new();
-    let call = |outputs: &mut Vec<_>| -> Result<()> {
-        if a.fresh_outputs {
-            *outputs = exe.run(&inputs)?;
-        } else {
-            exe.run_into(&inputs, outputs)?;
-        }
-        Ok(())
+    let (mut times, launches) = match exe.gpu() {
+        Some(gpu) => (
+            gpu.time(&inputs, a.warmup, a.runs)?,
+            gpu.time_launches(&inputs, a.warmup.min(1), a.runs)?,
+        ),
+        None => (host_times(a, &exe, &inputs)?, Vec::new()),
     };
-    for _ in 0..a.warmup {
-        call(&mut outputs)?;
-    }
-    let mut times = Vec::with_capacity(a.runs);
-    for _ in 0..a.runs {
-        let t = Instant::now();
-        call(&mut outputs)?;
-        times.push(t.elapsed().as_secs_f64());
-    }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let (min, max) = (times[0], times[times.len() - 1]);
@@ -69,10 +65,42 @@ pub fn main(a: &BenchArgs) -> Result<ExitCode> {
     let backend = match a.backend {
         Backend::Interp => "interp",
         Backend::Cpu => "cpu",
+        Backend::Gpu => "gpu",
     };
+    let device = exe.gpu().map(|g| g.device().info().name.clone());
     if a.json {
+        let gpu_fields = match &device {
+            Some(d) => format!(
+                ", \"device\": {}, \"launches\": [{}]",
+                json_str(d),
+                launches
+                    .iter()
+                    .map(|l| format!(
+                        "{{\"entry\": {}, \"kernel\": {}, \"median_s\": {:e}}}",
+                        json_str(&l.entry),
+                        json_str(&l.kernel),
+                        l.median_s()
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => String::new(),
+        };
+        // Every input's type, so a reader knows the shape and dtype.
+        let input_types = g
+            .inputs()
+            .iter()
+            .map(|&v| {
+                format!(
+                    "{}: {}",
+                    json_str(g.input_name(v).unwrap_or_default()),
+                    json_str(&g.ty(v).to_string())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
         println!(
-            "{{\"model\": \"{}\", \"backend\": \"{backend}\", \"fused\": {}, \"threads\": {}, \"runs\": {}, \"median_s\": {median:e}, \"min_s\": {min:e}, \"max_s\": {max:e}, \"bytes\": {bytes}, \"gbps\": {gbps:.4}, \"flops\": {flops}, \"gflops\": {gflops:.4}, \"compile_s\": {:e}, \"fresh_outputs\": {}}}",
+            "{{\"model\": \"{}\", \"backend\": \"{backend}\", \"inputs\": {{{input_types}}}, \"fused\": {}, \"threads\": {}, \"runs\": {}, \"median_s\": {median:e}, \"min_s\": {min:e}, \"max_s\": {max:e}, \"bytes\": {bytes}, \"gbps\": {gbps:.4}, \"flops\": {flops}, \"gflops\": {gflops:.4}, \"compile_s\": {:e}, \"fresh_outputs\": {}{gpu_fields}}}",
             g.name(),
             !a.unfused,
             a.threads.map_or("null".to_string(), |t| t.to_string()),
@@ -81,12 +109,18 @@ pub fn main(a: &BenchArgs) -> Result<ExitCode> {
             a.fresh_outputs
         );
     } else {
+        let setting = match &device {
+            Some(d) => format!("{d}, device time"),
+            None => format!(
+                "{} threads, {} outputs",
+                a.threads.map_or("all".to_string(), |t| t.to_string()),
+                if a.fresh_outputs { "fresh" } else { "reused" }
+            ),
+        };
         println!(
-            "@{} on {backend} ({}, {} threads, {} outputs): median {:.3} ms (min {:.3}, max {:.3}, {} runs) | {:.1} MB minimal traffic -> {gbps:.2} GB/s | {:.2} GFLOP -> {gflops:.2} GFLOP/s | compile {:.1} ms",
+            "@{} on {backend} ({}, {setting}): median {:.3} ms (min {:.3}, max {:.3}, {} runs) | {:.1} MB minimal traffic -> {gbps:.2} GB/s | {:.2} GFLOP -> {gflops:.2} GFLOP/s | compile {:.1} ms",
             g.name(),
             if a.unfused { "unfused" } else { "fused" },
-            a.threads.map_or("all".to_string(), |t| t.to_string()),
-            if a.fresh_outputs { "fresh" } else { "reused" },
             median * 1e3,
             min * 1e3,
             max * 1e3,
@@ -95,6 +129,61 @@ pub fn main(a: &BenchArgs) -> Result<ExitCode> {
             flops as f64 / 1e9,
             exe.compile_time().as_secs_f64() * 1e3
         );
+        print_launches(&launches);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Wall-clock seconds of each timed call on the host (CPU, interpreter).
+fn host_times(
+    a: &BenchArgs,
+    exe: &Executable,
+    inputs: &std::collections::BTreeMap<String, birkhoff::ir::Tensor>,
+) -> Result<Vec<f64>> {
+    let mut outputs = Vec::new();
+    let call = |outputs: &mut Vec<_>| -> Result<()> {
+        if a.fresh_outputs {
+            *outputs = exe.run(inputs)?;
+        } else {
+            exe.run_into(inputs, outputs)?;
+        }
+        Ok(())
+    };
+    for _ in 0..a.warmup {
+        call(&mut outputs)?;
+    }
+    let mut times = Vec::with_capacity(a.runs);
+    for _ in 0..a.runs {
+        let t = Instant::now();
+        call(&mut outputs)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    Ok(times)
+}
+
+fn print_launches(launches: &[LaunchTiming]) {
+    for l in launches {
+        println!(
+            "  {:<32} {:<24} median {:.3} ms",
+            l.entry,
+            l.kernel,
+            l.median_s() * 1e3
+        );
+    }
+}
+
+/// `s` as a JSON string literal.
+pub fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }

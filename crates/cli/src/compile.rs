@@ -5,9 +5,14 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use birkhoff::opt::{PASSES, optimize};
 
-use crate::args::{CompileArgs, EmitArg, ReportFormat};
+use birkhoff::opt::Report;
+use clap::ValueEnum;
+
+use crate::args::{CompileArgs, EmitArg, ReportFormat, TargetArg};
 use crate::source;
-use birkhoff::{CompileOptions, Target, compile_with};
+use birkhoff::{
+    CompileOptions, GpuCode, Target, compile_with, gpu_code, gpu_module, kernel_program,
+};
 
 pub fn main(a: &CompileArgs) -> Result<ExitCode> {
     for d in &a.dump_after {
@@ -18,6 +23,17 @@ pub fn main(a: &CompileArgs) -> Result<ExitCode> {
                 known.join(", ")
             );
         }
+    }
+    let (target, emit) = resolve_target(a.target, a.emit)?;
+    if target == TargetArg::Gpu && emit.is_none() && a.output.is_none() {
+        bail!(
+            "compile --target gpu writes an artifact: pass -o FILE.bkx (or --emit llvm|ptx to print code)"
+        );
+    }
+    let generates_gpu_code = matches!(emit, None | Some(EmitArg::Llvm | EmitArg::Ptx));
+    if target == TargetArg::Gpu && generates_gpu_code && !birkhoff::gpu::CODEGEN_ENABLED {
+        // Before the optimizer runs: it would only be thrown away.
+        return Err(birkhoff::gpu::GpuError::CodegenNotEnabled.into());
     }
     let src = source::load(&a.source, &a.model)?;
     let wanted = |pass: &str| a.dump_after.iter().any(|d| d == "all" || d == pass);
@@ -46,17 +62,38 @@ pub fn main(a: &CompileArgs) -> Result<ExitCode> {
     }
 
     let graph = if a.unfused { &src.graph } else { &out.graph };
-    let text = match a.emit {
-        EmitArg::Graph => graph.to_string(),
-        EmitArg::KernelIr => birkhoff::lower::lower(graph, &Default::default())?.to_string(),
-        EmitArg::Clif => {
-            let opts = CompileOptions {
-                target: Target::Cpu,
-                optimize: false,
-                ..CompileOptions::default()
-            };
-            compile_with(graph, &opts)?.code().unwrap_or_default()
+    // The graph is optimized already (or deliberately not).
+    let opts = CompileOptions {
+        target: match target {
+            TargetArg::Cpu => Target::Cpu,
+            TargetArg::Gpu => Target::Gpu,
+        },
+        optimize: false,
+        ..CompileOptions::default()
+    };
+    let text = match emit {
+        None => {
+            let path = a.output.as_ref().expect("checked above");
+            let module = gpu_module(graph, &opts)?;
+            module.save(path)?;
+            eprintln!(
+                "wrote GPU artifact {} (@{}, {} launches, {}, format version {})",
+                path.display(),
+                module.name,
+                module.launches.len(),
+                module.arch,
+                module.version
+            );
+            if a.fusion_report {
+                print_report(a, &out.report);
+            }
+            return Ok(ExitCode::SUCCESS);
         }
+        Some(EmitArg::Graph) => graph.to_string(),
+        Some(EmitArg::KernelIr) => kernel_program(graph, &opts)?.to_string(),
+        Some(EmitArg::Clif) => compile_with(graph, &opts)?.code().unwrap_or_default(),
+        Some(EmitArg::Llvm) => gpu_code(graph, &opts, GpuCode::Llvm)?,
+        Some(EmitArg::Ptx) => gpu_code(graph, &opts, GpuCode::Ptx)?,
     };
     match &a.output {
         Some(path) => birkhoff::write_atomic(path, text.as_bytes())
@@ -65,10 +102,48 @@ pub fn main(a: &CompileArgs) -> Result<ExitCode> {
         None => {}
     }
     if a.fusion_report {
-        match a.format {
-            ReportFormat::Text => println!("{}", out.report),
-            ReportFormat::Json => println!("{}", out.report.to_json()),
-        }
+        print_report(a, &out.report);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_report(a: &CompileArgs, report: &Report) {
+    match a.format {
+        ReportFormat::Text => println!("{report}"),
+        ReportFormat::Json => println!("{}", report.to_json()),
+    }
+}
+
+/// The target and what to emit (`None`: a GPU artifact), from the flags:
+/// `--emit llvm|ptx` implies the GPU, `--emit clif` the CPU, and a
+/// contradiction is an error.
+fn resolve_target(
+    target: Option<TargetArg>,
+    emit: Option<EmitArg>,
+) -> Result<(TargetArg, Option<EmitArg>)> {
+    let needs = |e: EmitArg| match e {
+        EmitArg::Llvm | EmitArg::Ptx => Some(TargetArg::Gpu),
+        EmitArg::Clif => Some(TargetArg::Cpu),
+        EmitArg::Graph | EmitArg::KernelIr => None,
+    };
+    let name = |t: TargetArg| match t {
+        TargetArg::Cpu => "cpu",
+        TargetArg::Gpu => "gpu",
+    };
+    match (target, emit) {
+        (Some(t), Some(e)) => match needs(e) {
+            Some(n) if n != t => bail!(
+                "--emit {} needs --target {}, not --target {}",
+                e.to_possible_value()
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_default(),
+                name(n),
+                name(t)
+            ),
+            _ => Ok((t, Some(e))),
+        },
+        (Some(TargetArg::Gpu), None) => Ok((TargetArg::Gpu, None)),
+        (Some(TargetArg::Cpu), None) | (None, None) => Ok((TargetArg::Cpu, Some(EmitArg::Graph))),
+        (None, Some(e)) => Ok((needs(e).unwrap_or(TargetArg::Cpu), Some(e))),
+    }
 }

@@ -10,6 +10,7 @@ mod compile;
 mod demo;
 mod dump;
 mod filetest;
+mod gpu_info;
 mod models;
 mod run;
 mod source;
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         args::Command::Test(a) => filetest::main(&a),
         args::Command::Bench(a) => bench::main(&a),
         args::Command::Demo(a) => demo::main(&a),
+        args::Command::GpuInfo(a) => gpu_info::main(&a),
     };
     match result {
         Ok(code) => code,

@@ -6,8 +6,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use birkhoff::dsl::{Rng, random_tensor};
-use birkhoff::ir::{Graph, InterpOptions, Precision, Tensor, interpret_with_progress, node_cost};
+use birkhoff::dsl::{Init, Rng, random_tensor};
+use birkhoff::gpu::{GpuDevice, GpuExecutable, GpuModule};
+use birkhoff::ir::{
+    Graph, InterpOptions, Precision, Tensor, TensorType, interpret_with_progress, node_cost,
+};
 use birkhoff::npy::{read_npy, write_npy};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -28,22 +31,49 @@ pub fn load_inputs(
     allow_nonfinite: bool,
 ) -> Result<BTreeMap<String, Tensor>> {
     let g = &src.graph;
+    let specs: Vec<(String, TensorType)> = g
+        .inputs()
+        .iter()
+        .map(|&v| {
+            (
+                g.input_name(v).unwrap_or_default().to_string(),
+                g.ty(v).clone(),
+            )
+        })
+        .collect();
+    gather_inputs(
+        &format!("graph @{}", g.name()),
+        &specs,
+        |name| src.init(name),
+        dir,
+        seed,
+        allow_nonfinite,
+    )
+}
+
+/// [`load_inputs`] for any list of named, typed inputs (`what` names
+/// their owner in messages); `init` suggests a distribution per name.
+pub fn gather_inputs(
+    what: &str,
+    specs: &[(String, TensorType)],
+    init: impl Fn(&str) -> Init,
+    dir: Option<&Path>,
+    seed: Option<u64>,
+    allow_nonfinite: bool,
+) -> Result<BTreeMap<String, Tensor>> {
     if let Some(d) = dir {
         if !d.is_dir() {
             bail!("input directory {} does not exist", d.display());
         }
-        warn_about_stray_files(g, d);
-    } else if seed.is_none() && !g.inputs().is_empty() {
+        warn_about_stray_files(what, specs, d);
+    } else if seed.is_none() && !specs.is_empty() {
         bail!(
-            "graph @{} needs inputs: pass --inputs DIR (one NAME.npy per input) or --seed S for random values",
-            g.name()
+            "{what} needs inputs: pass --inputs DIR (one NAME.npy per input) or --seed S for random values"
         );
     }
     let root = Rng::new(seed.unwrap_or(0));
     let mut inputs = BTreeMap::new();
-    for &v in g.inputs() {
-        let name = g.input_name(v).unwrap_or_default();
-        let ty = g.ty(v);
+    for (name, ty) in specs {
         let file = dir.map(|d| d.join(format!("{name}.npy")));
         let t = match (&file, seed) {
             (Some(f), _) if f.exists() => {
@@ -57,7 +87,7 @@ pub fn load_inputs(
                 }
                 t
             }
-            (_, Some(_)) => random_tensor(ty, &src.init(name), &mut root.fork(name)),
+            (_, Some(_)) => random_tensor(ty, &init(name), &mut root.fork(name)),
             (Some(f), None) => bail!(
                 "missing input file {} for input '{name}' ({ty}); pass --seed S to draw random values for missing inputs",
                 f.display()
@@ -69,12 +99,12 @@ pub fn load_inputs(
                 "input '{name}' holds {x} at flat index {i}; pass --allow-nonfinite to run it anyway"
             );
         }
-        inputs.insert(name.to_string(), t);
+        inputs.insert(name.clone(), t);
     }
     Ok(inputs)
 }
 
-fn warn_about_stray_files(g: &Graph, dir: &Path) {
+fn warn_about_stray_files(what: &str, specs: &[(String, TensorType)], dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -82,11 +112,10 @@ fn warn_about_stray_files(g: &Graph, dir: &Path) {
         let p = e.path();
         if p.extension().is_some_and(|x| x == "npy") {
             let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-            if g.input_by_name(stem).is_none() {
+            if !specs.iter().any(|(n, _)| n == stem) {
                 eprintln!(
-                    "note: ignoring {} (graph @{} has no input '{stem}')",
-                    p.display(),
-                    g.name()
+                    "note: ignoring {} ({what} has no input '{stem}')",
+                    p.display()
                 );
             }
         }
@@ -132,7 +161,14 @@ pub fn stats(t: &Tensor) -> String {
 }
 
 pub fn main(a: &RunArgs) -> Result<ExitCode> {
-    let mut src = source::load(&a.source, &a.model)?;
+    if let Some(path) = &a.artifact {
+        return run_artifact(a, path);
+    }
+    let Some(source) = &a.source else {
+        bail!("pass a model name, an IR file or --artifact FILE");
+    };
+    let mut src = source::load(source, &a.model)?;
+    let backend = a.backend.unwrap_or(Backend::Interp);
     let inputs = load_inputs(&src, a.inputs.as_deref(), a.seed, a.allow_nonfinite)?;
     if a.optimize {
         let out = birkhoff::opt::optimize(&src.graph, |_| false)?;
@@ -160,41 +196,103 @@ pub fn main(a: &RunArgs) -> Result<ExitCode> {
         PrecisionArg::F32 => Precision::F32,
     };
     let start = Instant::now();
-    let (outputs, engine) = match a.backend {
+    let (outputs, engine) = match backend {
         Backend::Interp => (
             interpret(&src.graph, &inputs, precision)?,
             format!("the reference interpreter ({precision:?})"),
         ),
-        Backend::Cpu => {
-            // The CPU path compiles the graph as given (already optimized above with --optimize).
+        Backend::Cpu | Backend::Gpu => {
+            // Compiles the graph as given (already optimized above with --optimize).
+            let gpu = backend == Backend::Gpu;
             let opts = CompileOptions {
-                target: Target::Cpu,
+                target: if gpu { Target::Gpu } else { Target::Cpu },
                 optimize: false,
+                device: a.device,
                 ..CompileOptions::default()
             };
             let exe = compile_with(&src.graph, &opts)?;
+            let engine = match exe.gpu() {
+                Some(g) => format!("GPU {}", g.device().info().name),
+                None => "the CPU backend".to_string(),
+            };
             (
                 exe.run(&inputs)?,
                 format!(
-                    "the CPU backend (compiled in {:.1} ms)",
+                    "{engine} (compiled in {:.1} ms)",
                     exe.compile_time().as_secs_f64() * 1e3
                 ),
             )
         }
     };
     let elapsed = start.elapsed();
-    if let Some(dir) = &a.outputs {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create output directory {}", dir.display()))?;
-    }
     println!(
         "ran @{} ({} nodes) on {engine} in {:.1} ms",
         src.graph.name(),
         src.graph.len(),
         elapsed.as_secs_f64() * 1e3
     );
-    for (name, t) in &outputs {
-        let dest = match &a.outputs {
+    write_outputs(a.outputs.as_deref(), &outputs)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `run --artifact FILE`: a GPU artifact on the device, no compiler needed.
+fn run_artifact(a: &RunArgs, path: &Path) -> Result<ExitCode> {
+    if let Some(b) = a.backend.filter(|&b| b != Backend::Gpu) {
+        bail!(
+            "an artifact runs only on the GPU; drop --backend {} or pass --backend gpu",
+            match b {
+                Backend::Interp => "interp",
+                Backend::Cpu => "cpu",
+                Backend::Gpu => "gpu",
+            }
+        );
+    }
+    if let Some(f) = a.model.to_model_args().given().first() {
+        bail!(
+            "--{} is a model flag; it does not apply to an artifact",
+            f.name()
+        );
+    }
+    if a.optimize {
+        bail!("--optimize does not apply to an artifact (it was compiled already)");
+    }
+    // The file first: a bad artifact is reported as such on any machine.
+    let module = GpuModule::load(path)?;
+    let specs = module.input_types()?;
+    let inputs = gather_inputs(
+        &format!("artifact {} (@{})", path.display(), module.name),
+        &specs,
+        |_| Init::default(),
+        a.inputs.as_deref(),
+        a.seed,
+        a.allow_nonfinite,
+    )?;
+    let start = Instant::now();
+    let device = GpuDevice::open(a.device)?;
+    let launches = module.launches.len();
+    let name = module.name.clone();
+    let exe = GpuExecutable::load(module, &device)?;
+    let loaded = start.elapsed();
+    let outputs = exe.run(&inputs)?;
+    println!(
+        "ran artifact {} (@{name}, {launches} launches) on GPU {} in {:.1} ms (loaded in {:.1} ms)",
+        path.display(),
+        device.info().name,
+        (start.elapsed() - loaded).as_secs_f64() * 1e3,
+        loaded.as_secs_f64() * 1e3
+    );
+    write_outputs(a.outputs.as_deref(), &outputs)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints each output's statistics and, with `dir`, writes `DIR/NAME.npy`.
+fn write_outputs(dir: Option<&Path>, outputs: &[(String, Tensor)]) -> Result<()> {
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create output directory {}", dir.display()))?;
+    }
+    for (name, t) in outputs {
+        let dest = match dir {
             Some(dir) => {
                 let path = dir.join(format!("{name}.npy"));
                 write_npy(&path, t)?;
@@ -204,5 +302,5 @@ pub fn main(a: &RunArgs) -> Result<ExitCode> {
         };
         println!("  {name:<14} {:<16} {}{dest}", t.ty().to_string(), stats(t));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

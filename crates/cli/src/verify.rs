@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use birkhoff::testing::{CheckError, verify_optimized, verify_with};
-use birkhoff::{Target, compile};
+use birkhoff::{CompileOptions, Target, compile_with};
 
 use crate::args::{Backend, VerifyArgs};
 use crate::source;
@@ -17,19 +17,29 @@ pub fn main(a: &VerifyArgs) -> Result<ExitCode> {
     let (summary, what) = match a.backend {
         Backend::Interp => (
             verify_optimized(&src.graph, &src.inits, a.cases, a.seed)?,
-            "optimized graph in the f64 interpreter",
+            "optimized graph in the f64 interpreter".to_string(),
         ),
-        Backend::Cpu => {
-            let exe = compile(&src.graph, Target::Cpu)?;
+        Backend::Cpu | Backend::Gpu => {
+            let gpu = a.backend == Backend::Gpu;
+            let opts = CompileOptions {
+                target: if gpu { Target::Gpu } else { Target::Cpu },
+                device: a.device,
+                ..CompileOptions::default()
+            };
+            let exe = compile_with(&src.graph, &opts)?;
             let run = |inputs: &_| {
                 exe.run(inputs).map_err(|e| CheckError::Mismatch {
                     name: "(all)".into(),
                     detail: e.to_string(),
                 })
             };
+            let what = match exe.gpu() {
+                Some(g) => format!("fused program compiled for GPU {}", g.device().info().name),
+                None => "fused program compiled for this CPU".to_string(),
+            };
             (
                 verify_with(&src.graph, &src.inits, a.cases, a.seed, run)?,
-                "fused program compiled for this CPU",
+                what,
             )
         }
     };
