@@ -122,18 +122,98 @@ fn every_zoo_model_in_bf16_fused_and_not() {
 }
 
 /// The mHC kernels on shapes that exercise partial tiles and blocks:
-/// tokens not a multiple of the tensor-core kernel's 64 rows, hidden
+/// tokens not a multiple of the tensor-core kernel's 64 rows; hidden
 /// sizes whose rows are (160 = 5·32) and are not (136) a whole number of
 /// the tensor-core kernel's 32-element chunks, so both matrix-product
-/// kernels run.
+/// kernels run; and rows long enough for blocks of several warps (block
+/// reductions across warps), with and without 16-byte chunks dividing
+/// the row.
 #[test]
 fn mhc_kernels_on_ragged_shapes() {
-    for (t, c) in [(70, 40), (5, 34)] {
+    for (t, c) in [(70, 40), (5, 34), (3, 1024), (2, 1030)] {
         for model in ["mhc-pre", "mhc-post", "mhc-sublayer"] {
             let m = build(model, &args_for(model, DType::Bf16, t, 4, c));
             check_bf16(&format!("{model} T={t} C={c}"), &m, true, 3);
             let m = build(model, &args_for(model, DType::F32, t, 4, c));
             check_f32(&format!("{model} T={t} C={c}"), &m, true, 5);
         }
+    }
+}
+
+/// Row reductions long enough to spread over blocks of several warps —
+/// sums, maxima, `i32` sums (integer shuffles), RMSNorm and softmax — in
+/// every float dtype (`f64` shuffles its two halves), plus a general
+/// matrix product whose sizes are no multiple of its 16-wide tiles.
+#[test]
+fn block_reductions_and_general_products() {
+    for dtype in [DType::F32, DType::F64, DType::Bf16] {
+        for len in [1024, 1030, 100] {
+            let b = birkhoff::dsl::Builder::new("rows");
+            let x = b.input("x", dtype, &[3, len]);
+            let w = b.input("w", dtype, &[len]);
+            let m = b.input("m", dtype, &[len, 19]);
+            b.output("norm", birkhoff::dsl::nn::rms_norm(x, Some(w), 1e-6));
+            b.output("softmax", birkhoff::dsl::nn::softmax(x, 1));
+            b.output("max", x.max_over(&[1], false));
+            b.output("sum", x.sum(&[1], false));
+            let scaled = x * b.constant(&[100.0], dtype, &[]);
+            b.output("isum", scaled.cast(DType::I32).sum(&[1], false));
+            b.output("prod", x.matmul(m));
+            let g = b.build().unwrap();
+            let model = Model {
+                graph: g,
+                inits: Default::default(),
+            };
+            let name = format!("rows {dtype} x {len}");
+            if dtype == DType::Bf16 {
+                check_bf16(&name, &model, false, 1);
+            } else {
+                check_f32(&name, &model, false, 1);
+            }
+        }
+    }
+}
+
+/// The inline math routines over wide ranges, against the f64 reference:
+/// `exp` up to the top of the f32 range and down into its subnormals
+/// (the reference is f64, so f32 overflow would read as an error), `log`
+/// of tiny and huge values,
+/// `tanh` and `sigmoid` through saturation, `pow` of mixed signs.
+#[test]
+fn math_routines_across_their_ranges() {
+    for dtype in [DType::F32, DType::F64] {
+        let b = birkhoff::dsl::Builder::new("math");
+        let x = b.input("x", dtype, &[4096]);
+        let y = b.input("y", dtype, &[4096]);
+        b.output("exp", x.exp());
+        b.output("log", x.abs().log());
+        b.output("tanh", x.tanh());
+        b.output("sigmoid", x.sigmoid());
+        b.output("pow", x.abs().pow(y));
+        let g = b.build().unwrap();
+        let inits = [
+            (
+                "x".to_string(),
+                birkhoff::dsl::Init::Uniform {
+                    low: -100.0,
+                    high: 88.0,
+                },
+            ),
+            (
+                "y".to_string(),
+                birkhoff::dsl::Init::Uniform {
+                    low: -4.0,
+                    high: 4.0,
+                },
+            ),
+        ]
+        .into_iter()
+        .collect();
+        check_f32(
+            &format!("math {dtype}"),
+            &Model { graph: g, inits },
+            false,
+            2,
+        );
     }
 }
