@@ -1,0 +1,266 @@
+//! The code generator's output, checked without a GPU: every zoo model
+//! compiles to PTX whose entries are the launch plan's, each with its
+//! block-size bound and no local-memory traffic; the mHC kernels take the
+//! launches, mappings and instructions the design calls for (tensor-core
+//! projection, 16-byte vector loads, one per-token kernel); bad settings
+//! are clear errors. Where `ptxas` is found (`PTXAS`, or on `PATH`), every
+//! module is also assembled for sm_90; `BIRKHOFF_REQUIRE_PTXAS=1` makes a
+//! missing `ptxas` a failure (CI sets it). Numerics are in the root
+//! crate's `gpu_emulated` (host emulation) and `gpu` (device) tests.
+#![cfg(feature = "gpu")]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use birkhoff_dsl::zoo::{Flag, ModelArgs, build_model, model_info, models};
+use birkhoff_gpu::codegen::{LaunchInfo, Mode, launch_plan};
+use birkhoff_gpu::{CodegenOptions, GpuError, GpuModule, compile_module, emit_llvm, ptx_entries};
+use birkhoff_ir::DType;
+use birkhoff_ir::kernel::Program;
+use birkhoff_lower::{GemmSupport, LowerOptions, lower};
+
+fn program(model: &str, dtype: DType, t: usize, c: usize, fused: bool) -> Program {
+    let info = model_info(model).expect("a zoo model");
+    let takes = |f: Flag| info.flags.contains(&f);
+    let args = ModelArgs {
+        tokens: takes(Flag::Tokens).then_some(t),
+        streams: takes(Flag::Streams).then_some(4),
+        hidden: takes(Flag::Hidden).then_some(c),
+        heads: takes(Flag::Heads).then_some(2),
+        dtype: Some(dtype),
+        ..ModelArgs::default()
+    };
+    let m = build_model(model, &args).unwrap_or_else(|e| panic!("{model}: {e}"));
+    let g = if fused {
+        birkhoff_opt::optimize(&m.graph, |_| false).unwrap().graph
+    } else {
+        m.graph
+    };
+    let lo = LowerOptions {
+        gemm: GemmSupport {
+            bf16_operands: true,
+            row_sumsq: true,
+        },
+        ..LowerOptions::default()
+    };
+    lower(&g, &lo).unwrap_or_else(|e| panic!("{model}: {e}"))
+}
+
+fn plan(p: &Program) -> Vec<LaunchInfo> {
+    launch_plan(p, &CodegenOptions::default()).unwrap()
+}
+
+/// The PTX of one entry (its directive up to the next entry).
+fn entry_text<'a>(ptx: &'a str, entry: &str) -> &'a str {
+    let start = ptx
+        .find(&format!(".entry {entry}("))
+        .unwrap_or_else(|| panic!("no entry {entry}"));
+    let rest = &ptx[start..];
+    let end = rest[1..].find(".entry ").map_or(rest.len(), |i| i + 1);
+    &rest[..end]
+}
+
+#[test]
+fn every_zoo_model_compiles_to_the_planned_entries() {
+    for info in models() {
+        for dtype in [DType::F32, DType::Bf16] {
+            for fused in [true, false] {
+                let what = format!("{} {dtype} fused={fused}", info.name);
+                let p = program(info.name, dtype, 16, 64, fused);
+                let m = compile_module(&p, &CodegenOptions::default())
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                let entries = ptx_entries(&m.ptx);
+                let launched: Vec<&str> = m.launches.iter().map(|l| l.entry.as_str()).collect();
+                let mut sorted = launched.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                assert_eq!(sorted.len(), launched.len(), "{what}: entries are unique");
+                let mut have = entries.clone();
+                have.sort_unstable();
+                assert_eq!(have, sorted, "{what}");
+                assert!(m.ptx.contains(".target sm_90"), "{what}");
+                for l in &m.launches {
+                    let text = entry_text(&m.ptx, &l.entry);
+                    assert!(
+                        text.contains(&format!(".maxntid {}, 1, 1", l.block[0])),
+                        "{what}: {} lacks its block bound",
+                        l.entry
+                    );
+                }
+                // Scratch arrays and accumulators live in registers.
+                assert!(!m.ptx.contains(".local"), "{what}: local memory");
+                // The module is what an artifact holds.
+                m.validate().unwrap();
+                assert_eq!(m.arena_bytes, p.arena_bytes, "{what}");
+            }
+        }
+    }
+}
+
+#[test]
+fn mhc_pre_is_a_tensor_core_projection_and_one_per_token_kernel() {
+    let p = program("mhc-pre", DType::Bf16, 256, 512, true);
+    let launches = plan(&p);
+    assert_eq!(launches.len(), 2, "{launches:#?}");
+    let (gemm, token) = (&launches[0], &launches[1]);
+    assert_eq!(gemm.mode, Mode::Gemm);
+    assert!(gemm.tensor_cores, "{gemm:?}");
+    // 64 rows per block.
+    assert_eq!(gemm.grid, [4, 1, 1]);
+    assert_eq!(token.mode, Mode::Block, "{token:?}");
+    assert_eq!(token.grid, [256, 1, 1], "one block per token");
+    assert!(token.vectorized >= 1, "{token:?}");
+    let m = compile_module(&p, &CodegenOptions::default()).unwrap();
+    let mma = m
+        .ptx
+        .matches("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32")
+        .count();
+    // ceil(n(n+2) / 8) = 3 column tiles x 4 row tiles x 2 steps per
+    // 32-element chunk, for 3 chunk bodies: two per trip of the main loop
+    // and one in its tail.
+    assert_eq!(mma, 3 * 4 * 2 * 3, "{mma} mma instructions");
+    let gemm_ptx = entry_text(&m.ptx, &gemm.entry);
+    assert!(
+        gemm_ptx.contains("ld.global.nc.v4.u32"),
+        "16-byte loads of x and fn"
+    );
+    let token_ptx = entry_text(&m.ptx, &token.entry);
+    assert!(
+        token_ptx.contains(".v4."),
+        "16-byte accesses in the apply sweep"
+    );
+}
+
+#[test]
+fn the_mhc_sublayer_is_a_projection_and_one_fused_per_token_kernel() {
+    let p = program("mhc-sublayer", DType::Bf16, 128, 256, true);
+    let launches = plan(&p);
+    assert_eq!(launches.len(), 2, "{launches:#?}");
+    assert!(launches[0].tensor_cores);
+    assert_eq!(launches[1].mode, Mode::Block);
+    assert_eq!(launches[1].grid, [128, 1, 1]);
+}
+
+#[test]
+fn mhc_post_is_one_vectorized_block_per_token() {
+    for dtype in [DType::F32, DType::Bf16] {
+        let p = program("mhc-post", dtype, 64, 1024, true);
+        let launches = plan(&p);
+        assert_eq!(launches.len(), 1, "{launches:#?}");
+        let l = &launches[0];
+        assert_eq!((l.mode, l.grid), (Mode::Block, [64, 1, 1]), "{l:?}");
+        // One 16-byte chunk of the row per thread.
+        let per_chunk = 16 / dtype.size_bytes();
+        assert_eq!(l.block as usize, 1024 / per_chunk, "{l:?}");
+        assert!(l.vectorized >= 1 && l.barriers == 0, "{l:?}");
+    }
+}
+
+#[test]
+fn f32_projections_and_older_gpus_take_the_general_product() {
+    let p = program("mhc-pre", DType::F32, 64, 64, true);
+    assert!(!plan(&p)[0].tensor_cores);
+    let p = program("mhc-pre", DType::Bf16, 64, 64, true);
+    let opts = CodegenOptions {
+        arch: "sm_75".into(),
+        ..CodegenOptions::default()
+    };
+    let l = launch_plan(&p, &opts).unwrap();
+    assert_eq!(l[0].mode, Mode::Gemm);
+    assert!(!l[0].tensor_cores, "no bf16 mma before sm_80");
+    let m = compile_module(&p, &opts).unwrap();
+    assert!(m.ptx.contains(".target sm_75") && !m.ptx.contains("mma.sync"));
+    // A row that is not a whole number of 32-element chunks.
+    let p = program("mhc-pre", DType::Bf16, 64, 36, true);
+    assert!(!plan(&p)[0].tensor_cores);
+}
+
+#[test]
+fn llvm_ir_is_printed_before_optimization() {
+    let p = program("mhc-post", DType::F32, 8, 32, true);
+    let ir = emit_llvm(&p, &CodegenOptions::default()).unwrap();
+    assert!(
+        ir.contains("target triple = \"nvptx64-nvidia-cuda\""),
+        "{ir}"
+    );
+    assert!(
+        ir.contains("define void @k0_mhc_post(ptr addrspace(1)"),
+        "{ir}"
+    );
+    assert!(ir.contains("!nvvm.annotations"), "{ir}");
+    assert!(ir.contains("@llvm.nvvm.read.ptx.sreg.ctaid.x"), "{ir}");
+}
+
+#[test]
+fn bad_settings_are_clear_errors() {
+    let p = program("mhc-post", DType::F32, 8, 32, true);
+    for (arch, threads, want) in [
+        ("sm_xx", 256, "unknown GPU architecture 'sm_xx'"),
+        ("compute_90", 256, "unknown GPU architecture 'compute_90'"),
+        ("sm_90", 100, "100 threads per block"),
+        ("sm_90", 2048, "2048 threads per block"),
+    ] {
+        let opts = CodegenOptions {
+            arch: arch.into(),
+            block_threads: threads,
+        };
+        let e = compile_module(&p, &opts).unwrap_err();
+        assert!(matches!(e, GpuError::InvalidArgument(_)), "{e:?}");
+        assert!(e.to_string().contains(want), "{e}");
+    }
+}
+
+/// `ptxas`, if this machine has it.
+fn ptxas() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PTXAS") {
+        return Some(PathBuf::from(p));
+    }
+    let found = Command::new("ptxas").arg("--version").output().is_ok();
+    found.then(|| PathBuf::from("ptxas"))
+}
+
+#[test]
+fn ptxas_accepts_every_module() {
+    let Some(ptxas) = ptxas() else {
+        assert!(
+            std::env::var_os("BIRKHOFF_REQUIRE_PTXAS").is_none(),
+            "BIRKHOFF_REQUIRE_PTXAS is set but no ptxas was found (set PTXAS)"
+        );
+        eprintln!("note: no ptxas found; PTX not assembled (set PTXAS to check it)");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("birkhoff-ptxas-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut checked = 0;
+    for info in models() {
+        for dtype in [DType::F32, DType::Bf16] {
+            let p = program(info.name, dtype, 16, 64, true);
+            let m: GpuModule = compile_module(&p, &CodegenOptions::default()).unwrap();
+            let path = dir.join(format!("{}-{dtype}.ptx", info.name));
+            std::fs::write(&path, &m.ptx).unwrap();
+            let out = Command::new(&ptxas)
+                .args(["-arch=sm_90", "-v", "-o"])
+                .arg(dir.join("out.cubin"))
+                .arg(&path)
+                .output()
+                .expect("ptxas runs");
+            let log = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success(),
+                "{} {dtype}: ptxas failed:\n{log}",
+                info.name
+            );
+            // Nothing spills to local memory.
+            for line in log.lines().filter(|l| l.contains("spill")) {
+                assert!(
+                    line.contains("0 bytes spill stores, 0 bytes spill loads"),
+                    "{} {dtype}: {line}",
+                    info.name
+                );
+            }
+            checked += 1;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(checked, 2 * models().len());
+}
