@@ -184,24 +184,29 @@ fn prepare(graph: &Graph, opts: &CompileOptions) -> Result<(Graph, Option<Report
 
 /// Lowers with the projection `opts` asks for, or the target's default.
 fn lower_for(graph: &Graph, opts: &CompileOptions) -> Result<Program, CompileError> {
-    // The GPU's matrix product reads bf16 operands and sums each row's
-    // squares from the same loads, so the pre-mix streams a token's row
-    // once for its projection and once to apply it.
-    let gemm = match opts.target {
-        Target::Gpu => GemmSupport {
+    let lo = match opts.target {
+        Target::Gpu => gpu_lower_options(opts.projection),
+        Target::Interp | Target::Cpu => LowerOptions {
+            projection: opts.projection.unwrap_or_default(),
+            ..LowerOptions::default()
+        },
+    };
+    Ok(lower(graph, &lo)?)
+}
+
+/// How [`Target::Gpu`] lowers: the GPU's matrix product reads bf16
+/// operands and sums each row's squares from the same loads, so the
+/// pre-mix streams a token's row once for its projection and once to
+/// apply it.
+pub(crate) fn gpu_lower_options(projection: Option<Projection>) -> LowerOptions {
+    LowerOptions {
+        projection: projection.unwrap_or_default(),
+        gemm: GemmSupport {
             bf16_operands: true,
             row_sumsq: true,
         },
-        Target::Interp | Target::Cpu => GemmSupport::default(),
-    };
-    Ok(lower(
-        graph,
-        &LowerOptions {
-            projection: opts.projection.unwrap_or_default(),
-            gemm,
-            ..LowerOptions::default()
-        },
-    )?)
+        ..LowerOptions::default()
+    }
 }
 
 /// Optimizes (if `opts.optimize`) and lowers `graph` as [`compile_with`]

@@ -10,6 +10,13 @@
 //!   `; error: <substring>` line right after an IR line expects an error
 //!   located on that line; every error must be expected.
 //! * `test print` — printing the parsed graph must give back its text.
+//! * `test lower [fuse] [precise-output] [run]` — lower to kernel IR and
+//!   match the printed program; `run` interprets it against the graph.
+//! * `test llvm [fuse] [ptx] [precise-output] [run]` — lower as the GPU
+//!   target does and match its LLVM IR (before optimization), or its PTX
+//!   with `ptx`; `run` runs the generated code in the GPU emulator against
+//!   the graph. Needs a build with the `gpu` feature; the file-test runner
+//!   skips these files in other builds.
 //! * `test opt <pass>... | all [precise-output] [run]` — run the passes,
 //!   print the result and match it against `check:`/`nextln:`/`sameln:`/
 //!   `unordered:`/`not:`/`regex:` directives (the `filecheck` crate), or
@@ -210,6 +217,13 @@ enum Command {
         precise: bool,
         run: bool,
     },
+    /// Lowering for the GPU and its LLVM IR (or PTX when `ptx`).
+    Llvm {
+        fuse: bool,
+        ptx: bool,
+        precise: bool,
+        run: bool,
+    },
 }
 
 /// The transformation a `test opt` or `test lower` file checks.
@@ -217,6 +231,7 @@ enum Command {
 enum Transform<'a> {
     Opt(&'a [&'static Pass]),
     Lower { fuse: bool },
+    Llvm { fuse: bool, ptx: bool },
 }
 
 /// `set` values: how the `run` option draws inputs and compares outputs.
@@ -405,6 +420,26 @@ fn run(file: &str, text: &str, bless: bool) -> Result<(Outcome, Option<String>),
                 )?;
             }
         }
+        Command::Llvm {
+            fuse,
+            ptx,
+            precise,
+            run,
+        } => {
+            for &c in &chunks {
+                run_opt(
+                    &mut r,
+                    c,
+                    Transform::Llvm {
+                        fuse: *fuse,
+                        ptx: *ptx,
+                    },
+                    *precise,
+                    *run,
+                    bless,
+                )?;
+            }
+        }
     }
     let blessed = r.edits.len();
     let rewritten = (blessed > 0).then(|| apply_edits(text, &r.lines, &r.edits));
@@ -490,7 +525,9 @@ fn parse_header(r: &mut Run<'_>) -> Result<(Command, String, usize), FileTestErr
     }
     let uses_settings = matches!(
         command,
-        Command::Opt { run: true, .. } | Command::Lower { run: true, .. }
+        Command::Opt { run: true, .. }
+            | Command::Lower { run: true, .. }
+            | Command::Llvm { run: true, .. }
     );
     if let (Some(i), false) = (r.settings.line, uses_settings) {
         return Err(r.malformed(i, "'set' only configures the 'run' option of 'test opt'"));
@@ -557,8 +594,30 @@ fn parse_command<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command
             }
             Ok(Command::Lower { fuse, precise, run })
         }
+        "llvm" => {
+            let (mut fuse, mut ptx, mut precise, mut run) = (false, false, false, false);
+            for o in options {
+                match o {
+                    "fuse" => fuse = true,
+                    "ptx" => ptx = true,
+                    "precise-output" => precise = true,
+                    "run" => run = true,
+                    _ => {
+                        return Err(format!(
+                            "unknown option '{o}' for 'test llvm' (options: fuse, ptx, precise-output, run)"
+                        ));
+                    }
+                }
+            }
+            Ok(Command::Llvm {
+                fuse,
+                ptx,
+                precise,
+                run,
+            })
+        }
         _ => Err(format!(
-            "unknown test command '{name}' (commands: verify, print, opt, lower)"
+            "unknown test command '{name}' (commands: verify, print, opt, lower, llvm)"
         )),
     }
 }
@@ -953,6 +1012,9 @@ fn default_rtol(dtype: DType) -> f64 {
 enum Candidate {
     Graph(Graph),
     Program(birkhoff_ir::kernel::Program),
+    /// A program lowered for the GPU, run through the GPU code generator
+    /// and its host emulator.
+    Gpu(birkhoff_ir::kernel::Program),
 }
 
 impl Candidate {
@@ -964,6 +1026,7 @@ impl Candidate {
                 birkhoff_ir::kernel::run_program(p, inputs, birkhoff_ir::Precision::F64)
                     .map_err(|e| format!("lowered program: {e}"))
             }
+            Candidate::Gpu(p) => run_emulated(p, inputs),
         }
     }
 }
@@ -990,7 +1053,52 @@ fn apply(graph: &Graph, t: Transform<'_>) -> Result<(String, Candidate), String>
                 .map_err(|e| format!("lowering failed: {e}"))?;
             Ok((p.to_string(), Candidate::Program(p)))
         }
+        Transform::Llvm { fuse, ptx } => {
+            let g = if fuse {
+                crate::opt::optimize(graph, |_| false)
+                    .map_err(|e| format!("optimizer failed: {e}"))?
+                    .graph
+            } else {
+                graph.clone()
+            };
+            let p = birkhoff_lower::lower(&g, &crate::compile::gpu_lower_options(None))
+                .map_err(|e| format!("lowering failed: {e}"))?;
+            let opts = birkhoff_gpu::CodegenOptions::default();
+            let text = if ptx {
+                birkhoff_gpu::compile_module(&p, &opts).map(|m| m.ptx)
+            } else {
+                birkhoff_gpu::emit_llvm(&p, &opts)
+            }
+            .map_err(|e| format!("GPU code generation failed: {e}"))?;
+            Ok((text, Candidate::Gpu(p)))
+        }
     }
+}
+
+/// Runs a GPU program in the host emulator (builds with the `gpu` feature).
+fn run_emulated(
+    p: &birkhoff_ir::kernel::Program,
+    inputs: &BTreeMap<String, Tensor>,
+) -> Result<Vec<(String, Tensor)>, String> {
+    #[cfg(feature = "gpu")]
+    {
+        birkhoff_gpu::codegen::emulate(p, &birkhoff_gpu::CodegenOptions::default(), inputs)
+            .map_err(|e| format!("emulated GPU program: {e}"))
+    }
+    #[cfg(not(feature = "gpu"))]
+    {
+        let _ = (p, inputs);
+        Err(birkhoff_gpu::GpuError::CodegenNotEnabled.to_string())
+    }
+}
+
+/// Whether a test file's command needs GPU code generation (`test llvm`),
+/// which builds without the `gpu` feature cannot run.
+pub fn needs_gpu_codegen(text: &str) -> bool {
+    text.lines().any(|l| {
+        let mut w = l.split(';').next().unwrap_or_default().split_whitespace();
+        w.next() == Some("test") && w.next() == Some("llvm")
+    })
 }
 
 fn equivalent(before: &Graph, after: &Candidate, s: &Settings) -> Result<(), String> {

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use birkhoff::filetest::{collect_files, run_file};
+use birkhoff::filetest::{collect_files, needs_gpu_codegen, run_file};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 fn run(path: &Path) -> Result<(), Failed> {
@@ -47,7 +47,10 @@ fn main() {
                 .map(|c| c.as_os_str().to_string_lossy())
                 .collect::<Vec<_>>()
                 .join("/");
-            Trial::test(name, move || run(&path))
+            // `test llvm` files need GPU code generation.
+            let skip = !birkhoff::gpu::CODEGEN_ENABLED
+                && std::fs::read_to_string(&path).is_ok_and(|t| needs_gpu_codegen(&t));
+            Trial::test(name, move || run(&path)).with_ignored_flag(skip)
         })
         .collect();
     libtest_mimic::run(&args, trials).exit();

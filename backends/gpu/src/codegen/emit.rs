@@ -856,18 +856,31 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         let chunks = (extent / w) as i64;
         let step = i64::from(self.block);
         self.place = Place::Lane;
-        let mut moving: Vec<(BufferId, Index)> = Vec::new();
+        // The chunk's vector loads: every moving element read before the
+        // iteration stores it. One read after the store is the stored
+        // value itself, forwarded from the chunk's pending store.
+        let mut moving: Vec<Stream> = Vec::new();
         if w > 1 {
-            walk_exprs(body, &mut |e| {
-                if let Expr::Load { buf, index } = e
+            let mut stored: HashSet<Stream> = HashSet::new();
+            for s in body {
+                if let Some(v) = s.value() {
+                    v.walk(&mut |e| {
+                        if let Expr::Load { buf, index } = e
+                            && index.coeff(j) != 0
+                        {
+                            let key = (*buf, normalized(index));
+                            if !stored.contains(&key) && !moving.contains(&key) {
+                                moving.push(key);
+                            }
+                        }
+                    });
+                }
+                if let Stmt::Store { buf, index, .. } = s
                     && index.coeff(j) != 0
                 {
-                    let key = (*buf, normalized(index));
-                    if !moving.contains(&key) {
-                        moving.push(key);
-                    }
+                    stored.insert((*buf, normalized(index)));
                 }
-            });
+            }
         }
         self.strided_loop(first, chunks, step, |g, c| {
             let j0 = g.cx.b.build_int_mul(c, g.cx.i64c(w as i64), "j0").ll()?;
@@ -1130,6 +1143,17 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                     && index.coeff(ch.j) != 0
                 {
                     let key = (*buf, normalized(index));
+                    // This iteration stored the element already: what
+                    // memory would give back is the stored value.
+                    let pending = ch
+                        .stores
+                        .iter()
+                        .find(|(k, _)| *k == key)
+                        .and_then(|(_, lanes)| lanes[ch.lane]);
+                    if let Some(v) = pending {
+                        let d = self.p.buffer(*buf).dtype();
+                        return self.cx.value_of_stored(d, v);
+                    }
                     if let Some(lanes) = ch.loads.get(&key) {
                         return Ok(lanes[ch.lane]);
                     }
@@ -1246,11 +1270,25 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         let vty =
             vec_of(ety, w as u32).ok_or_else(|| GpuError::Llvm("vector of pointers".into()))?;
         let at = self.elem_ptr(buf, ix)?;
-        let v = self.cx.b.build_load(vty, at, "").ll()?;
-        set_align(v, ty_bytes(d) * w as u32)?;
+        let bytes = ty_bytes(d) * w as u32;
+        // 16 bytes of 1- or 2-byte elements load as four words: NVPTX
+        // selects the read-only path (`ld.global.nc.v4`) for that shape.
+        let words = bytes == 16 && ty_bytes(d) < 4;
+        let lty: BasicTypeEnum<'ctx> = if words {
+            self.cx.ctx.i32_type().vec_type(4).into()
+        } else {
+            vty.into()
+        };
+        let v = self.cx.b.build_load(lty, at, "").ll()?;
+        set_align(v, bytes)?;
         if !self.written.contains(&buf) {
             mark_invariant(&self.cx, v)?;
         }
+        let v = if words {
+            self.cx.b.build_bit_cast(v, vty, "").ll()?
+        } else {
+            v
+        };
         let v = v.into_vector_value();
         let mut out = Vec::with_capacity(w);
         for lane in 0..w {

@@ -309,16 +309,10 @@ fn width(p: &Program, j: VarId, extent: usize, acc: &[(usize, Mem, Index, bool)]
     let Some(widest) = varying.iter().map(|v| elem_bytes(p, v.1)).max() else {
         return 1;
     };
-    // A chunk's loads are issued before its stores, so a buffer the loop
-    // both reads and writes must be read before it is written.
-    let ordered = varying.iter().all(|&(pos, b, _, st)| {
-        st || !varying
-            .iter()
-            .any(|&(spos, sb, _, sst)| sst && sb == b && spos < pos)
-    });
-    if !ordered {
-        return 1;
-    }
+    // A buffer the loop both reads and writes is read only where the same
+    // iteration writes it (`distribute` checked): a read before the write
+    // comes from the chunk's vector load, one after it from the value the
+    // chunk is about to store, so the order of the two needs no check.
     let mut w = 16 / widest;
     while w >= 2 {
         let aligned = extent.is_multiple_of(w)
