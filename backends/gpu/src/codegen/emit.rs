@@ -51,8 +51,7 @@ use std::collections::{HashMap, HashSet};
 
 use birkhoff_ir::DType;
 use birkhoff_ir::kernel::{
-    BufferId, Expr, Index, Kernel, LocalId, LoopKind, Program, ScalarType, Stmt, VarId, walk_exprs,
-    walk_stmts,
+    BufferId, Expr, Index, Kernel, LocalId, LoopKind, Program, ScalarType, Stmt, VarId, walk_stmts,
 };
 use inkwell::basic_block::BasicBlock;
 use inkwell::types::{BasicType, BasicTypeEnum, VectorType};
@@ -411,19 +410,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         max_accs: usize,
     ) -> Result<()> {
         let ctx = self.cx.ctx;
-        let mut bufs: Vec<BufferId> = Vec::new();
-        walk_stmts(body, &mut |s| {
-            if let Stmt::Store { buf, .. } = s {
-                bufs.push(*buf);
-            }
-        });
-        walk_exprs(body, &mut |e| {
-            if let Expr::Load { buf, .. } = e {
-                bufs.push(*buf);
-            }
-        });
-        bufs.sort();
-        bufs.dedup();
+        let bufs = super::plan::buffers_used(body);
         let i64t = ctx.i64_type();
         let ptr1 = ctx.ptr_type(AddressSpace::from(GLOBAL));
         for b in bufs {

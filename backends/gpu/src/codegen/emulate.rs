@@ -31,10 +31,9 @@ use birkhoff_ir::{Tensor, TensorType};
 use inkwell::OptimizationLevel;
 use inkwell::context::Context;
 use inkwell::memory_buffer::MemoryBuffer;
-use inkwell::passes::PassBuilderOptions;
 use inkwell::targets::{InitializationConfig, Target, TargetMachine};
 
-use super::{build, target_machine};
+use super::optimized;
 use crate::module::{const_storage, from_storage, to_storage};
 use crate::{CodegenOptions, GpuError, GpuModule, Result};
 
@@ -51,11 +50,7 @@ pub fn emulate(
     inputs: &BTreeMap<String, Tensor>,
 ) -> Result<Vec<(String, Tensor)>> {
     let ctx = Context::create();
-    let (module, infos) = build(&ctx, program, opts)?;
-    let tm = target_machine(opts)?;
-    module
-        .run_passes("default<O3>", &tm, PassBuilderOptions::create())
-        .map_err(|e| GpuError::Llvm(format!("optimizing: {e}")))?;
+    let (module, infos, _) = optimized(&ctx, program, opts)?;
     let text = host_ir(&module.print_to_string().to_string());
     drop(module);
 

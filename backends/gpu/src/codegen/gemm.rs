@@ -56,12 +56,8 @@ pub(crate) fn module_ir(entry: &str, p: &Program, g: &Gemm) -> String {
     macro_rules! w {
         ($($t:tt)*) => { let _ = writeln!(o, $($t)*); };
     }
-    w!("target triple = \"nvptx64-nvidia-cuda\"");
-    w!("declare i32 @llvm.nvvm.read.ptx.sreg.tid.x()");
-    w!("declare i32 @llvm.nvvm.read.ptx.sreg.ctaid.x()");
-    w!("declare i32 @llvm.nvvm.read.ptx.sreg.ctaid.y()");
+    o.push_str(&super::text_prelude());
     w!("declare i32 @llvm.nvvm.read.ptx.sreg.ctaid.z()");
-    w!("declare void @llvm.nvvm.barrier0()");
     w!("declare {t} @llvm.fma.{}({t}, {t}, {t})", fma_suffix(t));
     w!(
         "@{entry}.as = internal addrspace(3) global [{} x {t}] undef, align 16",

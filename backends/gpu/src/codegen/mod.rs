@@ -75,11 +75,7 @@ pub struct LaunchInfo {
 /// Compiles a kernel program to PTX and its launch plan.
 pub fn compile(program: &Program, opts: &CodegenOptions) -> Result<GpuModule> {
     let ctx = Context::create();
-    let (module, infos) = build(&ctx, program, opts)?;
-    let tm = target_machine(opts)?;
-    module
-        .run_passes("default<O3>", &tm, PassBuilderOptions::create())
-        .map_err(|e| GpuError::Llvm(format!("optimizing: {e}")))?;
+    let (module, infos, tm) = optimized(&ctx, program, opts)?;
     let buf = tm
         .write_to_memory_buffer(&module, FileType::Assembly)
         .map_err(|e| GpuError::Llvm(format!("emitting PTX: {e}")))?;
@@ -122,6 +118,21 @@ pub fn emit_llvm(program: &Program, opts: &CodegenOptions) -> Result<String> {
 pub fn launch_plan(program: &Program, opts: &CodegenOptions) -> Result<Vec<LaunchInfo>> {
     let ctx = Context::create();
     Ok(build(&ctx, program, opts)?.1)
+}
+
+/// The program's module built and optimized for the target, with its
+/// launches and the target machine.
+fn optimized<'ctx>(
+    ctx: &'ctx Context,
+    program: &Program,
+    opts: &CodegenOptions,
+) -> Result<(Module<'ctx>, Vec<LaunchInfo>, TargetMachine)> {
+    let (module, infos) = build(ctx, program, opts)?;
+    let tm = target_machine(opts)?;
+    module
+        .run_passes("default<O3>", &tm, PassBuilderOptions::create())
+        .map_err(|e| GpuError::Llvm(format!("optimizing: {e}")))?;
+    Ok((module, infos, tm))
 }
 
 /// The compute capability in `sm_XY`, as `XY`.
@@ -254,6 +265,20 @@ fn annotate<'ctx>(
             .map_err(|e| GpuError::Llvm(e.to_string()))?;
     }
     Ok(())
+}
+
+/// The start of a kernel written as LLVM IR text: the target and the
+/// NVVM intrinsics both text kernels use.
+pub(crate) fn text_prelude() -> String {
+    [
+        "target triple = \"nvptx64-nvidia-cuda\"",
+        "declare i32 @llvm.nvvm.read.ptx.sreg.tid.x()",
+        "declare i32 @llvm.nvvm.read.ptx.sreg.ctaid.x()",
+        "declare i32 @llvm.nvvm.read.ptx.sreg.ctaid.y()",
+        "declare void @llvm.nvvm.barrier0()",
+        "",
+    ]
+    .join("\n")
 }
 
 /// Parses a kernel written as LLVM IR text and links it into `module`.

@@ -442,6 +442,22 @@ fn vars_set(body: &[Stmt]) -> HashSet<VarId> {
     out
 }
 
+/// Buffers loaded or stored anywhere in `body`, in id order.
+pub(crate) fn buffers_used(body: &[Stmt]) -> Vec<BufferId> {
+    let mut out = std::collections::BTreeSet::new();
+    walk_stmts(body, &mut |s| {
+        if let Stmt::Store { buf, .. } = s {
+            out.insert(*buf);
+        }
+    });
+    walk_exprs(body, &mut |e| {
+        if let Expr::Load { buf, .. } = e {
+            out.insert(*buf);
+        }
+    });
+    out.into_iter().collect()
+}
+
 /// Scratch arrays used anywhere in `body`.
 pub(crate) fn locals_used(body: &[Stmt]) -> HashSet<LocalId> {
     let mut out = HashSet::new();

@@ -134,11 +134,7 @@ pub(crate) fn module_ir(entry: &str, s: &Skinny) -> String {
     macro_rules! w {
         ($($t:tt)*) => { let _ = writeln!(o, $($t)*); };
     }
-    w!("target triple = \"nvptx64-nvidia-cuda\"");
-    w!("declare i32 @llvm.nvvm.read.ptx.sreg.tid.x()");
-    w!("declare i32 @llvm.nvvm.read.ptx.sreg.ctaid.x()");
-    w!("declare i32 @llvm.nvvm.read.ptx.sreg.ctaid.y()");
-    w!("declare void @llvm.nvvm.barrier0()");
+    o.push_str(&super::text_prelude());
     w!("declare float @llvm.fma.f32(float, float, float)");
     w!("declare float @llvm.nvvm.shfl.sync.bfly.f32(i32, float, i32, i32)");
     w!(
