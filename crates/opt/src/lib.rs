@@ -7,7 +7,9 @@
 //! equivalent spellings — semantic ops such as `softmax` and `sinkhorn`,
 //! then whole fused `mhc_pre` / `mhc_post` kernels — and an extractor that
 //! counts shared subterms once picks the cheapest program under a cost
-//! model of memory traffic, launches and flops ([`cost`]).
+//! model of memory traffic, launches and flops ([`cost`]). [`expand`] is
+//! the inverse: it rewrites every semantic and fused op back into
+//! primitives, for passes (autodiff) that only know those.
 //!
 //! ```
 //! use birkhoff_dsl::zoo::{ModelArgs, build_model};
@@ -23,6 +25,7 @@
 
 pub mod cost;
 mod error;
+mod expand;
 mod extract;
 mod lang;
 mod pipeline;
@@ -30,6 +33,7 @@ mod report;
 mod rules;
 
 pub use error::{Error, Result};
+pub use expand::{expand, is_expandable};
 pub use pipeline::{Optimized, PASSES, Pass, optimize, pass, run_passes};
 pub use report::{Report, Site, sites};
 pub use rules::{RuleSetStats, StopReason};

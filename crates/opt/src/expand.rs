@@ -1,0 +1,451 @@
+//! Expansion: the inverse of fusion.
+//!
+//! Input: a verified graph in any ops. Every semantic op (`row_norm`,
+//! `col_norm`, `softmax`, `rms_norm`, `sinkhorn`) and every fused mHC op
+//! (`mhc_pre`, `hc_pre`, `mhc_post`) is replaced by the primitive ops that
+//! compute it, and each `get` of an expanded tuple by the primitive value
+//! of that element. Passes that only understand primitives (reverse-mode
+//! autodiff) run on the result.
+//!
+//! The primitive programs are the reference interpreter's definitions of
+//! these ops (DESIGN §2), spelled the way the DSL writes the math, so that
+//! optimizing the expansion finds the same fused ops again:
+//!
+//! * `row_norm{eps}` / `col_norm{eps}`: `x / (sum(x, axis) + eps)` over the
+//!   last / second-to-last axis, no add when `eps = 0`;
+//! * `softmax{axis}`: `exp(x - max(x)) / sum(exp(x - max(x)))`;
+//! * `rms_norm{eps}`: `x · rsqrt(sum(x·x, last) / N + eps)`;
+//! * `sinkhorn`: `paper` is `exp` then `iters` rounds of row- then
+//!   column-normalization; `tilekernels` is `softmax(x, last) + eps`, a
+//!   column normalization, then `iters - 1` rounds; every denominator is
+//!   `sum + eps`;
+//! * `mhc_pre` / `hc_pre`: pre_norm_fn with the rsqrt applied after the
+//!   projection, the affine split (sigmoid gates with `pre_eps` and
+//!   `post_mult`, or `scale · tanh + base` gates), the Sinkhorn projection
+//!   of `comb` reshaped row-major to `[T, n, n]`, and apply_mix;
+//! * `mhc_post`: `comb^T x + post ⊗ f` (`comb[t, i, j]` weights stream `i`
+//!   into stream `j`).
+//!
+//! Float attributes become splat constants of the computing dtype, rounded
+//! to it as the interpreter rounds them. An additive `eps` of 0 and a
+//! `post_mult` of 1 (after that rounding) are left out: adding 0 or
+//! multiplying by 1 changes no value here.
+//!
+//! bf16: a semantic or fused op on bf16 computes in f32 and rounds only its
+//! results. The expansion says so explicitly: it casts each bf16 operand to
+//! f32 (exact), computes in f32, and casts each result back to bf16.
+//!
+//! Output: a verified graph with the same name, inputs (in order) and
+//! outputs (names, types) that contains no semantic or fused op and no
+//! `get`. Nodes no output depends on are dropped. A graph with nothing to
+//! expand comes back unchanged.
+
+use birkhoff_ir::{
+    DType, FloatAttr, Graph, Literal, Node, Op, SinkhornSpec, SinkhornVariant, TensorType, Type,
+    ValueId, VerifyError, VerifyErrors, eliminate_dead_nodes, verify,
+};
+
+use crate::error::{Error, Result};
+
+/// Whether `op` is one that [`expand`] replaces (a semantic op, a fused op
+/// or a `get` of a fused op's tuple).
+pub fn is_expandable(op: &Op) -> bool {
+    op.is_semantic() || op.is_fused() || matches!(op, Op::Get { .. })
+}
+
+/// Returns an equivalent graph with every semantic and fused op replaced by
+/// primitive ops (see the module documentation for each definition).
+///
+/// The same inputs, outputs, names and types; verified. A graph without
+/// such ops is returned unchanged.
+///
+/// # Errors
+/// [`Error::Input`] if `graph` does not verify; [`Error::PassOutput`] (pass
+/// `expand`) if the expansion does not, which is a bug here.
+pub fn expand(graph: &Graph) -> Result<Graph> {
+    verify(graph).map_err(Error::Input)?;
+    if !graph.nodes().iter().any(|n| is_expandable(&n.op)) {
+        return Ok(graph.clone());
+    }
+    let mut b = Builder {
+        g: Graph::new(graph.name()),
+    };
+    // What each original value became: one value, or the elements of a tuple.
+    let mut map: Vec<Option<Vec<ValueId>>> = vec![None; graph.len()];
+    for &v in graph.inputs() {
+        if let Op::Input { name, kind, ty } = &graph.node(v).op {
+            map[v.index()] = Some(vec![b.g.add_input(name.clone(), *kind, ty.clone())]);
+        }
+    }
+    for v in graph.values() {
+        let node = graph.node(v);
+        if map[v.index()].is_some() {
+            continue;
+        }
+        let mapped = |a: ValueId| -> &[ValueId] {
+            map[a.index()]
+                .as_deref()
+                .expect("operands precede their users in a verified graph")
+        };
+        let result = match &node.op {
+            Op::Get { index } => vec![mapped(node.args[0])[*index]],
+            op => {
+                let args: Vec<ValueId> = node.args.iter().map(|&a| mapped(a)[0]).collect();
+                if op.is_semantic() || op.is_fused() {
+                    b.composite(op, &args, &node.ty)?
+                } else {
+                    vec![b.g.push(Node {
+                        op: op.clone(),
+                        args,
+                        ty: node.ty.clone(),
+                    })]
+                }
+            }
+        };
+        map[v.index()] = Some(result);
+    }
+    for o in graph.outputs() {
+        let v = map[o.value.index()].as_ref().expect("outputs are defined")[0];
+        b.g.add_output(o.name.clone(), v);
+    }
+    let out = eliminate_dead_nodes(&b.g);
+    verify(&out).map_err(|errors| Error::PassOutput {
+        pass: "expand".to_string(),
+        errors,
+    })?;
+    Ok(out)
+}
+
+/// Appends type-checked primitive nodes to the expanded graph.
+struct Builder {
+    g: Graph,
+}
+
+impl Builder {
+    /// `op(args)`; a type error is a bug in the expansion, reported as the
+    /// `expand` pass producing an invalid graph.
+    fn op(&mut self, op: Op, args: &[ValueId]) -> Result<ValueId> {
+        let mnemonic = op.mnemonic();
+        self.g.add(op, args).map_err(|e| Error::PassOutput {
+            pass: "expand".to_string(),
+            errors: VerifyErrors {
+                graph: self.g.name().to_string(),
+                errors: vec![VerifyError {
+                    value: None,
+                    node_text: String::new(),
+                    message: format!("expanding to {mnemonic}: {e}"),
+                    location: None,
+                }],
+            },
+        })
+    }
+
+    fn ty(&self, v: ValueId) -> &TensorType {
+        self.g.ty(v)
+    }
+
+    fn shape(&self, v: ValueId) -> Vec<usize> {
+        self.ty(v).shape.clone()
+    }
+
+    /// A splat constant of `v`'s type.
+    fn splat_like(&mut self, v: ValueId, value: f64) -> Result<ValueId> {
+        let ty = self.ty(v).clone();
+        self.op(Op::Const(Literal::splat(ty, value)), &[])
+    }
+
+    /// `v` broadcast to `shape`; `v` itself if it already has it.
+    fn broadcast(&mut self, v: ValueId, shape: &[usize]) -> Result<ValueId> {
+        if self.ty(v).shape == shape {
+            return Ok(v);
+        }
+        self.op(
+            Op::Broadcast {
+                shape: shape.to_vec(),
+            },
+            &[v],
+        )
+    }
+
+    /// `a op b`, with `b` broadcast to `a`'s shape.
+    fn binary(&mut self, op: Op, a: ValueId, b: ValueId) -> Result<ValueId> {
+        let shape = self.shape(a);
+        let b = self.broadcast(b, &shape)?;
+        self.op(op, &[a, b])
+    }
+
+    /// `v op k` for a splat `k`.
+    fn with_const(&mut self, op: Op, v: ValueId, k: f64) -> Result<ValueId> {
+        let k = self.splat_like(v, k)?;
+        self.op(op, &[v, k])
+    }
+
+    /// `v + eps`, or `v` when `eps` is 0.
+    fn plus_eps(&mut self, v: ValueId, eps: f64) -> Result<ValueId> {
+        if eps == 0.0 {
+            Ok(v)
+        } else {
+            self.with_const(Op::Add, v, eps)
+        }
+    }
+
+    fn sum_keep(&mut self, v: ValueId, axis: usize) -> Result<ValueId> {
+        self.op(
+            Op::ReduceSum {
+                axes: vec![axis],
+                keepdims: true,
+            },
+            &[v],
+        )
+    }
+
+    fn slice(&mut self, v: ValueId, start: &[usize], end: &[usize]) -> Result<ValueId> {
+        self.op(
+            Op::Slice {
+                start: start.to_vec(),
+                end: end.to_vec(),
+            },
+            &[v],
+        )
+    }
+
+    fn reshape(&mut self, v: ValueId, shape: &[usize]) -> Result<ValueId> {
+        self.op(
+            Op::Reshape {
+                shape: shape.to_vec(),
+            },
+            &[v],
+        )
+    }
+
+    /// The primitive program of one semantic or fused op with (already
+    /// expanded) operands `args` and result type `ty`: one value per result.
+    fn composite(&mut self, op: &Op, args: &[ValueId], ty: &Type) -> Result<Vec<ValueId>> {
+        let dtype = match ty {
+            Type::Tensor(t) => t.dtype,
+            Type::Tuple(ts) => ts[0].dtype,
+        };
+        // bf16 ops compute in f32: widen the operands (exact), narrow the results.
+        let wide = dtype == DType::Bf16;
+        let cd = if wide { DType::F32 } else { dtype };
+        let args = if wide {
+            args.iter()
+                .map(|&a| self.op(Op::Cast { dtype: cd }, &[a]))
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            args.to_vec()
+        };
+        // Attributes are constants of the computing dtype, as the
+        // interpreter reads them.
+        let attr = |a: FloatAttr| cd.round(a.get());
+        let x = args[0];
+        let rank = self.ty(x).rank();
+        let results = match op {
+            Op::RowNorm { eps } => vec![self.normalize(x, rank - 1, attr(*eps))?],
+            Op::ColNorm { eps } => vec![self.normalize(x, rank - 2, attr(*eps))?],
+            Op::Softmax { axis } => vec![self.softmax(x, *axis)?],
+            Op::RmsNorm { eps } => vec![self.rms_norm(x, attr(*eps))?],
+            Op::Sinkhorn(spec) => vec![self.sinkhorn(x, spec, attr(spec.eps))?],
+            Op::MhcPre {
+                norm_eps,
+                pre_eps,
+                post_mult,
+                sinkhorn,
+            } => {
+                let gates = Gates::Constrained {
+                    pre_eps: attr(*pre_eps),
+                    post_mult: attr(*post_mult),
+                    sinkhorn: *sinkhorn,
+                    eps: attr(sinkhorn.eps),
+                };
+                self.pre_mix(&args, attr(*norm_eps), &gates)?
+            }
+            Op::HcPre { norm_eps } => {
+                self.pre_mix(&args, attr(*norm_eps), &Gates::Unconstrained)?
+            }
+            Op::MhcPost => vec![self.post_mix(&args)?],
+            _ => unreachable!("only semantic and fused ops are expanded"),
+        };
+        if wide {
+            results
+                .into_iter()
+                .map(|r| self.op(Op::Cast { dtype }, &[r]))
+                .collect()
+        } else {
+            Ok(results)
+        }
+    }
+
+    /// `x / (sum(x, axis) + eps)`.
+    fn normalize(&mut self, x: ValueId, axis: usize, eps: f64) -> Result<ValueId> {
+        let s = self.sum_keep(x, axis)?;
+        let d = self.plus_eps(s, eps)?;
+        self.binary(Op::Div, x, d)
+    }
+
+    /// `exp(x - max(x)) / sum(exp(x - max(x)))` along `axis`.
+    fn softmax(&mut self, x: ValueId, axis: usize) -> Result<ValueId> {
+        let m = self.op(
+            Op::ReduceMax {
+                axes: vec![axis],
+                keepdims: true,
+            },
+            &[x],
+        )?;
+        let u = self.binary(Op::Sub, x, m)?;
+        let e = self.op(Op::Exp, &[u])?;
+        let s = self.sum_keep(e, axis)?;
+        self.binary(Op::Div, e, s)
+    }
+
+    /// `rsqrt(sum(x·x, axis) / N + eps)`, keepdims, for the `N` elements
+    /// along `axis`.
+    fn rms_factor(&mut self, x: ValueId, axis: usize, eps: f64) -> Result<ValueId> {
+        let n = self.ty(x).shape[axis] as f64;
+        let sq = self.op(Op::Mul, &[x, x])?;
+        let ss = self.sum_keep(sq, axis)?;
+        let ms = self.with_const(Op::Div, ss, n)?;
+        let v = self.plus_eps(ms, eps)?;
+        self.op(Op::Rsqrt, &[v])
+    }
+
+    /// `x · rsqrt(mean(x², last) + eps)`.
+    fn rms_norm(&mut self, x: ValueId, eps: f64) -> Result<ValueId> {
+        let last = self.ty(x).rank() - 1;
+        let f = self.rms_factor(x, last, eps)?;
+        self.binary(Op::Mul, x, f)
+    }
+
+    /// Sinkhorn-Knopp on the trailing `n × n` matrices of `x` (rows are the
+    /// last axis), with `eps` already in the computing dtype.
+    fn sinkhorn(&mut self, x: ValueId, spec: &SinkhornSpec, eps: f64) -> Result<ValueId> {
+        let rank = self.ty(x).rank();
+        let (row, col) = (rank - 1, rank - 2);
+        let (mut m, rounds) = match spec.variant {
+            SinkhornVariant::Paper => (self.op(Op::Exp, &[x])?, spec.iters),
+            SinkhornVariant::TileKernels => {
+                let s = self.softmax(x, row)?;
+                let s = self.plus_eps(s, eps)?;
+                (self.normalize(s, col, eps)?, spec.iters - 1)
+            }
+        };
+        for _ in 0..rounds {
+            m = self.normalize(m, row, eps)?;
+            m = self.normalize(m, col, eps)?;
+        }
+        Ok(m)
+    }
+
+    /// The pre-mix of DESIGN §2 on `[x [T,n,C], fn [m,nC], scale [3], base [m]]`:
+    /// `[layer_input [T,C], post_mix [T,n], comb_mix [T,n,n]]`.
+    fn pre_mix(&mut self, args: &[ValueId], norm_eps: f64, gates: &Gates) -> Result<Vec<ValueId>> {
+        let (x, proj, scale, base) = (args[0], args[1], args[2], args[3]);
+        let xs = self.shape(x);
+        let (t, n, c) = (xs[0], xs[1], xs[2]);
+        let m = n * (n + 2);
+        // pre_norm_fn: the projection first, the per-token rsqrt after it.
+        let xf = self.reshape(x, &[t, n * c])?;
+        let w = self.op(Op::Permute { perm: vec![1, 0] }, &[proj])?;
+        let dots = self.op(Op::MatMul, &[xf, w])?;
+        let r = self.rms_factor(xf, 1, norm_eps)?;
+        let mixes = self.binary(Op::Mul, dots, r)?;
+        let (pre, post, comb) = match *gates {
+            Gates::Constrained {
+                pre_eps,
+                post_mult,
+                sinkhorn,
+                eps,
+            } => {
+                // z = mixes ⊙ [scale0 ×n, scale1 ×n, scale2 ×n²] + base.
+                let mut parts = Vec::with_capacity(3);
+                for (i, len) in [(0, n), (1, n), (2, n * n)] {
+                    let s = self.slice(scale, &[i], &[i + 1])?;
+                    parts.push(self.broadcast(s, &[len])?);
+                }
+                let sv = self.op(Op::Concat { axis: 0 }, &parts)?;
+                let zm = self.binary(Op::Mul, mixes, sv)?;
+                let z = self.binary(Op::Add, zm, base)?;
+                let zp = self.slice(z, &[0, 0], &[t, n])?;
+                let gp = self.op(Op::Sigmoid, &[zp])?;
+                let pre = self.plus_eps(gp, pre_eps)?;
+                let zq = self.slice(z, &[0, n], &[t, 2 * n])?;
+                let gq = self.op(Op::Sigmoid, &[zq])?;
+                let post = if post_mult == 1.0 {
+                    gq
+                } else {
+                    self.with_const(Op::Mul, gq, post_mult)?
+                };
+                let zc = self.slice(z, &[0, 2 * n], &[t, m])?;
+                let logits = self.reshape(zc, &[t, n, n])?;
+                let comb = self.sinkhorn(logits, &sinkhorn, eps)?;
+                (pre, post, comb)
+            }
+            Gates::Unconstrained => {
+                let pre = self.tanh_gate(mixes, scale, base, 0, (0, n))?;
+                let post = self.tanh_gate(mixes, scale, base, 1, (n, 2 * n))?;
+                let flat = self.tanh_gate(mixes, scale, base, 2, (2 * n, m))?;
+                let comb = self.reshape(flat, &[t, n, n])?;
+                (pre, post, comb)
+            }
+        };
+        // apply_mix: layer_input[t, c] = Σ_i pre[t, i] · x[t, i, c].
+        let row = self.reshape(pre, &[t, 1, n])?;
+        let mixed = self.op(Op::MatMul, &[row, x])?;
+        let li = self.reshape(mixed, &[t, c])?;
+        Ok(vec![li, post, comb])
+    }
+
+    /// `scale[i] · tanh(mixes[:, lo..hi]) + base[lo..hi]`.
+    fn tanh_gate(
+        &mut self,
+        mixes: ValueId,
+        scale: ValueId,
+        base: ValueId,
+        i: usize,
+        (lo, hi): (usize, usize),
+    ) -> Result<ValueId> {
+        let t = self.shape(mixes)[0];
+        let s = self.slice(scale, &[i], &[i + 1])?;
+        let s = self.reshape(s, &[])?;
+        let s = self.broadcast(s, &[t, hi - lo])?;
+        let cols = self.slice(mixes, &[0, lo], &[t, hi])?;
+        let th = self.op(Op::Tanh, &[cols])?;
+        let g = self.op(Op::Mul, &[s, th])?;
+        let b = self.slice(base, &[lo], &[hi])?;
+        self.binary(Op::Add, g, b)
+    }
+
+    /// The post-mix on `[f [T,C], x [T,n,C], post [T,n], comb [T,n,n]]`:
+    /// `comb^T x + post ⊗ f`.
+    fn post_mix(&mut self, args: &[ValueId]) -> Result<ValueId> {
+        let (f, x, post, comb) = (args[0], args[1], args[2], args[3]);
+        let xs = self.shape(x);
+        let (t, n, c) = (xs[0], xs[1], xs[2]);
+        let ct = self.op(
+            Op::Permute {
+                perm: vec![0, 2, 1],
+            },
+            &[comb],
+        )?;
+        let mixed = self.op(Op::MatMul, &[ct, x])?;
+        let p = self.reshape(post, &[t, n, 1])?;
+        let p = self.broadcast(p, &[t, n, c])?;
+        let fr = self.reshape(f, &[t, 1, c])?;
+        let fr = self.broadcast(fr, &[t, n, c])?;
+        let prod = self.op(Op::Mul, &[p, fr])?;
+        self.op(Op::Add, &[mixed, prod])
+    }
+}
+
+/// Which gates a pre-mix uses, with its attributes in the computing dtype.
+enum Gates {
+    /// mHC: sigmoid gates and a Sinkhorn-projected residual mix.
+    Constrained {
+        pre_eps: f64,
+        post_mult: f64,
+        sinkhorn: SinkhornSpec,
+        eps: f64,
+    },
+    /// HC: `scale · tanh(mixes) + base`, no projection.
+    Unconstrained,
+}
