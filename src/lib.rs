@@ -20,6 +20,7 @@ pub mod npy;
 pub mod testing;
 
 pub use atomic::write_atomic;
+pub use birkhoff_autodiff as autodiff;
 pub use birkhoff_cpu as cpu;
 pub use birkhoff_dsl as dsl;
 pub use birkhoff_gpu as gpu;

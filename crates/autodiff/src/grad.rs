@@ -1,0 +1,203 @@
+//! The reverse-mode driver: checks the request, copies the forward graph,
+//! sweeps it backwards accumulating cotangents, and names the results.
+//!
+//! Input: any graph that passes the verifier. Output: one verified graph
+//! with the same inputs (same names, kinds and order) whose outputs are the
+//! loss (under its own name) and then `d_<name>` for each requested input,
+//! each of that input's type. Forward nodes the backward pass reads stay in
+//! the graph, so it computes the forward and the backward in one run;
+//! forward nodes that neither the loss nor a gradient needs are dropped.
+
+use std::borrow::Cow;
+
+use birkhoff_ir::{Graph, Node, Op, ValueId, eliminate_dead_nodes, verify};
+
+use crate::emit::Emit;
+use crate::error::{AutodiffError, Result};
+use crate::vjp::vjp;
+
+/// The graph that computes output `loss` of `graph` and its gradient with
+/// respect to each input or parameter named in `wrt`.
+///
+/// `loss` must name a float output with exactly one element (shape `[]`,
+/// `[1]`, `[1,1]`, …); `wrt` must name float inputs, each at most once. The
+/// result has `graph`'s inputs, and outputs `loss` followed by `d_<name>`
+/// for each `wrt` name, in order, each of that input's type. An input the
+/// loss does not depend on gets a gradient of zeros.
+///
+/// Every primitive op has a gradient rule. Semantic and fused ops
+/// (`row_norm`, `softmax`, `sinkhorn`, `mhc_pre`, …) on a path from a `wrt`
+/// input to the loss are reported as [`AutodiffError::Unsupported`] until
+/// they are expanded into primitives before differentiation.
+pub fn grad(graph: &Graph, loss: &str, wrt: &[&str]) -> Result<Graph> {
+    verify(graph).map_err(AutodiffError::InvalidGraph)?;
+    let graph = expand_for_autodiff(graph)?;
+    let graph = graph.as_ref();
+
+    let loss_value = find_loss(graph, loss)?;
+    let targets = find_targets(graph, loss, wrt)?;
+
+    let mut out = copy_without_outputs(graph);
+    let cotangents = backprop(&mut out, loss_value, &targets)?;
+
+    let mut e = Emit { g: &mut out };
+    let mut grads = Vec::with_capacity(targets.len());
+    for &t in &targets {
+        grads.push(match cotangents.get(t.index()).copied().flatten() {
+            Some(c) => c,
+            None => e.splat_like(t, 0.0)?,
+        });
+    }
+    out.add_output(loss, loss_value);
+    for (name, g) in wrt.iter().zip(grads) {
+        out.add_output(format!("d_{name}"), g);
+    }
+    let out = eliminate_dead_nodes(&out);
+    verify(&out).map_err(AutodiffError::Verify)?;
+    Ok(out)
+}
+
+/// Rewrites semantic and fused ops into primitives so that every node has
+/// a gradient rule. The plug-in point for the optimizer's expansion pass:
+/// today it returns the graph unchanged, and [`grad`] reports those ops as
+/// unsupported.
+fn expand_for_autodiff(graph: &Graph) -> Result<Cow<'_, Graph>> {
+    Ok(Cow::Borrowed(graph))
+}
+
+fn names(items: impl Iterator<Item = String>) -> String {
+    let v: Vec<String> = items.collect();
+    if v.is_empty() {
+        "none".to_string()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn find_loss(graph: &Graph, loss: &str) -> Result<ValueId> {
+    let out = graph
+        .outputs()
+        .iter()
+        .find(|o| o.name == loss)
+        .ok_or_else(|| AutodiffError::UnknownOutput {
+            name: loss.to_string(),
+            graph: graph.name().to_string(),
+            known: names(graph.outputs().iter().map(|o| o.name.clone())),
+        })?;
+    let ty = graph.ty(out.value);
+    if !ty.dtype.is_float() {
+        return Err(AutodiffError::NonFloatLoss {
+            name: loss.to_string(),
+            ty: ty.clone(),
+        });
+    }
+    if ty.num_elements() != 1 {
+        return Err(AutodiffError::NonScalarLoss {
+            name: loss.to_string(),
+            ty: ty.clone(),
+        });
+    }
+    Ok(out.value)
+}
+
+fn find_targets(graph: &Graph, loss: &str, wrt: &[&str]) -> Result<Vec<ValueId>> {
+    let mut used = vec![loss.to_string()];
+    let mut targets = Vec::with_capacity(wrt.len());
+    for &name in wrt {
+        let v = graph
+            .input_by_name(name)
+            .ok_or_else(|| AutodiffError::UnknownInput {
+                name: name.to_string(),
+                graph: graph.name().to_string(),
+                known: names(
+                    graph
+                        .inputs()
+                        .iter()
+                        .filter_map(|&i| graph.input_name(i).map(str::to_string)),
+                ),
+            })?;
+        let ty = graph.ty(v);
+        if !ty.dtype.is_float() {
+            return Err(AutodiffError::NonFloatInput {
+                name: name.to_string(),
+                ty: ty.clone(),
+            });
+        }
+        let out_name = format!("d_{name}");
+        if used.contains(&out_name) {
+            return Err(AutodiffError::DuplicateName { name: out_name });
+        }
+        used.push(out_name);
+        targets.push(v);
+    }
+    Ok(targets)
+}
+
+/// The forward graph with every node at its old id and no outputs.
+fn copy_without_outputs(graph: &Graph) -> Graph {
+    let mut out = Graph::new(format!("{}_grad", graph.name()));
+    for v in graph.values() {
+        let node: &Node = graph.node(v);
+        match &node.op {
+            Op::Input { name, kind, ty } if graph.inputs().contains(&v) => {
+                out.add_input(name.clone(), *kind, ty.clone());
+            }
+            _ => {
+                out.push(node.clone());
+            }
+        }
+    }
+    debug_assert_eq!(out.len(), graph.len());
+    out
+}
+
+/// Sweeps from the loss back to the inputs. Returns the accumulated
+/// cotangent of every value that lies on a path from a target to the loss.
+fn backprop(out: &mut Graph, loss: ValueId, targets: &[ValueId]) -> Result<Vec<Option<ValueId>>> {
+    let n = loss.index() + 1;
+    // Values that depend on a target (forward reachability)…
+    let mut from_target = vec![false; n];
+    for &t in targets {
+        if t.index() < n {
+            from_target[t.index()] = true;
+        }
+    }
+    for v in 0..n {
+        if !from_target[v] && out.nodes()[v].args.iter().any(|a| from_target[a.index()]) {
+            from_target[v] = true;
+        }
+    }
+    // …and whose float value carries a gradient.
+    // Tuples count: `get` reports their producer as unsupported.
+    let carries = |g: &Graph, v: ValueId| {
+        from_target[v.index()]
+            && match g.value_type(v).as_tensor() {
+                Some(t) => t.dtype.is_float(),
+                None => true,
+            }
+    };
+
+    let mut cot: Vec<Option<ValueId>> = vec![None; n];
+    if carries(out, loss) {
+        let seed = Emit { g: out }.splat_like(loss, 1.0)?;
+        cot[loss.index()] = Some(seed);
+    }
+    for i in (0..n).rev() {
+        let v = ValueId::new(i);
+        let Some(g) = cot[i] else { continue };
+        let args = out.node(v).args.clone();
+        let needs: Vec<bool> = args.iter().map(|&a| carries(out, a)).collect();
+        if !needs.iter().any(|&b| b) {
+            continue;
+        }
+        let contributions = vjp(&mut Emit { g: out }, v, g, &needs)?;
+        for (a, c) in args.into_iter().zip(contributions) {
+            let Some(c) = c else { continue };
+            cot[a.index()] = Some(match cot[a.index()] {
+                Some(prev) => Emit { g: out }.add(prev, c)?,
+                None => c,
+            });
+        }
+    }
+    Ok(cot)
+}

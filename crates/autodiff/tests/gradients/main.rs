@@ -1,0 +1,16 @@
+//! Gradient checks for `birkhoff_autodiff::grad`.
+//!
+//! * `ops`: every primitive op's gradient rule against central finite
+//!   differences of the f64 reference interpreter, on proptest-chosen
+//!   shapes and values, plus the conventions at non-differentiable points.
+//! * `composites`: an MLP with RMSNorm and a softmax cross-entropy loss,
+//!   written in primitive ops with the DSL.
+//! * `errors`: every error a caller can provoke.
+//!
+//! Case counts are fixed per property (see `common::config`);
+//! `PROPTEST_CASES` overrides them.
+
+mod common;
+mod composites;
+mod errors;
+mod ops;
