@@ -60,16 +60,18 @@ pub enum AutodiffError {
         name: String,
     },
     /// The loss depends, through a requested input, on an op that has no
-    /// vector-Jacobian product yet.
-    #[error(
-        "op '{op}' (at {value}) has no gradient rule; semantic and fused ops must be expanded into primitives first"
-    )]
+    /// vector-Jacobian product (every op of the IR has one today, the
+    /// semantic and fused ops through their expansion).
+    #[error("op '{op}' (at {value}) has no gradient rule")]
     Unsupported {
         /// The op's mnemonic.
         op: &'static str,
         /// Where it is, as its text-IR value name.
         value: String,
     },
+    /// Expanding the semantic and fused ops into primitives failed.
+    #[error("cannot expand the fused ops for differentiation: {0}")]
+    Expand(String),
     /// Building a backward node failed: a bug in this crate, reported
     /// rather than panicking.
     #[error("internal error building the gradient graph: {0}")]

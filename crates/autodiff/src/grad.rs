@@ -57,12 +57,22 @@ pub fn grad(graph: &Graph, loss: &str, wrt: &[&str]) -> Result<Graph> {
     Ok(out)
 }
 
-/// Rewrites semantic and fused ops into primitives so that every node has
-/// a gradient rule. The plug-in point for the optimizer's expansion pass:
-/// today it returns the graph unchanged, and [`grad`] reports those ops as
-/// unsupported.
+/// `graph` with its semantic and fused ops (`softmax`, `rms_norm`,
+/// `sinkhorn`, `mhc_pre`, …) expanded into the primitives the interpreter
+/// defines them by (`birkhoff_opt::expand`), so every op has a gradient
+/// rule; borrowed as it is when it has none. The gradient graph computes
+/// the forward pass in primitives too; the optimizer fuses it again.
 fn expand_for_autodiff(graph: &Graph) -> Result<Cow<'_, Graph>> {
-    Ok(Cow::Borrowed(graph))
+    if !graph
+        .nodes()
+        .iter()
+        .any(|n| birkhoff_opt::is_expandable(&n.op))
+    {
+        return Ok(Cow::Borrowed(graph));
+    }
+    birkhoff_opt::expand(graph)
+        .map(Cow::Owned)
+        .map_err(|e| AutodiffError::Expand(e.to_string()))
 }
 
 fn names(items: impl Iterator<Item = String>) -> String {

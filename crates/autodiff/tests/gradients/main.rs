@@ -5,6 +5,9 @@
 //!   shapes and values, plus the conventions at non-differentiable points.
 //! * `composites`: an MLP with RMSNorm and a softmax cross-entropy loss,
 //!   written in primitive ops with the DSL.
+//! * `fused`: gradients through the semantic and fused ops (expanded into
+//!   primitives first) on every zoo model, against finite differences and
+//!   against the unfused graph.
 //! * `errors`: every error a caller can provoke.
 //!
 //! Case counts are fixed per property (see `common::config`);
@@ -13,4 +16,5 @@
 mod common;
 mod composites;
 mod errors;
+mod fused;
 mod ops;
