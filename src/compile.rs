@@ -223,14 +223,17 @@ pub fn kernel_program(graph: &Graph, opts: &CompileOptions) -> Result<Program, C
 /// ([`GpuModule::save`]). `opts.target` is ignored (always the GPU's
 /// defaults). Needs the `gpu` cargo feature.
 pub fn gpu_module(graph: &Graph, opts: &CompileOptions) -> Result<GpuModule, CompileError> {
+    let program = gpu_program(graph, opts)?;
+    Ok(birkhoff_gpu::compile_module(&program, &opts.codegen)?)
+}
+
+/// [`kernel_program`] for the GPU, whatever `opts.target` says.
+fn gpu_program(graph: &Graph, opts: &CompileOptions) -> Result<Program, CompileError> {
     let opts = CompileOptions {
         target: Target::Gpu,
         ..opts.clone()
     };
-    birkhoff_ir::verify(graph).map_err(birkhoff_ir::Error::from)?;
-    let (graph, _) = prepare(graph, &opts)?;
-    let program = lower_for(&graph, &opts)?;
-    Ok(birkhoff_gpu::compile_module(&program, &opts.codegen)?)
+    kernel_program(graph, &opts)
 }
 
 /// The LLVM IR or PTX that [`Target::Gpu`] would run for `graph`, without
@@ -243,13 +246,7 @@ pub fn gpu_code(
     match what {
         GpuCode::Ptx => Ok(gpu_module(graph, opts)?.ptx),
         GpuCode::Llvm => {
-            let opts = CompileOptions {
-                target: Target::Gpu,
-                ..opts.clone()
-            };
-            birkhoff_ir::verify(graph).map_err(birkhoff_ir::Error::from)?;
-            let (graph, _) = prepare(graph, &opts)?;
-            let program = lower_for(&graph, &opts)?;
+            let program = gpu_program(graph, opts)?;
             Ok(birkhoff_gpu::emit_llvm(&program, &opts.codegen)?)
         }
     }
