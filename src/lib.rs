@@ -4,8 +4,9 @@
 //! This facade is the entry point to the pipeline: it re-exports the graph
 //! IR ([`ir`]), the DSL with its model zoo ([`dsl`]) and the optimizer
 //! ([`opt`]), and adds what users and the command line need around them:
-//! [`npy`] files, atomic writes, fused-vs-unfused checking ([`testing`])
-//! and the IR file-test driver ([`filetest`]).
+//! [`npy`] files, atomic writes, fused-vs-unfused checking ([`testing`]),
+//! the IR file-test driver ([`filetest`]) and the training runtime
+//! ([`train`]).
 //!
 //! The canonical end-to-end example (`examples/quickstart.rs`): build a
 //! graph with the DSL, print and re-parse its IR, run it in the reference
@@ -18,6 +19,7 @@ mod compile;
 pub mod filetest;
 pub mod npy;
 pub mod testing;
+pub mod train;
 
 pub use atomic::write_atomic;
 pub use birkhoff_autodiff as autodiff;

@@ -1,0 +1,1 @@
+//! Corpus and byte-level batches for training (being written).
