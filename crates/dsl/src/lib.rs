@@ -25,11 +25,13 @@
 //! # Ok::<(), birkhoff_dsl::Error>(())
 //! ```
 //!
-//! The [`zoo`] builds every model of the mHC paper from these pieces.
+//! The [`zoo`] builds every model of the mHC paper from these pieces, and
+//! [`lm`] the byte-level language model that training uses.
 
 mod builder;
 mod error;
 mod init;
+pub mod lm;
 pub mod nn;
 mod var;
 pub mod zoo;

@@ -53,28 +53,34 @@ pub fn linear<'b>(x: Var<'b>, w: Var<'b>) -> Var<'b> {
     y.reshape(&out)
 }
 
-/// Multi-head causal self-attention on `q, k, v [T, C]` with `heads`
-/// heads of width `C / heads`: per head `softmax(q kᵀ / sqrt(d) + mask) v`,
-/// where the mask hides future positions (`j > i`).
+/// Multi-head causal self-attention on `q, k, v [T, C]` (or `[B, T, C]`,
+/// `B` independent sequences) with `heads` heads of width `C / heads`: per
+/// head `softmax(q kᵀ / sqrt(d) + mask) v`, where the mask hides future
+/// positions (`j > i`).
 #[track_caller]
 pub fn causal_attention<'b>(q: Var<'b>, k: Var<'b>, v: Var<'b>, heads: usize) -> Var<'b> {
     let s = q.shape();
-    if s.len() != 2 || heads == 0 || !s[1].is_multiple_of(heads) {
+    let r = s.len();
+    if !(r == 2 || r == 3) || heads == 0 || !s[r - 1].is_multiple_of(heads) {
         q.b.error(format!(
-            "causal_attention needs q [T, C] with C divisible by heads={heads}, got {s:?}"
+            "causal_attention needs q [T, C] or [B, T, C] with C divisible by heads={heads}, got {s:?}"
         ));
         return q.b.poisoned();
     }
-    let (t, c) = (s[0], s[1]);
+    let (t, c) = (s[r - 2], s[r - 1]);
     let d = c / heads;
-    let split = |x: Var<'b>| x.reshape(&[t, heads, d]).permute(&[1, 0, 2]); // [H, T, d]
+    let lead = &s[..r - 2];
+    let with_lead = |tail: &[usize]| [lead, tail].concat();
+    // [.., T, H, d] -> [.., H, T, d]; the permutation is its own inverse.
+    let perm: &[usize] = if r == 2 { &[1, 0, 2] } else { &[0, 2, 1, 3] };
+    let split = |x: Var<'b>| x.reshape(&with_lead(&[t, heads, d])).permute(perm);
     let (qh, kh, vh) = (split(q), split(k), split(v));
-    let scores = qh.matmul(kh.transpose()) * (1.0 / (d as f64).sqrt()); // [H, T, T]
+    let scores = qh.matmul(kh.transpose()) * (1.0 / (d as f64).sqrt()); // [.., H, T, T]
     let b = q.b;
     let row = b.iota(DType::I32, &[t, t], 0);
     let col = b.iota(DType::I32, &[t, t], 1);
     let visible = col.cmp_le(row);
     let masked = visible.select(scores, b.scalar(f64::NEG_INFINITY, scores.dtype()));
-    let p = softmax(masked, 2);
-    p.matmul(vh).permute(&[1, 0, 2]).reshape(&[t, c])
+    let p = softmax(masked, r);
+    p.matmul(vh).permute(perm).reshape(&with_lead(&[t, c]))
 }

@@ -26,13 +26,34 @@ pub(crate) fn param<'b>(
     b.param(name, dtype, shape)
 }
 
-/// The `fn`, `scale` and `base` of one connection, named `{prefix}fn` etc.
+/// The `fn`, `scale` and `base` of one connection, named `{prefix}fn` etc.,
+/// with the zoo's random initialization (gates far from their rest point,
+/// so tests exercise every branch).
 #[track_caller]
 pub(crate) fn mix_params<'b>(
     b: &'b Builder,
     inits: &mut Inits,
     prefix: &str,
     cfg: &ZooConfig,
+) -> MixParams<'b> {
+    let scale = Init::Uniform {
+        low: 0.5,
+        high: 1.5,
+    };
+    mix_params_with(b, inits, prefix, cfg, scale, normal(1.0))
+}
+
+/// The `fn`, `scale` and `base` of one connection, named `{prefix}fn` etc.:
+/// `fn` drawn with std `1/sqrt(n·C)` (so each mix has unit scale), `scale`
+/// and `base` as given.
+#[track_caller]
+pub(crate) fn mix_params_with<'b>(
+    b: &'b Builder,
+    inits: &mut Inits,
+    prefix: &str,
+    cfg: &ZooConfig,
+    scale: Init,
+    base: Init,
 ) -> MixParams<'b> {
     let (n, c, d) = (cfg.streams, cfg.hidden, cfg.dtype);
     let m = n * (n + 2);
@@ -45,35 +66,31 @@ pub(crate) fn mix_params<'b>(
             &[m, n * c],
             normal(1.0 / ((n * c) as f64).sqrt()),
         ),
-        scale: param(
-            b,
-            inits,
-            &format!("{prefix}scale"),
-            d,
-            &[3],
-            Init::Uniform {
-                low: 0.5,
-                high: 1.5,
-            },
-        ),
-        base: param(b, inits, &format!("{prefix}base"), d, &[m], normal(1.0)),
+        scale: param(b, inits, &format!("{prefix}scale"), d, &[3], scale),
+        base: param(b, inits, &format!("{prefix}base"), d, &[m], base),
     }
 }
 
-/// The two layer functions of a transformer layer, on `u [T, C]`.
-#[derive(Clone, Copy)]
-enum Sublayer {
+/// The two layer functions of a transformer layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sublayer {
+    /// RMSNorm, then multi-head causal self-attention.
     Attention,
+    /// RMSNorm, then a SwiGLU MLP.
     Mlp,
 }
 
+/// The layer function `F` on `u [T, C]`, where the `T` tokens are `seqs`
+/// independent sequences of `T / seqs` tokens each (attention stays within
+/// a sequence); parameters are named `{prefix}norm`, `{prefix}wq`, ….
 #[track_caller]
-fn layer_fn<'b>(
+pub(crate) fn layer_fn<'b>(
     b: &'b Builder,
     inits: &mut Inits,
     cfg: &ZooConfig,
     prefix: &str,
     which: Sublayer,
+    seqs: usize,
     u: Var<'b>,
 ) -> Var<'b> {
     let c = cfg.hidden;
@@ -104,7 +121,14 @@ fn layer_fn<'b>(
                 w(inits, "wv", c, c),
                 w(inits, "wo", c, c),
             );
-            let a = causal_attention(linear(h, wq), linear(h, wk), linear(h, wv), cfg.heads);
+            let (q, k, v) = (linear(h, wq), linear(h, wk), linear(h, wv));
+            let a = if seqs == 1 {
+                causal_attention(q, k, v, cfg.heads)
+            } else {
+                let t = u.shape().first().copied().unwrap_or(0);
+                let split = |x: Var<'b>| x.reshape(&[seqs, t / seqs.max(1), c]);
+                causal_attention(split(q), split(k), split(v), cfg.heads).reshape(&[t, c])
+            };
             linear(a, wo)
         }
         Sublayer::Mlp => {
@@ -116,6 +140,31 @@ fn layer_fn<'b>(
             );
             linear(silu(linear(h, wg)) * linear(h, wu), wd)
         }
+    }
+}
+
+/// `x` wrapped around the layer function `f` by the connection `conn`; `x`
+/// is `[T, n, C]` (`[T, C]` for the plain residual) and `mix` the
+/// connection's weights (`None` for the residual). Returns the next stream
+/// and, for HC / mHC, the residual mixing matrix `comb [T, n, n]` the post
+/// step mixes the streams with.
+#[track_caller]
+pub(crate) fn connection<'b>(
+    cfg: &ZooConfig,
+    conn: Connection,
+    mix: Option<&MixParams<'b>>,
+    x: Var<'b>,
+    f: impl FnOnce(Var<'b>) -> Var<'b>,
+) -> (Var<'b>, Option<Var<'b>>) {
+    match (conn, mix) {
+        (Connection::Hc | Connection::Mhc, Some(p)) => {
+            let (u, post, comb) = match conn {
+                Connection::Mhc => mhc_pre(x, p, &cfg.mhc()),
+                _ => hc_pre(x, p, cfg.norm_eps),
+            };
+            (mhc_post(f(u), x, post, comb), Some(comb))
+        }
+        _ => (x + f(x), None),
     }
 }
 
@@ -131,18 +180,12 @@ fn connect<'b>(
     which: Sublayer,
     x: Var<'b>,
 ) -> Var<'b> {
-    match conn {
-        Connection::Residual => x + layer_fn(b, inits, cfg, prefix, which, x),
-        Connection::Hc | Connection::Mhc => {
-            let p = mix_params(b, inits, prefix, cfg);
-            let (u, post, comb) = match conn {
-                Connection::Mhc => mhc_pre(x, &p, &cfg.mhc()),
-                _ => hc_pre(x, &p, cfg.norm_eps),
-            };
-            let f = layer_fn(b, inits, cfg, prefix, which, u);
-            mhc_post(f, x, post, comb)
-        }
-    }
+    let mix = match conn {
+        Connection::Residual => None,
+        Connection::Hc | Connection::Mhc => Some(mix_params(b, inits, prefix, cfg)),
+    };
+    let f = |u| layer_fn(b, inits, cfg, prefix, which, 1, u);
+    connection(cfg, conn, mix.as_ref(), x, f).0
 }
 
 /// `layers` transformer layers (attention, then MLP), each sublayer wrapped

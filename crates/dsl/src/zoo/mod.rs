@@ -12,7 +12,7 @@
 //! DeepSeek's kernels do; the two therefore differ by a few bf16 units of
 //! the values involved (see `birkhoff::testing`).
 
-mod blocks;
+pub(crate) mod blocks;
 pub mod mhc;
 
 use std::collections::BTreeMap;
@@ -58,6 +58,35 @@ pub enum Connection {
     Hc,
     /// Manifold-constrained hyper-connections.
     Mhc,
+}
+
+impl Connection {
+    /// The name: `residual`, `hc` or `mhc`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Connection::Residual => "residual",
+            Connection::Hc => "hc",
+            Connection::Mhc => "mhc",
+        }
+    }
+}
+
+impl std::fmt::Display for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Connection {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "residual" => Ok(Connection::Residual),
+            "hc" => Ok(Connection::Hc),
+            "mhc" => Ok(Connection::Mhc),
+            _ => Err(format!("'{s}' is not a connection (residual, hc, mhc)")),
+        }
+    }
 }
 
 /// A model flag.
