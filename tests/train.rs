@@ -8,8 +8,8 @@ use birkhoff::dsl::zoo::Inits;
 use birkhoff::dsl::{Builder, Init, Rng, nn};
 use birkhoff::ir::{DType, Tensor, TensorData, TensorType};
 use birkhoff::train::{
-    StepMetrics, TrainError, TrainGraph, TrainOptions, Trainer, adamw_graph, amax_gain, decays,
-    lr_at,
+    StepMetrics, TrainError, TrainGraph, TrainOptions, Trainer, adamw_graph, amax_gain, clip_scale,
+    decays, lr_at,
 };
 use birkhoff::{Target, compile};
 
@@ -264,6 +264,10 @@ fn schedule_at_key_steps() {
     assert!(close(lr_at(&o, 500), 0.1), "held after it");
     let no_warmup = TrainOptions { warmup: 0, ..o };
     assert!(close(lr_at(&no_warmup, 0), 1.0));
+    // Global-norm clipping scales down only norms above the limit.
+    assert_eq!(clip_scale(Some(1.0), 4.0), 0.25);
+    assert_eq!(clip_scale(Some(1.0), 0.5), 1.0);
+    assert_eq!(clip_scale(None, 1e9), 1.0);
     // Monotone decreasing after warm-up.
     assert!((10..109).all(|s| lr_at(&o, s + 1) <= lr_at(&o, s)));
 }
@@ -533,4 +537,103 @@ fn construction_errors() {
         )]))
         .unwrap_err();
     assert!(matches!(err, TrainError::UnknownInput { .. }), "{err}");
+}
+
+/// Windows of a short repeating text, as bytes.
+fn text_batch(k: usize, batch: usize, seq: usize) -> (Tensor, Tensor) {
+    let text = b"the cat sat on the mat. the dog sat on the log. ";
+    let at = |i: usize| i32::from(text[i % text.len()]);
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for b in 0..batch {
+        let start = (k * 7 + b * 13) % text.len();
+        for s in 0..seq {
+            x.push(at(start + s));
+            y.push(at(start + s + 1));
+        }
+    }
+    (
+        Tensor::new([batch, seq], TensorData::I32(x)).unwrap(),
+        Tensor::new([batch, seq], TensorData::I32(y)).unwrap(),
+    )
+}
+
+#[test]
+fn tiny_mhc_lm_trains() {
+    use birkhoff::dsl::lm::{Connection, LmConfig, build_lm};
+    let cfg = LmConfig {
+        connection: Connection::Mhc,
+        layers: 1,
+        hidden: 16,
+        streams: 4,
+        heads: 2,
+        ffn: 32,
+        batch: 2,
+        seq: 16,
+        ..LmConfig::default()
+    };
+    let lm = build_lm(&cfg).unwrap();
+    let opts = TrainOptions {
+        steps: 15,
+        lr: 1e-2,
+        warmup: 2,
+        seed: 1,
+        ..TrainOptions::default()
+    };
+    let mut t = Trainer::new(&lm, &opts).unwrap();
+    let ms: Vec<StepMetrics> = (0..15)
+        .map(|k| {
+            let (x, y) = text_batch(k, cfg.batch, cfg.seq);
+            t.step(&x, &y).unwrap()
+        })
+        .collect();
+    let (first, last) = (ms[0].loss, ms[14].loss);
+    assert!((first - 256f64.ln()).abs() < 0.5, "initial loss {first}");
+    assert!(last < first - 1.0, "loss fell from {first} to only {last}");
+    // Two sublayers whose mixing is (nearly) doubly stochastic: the gains
+    // stay near 1 (the columns of `comb` sum to 1 after Sinkhorn's last
+    // column normalization, so the forward gain is 1 up to rounding).
+    assert_eq!(ms[0].amax_forward.len(), 2);
+    for m in &ms {
+        assert!(
+            m.composite_forward > 0.5 && m.composite_forward < 1.5,
+            "{m:?}"
+        );
+        assert!(
+            m.composite_backward > 0.5 && m.composite_backward < 1.5,
+            "{m:?}"
+        );
+    }
+}
+
+/// On a CUDA device (the `gpu` feature and a driver), the same training
+/// run gives about the CPU's losses; skipped elsewhere. The tolerance is
+/// loose on purpose: the GPU's matrix product reads bf16 operands, and
+/// six Adam steps carry that rounding into the parameters.
+#[test]
+fn gpu_trains_like_cpu() {
+    let model = classifier(8, true);
+    let cpu = options(6);
+    let gpu = TrainOptions {
+        target: Target::Gpu,
+        ..cpu
+    };
+    let mut on_gpu = match Trainer::new(&model, &gpu) {
+        Ok(t) => t,
+        Err(TrainError::Compile(birkhoff::CompileError::Gpu(e))) => {
+            eprintln!("skipped: no GPU ({e})");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let (_, want) = train(&model, &cpu, 6);
+    for (k, w) in want.iter().enumerate() {
+        let (x, y) = batch(k as u64);
+        let got = on_gpu.step(&x, &y).unwrap();
+        assert!(
+            (got.loss - w.loss).abs() <= 3e-2 * w.loss.abs().max(1.0),
+            "step {k}: gpu {} cpu {}",
+            got.loss,
+            w.loss
+        );
+    }
 }

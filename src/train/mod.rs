@@ -142,6 +142,18 @@ impl TrainModel for TrainGraph {
     }
 }
 
+impl TrainModel for birkhoff_dsl::lm::LmGraph {
+    fn graph(&self) -> &Graph {
+        &self.graph
+    }
+    fn params(&self) -> &[String] {
+        &self.params
+    }
+    fn inits(&self) -> &Inits {
+        &self.inits
+    }
+}
+
 /// Why training failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -407,6 +419,8 @@ impl Trainer {
     /// Runs the AdamW graph; on error the parameters are left as they
     /// were.
     fn update(&mut self, grads: Vec<Tensor>, scalars: [f64; 4]) -> Result<(), TrainError> {
+        // The parameters and moments move into the update's inputs and
+        // back, never copied.
         let mut a = std::mem::take(&mut self.moments);
         for (key, x) in ["lr", "bc1", "bc2", "clip"].into_iter().zip(scalars) {
             a.insert(key.to_string(), Tensor::scalar_f32(x as f32));
@@ -420,39 +434,16 @@ impl Trainer {
             a.insert(format!("g.{name}"), g);
         }
         let result = self.adam.run(&a);
-        let restore = |a: &mut BTreeMap<String, Tensor>,
-                       inputs: &mut BTreeMap<String, Tensor>,
-                       names: &[String]| {
-            for name in names {
-                let p = a.remove(&format!("p.{name}")).expect("moved above");
-                inputs.insert(name.clone(), p);
+        let outs = match result {
+            Ok(outs) => outs,
+            Err(e) => {
+                a.retain(|k, _| !k.starts_with("g.") && k.contains('.'));
+                outs_into(a, &mut self.inputs, &mut self.moments);
+                return Err(e.into());
             }
         };
-        match result {
-            Ok(outs) => {
-                let mut moments = BTreeMap::new();
-                for (key, t) in outs {
-                    match key.strip_prefix("p.") {
-                        Some(name) => {
-                            self.inputs.insert(name.to_string(), t);
-                        }
-                        None => {
-                            moments.insert(key, t);
-                        }
-                    }
-                }
-                self.moments = moments;
-                Ok(())
-            }
-            Err(e) => {
-                restore(&mut a, &mut self.inputs, &self.names);
-                self.moments = a
-                    .into_iter()
-                    .filter(|(k, _)| k.starts_with("m.") || k.starts_with("v."))
-                    .collect();
-                Err(e.into())
-            }
-        }
+        outs_into(outs, &mut self.inputs, &mut self.moments);
+        Ok(())
     }
 
     /// The loss on `tokens`, `targets` with the current parameters, no
@@ -602,6 +593,25 @@ impl Trainer {
         }
         trainer.step = ckpt.step;
         Ok(trainer)
+    }
+}
+
+/// Sorts the update graph's tensors `p.k` (back into `inputs` as `k`)
+/// from `m.k`, `v.k` (into `moments`).
+fn outs_into(
+    outs: impl IntoIterator<Item = (String, Tensor)>,
+    inputs: &mut BTreeMap<String, Tensor>,
+    moments: &mut BTreeMap<String, Tensor>,
+) {
+    for (key, t) in outs {
+        match key.strip_prefix("p.") {
+            Some(name) => {
+                inputs.insert(name.to_string(), t);
+            }
+            None => {
+                moments.insert(key, t);
+            }
+        }
     }
 }
 
