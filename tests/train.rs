@@ -637,3 +637,26 @@ fn gpu_trains_like_cpu() {
         );
     }
 }
+
+#[test]
+fn non_finite_gradient_stops_with_the_parameter() {
+    // loss = Σ sqrt(w) at w = 0: a finite loss with an infinite gradient.
+    let b = Builder::new("sqrt");
+    let w = b.param("w", DType::F32, &[2]);
+    b.output("loss", w.sqrt().sum(&[0], false));
+    let model = TrainGraph {
+        graph: b.build().unwrap(),
+        params: vec!["w".to_string()],
+        inits: Inits::from([("w".to_string(), Init::Constant(0.0))]),
+    };
+    let mut t = Trainer::new(&model, &options(3)).unwrap();
+    let err = t.step_with(&BTreeMap::new()).unwrap_err();
+    assert!(
+        matches!(err, TrainError::NonFiniteGrad { step: 0, ref param } if param == "w"),
+        "{err}"
+    );
+    assert_eq!(t.step_index(), 0);
+    let g = Tensor::from_f64(TensorType::new(DType::F32, [2]), &[3.0, 4.0]).unwrap();
+    let h = Tensor::from_f64(TensorType::new(DType::F64, [1]), &[12.0]).unwrap();
+    assert_eq!(birkhoff::train::global_norm([&g, &h]), 13.0);
+}

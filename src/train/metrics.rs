@@ -14,7 +14,7 @@
 //!
 //! The composite map of the stack is `P = A_L ⋯ A_1` per token.
 
-use birkhoff_ir::Tensor;
+use birkhoff_ir::{Tensor, TensorData};
 
 /// The Amax gain of a stack of residual mixing matrices, as
 /// `(forward, backward, composite_forward, composite_backward)`:
@@ -97,10 +97,18 @@ fn gains(a: &[f64], n: usize) -> (f64, f64) {
 
 /// The global L2 norm of all `grads` together, accumulated in `f64`.
 pub fn global_norm<'a>(grads: impl IntoIterator<Item = &'a Tensor>) -> f64 {
-    grads
-        .into_iter()
-        .flat_map(Tensor::to_f64_vec)
-        .map(|x| x * x)
-        .sum::<f64>()
-        .sqrt()
+    grads.into_iter().map(sum_squares).sum::<f64>().sqrt()
+}
+
+/// The sum of the squares of `t`'s elements, in `f64`, without copying
+/// the tensor. Not finite exactly when an element is NaN or infinite (the
+/// square of any finite `f32` or `bf16` is far inside `f64`'s range).
+pub(crate) fn sum_squares(t: &Tensor) -> f64 {
+    match t.data() {
+        TensorData::F32(v) => v.iter().map(|&x| f64::from(x) * f64::from(x)).sum(),
+        TensorData::Bf16(v) => v.iter().map(|x| x.to_f64() * x.to_f64()).sum(),
+        TensorData::F64(v) => v.iter().map(|&x| x * x).sum(),
+        TensorData::I32(v) => v.iter().map(|&x| f64::from(x) * f64::from(x)).sum(),
+        TensorData::Bool(v) => v.iter().filter(|&&x| x).count() as f64,
+    }
 }

@@ -377,19 +377,22 @@ impl Trainer {
             return Err(TrainError::NonFiniteLoss { step, loss });
         }
         let mut grads = Vec::with_capacity(self.names.len());
+        let mut sum_sq = 0.0;
         for name in &self.names {
             let g = out
                 .remove(&format!("d_{name}"))
                 .expect("a gradient per parameter");
-            if g.first_non_finite().is_some() {
+            let sq = metrics::sum_squares(&g);
+            if !sq.is_finite() {
                 return Err(TrainError::NonFiniteGrad {
                     step,
                     param: name.clone(),
                 });
             }
+            sum_sq += sq;
             grads.push(g);
         }
-        let grad_norm = global_norm(&grads);
+        let grad_norm = sum_sq.sqrt();
         let h_res: Vec<Tensor> = self
             .h_res
             .iter()
