@@ -37,6 +37,92 @@ pub enum Command {
     Demo(DemoArgs),
     /// Describe a CUDA device and measure its device-to-device copy bandwidth.
     GpuInfo(GpuInfoArgs),
+    /// Train the byte-level language model; write metrics, charts and a checkpoint.
+    Train(TrainArgs),
+    /// Draw several training runs (their --out directories) on shared charts.
+    TrainCompare(TrainCompareArgs),
+}
+
+/// `birkhoff train`.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// The model to train: `lm`, the byte-level language model.
+    pub model: String,
+    /// How sublayers are connected: residual, hc or mhc.
+    #[arg(long, default_value = "mhc", value_parser = crate::train::parse_connection)]
+    pub connection: birkhoff::dsl::zoo::Connection,
+    /// Layers (each attention + SwiGLU MLP).
+    #[arg(long, value_name = "L")]
+    pub layers: Option<usize>,
+    /// Hidden width C.
+    #[arg(long, value_name = "C")]
+    pub hidden: Option<usize>,
+    /// Residual streams n (hc and mhc).
+    #[arg(long, value_name = "N")]
+    pub streams: Option<usize>,
+    /// Attention heads (must divide C).
+    #[arg(long, value_name = "H")]
+    pub heads: Option<usize>,
+    /// SwiGLU width [default: 4·C].
+    #[arg(long, value_name = "F")]
+    pub ffn: Option<usize>,
+    /// Sinkhorn iterations (mhc).
+    #[arg(long, value_name = "K")]
+    pub iters: Option<usize>,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Bytes per sequence.
+    #[arg(long, default_value_t = 64)]
+    pub seq: usize,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 200)]
+    pub steps: usize,
+    /// Peak learning rate (AdamW).
+    #[arg(long, default_value_t = 3e-3)]
+    pub lr: f64,
+    /// Decoupled weight decay (matrices only).
+    #[arg(long, default_value_t = 0.1)]
+    pub weight_decay: f64,
+    /// Warm-up steps [default: 5% of --steps].
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    /// Seed of the initialization and of the batches.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where the training step runs.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: Backend,
+    /// A text file to train on (bytes; 10% held out) [default: the built-in corpus].
+    #[arg(long, value_name = "FILE")]
+    pub corpus: Option<PathBuf>,
+    /// Output directory: metrics.csv, metrics.json, checkpoint.safetensors, *.png.
+    #[arg(long, default_value = "train-out")]
+    pub out: PathBuf,
+    /// Validation loss every N steps (and at the end).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    pub eval_every: u64,
+    /// Checkpoint (and metrics) every N steps (and at the end).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoint_every: u64,
+    /// Continue from --out's checkpoint up to --steps.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop after N steps of this invocation (checkpointed; continue with
+    /// --resume and the same flags).
+    #[arg(long, value_name = "N")]
+    pub stop_after: Option<usize>,
+}
+
+/// `birkhoff train-compare`.
+#[derive(Args, Debug)]
+pub struct TrainCompareArgs {
+    /// Training output directories (each with its metrics.json).
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Where the charts go.
+    #[arg(long, default_value = "train-compare")]
+    pub out: PathBuf,
 }
 
 /// Flags that size and configure zoo models (see `birkhoff models`).

@@ -12,8 +12,10 @@ mod dump;
 mod filetest;
 mod gpu_info;
 mod models;
+mod plot;
 mod run;
 mod source;
+mod train;
 mod verify;
 
 use std::process::ExitCode;
@@ -33,6 +35,8 @@ fn main() -> ExitCode {
         args::Command::Bench(a) => bench::main(&a),
         args::Command::Demo(a) => demo::main(&a),
         args::Command::GpuInfo(a) => gpu_info::main(&a),
+        args::Command::Train(a) => train::main(&a),
+        args::Command::TrainCompare(a) => train::compare(&a.runs, &a.out),
     };
     match result {
         Ok(code) => code,

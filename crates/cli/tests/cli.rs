@@ -2,100 +2,12 @@
 //! round trip through `.npy`, and every bad-input path giving a non-zero
 //! exit, a one-line error and no panic.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use common::{Scratch, birkhoff, fails, files_in, ok, stdout};
 
 use birkhoff::ir::{DType, Tensor, TensorData, TensorType};
 use birkhoff::npy::{read_npy, write_npy};
-
-fn birkhoff(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_birkhoff"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Asserts success and returns stdout.
-fn ok(args: &[&str]) -> String {
-    let o = birkhoff(args);
-    assert!(
-        o.status.success(),
-        "birkhoff {args:?} failed:\n{}",
-        stderr(&o)
-    );
-    stdout(&o)
-}
-
-/// Asserts a clean failure — exit code 1, a single `error:` line, no panic —
-/// and returns that line.
-fn fails(args: &[&str]) -> String {
-    let o = birkhoff(args);
-    let err = stderr(&o);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "birkhoff {args:?} should fail cleanly:\n{err}"
-    );
-    assert!(
-        !err.contains("panicked"),
-        "birkhoff {args:?} panicked:\n{err}"
-    );
-    let lines: Vec<&str> = err.lines().filter(|l| !l.starts_with("note:")).collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "birkhoff {args:?} should print one error line:\n{err}"
-    );
-    assert!(lines[0].starts_with("error: "), "{err}");
-    lines[0].to_string()
-}
-
-/// A fresh scratch directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("birkhoff-cli-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.0.join(rel)
-    }
-
-    fn s(&self, rel: &str) -> String {
-        self.path(rel).display().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).map_or_else(
-        |_| vec![],
-        |rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        },
-    );
-    v.sort();
-    v
-}
 
 #[test]
 fn models_lists_every_model_with_flags() {

@@ -14,51 +14,16 @@
 //! that doubles a vector), so artifact loading, its errors and — on a GPU
 //! — running one need no code generator.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::Path;
+
+use common::{Scratch, birkhoff, fails, ok};
 
 use birkhoff::gpu::{ARTIFACT_VERSION, BufferInfo, CODEGEN_ENABLED, GpuModule, Launch};
 use birkhoff::ir::{DType, Tensor, TensorType};
 use birkhoff::npy::{read_npy, write_npy};
 use serde_json::Value;
-
-fn birkhoff(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_birkhoff"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-/// Asserts success and returns stdout.
-fn ok(args: &[&str]) -> String {
-    let o = birkhoff(args);
-    assert!(
-        o.status.success(),
-        "birkhoff {args:?} failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Asserts a clean failure — exit code 1, one `error:` line, no panic —
-/// and returns that line.
-fn fails(args: &[&str]) -> String {
-    let o = birkhoff(args);
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "birkhoff {args:?} should fail cleanly:\n{err}"
-    );
-    assert!(
-        !err.contains("panicked"),
-        "birkhoff {args:?} panicked:\n{err}"
-    );
-    let lines: Vec<&str> = err.lines().filter(|l| !l.starts_with("note:")).collect();
-    assert_eq!(lines.len(), 1, "birkhoff {args:?}: one error line:\n{err}");
-    assert!(lines[0].starts_with("error: "), "{err}");
-    lines[0].to_string()
-}
 
 /// The last line of stdout that is a JSON object, parsed.
 fn json_of(stdout: &str) -> Value {
@@ -68,33 +33,6 @@ fn json_of(stdout: &str) -> Value {
         .find(|l| l.trim_start().starts_with('{'))
         .unwrap_or_else(|| panic!("no JSON object in:\n{stdout}"));
     serde_json::from_str(line).unwrap_or_else(|e| panic!("invalid JSON ({e}): {line}"))
-}
-
-/// A fresh scratch directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir =
-            std::env::temp_dir().join(format!("birkhoff-cli-gpu-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.0.join(rel)
-    }
-
-    fn s(&self, rel: &str) -> String {
-        self.path(rel).display().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn driver() -> bool {

@@ -1,0 +1,454 @@
+//! `birkhoff train`: train the byte-level language model and record what
+//! the paper measures — loss, gradient norm and the Amax gain of the
+//! residual mixing — as CSV, JSON and PNG charts.
+//!
+//! Everything lands in `--out DIR`: `metrics.csv` (one row per step),
+//! `metrics.json` (the run's settings and every step, per-sublayer gains
+//! included), `checkpoint.safetensors`, and `loss.png`, `grad_norm.png`,
+//! `amax.png`, `amax_depth.png`. Files are replaced atomically. With
+//! `--resume` the run continues from the checkpoint in `DIR`, on the same
+//! batches it would have seen, and its metrics continue the old ones.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use birkhoff::dsl::lm::{LmConfig, build_lm};
+use birkhoff::dsl::zoo::Connection;
+use birkhoff::ir::Tensor;
+use birkhoff::train::data::{Batches, Corpus, builtin_corpus, load_corpus};
+use birkhoff::train::{StepMetrics, TrainOptions, Trainer};
+use birkhoff::{Target, write_atomic};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+use crate::args::{Backend, TrainArgs};
+use crate::plot::{Chart, Series, line_chart};
+
+/// Validation batches averaged for each validation loss.
+const VALID_BATCHES: usize = 4;
+
+/// One step's record.
+#[derive(Clone, Debug)]
+struct Row {
+    m: StepMetrics,
+    valid: Option<f64>,
+}
+
+pub fn main(a: &TrainArgs) -> Result<ExitCode> {
+    if a.model != "lm" {
+        bail!(
+            "unknown model '{}' for train: the trainable model is 'lm' (the byte-level language model)",
+            a.model
+        );
+    }
+    if a.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    let cfg = config(a)?;
+    let opts = TrainOptions {
+        steps: a.steps,
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        warmup: a.warmup.unwrap_or(a.steps / 20),
+        seed: a.seed,
+        target: match a.backend {
+            Backend::Cpu => Target::Cpu,
+            Backend::Gpu => Target::Gpu,
+            Backend::Interp => Target::Interp,
+        },
+        ..TrainOptions::default()
+    };
+    let corpus = match &a.corpus {
+        Some(p) => load_corpus(p, 0.1)?,
+        None => builtin_corpus(),
+    };
+    let ckpt = a.out.join("checkpoint.safetensors");
+    if a.resume && !ckpt.exists() {
+        bail!("--resume: no checkpoint at {}", ckpt.display());
+    }
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create the output directory {}", a.out.display()))?;
+
+    eprintln!(
+        "building the {} language model: {} layers, C={}, n={}, {} heads, batch {}×{} bytes",
+        cfg.connection,
+        cfg.layers,
+        cfg.hidden,
+        cfg.stream_count(),
+        cfg.heads,
+        cfg.batch,
+        cfg.seq
+    );
+    let model = build_lm(&cfg)?;
+    let started = Instant::now();
+    let mut trainer = if a.resume {
+        Trainer::load(&model, &opts, &ckpt)?
+    } else {
+        Trainer::new(&model, &opts)?
+    };
+    eprintln!(
+        "compiled the training step in {:.1} s ({} parameters)",
+        started.elapsed().as_secs_f64(),
+        trainer
+            .param_names()
+            .iter()
+            .filter_map(|n| trainer.param(n))
+            .map(|t| t.ty().num_elements())
+            .sum::<usize>()
+    );
+
+    let mut batches = Batches::new(&corpus.train, cfg.batch, cfg.seq, a.seed)?;
+    let valid = validation_batches(&corpus, &cfg, a.seed)?;
+    let mut rows = if a.resume {
+        previous_rows(&a.out, trainer.step_index())?
+    } else {
+        Vec::new()
+    };
+    // The batches the saved run already consumed.
+    for _ in 0..trainer.step_index() {
+        batches.next();
+    }
+
+    let bar = ProgressBar::new(a.steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps, {elapsed} (eta {eta}) {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(trainer.step_index() as u64);
+    let end = a
+        .stop_after
+        .map_or(a.steps, |n| (trainer.step_index() + n).min(a.steps));
+    while trainer.step_index() < end {
+        let (tokens, targets) = batches.next();
+        let m = trainer.step(&tokens, &targets)?;
+        let step = m.step;
+        let is_last = trainer.step_index() == a.steps;
+        let stopping = trainer.step_index() == end;
+        let valid_loss = if (step as u64).is_multiple_of(a.eval_every) || is_last {
+            Some(valid_loss(&mut trainer, &valid)?)
+        } else {
+            None
+        };
+        bar.set_message(format!(
+            "loss {:.3}{}, gain {:.3}",
+            m.loss,
+            valid_loss.map_or(String::new(), |v| format!(" (valid {v:.3})")),
+            m.composite_forward
+        ));
+        bar.inc(1);
+        rows.push(Row {
+            m,
+            valid: valid_loss,
+        });
+        if (trainer.step_index() as u64).is_multiple_of(a.checkpoint_every) || is_last || stopping {
+            trainer.save(&ckpt)?;
+            write_metrics(&a.out, a, &cfg, &opts, &rows)?;
+        }
+    }
+    bar.finish_and_clear();
+    write_metrics(&a.out, a, &cfg, &opts, &rows)?;
+    plot_run(&a.out, &rows)?;
+    let last = rows.last().context("no steps were run")?;
+    println!(
+        "trained to step {} of {} in {:.1} s: loss {:.4}, valid {}, composite Amax gain {:.4} (forward) {:.4} (backward)",
+        rows.len(),
+        a.steps,
+        started.elapsed().as_secs_f64(),
+        last.m.loss,
+        rows.iter()
+            .rev()
+            .find_map(|r| r.valid)
+            .map_or("-".into(), |v| format!("{v:.4}")),
+        last.m.composite_forward,
+        last.m.composite_backward
+    );
+    println!("wrote {}", a.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn config(a: &TrainArgs) -> Result<LmConfig> {
+    let d = LmConfig::default();
+    let hidden = a.hidden.unwrap_or(d.hidden);
+    let cfg = LmConfig {
+        connection: a.connection,
+        layers: a.layers.unwrap_or(d.layers),
+        hidden,
+        streams: a.streams.unwrap_or(d.streams),
+        heads: a.heads.unwrap_or(d.heads),
+        ffn: a.ffn.unwrap_or(4 * hidden),
+        batch: a.batch,
+        seq: a.seq,
+        sinkhorn_iters: a.iters.unwrap_or(d.sinkhorn_iters),
+        ..d
+    };
+    if !cfg.hidden.is_multiple_of(cfg.heads) {
+        bail!("--heads {} must divide --hidden {}", cfg.heads, cfg.hidden);
+    }
+    Ok(cfg)
+}
+
+/// Fixed validation batches, the same for every step and every resume.
+fn validation_batches(corpus: &Corpus, cfg: &LmConfig, seed: u64) -> Result<Vec<(Tensor, Tensor)>> {
+    let mut b = Batches::new(&corpus.valid, cfg.batch, cfg.seq, seed ^ 0x05ee_d0f7_a11d)
+        .context("the validation split is too short for one batch")?;
+    Ok((0..VALID_BATCHES).map(|_| b.next()).collect())
+}
+
+fn valid_loss(t: &mut Trainer, valid: &[(Tensor, Tensor)]) -> Result<f64> {
+    let mut sum = 0.0;
+    for (tokens, targets) in valid {
+        sum += t.eval_loss(tokens, targets)?;
+    }
+    Ok(sum / valid.len() as f64)
+}
+
+/// The rows of a previous run's `metrics.json`, up to `steps`.
+fn previous_rows(out: &Path, steps: usize) -> Result<Vec<Row>> {
+    let path = out.join("metrics.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("--resume: cannot read {}", path.display()))?;
+    let v: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let steps_v = v["steps"]
+        .as_array()
+        .with_context(|| format!("{} has no 'steps' array", path.display()))?;
+    let f = |x: &Value, k: &str| x[k].as_f64().unwrap_or(f64::NAN);
+    let fv = |x: &Value, k: &str| -> Vec<f64> {
+        x[k].as_array()
+            .map(|a| a.iter().map(|e| e.as_f64().unwrap_or(f64::NAN)).collect())
+            .unwrap_or_default()
+    };
+    Ok(steps_v
+        .iter()
+        .take(steps)
+        .map(|s| Row {
+            m: StepMetrics {
+                step: s["step"].as_u64().unwrap_or(0) as usize,
+                loss: f(s, "loss"),
+                grad_norm: f(s, "grad_norm"),
+                lr: f(s, "lr"),
+                amax_forward: fv(s, "amax_forward"),
+                amax_backward: fv(s, "amax_backward"),
+                composite_forward: f(s, "composite_forward"),
+                composite_backward: f(s, "composite_backward"),
+                seconds: f(s, "seconds"),
+            },
+            valid: s["valid_loss"].as_f64(),
+        })
+        .collect())
+}
+
+fn write_metrics(
+    out: &Path,
+    a: &TrainArgs,
+    cfg: &LmConfig,
+    o: &TrainOptions,
+    rows: &[Row],
+) -> Result<()> {
+    let mut csv = String::from(
+        "step,loss,valid_loss,grad_norm,lr,composite_forward,composite_backward,seconds\n",
+    );
+    for r in rows {
+        let _ = writeln!(
+            csv,
+            "{},{},{},{},{},{},{},{}",
+            r.m.step,
+            r.m.loss,
+            r.valid.map_or(String::new(), |v| v.to_string()),
+            r.m.grad_norm,
+            r.m.lr,
+            r.m.composite_forward,
+            r.m.composite_backward,
+            r.m.seconds
+        );
+    }
+    let steps: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "step": r.m.step,
+                "loss": r.m.loss,
+                "valid_loss": r.valid,
+                "grad_norm": r.m.grad_norm,
+                "lr": r.m.lr,
+                "amax_forward": r.m.amax_forward,
+                "amax_backward": r.m.amax_backward,
+                "composite_forward": r.m.composite_forward,
+                "composite_backward": r.m.composite_backward,
+                "seconds": r.m.seconds,
+            })
+        })
+        .collect();
+    let doc = json!({
+        "model": "lm",
+        "connection": cfg.connection.to_string(),
+        "layers": cfg.layers,
+        "hidden": cfg.hidden,
+        "streams": cfg.stream_count(),
+        "heads": cfg.heads,
+        "ffn": cfg.ffn,
+        "batch": cfg.batch,
+        "seq": cfg.seq,
+        "sinkhorn_iters": cfg.sinkhorn_iters,
+        "steps_planned": o.steps,
+        "lr": o.lr,
+        "weight_decay": o.weight_decay,
+        "warmup": o.warmup,
+        "seed": o.seed,
+        "backend": format!("{:?}", a.backend).to_lowercase(),
+        "corpus": a.corpus.as_ref().map(|p| p.display().to_string()),
+        "steps": steps,
+    });
+    write_atomic(&out.join("metrics.csv"), csv.as_bytes())
+        .with_context(|| format!("writing {}", out.join("metrics.csv").display()))?;
+    let text = serde_json::to_string_pretty(&doc)?;
+    write_atomic(&out.join("metrics.json"), text.as_bytes())
+        .with_context(|| format!("writing {}", out.join("metrics.json").display()))?;
+    Ok(())
+}
+
+fn series(name: &str, rows: &[Row], f: impl Fn(&Row) -> Option<f64>) -> Series {
+    Series {
+        name: name.to_string(),
+        points: rows
+            .iter()
+            .filter_map(|r| f(r).map(|y| (r.m.step as f64, y)))
+            .collect(),
+    }
+}
+
+/// The run's charts.
+fn plot_run(out: &Path, rows: &[Row]) -> Result<()> {
+    let chart = |title, y, log_y| Chart {
+        title,
+        x: "step",
+        y,
+        log_y,
+    };
+    line_chart(
+        &out.join("loss.png"),
+        &chart("loss", "cross-entropy (nats/byte)", false),
+        &[
+            series("train", rows, |r| Some(r.m.loss)),
+            series("valid", rows, |r| r.valid),
+        ],
+    )?;
+    line_chart(
+        &out.join("grad_norm.png"),
+        &chart("gradient norm", "global L2 norm", true),
+        &[series("", rows, |r| Some(r.m.grad_norm))],
+    )?;
+    if rows.iter().any(|r| !r.m.amax_forward.is_empty()) {
+        line_chart(
+            &out.join("amax.png"),
+            &chart("composite Amax gain", "gain (max over tokens)", true),
+            &[
+                series("forward", rows, |r| Some(r.m.composite_forward)),
+                series("backward", rows, |r| Some(r.m.composite_backward)),
+            ],
+        )?;
+        if let Some(last) = rows.last() {
+            let depth = |v: &[f64]| -> Vec<(f64, f64)> {
+                v.iter().enumerate().map(|(i, &g)| (i as f64, g)).collect()
+            };
+            line_chart(
+                &out.join("amax_depth.png"),
+                &Chart {
+                    title: "Amax gain per sublayer (last step)",
+                    x: "sublayer",
+                    y: "gain",
+                    log_y: true,
+                },
+                &[
+                    Series {
+                        name: "forward".into(),
+                        points: depth(&last.m.amax_forward),
+                    },
+                    Series {
+                        name: "backward".into(),
+                        points: depth(&last.m.amax_backward),
+                    },
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `birkhoff train-compare`: the runs in `dirs` on shared charts.
+pub fn compare(dirs: &[PathBuf], out: &Path) -> Result<ExitCode> {
+    if dirs.is_empty() {
+        bail!("name at least one training output directory");
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut runs = Vec::new();
+    for d in dirs {
+        let path = d.join("metrics.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let v: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", path.display()))?;
+        let steps = v["steps"].as_array().cloned().unwrap_or_default();
+        let name = format!(
+            "{} (L={}, C={})",
+            v["connection"].as_str().unwrap_or("?"),
+            v["layers"],
+            v["hidden"]
+        );
+        runs.push((name, steps));
+    }
+    let pick = |key: &str| -> Vec<Series> {
+        runs.iter()
+            .map(|(name, steps)| Series {
+                name: name.clone(),
+                points: steps
+                    .iter()
+                    .filter_map(|s| Some((s["step"].as_f64()?, s[key].as_f64()?)))
+                    .collect(),
+            })
+            .collect()
+    };
+    let chart = |title, y, log_y| Chart {
+        title,
+        x: "step",
+        y,
+        log_y,
+    };
+    line_chart(
+        &out.join("valid_loss.png"),
+        &chart("validation loss", "nats/byte", false),
+        &pick("valid_loss"),
+    )?;
+    line_chart(
+        &out.join("loss.png"),
+        &chart("training loss", "nats/byte", false),
+        &pick("loss"),
+    )?;
+    line_chart(
+        &out.join("grad_norm.png"),
+        &chart("gradient norm", "global L2 norm", true),
+        &pick("grad_norm"),
+    )?;
+    let gains: Vec<Series> = pick("composite_forward")
+        .into_iter()
+        .filter(|s| s.points.iter().any(|p| p.1 > 0.0))
+        .collect();
+    if !gains.is_empty() {
+        line_chart(
+            &out.join("amax.png"),
+            &chart("composite Amax gain (forward)", "gain", true),
+            &gains,
+        )?;
+    }
+    println!("wrote {}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The connection flag's parser.
+pub fn parse_connection(s: &str) -> std::result::Result<Connection, String> {
+    s.parse::<Connection>()
+        .map_err(|_| format!("unknown connection '{s}' (residual, hc or mhc)"))
+}

@@ -1,0 +1,142 @@
+//! `birkhoff train` and `train-compare` end to end, on a model small
+//! enough to train in a second: the loss falls, every output file is
+//! written, an interrupted run resumed gives exactly the uninterrupted
+//! run's metrics, and bad flags fail cleanly.
+
+mod common;
+
+use common::{Scratch, fails, files_in, ok};
+use serde_json::Value;
+
+/// A one-layer model of width 32 on 2×32-byte batches.
+const TINY: &[&str] = &[
+    "train",
+    "lm",
+    "--layers",
+    "1",
+    "--hidden",
+    "32",
+    "--heads",
+    "2",
+    "--seq",
+    "32",
+    "--batch",
+    "2",
+    "--eval-every",
+    "10",
+    "--checkpoint-every",
+    "10",
+];
+
+fn train(extra: &[&str]) -> String {
+    let mut args = TINY.to_vec();
+    args.extend_from_slice(extra);
+    ok(&args)
+}
+
+fn metrics(dir: &str) -> Value {
+    let text = std::fs::read_to_string(format!("{dir}/metrics.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn column(csv: &str, col: usize) -> Vec<String> {
+    csv.lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(col).unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn training_lowers_the_loss_and_writes_every_file() {
+    let d = Scratch::new("train-files");
+    let out = d.s("mhc");
+    let said = train(&["--steps", "40", "--out", &out]);
+    assert!(said.contains("trained to step 40 of 40"), "{said}");
+    assert_eq!(
+        files_in(&d.path("mhc")),
+        [
+            "amax.png",
+            "amax_depth.png",
+            "checkpoint.safetensors",
+            "grad_norm.png",
+            "loss.png",
+            "metrics.csv",
+            "metrics.json"
+        ]
+    );
+    for png in ["amax.png", "amax_depth.png", "grad_norm.png", "loss.png"] {
+        let b = std::fs::read(d.path(&format!("mhc/{png}"))).unwrap();
+        assert_eq!(&b[..8], b"\x89PNG\r\n\x1a\n", "{png}");
+    }
+    let m = metrics(&out);
+    let steps = m["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 40);
+    assert_eq!(m["connection"], "mhc");
+    let first = steps[0]["loss"].as_f64().unwrap();
+    let last = steps[39]["loss"].as_f64().unwrap();
+    // A byte-level model starts near ln 256 ≈ 5.55 nats and learns the
+    // corpus's byte frequencies within a few dozen steps.
+    assert!((first - 256f64.ln()).abs() < 0.2, "initial loss {first}");
+    assert!(last < first - 1.0, "loss {first} -> {last}");
+    // One Amax gain per sublayer (attention and MLP of one layer), and
+    // mHC's doubly stochastic mixing keeps the composite gain near 1.
+    assert_eq!(steps[39]["amax_forward"].as_array().unwrap().len(), 2);
+    let gain = steps[39]["composite_forward"].as_f64().unwrap();
+    assert!((gain - 1.0).abs() < 0.05, "composite gain {gain}");
+    let csv = std::fs::read_to_string(d.path("mhc/metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 41);
+    let valid = column(&csv, 2);
+    assert!(!valid[0].is_empty() && valid[1].is_empty() && !valid[39].is_empty());
+}
+
+#[test]
+fn an_interrupted_run_resumes_to_the_same_metrics() {
+    let d = Scratch::new("train-resume");
+    let (a, b) = (d.s("a"), d.s("b"));
+    train(&["--steps", "25", "--out", &a]);
+    let said = train(&["--steps", "25", "--stop-after", "12", "--out", &b]);
+    assert!(said.contains("trained to step 12 of 25"), "{said}");
+    train(&["--steps", "25", "--resume", "--out", &b]);
+    let ca = std::fs::read_to_string(d.path("a/metrics.csv")).unwrap();
+    let cb = std::fs::read_to_string(d.path("b/metrics.csv")).unwrap();
+    // Everything but the step times.
+    for col in 0..7 {
+        assert_eq!(column(&ca, col), column(&cb, col), "column {col}");
+    }
+}
+
+#[test]
+fn residual_and_hc_train_and_compare() {
+    let d = Scratch::new("train-compare");
+    let (r, h) = (d.s("residual"), d.s("hc"));
+    train(&["--steps", "5", "--connection", "residual", "--out", &r]);
+    train(&["--steps", "5", "--connection", "hc", "--out", &h]);
+    // The residual model has no mixing: no gain charts.
+    assert!(!files_in(&d.path("residual")).contains(&"amax.png".to_string()));
+    assert!(files_in(&d.path("hc")).contains(&"amax.png".to_string()));
+    let cmp = d.s("cmp");
+    ok(&["train-compare", &r, &h, "--out", &cmp]);
+    assert_eq!(
+        files_in(&d.path("cmp")),
+        ["amax.png", "grad_norm.png", "loss.png", "valid_loss.png"]
+    );
+}
+
+#[test]
+fn bad_training_flags_fail_cleanly() {
+    let d = Scratch::new("train-bad");
+    let out = d.s("x");
+    let e = fails(&["train", "mlp", "--out", &out]);
+    assert!(e.contains("unknown model 'mlp'"), "{e}");
+    let e = fails(&["train", "lm", "--heads", "5", "--out", &out]);
+    assert!(e.contains("--heads 5 must divide --hidden 64"), "{e}");
+    let e = fails(&["train", "lm", "--steps", "0", "--out", &out]);
+    assert!(e.contains("--steps must be at least 1"), "{e}");
+    let e = fails(&["train", "lm", "--resume", "--out", &out]);
+    assert!(e.contains("no checkpoint"), "{e}");
+    let missing = d.s("nope.txt");
+    let e = fails(&["train", "lm", "--corpus", &missing, "--out", &out]);
+    assert!(e.contains("nope.txt"), "{e}");
+    let e = fails(&["train-compare", &d.s("none"), "--out", &d.s("cmp")]);
+    assert!(e.contains("metrics.json"), "{e}");
+}
