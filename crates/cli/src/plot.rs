@@ -144,6 +144,7 @@ fn draw(
             }
             if legend {
                 c.configure_series_labels()
+                    .position(SeriesLabelPosition::UpperRight)
                     .label_font(("sans-serif", 14))
                     .background_style(WHITE.mix(0.9))
                     .border_style(BLACK)

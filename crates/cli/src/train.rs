@@ -432,9 +432,20 @@ pub fn compare(dirs: &[PathBuf], out: &Path) -> Result<ExitCode> {
         &chart("gradient norm", "global L2 norm", true),
         &pick("grad_norm"),
     )?;
+    // A residual run has no mixing matrices, so no gain to draw.
+    let mixing: Vec<bool> = runs
+        .iter()
+        .map(|(_, steps)| {
+            steps
+                .iter()
+                .any(|s| s["amax_forward"].as_array().is_some_and(|a| !a.is_empty()))
+        })
+        .collect();
     let gains: Vec<Series> = pick("composite_forward")
         .into_iter()
-        .filter(|s| s.points.iter().any(|p| p.1 > 0.0))
+        .zip(&mixing)
+        .filter(|(_, m)| **m)
+        .map(|(s, _)| s)
         .collect();
     if !gains.is_empty() {
         line_chart(
