@@ -112,19 +112,13 @@ fn stmt_nodes(s: &Stmt) -> usize {
 
 /// The accumulator form of `var = value`, if it is one: `(op, e)`.
 pub(crate) fn acc_form(var: VarId, value: &Expr) -> Option<(AccOp, &Expr)> {
-    let Expr::Binary { op, lhs, rhs } = value else {
-        return None;
-    };
+    let (op, e) = value.accumulates(var)?;
     let op = match op {
         Op::Add => AccOp::Add,
         Op::Max => AccOp::Max,
-        Op::Min => AccOp::Min,
-        _ => return None,
+        _ => AccOp::Min,
     };
-    match (&**lhs, &**rhs) {
-        (Expr::Var(v), e) | (e, Expr::Var(v)) if *v == var => Some((op, e)),
-        _ => None,
-    }
+    Some((op, e))
 }
 
 /// An index with `j`'s term removed and terms sorted (a stream key).

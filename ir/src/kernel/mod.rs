@@ -231,6 +231,22 @@ impl Expr {
         Expr::Load { buf, index }
     }
 
+    /// `(op, e)` when this is `var op e` or `e op var` with `op` one of
+    /// `add`, `max`, `min`: the shape of an accumulator update, which a
+    /// backend may reorder (split into partials and combine).
+    pub fn accumulates(&self, var: VarId) -> Option<(&Op, &Expr)> {
+        let Expr::Binary { op, lhs, rhs } = self else {
+            return None;
+        };
+        if !matches!(op, Op::Add | Op::Max | Op::Min) {
+            return None;
+        }
+        match (&**lhs, &**rhs) {
+            (Expr::Var(v), e) | (e, Expr::Var(v)) if *v == var => Some((op, e)),
+            _ => None,
+        }
+    }
+
     /// Calls `f` on this expression and every subexpression, outermost first.
     pub fn walk(&self, f: &mut impl FnMut(&Expr)) {
         f(self);
@@ -521,5 +537,27 @@ impl Program {
     /// The declaration of a buffer.
     pub fn buffer(&self, b: BufferId) -> &BufferDecl {
         &self.buffers[b.0 as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accumulator_updates_are_recognized_either_way_round() {
+        let (v, w) = (VarId(0), VarId(1));
+        let e = Expr::constant(ScalarType::F32, 2.0);
+        let sum = Expr::binary(Op::Add, Expr::Var(v), e.clone());
+        assert_eq!(sum.accumulates(v), Some((&Op::Add, &e)));
+        let max = Expr::binary(Op::Max, e.clone(), Expr::Var(v));
+        assert_eq!(max.accumulates(v), Some((&Op::Max, &e)));
+        // Another variable, or an op that does not reassociate.
+        assert_eq!(sum.accumulates(w), None);
+        assert_eq!(
+            Expr::binary(Op::Sub, Expr::Var(v), e.clone()).accumulates(v),
+            None
+        );
+        assert_eq!(Expr::Var(v).accumulates(v), None);
     }
 }
