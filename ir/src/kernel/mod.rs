@@ -554,10 +554,7 @@ mod tests {
         assert_eq!(max.accumulates(v), Some((&Op::Max, &e)));
         // Another variable, or an op that does not reassociate.
         assert_eq!(sum.accumulates(w), None);
-        assert_eq!(
-            Expr::binary(Op::Sub, Expr::Var(v), e.clone()).accumulates(v),
-            None
-        );
+        assert_eq!(Expr::binary(Op::Sub, Expr::Var(v), e).accumulates(v), None);
         assert_eq!(Expr::Var(v).accumulates(v), None);
     }
 }
