@@ -2,8 +2,8 @@
 //! (Manifold-Constrained Hyper-Connections) layers.
 //!
 //! This facade is the entry point to the pipeline: it re-exports the graph
-//! IR ([`ir`]), the DSL with its model zoo ([`dsl`]) and the optimizer
-//! ([`opt`]), and adds what users and the command line need around them:
+//! IR ([`ir`]), the DSL with its model zoo ([`dsl`]), the optimizer
+//! ([`opt`]) and the recomputation planner ([`recompute`]), and adds what users and the command line need around them:
 //! [`npy`] files, atomic writes, fused-vs-unfused checking ([`testing`]),
 //! the IR file-test driver ([`filetest`]) and the training runtime
 //! ([`train`]).
@@ -29,6 +29,7 @@ pub use birkhoff_gpu as gpu;
 pub use birkhoff_ir as ir;
 pub use birkhoff_lower as lower;
 pub use birkhoff_opt as opt;
+pub use birkhoff_recompute as recompute;
 pub use compile::{
     CompileError, CompileOptions, Executable, GpuCode, Target, compile, compile_with, gpu_code,
     gpu_module, kernel_program, load_gpu_artifact,

@@ -41,6 +41,51 @@ pub enum Command {
     Train(TrainArgs),
     /// Draw several training runs (their --out directories) on shared charts.
     TrainCompare(TrainCompareArgs),
+    /// Plan recomputation for training: the mHC block size and its memory.
+    Plan(PlanArgs),
+}
+
+/// `birkhoff plan`.
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// The model to plan: `lm`, the byte-level language model.
+    pub model: String,
+    /// How sublayers are connected; only mhc is planned so far.
+    #[arg(long, default_value = "mhc", value_parser = crate::train::parse_connection)]
+    pub connection: birkhoff::dsl::zoo::Connection,
+    /// Layers L, each with one mHC connection.
+    #[arg(long, value_name = "L")]
+    pub layers: usize,
+    /// Residual streams n.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub streams: usize,
+    /// Hidden width C.
+    #[arg(long, value_name = "C")]
+    pub hidden: usize,
+    /// Tokens per step T (batch × sequence).
+    #[arg(long, value_name = "T")]
+    pub tokens: usize,
+    /// Activation element type.
+    #[arg(long, value_enum, default_value = "bf16")]
+    pub dtype: PlanDType,
+    /// Largest allowed peak activation memory, e.g. 40GiB, 512MiB, 1.5GB.
+    #[arg(long, value_name = "SIZE", value_parser = crate::plan::parse_bytes)]
+    pub memory_budget: Option<u64>,
+    /// Layers where a block must start (pipeline stages), e.g. 0,15,30,45.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub boundaries: Option<Vec<usize>>,
+    /// Write a PNG chart of peak memory against block size.
+    #[arg(long, value_name = "FILE.png")]
+    pub plot: Option<PathBuf>,
+}
+
+/// Activation element types for `birkhoff plan`.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum PlanDType {
+    /// 2 bytes.
+    Bf16,
+    /// 4 bytes.
+    F32,
 }
 
 /// `birkhoff train`.

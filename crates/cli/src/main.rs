@@ -12,6 +12,7 @@ mod dump;
 mod filetest;
 mod gpu_info;
 mod models;
+mod plan;
 mod plot;
 mod run;
 mod source;
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
         args::Command::GpuInfo(a) => gpu_info::main(&a),
         args::Command::Train(a) => train::main(&a),
         args::Command::TrainCompare(a) => train::compare(&a.runs, &a.out),
+        args::Command::Plan(a) => plan::main(&a),
     };
     match result {
         Ok(code) => code,
