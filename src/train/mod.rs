@@ -22,20 +22,24 @@
 //! give bit-identical losses and parameters on the same machine and
 //! target. Nothing is random after initialization.
 //!
-//! ```no_run
-//! use birkhoff::train::{TrainGraph, TrainOptions, Trainer};
-//! # fn model() -> TrainGraph { unimplemented!() }
-//! # fn batch() -> (birkhoff::ir::Tensor, birkhoff::ir::Tensor) { unimplemented!() }
-//! let model: TrainGraph = model();
-//! let opts = TrainOptions { steps: 100, ..TrainOptions::default() };
+//! ```
+//! use birkhoff::dsl::lm::{LmConfig, build_lm};
+//! use birkhoff::train::data::{Batches, builtin_corpus};
+//! use birkhoff::train::{TrainOptions, Trainer};
+//!
+//! let cfg = LmConfig { layers: 1, hidden: 16, heads: 2, ffn: 32, batch: 2, seq: 16, ..LmConfig::default() };
+//! let model = build_lm(&cfg)?;
+//! let opts = TrainOptions { steps: 3, ..TrainOptions::default() };
 //! let mut trainer = Trainer::new(&model, &opts)?;
+//! let corpus = builtin_corpus();
+//! let mut batches = Batches::new(&corpus.train, cfg.batch, cfg.seq, 0)?;
 //! for _ in 0..opts.steps {
-//!     let (tokens, targets) = batch();
+//!     let (tokens, targets) = batches.next();
 //!     let m = trainer.step(&tokens, &targets)?;
 //!     println!("step {} loss {:.4} |g| {:.3}", m.step, m.loss, m.grad_norm);
 //! }
-//! trainer.save(std::path::Path::new("model.safetensors"))?;
-//! # Ok::<(), birkhoff::train::TrainError>(())
+//! trainer.save(&std::env::temp_dir().join("birkhoff-doc-example.safetensors"))?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod checkpoint;

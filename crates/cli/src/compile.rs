@@ -14,6 +14,10 @@ use birkhoff::{
     CompileOptions, GpuCode, Target, compile_with, gpu_code, gpu_module, kernel_program,
 };
 
+/// Why `compile --target gpu` without `--emit` needs `-o`.
+const ARTIFACT_NEEDS_OUTPUT: &str =
+    "compile --target gpu writes an artifact: pass -o FILE.bkx (or --emit llvm|ptx to print code)";
+
 pub fn main(a: &CompileArgs) -> Result<ExitCode> {
     for d in &a.dump_after {
         if d != "all" && !PASSES.iter().any(|p| p.name == d) {
@@ -26,9 +30,7 @@ pub fn main(a: &CompileArgs) -> Result<ExitCode> {
     }
     let (target, emit) = resolve_target(a.target, a.emit)?;
     if target == TargetArg::Gpu && emit.is_none() && a.output.is_none() {
-        bail!(
-            "compile --target gpu writes an artifact: pass -o FILE.bkx (or --emit llvm|ptx to print code)"
-        );
+        bail!("{ARTIFACT_NEEDS_OUTPUT}");
     }
     let generates_gpu_code = matches!(emit, None | Some(EmitArg::Llvm | EmitArg::Ptx));
     if target == TargetArg::Gpu && generates_gpu_code && !birkhoff::gpu::CODEGEN_ENABLED {
@@ -73,7 +75,9 @@ pub fn main(a: &CompileArgs) -> Result<ExitCode> {
     };
     let text = match emit {
         None => {
-            let path = a.output.as_ref().expect("checked above");
+            let Some(path) = a.output.as_ref() else {
+                bail!("{ARTIFACT_NEEDS_OUTPUT}");
+            };
             let module = gpu_module(graph, &opts)?;
             module.save(path)?;
             eprintln!(

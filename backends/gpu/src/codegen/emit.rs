@@ -925,7 +925,6 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
     /// totals into the accumulators (see the module documentation).
     fn block_reduce(&mut self, accs: &[Acc], parts: Vec<BasicValueEnum<'ctx>>) -> Result<()> {
         let ctx = self.cx.ctx;
-        let i32t = ctx.i32_type();
         let i64t = ctx.i64_type();
         let (slots, nwarps) = self
             .slots
@@ -988,7 +987,6 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             let after = self.cx.binary(&a.op.op(), a.ty, before, total)?;
             self.cx.b.build_store(slot, after).ll()?;
         }
-        let _ = i32t;
         // The slots are reused by the next reduction.
         self.barrier()
     }

@@ -225,10 +225,7 @@ pub(crate) fn module_ir(entry: &str, p: &Program, g: &Gemm) -> String {
     w!("done:");
     w!("  ret void");
     w!("}}");
-    w!("!0 = !{{}}");
-    w!("!nvvm.annotations = !{{!1, !2}}");
-    w!("!1 = !{{ptr @{entry}, !\"kernel\", i32 1}}");
-    w!("!2 = !{{ptr @{entry}, !\"maxntidx\", i32 {THREADS}}}");
+    o.push_str(&super::text_epilogue(entry, THREADS));
     o
 }
 

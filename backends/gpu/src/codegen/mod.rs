@@ -281,6 +281,15 @@ pub(crate) fn text_prelude() -> String {
     .join("\n")
 }
 
+/// The end of a kernel written as LLVM IR text: the empty node its
+/// `!invariant.load`s name (`!0`) and the annotations that make `entry` a
+/// kernel launched with at most `threads` threads.
+pub(crate) fn text_epilogue(entry: &str, threads: u32) -> String {
+    format!(
+        "!0 = !{{}}\n!nvvm.annotations = !{{!1, !2}}\n!1 = !{{ptr @{entry}, !\"kernel\", i32 1}}\n!2 = !{{ptr @{entry}, !\"maxntidx\", i32 {threads}}}\n"
+    )
+}
+
 /// Parses a kernel written as LLVM IR text and links it into `module`.
 fn link_text<'ctx>(
     ctx: &'ctx Context,

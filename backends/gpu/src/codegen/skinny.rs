@@ -380,10 +380,7 @@ pub(crate) fn module_ir(entry: &str, s: &Skinny) -> String {
     }
     w!("  ret void");
     w!("}}");
-    w!("!0 = !{{}}");
-    w!("!nvvm.annotations = !{{!1, !2}}");
-    w!("!1 = !{{ptr @{entry}, !\"kernel\", i32 1}}");
-    w!("!2 = !{{ptr @{entry}, !\"maxntidx\", i32 {THREADS}}}");
+    o.push_str(&super::text_epilogue(entry, THREADS));
     o
 }
 
