@@ -454,6 +454,26 @@ pub fn infer_type(op: &Op, args: &[&TensorType]) -> Result<TensorType, TypeError
             }
             Ok(x.clone())
         }
+        Op::SinkhornGrad(spec) => {
+            check_sinkhorn(op, spec)?;
+            let x = float_operand(op, args[0], 2)?;
+            let r = x.rank();
+            if x.shape[r - 1] != x.shape[r - 2] {
+                return Err(invalid(
+                    op,
+                    format!("needs square [..., n, n] matrices, got {x}"),
+                ));
+            }
+            // The cotangent has the type of the output, which is x's.
+            if args[1] != x {
+                return Err(TypeError::Mismatch {
+                    op: op.mnemonic(),
+                    a: x.clone(),
+                    b: args[1].clone(),
+                });
+            }
+            Ok(x.clone())
+        }
         Op::MhcPost => {
             let x = float_operand(op, args[1], 3)?;
             if x.rank() != 3 {

@@ -243,6 +243,13 @@ impl Eval<'_> {
             Op::Sinkhorn(spec) => {
                 semantics::sinkhorn(x(), shape()[shape().len() - 1], &spec_of(spec), &r)
             }
+            Op::SinkhornGrad(spec) => semantics::sinkhorn_grad(
+                x(),
+                self.arg(v, 1),
+                shape()[shape().len() - 1],
+                &spec_of(spec),
+                &r,
+            ),
             Op::MhcPre {
                 norm_eps,
                 pre_eps,

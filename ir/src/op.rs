@@ -279,6 +279,15 @@ pub enum Op {
     /// Sinkhorn-Knopp projection of `[..., n, n]` logits (rows are the last axis).
     Sinkhorn(SinkhornSpec),
 
+    // ---- fused backward ops ------------------------------------------------
+    /// The vector-Jacobian product of `sinkhorn`: operands `(x, dy)`, both
+    /// `[..., n, n]` of one float type, with `x` the Sinkhorn *input* logits
+    /// and `dy` the cotangent of its output; the result is `dx` (same type).
+    /// It recomputes the forward rounds from `x` exactly as `sinkhorn` does
+    /// and back-propagates `dy` through each normalization in reverse, so a
+    /// backward pass keeps only `x` alive, not every round.
+    SinkhornGrad(SinkhornSpec),
+
     // ---- fused mHC ops -----------------------------------------------------
     /// The whole mHC pre-mix of DESIGN §2 (pre_norm_fn, split, Sinkhorn,
     /// apply_mix): `(x [T,n,C], fn [m,nC], scale [3], base [m])` with
@@ -404,6 +413,7 @@ impl Op {
             Op::Softmax { .. } => "softmax",
             Op::RmsNorm { .. } => "rms_norm",
             Op::Sinkhorn(_) => "sinkhorn",
+            Op::SinkhornGrad(_) => "sinkhorn_grad",
             Op::MhcPre { .. } => "mhc_pre",
             Op::HcPre { .. } => "hc_pre",
             Op::MhcPost => "mhc_post",
@@ -417,6 +427,7 @@ impl Op {
             Op::Input { .. } | Op::Const(_) | Op::Iota { .. } => Arity::Fixed(0),
             Op::Concat { .. } => Arity::Variadic,
             Op::Select => Arity::Fixed(3),
+            Op::SinkhornGrad(_) => Arity::Fixed(2),
             Op::MhcPre { .. } | Op::HcPre { .. } | Op::MhcPost => Arity::Fixed(4),
             op if op.is_unary() => Arity::Fixed(1),
             op if op.is_binary() => Arity::Fixed(2),
@@ -511,9 +522,14 @@ impl Op {
         )
     }
 
-    /// A fused mHC op (one kernel in place of many primitives).
+    /// A fused op: one kernel in place of many primitives — the mHC ops
+    /// (which the optimizer finds) and `sinkhorn_grad` (which autodiff
+    /// emits). `birkhoff_opt::expand` rewrites each into its primitives.
     pub fn is_fused(&self) -> bool {
-        matches!(self, Op::MhcPre { .. } | Op::HcPre { .. } | Op::MhcPost)
+        matches!(
+            self,
+            Op::MhcPre { .. } | Op::HcPre { .. } | Op::MhcPost | Op::SinkhornGrad(_)
+        )
     }
 
     /// Produces a tuple (taken apart with `get`).
@@ -568,6 +584,13 @@ mod tests {
         }
         assert_eq!(Op::Concat { axis: 0 }.arity(), Arity::Variadic);
         assert_eq!(Op::Select.arity(), Arity::Fixed(3));
+        let spec = SinkhornSpec {
+            variant: SinkhornVariant::Paper,
+            iters: 1,
+            eps: FloatAttr(0.0),
+        };
+        assert_eq!(Op::SinkhornGrad(spec).arity(), Arity::Fixed(2));
+        assert!(Op::SinkhornGrad(spec).is_fused() && !Op::SinkhornGrad(spec).is_semantic());
         assert!(Op::Sub.is_binary() && !Op::Sub.is_commutative());
     }
 }

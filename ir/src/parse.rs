@@ -794,6 +794,7 @@ fn build_op(a: &mut Attrs<'_>, ty: &Type) -> PResult<Op> {
             axis: a.usize("axis")?,
         },
         "sinkhorn" => Op::Sinkhorn(a.sinkhorn()?),
+        "sinkhorn_grad" => Op::SinkhornGrad(a.sinkhorn()?),
         "mhc_pre" => {
             let norm_eps = a.float("norm_eps")?;
             let pre_eps = a.float("pre_eps")?;

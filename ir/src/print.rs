@@ -96,7 +96,7 @@ fn write_rhs(f: &mut impl Write, graph: &Graph, v: ValueId) -> fmt::Result {
             write_float(f, sep, "eps", *eps)?;
         }
         Op::Softmax { axis } => write!(f, "{sep}axis={axis}")?,
-        Op::Sinkhorn(spec) => write_sinkhorn(f, sep, spec)?,
+        Op::Sinkhorn(spec) | Op::SinkhornGrad(spec) => write_sinkhorn(f, sep, spec)?,
         Op::MhcPre {
             norm_eps,
             pre_eps,

@@ -136,6 +136,135 @@ pub(crate) fn sinkhorn(x: &[f64], n: usize, spec: &SinkhornSpec, r: &Round<'_>) 
     out
 }
 
+/// The vector-Jacobian product of [`sinkhorn`] on every trailing `n × n`
+/// matrix: `dx` for logits `x` and output cotangent `dy`.
+///
+/// The forward rounds are recomputed from `x` with the very operations of
+/// [`sinkhorn`] (so the states are bit for bit the forward's); then `dy`
+/// is carried back through each normalization, last first.
+/// For `y = z / s` along a line with `s = Σ z + eps`:
+/// `dz = (dy − Σ dy·y) / s`. The start: `paper` `y = exp(x)` gives
+/// `dx = dy·y`; `tilekernels` `y = p + eps` with `p = softmax(x)` gives
+/// `dx = p·(dy − Σ dy·p)` along rows, `p` recomputed as the forward does.
+pub(crate) fn sinkhorn_grad(
+    x: &[f64],
+    dy: &[f64],
+    n: usize,
+    spec: &SinkhornSpec,
+    r: &Round<'_>,
+) -> Vec<f64> {
+    let eps = spec.eps.get();
+    let sq = [n, n];
+    let mut out = Vec::with_capacity(x.len());
+    for (m, g) in x.chunks(n * n).zip(dy.chunks(n * n)) {
+        // states[0] is the start; states[k] the result of normalization k.
+        let (start, first_axes): (Vec<f64>, &[usize]) = match spec.variant {
+            SinkhornVariant::Paper => (m.iter().map(|&v| (r.st)(v.exp())).collect(), &[]),
+            SinkhornVariant::TileKernels => {
+                let s = softmax(m, &sq, 1, r);
+                let s = if eps == 0.0 {
+                    s
+                } else {
+                    s.into_iter().map(|v| (r.st)(v + eps)).collect()
+                };
+                (s, &[0])
+            }
+        };
+        let rounds = match spec.variant {
+            SinkhornVariant::Paper => spec.iters,
+            SinkhornVariant::TileKernels => spec.iters - 1,
+        };
+        let axes: Vec<usize> = first_axes
+            .iter()
+            .copied()
+            .chain((0..rounds).flat_map(|_| [1, 0]))
+            .collect();
+        // Checkpoints: every `seg`-th state, so memory is O(√K·n²) rather
+        // than O(K·n²) at up to 2·10⁴ normalizations; each segment is
+        // recomputed from its checkpoint (deterministically, so bit for bit
+        // the forward's states) when the backward reaches it.
+        let seg = (axes.len() as f64).sqrt().ceil().max(1.0) as usize;
+        let mut checkpoints = vec![start.clone()];
+        let mut cur = start;
+        for (k, &axis) in axes.iter().enumerate() {
+            cur = normalize(&cur, &sq, axis, eps, r);
+            if (k + 1) % seg == 0 && k + 1 < axes.len() {
+                checkpoints.push(cur.clone());
+            }
+        }
+        let mut d = g.to_vec();
+        for (c, base) in checkpoints.iter().enumerate().rev() {
+            let (lo, hi) = (c * seg, ((c + 1) * seg).min(axes.len()));
+            // states[i] is state lo + i.
+            let mut states = vec![base.clone()];
+            for &axis in &axes[lo..hi] {
+                let next = normalize(&states[states.len() - 1], &sq, axis, eps, r);
+                states.push(next);
+            }
+            for k in (lo..hi).rev() {
+                let (z, y) = (&states[k - lo], &states[k - lo + 1]);
+                d = normalize_grad(z, y, &d, n, axes[k], eps, r);
+            }
+        }
+        match spec.variant {
+            SinkhornVariant::Paper => {
+                out.extend(d.iter().zip(&checkpoints[0]).map(|(&g, &y)| (r.st)(g * y)));
+            }
+            SinkhornVariant::TileKernels => {
+                let p = softmax(m, &sq, 1, r);
+                for i in 0..n {
+                    let (pr, dr) = (&p[i * n..][..n], &d[i * n..][..n]);
+                    let t = dot(pr, dr, r);
+                    out.extend(pr.iter().zip(dr).map(|(&p, &g)| (r.st)(p * (r.st)(g - t))));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `Σ a·b` in index order, products and sums as accumulator steps.
+fn dot(a: &[f64], b: &[f64], r: &Round<'_>) -> f64 {
+    let mut s = (r.ac)(a[0] * b[0]);
+    for k in 1..a.len() {
+        s = (r.ac)(s + (r.ac)(a[k] * b[k]));
+    }
+    (r.st)(s)
+}
+
+/// The cotangent of `z` for `y = normalize(z)` along `axis` (0: columns,
+/// 1: rows) of an `n × n` matrix, given `y`'s cotangent `dy`: per line,
+/// `(dy − Σ dy·y) / (Σ z + eps)`, the sum of `z` taken as the forward did.
+fn normalize_grad(
+    z: &[f64],
+    y: &[f64],
+    dy: &[f64],
+    n: usize,
+    axis: usize,
+    eps: f64,
+    r: &Round<'_>,
+) -> Vec<f64> {
+    // Element k of line l, for rows (axis 1) and columns (axis 0).
+    let at = |l: usize, k: usize| if axis == 1 { l * n + k } else { k * n + l };
+    let mut out = vec![0.0; n * n];
+    for l in 0..n {
+        let mut s = z[at(l, 0)];
+        for k in 1..n {
+            s = (r.ac)(s + z[at(l, k)]);
+        }
+        let s = (r.st)(s + eps);
+        let mut t = (r.ac)(dy[at(l, 0)] * y[at(l, 0)]);
+        for k in 1..n {
+            t = (r.ac)(t + (r.ac)(dy[at(l, k)] * y[at(l, k)]));
+        }
+        let t = (r.st)(t);
+        for k in 0..n {
+            out[at(l, k)] = (r.st)((r.st)(dy[at(l, k)] - t) / s);
+        }
+    }
+    out
+}
+
 /// Which gates a pre-mix uses.
 pub(crate) enum Gates<'a> {
     /// mHC: sigmoid gates and a Sinkhorn-projected residual mix.

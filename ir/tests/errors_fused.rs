@@ -593,6 +593,44 @@ fn sinkhorn_needs_square_float_matrices() {
     verifies(&format!("  %k = sinkhorn %m, {sk} : f32[3,3]"));
 }
 
+#[test]
+fn sinkhorn_grad_needs_a_cotangent_of_the_logits_type() {
+    let sk = "variant=tilekernels, iters=3, eps=1e-6";
+    // %m is f32[3,3]; %f is f32[2,3], %s f32[], %i i32[2,3].
+    verify_error(
+        &format!("  %k = sinkhorn_grad %m, %f, {sk} : f32[3,3]"),
+        "sinkhorn_grad operands disagree: f32[3,3] vs f32[2,3]",
+    );
+    verify_error(
+        &format!("  %k = sinkhorn_grad %m, %s, {sk} : f32[3,3]"),
+        "sinkhorn_grad operands disagree: f32[3,3] vs f32[]",
+    );
+    verify_error(
+        &format!("  %k = sinkhorn_grad %f, %f, {sk} : f32[2,3]"),
+        "sinkhorn_grad: needs square [..., n, n] matrices, got f32[2,3]",
+    );
+    verify_error(
+        &format!("  %k = sinkhorn_grad %i, %i, {sk} : i32[2,3]"),
+        "sinkhorn_grad is not defined for i32 operands",
+    );
+    verify_error(
+        "  %k = sinkhorn_grad %m, %m, variant=paper, iters=0, eps=0.0 : f32[3,3]",
+        "sinkhorn_grad: iters=0 is outside 1..=10000",
+    );
+    let one = f32t(&[3, 3]);
+    let spec = SinkhornSpec {
+        variant: SinkhornVariant::Paper,
+        iters: 2,
+        eps: FloatAttr(0.0),
+    };
+    assert!(
+        add_error(Op::SinkhornGrad(spec), std::slice::from_ref(&one)).contains("sinkhorn_grad")
+    );
+    let bf = TensorType::new(DType::Bf16, [3, 3]);
+    assert!(add_error(Op::SinkhornGrad(spec), &[one, bf]).contains("sinkhorn_grad"));
+    verifies(&format!("  %k = sinkhorn_grad %m, %m, {sk} : f32[3,3]"));
+}
+
 // ---- attribute values -----------------------------------------------------------
 
 /// `mhc_pre` of the residual with `attrs` (all six).

@@ -25,10 +25,12 @@ use crate::vjp::vjp;
 /// for each `wrt` name, in order, each of that input's type. An input the
 /// loss does not depend on gets a gradient of zeros.
 ///
-/// Every primitive op has a gradient rule. Semantic and fused ops
-/// (`row_norm`, `softmax`, `sinkhorn`, `mhc_pre`, …) on a path from a `wrt`
-/// input to the loss are reported as [`AutodiffError::Unsupported`] until
-/// they are expanded into primitives before differentiation.
+/// Every primitive op has a gradient rule, and so does `sinkhorn`: its
+/// cotangent goes through one fused `sinkhorn_grad` node, which recomputes
+/// the rounds from the saved logits. The other semantic and fused ops
+/// (`row_norm`, `softmax`, `mhc_pre`, …) are expanded into primitives
+/// first (`birkhoff_opt::expand_keeping`), keeping every `sinkhorn`, also
+/// the one inside `mhc_pre`, as one node.
 pub fn grad(graph: &Graph, loss: &str, wrt: &[&str]) -> Result<Graph> {
     verify(graph).map_err(AutodiffError::InvalidGraph)?;
     let graph = expand_for_autodiff(graph)?;
@@ -58,19 +60,23 @@ pub fn grad(graph: &Graph, loss: &str, wrt: &[&str]) -> Result<Graph> {
 }
 
 /// `graph` with its semantic and fused ops (`softmax`, `rms_norm`,
-/// `sinkhorn`, `mhc_pre`, …) expanded into the primitives the interpreter
-/// defines them by (`birkhoff_opt::expand`), so every op has a gradient
-/// rule; borrowed as it is when it has none. The gradient graph computes
-/// the forward pass in primitives too; the optimizer fuses it again.
+/// `mhc_pre`, …) expanded into the primitives the interpreter defines them
+/// by (`birkhoff_opt::expand_keeping`), so every op has a gradient rule;
+/// borrowed as it is when it has none. `sinkhorn` stays one node, also
+/// inside an expanded `mhc_pre`: its rule (`sinkhorn_grad`) recomputes the
+/// rounds, where differentiating the unrolled rounds would keep every
+/// round's intermediates alive. The gradient graph computes the rest of
+/// the forward pass in primitives; the optimizer fuses it again.
 fn expand_for_autodiff(graph: &Graph) -> Result<Cow<'_, Graph>> {
+    let keep = |op: &Op| matches!(op, Op::Sinkhorn(_));
     if !graph
         .nodes()
         .iter()
-        .any(|n| birkhoff_opt::is_expandable(&n.op))
+        .any(|n| birkhoff_opt::is_expandable(&n.op) && !keep(&n.op))
     {
         return Ok(Cow::Borrowed(graph));
     }
-    birkhoff_opt::expand(graph)
+    birkhoff_opt::expand_keeping(graph, keep)
         .map(Cow::Owned)
         .map_err(|e| AutodiffError::Expand(e.to_string()))
 }

@@ -1,4 +1,5 @@
-//! Vector-Jacobian products: one gradient rule per primitive op.
+//! Vector-Jacobian products: one gradient rule per primitive op, and one
+//! for `sinkhorn`.
 //!
 //! Input: a node `v = op(args)` of the gradient graph under construction
 //! (forward nodes keep their ids there, so rules read forward values,
@@ -18,6 +19,8 @@
 //!   `∂/∂b = a^b · ln a` where `a > 0` and 0 where `a <= 0` (for `a < 0`
 //!   the power is only real at integer `b`, and for `a == 0`, `b > 0` the
 //!   power is constantly 0).
+//! * `sinkhorn` has a rule of its own: `sinkhorn_grad(x, g)`, the fused
+//!   recomputing backward (see docs/autodiff.md).
 //! * comparisons, logical ops, `iota`, constants and casts to `i32` or
 //!   `bool` pass no gradient; `select` routes the cotangent by its
 //!   condition and gives the condition none.
@@ -301,6 +304,12 @@ pub(crate) fn vjp(
             if in_dtype.is_float() {
                 out[0] = Some(e.cast(g, in_dtype)?);
             }
+        }
+
+        // ---- semantic ops with a rule of their own -------------------------
+        Op::Sinkhorn(spec) => {
+            // Recomputes the rounds from the logits: only `x` stays alive.
+            out[0] = Some(e.op(Op::SinkhornGrad(*spec), &[arg(x)?, g])?);
         }
 
         // ---- not yet differentiable ---------------------------------------

@@ -355,6 +355,22 @@ proptest! {
     }
 
     #[test]
+    fn sinkhorn_grad_matches_the_reference(
+        dtype in float_dtype(),
+        batch in proptest::collection::vec(1usize..=3, 0..=2),
+        n in 1usize..6,
+        spec in sinkhorn_spec(),
+        seed in any::<u64>(),
+    ) {
+        let mut shape = batch;
+        shape.extend([n, n]);
+        let ty = TensorType::new(dtype, shape);
+        let x = draw(&ty, &uniform(-4.0, 4.0), seed, "x");
+        let dy = draw(&ty, &uniform(-1.0, 1.0), seed, "dy");
+        check(&Op::SinkhornGrad(spec), &[("x", x), ("dy", dy)], &LowerOptions::default())?;
+    }
+
+    #[test]
     fn mhc_pre_matches_the_reference(
         dtype in float_dtype(),
         dims in mhc_dims(),

@@ -126,6 +126,20 @@ pub fn node_cost(op: &Op, args: &[&Type], out: &Type) -> Cost {
         Op::RmsNorm { .. } => n * 4 + n / 8 * DIVIDE_FLOPS,
         Op::Softmax { .. } => n * (4 + TRANSCENDENTAL_FLOPS + DIVIDE_FLOPS),
         Op::Sinkhorn(spec) => sinkhorn_flops(spec, n),
+        // The recomputed forward, then per normalization a line sum, a dot
+        // product, a subtract and a divide per element, and the start's
+        // backward (a product, or a recomputed softmax and its backward).
+        Op::SinkhornGrad(spec) => {
+            let norms = match spec.variant {
+                SinkhornVariant::Paper => 2 * spec.iters as u64,
+                SinkhornVariant::TileKernels => 2 * spec.iters as u64 - 1,
+            };
+            let start = match spec.variant {
+                SinkhornVariant::Paper => 1,
+                SinkhornVariant::TileKernels => 4 + TRANSCENDENTAL_FLOPS + DIVIDE_FLOPS + 4,
+            };
+            sinkhorn_flops(spec, n) + n * (norms * (4 + DIVIDE_FLOPS) + start)
+        }
         Op::MhcPre { .. } | Op::HcPre { .. } => {
             let (t, s, c) = dims(0);
             let m = s * (s + 2);

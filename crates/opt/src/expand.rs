@@ -35,9 +35,15 @@
 //! results. The expansion says so explicitly: it casts each bf16 operand to
 //! f32 (exact), computes in f32, and casts each result back to bf16.
 //!
+//! * `sinkhorn_grad(x, dy)`: the unrolled `sinkhorn` states of `x`, then,
+//!   last normalization first, `dz = (dy − Σ dy·y) / (Σ z + eps)` along the
+//!   normalized axis for `y = z / (Σ z + eps)`; at the start `dx = dy·exp(x)`
+//!   (`paper`) or `p·(dy − Σ_row dy·p)` with `p = softmax(x)` (`tilekernels`).
+//!   This is the backward the fused op computes, written in primitives.
+//!
 //! Output: a verified graph with the same name, inputs (in order) and
 //! outputs (names, types) that contains no semantic or fused op and no
-//! `get`. Nodes no output depends on are dropped. A graph with nothing to
+//! `get` (except those [`expand_keeping`] is told to keep). Nodes no output depends on are dropped. A graph with nothing to
 //! expand comes back unchanged.
 
 use birkhoff_ir::{
@@ -63,12 +69,34 @@ pub fn is_expandable(op: &Op) -> bool {
 /// [`Error::Input`] if `graph` does not verify; [`Error::PassOutput`] (pass
 /// `expand`) if the expansion does not, which is a bug here.
 pub fn expand(graph: &Graph) -> Result<Graph> {
+    expand_keeping(graph, |_| false)
+}
+
+/// [`expand`], except that every semantic or fused op for which `keep`
+/// holds stays as it is, also where it is part of another op's expansion
+/// (a `sinkhorn` inside `mhc_pre`), and so do the `get`s of a kept tuple.
+///
+/// Reverse-mode autodiff keeps `sinkhorn` this way: it has a gradient
+/// rule of its own (`sinkhorn_grad`, which recomputes the rounds), so
+/// expanding it would only keep every round's intermediates alive.
+///
+/// # Errors
+/// As [`expand`].
+pub fn expand_keeping(graph: &Graph, keep: impl Fn(&Op) -> bool) -> Result<Graph> {
     verify(graph).map_err(Error::Input)?;
-    if !graph.nodes().iter().any(|n| is_expandable(&n.op)) {
+    let expands = |v: ValueId| {
+        let op = &graph.node(v).op;
+        match op {
+            Op::Get { .. } => !keep(&graph.node(graph.node(v).args[0]).op),
+            _ => (op.is_semantic() || op.is_fused()) && !keep(op),
+        }
+    };
+    if !graph.values().any(expands) {
         return Ok(graph.clone());
     }
     let mut b = Builder {
         g: Graph::new(graph.name()),
+        keep: &keep,
     };
     // What each original value became: one value, or the elements of a tuple.
     let mut map: Vec<Option<Vec<ValueId>>> = vec![None; graph.len()];
@@ -88,10 +116,10 @@ pub fn expand(graph: &Graph) -> Result<Graph> {
                 .expect("operands precede their users in a verified graph")
         };
         let result = match &node.op {
-            Op::Get { index } => vec![mapped(node.args[0])[*index]],
+            Op::Get { index } if expands(v) => vec![mapped(node.args[0])[*index]],
             op => {
                 let args: Vec<ValueId> = node.args.iter().map(|&a| mapped(a)[0]).collect();
-                if op.is_semantic() || op.is_fused() {
+                if expands(v) {
                     b.composite(op, &args, &node.ty)?
                 } else {
                     vec![b.g.push(Node {
@@ -117,11 +145,13 @@ pub fn expand(graph: &Graph) -> Result<Graph> {
 }
 
 /// Appends type-checked primitive nodes to the expanded graph.
-struct Builder {
+struct Builder<'k> {
     g: Graph,
+    /// The ops that stay as they are (see [`expand_keeping`]).
+    keep: &'k dyn Fn(&Op) -> bool,
 }
 
-impl Builder {
+impl Builder<'_> {
     /// `op(args)`; a type error is a bug in the expansion, reported as the
     /// `expand` pass producing an invalid graph.
     fn op(&mut self, op: Op, args: &[ValueId]) -> Result<ValueId> {
@@ -246,6 +276,7 @@ impl Builder {
             Op::Softmax { axis } => vec![self.softmax(x, *axis)?],
             Op::RmsNorm { eps } => vec![self.rms_norm(x, attr(*eps))?],
             Op::Sinkhorn(spec) => vec![self.sinkhorn(x, spec, attr(spec.eps))?],
+            Op::SinkhornGrad(spec) => vec![self.sinkhorn_grad(x, args[1], spec, attr(spec.eps))?],
             Op::MhcPre {
                 norm_eps,
                 pre_eps,
@@ -317,23 +348,92 @@ impl Builder {
     }
 
     /// Sinkhorn-Knopp on the trailing `n × n` matrices of `x` (rows are the
-    /// last axis), with `eps` already in the computing dtype.
+    /// last axis), with `eps` already in the computing dtype; one kept
+    /// `sinkhorn` node if the caller keeps that op.
     fn sinkhorn(&mut self, x: ValueId, spec: &SinkhornSpec, eps: f64) -> Result<ValueId> {
+        if (self.keep)(&Op::Sinkhorn(*spec)) {
+            return self.op(Op::Sinkhorn(*spec), &[x]);
+        }
+        Ok(self
+            .sinkhorn_states(x, spec, eps)?
+            .pop()
+            .expect("a start state"))
+    }
+
+    /// The states of the unrolled Sinkhorn: the start (`exp(x)`, or
+    /// `softmax(x) + eps`) and the result of every normalization, in order.
+    fn sinkhorn_states(
+        &mut self,
+        x: ValueId,
+        spec: &SinkhornSpec,
+        eps: f64,
+    ) -> Result<Vec<ValueId>> {
         let rank = self.ty(x).rank();
         let (row, col) = (rank - 1, rank - 2);
-        let (mut m, rounds) = match spec.variant {
-            SinkhornVariant::Paper => (self.op(Op::Exp, &[x])?, spec.iters),
+        let mut states = match spec.variant {
+            SinkhornVariant::Paper => vec![self.op(Op::Exp, &[x])?],
             SinkhornVariant::TileKernels => {
                 let s = self.softmax(x, row)?;
                 let s = self.plus_eps(s, eps)?;
-                (self.normalize(s, col, eps)?, spec.iters - 1)
+                let c = self.normalize(s, col, eps)?;
+                vec![s, c]
             }
         };
+        let rounds = match spec.variant {
+            SinkhornVariant::Paper => spec.iters,
+            SinkhornVariant::TileKernels => spec.iters - 1,
+        };
         for _ in 0..rounds {
-            m = self.normalize(m, row, eps)?;
-            m = self.normalize(m, col, eps)?;
+            let m = states[states.len() - 1];
+            let r = self.normalize(m, row, eps)?;
+            states.push(r);
+            let c = self.normalize(r, col, eps)?;
+            states.push(c);
         }
-        Ok(m)
+        Ok(states)
+    }
+
+    /// `sinkhorn_grad(x, dy)`: the unrolled forward states, then per
+    /// normalization `y = z / (Σz + eps)`, last first,
+    /// `dz = (dy − Σ dy·y) / (Σz + eps)`; at the start `dx = dy·exp(x)`
+    /// (`paper`) or `p·(dy − Σ_row dy·p)` with `p = softmax(x)` (`tilekernels`).
+    fn sinkhorn_grad(
+        &mut self,
+        x: ValueId,
+        dy: ValueId,
+        spec: &SinkhornSpec,
+        eps: f64,
+    ) -> Result<ValueId> {
+        let rank = self.ty(x).rank();
+        let (row, col) = (rank - 1, rank - 2);
+        let states = self.sinkhorn_states(x, spec, eps)?;
+        // Which axis normalization k (from states[k-1] to states[k]) used.
+        let first = usize::from(spec.variant == SinkhornVariant::TileKernels);
+        let mut d = dy;
+        for k in (1..states.len()).rev() {
+            let axis = if k <= first || (k - first) % 2 == 0 {
+                col
+            } else {
+                row
+            };
+            let (z, y) = (states[k - 1], states[k]);
+            let s = self.sum_keep(z, axis)?;
+            let s = self.plus_eps(s, eps)?;
+            let dyy = self.op(Op::Mul, &[d, y])?;
+            let t = self.sum_keep(dyy, axis)?;
+            let u = self.binary(Op::Sub, d, t)?;
+            d = self.binary(Op::Div, u, s)?;
+        }
+        match spec.variant {
+            SinkhornVariant::Paper => self.op(Op::Mul, &[d, states[0]]),
+            SinkhornVariant::TileKernels => {
+                let p = self.softmax(x, row)?;
+                let dp = self.op(Op::Mul, &[d, p])?;
+                let t = self.sum_keep(dp, row)?;
+                let u = self.binary(Op::Sub, d, t)?;
+                self.op(Op::Mul, &[p, u])
+            }
+        }
     }
 
     /// The pre-mix of DESIGN §2 on `[x [T,n,C], fn [m,nC], scale [3], base [m]]`:

@@ -33,7 +33,7 @@ mod report;
 mod rules;
 
 pub use error::{Error, Result};
-pub use expand::{expand, is_expandable};
+pub use expand::{expand, expand_keeping, is_expandable};
 pub use pipeline::{Optimized, PASSES, Pass, optimize, pass, run_passes};
 pub use report::{Report, Site, sites};
 pub use rules::{RuleSetStats, StopReason};

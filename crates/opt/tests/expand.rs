@@ -164,6 +164,63 @@ fn sinkhorn_expands_to_its_rounds_in_both_variants() {
     }
 }
 
+#[test]
+fn sinkhorn_grad_expands_to_the_unrolled_backward() {
+    for dtype in DTYPES {
+        for shape in [&[1, 1][..], &[3, 3], &[2, 4, 4]] {
+            for spec in sinkhorn_specs() {
+                let t = ty(dtype, shape);
+                let g = single(Op::SinkhornGrad(spec), &[t.clone(), t]);
+                let e = check_expansion(&g, &inits(&[]));
+                // Per normalization: one division forward, one backward;
+                // tilekernels adds the forward softmax's division.
+                let divs = e.nodes().iter().filter(|n| n.op == Op::Div).count();
+                let norms = match spec.variant {
+                    SinkhornVariant::Paper => 2 * spec.iters,
+                    SinkhornVariant::TileKernels => 2 * spec.iters - 1,
+                };
+                let softmax = usize::from(spec.variant == SinkhornVariant::TileKernels);
+                assert_eq!(divs, 2 * norms + 2 * softmax, "{spec:?}\n{e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn expand_keeping_leaves_the_kept_op_also_inside_another_expansion() {
+    let spec = SinkhornSpec {
+        variant: SinkhornVariant::TileKernels,
+        iters: 3,
+        eps: FloatAttr(1e-6),
+    };
+    let pre = Op::MhcPre {
+        norm_eps: FloatAttr(1e-6),
+        pre_eps: FloatAttr(1e-6),
+        post_mult: FloatAttr(2.0),
+        sinkhorn: spec,
+    };
+    for dtype in DTYPES {
+        let g = single(pre.clone(), &pre_types(dtype, 2, 3, 4));
+        let keep = |op: &Op| matches!(op, Op::Sinkhorn(_));
+        let e = birkhoff_opt::expand_keeping(&g, keep).expect("expands");
+        let left: Vec<&Op> = e
+            .nodes()
+            .iter()
+            .map(|n| &n.op)
+            .filter(|op| is_expandable(op))
+            .collect();
+        assert_eq!(left, [&Op::Sinkhorn(spec)], "{e}");
+        same_signature(&g, &e).unwrap_or_else(|err| panic!("{err}\n{g}\n{e}"));
+        for seed in 0..2 {
+            assert_agree(&g, &e, &draw_inputs(&g, &pre_inits(), seed));
+        }
+        // Keeping the tuple op itself keeps it, and its gets.
+        let kept = birkhoff_opt::expand_keeping(&g, |op| matches!(op, Op::MhcPre { .. }))
+            .expect("expands");
+        assert_eq!(kept, g);
+    }
+}
+
 /// `(x, fn, scale, base)` types of a pre-mix with `t` tokens, `n` streams and `c` channels.
 fn pre_types(dtype: DType, t: usize, n: usize, c: usize) -> Vec<TensorType> {
     let m = n * (n + 2);

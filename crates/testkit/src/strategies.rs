@@ -298,6 +298,7 @@ fn templates() -> Vec<Op> {
             eps: FloatAttr(0.0),
         },
         Op::Sinkhorn(SPEC_TEMPLATE),
+        Op::SinkhornGrad(SPEC_TEMPLATE),
         MHC_PRE_TEMPLATE,
         HC_PRE_TEMPLATE,
         Op::MhcPost,
@@ -773,6 +774,13 @@ impl Builder<'_> {
                 let v = self.square();
                 let spec = self.sinkhorn_spec();
                 self.add(Op::Sinkhorn(spec), &[v]);
+            }
+            Op::SinkhornGrad(_) => {
+                let x = self.square();
+                let ty = self.ty(x);
+                let dy = self.operand_like(&ty);
+                let spec = self.sinkhorn_spec();
+                self.add(Op::SinkhornGrad(spec), &[x, dy]);
             }
             Op::MhcPre { .. } | Op::HcPre { .. } => {
                 let x = self.residual();

@@ -137,6 +137,7 @@ fn generator_covers_every_op_and_variant() {
         "softmax",
         "rms_norm",
         "sinkhorn",
+        "sinkhorn_grad",
         "mhc_pre",
         "hc_pre",
         "mhc_post",

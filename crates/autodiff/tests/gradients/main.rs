@@ -8,6 +8,8 @@
 //! * `fused`: gradients through the semantic and fused ops (expanded into
 //!   primitives first) on every zoo model, against finite differences and
 //!   against the unfused graph.
+//! * `sinkhorn`: the recomputing Sinkhorn backward (`sinkhorn_grad`)
+//!   against autodiff through the unrolled primitive rounds.
 //! * `errors`: every error a caller can provoke.
 //!
 //! Case counts are fixed per property (see `common::config`);
@@ -18,3 +20,4 @@ mod composites;
 mod errors;
 mod fused;
 mod ops;
+mod sinkhorn;

@@ -22,6 +22,8 @@
 //!
 //! * `norm`: `row_norm`, `col_norm`, `softmax` (any axis), `rms_norm`;
 //! * `sinkhorn`: `sinkhorn`, both variants;
+//! * `sinkhorn_grad`: `sinkhorn_grad`, both variants (recomputes the rounds
+//!   in scratch, then runs the backward);
 //! * `mhc`: `mhc_pre`, `hc_pre` (projection in the kernel or by GEMM,
 //!   see [`Projection`](crate::Projection)) and `mhc_post`.
 
@@ -29,6 +31,7 @@ mod emit;
 mod mhc;
 mod norm;
 mod sinkhorn;
+mod sinkhorn_grad;
 
 use birkhoff_ir::kernel::BufferId;
 use birkhoff_ir::{Op, TensorType, Type, infer};
@@ -88,6 +91,10 @@ pub fn lower_composite(
             norm::lower_line_op(pb, "rms_norm", line, io, shape, rank - 1, dtype);
         }
         Op::Sinkhorn(spec) => sinkhorn::lower_sinkhorn(pb, spec, io, shape, dtype),
+        Op::SinkhornGrad(spec) => {
+            let bufs = (x.buf, args[1].buf, outs[0].buf);
+            sinkhorn_grad::lower_sinkhorn_grad(pb, spec, bufs, shape, dtype)?;
+        }
         Op::MhcPre {
             norm_eps,
             pre_eps,

@@ -106,7 +106,7 @@ pub(crate) fn project(
 }
 
 /// Row `i` of `mat` := `softmax(src row i) + eps` (the `tilekernels` start).
-fn softmax_row(
+pub(crate) fn softmax_row(
     kb: &mut Kb,
     n: usize,
     eps: f64,

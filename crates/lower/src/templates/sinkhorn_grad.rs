@@ -1,0 +1,343 @@
+//! `sinkhorn_grad`: Sinkhorn's backward that recomputes the rounds, as one
+//! kernel.
+//!
+//! Input: logits `x` and the output cotangent `dy`, both `[..., n, n]` in
+//! contiguous buffers (rows are the last axis). The kernel is parallel over
+//! the matrices. Design: each matrix recomputes the forward from `x` into a
+//! private scratch array that keeps *every state* — the start and the
+//! result of each of the `K` normalizations (`K = 2·iters` for `paper`,
+//! `2·iters − 1` for `tilekernels`), `(K + 1)·n²` values — with the
+//! reference's operations in its order, so the states are bit for bit the
+//! forward's. The backward then walks the states last first, keeping the
+//! cotangent in an `n²` scratch array: for `y = z / s` along a line,
+//! `dz = (dy − Σ dy·y) / s`, with `s = Σ z + eps` summed again from the
+//! kept `z` exactly as the forward summed it. Nothing but `dx` is written
+//! to memory.
+//!
+//! Rounding: the backward's `dy − Σ dy·y` is a cancellation — a cotangent
+//! constant along a line gives exactly 0, since a normalization is scale
+//! invariant — so its residue is rounding noise, which a later singular op
+//! (`rsqrt`, `log`, a division) magnifies. The kernel therefore rounds the
+//! way the reference does: every product of those sums is set to a
+//! variable first, so no backend contracts it into a fused multiply-add.
+//!
+//! Keeping whole states costs `(K + 1)·n²` scratch values per matrix: 656
+//! floats (2.6 KiB) for the paper's `n = 4`, 20 rounds. A spec whose
+//! scratch would exceed [`SCRATCH_BUDGET_BYTES`] is refused with
+//! [`LowerError::Unsupported`] rather than overflowing a backend's stack
+//! budget (the CPU backend allows 256 KiB per kernel); keeping only each
+//! round's denominators and recomputing forward states per segment
+//! (checkpointing) would lift that limit and is not done yet.
+
+use birkhoff_ir::kernel::{BufferId, Index, LocalId, Stmt};
+use birkhoff_ir::{DType, SinkhornSpec, SinkhornVariant};
+
+use super::emit::{Kb, add, at, div, ix, ld, lld, lstore, mul, set, store, sub, un, var};
+use super::sinkhorn::softmax_row;
+use crate::builder::ProgramBuilder;
+use crate::error::{LowerError, Result};
+
+/// The most scratch bytes one matrix's recomputation may use, half of the
+/// CPU backend's per-kernel stack budget.
+pub(crate) const SCRATCH_BUDGET_BYTES: usize = 128 << 10;
+
+/// The scratch arrays of one matrix.
+#[derive(Clone, Copy)]
+struct Scratch {
+    /// Every state, `n²` values each, slot `k` at `k·n²`.
+    states: LocalId,
+    /// The running cotangent, `n²`.
+    d: LocalId,
+    /// Column sums of a state.
+    sums: LocalId,
+    /// Column dot products `Σ_i dy·y`.
+    dots: LocalId,
+}
+
+/// Appends the kernel computing `dx` (into `out`) from `x` and `dy`, all
+/// of `shape`.
+///
+/// # Errors
+/// [`LowerError::Unsupported`] when the states of one matrix exceed
+/// [`SCRATCH_BUDGET_BYTES`].
+pub(crate) fn lower_sinkhorn_grad(
+    pb: &mut ProgramBuilder,
+    spec: &SinkhornSpec,
+    (x, dy, out): (BufferId, BufferId, BufferId),
+    shape: &[usize],
+    dtype: DType,
+) -> Result<()> {
+    let n = shape[shape.len() - 1];
+    let nn = n * n;
+    let batch: usize = shape.iter().product::<usize>() / nn.max(1);
+    let first = usize::from(spec.variant == SinkhornVariant::TileKernels);
+    let rounds = spec.iters - first;
+    let norms = first + 2 * rounds;
+    let width = if dtype == DType::F64 { 8 } else { 4 };
+    let values = (norms + 2) * nn + 2 * n;
+    if values.saturating_mul(width) > SCRATCH_BUDGET_BYTES {
+        return Err(LowerError::Unsupported {
+            op: "sinkhorn_grad".to_string(),
+            types: format!("{dtype}{shape:?}"),
+            reason: format!(
+                "recomputing {norms} normalizations of {n}x{n} matrices needs {} scratch bytes per matrix, over the {SCRATCH_BUDGET_BYTES}-byte budget",
+                values.saturating_mul(width)
+            ),
+        });
+    }
+    if batch == 0 || n == 0 {
+        return Ok(());
+    }
+    let eps = spec.eps.get();
+    let mut kb = Kb::new(pb, "sinkhorn_grad", dtype);
+    let sc = Scratch {
+        states: kb.local((norms + 1) * nn),
+        d: kb.local(nn),
+        sums: kb.local(n),
+        dots: kb.local(n),
+    };
+    let slot = |k: usize| Index::constant(ix(k * nn));
+    let body = vec![kb.parallel(batch, |kb, b| {
+        let start = Index::var(b, ix(nn));
+        let src = |k: Index| ld(x, super::emit::join(&start, &k));
+        let mut body = Vec::new();
+        // ---- forward: every state into `states` -----------------------
+        match spec.variant {
+            SinkhornVariant::Paper => body.push(kb.vector(nn, |_, k| {
+                let k = Index::var(k, 1);
+                vec![lstore(
+                    sc.states,
+                    k.clone(),
+                    un(birkhoff_ir::Op::Exp, src(k)),
+                )]
+            })),
+            SinkhornVariant::TileKernels => {
+                body.push(kb.serial(n, |kb, i| softmax_row(kb, n, eps, &src, sc.states, i)));
+                body.extend(col_norm_to(kb, n, eps, sc, &slot(0), &slot(1)));
+            }
+        }
+        if rounds > 0 {
+            body.push(kb.serial(rounds, |kb, r| {
+                // Round r reads slot first + 2r.
+                let a = Index::var(r, ix(2 * nn)).shifted(ix(first * nn));
+                let a1 = a.clone().shifted(ix(nn));
+                let a2 = a.clone().shifted(ix(2 * nn));
+                let mut s = vec![row_norm_to(kb, n, eps, sc.states, &a, &a1)];
+                s.extend(col_norm_to(kb, n, eps, sc, &a1, &a2));
+                s
+            }));
+        }
+        // ---- backward: last normalization first -------------------------
+        body.push(kb.vector(nn, |_, k| {
+            let k = Index::var(k, 1);
+            vec![lstore(sc.d, k.clone(), ld(dy, join_b(&start, &k)))]
+        }));
+        if rounds > 0 {
+            body.push(kb.serial(rounds, |kb, r| {
+                // Iteration r undoes round rounds − 1 − r.
+                let a = Index::var(r, -ix(2 * nn)).shifted(ix((first + 2 * (rounds - 1)) * nn));
+                let a1 = a.clone().shifted(ix(nn));
+                let a2 = a.clone().shifted(ix(2 * nn));
+                let mut s = col_grad(kb, n, eps, sc, &a1, &a2);
+                s.push(row_grad(kb, n, eps, sc, &a, &a1));
+                s
+            }));
+        }
+        if first == 1 {
+            body.extend(col_grad(kb, n, eps, sc, &slot(0), &slot(1)));
+        }
+        // ---- the start ---------------------------------------------------
+        match spec.variant {
+            SinkhornVariant::Paper => body.push(kb.vector(nn, |_, k| {
+                let kk = Index::var(k, 1);
+                vec![store(
+                    out,
+                    at(&start, k, 1),
+                    mul(lld(sc.d, kk.clone()), lld(sc.states, kk)),
+                )]
+            })),
+            SinkhornVariant::TileKernels => {
+                // p = softmax(x) again, over slot 0 (no state is needed now).
+                body.push(kb.serial(n, |kb, i| softmax_row(kb, n, 0.0, &src, sc.states, i)));
+                let zero = kb.c(0.0);
+                body.push(kb.serial(n, |kb, i| {
+                    let row = Index::var(i, ix(n));
+                    let (t, prod) = (kb.value(), kb.value());
+                    vec![
+                        set(t, zero.clone()),
+                        kb.vector(n, |_, j| {
+                            // Not contracted, as in `row_grad`.
+                            let p = lld(sc.states, at(&row, j, 1));
+                            vec![
+                                set(prod, mul(p, lld(sc.d, at(&row, j, 1)))),
+                                set(t, add(var(t), var(prod))),
+                            ]
+                        }),
+                        kb.vector(n, |_, j| {
+                            let p = lld(sc.states, at(&row, j, 1));
+                            let g = sub(lld(sc.d, at(&row, j, 1)), var(t));
+                            vec![store(out, join_b(&start, &at(&row, j, 1)), mul(p, g))]
+                        }),
+                    ]
+                }));
+            }
+        }
+        body
+    })];
+    pb.push(kb.finish(body));
+    Ok(())
+}
+
+/// `a + b` for indices.
+fn join_b(a: &Index, b: &Index) -> Index {
+    super::emit::join(a, b)
+}
+
+/// Row `i` of the state at `dst` := row `i` of the state at `src` divided
+/// by its sum plus `eps` (the forward's `row_normalize`, out of place).
+fn row_norm_to(kb: &mut Kb, n: usize, eps: f64, st: LocalId, src: &Index, dst: &Index) -> Stmt {
+    let eps = (eps != 0.0).then(|| kb.c(eps));
+    let zero = kb.c(0.0);
+    kb.serial(n, |kb, i| {
+        let (zr, yr) = (at(src, i, ix(n)), at(dst, i, ix(n)));
+        let s = kb.value();
+        let mut body = vec![
+            set(s, zero),
+            kb.vector(n, |_, j| vec![set(s, add(var(s), lld(st, at(&zr, j, 1))))]),
+        ];
+        if let Some(eps) = eps {
+            body.push(set(s, add(var(s), eps)));
+        }
+        body.push(kb.vector(n, |_, j| {
+            vec![lstore(
+                st,
+                at(&yr, j, 1),
+                div(lld(st, at(&zr, j, 1)), var(s)),
+            )]
+        }));
+        body
+    })
+}
+
+/// `sc.sums[j]` := the sum of column `j` of the state at `z` plus `eps`,
+/// row by row from the first (the forward's order).
+fn col_sums(kb: &mut Kb, n: usize, eps: f64, sc: Scratch, z: &Index) -> Vec<Stmt> {
+    let eps = (eps != 0.0).then(|| kb.c(eps));
+    let col = |j| Index::var(j, 1);
+    let (st, sums) = (sc.states, sc.sums);
+    let mut body = vec![kb.vector(n, |_, j| vec![lstore(sums, col(j), lld(st, at(z, j, 1)))])];
+    if n > 1 {
+        body.push(kb.serial(n - 1, |kb, i| {
+            let row = at(z, i, ix(n)).shifted(ix(n));
+            vec![kb.vector(n, |_, j| {
+                vec![lstore(
+                    sums,
+                    col(j),
+                    add(lld(sums, col(j)), lld(st, at(&row, j, 1))),
+                )]
+            })]
+        }));
+    }
+    if let Some(eps) = eps {
+        body.push(kb.vector(n, |_, j| {
+            vec![lstore(sums, col(j), add(lld(sums, col(j)), eps))]
+        }));
+    }
+    body
+}
+
+/// The state at `dst` := the state at `src` with every column divided by
+/// its sum plus `eps` (the forward's `col_normalize`, out of place).
+fn col_norm_to(
+    kb: &mut Kb,
+    n: usize,
+    eps: f64,
+    sc: Scratch,
+    src: &Index,
+    dst: &Index,
+) -> Vec<Stmt> {
+    let mut body = col_sums(kb, n, eps, sc, src);
+    body.push(kb.serial(n, |kb, i| {
+        let (zr, yr) = (at(src, i, ix(n)), at(dst, i, ix(n)));
+        vec![kb.vector(n, |_, j| {
+            vec![lstore(
+                sc.states,
+                at(&yr, j, 1),
+                div(
+                    lld(sc.states, at(&zr, j, 1)),
+                    lld(sc.sums, Index::var(j, 1)),
+                ),
+            )]
+        })]
+    }));
+    body
+}
+
+/// `sc.d` := the cotangent of the state at `z`, given that of the state at
+/// `y = row_normalize(z)`: per row `(d − Σ d·y) / (Σ z + eps)`.
+fn row_grad(kb: &mut Kb, n: usize, eps: f64, sc: Scratch, z: &Index, y: &Index) -> Stmt {
+    let eps = (eps != 0.0).then(|| kb.c(eps));
+    let zero = kb.c(0.0);
+    kb.serial(n, |kb, i| {
+        let row = Index::var(i, ix(n));
+        let (zr, yr) = (join_b(z, &row), join_b(y, &row));
+        let (s, t) = (kb.value(), kb.value());
+        let mut body = vec![
+            set(s, zero.clone()),
+            kb.vector(n, |_, j| {
+                vec![set(s, add(var(s), lld(sc.states, at(&zr, j, 1))))]
+            }),
+        ];
+        if let Some(eps) = eps {
+            body.push(set(s, add(var(s), eps)));
+        }
+        body.push(set(t, zero));
+        let p = kb.value();
+        body.push(kb.vector(n, |_, j| {
+            // The product goes through a variable so that no backend
+            // contracts it into a fused multiply-add (see the module docs).
+            let prod = mul(lld(sc.d, at(&row, j, 1)), lld(sc.states, at(&yr, j, 1)));
+            vec![set(p, prod), set(t, add(var(t), var(p)))]
+        }));
+        body.push(kb.vector(n, |_, j| {
+            let g = sub(lld(sc.d, at(&row, j, 1)), var(t));
+            vec![lstore(sc.d, at(&row, j, 1), div(g, var(s)))]
+        }));
+        body
+    })
+}
+
+/// `sc.d` := the cotangent of the state at `z`, given that of the state at
+/// `y = col_normalize(z)`: per column `(d − Σ d·y) / (Σ z + eps)`, both
+/// column sums built row by row.
+fn col_grad(kb: &mut Kb, n: usize, eps: f64, sc: Scratch, z: &Index, y: &Index) -> Vec<Stmt> {
+    let col = |j| Index::var(j, 1);
+    let mut body = col_sums(kb, n, eps, sc, z);
+    body.push(kb.vector(n, |_, j| {
+        let p = mul(lld(sc.d, col(j)), lld(sc.states, at(y, j, 1)));
+        vec![lstore(sc.dots, col(j), p)]
+    }));
+    if n > 1 {
+        let p = kb.value();
+        body.push(kb.serial(n - 1, |kb, i| {
+            let row = Index::var(i, ix(n)).shifted(ix(n));
+            let yr = join_b(y, &row);
+            vec![kb.vector(n, |_, j| {
+                // Not contracted, as in `row_grad`.
+                let prod = mul(lld(sc.d, at(&row, j, 1)), lld(sc.states, at(&yr, j, 1)));
+                vec![
+                    set(p, prod),
+                    lstore(sc.dots, col(j), add(lld(sc.dots, col(j)), var(p))),
+                ]
+            })]
+        }));
+    }
+    body.push(kb.serial(n, |kb, i| {
+        let row = Index::var(i, ix(n));
+        vec![kb.vector(n, |_, j| {
+            let g = sub(lld(sc.d, at(&row, j, 1)), lld(sc.dots, col(j)));
+            vec![lstore(sc.d, at(&row, j, 1), div(g, lld(sc.sums, col(j))))]
+        })]
+    }));
+    body
+}
