@@ -21,12 +21,13 @@ use std::time::{Duration, Instant};
 
 use std::path::Path;
 
-use birkhoff_cpu::{CpuBackend, CpuExecutable, CpuOptions};
+use birkhoff_cpu::{CpuBackend, CpuExecutable, CpuOptions, KernelTime};
 use birkhoff_gpu::{CodegenOptions, GpuDevice, GpuError, GpuExecutable, GpuModule};
 use birkhoff_ir::kernel::Program;
 use birkhoff_ir::{Graph, InterpOptions, Tensor, interpret};
 use birkhoff_lower::{GemmSupport, LowerOptions, Projection, lower};
 use birkhoff_opt::Report;
+use birkhoff_recompute::{Recompute, TrainingPlan, plan_training};
 
 /// Where a graph runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +59,20 @@ pub struct CompileOptions {
     pub codegen: CodegenOptions,
     /// The CUDA device ordinal (GPU target).
     pub device: usize,
+    /// Recomputation for a training graph (`None`: keep everything). Runs
+    /// after the optimizer, before lowering (DESIGN §3).
+    pub recompute: Option<RecomputeOptions>,
+}
+
+/// What a training graph recomputes in its backward pass, and where its
+/// forward pass ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecomputeOptions {
+    /// `none`, `auto` or `block=K` (see [`birkhoff_recompute::Recompute`]).
+    pub mode: Recompute,
+    /// Outputs computed by the forward pass (e.g. `loss`); the forward
+    /// pass is everything they depend on, the backward pass the rest.
+    pub forward_outputs: Vec<String>,
 }
 
 impl Default for CompileOptions {
@@ -70,6 +85,7 @@ impl Default for CompileOptions {
             checked: false,
             codegen: CodegenOptions::default(),
             device: 0,
+            recompute: None,
         }
     }
 }
@@ -93,6 +109,15 @@ pub enum CompileError {
     /// GPU code generation, the CUDA driver or a GPU run failed.
     #[error(transparent)]
     Gpu(#[from] GpuError),
+    /// Planning or executing recomputation failed.
+    #[error(transparent)]
+    Recompute(#[from] birkhoff_recompute::RecomputeError),
+    /// Per-kernel profiles are taken on the CPU target only.
+    #[error("per-kernel profiles are available for the CPU target only, not {target:?}")]
+    NoProfile {
+        /// The target asked for.
+        target: Target,
+    },
 }
 
 enum Backend {
@@ -115,6 +140,7 @@ pub struct Executable {
     graph: Graph,
     program: Option<Program>,
     report: Option<Report>,
+    plan: Option<TrainingPlan>,
     backend: Backend,
     compile_time: Duration,
 }
@@ -141,7 +167,7 @@ pub fn compile_with(graph: &Graph, opts: &CompileOptions) -> Result<Executable, 
         Target::Gpu => Some(GpuDevice::open(opts.device)?),
         Target::Interp | Target::Cpu => None,
     };
-    let (graph, report) = prepare(graph, opts)?;
+    let (graph, report, plan) = prepare(graph, opts)?;
     let (program, backend) = match (opts.target, device) {
         (Target::Interp, _) => (None, Backend::Interp),
         (Target::Cpu, _) => {
@@ -167,19 +193,37 @@ pub fn compile_with(graph: &Graph, opts: &CompileOptions) -> Result<Executable, 
         graph,
         program,
         report,
+        plan,
         backend,
         compile_time: start.elapsed(),
     })
 }
 
-/// Optimizes the (verified) `graph` if `opts.optimize`.
-fn prepare(graph: &Graph, opts: &CompileOptions) -> Result<(Graph, Option<Report>), CompileError> {
-    Ok(if opts.optimize {
+/// Optimizes the (verified) `graph` if `opts.optimize`, then plans and
+/// executes recomputation if `opts.recompute` asks for it. The rewrite
+/// comes after the optimizer because the e-graph would merge each
+/// recomputed clone with its original.
+fn prepare(
+    graph: &Graph,
+    opts: &CompileOptions,
+) -> Result<(Graph, Option<Report>, Option<TrainingPlan>), CompileError> {
+    let (graph, report) = if opts.optimize {
         let o = birkhoff_opt::optimize(graph, |_| false)?;
         (o.graph, Some(o.report))
     } else {
         (graph.clone(), None)
-    })
+    };
+    let Some(r) = &opts.recompute else {
+        return Ok((graph, report, None));
+    };
+    let forward: Vec<&str> = r.forward_outputs.iter().map(String::as_str).collect();
+    let plan = plan_training(&graph, &forward, r.mode)?;
+    let graph = if plan.recompute.is_empty() {
+        graph
+    } else {
+        birkhoff_recompute::apply(&graph, &forward, &plan.recompute)?
+    };
+    Ok((graph, report, Some(plan)))
 }
 
 /// Lowers with the projection `opts` asks for, or the target's default.
@@ -214,7 +258,7 @@ pub(crate) fn gpu_lower_options(projection: Option<Projection>) -> LowerOptions 
 /// `--emit kernel-ir`; no code generation, no device).
 pub fn kernel_program(graph: &Graph, opts: &CompileOptions) -> Result<Program, CompileError> {
     birkhoff_ir::verify(graph).map_err(birkhoff_ir::Error::from)?;
-    let (graph, _) = prepare(graph, opts)?;
+    let (graph, _, _) = prepare(graph, opts)?;
     lower_for(&graph, opts)
 }
 
@@ -297,6 +341,27 @@ impl Executable {
         }
     }
 
+    /// Runs once on `inputs` and times every kernel, in program order
+    /// (CPU target): where a run's time goes.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run); [`CompileError::NoProfile`] for the
+    /// interpreter and the GPU target.
+    pub fn profile(
+        &self,
+        inputs: &BTreeMap<String, Tensor>,
+    ) -> Result<Vec<KernelTime>, CompileError> {
+        match &self.backend {
+            Backend::Cpu(exe) => Ok(exe.profile(inputs)?),
+            Backend::Interp => Err(CompileError::NoProfile {
+                target: Target::Interp,
+            }),
+            Backend::Gpu(_) => Err(CompileError::NoProfile {
+                target: Target::Gpu,
+            }),
+        }
+    }
+
     /// The graph that runs (optimized, if optimization was on).
     pub fn graph(&self) -> &Graph {
         &self.graph
@@ -305,6 +370,32 @@ impl Executable {
     /// The kernel program (CPU and GPU targets).
     pub fn program(&self) -> Option<&Program> {
         self.program.as_ref()
+    }
+
+    /// The recomputation plan the graph was compiled with (if
+    /// [`CompileOptions::recompute`] asked for one).
+    pub fn recompute_plan(&self) -> Option<&TrainingPlan> {
+        self.plan.as_ref()
+    }
+
+    /// Bytes of the arena that holds every temporary of a run (CPU and GPU
+    /// targets): the memory plan's high-water mark, i.e. the peak of
+    /// activation and workspace memory a run really allocates (inputs and
+    /// outputs are separate buffers).
+    pub fn arena_bytes(&self) -> Option<usize> {
+        self.program.as_ref().map(|p| p.arena_bytes)
+    }
+
+    /// The largest sum of temporaries live at once, over the run's kernels
+    /// (CPU and GPU targets): the arena's lower bound; the difference to
+    /// [`arena_bytes`](Self::arena_bytes) is placement gaps.
+    pub fn peak_live_bytes(&self) -> Option<usize> {
+        self.program.as_ref().map(|p| {
+            birkhoff_lower::plan::live_bytes(p)
+                .into_iter()
+                .max()
+                .unwrap_or(0)
+        })
     }
 
     /// The optimizer's fusion report (if optimization was on).

@@ -25,6 +25,14 @@
 //!   optimized graph are also interpreted on seeded random inputs and every
 //!   output must agree within a relative tolerance.
 //!
+//! * `test recompute [forward=<name>,...] [values=%N,...] [precise-output] [run]`
+//!   — rewrite a training graph with `birkhoff_recompute::apply` so that
+//!   the saved activations `values` are recomputed in the backward pass
+//!   (`forward` names the forward outputs, default `loss`). Without
+//!   `values` the general planner chooses them (default policy, smallest
+//!   peak) and the printed plan precedes the graph. Expectations and `run`
+//!   work as for `test opt`.
+//!
 //! [`run_file`] runs one file; with `BIRKHOFF_BLESS=1` in the environment
 //! it rewrites mismatching `precise-output` blocks in place. A malformed
 //! file is a [`FileTestError`] located at `file:line`; expectations that
@@ -224,14 +232,30 @@ enum Command {
         precise: bool,
         run: bool,
     },
+    /// The recomputation rewrite, of given values or of the planner's choice.
+    Recompute {
+        forward: Vec<String>,
+        values: Option<Vec<usize>>,
+        precise: bool,
+        run: bool,
+    },
 }
 
 /// The transformation a `test opt` or `test lower` file checks.
 #[derive(Clone, Copy)]
 enum Transform<'a> {
     Opt(&'a [&'static Pass]),
-    Lower { fuse: bool },
-    Llvm { fuse: bool, ptx: bool },
+    Lower {
+        fuse: bool,
+    },
+    Llvm {
+        fuse: bool,
+        ptx: bool,
+    },
+    Recompute {
+        forward: &'a [String],
+        values: Option<&'a [usize]>,
+    },
 }
 
 /// `set` values: how the `run` option draws inputs and compares outputs.
@@ -440,6 +464,20 @@ fn run(file: &str, text: &str, bless: bool) -> Result<(Outcome, Option<String>),
                 )?;
             }
         }
+        Command::Recompute {
+            forward,
+            values,
+            precise,
+            run,
+        } => {
+            for &c in &chunks {
+                let t = Transform::Recompute {
+                    forward,
+                    values: values.as_deref(),
+                };
+                run_opt(&mut r, c, t, *precise, *run, bless)?;
+            }
+        }
     }
     let blessed = r.edits.len();
     let rewritten = (blessed > 0).then(|| apply_edits(text, &r.lines, &r.edits));
@@ -528,6 +566,7 @@ fn parse_header(r: &mut Run<'_>) -> Result<(Command, String, usize), FileTestErr
         Command::Opt { run: true, .. }
             | Command::Lower { run: true, .. }
             | Command::Llvm { run: true, .. }
+            | Command::Recompute { run: true, .. }
     );
     if let (Some(i), false) = (r.settings.line, uses_settings) {
         return Err(r.malformed(i, "'set' only configures the 'run' option of 'test opt'"));
@@ -616,8 +655,42 @@ fn parse_command<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command
                 run,
             })
         }
+        "recompute" => {
+            let (mut forward, mut values, mut precise, mut run) =
+                (vec!["loss".to_string()], None, false, false);
+            for o in options {
+                match o.split_once('=') {
+                    Some(("forward", v)) => {
+                        forward = v.split(',').map(str::to_string).collect();
+                    }
+                    Some(("values", v)) => {
+                        let ids = v
+                            .split(',')
+                            .map(|x| x.strip_prefix('%').and_then(|n| n.parse().ok()))
+                            .collect::<Option<Vec<usize>>>()
+                            .ok_or_else(|| format!("values: expected %N,%M,..., found '{v}'"))?;
+                        values = Some(ids);
+                    }
+                    _ => match o {
+                        "precise-output" => precise = true,
+                        "run" => run = true,
+                        _ => {
+                            return Err(format!(
+                                "unknown option '{o}' for 'test recompute' (options: forward=, values=, precise-output, run)"
+                            ));
+                        }
+                    },
+                }
+            }
+            Ok(Command::Recompute {
+                forward,
+                values,
+                precise,
+                run,
+            })
+        }
         _ => Err(format!(
-            "unknown test command '{name}' (commands: verify, print, opt, lower, llvm)"
+            "unknown test command '{name}' (commands: verify, print, opt, lower, llvm, recompute)"
         )),
     }
 }
@@ -1034,6 +1107,26 @@ impl Candidate {
 /// Applies a transformation; returns its printed form and the result.
 fn apply(graph: &Graph, t: Transform<'_>) -> Result<(String, Candidate), String> {
     match t {
+        Transform::Recompute { forward, values } => {
+            use birkhoff_recompute::{Objective, Policy, TensorProgram};
+            let fwd: Vec<&str> = forward.iter().map(String::as_str).collect();
+            let (header, chosen) = match values {
+                Some(v) => (
+                    String::new(),
+                    v.iter().map(|&i| birkhoff_ir::ValueId::new(i)).collect(),
+                ),
+                None => {
+                    let p = TensorProgram::from_graph(graph, &fwd, Policy::default())
+                        .map_err(|e| format!("recompute failed: {e}"))?;
+                    let plan = birkhoff_recompute::plan(&p, Objective::MinPeak { max_cost: None })
+                        .map_err(|e| format!("recompute planning failed: {e}"))?;
+                    (format!("{plan}\n"), plan.recompute_values(&p))
+                }
+            };
+            let g = birkhoff_recompute::apply(graph, &fwd, &chosen)
+                .map_err(|e| format!("recompute failed: {e}"))?;
+            Ok((format!("{header}{g}"), Candidate::Graph(g)))
+        }
         Transform::Opt(passes) => {
             let names: Vec<Pass> = passes.iter().map(|&&p| p).collect();
             let g = run_passes(graph, &names, |_| false)

@@ -31,6 +31,6 @@ pub use birkhoff_lower as lower;
 pub use birkhoff_opt as opt;
 pub use birkhoff_recompute as recompute;
 pub use compile::{
-    CompileError, CompileOptions, Executable, GpuCode, Target, compile, compile_with, gpu_code,
-    gpu_module, kernel_program, load_gpu_artifact,
+    CompileError, CompileOptions, Executable, GpuCode, RecomputeOptions, Target, compile,
+    compile_with, gpu_code, gpu_module, kernel_program, load_gpu_artifact,
 };

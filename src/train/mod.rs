@@ -56,7 +56,8 @@ use birkhoff_dsl::zoo::Inits;
 use birkhoff_dsl::{Rng, random_tensor};
 use birkhoff_ir::{Graph, Tensor, TensorData, TensorType, ValueId, verify};
 
-use crate::{CompileError, CompileOptions, Executable, Target, compile_with};
+use crate::{CompileError, CompileOptions, Executable, RecomputeOptions, Target, compile_with};
+pub use birkhoff_recompute::Recompute;
 
 pub use metrics::{amax_gain, global_norm};
 pub use optim::{adamw_graph, bias_corrections, clip_scale, decays, lr_at};
@@ -87,6 +88,9 @@ pub struct TrainOptions {
     pub seed: u64,
     /// Where the gradient and update graphs run.
     pub target: Target,
+    /// What the gradient graph recomputes in its backward pass instead of
+    /// keeping (`birkhoff::recompute`); gradients are the same either way.
+    pub recompute: Recompute,
 }
 
 impl Default for TrainOptions {
@@ -106,6 +110,7 @@ impl Default for TrainOptions {
             grad_clip: Some(1.0),
             seed: 0,
             target: Target::Cpu,
+            recompute: Recompute::None,
         }
     }
 }
@@ -327,7 +332,19 @@ impl Trainer {
         let grad = birkhoff_autodiff::grad(graph, "loss", &wrt)?;
         let grad = with_forward_outputs(grad, graph, &h_res)?;
         let copts = compile_options(opts);
-        let train = compile_with(&grad, &copts)?;
+        let forward_outputs = std::iter::once("loss".to_string())
+            .chain(h_res.iter().cloned())
+            .collect();
+        let train = compile_with(
+            &grad,
+            &CompileOptions {
+                recompute: Some(RecomputeOptions {
+                    mode: opts.recompute,
+                    forward_outputs,
+                }),
+                ..copts.clone()
+            },
+        )?;
         let typed: Vec<(String, TensorType)> =
             names.iter().cloned().zip(types.iter().cloned()).collect();
         let adam = compile_with(&adamw_graph(&typed, opts)?, &copts)?;
@@ -421,6 +438,26 @@ impl Trainer {
             composite_backward,
             seconds: start.elapsed().as_secs_f64(),
         })
+    }
+
+    /// Times every kernel of one gradient computation on `batch` (the
+    /// graph's data inputs by name), without updating anything (CPU
+    /// target; see [`Executable::profile`]).
+    ///
+    /// # Errors
+    /// A bad batch, a failed run, or a target without profiles.
+    pub fn profile_gradient(
+        &mut self,
+        batch: &BTreeMap<String, Tensor>,
+    ) -> Result<Vec<birkhoff_cpu::KernelTime>, TrainError> {
+        self.set_batch(batch)?;
+        Ok(self.train.profile(&self.inputs)?)
+    }
+
+    /// The compiled gradient graph (forward and backward pass): its
+    /// optimized graph, kernel program and memory plan.
+    pub fn gradient_executable(&self) -> &Executable {
+        &self.train
     }
 
     /// Runs the AdamW graph; on error the parameters are left as they
@@ -622,8 +659,9 @@ fn outs_into(
     }
 }
 
-/// The batch `{tokens, targets}`.
-fn lm_batch(tokens: &Tensor, targets: &Tensor) -> BTreeMap<String, Tensor> {
+/// The language model's batch as the graph's data inputs:
+/// `{tokens, targets}`.
+pub fn lm_batch(tokens: &Tensor, targets: &Tensor) -> BTreeMap<String, Tensor> {
     BTreeMap::from([
         ("tokens".to_string(), tokens.clone()),
         ("targets".to_string(), targets.clone()),

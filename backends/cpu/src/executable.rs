@@ -82,6 +82,15 @@ pub struct KernelStats {
     pub scalar_vector_loops: Vec<String>,
 }
 
+/// One kernel's wall time in a profiled run ([`CpuExecutable::profile`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelTime {
+    /// The kernel's name.
+    pub name: String,
+    /// Its wall time, all segments and threads together.
+    pub time: Duration,
+}
+
 struct CompiledSegment {
     seg: Segment,
     clif: String,
@@ -599,6 +608,28 @@ impl CpuExecutable {
         inputs: &BTreeMap<String, Tensor>,
         outputs: &mut Vec<(String, Tensor)>,
     ) -> Result<()> {
+        self.run_timed(inputs, outputs, None)
+    }
+
+    /// Runs once like [`CpuExecutable::run`], discarding the outputs, and
+    /// returns the wall time of every kernel, in program order (a profile:
+    /// which kernels a run's time goes to).
+    ///
+    /// # Errors
+    /// As [`CpuExecutable::run`].
+    pub fn profile(&self, inputs: &BTreeMap<String, Tensor>) -> Result<Vec<KernelTime>> {
+        let mut outputs = Vec::new();
+        let mut times = Vec::with_capacity(self.kernels.len());
+        self.run_timed(inputs, &mut outputs, Some(&mut times))?;
+        Ok(times)
+    }
+
+    fn run_timed(
+        &self,
+        inputs: &BTreeMap<String, Tensor>,
+        outputs: &mut Vec<(String, Tensor)>,
+        mut times: Option<&mut Vec<KernelTime>>,
+    ) -> Result<()> {
         let p = &self.program;
         for name in inputs.keys() {
             if !p.inputs.iter().any(|(n, _)| n == name) {
@@ -672,13 +703,20 @@ impl CpuExecutable {
         let status = {
             let ptrs = &st.ptrs;
             let rt = &*self.runtime;
-            let all = || -> i64 {
-                for k in &self.kernels {
+            let mut all = || -> i64 {
+                for (k, kernel) in self.kernels.iter().zip(&p.kernels) {
+                    let start = std::time::Instant::now();
                     for s in &k.segments {
                         let status = runtime::run_segment(&s.seg, ptrs, rt);
                         if status != 0 {
                             return status;
                         }
+                    }
+                    if let Some(t) = times.as_deref_mut() {
+                        t.push(KernelTime {
+                            name: kernel.name.clone(),
+                            time: start.elapsed(),
+                        });
                     }
                 }
                 0

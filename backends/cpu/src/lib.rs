@@ -63,7 +63,9 @@ mod runtime;
 mod vector;
 
 pub use error::{CpuError, Result};
-pub use executable::{CpuExecutable, CpuOptions, KernelStats, MAX_LOCAL_BYTES, compile};
+pub use executable::{
+    CpuExecutable, CpuOptions, KernelStats, KernelTime, MAX_LOCAL_BYTES, compile,
+};
 
 /// The CPU backend as a [`birkhoff_ir::kernel::Backend`]: [`compile`] with
 /// fixed options.

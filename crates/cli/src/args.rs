@@ -157,6 +157,17 @@ pub struct TrainArgs {
     /// --resume and the same flags).
     #[arg(long, value_name = "N")]
     pub stop_after: Option<usize>,
+    /// What the backward pass recomputes instead of keeping: none, auto
+    /// (the memory model's optimal mHC blocks; the general planner for
+    /// models without mHC) or block=K (keep the residual stream every K
+    /// mHC connections).
+    #[arg(long, default_value = "none", value_name = "MODE")]
+    pub recompute: birkhoff::train::Recompute,
+    /// After training, time every kernel of one gradient step (CPU) and
+    /// write the profile to DIR/profile.txt (the slowest kernels are
+    /// printed too).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// `birkhoff train-compare`.

@@ -59,6 +59,7 @@ pub fn main(a: &TrainArgs) -> Result<ExitCode> {
             Backend::Gpu => Target::Gpu,
             Backend::Interp => Target::Interp,
         },
+        recompute: a.recompute,
         ..TrainOptions::default()
     };
     let corpus = match &a.corpus {
@@ -99,6 +100,7 @@ pub fn main(a: &TrainArgs) -> Result<ExitCode> {
             .map(|t| t.ty().num_elements())
             .sum::<usize>()
     );
+    let memory = memory_report(&trainer);
 
     let mut batches = Batches::new(&corpus.train, cfg.batch, cfg.seq, a.seed)?;
     let valid = validation_batches(&corpus, &cfg, a.seed)?;
@@ -145,12 +147,16 @@ pub fn main(a: &TrainArgs) -> Result<ExitCode> {
         });
         if (trainer.step_index() as u64).is_multiple_of(a.checkpoint_every) || is_last || stopping {
             trainer.save(&ckpt)?;
-            write_metrics(&a.out, a, &cfg, &opts, &rows)?;
+            write_metrics(&a.out, a, &cfg, &opts, &rows, &memory)?;
         }
     }
     bar.finish_and_clear();
-    write_metrics(&a.out, a, &cfg, &opts, &rows)?;
+    write_metrics(&a.out, a, &cfg, &opts, &rows, &memory)?;
     plot_run(&a.out, &rows)?;
+    if a.profile {
+        let (tokens, targets) = batches.next();
+        profile_step(&mut trainer, &tokens, &targets, &a.out)?;
+    }
     let last = rows.last().context("no steps were run")?;
     println!(
         "trained to step {} of {} in {:.1} s: loss {:.4}, valid {}, composite Amax gain {:.4} (forward) {:.4} (backward)",
@@ -167,6 +173,83 @@ pub fn main(a: &TrainArgs) -> Result<ExitCode> {
     );
     println!("wrote {}", a.out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The gradient step's recomputation plan and memory, printed and kept for
+/// `metrics.json`: the arena a run allocates (measured: the memory plan's
+/// high-water mark) next to the planner's prediction.
+fn memory_report(t: &Trainer) -> Value {
+    let exe = t.gradient_executable();
+    let plan = exe.recompute_plan();
+    let arena = exe.arena_bytes();
+    if let Some(p) = plan {
+        eprintln!("{p}");
+    }
+    let live = exe.peak_live_bytes();
+    if let (Some(bytes), Some(live)) = (arena, live) {
+        let mib = |b: usize| b as f64 / (1 << 20) as f64;
+        eprintln!(
+            "activation arena of the gradient step: {:.2} MiB (peak of live temporaries {:.2} MiB)",
+            mib(bytes),
+            mib(live)
+        );
+    }
+    json!({
+        "recompute": t.options().recompute.to_string(),
+        "block": plan.and_then(|p| p.block),
+        "recomputed_values": plan.map(|p| p.recompute.len()),
+        "arena_bytes": arena,
+        "peak_live_bytes": live,
+        "predicted_peak_bytes": plan.map(|p| p.peak_bytes),
+        "keep_all_peak_bytes": plan.map(|p| p.keep_all_peak_bytes),
+        "recompute_cost": plan.map(|p| p.recompute_cost),
+    })
+}
+
+/// Kernels `--profile` prints (all go to the file).
+const PROFILE_SHOWN: usize = 12;
+
+/// Times one gradient step kernel by kernel; writes every kernel in
+/// program order to `out/profile.txt` and prints the slowest.
+fn profile_step(t: &mut Trainer, tokens: &Tensor, targets: &Tensor, out: &Path) -> Result<()> {
+    let batch = birkhoff::train::lm_batch(tokens, targets);
+    // The first run touches the arena's pages; time the second.
+    t.profile_gradient(&batch)?;
+    let times = t.profile_gradient(&batch)?;
+    let total: f64 = times.iter().map(|k| k.time.as_secs_f64()).sum();
+    let mut text = format!(
+        "# {} kernels, {:.3} ms in all; arena {} bytes\n# kernel  ms  share\n",
+        times.len(),
+        total * 1e3,
+        t.gradient_executable()
+            .program()
+            .map_or(0, |p| p.arena_bytes)
+    );
+    for k in &times {
+        let s = k.time.as_secs_f64();
+        let _ = writeln!(text, "{} {:.4} {:.2}%", k.name, s * 1e3, 100.0 * s / total);
+    }
+    let path = out.join("profile.txt");
+    write_atomic(&path, text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let mut slow: Vec<_> = times.iter().enumerate().collect();
+    slow.sort_by_key(|k| std::cmp::Reverse(k.1.time));
+    println!(
+        "profile of one gradient step: {} kernels, {:.2} ms; slowest:",
+        times.len(),
+        total * 1e3
+    );
+    for (i, k) in slow.into_iter().take(PROFILE_SHOWN) {
+        let s = k.time.as_secs_f64();
+        println!(
+            "  #{i:<5} {:<40} {:>9.3} ms {:>5.1}%",
+            k.name,
+            s * 1e3,
+            100.0 * s / total
+        );
+    }
+    println!("wrote {}", path.display());
+    Ok(())
 }
 
 fn config(a: &TrainArgs) -> Result<LmConfig> {
@@ -247,6 +330,7 @@ fn write_metrics(
     cfg: &LmConfig,
     o: &TrainOptions,
     rows: &[Row],
+    memory: &Value,
 ) -> Result<()> {
     let mut csv = String::from(
         "step,loss,valid_loss,grad_norm,lr,composite_forward,composite_backward,seconds\n",
@@ -300,6 +384,7 @@ fn write_metrics(
         "seed": o.seed,
         "backend": format!("{:?}", a.backend).to_lowercase(),
         "corpus": a.corpus.as_ref().map(|p| p.display().to_string()),
+        "memory": memory,
         "steps": steps,
     });
     write_atomic(&out.join("metrics.csv"), csv.as_bytes())

@@ -2,9 +2,12 @@
 //! temporaries whose lifetimes do not overlap share memory.
 //!
 //! Lifetimes are in kernel steps: a temporary lives from the first kernel
-//! that touches it to the last. Temporaries are placed in order of first
-//! use, each at the lowest 64-byte-aligned offset where it overlaps no
-//! live temporary (first fit). The arena size is the plan's peak.
+//! that touches it to the last. Temporaries are placed one by one, each at
+//! the lowest 64-byte-aligned offset where it overlaps no live temporary
+//! (first fit), once in order of first use and once largest first; the
+//! smaller arena is kept. The arena size is the plan's peak; it is at
+//! least the peak of live bytes ([`live_bytes`]), more where placement
+//! leaves gaps.
 
 use birkhoff_ir::kernel::{
     BufferId, BufferKind, Expr, Kernel, Program, Stmt, walk_exprs, walk_stmts,
@@ -35,31 +38,78 @@ pub fn buffers_of(k: &Kernel) -> Vec<BufferId> {
     v
 }
 
-/// Places every temporary of `p` and sets `p.arena_bytes`.
-pub fn plan(p: &mut Program) {
-    let n = p.buffers.len();
-    let (mut first, mut last) = (vec![usize::MAX; n], vec![0usize; n]);
+/// The first and last kernel step that touches each buffer of `p`
+/// (`None` for a buffer no kernel touches).
+fn lifetimes(p: &Program) -> Vec<Option<(usize, usize)>> {
+    let mut life: Vec<Option<(usize, usize)>> = vec![None; p.buffers.len()];
     for (step, k) in p.kernels.iter().enumerate() {
         for b in buffers_of(k) {
-            let i = b.0 as usize;
-            first[i] = first[i].min(step);
-            last[i] = last[i].max(step);
+            let l = &mut life[b.0 as usize];
+            *l = Some(l.map_or((step, step), |(f, _)| (f, step)));
         }
     }
-    let mut temps: Vec<usize> = (0..n)
+    life
+}
+
+/// Bytes of temporaries live during each kernel of `p` (a temporary lives
+/// from the first kernel that touches it to the last, as the memory plan
+/// assumes), each rounded up to [`ALIGN`] as the arena places it. The
+/// maximum is the smallest arena any placement could have; the plan's
+/// `arena_bytes` is at least that (first fit can leave gaps).
+pub fn live_bytes(p: &Program) -> Vec<usize> {
+    let mut live = vec![0usize; p.kernels.len()];
+    for (b, l) in p.buffers.iter().zip(lifetimes(p)) {
+        if let (BufferKind::Temp { .. }, Some((f, last))) = (&b.kind, l) {
+            let size = b.ty.size_bytes().div_ceil(ALIGN) * ALIGN;
+            for x in &mut live[f..=last] {
+                *x += size;
+            }
+        }
+    }
+    live
+}
+
+/// Places every temporary of `p` and sets `p.arena_bytes`: two orders
+/// are tried and the smaller arena wins (the first on a tie).
+pub fn plan(p: &mut Program) {
+    let n = p.buffers.len();
+    let life: Vec<(usize, usize)> = lifetimes(p)
+        .into_iter()
+        .map(|l| l.unwrap_or((0, 0)))
+        .collect();
+    let size = |i: usize| p.buffers[i].ty.size_bytes().div_ceil(ALIGN) * ALIGN;
+    let mut by_first: Vec<usize> = (0..n)
         .filter(|&i| matches!(p.buffers[i].kind, BufferKind::Temp { .. }))
         .collect();
-    temps.sort_by_key(|&i| (first[i], i));
+    by_first.sort_by_key(|&i| (life[i].0, i));
+    // Largest first leaves the small buffers to fill the gaps the large
+    // ones leave, which first-use order cannot (TFLite's "greedy by size").
+    let mut by_size = by_first.clone();
+    by_size.sort_by_key(|&i| (std::cmp::Reverse(size(i)), life[i].0, i));
+    let a = place(&by_first, &life, &size);
+    let b = place(&by_size, &life, &size);
+    let (offsets, arena) = if b.1 < a.1 { b } else { a };
+    for (i, offset) in offsets {
+        p.buffers[i].kind = BufferKind::Temp { offset };
+    }
+    p.arena_bytes = arena;
+}
+
+/// Places the temporaries `order` in that order, each at the lowest offset
+/// where it overlaps no placed temporary whose lifetime meets its own;
+/// returns each one's offset and the arena size.
+fn place(
+    order: &[usize],
+    life: &[(usize, usize)],
+    size: &dyn Fn(usize) -> usize,
+) -> (Vec<(usize, usize)>, usize) {
     // (start, end, first step, last step) of every placed temporary.
     let mut placed: Vec<(usize, usize, usize, usize)> = Vec::new();
+    let mut offsets = Vec::with_capacity(order.len());
     let mut arena = 0;
-    for i in temps {
-        let size = p.buffers[i].ty.size_bytes().div_ceil(ALIGN) * ALIGN;
-        let (f, l) = if first[i] == usize::MAX {
-            (0, 0)
-        } else {
-            (first[i], last[i])
-        };
+    for &i in order {
+        let (f, l) = life[i];
+        let size = size(i);
         let mut busy: Vec<(usize, usize)> = placed
             .iter()
             .filter(|&&(_, _, pf, pl)| pf <= l && f <= pl)
@@ -75,7 +125,7 @@ pub fn plan(p: &mut Program) {
         }
         placed.push((offset, offset + size, f, l));
         arena = arena.max(offset + size);
-        p.buffers[i].kind = BufferKind::Temp { offset };
+        offsets.push((i, offset));
     }
-    p.arena_bytes = arena;
+    (offsets, arena)
 }

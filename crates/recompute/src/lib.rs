@@ -16,9 +16,46 @@
 //! assert_eq!(plan.blocks.len(), 60usize.div_ceil(plan.block));
 //! ```
 //!
-//! Not here yet: the general planner for any graph, fused multi-layer
-//! recomputation and executing plans.
+//! The general planner works on any training graph (forward then backward,
+//! as `birkhoff_autodiff::grad` builds it): [`TensorProgram`] models the
+//! schedule and [`TensorProgram::simulate`] predicts peak memory and
+//! recompute cost for a choice of saved activations to recompute; [`plan`]
+//! chooses one (exactly on forward chains, greedily on DAGs) and [`apply`]
+//! rewrites the graph to execute it.
+//!
+//! ```
+//! use birkhoff_recompute::{Objective, Policy, TensorProgram, apply, plan};
+//!
+//! let g = birkhoff_ir::parse_graph(
+//!     "graph @f(%x: f64[64]) -> (loss: f64[], d: f64[64]) {
+//!        %1 = exp %x : f64[64]
+//!        %2 = exp %1 : f64[64]
+//!        %3 = reduce_sum %2, axes=[0] : f64[]
+//!        %4 = mul %1, %2 : f64[64]
+//!        return %3, %4
+//!      }",
+//! )?;
+//! let p = TensorProgram::from_graph(&g, &["loss"], Policy::default())?;
+//! let best = plan(&p, Objective::MinPeak { max_cost: None })?;
+//! assert!(best.peak_bytes <= best.keep_all_peak_bytes);
+//! let rewritten = apply(&g, &["loss"], &best.recompute_values(&p))?;
+//! assert_eq!(rewritten.outputs().len(), 2);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Not here yet: fused multi-layer recomputation.
 
 mod mhc;
+mod planner;
+mod program;
+mod rewrite;
+mod training;
 
 pub use mhc::{BlockPlan, MemoryEstimate, MhcStack, PlanError, RecomputeCost};
+pub use planner::{
+    GeneralPlan, MAX_BRUTE_FORCE_CANDIDATES, MAX_CHAIN_LABELS, MAX_CHAIN_SLOTS, Method, Objective,
+    brute_force, chain_dp, greedy, plan,
+};
+pub use program::{Policy, RecomputeError, Simulation, Step, TensorProgram, forward_order};
+pub use rewrite::apply;
+pub use training::{AUTO_COST_FRACTION, Connections, Recompute, TrainingPlan, plan_training};

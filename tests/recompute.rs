@@ -1,0 +1,237 @@
+//! Training with recomputation: the same numbers as keeping everything
+//! (bit for bit), for residual, HC and mHC language models; the memory the
+//! compiled step really holds against the planner's prediction; errors for
+//! plans that do not apply.
+
+use birkhoff::CompileError;
+use birkhoff::dsl::lm::{LmConfig, LmGraph, build_lm};
+use birkhoff::dsl::zoo::Connection;
+use birkhoff::ir::Tensor;
+use birkhoff::recompute::RecomputeError;
+use birkhoff::train::data::{Batches, builtin_corpus};
+use birkhoff::train::{Recompute, StepMetrics, TrainError, TrainOptions, Trainer};
+
+fn lm(connection: Connection, layers: usize, hidden: usize) -> LmGraph {
+    lm_batch(connection, layers, hidden, 2, 16)
+}
+
+fn lm_batch(
+    connection: Connection,
+    layers: usize,
+    hidden: usize,
+    batch: usize,
+    seq: usize,
+) -> LmGraph {
+    let cfg = LmConfig {
+        connection,
+        layers,
+        hidden,
+        heads: 2,
+        ffn: 2 * hidden,
+        batch,
+        seq,
+        sinkhorn_iters: 6,
+        ..LmConfig::default()
+    };
+    build_lm(&cfg).expect("the test LM builds")
+}
+
+fn trainer(model: &LmGraph, recompute: Recompute) -> Result<Trainer, TrainError> {
+    let opts = TrainOptions {
+        steps: 3,
+        warmup: 1,
+        lr: 1e-2,
+        seed: 7,
+        recompute,
+        ..TrainOptions::default()
+    };
+    Trainer::new(model, &opts)
+}
+
+/// Three steps on the built-in corpus: every step's metrics and the final
+/// parameters.
+fn train(model: &LmGraph, recompute: Recompute) -> (Vec<StepMetrics>, Vec<(String, Tensor)>) {
+    let mut t = trainer(model, recompute).expect("the trainer compiles");
+    let corpus = builtin_corpus();
+    let mut batches = Batches::new(&corpus.train, 2, 16, 3).expect("batches");
+    let metrics = (0..3)
+        .map(|_| {
+            let (x, y) = batches.next();
+            t.step(&x, &y).expect("a step")
+        })
+        .collect();
+    let params = t
+        .param_names()
+        .iter()
+        .map(|n| (n.clone(), t.param(n).expect("a parameter").clone()))
+        .collect();
+    (metrics, params)
+}
+
+fn bits(t: &Tensor) -> Vec<u64> {
+    t.to_f64_vec().into_iter().map(f64::to_bits).collect()
+}
+
+/// Recomputing re-runs the same fused ops through the same kernels, so
+/// nothing may differ by even one bit: not the loss, not the gradient norm,
+/// not a parameter after three AdamW updates.
+fn assert_same_training(model: &LmGraph, modes: &[Recompute]) {
+    let (m0, p0) = train(model, Recompute::None);
+    for &mode in modes {
+        let (m, p) = train(model, mode);
+        for (a, b) in m0.iter().zip(&m) {
+            assert_eq!(
+                a.loss.to_bits(),
+                b.loss.to_bits(),
+                "{mode}: loss, step {}",
+                a.step
+            );
+            assert_eq!(
+                a.grad_norm.to_bits(),
+                b.grad_norm.to_bits(),
+                "{mode}: gradient norm, step {}",
+                a.step
+            );
+        }
+        for ((name, a), (_, b)) in p0.iter().zip(&p) {
+            assert!(bits(a) == bits(b), "{mode}: parameter {name} differs");
+        }
+    }
+}
+
+fn recomputed(model: &LmGraph, mode: Recompute) -> usize {
+    let t = trainer(model, mode).expect("the trainer compiles");
+    let plan = t
+        .gradient_executable()
+        .recompute_plan()
+        .expect("the gradient step is planned");
+    plan.recompute.len()
+}
+
+#[test]
+fn mhc_trains_identically_with_recomputation() {
+    let model = lm(Connection::Mhc, 2, 16);
+    let modes = [
+        Recompute::Block(1),
+        Recompute::Block(2),
+        Recompute::Block(3),
+        Recompute::Auto,
+    ];
+    // The plans really recompute something (a block of 2 or more drops streams).
+    assert!(recomputed(&model, Recompute::Block(2)) > 0);
+    assert_same_training(&model, &modes);
+}
+
+#[test]
+fn hc_trains_identically_with_recomputation() {
+    let model = lm(Connection::Hc, 2, 16);
+    assert!(recomputed(&model, Recompute::Block(2)) > 0);
+    assert_same_training(&model, &[Recompute::Block(2), Recompute::Auto]);
+}
+
+#[test]
+fn residual_trains_identically_with_the_general_planner() {
+    let model = lm(Connection::Residual, 2, 16);
+    assert_same_training(&model, &[Recompute::Auto]);
+}
+
+#[test]
+fn predicted_peak_matches_the_compiled_step() {
+    // Four layers, eight mHC connections: the streams are a visible share.
+    // (At much smaller sizes, 64-byte alignment of many tiny buffers makes
+    // the compiled step's peak a few percent larger than predicted.)
+    let model = lm_batch(Connection::Mhc, 4, 128, 4, 32);
+    let mut live = Vec::new();
+    for mode in [Recompute::None, Recompute::Block(2), Recompute::Block(4)] {
+        let t = trainer(&model, mode).expect("the trainer compiles");
+        let exe = t.gradient_executable();
+        let plan = exe.recompute_plan().expect("planned");
+        let measured = exe.peak_live_bytes().expect("a CPU program") as f64;
+        let predicted = plan.peak_bytes as f64;
+        let err = (predicted - measured).abs() / measured;
+        assert!(
+            err < 0.05,
+            "{mode}: predicted peak {predicted} B, compiled step's peak {measured} B ({:.1}% off)",
+            100.0 * err
+        );
+        assert!(exe.arena_bytes().expect("a CPU program") as f64 >= measured);
+        live.push(measured);
+    }
+    assert!(live[1] < live[0], "block=2 holds less than none: {live:?}");
+}
+
+#[test]
+fn plans_that_do_not_apply_are_errors() {
+    let residual = lm(Connection::Residual, 2, 16);
+    assert!(matches!(
+        trainer(&residual, Recompute::Block(2)),
+        Err(TrainError::Compile(CompileError::Recompute(
+            RecomputeError::NoConnections
+        )))
+    ));
+    let mhc = lm(Connection::Mhc, 1, 16);
+    assert!(matches!(
+        trainer(&mhc, Recompute::Block(3)),
+        Err(TrainError::Compile(CompileError::Recompute(
+            RecomputeError::BlockTooLarge {
+                block: 3,
+                layers: 2
+            }
+        )))
+    ));
+}
+
+#[test]
+fn recompute_modes_parse_and_print() {
+    for (text, mode) in [
+        ("none", Recompute::None),
+        ("auto", Recompute::Auto),
+        ("block=3", Recompute::Block(3)),
+    ] {
+        assert_eq!(text.parse::<Recompute>(), Ok(mode));
+        assert_eq!(mode.to_string(), text);
+    }
+    for bad in ["block=0", "block=x", "block", "some", ""] {
+        assert!(bad.parse::<Recompute>().is_err(), "{bad:?} parses");
+    }
+}
+
+/// With a block of several connections, the recomputed `mhc_post`s of a
+/// block sit next to each other and kernel fusion makes them one kernel
+/// that replays the block per token from its starting stream (DeepSeek's
+/// multi-layer recompute): here three connections replayed from `x0`,
+/// which each token's iteration reads once. (The intermediate streams are
+/// still stored: in training they are what the backward pass reads.)
+const REPLAY: &str = "graph @replay(%x0: f32[6,4,24], %f0: f32[6,24], %f1: f32[6,24], %f2: f32[6,24], %p0: f32[6,4], %p1: f32[6,4], %p2: f32[6,4], %c0: f32[6,4,4], %c1: f32[6,4,4], %c2: f32[6,4,4]) -> (x3: f32[6,4,24]) {
+  %10 = mhc_post %f0, %x0, %p0, %c0 : f32[6,4,24]
+  %11 = mhc_post %f1, %10, %p1, %c1 : f32[6,4,24]
+  %12 = mhc_post %f2, %11, %p2, %c2 : f32[6,4,24]
+  return %12
+}";
+
+/// The fused multi-layer replay computes bit for bit what the
+/// layer-by-layer kernels compute.
+#[test]
+fn fused_multilayer_recompute_equals_layer_by_layer() {
+    use birkhoff::cpu::{CpuOptions, compile as cpu_compile};
+    use birkhoff::lower::{LowerOptions, lower};
+    use birkhoff::testing::random_inputs;
+
+    let graph = birkhoff::ir::parse_graph(REPLAY).expect("the replay graph parses");
+    let inputs = random_inputs(&graph, &Default::default(), 5);
+    let run = |fuse_kernels: bool| {
+        let opts = LowerOptions {
+            fuse_kernels,
+            ..LowerOptions::default()
+        };
+        let program = lower(&graph, &opts).expect("lowering");
+        let exe = cpu_compile(&program, &CpuOptions::default()).expect("code generation");
+        (program, exe.run(&inputs).expect("a run"))
+    };
+    let (fused, a) = run(true);
+    let (layered, b) = run(false);
+    assert_eq!(fused.kernels.len(), 1, "one kernel replays the block");
+    assert_eq!(fused.kernels[0].name.matches("mhc_post").count(), 3);
+    assert_eq!(layered.kernels.len(), 3);
+    assert!(bits(&a[0].1) == bits(&b[0].1), "the replays differ");
+}
