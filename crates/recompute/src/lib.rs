@@ -43,7 +43,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Not here yet: fused multi-layer recomputation.
+//! [`plan_training`] plans a training graph the way `birkhoff train
+//! --recompute none|auto|block=K` does: the mHC recipe on the graph's own
+//! connections ([`Connections`]), or the general planner.
 
 mod mhc;
 mod planner;
