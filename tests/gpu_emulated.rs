@@ -140,6 +140,51 @@ fn mhc_kernels_on_ragged_shapes() {
     }
 }
 
+/// `mhc_post_grad`, the post-mix's fused backward (one kernel: parallel
+/// over tokens, one sweep over C with `n + n²` reductions), on the same
+/// ragged shapes, f32 and bf16.
+#[test]
+fn mhc_post_grad_on_ragged_shapes() {
+    use birkhoff::dsl::Init;
+    use birkhoff::ir::{InputKind, Op, TensorType};
+    for (t, c) in [(70, 40), (5, 34), (3, 1024), (2, 1030)] {
+        for dtype in [DType::F32, DType::Bf16] {
+            let n = 4;
+            let mut graph = Graph::new("mhc_post_grad");
+            let shapes: [&[usize]; 5] = [&[t, c], &[t, n, c], &[t, n], &[t, n, n], &[t, n, c]];
+            let names = ["f", "x", "post", "comb", "dy"];
+            let ins: Vec<_> = names
+                .iter()
+                .zip(shapes)
+                .map(|(nm, s)| graph.add_input(*nm, InputKind::Data, TensorType::new(dtype, s)))
+                .collect();
+            let d = graph.add(Op::MhcPostGrad, &ins).unwrap();
+            for i in 0..4 {
+                let e = graph.add(Op::Get { index: i }, &[d]).unwrap();
+                graph.add_output(format!("d{i}"), e);
+            }
+            let inits = names
+                .iter()
+                .map(|nm| {
+                    (
+                        nm.to_string(),
+                        Init::Uniform {
+                            low: -1.0,
+                            high: 1.0,
+                        },
+                    )
+                })
+                .collect();
+            let m = Model { graph, inits };
+            let name = format!("mhc_post_grad T={t} C={c}");
+            match dtype {
+                DType::Bf16 => check_bf16(&name, &m, false, 3),
+                _ => check_f32(&name, &m, false, 5),
+            }
+        }
+    }
+}
+
 /// Row reductions long enough to spread over blocks of several warps —
 /// sums, maxima, `i32` sums (integer shuffles), RMSNorm and softmax — in
 /// every float dtype (`f64` shuffles its two halves), plus a general

@@ -138,6 +138,32 @@ fn mhc_pre_dims(op: &Op, args: &[&TensorType]) -> Result<(usize, usize, usize), 
     Ok((t, n, c))
 }
 
+/// The result type of a post-mix on `(layer_output [T,C], residual [T,n,C],
+/// post_mix [T,n], comb_mix [T,n,n])` of one float dtype: the residual's.
+/// `op` (`mhc_post`, or `mhc_post_grad`, which takes these operands first)
+/// names the errors.
+fn mhc_post_type(op: &Op, args: &[&TensorType]) -> Result<TensorType, TypeError> {
+    let x = float_operand(op, args[1], 3)?;
+    if x.rank() != 3 {
+        return Err(invalid(op, format!("residual must be [T,n,C], got {x}")));
+    }
+    let (t, n, c) = (x.shape[0], x.shape[1], x.shape[2]);
+    let want = [
+        ("layer_output", vec![t, c]),
+        ("post_mix", vec![t, n]),
+        ("comb_mix", vec![t, n, n]),
+    ];
+    for (a, (name, w)) in [args[0], args[2], args[3]].into_iter().zip(want) {
+        if a.dtype != x.dtype || a.shape != w {
+            return Err(invalid(
+                op,
+                format!("{name} must be {}, got {a}", x.with_shape(w)),
+            ));
+        }
+    }
+    Ok(x.clone())
+}
+
 /// The type of any op applied to operands of types `args` — tuples
 /// included — or why it is ill-typed. Never panics.
 pub fn infer(op: &Op, args: &[&Type]) -> Result<Type, TypeError> {
@@ -195,6 +221,30 @@ pub fn infer(op: &Op, args: &[&Type]) -> Result<Type, TypeError> {
                 x.with_shape([t, c]),
                 x.with_shape([t, n]),
                 x.with_shape([t, n, n]),
+            ]))
+        }
+        Op::MhcPostGrad => {
+            if tensors.len() != 5 {
+                return Err(TypeError::Arity {
+                    op: op.mnemonic(),
+                    expected: "5".into(),
+                    got: tensors.len(),
+                });
+            }
+            // The first four operands are mhc_post's, d_out has its result type.
+            let out = mhc_post_type(op, &tensors[..4])?;
+            if tensors[4] != &out {
+                return Err(invalid(
+                    op,
+                    format!("d_out must be {out}, got {}", tensors[4]),
+                ));
+            }
+            let (t, n, c) = (out.shape[0], out.shape[1], out.shape[2]);
+            Ok(Type::Tuple(vec![
+                out.with_shape([t, c]),
+                out.clone(),
+                out.with_shape([t, n]),
+                out.with_shape([t, n, n]),
             ]))
         }
         _ => infer_type(op, &tensors).map(Type::Tensor),
@@ -474,28 +524,8 @@ pub fn infer_type(op: &Op, args: &[&TensorType]) -> Result<TensorType, TypeError
             }
             Ok(x.clone())
         }
-        Op::MhcPost => {
-            let x = float_operand(op, args[1], 3)?;
-            if x.rank() != 3 {
-                return Err(invalid(op, format!("residual must be [T,n,C], got {x}")));
-            }
-            let (t, n, c) = (x.shape[0], x.shape[1], x.shape[2]);
-            let want = [
-                ("layer_output", vec![t, c]),
-                ("post_mix", vec![t, n]),
-                ("comb_mix", vec![t, n, n]),
-            ];
-            for (a, (name, w)) in [args[0], args[2], args[3]].into_iter().zip(want) {
-                if a.dtype != x.dtype || a.shape != w {
-                    return Err(invalid(
-                        op,
-                        format!("{name} must be {}, got {a}", x.with_shape(w)),
-                    ));
-                }
-            }
-            Ok(x.clone())
-        }
-        Op::MhcPre { .. } | Op::HcPre { .. } | Op::Get { .. } => {
+        Op::MhcPost => mhc_post_type(op, args),
+        Op::MhcPre { .. } | Op::HcPre { .. } | Op::MhcPostGrad | Op::Get { .. } => {
             Err(invalid(op, "has a tuple result or operand; use infer"))
         }
         _ => Err(invalid(op, "no typing rule (internal error)")),

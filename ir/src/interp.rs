@@ -282,6 +282,10 @@ impl Eval<'_> {
                 let (res, post, comb) = (self.arg(v, 1), self.arg(v, 2), self.arg(v, 3));
                 semantics::post_mix(x(), res, post, comb, dims(1), &r)
             }
+            Op::MhcPostGrad => {
+                let args = [0, 1, 2, 3, 4].map(|i| self.arg(v, i));
+                semantics::post_mix_grad(args, dims(1), &r)
+            }
             _ => return None,
         };
         Some(if d == DType::Bf16 {

@@ -287,6 +287,18 @@ pub enum Op {
     /// and back-propagates `dy` through each normalization in reverse, so a
     /// backward pass keeps only `x` alive, not every round.
     SinkhornGrad(SinkhornSpec),
+    /// The vector-Jacobian product of `mhc_post`: operands
+    /// `(f [T,C], x [T,n,C], post [T,n], comb [T,n,n], d_out [T,n,C])` of
+    /// one float type, the first four `mhc_post`'s operands and `d_out` the
+    /// cotangent of its result; the result is the tuple of the four
+    /// operands' cotangents `(d_f [T,C], d_x [T,n,C], d_post [T,n],
+    /// d_comb [T,n,n])`:
+    /// `d_f[t,c] = Σ_j post[t,j]·d_out[t,j,c]`,
+    /// `d_x[t,i,c] = Σ_j comb[t,i,j]·d_out[t,j,c]`,
+    /// `d_post[t,j] = Σ_c d_out[t,j,c]·f[t,c]`,
+    /// `d_comb[t,i,j] = Σ_c x[t,i,c]·d_out[t,j,c]`. One kernel reads each
+    /// token's `x`, `f` and `d_out` once for all four.
+    MhcPostGrad,
 
     // ---- fused mHC ops -----------------------------------------------------
     /// The whole mHC pre-mix of DESIGN §2 (pre_norm_fn, split, Sinkhorn,
@@ -348,6 +360,7 @@ pub(crate) const PLAIN_OPS: &[Op] = &[
     Op::Select,
     Op::MatMul,
     Op::MhcPost,
+    Op::MhcPostGrad,
 ];
 
 /// How many operands an op takes.
@@ -417,6 +430,7 @@ impl Op {
             Op::MhcPre { .. } => "mhc_pre",
             Op::HcPre { .. } => "hc_pre",
             Op::MhcPost => "mhc_post",
+            Op::MhcPostGrad => "mhc_post_grad",
             Op::Get { .. } => "get",
         }
     }
@@ -428,6 +442,7 @@ impl Op {
             Op::Concat { .. } => Arity::Variadic,
             Op::Select => Arity::Fixed(3),
             Op::SinkhornGrad(_) => Arity::Fixed(2),
+            Op::MhcPostGrad => Arity::Fixed(5),
             Op::MhcPre { .. } | Op::HcPre { .. } | Op::MhcPost => Arity::Fixed(4),
             op if op.is_unary() => Arity::Fixed(1),
             op if op.is_binary() => Arity::Fixed(2),
@@ -523,18 +538,23 @@ impl Op {
     }
 
     /// A fused op: one kernel in place of many primitives — the mHC ops
-    /// (which the optimizer finds) and `sinkhorn_grad` (which autodiff
-    /// emits). `birkhoff_opt::expand` rewrites each into its primitives.
+    /// (which the optimizer finds) and the backward ops `sinkhorn_grad` and
+    /// `mhc_post_grad` (which autodiff emits). `birkhoff_opt::expand`
+    /// rewrites each into its primitives.
     pub fn is_fused(&self) -> bool {
         matches!(
             self,
-            Op::MhcPre { .. } | Op::HcPre { .. } | Op::MhcPost | Op::SinkhornGrad(_)
+            Op::MhcPre { .. }
+                | Op::HcPre { .. }
+                | Op::MhcPost
+                | Op::SinkhornGrad(_)
+                | Op::MhcPostGrad
         )
     }
 
     /// Produces a tuple (taken apart with `get`).
     pub fn is_multi_result(&self) -> bool {
-        matches!(self, Op::MhcPre { .. } | Op::HcPre { .. })
+        matches!(self, Op::MhcPre { .. } | Op::HcPre { .. } | Op::MhcPostGrad)
     }
 
     /// A reduction over axes.
@@ -565,7 +585,7 @@ mod tests {
         for op in PLAIN_OPS {
             assert!(seen.insert(op.mnemonic()), "duplicate {}", op.mnemonic());
             assert!(
-                matches!(op.arity(), Arity::Fixed(1..=4)),
+                matches!(op.arity(), Arity::Fixed(1..=5)),
                 "{}",
                 op.mnemonic()
             );
@@ -591,6 +611,8 @@ mod tests {
         };
         assert_eq!(Op::SinkhornGrad(spec).arity(), Arity::Fixed(2));
         assert!(Op::SinkhornGrad(spec).is_fused() && !Op::SinkhornGrad(spec).is_semantic());
+        assert_eq!(Op::MhcPostGrad.arity(), Arity::Fixed(5));
+        assert!(Op::MhcPostGrad.is_fused() && Op::MhcPostGrad.is_multi_result());
         assert!(Op::Sub.is_binary() && !Op::Sub.is_commutative());
     }
 }

@@ -394,3 +394,51 @@ pub(crate) fn post_mix(
     }
     out
 }
+
+/// The vector-Jacobian product of [`post_mix`] for the cotangent `g` of its
+/// result: the tuple `(d_f [T,C], d_x [T,n,C], d_post [T,n], d_comb [T,n,n])`,
+/// concatenated in that order, with
+/// `d_f[t,c] = Σ_j post[t,j]·g[t,j,c]`, `d_x[t,i,c] = Σ_j comb[t,i,j]·g[t,j,c]`,
+/// `d_post[t,j] = Σ_c g[t,j,c]·f[t,c]`, `d_comb[t,i,j] = Σ_c x[t,i,c]·g[t,j,c]`.
+///
+/// Each is a dot product summed in index order from its first term, as the
+/// batched `matmul`s of its expansion into primitives sum.
+pub(crate) fn post_mix_grad(
+    [f, x, post, comb, g]: [&[f64]; 5],
+    (t, n, c): (usize, usize, usize),
+    r: &Round<'_>,
+) -> Vec<f64> {
+    let (mut d_f, mut d_x) = (Vec::with_capacity(t * c), Vec::with_capacity(t * n * c));
+    let (mut d_post, mut d_comb) = (Vec::with_capacity(t * n), Vec::with_capacity(t * n * n));
+    // `Σ_k term(k)` over `k < len`; an empty sum (C or n of 0) is 0, as
+    // an empty `matmul` contraction is.
+    let sum = |len: usize, term: &dyn Fn(usize) -> f64| {
+        if len == 0 {
+            return 0.0;
+        }
+        let mut s = (r.ac)(term(0));
+        for k in 1..len {
+            s = (r.ac)(s + (r.ac)(term(k)));
+        }
+        (r.st)(s)
+    };
+    for tok in 0..t {
+        let ft = &f[tok * c..][..c];
+        let xt = &x[tok * n * c..][..n * c];
+        let pt = &post[tok * n..][..n];
+        let ct = &comb[tok * n * n..][..n * n];
+        let gt = &g[tok * n * c..][..n * c];
+        d_f.extend((0..c).map(|cc| sum(n, &|j| pt[j] * gt[j * c + cc])));
+        for i in 0..n {
+            d_x.extend((0..c).map(|cc| sum(n, &|j| ct[i * n + j] * gt[j * c + cc])));
+        }
+        d_post.extend((0..n).map(|j| sum(c, &|cc| gt[j * c + cc] * ft[cc])));
+        for i in 0..n {
+            d_comb.extend((0..n).map(|j| sum(c, &|cc| xt[i * c + cc] * gt[j * c + cc])));
+        }
+    }
+    d_f.extend(d_x);
+    d_f.extend(d_post);
+    d_f.extend(d_comb);
+    d_f
+}

@@ -517,6 +517,82 @@ fn mhc_post_operand_shapes() {
     );
 }
 
+#[test]
+fn mhc_post_grad_operand_shapes() {
+    // mhc_post's operands, then a cotangent of its result type.
+    let operands = || {
+        let mut tys = post_operands();
+        tys.push(f32t(&[2, 4, 3]));
+        tys
+    };
+    let (mut g, vs) = with_inputs(&operands());
+    let v = g.add(Op::MhcPostGrad, &vs).expect("well-typed");
+    assert_eq!(
+        g.value_type(v).to_string(),
+        "(f32[2,3], f32[2,4,3], f32[2,4], f32[2,4,4])"
+    );
+    let cases: Vec<(usize, TensorType, &str)> = vec![
+        (
+            0,
+            f32t(&[2, 4]),
+            "layer_output must be f32[2,3], got f32[2,4]",
+        ),
+        (1, f32t(&[2, 3]), "needs rank >= 3, got f32[2,3]"),
+        (2, f32t(&[4, 2]), "post_mix must be f32[2,4], got f32[4,2]"),
+        (
+            3,
+            TensorType::new(DType::Bf16, [2, 4, 4]),
+            "comb_mix must be f32[2,4,4], got bf16[2,4,4]",
+        ),
+        (4, f32t(&[2, 3]), "d_out must be f32[2,4,3], got f32[2,3]"),
+        (
+            4,
+            f32t(&[2, 4, 4]),
+            "d_out must be f32[2,4,3], got f32[2,4,4]",
+        ),
+        (
+            4,
+            TensorType::new(DType::Bf16, [2, 4, 3]),
+            "d_out must be f32[2,4,3], got bf16[2,4,3]",
+        ),
+    ];
+    for (k, t, msg) in cases {
+        let mut tys = operands();
+        tys[k] = t.clone();
+        assert_eq!(
+            add_error(Op::MhcPostGrad, &tys),
+            format!("mhc_post_grad: {msg}"),
+            "{k} {t}"
+        );
+    }
+    let mut tys = operands();
+    for t in &mut tys {
+        *t = t.with_dtype(DType::I32);
+    }
+    assert_eq!(
+        add_error(Op::MhcPostGrad, &tys),
+        "mhc_post_grad is not defined for i32 operands"
+    );
+    assert_eq!(
+        add_error(Op::MhcPostGrad, &post_operands()),
+        "mhc_post_grad takes 5 operand(s), got 4"
+    );
+    // infer_type refuses it (the result is a tuple) instead of panicking.
+    let refs: Vec<TensorType> = operands();
+    let refs: Vec<&TensorType> = refs.iter().collect();
+    assert!(infer_type(&Op::MhcPostGrad, &refs).is_err());
+    // A cotangent of the wrong shape, in text.
+    verify_error(
+        &format!(
+            "{HC_PRE}\n  %g = get %p, index=1 : f32[2,4]\n  %h = get %p, index=2 : f32[2,4,4]\n  %o = mhc_post_grad %f, %x, %g, %h, %f : (f32[2,3], f32[2,4,3], f32[2,4], f32[2,4,4])"
+        ),
+        "mhc_post_grad: d_out must be f32[2,4,3], got f32[2,3]",
+    );
+    verifies(&format!(
+        "{HC_PRE}\n  %g = get %p, index=1 : f32[2,4]\n  %h = get %p, index=2 : f32[2,4,4]\n  %o = mhc_post_grad %f, %x, %g, %h, %x : (f32[2,3], f32[2,4,3], f32[2,4], f32[2,4,4])\n  %q = get %o, index=0 : f32[2,3]"
+    ));
+}
+
 // ---- semantic ops -------------------------------------------------------------
 
 #[test]

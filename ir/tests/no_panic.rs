@@ -402,6 +402,7 @@ fn arbitrary_op() -> impl Strategy<Value = Op> {
         ),
         float_attr().prop_map(|norm_eps| Op::HcPre { norm_eps }),
         Just(Op::MhcPost),
+        Just(Op::MhcPostGrad),
         small.prop_map(|index| Op::Get { index }),
     ]
 }
@@ -436,6 +437,7 @@ fn fused_op() -> impl Strategy<Value = Op> {
         }),
         attr().prop_map(|norm_eps| Op::HcPre { norm_eps }),
         Just(Op::MhcPost),
+        Just(Op::MhcPostGrad),
     ]
 }
 

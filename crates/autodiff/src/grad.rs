@@ -25,12 +25,15 @@ use crate::vjp::vjp;
 /// for each `wrt` name, in order, each of that input's type. An input the
 /// loss does not depend on gets a gradient of zeros.
 ///
-/// Every primitive op has a gradient rule, and so does `sinkhorn`: its
-/// cotangent goes through one fused `sinkhorn_grad` node, which recomputes
-/// the rounds from the saved logits. The other semantic and fused ops
-/// (`row_norm`, `softmax`, `mhc_pre`, …) are expanded into primitives
-/// first (`birkhoff_opt::expand_keeping`), keeping every `sinkhorn`, also
-/// the one inside `mhc_pre`, as one node.
+/// Every primitive op has a gradient rule, and so do `sinkhorn` and
+/// `mhc_post`: a `sinkhorn`'s cotangent goes through one fused
+/// `sinkhorn_grad` node, which recomputes the rounds from the saved
+/// logits, and an `mhc_post`'s through one `mhc_post_grad` node, which
+/// computes all four operand cotangents in one pass over the residual.
+/// The other semantic and fused ops (`row_norm`, `softmax`, `mhc_pre`, …)
+/// are expanded into primitives first (`birkhoff_opt::expand_keeping`),
+/// keeping every `sinkhorn`, also the one inside `mhc_pre`, and every
+/// `mhc_post` as one node.
 pub fn grad(graph: &Graph, loss: &str, wrt: &[&str]) -> Result<Graph> {
     verify(graph).map_err(AutodiffError::InvalidGraph)?;
     let graph = expand_for_autodiff(graph)?;
@@ -65,10 +68,13 @@ pub fn grad(graph: &Graph, loss: &str, wrt: &[&str]) -> Result<Graph> {
 /// borrowed as it is when it has none. `sinkhorn` stays one node, also
 /// inside an expanded `mhc_pre`: its rule (`sinkhorn_grad`) recomputes the
 /// rounds, where differentiating the unrolled rounds would keep every
-/// round's intermediates alive. The gradient graph computes the rest of
-/// the forward pass in primitives; the optimizer fuses it again.
+/// round's intermediates alive. `mhc_post` stays one node too: its rule
+/// (`mhc_post_grad`) reads each token's residual and cotangent once, where
+/// the expansion's backward makes several passes over `[T, n, C]`
+/// tensors. The gradient graph computes the rest of the forward pass in
+/// primitives; the optimizer fuses it again.
 fn expand_for_autodiff(graph: &Graph) -> Result<Cow<'_, Graph>> {
-    let keep = |op: &Op| matches!(op, Op::Sinkhorn(_));
+    let keep = |op: &Op| matches!(op, Op::Sinkhorn(_) | Op::MhcPost);
     if !graph
         .nodes()
         .iter()

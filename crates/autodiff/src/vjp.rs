@@ -1,5 +1,5 @@
 //! Vector-Jacobian products: one gradient rule per primitive op, and one
-//! for `sinkhorn`.
+//! each for `sinkhorn` and `mhc_post`.
 //!
 //! Input: a node `v = op(args)` of the gradient graph under construction
 //! (forward nodes keep their ids there, so rules read forward values,
@@ -20,7 +20,9 @@
 //!   the power is only real at integer `b`, and for `a == 0`, `b > 0` the
 //!   power is constantly 0).
 //! * `sinkhorn` has a rule of its own: `sinkhorn_grad(x, g)`, the fused
-//!   recomputing backward (see docs/autodiff.md).
+//!   recomputing backward (see docs/autodiff.md); so has `mhc_post`:
+//!   one `mhc_post_grad(f, x, post, comb, g)` and a `get` of each needed
+//!   operand's cotangent from its tuple.
 //! * comparisons, logical ops, `iota`, constants and casts to `i32` or
 //!   `bool` pass no gradient; `select` routes the cotangent by its
 //!   condition and gives the condition none.
@@ -310,6 +312,18 @@ pub(crate) fn vjp(
         Op::Sinkhorn(spec) => {
             // Recomputes the rounds from the logits: only `x` stays alive.
             out[0] = Some(e.op(Op::SinkhornGrad(*spec), &[arg(x)?, g])?);
+        }
+        Op::MhcPost => {
+            // One kernel computes all four cotangents, reading each token's
+            // residual and cotangent once; the `get`s of operands that need
+            // none are never made, so nothing reads their elements.
+            let operands = [args[0], args[1], args[2], args[3], g];
+            let grads = e.op(Op::MhcPostGrad, &operands)?;
+            for (i, &need) in needs.iter().enumerate() {
+                if need {
+                    out[i] = Some(e.op(Op::Get { index: i }, &[grads])?);
+                }
+            }
         }
 
         // ---- not yet differentiable ---------------------------------------

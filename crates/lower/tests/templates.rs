@@ -58,6 +58,9 @@ fn config() -> ProptestConfig {
 /// Result names of the pre-mix ops, in tuple order.
 const PRE_MIX_OUTPUTS: [&str; 3] = ["layer_input", "post_mix", "comb_mix"];
 
+/// Result names of `mhc_post_grad`, in tuple order.
+const POST_MIX_GRAD_OUTPUTS: [&str; 4] = ["d_f", "d_x", "d_post", "d_comb"];
+
 /// A one-node graph of `op` over inputs named and typed as `inputs`;
 /// tuple results are taken apart into one output each.
 fn graph_of(op: &Op, inputs: &[(&str, TensorType)]) -> Graph {
@@ -71,7 +74,11 @@ fn graph_of(op: &Op, inputs: &[(&str, TensorType)]) -> Graph {
         .expect("test operands are well-typed");
     match g.value_type(v).clone() {
         Type::Tuple(parts) => {
-            for (i, name) in PRE_MIX_OUTPUTS.iter().enumerate().take(parts.len()) {
+            let names: &[&str] = match op {
+                Op::MhcPostGrad => &POST_MIX_GRAD_OUTPUTS,
+                _ => &PRE_MIX_OUTPUTS,
+            };
+            for (i, name) in names.iter().enumerate().take(parts.len()) {
                 let part = g
                     .add(Op::Get { index: i }, &[v])
                     .expect("tuple parts exist");
@@ -411,12 +418,25 @@ proptest! {
         check(&Op::MhcPost, &post_mix_inputs(dtype, dims, seed), &LowerOptions::default())?;
     }
 
+    #[test]
+    fn mhc_post_grad_matches_the_reference(
+        dtype in float_dtype(),
+        dims in mhc_dims(),
+        seed in any::<u64>(),
+    ) {
+        let (t, n, c) = dims;
+        let mut inputs = post_mix_inputs(dtype, dims, seed);
+        let ty = TensorType::new(dtype, [t, n, c]);
+        inputs.push(("d_out", draw(&ty, &uniform(-1.0, 1.0), seed, "d_out")));
+        check(&Op::MhcPostGrad, &inputs, &LowerOptions::default())?;
+    }
+
     /// NaN, ±Inf, ±0 and subnormals go through every template as through
     /// the reference: in f64 the operations are the same, so even which
     /// elements come out NaN or infinite must agree.
     #[test]
     fn special_values_propagate_like_the_reference(
-        which in 0usize..6,
+        which in 0usize..7,
         n in 1usize..5,
         spec in sinkhorn_spec(),
         projection in projection(),
@@ -437,11 +457,18 @@ proptest! {
             2 => (Op::Softmax { axis: 1 }, vec![("x", special(ty(&[2, n + 1, 3]), "x"))]),
             3 => (Op::RmsNorm { eps: FloatAttr(1e-6) }, vec![("x", special(ty(&[3, n + 2]), "x"))]),
             4 => (Op::Sinkhorn(spec), vec![("x", special(ty(&[2, n, n]), "x"))]),
-            _ => (Op::MhcPost, vec![
+            5 => (Op::MhcPost, vec![
                 ("f", special(ty(&[2, 3]), "f")),
                 ("x", special(ty(&[2, n, 3]), "x")),
                 ("post", special(ty(&[2, n]), "post")),
                 ("comb", special(ty(&[2, n, n]), "comb")),
+            ]),
+            _ => (Op::MhcPostGrad, vec![
+                ("f", special(ty(&[2, 3]), "f")),
+                ("x", special(ty(&[2, n, 3]), "x")),
+                ("post", special(ty(&[2, n]), "post")),
+                ("comb", special(ty(&[2, n, n]), "comb")),
+                ("d_out", special(ty(&[2, n, 3]), "d_out")),
             ]),
         };
         check(&op, &inputs, &opts(projection))?;

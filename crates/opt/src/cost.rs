@@ -157,6 +157,12 @@ pub fn node_cost(op: &Op, args: &[&Type], out: &Type) -> Cost {
             let (t, s, c) = dims(1);
             2 * t * s * s * c + 2 * t * s * c
         }
+        // Four per-token products: d_x and d_comb (n²·C multiply-adds
+        // each), d_f and d_post (n·C each).
+        Op::MhcPostGrad => {
+            let (t, s, c) = dims(1);
+            4 * t * s * s * c + 4 * t * s * c
+        }
         _ => n,
     };
     Cost {
@@ -278,5 +284,30 @@ mod tests {
             .flops
             + node_cost(&Op::Exp, &[&x], &x).flops;
         assert_eq!(node_cost(&Op::Sinkhorn(spec), &[&x], &x).flops, parts);
+    }
+
+    #[test]
+    fn mhc_post_grad_is_one_kernel_with_its_products_flops() {
+        let (tt, n, c) = (8, 4, 16);
+        let (f, x, p, m) = (t(&[tt, c]), t(&[tt, n, c]), t(&[tt, n]), t(&[tt, n, n]));
+        let out = Type::Tuple(vec![
+            TensorType::new(DType::F32, [tt, c]),
+            TensorType::new(DType::F32, [tt, n, c]),
+            TensorType::new(DType::F32, [tt, n]),
+            TensorType::new(DType::F32, [tt, n, n]),
+        ]);
+        let cost = node_cost(&Op::MhcPostGrad, &[&f, &x, &p, &m, &x], &out);
+        // The same flops as the four matmuls of its expansion.
+        let mm = |a: &Type, b: &Type, o: &Type| node_cost(&Op::MatMul, &[a, b], o).flops;
+        let parts = mm(&t(&[tt, 1, n]), &x, &t(&[tt, 1, c]))
+            + mm(&m, &x, &x)
+            + mm(&x, &t(&[tt, c, 1]), &t(&[tt, n, 1]))
+            + mm(&x, &t(&[tt, c, n]), &m);
+        assert_eq!(cost.flops, parts);
+        assert_eq!(cost.launches, 1);
+        // Reads its five operands and writes its four results once.
+        let elems = (tt * c + 2 * tt * n * c + tt * n + tt * n * n)
+            + (tt * c + tt * n * c + tt * n + tt * n * n);
+        assert_eq!(cost.bytes, 4 * elems as u64);
     }
 }

@@ -40,11 +40,16 @@
 //!   normalized axis for `y = z / (Σ z + eps)`; at the start `dx = dy·exp(x)`
 //!   (`paper`) or `p·(dy − Σ_row dy·p)` with `p = softmax(x)` (`tilekernels`).
 //!   This is the backward the fused op computes, written in primitives.
+//! * `mhc_post_grad(f, x, post, comb, d_out)`: per token, the products
+//!   `d_f = post·d_out`, `d_x = comb·d_out`, `d_post = d_out·f` and
+//!   `d_comb = x·d_outᵀ` (batched `matmul`s over `T`, `post` and `f`
+//!   reshaped to a row and a column).
 //!
 //! Output: a verified graph with the same name, inputs (in order) and
 //! outputs (names, types) that contains no semantic or fused op and no
-//! `get` (except those [`expand_keeping`] is told to keep). Nodes no output depends on are dropped. A graph with nothing to
-//! expand comes back unchanged.
+//! `get` (except those [`expand_keeping`] is told to keep). Nodes no
+//! output depends on are dropped. A graph with nothing to expand comes
+//! back unchanged.
 
 use birkhoff_ir::{
     DType, FloatAttr, Graph, Literal, Node, Op, SinkhornSpec, SinkhornVariant, TensorType, Type,
@@ -295,6 +300,7 @@ impl Builder<'_> {
                 self.pre_mix(&args, attr(*norm_eps), &Gates::Unconstrained)?
             }
             Op::MhcPost => vec![self.post_mix(&args)?],
+            Op::MhcPostGrad => self.post_mix_grad(&args)?,
             _ => unreachable!("only semantic and fused ops are expanded"),
         };
         if wide {
@@ -534,6 +540,30 @@ impl Builder<'_> {
         let fr = self.broadcast(fr, &[t, n, c])?;
         let prod = self.op(Op::Mul, &[p, fr])?;
         self.op(Op::Add, &[mixed, prod])
+    }
+
+    /// The post-mix's backward on `[f, x, post, comb, d_out]`: four batched
+    /// products, `d_f = post·d_out`, `d_x = comb·d_out`,
+    /// `d_post = d_out·f` and `d_comb = x·d_outᵀ` (per token).
+    fn post_mix_grad(&mut self, args: &[ValueId]) -> Result<Vec<ValueId>> {
+        let (f, x, post, comb, g) = (args[0], args[1], args[2], args[3], args[4]);
+        let xs = self.shape(x);
+        let (t, n, c) = (xs[0], xs[1], xs[2]);
+        let p = self.reshape(post, &[t, 1, n])?;
+        let d_f = self.op(Op::MatMul, &[p, g])?;
+        let d_f = self.reshape(d_f, &[t, c])?;
+        let d_x = self.op(Op::MatMul, &[comb, g])?;
+        let fc = self.reshape(f, &[t, c, 1])?;
+        let d_post = self.op(Op::MatMul, &[g, fc])?;
+        let d_post = self.reshape(d_post, &[t, n])?;
+        let gt = self.op(
+            Op::Permute {
+                perm: vec![0, 2, 1],
+            },
+            &[g],
+        )?;
+        let d_comb = self.op(Op::MatMul, &[x, gt])?;
+        Ok(vec![d_f, d_x, d_post, d_comb])
     }
 }
 

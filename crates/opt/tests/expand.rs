@@ -291,6 +291,24 @@ fn mhc_post_expands_with_comb_transposed() {
     }
 }
 
+#[test]
+fn mhc_post_grad_expands_to_four_products() {
+    for dtype in DTYPES {
+        for (t, n, c) in [(3, 2, 4), (2, 4, 3), (1, 1, 1), (2, 5, 1)] {
+            let args = [
+                ty(dtype, &[t, c]),
+                ty(dtype, &[t, n, c]),
+                ty(dtype, &[t, n]),
+                ty(dtype, &[t, n, n]),
+                ty(dtype, &[t, n, c]),
+            ];
+            let e = check_expansion(&single(Op::MhcPostGrad, &args), &inits(&[]));
+            let products = e.nodes().iter().filter(|n| n.op == Op::MatMul).count();
+            assert_eq!(products, 4, "{e}");
+        }
+    }
+}
+
 /// A non-symmetric `comb` must be read as `comb[t, i, j]` weighting stream
 /// `i` into stream `j`, not the other way round: checked by value, not only
 /// against the interpreter.

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use birkhoff_ir::{
     DType, FloatAttr, Graph, InputKind, Literal, Op, SinkhornSpec, SinkhornVariant, Tensor,
-    TensorType, ValueId, num_elements,
+    TensorType, Type, ValueId, num_elements,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -302,6 +302,7 @@ fn templates() -> Vec<Op> {
         MHC_PRE_TEMPLATE,
         HC_PRE_TEMPLATE,
         Op::MhcPost,
+        Op::MhcPostGrad,
         Op::Get { index: 0 },
     ]
 }
@@ -556,12 +557,22 @@ impl Builder<'_> {
         self.operand_like(&TensorType::new(d, [t, n, c]))
     }
 
-    /// Adds `get`s of one, two or all three elements of the tuple `v`, in
-    /// random order.
+    /// Adds `get`s of some (at least one) of the elements of the tuple `v`,
+    /// in random order.
     fn take_apart(&mut self, v: ValueId) {
-        let count = 1 + self.c.below(3);
-        for index in self.c.shuffled(3)[..count].to_vec() {
+        let len = self.tuple_len(v);
+        let count = 1 + self.c.below(len);
+        for index in self.c.shuffled(len)[..count].to_vec() {
             self.add(Op::Get { index }, &[v]);
+        }
+    }
+
+    /// The element count of the tuple `v` (3 for the pre-mixes, 4 for
+    /// `mhc_post_grad`).
+    fn tuple_len(&self, v: ValueId) -> usize {
+        match self.g.value_type(v) {
+            Type::Tuple(ts) => ts.len(),
+            Type::Tensor(_) => 1,
         }
     }
 
@@ -813,6 +824,17 @@ impl Builder<'_> {
                 let comb = self.operand_like(&ty.with_shape([t, n, n]));
                 self.add(Op::MhcPost, &[f, x, post, comb]);
             }
+            Op::MhcPostGrad => {
+                let x = self.residual();
+                let ty = self.ty(x);
+                let (t, n, c) = (ty.shape[0], ty.shape[1], ty.shape[2]);
+                let f = self.operand_like(&ty.with_shape([t, c]));
+                let post = self.operand_like(&ty.with_shape([t, n]));
+                let comb = self.operand_like(&ty.with_shape([t, n, n]));
+                let d_out = self.operand_like(&ty);
+                let tuple = self.add(Op::MhcPostGrad, &[f, x, post, comb, d_out]);
+                self.take_apart(tuple);
+            }
             Op::Get { .. } => {
                 // Another look at an existing tuple, or a fresh pre-mix.
                 let tuples: Vec<ValueId> = self
@@ -829,7 +851,7 @@ impl Builder<'_> {
                     self.step(&pre);
                 } else {
                     let v = self.c.pick(&tuples);
-                    let index = self.c.below(3);
+                    let index = self.c.below(self.tuple_len(v));
                     self.add(Op::Get { index }, &[v]);
                 }
             }

@@ -141,6 +141,7 @@ fn generator_covers_every_op_and_variant() {
         "mhc_pre",
         "hc_pre",
         "mhc_post",
+        "mhc_post_grad",
         "get",
     ]
     .iter()

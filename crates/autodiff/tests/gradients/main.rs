@@ -10,6 +10,8 @@
 //!   against the unfused graph.
 //! * `sinkhorn`: the recomputing Sinkhorn backward (`sinkhorn_grad`)
 //!   against autodiff through the unrolled primitive rounds.
+//! * `mhc_post`: the fused post-mix backward (`mhc_post_grad`) against
+//!   autodiff through the expanded primitives.
 //! * `errors`: every error a caller can provoke.
 //!
 //! Case counts are fixed per property (see `common::config`);
@@ -19,5 +21,6 @@ mod common;
 mod composites;
 mod errors;
 mod fused;
+mod mhc_post;
 mod ops;
 mod sinkhorn;

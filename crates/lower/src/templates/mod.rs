@@ -25,10 +25,13 @@
 //! * `sinkhorn_grad`: `sinkhorn_grad`, both variants (recomputes the rounds
 //!   in scratch, then runs the backward);
 //! * `mhc`: `mhc_pre`, `hc_pre` (projection in the kernel or by GEMM,
-//!   see [`Projection`](crate::Projection)) and `mhc_post`.
+//!   see [`Projection`](crate::Projection)) and `mhc_post`;
+//! * `mhc_post_grad`: `mhc_post_grad` (all four cotangents in one sweep
+//!   over each token).
 
 mod emit;
 mod mhc;
+mod mhc_post_grad;
 mod norm;
 mod sinkhorn;
 mod sinkhorn_grad;
@@ -41,6 +44,7 @@ use crate::builder::ProgramBuilder;
 use crate::error::{LowerError, Result};
 
 use mhc::{Gates, PostMix, PreMix};
+use mhc_post_grad::PostMixGrad;
 use norm::LineOp;
 
 /// A tensor held in a contiguous row-major buffer.
@@ -58,7 +62,7 @@ pub fn has_template(op: &Op) -> bool {
 }
 
 /// Appends the kernels computing `outs` (one per result; three for
-/// `mhc_pre` and `hc_pre`) from `args`.
+/// `mhc_pre` and `hc_pre`, four for `mhc_post_grad`) from `args`.
 ///
 /// Fails with [`LowerError::Unsupported`] when `op` has no template or
 /// when `args` and `outs` do not have the types the op takes and gives.
@@ -125,6 +129,19 @@ pub fn lower_composite(
                 dtype,
             };
             mhc::lower_post_mix(pb, &p);
+        }
+        Op::MhcPostGrad => {
+            let p = PostMixGrad {
+                f: args[0].buf,
+                x: args[1].buf,
+                post: args[2].buf,
+                comb: args[3].buf,
+                d_out: args[4].buf,
+                grads: [outs[0].buf, outs[1].buf, outs[2].buf, outs[3].buf],
+                dims: dims3(&args[1].ty),
+                dtype,
+            };
+            mhc_post_grad::lower_post_mix_grad(pb, &p);
         }
         _ => unreachable!("check_types admits only ops with a template"),
     }
