@@ -235,3 +235,25 @@ fn fused_multilayer_recompute_equals_layer_by_layer() {
     assert_eq!(layered.kernels.len(), 3);
     assert!(bits(&a[0].1) == bits(&b[0].1), "the replays differ");
 }
+
+/// The replay kernel on the GPU (code generation run in the host
+/// emulator): one kernel, within the f32 tolerance of the reference.
+#[cfg(feature = "gpu")]
+#[test]
+fn fused_multilayer_replay_on_the_gpu() {
+    use birkhoff::gpu::CodegenOptions;
+    use birkhoff::gpu::codegen::emulate;
+    use birkhoff::ir::interpret;
+    use birkhoff::lower::{LowerOptions, lower};
+    use birkhoff::testing::{compare_scaled, random_inputs, reference_options};
+
+    let graph = birkhoff::ir::parse_graph(REPLAY).expect("the replay graph parses");
+    let inputs = random_inputs(&graph, &Default::default(), 9);
+    let program = lower(&graph, &LowerOptions::default()).expect("lowering");
+    assert_eq!(program.kernels.len(), 1, "one kernel replays the block");
+    let got = emulate(&program, &CodegenOptions::default(), &inputs).expect("emulation");
+    let want = interpret(&graph, &inputs, &reference_options()).expect("the reference");
+    for e in compare_scaled(&graph, &want, &got, 1.0).expect("comparable outputs") {
+        assert!(e.within, "{e:?}");
+    }
+}
