@@ -12,24 +12,14 @@ use birkhoff::train::data::{Batches, builtin_corpus};
 use birkhoff::train::{Recompute, StepMetrics, TrainError, TrainOptions, Trainer};
 
 fn lm(connection: Connection, layers: usize, hidden: usize) -> LmGraph {
-    lm_batch(connection, layers, hidden, 2, 16)
-}
-
-fn lm_batch(
-    connection: Connection,
-    layers: usize,
-    hidden: usize,
-    batch: usize,
-    seq: usize,
-) -> LmGraph {
     let cfg = LmConfig {
         connection,
         layers,
         hidden,
         heads: 2,
         ffn: 2 * hidden,
-        batch,
-        seq,
+        batch: 2,
+        seq: 16,
         sinkhorn_iters: 6,
         ..LmConfig::default()
     };
@@ -140,7 +130,17 @@ fn predicted_peak_matches_the_compiled_step() {
     // Four layers, eight mHC connections: the streams are a visible share.
     // (At much smaller sizes, 64-byte alignment of many tiny buffers makes
     // the compiled step's peak a few percent larger than predicted.)
-    let model = lm_batch(Connection::Mhc, 4, 128, 4, 32);
+    let cfg = LmConfig {
+        connection: Connection::Mhc,
+        layers: 4,
+        hidden: 128,
+        heads: 2,
+        ffn: 4 * 128,
+        batch: 4,
+        seq: 32,
+        ..LmConfig::default()
+    };
+    let model = build_lm(&cfg).expect("the LM builds");
     let mut live = Vec::new();
     for mode in [Recompute::None, Recompute::Block(2), Recompute::Block(4)] {
         let t = trainer(&model, mode).expect("the trainer compiles");

@@ -329,8 +329,14 @@ impl Trainer {
         let h_res = h_res_outputs(graph);
 
         let wrt: Vec<&str> = names.iter().map(String::as_str).collect();
-        let grad = birkhoff_autodiff::grad(graph, "loss", &wrt)?;
-        let grad = with_forward_outputs(grad, graph, &h_res)?;
+        // Differentiating the fused forward graph gives the fused ops'
+        // own backward (`sinkhorn_grad`, `mhc_post_grad`); the primitive
+        // graph's backward would be primitives throughout.
+        let fused = birkhoff_opt::optimize(graph, |_| false)
+            .map_err(CompileError::from)?
+            .graph;
+        let grad = birkhoff_autodiff::grad(&fused, "loss", &wrt)?;
+        let grad = with_forward_outputs(grad, &fused, &h_res)?;
         let copts = compile_options(opts);
         let forward_outputs = std::iter::once("loss".to_string())
             .chain(h_res.iter().cloned())
