@@ -185,6 +185,48 @@ fn mhc_post_grad_on_ragged_shapes() {
     }
 }
 
+/// `sinkhorn_grad`, Sinkhorn's recomputing backward (one kernel, parallel
+/// over matrices, every round's state in private scratch), both variants,
+/// f32 and bf16, against the reference.
+#[test]
+fn sinkhorn_grad_on_the_gpu() {
+    use birkhoff::dsl::Init;
+    use birkhoff::ir::{InputKind, Op, SinkhornSpec, SinkhornVariant, TensorType};
+    for variant in [SinkhornVariant::Paper, SinkhornVariant::TileKernels] {
+        for dtype in [DType::F32, DType::Bf16] {
+            let ty = TensorType::new(dtype, [37, 4, 4]);
+            let mut graph = Graph::new("sinkhorn_grad");
+            let x = graph.add_input("x", InputKind::Data, ty.clone());
+            let dy = graph.add_input("dy", InputKind::Data, ty);
+            let spec = SinkhornSpec {
+                variant,
+                iters: 20,
+                eps: birkhoff::ir::FloatAttr(variant.default_eps()),
+            };
+            let d = graph.add(Op::SinkhornGrad(spec), &[x, dy]).unwrap();
+            graph.add_output("dx", d);
+            let inits = ["x", "dy"]
+                .iter()
+                .map(|nm| {
+                    (
+                        nm.to_string(),
+                        Init::Uniform {
+                            low: -1.0,
+                            high: 1.0,
+                        },
+                    )
+                })
+                .collect();
+            let m = Model { graph, inits };
+            let name = format!("sinkhorn_grad {variant:?}");
+            match dtype {
+                DType::Bf16 => check_bf16(&name, &m, false, 3),
+                _ => check_f32(&name, &m, false, 5),
+            }
+        }
+    }
+}
+
 /// Row reductions long enough to spread over blocks of several warps —
 /// sums, maxima, `i32` sums (integer shuffles), RMSNorm and softmax — in
 /// every float dtype (`f64` shuffles its two halves), plus a general
