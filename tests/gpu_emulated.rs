@@ -140,12 +140,28 @@ fn mhc_kernels_on_ragged_shapes() {
     }
 }
 
+/// `graph` as a model whose every input is drawn uniformly from [-1, 1].
+fn uniform_inputs(graph: Graph) -> Model {
+    let inits = graph
+        .inputs()
+        .iter()
+        .filter_map(|&v| graph.input_name(v))
+        .map(|name| {
+            let init = birkhoff::dsl::Init::Uniform {
+                low: -1.0,
+                high: 1.0,
+            };
+            (name.to_string(), init)
+        })
+        .collect();
+    Model { graph, inits }
+}
+
 /// `mhc_post_grad`, the post-mix's fused backward (one kernel: parallel
 /// over tokens, one sweep over C with `n + n²` reductions), on the same
 /// ragged shapes, f32 and bf16.
 #[test]
 fn mhc_post_grad_on_ragged_shapes() {
-    use birkhoff::dsl::Init;
     use birkhoff::ir::{InputKind, Op, TensorType};
     for (t, c) in [(70, 40), (5, 34), (3, 1024), (2, 1030)] {
         for dtype in [DType::F32, DType::Bf16] {
@@ -163,19 +179,7 @@ fn mhc_post_grad_on_ragged_shapes() {
                 let e = graph.add(Op::Get { index: i }, &[d]).unwrap();
                 graph.add_output(format!("d{i}"), e);
             }
-            let inits = names
-                .iter()
-                .map(|nm| {
-                    (
-                        nm.to_string(),
-                        Init::Uniform {
-                            low: -1.0,
-                            high: 1.0,
-                        },
-                    )
-                })
-                .collect();
-            let m = Model { graph, inits };
+            let m = uniform_inputs(graph);
             let name = format!("mhc_post_grad T={t} C={c}");
             match dtype {
                 DType::Bf16 => check_bf16(&name, &m, false, 3),
@@ -190,7 +194,6 @@ fn mhc_post_grad_on_ragged_shapes() {
 /// f32 and bf16, against the reference.
 #[test]
 fn sinkhorn_grad_on_the_gpu() {
-    use birkhoff::dsl::Init;
     use birkhoff::ir::{InputKind, Op, SinkhornSpec, SinkhornVariant, TensorType};
     for variant in [SinkhornVariant::Paper, SinkhornVariant::TileKernels] {
         for dtype in [DType::F32, DType::Bf16] {
@@ -205,20 +208,46 @@ fn sinkhorn_grad_on_the_gpu() {
             };
             let d = graph.add(Op::SinkhornGrad(spec), &[x, dy]).unwrap();
             graph.add_output("dx", d);
-            let inits = ["x", "dy"]
-                .iter()
-                .map(|nm| {
-                    (
-                        nm.to_string(),
-                        Init::Uniform {
-                            low: -1.0,
-                            high: 1.0,
-                        },
-                    )
-                })
-                .collect();
-            let m = Model { graph, inits };
+            let m = uniform_inputs(graph);
             let name = format!("sinkhorn_grad {variant:?}");
+            match dtype {
+                DType::Bf16 => check_bf16(&name, &m, false, 3),
+                _ => check_f32(&name, &m, false, 5),
+            }
+        }
+    }
+}
+
+/// `mhc_pre_grad`, the pre-mix's fused backward: in f32 three matrix
+/// products around one fused per-token kernel, in bf16 loops only; both
+/// Sinkhorn variants, against the reference.
+#[test]
+fn mhc_pre_grad_on_the_gpu() {
+    use birkhoff::ir::SinkhornVariant;
+    for variant in [SinkhornVariant::Paper, SinkhornVariant::TileKernels] {
+        for dtype in [DType::F32, DType::Bf16] {
+            let (t, n, c) = (37, 4, 40);
+            let m = n * (n + 2);
+            let text = format!(
+                "graph @pre_grad(%x: {d}[{t},{n},{c}], %fn: {d}[{m},{k}], %scale: {d}[3], %base: {d}[{m}], %dl: {d}[{t},{c}], %dp: {d}[{t},{n}], %dc: {d}[{t},{n},{n}]) -> (d_x: {d}[{t},{n},{c}], d_fn: {d}[{m},{k}], d_scale: {d}[3], d_base: {d}[{m}]) {{
+  %7 = mhc_pre_grad %x, %fn, %scale, %base, %dl, %dp, %dc, norm_eps=1e-6, pre_eps=0.01, post_mult=2.0, variant={v}, iters=20, eps={e} : ({d}[{t},{n},{c}], {d}[{m},{k}], {d}[3], {d}[{m}])
+  %8 = get %7, index=0 : {d}[{t},{n},{c}]
+  %9 = get %7, index=1 : {d}[{m},{k}]
+  %10 = get %7, index=2 : {d}[3]
+  %11 = get %7, index=3 : {d}[{m}]
+  return %8, %9, %10, %11
+}}",
+                d = dtype,
+                k = n * c,
+                v = variant.name(),
+                e = match variant {
+                    SinkhornVariant::Paper => "0.0",
+                    SinkhornVariant::TileKernels => "1e-6",
+                },
+            );
+            let graph = birkhoff::ir::parse_graph(&text).unwrap();
+            let m = uniform_inputs(graph);
+            let name = format!("mhc_pre_grad {variant:?}");
             match dtype {
                 DType::Bf16 => check_bf16(&name, &m, false, 3),
                 _ => check_f32(&name, &m, false, 5),

@@ -223,6 +223,44 @@ pub fn infer(op: &Op, args: &[&Type]) -> Result<Type, TypeError> {
                 x.with_shape([t, n, n]),
             ]))
         }
+        Op::MhcPreGrad {
+            norm_eps,
+            pre_eps,
+            post_mult,
+            sinkhorn,
+        } => {
+            if tensors.len() != 7 {
+                return Err(TypeError::Arity {
+                    op: op.mnemonic(),
+                    expected: "7".into(),
+                    got: tensors.len(),
+                });
+            }
+            check_eps(op, "norm_eps", *norm_eps, false)?;
+            check_eps(op, "pre_eps", *pre_eps, true)?;
+            check_eps(op, "post_mult", *post_mult, true)?;
+            check_sinkhorn(op, sinkhorn)?;
+            // The first four operands are mhc_pre's, the rest have its
+            // result types.
+            let (t, n, c) = mhc_pre_dims(op, &tensors[..4])?;
+            let x = tensors[0];
+            let want = [
+                ("d_layer_input", x.with_shape([t, c])),
+                ("d_post", x.with_shape([t, n])),
+                ("d_comb", x.with_shape([t, n, n])),
+            ];
+            for (a, (name, w)) in tensors[4..].iter().zip(want) {
+                if **a != w {
+                    return Err(invalid(op, format!("{name} must be {w}, got {a}")));
+                }
+            }
+            Ok(Type::Tuple(vec![
+                x.clone(),
+                tensors[1].clone(),
+                tensors[2].clone(),
+                tensors[3].clone(),
+            ]))
+        }
         Op::MhcPostGrad => {
             if tensors.len() != 5 {
                 return Err(TypeError::Arity {
@@ -525,9 +563,11 @@ pub fn infer_type(op: &Op, args: &[&TensorType]) -> Result<TensorType, TypeError
             Ok(x.clone())
         }
         Op::MhcPost => mhc_post_type(op, args),
-        Op::MhcPre { .. } | Op::HcPre { .. } | Op::MhcPostGrad | Op::Get { .. } => {
-            Err(invalid(op, "has a tuple result or operand; use infer"))
-        }
+        Op::MhcPre { .. }
+        | Op::HcPre { .. }
+        | Op::MhcPostGrad
+        | Op::MhcPreGrad { .. }
+        | Op::Get { .. } => Err(invalid(op, "has a tuple result or operand; use infer")),
         _ => Err(invalid(op, "no typing rule (internal error)")),
     }
 }

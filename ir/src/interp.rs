@@ -282,6 +282,23 @@ impl Eval<'_> {
                 let (res, post, comb) = (self.arg(v, 1), self.arg(v, 2), self.arg(v, 3));
                 semantics::post_mix(x(), res, post, comb, dims(1), &r)
             }
+            Op::MhcPreGrad {
+                norm_eps,
+                pre_eps,
+                post_mult,
+                sinkhorn,
+            } => {
+                let args = [0, 1, 2, 3, 4, 5, 6].map(|i| self.arg(v, i));
+                semantics::pre_mix_grad(
+                    args,
+                    dims(0),
+                    attr(*norm_eps),
+                    attr(*pre_eps),
+                    attr(*post_mult),
+                    &spec_of(sinkhorn),
+                    &r,
+                )
+            }
             Op::MhcPostGrad => {
                 let args = [0, 1, 2, 3, 4].map(|i| self.arg(v, i));
                 semantics::post_mix_grad(args, dims(1), &r)

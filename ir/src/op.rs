@@ -299,6 +299,26 @@ pub enum Op {
     /// `d_comb[t,i,j] = Σ_c x[t,i,c]·d_out[t,j,c]`. One kernel reads each
     /// token's `x`, `f` and `d_out` once for all four.
     MhcPostGrad,
+    /// The vector-Jacobian product of `mhc_pre`, with its attributes:
+    /// operands `(x [T,n,C], fn [m,nC], scale [3], base [m], d_layer_input
+    /// [T,C], d_post [T,n], d_comb [T,n,n])` of one float type, the first
+    /// four `mhc_pre`'s operands and the rest the cotangents of its three
+    /// results; the result is the tuple of the four operands' cotangents
+    /// `(d_x [T,n,C], d_fn [m,nC], d_scale [3], d_base [m])`. It recomputes
+    /// the forward per token from `x` (RMS factor, projection, gates,
+    /// Sinkhorn) and back-propagates through apply_mix, the gates, the
+    /// Sinkhorn rounds (as `sinkhorn_grad`), the projection and the RMS
+    /// factor.
+    MhcPreGrad {
+        /// RMS epsilon of pre_norm_fn.
+        norm_eps: FloatAttr,
+        /// Added to the sigmoid pre gates.
+        pre_eps: FloatAttr,
+        /// Multiplies the sigmoid post gates.
+        post_mult: FloatAttr,
+        /// The projection of the residual mix.
+        sinkhorn: SinkhornSpec,
+    },
 
     // ---- fused mHC ops -----------------------------------------------------
     /// The whole mHC pre-mix of DESIGN §2 (pre_norm_fn, split, Sinkhorn,
@@ -431,6 +451,7 @@ impl Op {
             Op::HcPre { .. } => "hc_pre",
             Op::MhcPost => "mhc_post",
             Op::MhcPostGrad => "mhc_post_grad",
+            Op::MhcPreGrad { .. } => "mhc_pre_grad",
             Op::Get { .. } => "get",
         }
     }
@@ -443,6 +464,7 @@ impl Op {
             Op::Select => Arity::Fixed(3),
             Op::SinkhornGrad(_) => Arity::Fixed(2),
             Op::MhcPostGrad => Arity::Fixed(5),
+            Op::MhcPreGrad { .. } => Arity::Fixed(7),
             Op::MhcPre { .. } | Op::HcPre { .. } | Op::MhcPost => Arity::Fixed(4),
             op if op.is_unary() => Arity::Fixed(1),
             op if op.is_binary() => Arity::Fixed(2),
@@ -538,8 +560,8 @@ impl Op {
     }
 
     /// A fused op: one kernel in place of many primitives — the mHC ops
-    /// (which the optimizer finds) and the backward ops `sinkhorn_grad` and
-    /// `mhc_post_grad` (which autodiff emits). `birkhoff_opt::expand`
+    /// (which the optimizer finds) and the backward ops `sinkhorn_grad`,
+    /// `mhc_post_grad` and `mhc_pre_grad` (which autodiff emits). `birkhoff_opt::expand`
     /// rewrites each into its primitives.
     pub fn is_fused(&self) -> bool {
         matches!(
@@ -549,12 +571,16 @@ impl Op {
                 | Op::MhcPost
                 | Op::SinkhornGrad(_)
                 | Op::MhcPostGrad
+                | Op::MhcPreGrad { .. }
         )
     }
 
     /// Produces a tuple (taken apart with `get`).
     pub fn is_multi_result(&self) -> bool {
-        matches!(self, Op::MhcPre { .. } | Op::HcPre { .. } | Op::MhcPostGrad)
+        matches!(
+            self,
+            Op::MhcPre { .. } | Op::HcPre { .. } | Op::MhcPostGrad | Op::MhcPreGrad { .. }
+        )
     }
 
     /// A reduction over axes.

@@ -795,15 +795,25 @@ fn build_op(a: &mut Attrs<'_>, ty: &Type) -> PResult<Op> {
         },
         "sinkhorn" => Op::Sinkhorn(a.sinkhorn()?),
         "sinkhorn_grad" => Op::SinkhornGrad(a.sinkhorn()?),
-        "mhc_pre" => {
+        "mhc_pre" | "mhc_pre_grad" => {
             let norm_eps = a.float("norm_eps")?;
             let pre_eps = a.float("pre_eps")?;
             let post_mult = a.float("post_mult")?;
-            Op::MhcPre {
-                norm_eps,
-                pre_eps,
-                post_mult,
-                sinkhorn: a.sinkhorn()?,
+            let sinkhorn = a.sinkhorn()?;
+            if mnemonic == "mhc_pre" {
+                Op::MhcPre {
+                    norm_eps,
+                    pre_eps,
+                    post_mult,
+                    sinkhorn,
+                }
+            } else {
+                Op::MhcPreGrad {
+                    norm_eps,
+                    pre_eps,
+                    post_mult,
+                    sinkhorn,
+                }
             }
         }
         "hc_pre" => Op::HcPre {

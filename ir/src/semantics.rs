@@ -442,3 +442,107 @@ pub(crate) fn post_mix_grad(
     d_f.extend(d_comb);
     d_f
 }
+
+/// The vector-Jacobian product of the constrained [`pre_mix`] (`mhc_pre`)
+/// for the cotangents `d_li [T,C]`, `d_post [T,n]`, `d_comb [T,n,n]` of its
+/// results: the tuple `(d_x [T,n,C], d_fn [m,nC], d_scale [3], d_base [m])`,
+/// concatenated in that order.
+///
+/// Per token the forward is recomputed from `x` (RMS factor `f`, the dot
+/// products `dot_r` with the rows of `fn`, `mixes = dot·f`, the logits
+/// `z = mixes·scale[seg] + base`, the gates), then, with `σ' = σ(1 − σ)`:
+/// `dz` is `(Σ_c d_li[c]·x[i,c])·σ'` for the pre gates, `d_post·post_mult·σ'`
+/// for the post gates and [`sinkhorn_grad`] of the comb logits;
+/// `d_scale[seg] += dz·mixes`, `d_base += dz`; the projection's cotangent
+/// is `g = dz·scale[seg]·f`, so `d_fn += g ⊗ x` and
+/// `d_x = pre ⊗ d_li + g·fn − (Σ_r dz_r·scale·dot_r)·f³·x / (nC)`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "mirrors the op's attributes and its shape"
+)]
+pub(crate) fn pre_mix_grad(
+    [x, proj, scale, base, d_li, d_post, d_comb]: [&[f64]; 7],
+    (t, n, c): (usize, usize, usize),
+    norm_eps: f64,
+    pre_eps: f64,
+    post_mult: f64,
+    spec: &SinkhornSpec,
+    r: &Round<'_>,
+) -> Vec<f64> {
+    let k = n * c;
+    let m = n * (n + 2);
+    let nn = n * n;
+    let seg = |j: usize| {
+        if j < n {
+            0
+        } else if j < 2 * n {
+            1
+        } else {
+            2
+        }
+    };
+    // `Σ_k term(k)` in index order from zero.
+    let sum = |len: usize, term: &dyn Fn(usize) -> f64| {
+        let mut s = 0.0;
+        for q in 0..len {
+            s = (r.ac)(s + (r.ac)(term(q)));
+        }
+        (r.st)(s)
+    };
+    let mut d_x = Vec::with_capacity(t * k);
+    let mut d_fn = vec![0.0; m * k];
+    let mut d_scale = [0.0; 3];
+    let mut d_base = vec![0.0; m];
+    for tok in 0..t {
+        let xt = &x[tok * k..][..k];
+        let lt = &d_li[tok * c..][..c];
+        let f = rms_factor(xt, norm_eps, r);
+        let dots: Vec<f64> = (0..m)
+            .map(|q| sum(k, &|j| xt[j] * proj[q * k + j]))
+            .collect();
+        let mixes: Vec<f64> = dots.iter().map(|&d| (r.st)(d * f)).collect();
+        let z: Vec<f64> = (0..m)
+            .map(|q| (r.st)((r.st)(mixes[q] * scale[seg(q)]) + base[q]))
+            .collect();
+        let sig: Vec<f64> = z[..2 * n].iter().map(|&v| (r.st)(sigmoid(v))).collect();
+        let pre: Vec<f64> = sig[..n].iter().map(|&s| (r.st)(s + pre_eps)).collect();
+        let mut dz = Vec::with_capacity(m);
+        for i in 0..n {
+            let d_pre = sum(c, &|cc| lt[cc] * xt[i * c + cc]);
+            dz.push((r.st)(d_pre * (r.st)(sig[i] * (1.0 - sig[i]))));
+        }
+        for i in 0..n {
+            let s = sig[n + i];
+            let d = (r.st)(d_post[tok * n + i] * post_mult);
+            dz.push((r.st)(d * (r.st)(s * (1.0 - s))));
+        }
+        dz.extend(sinkhorn_grad(
+            &z[2 * n..],
+            &d_comb[tok * nn..][..nn],
+            n,
+            spec,
+            r,
+        ));
+        let d_mix: Vec<f64> = (0..m).map(|q| (r.st)(dz[q] * scale[seg(q)])).collect();
+        for q in 0..m {
+            d_scale[seg(q)] = (r.ac)(d_scale[seg(q)] + (r.ac)(dz[q] * mixes[q]));
+            d_base[q] = (r.ac)(d_base[q] + dz[q]);
+        }
+        let g: Vec<f64> = d_mix.iter().map(|&d| (r.st)(d * f)).collect();
+        let d_f = sum(m, &|q| d_mix[q] * dots[q]);
+        let coef = (r.st)(-d_f * f * f * f / k as f64);
+        for j in 0..k {
+            let (i, cc) = (j / c, j % c);
+            let back = sum(m, &|q| g[q] * proj[q * k + j]);
+            let direct = (r.st)(pre[i] * lt[cc]);
+            d_x.push((r.st)((r.st)(direct + (r.st)(coef * xt[j])) + back));
+            for q in 0..m {
+                d_fn[q * k + j] = (r.ac)(d_fn[q * k + j] + (r.ac)(g[q] * xt[j]));
+            }
+        }
+    }
+    d_x.extend(d_fn.into_iter().map(|v| (r.st)(v)));
+    d_x.extend(d_scale.into_iter().map(|v| (r.st)(v)));
+    d_x.extend(d_base.into_iter().map(|v| (r.st)(v)));
+    d_x
+}

@@ -593,6 +593,98 @@ fn mhc_post_grad_operand_shapes() {
     ));
 }
 
+fn mhc_pre_grad() -> Op {
+    let Op::MhcPre {
+        norm_eps,
+        pre_eps,
+        post_mult,
+        sinkhorn,
+    } = mhc_pre()
+    else {
+        unreachable!()
+    };
+    Op::MhcPreGrad {
+        norm_eps,
+        pre_eps,
+        post_mult,
+        sinkhorn,
+    }
+}
+
+#[test]
+fn mhc_pre_grad_operand_shapes() {
+    // mhc_pre's operands, then cotangents of its three result types.
+    let operands = || {
+        let mut tys = pre_operands();
+        tys.extend([f32t(&[2, 3]), f32t(&[2, 4]), f32t(&[2, 4, 4])]);
+        tys
+    };
+    let (mut g, vs) = with_inputs(&operands());
+    let v = g.add(mhc_pre_grad(), &vs).expect("well-typed");
+    assert_eq!(
+        g.value_type(v).to_string(),
+        "(f32[2,4,3], f32[24,12], f32[3], f32[24])"
+    );
+    let cases: Vec<(usize, TensorType, &str)> = vec![
+        (0, f32t(&[2, 12]), "needs rank >= 3, got f32[2,12]"),
+        (1, f32t(&[24, 13]), "fn must be f32[24,12], got f32[24,13]"),
+        (2, f32t(&[4]), "scale must be f32[3], got f32[4]"),
+        (
+            3,
+            TensorType::new(DType::Bf16, [24]),
+            "base must be f32[24], got bf16[24]",
+        ),
+        (
+            4,
+            f32t(&[2, 4]),
+            "d_layer_input must be f32[2,3], got f32[2,4]",
+        ),
+        (5, f32t(&[4, 2]), "d_post must be f32[2,4], got f32[4,2]"),
+        (
+            6,
+            TensorType::new(DType::Bf16, [2, 4, 4]),
+            "d_comb must be f32[2,4,4], got bf16[2,4,4]",
+        ),
+    ];
+    for (k, t, msg) in cases {
+        let mut tys = operands();
+        tys[k] = t.clone();
+        assert_eq!(
+            add_error(mhc_pre_grad(), &tys),
+            format!("mhc_pre_grad: {msg}"),
+            "{k} {t}"
+        );
+    }
+    let mut tys = operands();
+    for t in &mut tys {
+        *t = t.with_dtype(DType::I32);
+    }
+    assert_eq!(
+        add_error(mhc_pre_grad(), &tys),
+        "mhc_pre_grad is not defined for i32 operands"
+    );
+    assert_eq!(
+        add_error(mhc_pre_grad(), &pre_operands()),
+        "mhc_pre_grad takes 7 operand(s), got 4"
+    );
+    // Bad attributes are errors too.
+    let bad = Op::MhcPreGrad {
+        norm_eps: FloatAttr(f64::NAN),
+        pre_eps: FloatAttr(0.0),
+        post_mult: FloatAttr(1.0),
+        sinkhorn: SinkhornSpec {
+            variant: SinkhornVariant::Paper,
+            iters: 1,
+            eps: FloatAttr(0.0),
+        },
+    };
+    assert!(add_error(bad, &operands()).starts_with("mhc_pre_grad: "));
+    // infer_type refuses it (the result is a tuple) instead of panicking.
+    let refs: Vec<TensorType> = operands();
+    let refs: Vec<&TensorType> = refs.iter().collect();
+    assert!(infer_type(&mhc_pre_grad(), &refs).is_err());
+}
+
 // ---- semantic ops -------------------------------------------------------------
 
 #[test]

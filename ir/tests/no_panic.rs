@@ -403,6 +403,14 @@ fn arbitrary_op() -> impl Strategy<Value = Op> {
         float_attr().prop_map(|norm_eps| Op::HcPre { norm_eps }),
         Just(Op::MhcPost),
         Just(Op::MhcPostGrad),
+        (float_attr(), float_attr(), float_attr(), sinkhorn_spec()).prop_map(
+            |(norm_eps, pre_eps, post_mult, sinkhorn)| Op::MhcPreGrad {
+                norm_eps,
+                pre_eps,
+                post_mult,
+                sinkhorn,
+            }
+        ),
         small.prop_map(|index| Op::Get { index }),
     ]
 }
@@ -427,17 +435,27 @@ fn fused_op() -> impl Strategy<Value = Op> {
             eps,
         });
     prop_oneof![
+        (attr(), attr(), attr(), spec.clone()).prop_map(
+            |(norm_eps, pre_eps, post_mult, sinkhorn)| {
+                Op::MhcPre {
+                    norm_eps,
+                    pre_eps,
+                    post_mult,
+                    sinkhorn,
+                }
+            }
+        ),
+        attr().prop_map(|norm_eps| Op::HcPre { norm_eps }),
+        Just(Op::MhcPost),
+        Just(Op::MhcPostGrad),
         (attr(), attr(), attr(), spec).prop_map(|(norm_eps, pre_eps, post_mult, sinkhorn)| {
-            Op::MhcPre {
+            Op::MhcPreGrad {
                 norm_eps,
                 pre_eps,
                 post_mult,
                 sinkhorn,
             }
         }),
-        attr().prop_map(|norm_eps| Op::HcPre { norm_eps }),
-        Just(Op::MhcPost),
-        Just(Op::MhcPostGrad),
     ]
 }
 

@@ -14,7 +14,7 @@ use birkhoff_ir::{Graph, Node, Op, ValueId, eliminate_dead_nodes, verify};
 
 use crate::emit::Emit;
 use crate::error::{AutodiffError, Result};
-use crate::vjp::vjp;
+use crate::vjp::{vjp, vjp_tuple};
 
 /// The graph that computes output `loss` of `graph` and its gradient with
 /// respect to each input or parameter named in `wrt`.
@@ -25,15 +25,16 @@ use crate::vjp::vjp;
 /// for each `wrt` name, in order, each of that input's type. An input the
 /// loss does not depend on gets a gradient of zeros.
 ///
-/// Every primitive op has a gradient rule, and so do `sinkhorn` and
-/// `mhc_post`: a `sinkhorn`'s cotangent goes through one fused
-/// `sinkhorn_grad` node, which recomputes the rounds from the saved
-/// logits, and an `mhc_post`'s through one `mhc_post_grad` node, which
-/// computes all four operand cotangents in one pass over the residual.
-/// The other semantic and fused ops (`row_norm`, `softmax`, `mhc_pre`, …)
-/// are expanded into primitives first (`birkhoff_opt::expand_keeping`),
-/// keeping every `sinkhorn`, also the one inside `mhc_pre`, and every
-/// `mhc_post` as one node.
+/// Every primitive op has a gradient rule, and so do `sinkhorn`,
+/// `mhc_post` and `mhc_pre`: a `sinkhorn`'s cotangent goes through one
+/// fused `sinkhorn_grad` node, which recomputes the rounds from the saved
+/// logits, an `mhc_post`'s through one `mhc_post_grad` node, which
+/// computes all four operand cotangents in one pass over the residual,
+/// and the cotangents of an `mhc_pre`'s elements (from its `get`s) through
+/// one `mhc_pre_grad` node, which recomputes the forward per token. The
+/// other semantic and fused ops (`row_norm`, `softmax`, `hc_pre`, …) are
+/// expanded into primitives first (`birkhoff_opt::expand_keeping`),
+/// keeping every `sinkhorn`, `mhc_pre` and `mhc_post` as one node.
 pub fn grad(graph: &Graph, loss: &str, wrt: &[&str]) -> Result<Graph> {
     verify(graph).map_err(AutodiffError::InvalidGraph)?;
     let graph = expand_for_autodiff(graph)?;
@@ -68,13 +69,16 @@ pub fn grad(graph: &Graph, loss: &str, wrt: &[&str]) -> Result<Graph> {
 /// borrowed as it is when it has none. `sinkhorn` stays one node, also
 /// inside an expanded `mhc_pre`: its rule (`sinkhorn_grad`) recomputes the
 /// rounds, where differentiating the unrolled rounds would keep every
-/// round's intermediates alive. `mhc_post` stays one node too: its rule
+/// round's intermediates alive. `mhc_pre` stays one node: its rule
+/// (`mhc_pre_grad`) recomputes each token's forward from `x` and
+/// back-propagates through all of it in one op, the `get`s of its tuple
+/// passing their cotangents to it. `mhc_post` stays one node too: its rule
 /// (`mhc_post_grad`) reads each token's residual and cotangent once, where
 /// the expansion's backward makes several passes over `[T, n, C]`
 /// tensors. The gradient graph computes the rest of the forward pass in
 /// primitives; the optimizer fuses it again.
 fn expand_for_autodiff(graph: &Graph) -> Result<Cow<'_, Graph>> {
-    let keep = |op: &Op| matches!(op, Op::Sinkhorn(_) | Op::MhcPost);
+    let keep = |op: &Op| matches!(op, Op::Sinkhorn(_) | Op::MhcPost | Op::MhcPre { .. });
     if !graph
         .nodes()
         .iter()
@@ -204,9 +208,44 @@ fn backprop(out: &mut Graph, loss: ValueId, targets: &[ValueId]) -> Result<Vec<O
         let seed = Emit { g: out }.splat_like(loss, 1.0)?;
         cot[loss.index()] = Some(seed);
     }
+    // The cotangents of the elements of tuple values (from their `get`s).
+    let mut parts: Vec<Vec<Option<ValueId>>> = vec![Vec::new(); n];
     for i in (0..n).rev() {
         let v = ValueId::new(i);
+        if !parts[i].is_empty() {
+            // A tuple value: one rule for all its elements' cotangents.
+            let gs = std::mem::take(&mut parts[i]);
+            let args = out.node(v).args.clone();
+            let needs: Vec<bool> = args.iter().map(|&a| carries(out, a)).collect();
+            let contributions = vjp_tuple(&mut Emit { g: out }, v, &gs, &needs)?;
+            for (a, c) in args.into_iter().zip(contributions) {
+                let Some(c) = c else { continue };
+                cot[a.index()] = Some(match cot[a.index()] {
+                    Some(prev) => Emit { g: out }.add(prev, c)?,
+                    None => c,
+                });
+            }
+            continue;
+        }
         let Some(g) = cot[i] else { continue };
+        if let Op::Get { index } = out.node(v).op {
+            let t = out.node(v).args[0];
+            if matches!(out.node(t).op, Op::MhcPre { .. }) {
+                if carries(out, t) {
+                    let count = match out.value_type(t) {
+                        birkhoff_ir::Type::Tuple(ts) => ts.len(),
+                        birkhoff_ir::Type::Tensor(_) => 1,
+                    };
+                    let slots = &mut parts[t.index()];
+                    slots.resize(count, None);
+                    slots[index] = Some(match slots[index] {
+                        Some(prev) => Emit { g: out }.add(prev, g)?,
+                        None => g,
+                    });
+                }
+                continue;
+            }
+        }
         let args = out.node(v).args.clone();
         let needs: Vec<bool> = args.iter().map(|&a| carries(out, a)).collect();
         if !needs.iter().any(|&b| b) {

@@ -23,11 +23,13 @@
 //!   recomputing backward (see docs/autodiff.md); so has `mhc_post`:
 //!   one `mhc_post_grad(f, x, post, comb, g)` and a `get` of each needed
 //!   operand's cotangent from its tuple.
+//! * `mhc_pre` (a tuple) gets one `mhc_pre_grad` for its elements' cotangents
+//!   (zeros where an element has none), see [`vjp_tuple`].
 //! * comparisons, logical ops, `iota`, constants and casts to `i32` or
 //!   `bool` pass no gradient; `select` routes the cotangent by its
 //!   condition and gives the condition none.
 
-use birkhoff_ir::{Op, ValueId};
+use birkhoff_ir::{Literal, Op, Type, ValueId};
 
 use crate::emit::Emit;
 use crate::error::{AutodiffError, Result};
@@ -338,6 +340,55 @@ pub(crate) fn vjp(
         if !need {
             *o = None;
         }
+    }
+    Ok(out)
+}
+
+/// The vector-Jacobian product of a tuple-valued node `v` (`mhc_pre`) for
+/// the cotangents `gs` of its elements (`None`: nobody differentiates that
+/// element; a zero constant of its type goes in its place). `needs` and
+/// the result are as for [`vjp`].
+pub(crate) fn vjp_tuple(
+    e: &mut Emit<'_>,
+    v: ValueId,
+    gs: &[Option<ValueId>],
+    needs: &[bool],
+) -> Result<Vec<Option<ValueId>>> {
+    let node = e.g.node(v).clone();
+    let args = node.args.clone();
+    let mut out = vec![None; args.len()];
+    match &node.op {
+        Op::MhcPre {
+            norm_eps,
+            pre_eps,
+            post_mult,
+            sinkhorn,
+        } => {
+            let Type::Tuple(tys) = e.g.value_type(v).clone() else {
+                return Err(unsupported(node.op.mnemonic(), v));
+            };
+            let mut operands = vec![args[0], args[1], args[2], args[3]];
+            for (i, ty) in tys.into_iter().enumerate() {
+                let g = match gs.get(i).copied().flatten() {
+                    Some(g) => g,
+                    None => e.op(Op::Const(Literal::splat(ty, 0.0)), &[])?,
+                };
+                operands.push(g);
+            }
+            let op = Op::MhcPreGrad {
+                norm_eps: *norm_eps,
+                pre_eps: *pre_eps,
+                post_mult: *post_mult,
+                sinkhorn: *sinkhorn,
+            };
+            let grads = e.op(op, &operands)?;
+            for (i, &need) in needs.iter().enumerate() {
+                if need {
+                    out[i] = Some(e.op(Op::Get { index: i }, &[grads])?);
+                }
+            }
+        }
+        op => return Err(unsupported(op.mnemonic(), v)),
     }
     Ok(out)
 }

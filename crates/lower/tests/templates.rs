@@ -61,6 +61,9 @@ const PRE_MIX_OUTPUTS: [&str; 3] = ["layer_input", "post_mix", "comb_mix"];
 /// Result names of `mhc_post_grad`, in tuple order.
 const POST_MIX_GRAD_OUTPUTS: [&str; 4] = ["d_f", "d_x", "d_post", "d_comb"];
 
+/// Result names of `mhc_pre_grad`, in tuple order.
+const PRE_MIX_GRAD_OUTPUTS: [&str; 4] = ["d_x", "d_fn", "d_scale", "d_base"];
+
 /// A one-node graph of `op` over inputs named and typed as `inputs`;
 /// tuple results are taken apart into one output each.
 fn graph_of(op: &Op, inputs: &[(&str, TensorType)]) -> Graph {
@@ -76,6 +79,7 @@ fn graph_of(op: &Op, inputs: &[(&str, TensorType)]) -> Graph {
         Type::Tuple(parts) => {
             let names: &[&str] = match op {
                 Op::MhcPostGrad => &POST_MIX_GRAD_OUTPUTS,
+                Op::MhcPreGrad { .. } => &PRE_MIX_GRAD_OUTPUTS,
                 _ => &PRE_MIX_OUTPUTS,
             };
             for (i, name) in names.iter().enumerate().take(parts.len()) {
@@ -416,6 +420,31 @@ proptest! {
         seed in any::<u64>(),
     ) {
         check(&Op::MhcPost, &post_mix_inputs(dtype, dims, seed), &LowerOptions::default())?;
+    }
+
+    #[test]
+    fn mhc_pre_grad_matches_the_reference(
+        dtype in float_dtype(),
+        dims in mhc_dims(),
+        sinkhorn in sinkhorn_spec(),
+        norm_eps in eps(),
+        pre_eps in -0.5f64..0.5,
+        post_mult in 0.0f64..3.0,
+        seed in any::<u64>(),
+    ) {
+        let (t, n, c) = dims;
+        let op = Op::MhcPreGrad {
+            norm_eps: FloatAttr(norm_eps),
+            pre_eps: FloatAttr(pre_eps),
+            post_mult: FloatAttr(post_mult),
+            sinkhorn,
+        };
+        let mut inputs = pre_mix_inputs(dtype, dims, seed);
+        for (name, shape) in [("d_li", vec![t, c]), ("d_post", vec![t, n]), ("d_comb", vec![t, n, n])] {
+            let ty = TensorType::new(dtype, shape);
+            inputs.push((name, draw(&ty, &uniform(-1.0, 1.0), seed, name)));
+        }
+        check(&op, &inputs, &LowerOptions::default())?;
     }
 
     #[test]

@@ -84,6 +84,22 @@ fn sinkhorn_flops(spec: &SinkhornSpec, count: u64) -> u64 {
     count * (start + norms * per_norm)
 }
 
+/// Flops of Sinkhorn's backward on `count` scalars, without the
+/// recomputed forward: per normalization a line sum, a dot product, a
+/// subtract and a divide per element, and the start's backward (a
+/// product, or a recomputed softmax and its backward).
+fn sinkhorn_backward_flops(spec: &SinkhornSpec, count: u64) -> u64 {
+    let norms = match spec.variant {
+        SinkhornVariant::Paper => 2 * spec.iters as u64,
+        SinkhornVariant::TileKernels => 2 * spec.iters as u64 - 1,
+    };
+    let start = match spec.variant {
+        SinkhornVariant::Paper => 1,
+        SinkhornVariant::TileKernels => 4 + TRANSCENDENTAL_FLOPS + DIVIDE_FLOPS + 4,
+    };
+    count * (norms * (4 + DIVIDE_FLOPS) + start)
+}
+
 /// Whether a node is free (never a kernel of its own).
 pub fn is_free(op: &Op) -> bool {
     matches!(
@@ -129,17 +145,7 @@ pub fn node_cost(op: &Op, args: &[&Type], out: &Type) -> Cost {
         // The recomputed forward, then per normalization a line sum, a dot
         // product, a subtract and a divide per element, and the start's
         // backward (a product, or a recomputed softmax and its backward).
-        Op::SinkhornGrad(spec) => {
-            let norms = match spec.variant {
-                SinkhornVariant::Paper => 2 * spec.iters as u64,
-                SinkhornVariant::TileKernels => 2 * spec.iters as u64 - 1,
-            };
-            let start = match spec.variant {
-                SinkhornVariant::Paper => 1,
-                SinkhornVariant::TileKernels => 4 + TRANSCENDENTAL_FLOPS + DIVIDE_FLOPS + 4,
-            };
-            sinkhorn_flops(spec, n) + n * (norms * (4 + DIVIDE_FLOPS) + start)
-        }
+        Op::SinkhornGrad(spec) => sinkhorn_flops(spec, n) + sinkhorn_backward_flops(spec, n),
         Op::MhcPre { .. } | Op::HcPre { .. } => {
             let (t, s, c) = dims(0);
             let m = s * (s + 2);
@@ -162,6 +168,23 @@ pub fn node_cost(op: &Op, args: &[&Type], out: &Type) -> Cost {
         Op::MhcPostGrad => {
             let (t, s, c) = dims(1);
             4 * t * s * s * c + 4 * t * s * c
+        }
+        // The recomputed forward (the projection, gates and Sinkhorn), the
+        // Sinkhorn backward and the two products of the projection's
+        // backward, `g·fn` and `gᵀ·x` (m·nC multiply-adds per token each).
+        Op::MhcPreGrad { sinkhorn, .. } => {
+            let (t, s, c) = dims(0);
+            let m = s * (s + 2);
+            let forward = 2 * t * m * s * c
+                + 2 * t * s * c
+                + 2 * t * m
+                + 2 * t * s * TRANSCENDENTAL_FLOPS
+                + sinkhorn_flops(sinkhorn, t * s * s);
+            forward
+                + sinkhorn_backward_flops(sinkhorn, t * s * s)
+                + 4 * t * m * s * c
+                + 6 * t * s * c
+                + 8 * t * m
         }
         _ => n,
     };
@@ -309,5 +332,48 @@ mod tests {
         let elems = (tt * c + 2 * tt * n * c + tt * n + tt * n * n)
             + (tt * c + tt * n * c + tt * n + tt * n * n);
         assert_eq!(cost.bytes, 4 * elems as u64);
+    }
+
+    #[test]
+    fn mhc_pre_grad_is_one_launch_costlier_than_its_forward() {
+        let (tt, n, c) = (8, 4, 16);
+        let m = n * (n + 2);
+        let spec = SinkhornSpec {
+            variant: SinkhornVariant::Paper,
+            iters: 20,
+            eps: FloatAttr(1e-6),
+        };
+        let (x, f, sc, b) = (t(&[tt, n, c]), t(&[m, n * c]), t(&[3]), t(&[m]));
+        let (li, po, cm) = (t(&[tt, c]), t(&[tt, n]), t(&[tt, n, n]));
+        let fwd_out = Type::Tuple(vec![
+            TensorType::new(DType::F32, [tt, c]),
+            TensorType::new(DType::F32, [tt, n]),
+            TensorType::new(DType::F32, [tt, n, n]),
+        ]);
+        let out = Type::Tuple(vec![
+            TensorType::new(DType::F32, [tt, n, c]),
+            TensorType::new(DType::F32, [m, n * c]),
+            TensorType::new(DType::F32, [3]),
+            TensorType::new(DType::F32, [m]),
+        ]);
+        let attrs = (FloatAttr(1e-6), FloatAttr(0.0), FloatAttr(2.0));
+        let fwd = Op::MhcPre {
+            norm_eps: attrs.0,
+            pre_eps: attrs.1,
+            post_mult: attrs.2,
+            sinkhorn: spec,
+        };
+        let bwd = Op::MhcPreGrad {
+            norm_eps: attrs.0,
+            pre_eps: attrs.1,
+            post_mult: attrs.2,
+            sinkhorn: spec,
+        };
+        let f_cost = node_cost(&fwd, &[&x, &f, &sc, &b], &fwd_out);
+        let cost = node_cost(&bwd, &[&x, &f, &sc, &b, &li, &po, &cm], &out);
+        assert_eq!(cost.launches, 1);
+        // The recomputed forward plus at least the two backward products.
+        let products = 4 * (tt * m * n * c) as u64;
+        assert!(cost.flops >= f_cost.flops + products, "{cost:?} {f_cost:?}");
     }
 }

@@ -45,6 +45,14 @@
 //!   `d_comb = x·d_outᵀ` (batched `matmul`s over `T`, `post` and `f`
 //!   reshaped to a row and a column).
 //!
+//! * `mhc_pre_grad(x, fn, scale, base, d_li, d_post, d_comb)`: the
+//!   forward of `mhc_pre` up to the logits, then `dz` per gate
+//!   (`d_pre·σ(1−σ)`, `d_post·post_mult·σ(1−σ)`, and the `sinkhorn_grad`
+//!   expansion for the comb logits), `d_base = Σ_T dz`,
+//!   `d_scale = Σ_T Σ_seg dz·mixes`, the projection cotangent
+//!   `g = dz·scale·rms`, `d_fn = gᵀ·x_flat` and
+//!   `d_x = pre ⊗ d_li + g·fn − (Σ dz·scale·dots)·rms³·x_flat / nC`.
+//!
 //! Output: a verified graph with the same name, inputs (in order) and
 //! outputs (names, types) that contains no semantic or fused op and no
 //! `get` (except those [`expand_keeping`] is told to keep). Nodes no
@@ -301,6 +309,17 @@ impl Builder<'_> {
             }
             Op::MhcPost => vec![self.post_mix(&args)?],
             Op::MhcPostGrad => self.post_mix_grad(&args)?,
+            Op::MhcPreGrad {
+                norm_eps,
+                pre_eps,
+                post_mult,
+                sinkhorn,
+            } => {
+                let (pre_eps, post_mult) = (attr(*pre_eps), attr(*post_mult));
+                let (norm_eps, eps) = (attr(*norm_eps), attr(sinkhorn.eps));
+                let attrs = (norm_eps, pre_eps, post_mult, eps);
+                self.pre_mix_grad(&args, attrs, sinkhorn)?
+            }
             _ => unreachable!("only semantic and fused ops are expanded"),
         };
         if wide {
@@ -564,6 +583,115 @@ impl Builder<'_> {
         )?;
         let d_comb = self.op(Op::MatMul, &[x, gt])?;
         Ok(vec![d_f, d_x, d_post, d_comb])
+    }
+}
+
+impl Builder<'_> {
+    /// The pre-mix's backward on `[x, fn, scale, base, d_li, d_post,
+    /// d_comb]` with `(norm_eps, pre_eps, post_mult, sinkhorn eps)` in the
+    /// computing dtype: `[d_x, d_fn, d_scale, d_base]` (see the module
+    /// documentation).
+    fn pre_mix_grad(
+        &mut self,
+        args: &[ValueId],
+        (norm_eps, pre_eps, post_mult, eps): (f64, f64, f64, f64),
+        spec: &SinkhornSpec,
+    ) -> Result<Vec<ValueId>> {
+        let (x, proj, scale, base) = (args[0], args[1], args[2], args[3]);
+        let (d_li, d_post, d_comb) = (args[4], args[5], args[6]);
+        let xs = self.shape(x);
+        let (t, n, c) = (xs[0], xs[1], xs[2]);
+        let (m, k) = (n * (n + 2), n * c);
+        // The forward, as pre_mix computes it.
+        let xf = self.reshape(x, &[t, k])?;
+        let w = self.op(Op::Permute { perm: vec![1, 0] }, &[proj])?;
+        let dots = self.op(Op::MatMul, &[xf, w])?;
+        let f = self.rms_factor(xf, 1, norm_eps)?;
+        let mixes = self.binary(Op::Mul, dots, f)?;
+        let mut parts = Vec::with_capacity(3);
+        for (i, len) in [(0, n), (1, n), (2, n * n)] {
+            let s = self.slice(scale, &[i], &[i + 1])?;
+            parts.push(self.broadcast(s, &[len])?);
+        }
+        let sv = self.op(Op::Concat { axis: 0 }, &parts)?;
+        let zm = self.binary(Op::Mul, mixes, sv)?;
+        let z = self.binary(Op::Add, zm, base)?;
+        let zp = self.slice(z, &[0, 0], &[t, n])?;
+        let sp = self.op(Op::Sigmoid, &[zp])?;
+        let pre = self.plus_eps(sp, pre_eps)?;
+        let zq = self.slice(z, &[0, n], &[t, 2 * n])?;
+        let sq = self.op(Op::Sigmoid, &[zq])?;
+        let zc = self.slice(z, &[0, 2 * n], &[t, m])?;
+        let logits = self.reshape(zc, &[t, n, n])?;
+        // σ' = σ − σ².
+        let dsig = |b: &mut Self, s: ValueId| -> Result<ValueId> {
+            let s2 = b.op(Op::Mul, &[s, s])?;
+            b.op(Op::Sub, &[s, s2])
+        };
+        // apply_mix: d_pre[t, i] = Σ_c d_li[t, c]·x[t, i, c].
+        let lc = self.reshape(d_li, &[t, c, 1])?;
+        let d_pre = self.op(Op::MatMul, &[x, lc])?;
+        let d_pre = self.reshape(d_pre, &[t, n])?;
+        let dp = dsig(self, sp)?;
+        let dzp = self.op(Op::Mul, &[d_pre, dp])?;
+        let d_post = if post_mult == 1.0 {
+            d_post
+        } else {
+            self.with_const(Op::Mul, d_post, post_mult)?
+        };
+        let dq = dsig(self, sq)?;
+        let dzq = self.op(Op::Mul, &[d_post, dq])?;
+        let dzc = self.sinkhorn_grad(logits, d_comb, spec, eps)?;
+        let dzc = self.reshape(dzc, &[t, n * n])?;
+        let dz = self.op(Op::Concat { axis: 1 }, &[dzp, dzq, dzc])?;
+        // The affine split.
+        let d_base = self.op(
+            Op::ReduceSum {
+                axes: vec![0],
+                keepdims: false,
+            },
+            &[dz],
+        )?;
+        let dzm = self.op(Op::Mul, &[dz, mixes])?;
+        let mut parts = Vec::with_capacity(3);
+        for (lo, hi) in [(0, n), (n, 2 * n), (2 * n, m)] {
+            let cols = self.slice(dzm, &[0, lo], &[t, hi])?;
+            let s = self.op(
+                Op::ReduceSum {
+                    axes: vec![0, 1],
+                    keepdims: false,
+                },
+                &[cols],
+            )?;
+            parts.push(self.reshape(s, &[1])?);
+        }
+        let d_scale = self.op(Op::Concat { axis: 0 }, &parts)?;
+        let d_mix = self.binary(Op::Mul, dz, sv)?;
+        // The projection (g is the cotangent of the raw dot products) and
+        // the RMS factor: d rsqrt(v) = −rsqrt(v)³/2 · dv, v = Σx²/k + eps.
+        let g = self.binary(Op::Mul, d_mix, f)?;
+        let d_fn = {
+            let gt = self.op(Op::Permute { perm: vec![1, 0] }, &[g])?;
+            self.op(Op::MatMul, &[gt, xf])?
+        };
+        let back = self.op(Op::MatMul, &[g, proj])?;
+        let dd = self.op(Op::Mul, &[d_mix, dots])?;
+        let d_f = self.sum_keep(dd, 1)?;
+        let f2 = self.op(Op::Mul, &[f, f])?;
+        let f3 = self.op(Op::Mul, &[f2, f])?;
+        let u = self.op(Op::Mul, &[d_f, f3])?;
+        let coef = self.with_const(Op::Div, u, -(k as f64))?;
+        let d_rms = self.binary(Op::Mul, xf, coef)?;
+        let pr = self.reshape(pre, &[t, n, 1])?;
+        let pr = self.broadcast(pr, &[t, n, c])?;
+        let lr = self.reshape(d_li, &[t, 1, c])?;
+        let lr = self.broadcast(lr, &[t, n, c])?;
+        let direct = self.op(Op::Mul, &[pr, lr])?;
+        let direct = self.reshape(direct, &[t, k])?;
+        let d_x = self.op(Op::Add, &[direct, d_rms])?;
+        let d_x = self.op(Op::Add, &[d_x, back])?;
+        let d_x = self.reshape(d_x, &[t, n, c])?;
+        Ok(vec![d_x, d_fn, d_scale, d_base])
     }
 }
 

@@ -520,3 +520,34 @@ fn expanding_an_optimized_zoo_model_gives_back_its_results_and_its_fusions() {
         assert!(!opt.report.sites.is_empty(), "{name}: nothing fused");
     }
 }
+
+/// `mhc_pre_grad` expands to the forward up to the logits, the Sinkhorn
+/// backward, and the products of the projection's backward; its value is
+/// the interpreter's (the vector-Jacobian product of `mhc_pre`).
+#[test]
+fn mhc_pre_grad_expands_to_the_pre_mix_backward() {
+    for dtype in DTYPES {
+        for (t, n, c) in [(3, 2, 4), (2, 4, 3), (1, 1, 2)] {
+            for spec in sinkhorn_specs().into_iter().filter(|s| s.iters <= 5) {
+                for (pre_eps, post_mult) in [(0.0, 1.0), (-0.5, 0.5)] {
+                    let op = Op::MhcPreGrad {
+                        norm_eps: FloatAttr(1e-6),
+                        pre_eps: FloatAttr(pre_eps),
+                        post_mult: FloatAttr(post_mult),
+                        sinkhorn: spec,
+                    };
+                    let mut args = pre_types(dtype, t, n, c);
+                    args.extend([
+                        ty(dtype, &[t, c]),
+                        ty(dtype, &[t, n]),
+                        ty(dtype, &[t, n, n]),
+                    ]);
+                    let e = check_expansion(&single(op, &args), &pre_inits());
+                    let products = e.nodes().iter().filter(|n| n.op == Op::MatMul).count();
+                    // x·fnᵀ, d_pre, gᵀ·x and g·fn.
+                    assert_eq!(products, 4, "{e}");
+                }
+            }
+        }
+    }
+}

@@ -303,6 +303,7 @@ fn templates() -> Vec<Op> {
         HC_PRE_TEMPLATE,
         Op::MhcPost,
         Op::MhcPostGrad,
+        MHC_PRE_GRAD_TEMPLATE,
         Op::Get { index: 0 },
     ]
 }
@@ -314,6 +315,12 @@ const SPEC_TEMPLATE: SinkhornSpec = SinkhornSpec {
     eps: FloatAttr(0.0),
 };
 const MHC_PRE_TEMPLATE: Op = Op::MhcPre {
+    norm_eps: FloatAttr(0.0),
+    pre_eps: FloatAttr(0.0),
+    post_mult: FloatAttr(0.0),
+    sinkhorn: SPEC_TEMPLATE,
+};
+const MHC_PRE_GRAD_TEMPLATE: Op = Op::MhcPreGrad {
     norm_eps: FloatAttr(0.0),
     pre_eps: FloatAttr(0.0),
     post_mult: FloatAttr(0.0),
@@ -568,7 +575,7 @@ impl Builder<'_> {
     }
 
     /// The element count of the tuple `v` (3 for the pre-mixes, 4 for
-    /// `mhc_post_grad`).
+    /// `mhc_post_grad` and `mhc_pre_grad`).
     fn tuple_len(&self, v: ValueId) -> usize {
         match self.g.value_type(v) {
             Type::Tuple(ts) => ts.len(),
@@ -833,6 +840,27 @@ impl Builder<'_> {
                 let comb = self.operand_like(&ty.with_shape([t, n, n]));
                 let d_out = self.operand_like(&ty);
                 let tuple = self.add(Op::MhcPostGrad, &[f, x, post, comb, d_out]);
+                self.take_apart(tuple);
+            }
+            Op::MhcPreGrad { .. } => {
+                let x = self.residual();
+                let ty = self.ty(x);
+                let (t, n, c) = (ty.shape[0], ty.shape[1], ty.shape[2]);
+                let m = n * (n + 2);
+                let proj = self.operand_like(&ty.with_shape([m, n * c]));
+                let scale = self.operand_like(&ty.with_shape([3]));
+                let base = self.operand_like(&ty.with_shape([m]));
+                let d_li = self.operand_like(&ty.with_shape([t, c]));
+                let d_post = self.operand_like(&ty.with_shape([t, n]));
+                let d_comb = self.operand_like(&ty.with_shape([t, n, n]));
+                let op = Op::MhcPreGrad {
+                    norm_eps: self.float_attr(&EPSILONS),
+                    pre_eps: self.float_attr(&SIGNED_ATTRS),
+                    post_mult: self.float_attr(&SIGNED_ATTRS),
+                    sinkhorn: self.sinkhorn_spec(),
+                };
+                let args = [x, proj, scale, base, d_li, d_post, d_comb];
+                let tuple = self.add(op, &args);
                 self.take_apart(tuple);
             }
             Op::Get { .. } => {

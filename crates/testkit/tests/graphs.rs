@@ -142,6 +142,7 @@ fn generator_covers_every_op_and_variant() {
         "hc_pre",
         "mhc_post",
         "mhc_post_grad",
+        "mhc_pre_grad",
         "get",
     ]
     .iter()

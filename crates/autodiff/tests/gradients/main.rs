@@ -12,6 +12,8 @@
 //!   against autodiff through the unrolled primitive rounds.
 //! * `mhc_post`: the fused post-mix backward (`mhc_post_grad`) against
 //!   autodiff through the expanded primitives.
+//! * `mhc_pre`: the fused pre-mix backward (`mhc_pre_grad`) against
+//!   autodiff through the expanded primitives.
 //! * `errors`: every error a caller can provoke.
 //!
 //! Case counts are fixed per property (see `common::config`);
@@ -22,5 +24,6 @@ mod composites;
 mod errors;
 mod fused;
 mod mhc_post;
+mod mhc_pre;
 mod ops;
 mod sinkhorn;

@@ -172,7 +172,9 @@ fn grad_emits_one_recomputing_node_whatever_the_round_count() {
     assert_eq!(sizes[1].1, sizes[3].1, "{sizes:?}");
 }
 
-/// The Sinkhorn inside an `mhc_pre` keeps its recomputing backward too.
+/// The Sinkhorn inside an `mhc_pre` keeps its recomputing backward too:
+/// `mhc_pre` stays one node and its rule, `mhc_pre_grad`, recomputes the
+/// rounds inside (no separate `sinkhorn_grad`, no unrolled rounds).
 #[test]
 fn mhc_pre_gradient_uses_the_recomputing_sinkhorn_backward() {
     let (t, n, c) = (2, 2, 3);
@@ -208,13 +210,14 @@ fn mhc_pre_gradient_uses_the_recomputing_sinkhorn_backward() {
     g.add_output("loss", l);
     let dg = grad(&g, "loss", &["x", "fn", "scale", "base"]).unwrap();
     let count = |want: fn(&Op) -> bool| dg.nodes().iter().filter(|n| want(&n.op)).count();
-    assert_eq!(count(|op| matches!(op, Op::SinkhornGrad(_))), 1, "{dg}");
-    assert_eq!(count(|op| matches!(op, Op::Sinkhorn(_))), 1, "{dg}");
-    assert_eq!(count(|op| matches!(op, Op::MhcPre { .. })), 0, "{dg}");
+    assert_eq!(count(|op| matches!(op, Op::MhcPreGrad { .. })), 1, "{dg}");
+    assert_eq!(count(|op| matches!(op, Op::SinkhornGrad(_))), 0, "{dg}");
+    assert_eq!(count(|op| matches!(op, Op::Sinkhorn(_))), 0, "{dg}");
+    assert_eq!(count(|op| *op == Op::Div), 0, "no unrolled rounds: {dg}");
 }
 
 /// The gradient graph of a fused mHC model goes through the optimizer
-/// again: the recomputing backward survives as one node, the forward's
+/// again: the recomputing backward (inside `mhc_pre_grad`) survives as one node, the forward's
 /// Sinkhorn is fused (it never left), and the results do not change.
 #[test]
 fn gradient_graphs_reoptimize_with_the_recomputing_backward() {
@@ -260,12 +263,14 @@ fn gradient_graphs_reoptimize_with_the_recomputing_backward() {
     let dg = grad(&g, "loss", &wrt).unwrap();
     let opt = birkhoff_opt::optimize(&dg, |_| false).unwrap();
     let sites = &opt.report.sites;
+    // The Sinkhorn backward lives inside mhc_pre's fused backward.
     assert_eq!(
-        sites.get("sinkhorn_grad"),
+        sites.get("mhc_pre_grad"),
         Some(&1),
         "{sites:?}\n{}",
         opt.graph
     );
+    assert_eq!(sites.get("sinkhorn_grad"), None, "{sites:?}");
     assert!(
         sites.contains_key("sinkhorn") || sites.contains_key("mhc_pre"),
         "{sites:?}\n{}",

@@ -27,11 +27,14 @@
 //! * `mhc`: `mhc_pre`, `hc_pre` (projection in the kernel or by GEMM,
 //!   see [`Projection`](crate::Projection)) and `mhc_post`;
 //! * `mhc_post_grad`: `mhc_post_grad` (all four cotangents in one sweep
-//!   over each token).
+//!   over each token);
+//! * `mhc_pre_grad`: `mhc_pre_grad` (the recomputed forward, the Sinkhorn
+//!   backward, per-token gate and `d_x` kernel, reductions over tokens).
 
 mod emit;
 mod mhc;
 mod mhc_post_grad;
+mod mhc_pre_grad;
 mod norm;
 mod sinkhorn;
 mod sinkhorn_grad;
@@ -45,6 +48,7 @@ use crate::error::{LowerError, Result};
 
 use mhc::{Gates, PostMix, PreMix};
 use mhc_post_grad::PostMixGrad;
+use mhc_pre_grad::PreMixGrad;
 use norm::LineOp;
 
 /// A tensor held in a contiguous row-major buffer.
@@ -62,7 +66,8 @@ pub fn has_template(op: &Op) -> bool {
 }
 
 /// Appends the kernels computing `outs` (one per result; three for
-/// `mhc_pre` and `hc_pre`, four for `mhc_post_grad`) from `args`.
+/// `mhc_pre` and `hc_pre`, four for `mhc_post_grad` and `mhc_pre_grad`)
+/// from `args`.
 ///
 /// Fails with [`LowerError::Unsupported`] when `op` has no template or
 /// when `args` and `outs` do not have the types the op takes and gives.
@@ -142,6 +147,28 @@ pub fn lower_composite(
                 dtype,
             };
             mhc_post_grad::lower_post_mix_grad(pb, &p);
+        }
+        Op::MhcPreGrad {
+            norm_eps,
+            pre_eps,
+            post_mult,
+            sinkhorn,
+        } => {
+            let p = PreMixGrad {
+                x: args[0].buf,
+                proj: args[1].buf,
+                scale: args[2].buf,
+                base: args[3].buf,
+                cots: [args[4].buf, args[5].buf, args[6].buf],
+                grads: [outs[0].buf, outs[1].buf, outs[2].buf, outs[3].buf],
+                dims: dims3(&args[0].ty),
+                dtype,
+                norm_eps: norm_eps.get(),
+                pre_eps: pre_eps.get(),
+                post_mult: post_mult.get(),
+                sinkhorn: *sinkhorn,
+            };
+            mhc_pre_grad::lower_pre_mix_grad(pb, &p)?;
         }
         _ => unreachable!("check_types admits only ops with a template"),
     }

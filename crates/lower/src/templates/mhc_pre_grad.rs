@@ -1,0 +1,433 @@
+//! `mhc_pre_grad`: the pre-mix's backward, as five kernels.
+//!
+//! Input: contiguous row-major operands of one float dtype — `x [T,n,C]`,
+//! `fn [m,nC]`, `scale [3]`, `base [m]` (`m = n(n+2)`) and the cotangents
+//! `d_li [T,C]`, `d_post [T,n]`, `d_comb [T,n,n]` of `mhc_pre`'s results —
+//! and result buffers `d_x [T,n,C]`, `d_fn [m,nC]`, `d_scale [3]`,
+//! `d_base [m]`.
+//!
+//! Design (`k = nC`, temporaries in the compute type):
+//!
+//! 1. `mhc_pre_grad_fwd`, parallel over tokens: one vector sweep over the
+//!    token's row computes the sum of squares and the `m` dot products
+//!    with the rows of `fn` (as the in-kernel projection of `mhc_pre`);
+//!    it stores the dots `[T,m]`, the RMS factor `f [T]` and the comb
+//!    logits `z = dot·f·scale₂ + base [T,n,n]`.
+//! 2. `sinkhorn_grad` on the logits and `d_comb` (the `sinkhorn_grad`
+//!    template): the logits' cotangent `[T,n,n]`.
+//! 3. `mhc_pre_grad`, parallel over tokens: `d_pre_i = Σ_c d_li[c]·x[i,c]`
+//!    (a sweep over `C`), the gates' cotangents `dz` (`σ' = σ(1 − σ)`),
+//!    the projection's cotangent `g_r = dz_r·scale·f` and the RMS factor's
+//!    `Σ_r dz_r·scale·dot_r`; then `d_x = pre ⊗ d_li − (Σ…)·f³·x / k +
+//!    Σ_r g_r·fn[r]` in one vector sweep per stream (the `g·fn` product
+//!    fused, `m` terms per element). It stores `g`, `dz` and `dz·mixes`
+//!    `[T,m]` for the reductions over tokens.
+//! 4. `mhc_pre_grad_fn`, parallel over the `m` rows of `fn`:
+//!    `d_fn[r] = Σ_t g[t,r]·x[t]` (vector sweeps over `k`, accumulated in
+//!    order over `t`), `d_base[r] = Σ_t dz[t,r]` and the per-row partial
+//!    `Σ_t dz[t,r]·mixes[t,r]` of `d_scale`.
+//! 5. `mhc_pre_grad_scale`: `d_scale[s]`, the sum of its segment's
+//!    partials.
+//!
+//! For `f32` and `f64` the three products with `fn` — the recomputed
+//! projection `x·fnᵀ`, `g·fn` (accumulated into `d_x` after step 3) and
+//! `d_fn = gᵀ·x` — are the runtime's blocked matrix product
+//! (`Stmt::Gemm`), and steps 1, 3 and 4 keep only their per-token and
+//! per-row parts. For `bf16` they are loops in kernel IR as described
+//! above, so `bf16` operands need no widened copies (the `d_fn` kernel then
+//! reads `x` once per row of `fn`).
+//!
+//! Rounding: the forward is recomputed with `mhc_pre`'s operations in its
+//! order; the backward's sums start from zero and run in index order (a
+//! backend may reassociate the vector reductions). `bf16` operands are
+//! widened to `f32` on load; `d_fn` of a `bf16` op is accumulated in an
+//! `f32` temporary, so only the results are rounded to `bf16`.
+
+use birkhoff_ir::kernel::{BufferId, Expr, Gemm, Index, Matrix, Stmt, VarId};
+use birkhoff_ir::{DType, Op, SinkhornSpec, TensorType};
+
+use super::emit::{Kb, add, at, div, ix, join, ld, mul, set, store, sub, un, var};
+use super::sinkhorn_grad::lower_sinkhorn_grad;
+use crate::builder::ProgramBuilder;
+use crate::error::Result;
+
+/// Buffers, sizes and attributes of a pre-mix backward.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PreMixGrad {
+    /// `x [T,n,C]`.
+    pub x: BufferId,
+    /// `fn [m,nC]`.
+    pub proj: BufferId,
+    /// `scale [3]`.
+    pub scale: BufferId,
+    /// `base [m]`.
+    pub base: BufferId,
+    /// The cotangents `d_li [T,C]`, `d_post [T,n]`, `d_comb [T,n,n]`.
+    pub cots: [BufferId; 3],
+    /// Results: `d_x [T,n,C]`, `d_fn [m,nC]`, `d_scale [3]`, `d_base [m]`.
+    pub grads: [BufferId; 4],
+    /// `(T, n, C)`.
+    pub dims: (usize, usize, usize),
+    /// The operands' dtype.
+    pub dtype: DType,
+    /// RMS epsilon.
+    pub norm_eps: f64,
+    /// Added to the sigmoid pre gates.
+    pub pre_eps: f64,
+    /// Multiplies the sigmoid post gates.
+    pub post_mult: f64,
+    /// The projection of `comb`.
+    pub sinkhorn: SinkhornSpec,
+}
+
+/// The gate segment of mix `r`.
+fn seg(r: usize, n: usize) -> usize {
+    if r < n {
+        0
+    } else if r < 2 * n {
+        1
+    } else {
+        2
+    }
+}
+
+/// `σ(z)·(1 − σ(z))` for the value `s = σ(z)`.
+fn dsig(kb: &Kb, s: VarId) -> Expr {
+    mul(var(s), sub(kb.c(1.0), var(s)))
+}
+
+/// Appends the kernels of an `mhc_pre_grad`.
+///
+/// # Errors
+/// As [`lower_sinkhorn_grad`] for the Sinkhorn backward.
+pub(crate) fn lower_pre_mix_grad(pb: &mut ProgramBuilder, p: &PreMixGrad) -> Result<()> {
+    let (t, n, c) = p.dims;
+    let (m, k, nn) = (n * (n + 2), n * c, n * n);
+    let [d_li, d_post, d_comb] = p.cots;
+    let [d_x, d_fn, d_scale, d_base] = p.grads;
+    let dt = if p.dtype == DType::Bf16 {
+        DType::F32
+    } else {
+        p.dtype
+    };
+    let temp = |pb: &mut ProgramBuilder, name: &str, shape: &[usize]| {
+        pb.temp(
+            format!("mhc_pre_grad_{name}"),
+            TensorType::new(dt, shape.to_vec()),
+        )
+    };
+    let dots = temp(pb, "dots", &[t, m]);
+    let fac = temp(pb, "rms", &[t]);
+    let logits = temp(pb, "logits", &[t, n, n]);
+    let d_logits = temp(pb, "d_logits", &[t, n, n]);
+    let g_buf = temp(pb, "g", &[t, m]);
+    let dz_buf = temp(pb, "dz", &[t, m]);
+    let dzm_buf = temp(pb, "dz_mixes", &[t, m]);
+    let partial = temp(pb, "d_scale_rows", &[m]);
+    let acc = if dt == p.dtype {
+        d_fn
+    } else {
+        temp(pb, "d_fn", &[m, k])
+    };
+    // f32 and f64 take the runtime's matrix product for the three products
+    // with fn (the projection, g·fn and gᵀ·x): blocked and vectorized, far
+    // faster than m dot products per token in a sweep. bf16 keeps the loops,
+    // which read bf16 directly instead of widening copies.
+    let gemm = p.dtype != DType::Bf16;
+    if gemm {
+        // dots[T×m] = x[T×k] · fnᵀ, fnᵀ read in place.
+        push_gemm(
+            pb,
+            "mhc_pre_grad_proj",
+            dt,
+            (t, m, k),
+            [mat(p.x, k, 1), mat(p.proj, 1, k), mat(dots, m, 1)],
+            false,
+        );
+    }
+
+    // ---- 1: the forward up to the logits ---------------------------------
+    let mut kb = Kb::new(pb, "mhc_pre_grad_fwd", p.dtype);
+    let body = vec![kb.parallel(t, |kb, tok| {
+        let row = Index::var(tok, ix(k));
+        let (ss, f, xv) = (kb.value(), kb.value(), kb.value());
+        let dv: Vec<VarId> = (0..m).map(|_| kb.value()).collect();
+        let mut body = vec![set(ss, kb.c(0.0))];
+        if !gemm {
+            body.extend(dv.iter().map(|&d| set(d, kb.c(0.0))));
+        }
+        body.push(kb.vector(k, |_, j| {
+            let mut b = vec![
+                set(xv, ld(p.x, at(&row, j, 1))),
+                set(ss, add(var(ss), mul(var(xv), var(xv)))),
+            ];
+            if !gemm {
+                b.extend(dv.iter().enumerate().map(|(r, &d)| {
+                    let w = ld(p.proj, Index::var(j, 1).shifted(ix(r * k)));
+                    set(d, add(var(d), mul(var(xv), w)))
+                }));
+            }
+            b
+        }));
+        body.push(set(
+            f,
+            un(
+                Op::Rsqrt,
+                add(div(var(ss), kb.c(k as f64)), kb.c(p.norm_eps)),
+            ),
+        ));
+        body.push(store(fac, Index::var(tok, 1), var(f)));
+        let drow = Index::var(tok, ix(m));
+        let lrow = Index::var(tok, ix(nn));
+        let s2 = ld(p.scale, Index::constant(2));
+        for (r, &d) in dv.iter().enumerate() {
+            if gemm {
+                body.push(set(d, ld(dots, drow.clone().shifted(ix(r)))));
+            } else {
+                body.push(store(dots, drow.clone().shifted(ix(r)), var(d)));
+            }
+            if r >= 2 * n {
+                let z = add(
+                    mul(mul(var(d), var(f)), s2.clone()),
+                    ld(p.base, Index::constant(ix(r))),
+                );
+                body.push(store(logits, lrow.clone().shifted(ix(r - 2 * n)), z));
+            }
+        }
+        body
+    })];
+    pb.push(kb.finish(body));
+
+    // ---- 2: the Sinkhorn backward ------------------------------------------
+    lower_sinkhorn_grad(
+        pb,
+        &p.sinkhorn,
+        (logits, d_comb, d_logits),
+        &[t, n, n],
+        p.dtype,
+    )?;
+
+    // ---- 3: the gates, the RMS factor and d_x ------------------------------
+    let mut kb = Kb::new(pb, "mhc_pre_grad", p.dtype);
+    let body = vec![kb.parallel(t, |kb, tok| {
+        let row = Index::var(tok, ix(k));
+        let li_row = Index::var(tok, ix(c));
+        let drow = Index::var(tok, ix(m));
+        let f = kb.value();
+        let scale: Vec<VarId> = (0..3).map(|_| kb.value()).collect();
+        let mut body = vec![set(f, ld(fac, Index::var(tok, 1)))];
+        body.extend(
+            scale
+                .iter()
+                .enumerate()
+                .map(|(i, &s)| set(s, ld(p.scale, Index::constant(ix(i))))),
+        );
+        // d_pre_i = Σ_c d_li[c]·x[i,c].
+        let dp: Vec<VarId> = (0..n).map(|_| kb.value()).collect();
+        body.extend(dp.iter().map(|&a| set(a, kb.c(0.0))));
+        let lv = kb.value();
+        body.push(kb.vector(c, |_, cc| {
+            let mut b = vec![set(lv, ld(d_li, at(&li_row, cc, 1)))];
+            b.extend(dp.iter().enumerate().map(|(i, &a)| {
+                let xe = ld(p.x, at(&row, cc, 1).shifted(ix(i * c)));
+                set(a, add(var(a), mul(var(lv), xe)))
+            }));
+            b
+        }));
+        // Per mix r: dz_r, g_r = dz_r·scale·f, and the sum Σ_r d_mix·dot.
+        let (dfac, dot, mix, sg, dz, dmix) = (
+            kb.value(),
+            kb.value(),
+            kb.value(),
+            kb.value(),
+            kb.value(),
+            kb.value(),
+        );
+        let gv: Vec<VarId> = (0..m).map(|_| kb.value()).collect();
+        let pre: Vec<VarId> = (0..n).map(|_| kb.value()).collect();
+        body.push(set(dfac, kb.c(0.0)));
+        let post_mult = kb.c(p.post_mult);
+        let pre_eps = (p.pre_eps != 0.0).then(|| kb.c(p.pre_eps));
+        for r in 0..m {
+            let s = scale[seg(r, n)];
+            body.push(set(dot, ld(dots, drow.clone().shifted(ix(r)))));
+            body.push(set(mix, mul(var(dot), var(f))));
+            let z = add(mul(var(mix), var(s)), ld(p.base, Index::constant(ix(r))));
+            if r < 2 * n {
+                body.push(set(sg, un(Op::Sigmoid, z)));
+            }
+            if r < n {
+                let gate = match &pre_eps {
+                    Some(e) => add(var(sg), e.clone()),
+                    None => var(sg),
+                };
+                body.push(set(pre[r], gate));
+                body.push(set(dz, mul(var(dp[r]), dsig(kb, sg))));
+            } else if r < 2 * n {
+                let d = mul(
+                    ld(d_post, Index::var(tok, ix(n)).shifted(ix(r - n))),
+                    post_mult.clone(),
+                );
+                body.push(set(dz, mul(d, dsig(kb, sg))));
+            } else {
+                let q = Index::var(tok, ix(nn)).shifted(ix(r - 2 * n));
+                body.push(set(dz, ld(d_logits, q)));
+            }
+            let at_r = drow.clone().shifted(ix(r));
+            body.push(store(dz_buf, at_r.clone(), var(dz)));
+            body.push(store(dzm_buf, at_r.clone(), mul(var(dz), var(mix))));
+            body.push(set(dmix, mul(var(dz), var(s))));
+            body.push(set(gv[r], mul(var(dmix), var(f))));
+            body.push(store(g_buf, at_r, var(gv[r])));
+            body.push(set(dfac, add(var(dfac), mul(var(dmix), var(dot)))));
+        }
+        // coef = −Σ·f³ / k: the RMS factor's share of d_x per unit of x.
+        let coef = kb.value();
+        body.push(set(
+            coef,
+            div(
+                mul(mul(mul(var(dfac), var(f)), var(f)), var(f)),
+                kb.c(-(k as f64)),
+            ),
+        ));
+        for (i, &pr) in pre.iter().enumerate() {
+            body.push(kb.vector(c, |_, cc| {
+                let j = at(&row, cc, 1).shifted(ix(i * c));
+                let direct = mul(var(pr), ld(d_li, at(&li_row, cc, 1)));
+                let rms = mul(var(coef), ld(p.x, j.clone()));
+                let back =
+                    gv.iter()
+                        .enumerate()
+                        .filter(|_| !gemm)
+                        .fold(None, |s: Option<_>, (r, &g)| {
+                            let w = ld(p.proj, Index::var(cc, 1).shifted(ix(r * k + i * c)));
+                            let term = mul(var(g), w);
+                            Some(match s {
+                                None => term,
+                                Some(s) => add(s, term),
+                            })
+                        });
+                let v = add(direct, rms);
+                let v = match back {
+                    Some(b) => add(v, b),
+                    None => v,
+                };
+                vec![store(d_x, j, v)]
+            }));
+        }
+        body
+    })];
+    pb.push(kb.finish(body));
+    if gemm {
+        // d_x[T×k] += g[T×m] · fn[m×k].
+        push_gemm(
+            pb,
+            "mhc_pre_grad_dx",
+            dt,
+            (t, k, m),
+            [mat(g_buf, m, 1), mat(p.proj, k, 1), mat(d_x, k, 1)],
+            true,
+        );
+        // d_fn[m×k] = gᵀ[m×T] · x[T×k], gᵀ read in place.
+        push_gemm(
+            pb,
+            "mhc_pre_grad_dfn",
+            dt,
+            (m, k, t),
+            [mat(g_buf, 1, m), mat(p.x, k, 1), mat(d_fn, k, 1)],
+            false,
+        );
+    }
+
+    // ---- 4: the reductions over tokens, per row of fn ----------------------
+    let mut kb = Kb::new(pb, "mhc_pre_grad_fn", p.dtype);
+    let zero = kb.c(0.0);
+    let body = vec![kb.parallel(m, |kb, r| {
+        let frow = Index::var(r, ix(k));
+        let (gr, db, ds) = (kb.value(), kb.value(), kb.value());
+        let mut body = Vec::new();
+        if !gemm {
+            body.push(kb.vector(k, |_, j| vec![store(acc, at(&frow, j, 1), zero.clone())]));
+        }
+        body.push(set(db, zero.clone()));
+        body.push(set(ds, zero.clone()));
+        body.push(kb.serial(t, |kb, tok| {
+            let tr = join(&Index::var(tok, ix(m)), &Index::var(r, 1));
+            let xrow = Index::var(tok, ix(k));
+            let mut b = vec![
+                set(db, add(var(db), ld(dz_buf, tr.clone()))),
+                set(ds, add(var(ds), ld(dzm_buf, tr.clone()))),
+            ];
+            if !gemm {
+                b.push(set(gr, ld(g_buf, tr)));
+                b.push(kb.vector(k, |_, j| {
+                    let a = at(&frow, j, 1);
+                    let v = add(ld(acc, a.clone()), mul(var(gr), ld(p.x, at(&xrow, j, 1))));
+                    vec![store(acc, a, v)]
+                }));
+            }
+            b
+        }));
+        if !gemm && acc != d_fn {
+            body.push(kb.vector(k, |_, j| {
+                vec![store(d_fn, at(&frow, j, 1), ld(acc, at(&frow, j, 1)))]
+            }));
+        }
+        body.push(store(d_base, Index::var(r, 1), var(db)));
+        body.push(store(partial, Index::var(r, 1), var(ds)));
+        body
+    })];
+    pb.push(kb.finish(body));
+
+    // ---- 5: d_scale ----------------------------------------------------------
+    let mut kb = Kb::new(pb, "mhc_pre_grad_scale", p.dtype);
+    let body = vec![kb.parallel(1, |kb, _| {
+        (0..3)
+            .map(|s| {
+                let sum = (0..m)
+                    .filter(|&r| seg(r, n) == s)
+                    .map(|r| ld(partial, Index::constant(ix(r))))
+                    .fold(kb.c(0.0), add);
+                store(d_scale, Index::constant(ix(s)), sum)
+            })
+            .collect()
+    })];
+    pb.push(kb.finish(body));
+    Ok(())
+}
+
+/// A row-major or transposed view of a whole buffer for a matrix product.
+fn mat(buf: BufferId, row_stride: usize, col_stride: usize) -> Matrix {
+    Matrix {
+        buf,
+        offset: 0,
+        row_stride,
+        col_stride,
+        batch_stride: 0,
+    }
+}
+
+/// Pushes a kernel computing `c = a·b` (`c += a·b` if `accumulate`) for
+/// `(rows, cols, inner)` = the product's `(m, n, k)`.
+fn push_gemm(
+    pb: &mut ProgramBuilder,
+    name: &str,
+    dt: DType,
+    (rows, cols, inner): (usize, usize, usize),
+    [a, b, c]: [Matrix; 3],
+    accumulate: bool,
+) {
+    let kb = Kb::new(pb, name, dt);
+    let body = vec![Stmt::Gemm(Gemm {
+        m: rows,
+        n: cols,
+        k: inner,
+        batch: 1,
+        a,
+        b,
+        c,
+        accumulate,
+        row_sumsq: None,
+    })];
+    pb.push(kb.finish(body));
+}

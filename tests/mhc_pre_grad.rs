@@ -1,0 +1,224 @@
+//! `mhc_pre_grad` compiled for the CPU against the f64 reference
+//! interpreter: the op alone (f32 and bf16, random `T`, `n`, `C` and
+//! Sinkhorn spec), and the gradient graph of a pre-mix loss, which `grad`
+//! builds around it.
+//!
+//! Tolerances are DESIGN §5's reduction row of the output's dtype
+//! (`birkhoff::testing::compare`).
+
+use std::collections::BTreeMap;
+
+use birkhoff::autodiff::grad;
+use birkhoff::dsl::zoo::Inits;
+use birkhoff::dsl::{Init, Rng, random_tensor};
+use birkhoff::ir::{
+    DType, FloatAttr, Graph, InputKind, Op, SinkhornSpec, SinkhornVariant, Tensor, TensorType,
+    interpret,
+};
+use birkhoff::testing::{compare, random_inputs, reference_options};
+use birkhoff::{CompileOptions, Target, compile_with};
+use proptest::prelude::*;
+use proptest::sample::select;
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12)
+}
+
+fn cpu() -> CompileOptions {
+    CompileOptions {
+        target: Target::Cpu,
+        checked: true,
+        ..CompileOptions::default()
+    }
+}
+
+/// Compiles `graph` for the CPU (checked mode) and compares every output
+/// with the f64 interpreter.
+fn check(graph: &Graph, inputs: &BTreeMap<String, Tensor>) -> Result<(), TestCaseError> {
+    let exe = compile_with(graph, &cpu())
+        .map_err(|e| TestCaseError::fail(format!("compile: {e}\n{graph}")))?;
+    let got = exe
+        .run(inputs)
+        .map_err(|e| TestCaseError::fail(format!("run: {e}")))?;
+    let want = interpret(graph, inputs, &reference_options())
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let errs = compare(graph, &want, &got).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert_eq!(errs.len(), 4, "one comparison per cotangent");
+    for e in errs {
+        prop_assert!(e.within, "{e}\n{graph}");
+    }
+    Ok(())
+}
+
+/// The operand names of `mhc_pre`, in order.
+const OPERANDS: [&str; 4] = ["x", "fn", "scale", "base"];
+
+/// The cotangents of its results.
+const COTANGENTS: [&str; 3] = ["d_li", "d_post", "d_comb"];
+
+/// `x, fn, scale, base, d_li, d_post, d_comb` as graph inputs.
+fn inputs(
+    g: &mut Graph,
+    dtype: DType,
+    (t, n, c): (usize, usize, usize),
+) -> Vec<birkhoff::ir::ValueId> {
+    let m = n * (n + 2);
+    let shapes: [&[usize]; 7] = [
+        &[t, n, c],
+        &[m, n * c],
+        &[3],
+        &[m],
+        &[t, c],
+        &[t, n],
+        &[t, n, n],
+    ];
+    OPERANDS
+        .iter()
+        .chain(&COTANGENTS)
+        .zip(shapes)
+        .map(|(name, s)| g.add_input(*name, InputKind::Data, TensorType::new(dtype, s)))
+        .collect()
+}
+
+fn attrs(spec: SinkhornSpec) -> (FloatAttr, FloatAttr, FloatAttr, SinkhornSpec) {
+    (FloatAttr(1e-6), FloatAttr(0.01), FloatAttr(2.0), spec)
+}
+
+/// `mhc_pre_grad(...)`, one output per cotangent.
+fn op_graph(dtype: DType, dims: (usize, usize, usize), spec: SinkhornSpec) -> Graph {
+    let mut g = Graph::new("mhc_pre_grad");
+    let ins = inputs(&mut g, dtype, dims);
+    let (norm_eps, pre_eps, post_mult, sinkhorn) = attrs(spec);
+    let op = Op::MhcPreGrad {
+        norm_eps,
+        pre_eps,
+        post_mult,
+        sinkhorn,
+    };
+    let d = g.add(op, &ins).expect("well-typed");
+    for (i, name) in OPERANDS.iter().enumerate() {
+        let e = g.add(Op::Get { index: i }, &[d]).expect("a tuple element");
+        g.add_output(format!("d_{name}"), e);
+    }
+    g
+}
+
+fn inits(k: usize) -> Inits {
+    let uniform = |low, high| Init::Uniform { low, high };
+    let w = 1.0 / (k as f64).sqrt();
+    [
+        ("x", uniform(-2.0, 2.0)),
+        ("fn", uniform(-w, w)),
+        ("scale", uniform(0.5, 1.5)),
+        ("base", uniform(-0.5, 0.5)),
+        ("d_li", uniform(-1.0, 1.0)),
+        ("d_post", uniform(-1.0, 1.0)),
+        ("d_comb", uniform(-1.0, 1.0)),
+    ]
+    .into_iter()
+    .map(|(n, i)| (n.to_string(), i))
+    .collect()
+}
+
+fn spec() -> impl Strategy<Value = SinkhornSpec> {
+    (
+        select(vec![SinkhornVariant::Paper, SinkhornVariant::TileKernels]),
+        1usize..=6,
+    )
+        .prop_map(|(variant, iters)| SinkhornSpec {
+            variant,
+            iters,
+            eps: FloatAttr(variant.default_eps()),
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    #[test]
+    fn mhc_pre_grad_on_cpu_matches_the_interpreter(
+        dtype in select(vec![DType::F32, DType::Bf16]),
+        t in 1usize..=4,
+        n in 1usize..=4,
+        c in 1usize..=40,
+        spec in spec(),
+        seed in any::<u64>(),
+    ) {
+        let g = op_graph(dtype, (t, n, c), spec);
+        check(&g, &random_inputs(&g, &inits(n * c), seed))?;
+    }
+}
+
+/// The gradient of `Σ li ⊙ w_li + Σ comb ⊙ w_comb` (no post term: its
+/// cotangent is a zero constant) with respect to all four operands, as
+/// `grad` builds it (with `mhc_pre_grad`), compiled.
+#[test]
+fn pre_mix_loss_gradient_compiles_and_matches() {
+    let dims = (5, 4, 33);
+    let spec = SinkhornSpec {
+        variant: SinkhornVariant::Paper,
+        iters: 20,
+        eps: FloatAttr(0.0),
+    };
+    let mut g = Graph::new("loss");
+    let ins = inputs(&mut g, DType::F32, dims);
+    let (norm_eps, pre_eps, post_mult, sinkhorn) = attrs(spec);
+    let op = Op::MhcPre {
+        norm_eps,
+        pre_eps,
+        post_mult,
+        sinkhorn,
+    };
+    let tuple = g.add(op, &ins[..4]).unwrap();
+    let mut total = None;
+    for i in [0, 2] {
+        let r = g.add(Op::Get { index: i }, &[tuple]).unwrap();
+        let p = g.add(Op::Mul, &[r, ins[4 + i]]).unwrap();
+        let rank = g.ty(p).rank();
+        let s = g
+            .add(
+                Op::ReduceSum {
+                    axes: (0..rank).collect(),
+                    keepdims: false,
+                },
+                &[p],
+            )
+            .unwrap();
+        total = Some(match total {
+            None => s,
+            Some(t) => g.add(Op::Add, &[t, s]).unwrap(),
+        });
+    }
+    g.add_output("loss", total.unwrap());
+    let dg = grad(&g, "loss", &OPERANDS).unwrap();
+    assert!(
+        dg.nodes()
+            .iter()
+            .any(|n| matches!(n.op, Op::MhcPreGrad { .. })),
+        "{dg}"
+    );
+    let root = Rng::new(11);
+    let feed: BTreeMap<String, Tensor> = dg
+        .inputs()
+        .iter()
+        .map(|&v| {
+            let n = dg.input_name(v).unwrap();
+            let init = Init::Normal {
+                mean: 0.0,
+                std: if n == "fn" { 0.1 } else { 1.0 },
+            };
+            (
+                n.to_string(),
+                random_tensor(dg.ty(v), &init, &mut root.fork(n)),
+            )
+        })
+        .collect();
+    let got = compile_with(&dg, &cpu()).unwrap().run(&feed).unwrap();
+    let want = interpret(&dg, &feed, &reference_options()).unwrap();
+    for e in compare(&dg, &want, &got).unwrap() {
+        assert!(e.within, "{e}\n{dg}");
+    }
+}
