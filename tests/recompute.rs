@@ -1,5 +1,6 @@
 //! Training with recomputation: the same numbers as keeping everything
-//! (bit for bit), for residual, HC and mHC language models; the memory the
+//! (bit for bit at these sizes; `docs/recompute.md` says where a few ulps
+//! can differ), for residual, HC and mHC language models; the memory the
 //! compiled step really holds against the planner's prediction; errors for
 //! plans that do not apply.
 

@@ -89,7 +89,9 @@ pub struct TrainOptions {
     /// Where the gradient and update graphs run.
     pub target: Target,
     /// What the gradient graph recomputes in its backward pass instead of
-    /// keeping (`birkhoff::recompute`); gradients are the same either way.
+    /// keeping (`birkhoff::recompute`): the loss is bit-identical either
+    /// way, the gradients bit-identical or within a few ulps (where a
+    /// recomputed kernel fuses with other neighbours; `docs/recompute.md`).
     pub recompute: Recompute,
 }
 

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Scratch, fails, files_in, ok};
+use common::{Scratch, birkhoff, fails, files_in, ok, stderr};
 use serde_json::Value;
 
 /// A one-layer model of width 32 on 2×32-byte batches.
@@ -139,4 +139,56 @@ fn bad_training_flags_fail_cleanly() {
     assert!(e.contains("nope.txt"), "{e}");
     let e = fails(&["train-compare", &d.s("none"), "--out", &d.s("cmp")]);
     assert!(e.contains("metrics.json"), "{e}");
+}
+
+#[test]
+fn recompute_plans_train_to_the_same_metrics() {
+    let d = Scratch::new("train-recompute");
+    let (none, block) = (d.s("none"), d.s("block"));
+    train(&["--steps", "6", "--out", &none]);
+    let said = train(&["--steps", "6", "--recompute", "block=2", "--out", &block]);
+    assert!(said.contains("trained to step 6 of 6"), "{said}");
+    let m = metrics(&block);
+    assert_eq!(m["memory"]["recompute"], "block=2");
+    assert_eq!(m["memory"]["block"], 2);
+    assert!(m["memory"]["recomputed_values"].as_u64().unwrap() > 0);
+    assert!(m["memory"]["arena_bytes"].as_u64().unwrap() > 0);
+    let (ca, cb) = (
+        std::fs::read_to_string(d.path("none/metrics.csv")).unwrap(),
+        std::fs::read_to_string(d.path("block/metrics.csv")).unwrap(),
+    );
+    // The first loss is the forward pass's, untouched: the same bits.
+    assert_eq!(column(&ca, 1)[0], column(&cb, 1)[0]);
+    // After that, recomputed kernels may round a reduction differently
+    // (docs/recompute.md): losses and gradient norms agree to 1e-6.
+    for col in [1, 3] {
+        for (a, b) in column(&ca, col).iter().zip(column(&cb, col)) {
+            let (a, b): (f64, f64) = (a.parse().unwrap(), b.parse().unwrap());
+            assert!((a - b).abs() <= 1e-6 * a.abs(), "column {col}: {a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn bad_recompute_plans_fail_cleanly() {
+    let d = Scratch::new("train-recompute-bad");
+    let out = d.s("x");
+    // (The model is built, and says so, before the plan is refused.)
+    let refused = |extra: &[&str]| {
+        let mut args = TINY.to_vec();
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--out", &out]);
+        let o = birkhoff(&args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    };
+    let e = refused(&["--connection", "residual", "--recompute", "block=2"]);
+    assert!(e.contains("needs mHC (or HC) connections"), "{e}");
+    let e = refused(&["--recompute", "block=3"]);
+    assert!(
+        e.contains("larger than the graph's 2 mHC connections"),
+        "{e}"
+    );
 }
