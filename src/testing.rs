@@ -61,6 +61,9 @@ pub enum CheckError {
     /// The optimizer failed.
     #[error("{0}")]
     Optimize(#[from] birkhoff_opt::Error),
+    /// Compiling or running the candidate failed.
+    #[error("{0}")]
+    Compile(#[from] crate::CompileError),
     /// The candidate returned different outputs (names or types).
     #[error("candidate output '{name}' does not match the reference: {detail}")]
     Mismatch {
@@ -136,6 +139,27 @@ pub fn compare(
     candidate: &Outputs,
 ) -> Result<Vec<OutputError>, CheckError> {
     compare_scaled(graph, reference, candidate, 1.0)
+}
+
+/// Compiles `graph` for the CPU in checked mode (every memory access
+/// bounds-checked), runs it on `inputs` and compares every output with the
+/// f64 reference interpreter ([`compare`]).
+///
+/// # Errors
+/// Compilation, the run or the reference failed, or the outputs do not
+/// match in name or type.
+pub fn compare_cpu(
+    graph: &Graph,
+    inputs: &BTreeMap<String, Tensor>,
+) -> Result<Vec<OutputError>, CheckError> {
+    let opts = crate::CompileOptions {
+        target: crate::Target::Cpu,
+        checked: true,
+        ..crate::CompileOptions::default()
+    };
+    let got = crate::compile_with(graph, &opts)?.run(inputs)?;
+    let want = interpret(graph, inputs, &reference_options())?;
+    compare(graph, &want, &got)
 }
 
 /// [`compare`] with every tolerance multiplied by `factor`: for whole

@@ -11,9 +11,8 @@ use std::collections::BTreeMap;
 use birkhoff::autodiff::grad;
 use birkhoff::dsl::zoo::Inits;
 use birkhoff::dsl::{Init, Rng, random_tensor};
-use birkhoff::ir::{DType, Graph, InputKind, Op, Tensor, TensorType, interpret};
-use birkhoff::testing::{compare, random_inputs, reference_options};
-use birkhoff::{CompileOptions, Target, compile_with};
+use birkhoff::ir::{DType, Graph, InputKind, Op, Tensor, TensorType};
+use birkhoff::testing::{compare_cpu, random_inputs};
 use proptest::prelude::*;
 use proptest::sample::select;
 
@@ -27,19 +26,8 @@ fn cases() -> u32 {
 /// Compiles `graph` for the CPU (checked mode) and compares every output
 /// with the f64 interpreter.
 fn check(graph: &Graph, inputs: &BTreeMap<String, Tensor>) -> Result<(), TestCaseError> {
-    let opts = CompileOptions {
-        target: Target::Cpu,
-        checked: true,
-        ..CompileOptions::default()
-    };
-    let exe = compile_with(graph, &opts)
-        .map_err(|e| TestCaseError::fail(format!("compile: {e}\n{graph}")))?;
-    let got = exe
-        .run(inputs)
-        .map_err(|e| TestCaseError::fail(format!("run: {e}")))?;
-    let want = interpret(graph, inputs, &reference_options())
-        .map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let errs = compare(graph, &want, &got).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let errs =
+        compare_cpu(graph, inputs).map_err(|e| TestCaseError::fail(format!("{e}\n{graph}")))?;
     prop_assert_eq!(errs.len(), 4, "one comparison per cotangent");
     for e in errs {
         prop_assert!(e.within, "{e}\n{graph}");
@@ -139,14 +127,7 @@ fn post_mix_loss_gradient_compiles_and_matches() {
             )
         })
         .collect();
-    let opts = CompileOptions {
-        target: Target::Cpu,
-        checked: true,
-        ..CompileOptions::default()
-    };
-    let got = compile_with(&dg, &opts).unwrap().run(&feed).unwrap();
-    let want = interpret(&dg, &feed, &reference_options()).unwrap();
-    for e in compare(&dg, &want, &got).unwrap() {
+    for e in compare_cpu(&dg, &feed).unwrap() {
         assert!(e.within, "{e}\n{dg}");
     }
 }

@@ -15,9 +15,8 @@ use birkhoff::dsl::zoo::Inits;
 use birkhoff::dsl::{Init, Rng, random_tensor};
 use birkhoff::ir::{
     DType, FloatAttr, Graph, InputKind, Op, SinkhornSpec, SinkhornVariant, Tensor, TensorType,
-    interpret,
 };
-use birkhoff::testing::{compare, random_inputs, reference_options};
+use birkhoff::testing::{compare_cpu, random_inputs};
 use birkhoff::{CompileOptions, Target, compile_with};
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -32,19 +31,8 @@ fn cases() -> u32 {
 /// Compiles `graph` for the CPU (checked mode) and compares every output
 /// with the f64 interpreter.
 fn check(graph: &Graph, inputs: &BTreeMap<String, Tensor>) -> Result<(), TestCaseError> {
-    let opts = CompileOptions {
-        target: Target::Cpu,
-        checked: true,
-        ..CompileOptions::default()
-    };
-    let exe = compile_with(graph, &opts)
-        .map_err(|e| TestCaseError::fail(format!("compile: {e}\n{graph}")))?;
-    let got = exe
-        .run(inputs)
-        .map_err(|e| TestCaseError::fail(format!("run: {e}")))?;
-    let want = interpret(graph, inputs, &reference_options())
-        .map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let errs = compare(graph, &want, &got).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let errs =
+        compare_cpu(graph, inputs).map_err(|e| TestCaseError::fail(format!("{e}\n{graph}")))?;
     for e in errs {
         prop_assert!(e.within, "{e}\n{graph}");
     }
