@@ -544,16 +544,18 @@ impl Builder<'_> {
         self.add(Op::Slice { start, end }, &[v])
     }
 
-    /// A float residual stream `[T, n, C]` whose mHC weights stay within
-    /// [`MAX_GRAPH_ELEMENTS`]: an existing rank-3 value when one is drawn
-    /// and fits, else a fresh operand.
+    /// A float residual stream `[T, n, C]` whose mHC weights, results and
+    /// gradients stay within [`MAX_GRAPH_ELEMENTS`]: an existing rank-3
+    /// value when one is drawn and fits, else a fresh operand.
     fn residual(&mut self) -> ValueId {
         let v = self.any_value();
         let ty = self.ty(v);
         if let [t, n, c] = ty.shape[..] {
             let weights = n * (n + 2) * n * c;
             let results = t * (c + n + n * n);
-            if weights.max(results) <= MAX_GRAPH_ELEMENTS && self.c.flip() {
+            // mhc_pre_grad's tuple: d_x, d_fn, d_scale, d_base.
+            let grads = t * n * c + weights + 3 + n * (n + 2);
+            if weights.max(results).max(grads) <= MAX_GRAPH_ELEMENTS && self.c.flip() {
                 return self.coerce(v, &FLOATS);
             }
         }
