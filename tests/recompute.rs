@@ -1,6 +1,5 @@
-//! Training with recomputation: the same numbers as keeping everything
-//! (bit for bit at these sizes; `docs/recompute.md` says where a few ulps
-//! can differ), for residual, HC and mHC language models; the memory the
+//! Training with recomputation: the same numbers as keeping everything,
+//! bit for bit, for residual, HC and mHC language models; the memory the
 //! compiled step really holds against the planner's prediction; errors for
 //! plans that do not apply.
 
@@ -118,6 +117,19 @@ fn hc_trains_identically_with_recomputation() {
     let model = lm(Connection::Hc, 2, 16);
     assert!(recomputed(&model, Recompute::Block(2)) > 0);
     assert_same_training(&model, &[Recompute::Block(2), Recompute::Auto]);
+}
+
+/// Wider models, where the recomputed pre-mix kernels fuse with other
+/// neighbours than their originals did (this once cost up to 11 ulps; see
+/// `tests/kernel_fusion.rs`).
+#[test]
+fn wider_models_train_identically_with_recomputation() {
+    assert_same_training(&lm(Connection::Mhc, 1, 32), &[Recompute::Block(2)]);
+    assert_same_training(
+        &lm(Connection::Mhc, 3, 32),
+        &[Recompute::Block(2), Recompute::Block(4), Recompute::Auto],
+    );
+    assert_same_training(&lm(Connection::Hc, 2, 32), &[Recompute::Block(3)]);
 }
 
 #[test]

@@ -89,9 +89,8 @@ pub struct TrainOptions {
     /// Where the gradient and update graphs run.
     pub target: Target,
     /// What the gradient graph recomputes in its backward pass instead of
-    /// keeping (`birkhoff::recompute`): the loss is bit-identical either
-    /// way, the gradients bit-identical or within a few ulps (where a
-    /// recomputed kernel fuses with other neighbours; `docs/recompute.md`).
+    /// keeping (`birkhoff::recompute`): the loss and the gradients are
+    /// bit-identical either way (`docs/recompute.md`).
     pub recompute: Recompute,
 }
 

@@ -29,7 +29,9 @@
 //!    can move above the first loop), the second reads no variable the
 //!    first sets, and every buffer or local element one writes and the
 //!    other touches is touched at the same index in both, an index that
-//!    depends on the loop (so distinct iterations never meet).
+//!    depends on the loop (so distinct iterations never meet), and
+//!    neither loop sums into an accumulator (see [`sums`]): fusion then
+//!    changes no bits.
 //! 3. **Store forwarding and dead temporaries.** In a merged loop, a load
 //!    of what the first half stored at the same index becomes the stored
 //!    value (for storage types that hold their compute type exactly: not
@@ -38,11 +40,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use birkhoff_ir::DType;
 use birkhoff_ir::kernel::{
     BufferId, BufferKind, Expr, Index, Kernel, LocalId, LoopKind, Program, ScalarType, Stmt, VarId,
     walk_exprs, walk_stmts,
 };
+use birkhoff_ir::{DType, Op};
 
 /// Applies the three rewrites to the whole program.
 pub(crate) fn fuse(p: &mut Program) {
@@ -473,6 +475,19 @@ fn mergeable(v1: VarId, b1: &[Stmt], b2_renamed: &[Stmt]) -> bool {
     true
 }
 
+/// Whether a vector body accumulates a sum (`acc = acc + e`). A backend
+/// may split such a sum into partials (the kernel IR allows it), and how
+/// many it uses can depend on what else the loop does; merging another
+/// sweep into the loop could then change how the sum rounds. Sums stay in
+/// their own loops, so that a kernel computes the same bits wherever
+/// fusion puts it: with or without a neighbour, recomputed in the
+/// backward pass or not.
+fn sums(body: &[Stmt]) -> bool {
+    body.iter().any(|s| {
+        matches!(s, Stmt::Set { var, value } if matches!(value.accumulates(*var), Some((Op::Add, _))))
+    })
+}
+
 /// Merges vector loops in `body` and every nested statement list
 /// (rewrite 2, with rewrite 3's forwarding); may declare variables in `k`.
 fn merge_in(k: &mut Kernel, dtypes: &[DType], body: &mut Vec<Stmt>) {
@@ -502,7 +517,7 @@ fn merge_in(k: &mut Kernel, dtypes: &[DType], body: &mut Vec<Stmt>) {
             continue;
         };
         let b2 = remap(b2, &|v| if v == v2 { v1 } else { v }, &|l| l, &|b| b);
-        if e1 != e2 || !mergeable(v1, b1, &b2) {
+        if e1 != e2 || sums(b1) || sums(&b2) || !mergeable(v1, b1, &b2) {
             i += 1;
             continue;
         }
