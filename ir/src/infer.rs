@@ -113,18 +113,56 @@ fn float_operand<'a>(
 
 /// The shapes of the mHC pre-mix operands: `(T, n, C)` if `x [T,n,C]`,
 /// `fn [n(n+2), n·C]`, `scale [3]`, `base [n(n+2)]` all share one float dtype.
-fn mhc_pre_dims(op: &Op, args: &[&TensorType]) -> Result<(usize, usize, usize), TypeError> {
-    let x = float_operand(op, args[0], 3)?;
+/// `(T, n, C)` of a pre-mix's residual `x [T,n,C]`, checked small enough
+/// that `n(n+2)` mixes, `n·C` rows and `comb_mix [T,n,n]` do not overflow.
+fn residual_dims(op: &Op, x: &TensorType) -> Result<(usize, usize, usize), TypeError> {
+    let x = float_operand(op, x, 3)?;
     if x.rank() != 3 {
         return Err(invalid(op, format!("residual must be [T,n,C], got {x}")));
     }
     let (t, n, c) = (x.shape[0], x.shape[1], x.shape[2]);
     // A residual with absurd dimensions is an error here, not an overflow.
-    let (Some(m), Some(k)) = (n.checked_mul(n + 2), n.checked_mul(c)) else {
+    if n.checked_add(2).and_then(|a| a.checked_mul(n)).is_none() || n.checked_mul(c).is_none() {
         return Err(invalid(op, format!("residual {x} is too large to mix")));
-    };
+    }
     // comb_mix [T,n,n] may be larger than the residual itself.
     check_shape(op, &[t, n, n])?;
+    check_shape(op, &[t, n * (n + 2)])?;
+    Ok((t, n, c))
+}
+
+/// The type of `mhc_project`'s result for residual `x` (`[T, m]`, `f32`
+/// for `bf16`: the product is not rounded before it is scaled).
+fn project_type(x: &TensorType, t: usize, m: usize) -> TensorType {
+    let dtype = if x.dtype == DType::Bf16 {
+        DType::F32
+    } else {
+        x.dtype
+    };
+    TensorType::new(dtype, [t, m])
+}
+
+/// `mhc_project`'s result type: `(x [T,n,C], fn [m,nC])` to `[T, m]`.
+fn mhc_project_type(op: &Op, args: &[&TensorType]) -> Result<TensorType, TypeError> {
+    let (t, n, c) = residual_dims(op, args[0])?;
+    let w = args[1];
+    if w.dtype != args[0].dtype || w.rank() != 2 || w.shape[1] != n * c {
+        return Err(invalid(
+            op,
+            format!(
+                "fn must be {}, got {w}",
+                args[0].with_shape([n * (n + 2), n * c])
+            ),
+        ));
+    }
+    check_shape(op, &[t, w.shape[0]])?;
+    Ok(project_type(args[0], t, w.shape[0]))
+}
+
+fn mhc_pre_dims(op: &Op, args: &[&TensorType]) -> Result<(usize, usize, usize), TypeError> {
+    let (t, n, c) = residual_dims(op, args[0])?;
+    let x = args[0];
+    let (m, k) = (n * (n + 2), n * c);
     let want = [vec![m, k], vec![3], vec![m]];
     for (i, (a, w)) in args[1..].iter().zip(want).enumerate() {
         if a.dtype != x.dtype || a.shape != w {
@@ -192,6 +230,50 @@ pub fn infer(op: &Op, args: &[&Type]) -> Result<Type, TypeError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     match op {
+        Op::MhcPreProjected {
+            norm_eps,
+            pre_eps,
+            post_mult,
+            sinkhorn,
+        } => {
+            if tensors.len() != 4 {
+                return Err(TypeError::Arity {
+                    op: op.mnemonic(),
+                    expected: "4".into(),
+                    got: tensors.len(),
+                });
+            }
+            check_eps(op, "norm_eps", *norm_eps, false)?;
+            check_eps(op, "pre_eps", *pre_eps, true)?;
+            check_eps(op, "post_mult", *post_mult, true)?;
+            check_sinkhorn(op, sinkhorn)?;
+            let (t, n, c) = residual_dims(op, tensors[0])?;
+            let m = n * (n + 2);
+            let mixes = project_type(tensors[0], t, m);
+            if *tensors[1] != mixes {
+                return Err(invalid(
+                    op,
+                    format!("mixes must be {mixes}, got {}", tensors[1]),
+                ));
+            }
+            let x = tensors[0];
+            for (a, w, name) in [
+                (tensors[2], vec![3], "scale"),
+                (tensors[3], vec![m], "base"),
+            ] {
+                if a.dtype != x.dtype || a.shape != w {
+                    return Err(invalid(
+                        op,
+                        format!("{name} must be {}, got {a}", x.with_shape(w)),
+                    ));
+                }
+            }
+            Ok(Type::Tuple(vec![
+                x.with_shape([t, c]),
+                x.with_shape([t, n]),
+                x.with_shape([t, n, n]),
+            ]))
+        }
         Op::MhcPre { .. } | Op::HcPre { .. } => {
             if tensors.len() != 4 {
                 return Err(TypeError::Arity {
@@ -563,8 +645,10 @@ pub fn infer_type(op: &Op, args: &[&TensorType]) -> Result<TensorType, TypeError
             Ok(x.clone())
         }
         Op::MhcPost => mhc_post_type(op, args),
+        Op::MhcProject => mhc_project_type(op, args),
         Op::MhcPre { .. }
         | Op::HcPre { .. }
+        | Op::MhcPreProjected { .. }
         | Op::MhcPostGrad
         | Op::MhcPreGrad { .. }
         | Op::Get { .. } => Err(invalid(op, "has a tuple result or operand; use infer")),

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};
 use crate::op::{FloatAttr, Op, SinkhornSpec};
-use crate::semantics::{self, Gates, Round};
+use crate::semantics::{self, Gates, Projection, Round};
 use crate::tensor::Tensor;
 use crate::types::{DType, TensorType, Type, strides};
 use crate::verify::verify;
@@ -263,13 +263,47 @@ impl Eval<'_> {
                     sinkhorn: &spec,
                 };
                 let (a, b, c) = (self.arg(v, 1), self.arg(v, 2), self.arg(v, 3));
-                semantics::pre_mix(x(), a, b, c, dims(0), attr(*norm_eps), &gates, &r)
+                semantics::pre_mix(
+                    x(),
+                    Projection::Weights(a),
+                    b,
+                    c,
+                    dims(0),
+                    attr(*norm_eps),
+                    &gates,
+                    &r,
+                )
             }
+            Op::MhcPreProjected {
+                norm_eps,
+                pre_eps,
+                post_mult,
+                sinkhorn,
+            } => {
+                let spec = spec_of(sinkhorn);
+                let gates = Gates::Constrained {
+                    pre_eps: attr(*pre_eps),
+                    post_mult: attr(*post_mult),
+                    sinkhorn: &spec,
+                };
+                let (a, b, c) = (self.arg(v, 1), self.arg(v, 2), self.arg(v, 3));
+                semantics::pre_mix(
+                    x(),
+                    Projection::Mixes(a),
+                    b,
+                    c,
+                    dims(0),
+                    attr(*norm_eps),
+                    &gates,
+                    &r,
+                )
+            }
+            Op::MhcProject => semantics::project(x(), self.arg(v, 1), dims(0).0, &r),
             Op::HcPre { norm_eps } => {
                 let (a, b, c) = (self.arg(v, 1), self.arg(v, 2), self.arg(v, 3));
                 semantics::pre_mix(
                     x(),
-                    a,
+                    Projection::Weights(a),
                     b,
                     c,
                     dims(0),

@@ -334,6 +334,27 @@ pub enum Op {
         /// The projection of the residual mix.
         sinkhorn: SinkhornSpec,
     },
+    /// `mhc_pre`'s projection on its own: `(x [T,n,C], fn [m,nC])` to
+    /// `mixes [T,m] = x·fnᵀ` (each token's `n·C` row against each row of
+    /// `fn`), before the RMS factor; `f32` for `bf16` operands, as inside
+    /// `mhc_pre`. `mhc_pre_projected(x, mhc_project(x, fn), scale, base)`
+    /// computes what `mhc_pre(x, fn, scale, base)` does. The recomputation
+    /// planner splits a pre-mix this way so that the backward pass can
+    /// replay it from `x` and the kept `mixes` without the matrix product.
+    MhcProject,
+    /// `mhc_pre` given its projection: `(x [T,n,C], mixes [T,m], scale
+    /// [3], base [m])` with `mixes` what `mhc_project(x, fn)` computes;
+    /// `mhc_pre`'s attributes and results.
+    MhcPreProjected {
+        /// RMS epsilon of pre_norm_fn.
+        norm_eps: FloatAttr,
+        /// Added to the sigmoid pre gates.
+        pre_eps: FloatAttr,
+        /// Multiplies the sigmoid post gates.
+        post_mult: FloatAttr,
+        /// The projection of the residual mix.
+        sinkhorn: SinkhornSpec,
+    },
     /// The unconstrained HC pre-mix (tanh gates, no projection); same
     /// operands and results as `mhc_pre`.
     HcPre {
@@ -381,6 +402,7 @@ pub(crate) const PLAIN_OPS: &[Op] = &[
     Op::MatMul,
     Op::MhcPost,
     Op::MhcPostGrad,
+    Op::MhcProject,
 ];
 
 /// How many operands an op takes.
@@ -448,6 +470,8 @@ impl Op {
             Op::Sinkhorn(_) => "sinkhorn",
             Op::SinkhornGrad(_) => "sinkhorn_grad",
             Op::MhcPre { .. } => "mhc_pre",
+            Op::MhcProject => "mhc_project",
+            Op::MhcPreProjected { .. } => "mhc_pre_projected",
             Op::HcPre { .. } => "hc_pre",
             Op::MhcPost => "mhc_post",
             Op::MhcPostGrad => "mhc_post_grad",
@@ -465,7 +489,10 @@ impl Op {
             Op::SinkhornGrad(_) => Arity::Fixed(2),
             Op::MhcPostGrad => Arity::Fixed(5),
             Op::MhcPreGrad { .. } => Arity::Fixed(7),
-            Op::MhcPre { .. } | Op::HcPre { .. } | Op::MhcPost => Arity::Fixed(4),
+            Op::MhcPre { .. } | Op::HcPre { .. } | Op::MhcPost | Op::MhcPreProjected { .. } => {
+                Arity::Fixed(4)
+            }
+            Op::MhcProject => Arity::Fixed(2),
             op if op.is_unary() => Arity::Fixed(1),
             op if op.is_binary() => Arity::Fixed(2),
             Op::MatMul => Arity::Fixed(2),
@@ -569,6 +596,8 @@ impl Op {
             Op::MhcPre { .. }
                 | Op::HcPre { .. }
                 | Op::MhcPost
+                | Op::MhcProject
+                | Op::MhcPreProjected { .. }
                 | Op::SinkhornGrad(_)
                 | Op::MhcPostGrad
                 | Op::MhcPreGrad { .. }
@@ -579,7 +608,11 @@ impl Op {
     pub fn is_multi_result(&self) -> bool {
         matches!(
             self,
-            Op::MhcPre { .. } | Op::HcPre { .. } | Op::MhcPostGrad | Op::MhcPreGrad { .. }
+            Op::MhcPre { .. }
+                | Op::HcPre { .. }
+                | Op::MhcPreProjected { .. }
+                | Op::MhcPostGrad
+                | Op::MhcPreGrad { .. }
         )
     }
 

@@ -795,25 +795,30 @@ fn build_op(a: &mut Attrs<'_>, ty: &Type) -> PResult<Op> {
         },
         "sinkhorn" => Op::Sinkhorn(a.sinkhorn()?),
         "sinkhorn_grad" => Op::SinkhornGrad(a.sinkhorn()?),
-        "mhc_pre" | "mhc_pre_grad" => {
+        "mhc_pre" | "mhc_pre_grad" | "mhc_pre_projected" => {
             let norm_eps = a.float("norm_eps")?;
             let pre_eps = a.float("pre_eps")?;
             let post_mult = a.float("post_mult")?;
             let sinkhorn = a.sinkhorn()?;
-            if mnemonic == "mhc_pre" {
-                Op::MhcPre {
+            match mnemonic {
+                "mhc_pre" => Op::MhcPre {
                     norm_eps,
                     pre_eps,
                     post_mult,
                     sinkhorn,
-                }
-            } else {
-                Op::MhcPreGrad {
+                },
+                "mhc_pre_projected" => Op::MhcPreProjected {
                     norm_eps,
                     pre_eps,
                     post_mult,
                     sinkhorn,
-                }
+                },
+                _ => Op::MhcPreGrad {
+                    norm_eps,
+                    pre_eps,
+                    post_mult,
+                    sinkhorn,
+                },
             }
         }
         "hc_pre" => Op::HcPre {

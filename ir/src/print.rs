@@ -108,6 +108,12 @@ fn write_rhs(f: &mut impl Write, graph: &Graph, v: ValueId) -> fmt::Result {
             pre_eps,
             post_mult,
             sinkhorn,
+        }
+        | Op::MhcPreProjected {
+            norm_eps,
+            pre_eps,
+            post_mult,
+            sinkhorn,
         } => {
             write_float(f, sep, "norm_eps", *norm_eps)?;
             write_float(f, ", ", "pre_eps", *pre_eps)?;

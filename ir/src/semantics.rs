@@ -283,9 +283,36 @@ pub(crate) enum Gates<'a> {
     clippy::too_many_arguments,
     reason = "mirrors the op's four operands and its shape"
 )]
+/// Where a pre-mix's `m` projections come from.
+pub(crate) enum Projection<'a> {
+    /// `fn [m, nC]`: the pre-mix computes `x·fnᵀ` itself.
+    Weights(&'a [f64]),
+    /// `mixes [T, m]`: `x·fnᵀ` computed already (`mhc_project`).
+    Mixes(&'a [f64]),
+}
+
+/// One token's `n·C` row `xt` against every row of `weights [m, nC]`.
+fn project_row(xt: &[f64], weights: &[f64], r: &Round<'_>) -> impl Iterator<Item = f64> {
+    weights.chunks(xt.len()).map(move |row| {
+        let mut d = (r.ac)(xt[0] * row[0]);
+        for j in 1..xt.len() {
+            d = (r.ac)(d + (r.ac)(xt[j] * row[j]));
+        }
+        d
+    })
+}
+
+/// `mhc_project`: `x [T,n,C]` times `weightsᵀ` (`weights [m, nC]`).
+pub(crate) fn project(x: &[f64], weights: &[f64], t: usize, r: &Round<'_>) -> Vec<f64> {
+    let k = x.len() / t;
+    (0..t)
+        .flat_map(|tok| project_row(&x[tok * k..][..k], weights, r).map(|d| (r.st)(d)))
+        .collect()
+}
+
 pub(crate) fn pre_mix(
     x: &[f64],
-    proj: &[f64],
+    proj: Projection<'_>,
     scale: &[f64],
     base: &[f64],
     (t, n, c): (usize, usize, usize),
@@ -303,16 +330,13 @@ pub(crate) fn pre_mix(
     for tok in 0..t {
         let xt = &x[tok * k..][..k];
         let f = rms_factor(xt, norm_eps, r);
-        let mixes: Vec<f64> = proj
-            .chunks(k)
-            .map(|row| {
-                let mut d = (r.ac)(xt[0] * row[0]);
-                for j in 1..k {
-                    d = (r.ac)(d + (r.ac)(xt[j] * row[j]));
-                }
-                (r.st)(d * f)
-            })
-            .collect();
+        let mixes: Vec<f64> = match proj {
+            Projection::Weights(w) => project_row(xt, w, r).map(|d| (r.st)(d * f)).collect(),
+            Projection::Mixes(given) => given[tok * m..][..m]
+                .iter()
+                .map(|&d| (r.st)(d * f))
+                .collect(),
+        };
         let seg = |j: usize| {
             if j < n {
                 0

@@ -146,15 +146,27 @@ pub fn node_cost(op: &Op, args: &[&Type], out: &Type) -> Cost {
         // product, a subtract and a divide per element, and the start's
         // backward (a product, or a recomputed softmax and its backward).
         Op::SinkhornGrad(spec) => sinkhorn_flops(spec, n) + sinkhorn_backward_flops(spec, n),
-        Op::MhcPre { .. } | Op::HcPre { .. } => {
+        Op::MhcProject => {
+            let (t, s, c) = dims(0);
+            2 * t * s * (s + 2) * s * c
+        }
+        Op::MhcPre { .. } | Op::HcPre { .. } | Op::MhcPreProjected { .. } => {
             let (t, s, c) = dims(0);
             let m = s * (s + 2);
-            let norm = 2 * t * m * s * c + 2 * t * s * c;
+            // The projection (none given its mixes), the sum of squares.
+            let project = if matches!(op, Op::MhcPreProjected { .. }) {
+                0
+            } else {
+                2 * t * m * s * c
+            };
+            let norm = project + 2 * t * s * c;
             // scale and bias for all m, a sigmoid or tanh for the 2n gates
             let gates = 2 * t * m + 2 * t * s * TRANSCENDENTAL_FLOPS;
             let mix = 2 * t * s * c;
             let proj = match op {
-                Op::MhcPre { sinkhorn, .. } => sinkhorn_flops(sinkhorn, t * s * s),
+                Op::MhcPre { sinkhorn, .. } | Op::MhcPreProjected { sinkhorn, .. } => {
+                    sinkhorn_flops(sinkhorn, t * s * s)
+                }
                 _ => 0,
             };
             norm + gates + mix + proj

@@ -272,8 +272,15 @@ impl Builder<'_> {
         let wide = dtype == DType::Bf16;
         let cd = if wide { DType::F32 } else { dtype };
         let args = if wide {
+            // (mhc_pre_projected's mixes are f32 already.)
             args.iter()
-                .map(|&a| self.op(Op::Cast { dtype: cd }, &[a]))
+                .map(|&a| {
+                    if self.ty(a).dtype == cd {
+                        Ok(a)
+                    } else {
+                        self.op(Op::Cast { dtype: cd }, &[a])
+                    }
+                })
                 .collect::<Result<Vec<_>>>()?
         } else {
             args.to_vec()
@@ -302,10 +309,37 @@ impl Builder<'_> {
                     sinkhorn: *sinkhorn,
                     eps: attr(sinkhorn.eps),
                 };
-                self.pre_mix(&args, attr(*norm_eps), &gates)?
+                self.pre_mix(&args, attr(*norm_eps), &gates, false)?
+            }
+            Op::MhcPreProjected {
+                norm_eps,
+                pre_eps,
+                post_mult,
+                sinkhorn,
+            } => {
+                let gates = Gates::Constrained {
+                    pre_eps: attr(*pre_eps),
+                    post_mult: attr(*post_mult),
+                    sinkhorn: *sinkhorn,
+                    eps: attr(sinkhorn.eps),
+                };
+                self.pre_mix(&args, attr(*norm_eps), &gates, true)?
             }
             Op::HcPre { norm_eps } => {
-                self.pre_mix(&args, attr(*norm_eps), &Gates::Unconstrained)?
+                self.pre_mix(&args, attr(*norm_eps), &Gates::Unconstrained, false)?
+            }
+            Op::MhcProject => {
+                // f32 for bf16 operands (the result type says so); the
+                // widening is exact.
+                let widen = |e: &mut Self, v: ValueId| {
+                    if e.ty(v).dtype == dtype {
+                        Ok(v)
+                    } else {
+                        e.op(Op::Cast { dtype }, &[v])
+                    }
+                };
+                let (x, w) = (widen(self, args[0])?, widen(self, args[1])?);
+                vec![self.project(x, w)?]
             }
             Op::MhcPost => vec![self.post_mix(&args)?],
             Op::MhcPostGrad => self.post_mix_grad(&args)?,
@@ -463,15 +497,34 @@ impl Builder<'_> {
 
     /// The pre-mix of DESIGN §2 on `[x [T,n,C], fn [m,nC], scale [3], base [m]]`:
     /// `[layer_input [T,C], post_mix [T,n], comb_mix [T,n,n]]`.
-    fn pre_mix(&mut self, args: &[ValueId], norm_eps: f64, gates: &Gates) -> Result<Vec<ValueId>> {
+    /// `x [T,n,C]` (rows flattened) times `weightsᵀ` (`weights [m,nC]`).
+    fn project(&mut self, x: ValueId, weights: ValueId) -> Result<ValueId> {
+        let xs = self.shape(x);
+        let xf = self.reshape(x, &[xs[0], xs[1] * xs[2]])?;
+        let w = self.op(Op::Permute { perm: vec![1, 0] }, &[weights])?;
+        self.op(Op::MatMul, &[xf, w])
+    }
+
+    /// `mhc_pre` / `hc_pre` (`args[1]` the weights `fn`), or with
+    /// `projected`, `mhc_pre_projected` (`args[1]` the mixes `x·fnᵀ`).
+    fn pre_mix(
+        &mut self,
+        args: &[ValueId],
+        norm_eps: f64,
+        gates: &Gates,
+        projected: bool,
+    ) -> Result<Vec<ValueId>> {
         let (x, proj, scale, base) = (args[0], args[1], args[2], args[3]);
         let xs = self.shape(x);
         let (t, n, c) = (xs[0], xs[1], xs[2]);
         let m = n * (n + 2);
         // pre_norm_fn: the projection first, the per-token rsqrt after it.
         let xf = self.reshape(x, &[t, n * c])?;
-        let w = self.op(Op::Permute { perm: vec![1, 0] }, &[proj])?;
-        let dots = self.op(Op::MatMul, &[xf, w])?;
+        let dots = if projected {
+            proj
+        } else {
+            self.project(x, proj)?
+        };
         let r = self.rms_factor(xf, 1, norm_eps)?;
         let mixes = self.binary(Op::Mul, dots, r)?;
         let (pre, post, comb) = match *gates {
@@ -604,8 +657,7 @@ impl Builder<'_> {
         let (m, k) = (n * (n + 2), n * c);
         // The forward, as pre_mix computes it.
         let xf = self.reshape(x, &[t, k])?;
-        let w = self.op(Op::Permute { perm: vec![1, 0] }, &[proj])?;
-        let dots = self.op(Op::MatMul, &[xf, w])?;
+        let dots = self.project(x, proj)?;
         let f = self.rms_factor(xf, 1, norm_eps)?;
         let mixes = self.binary(Op::Mul, dots, f)?;
         let mut parts = Vec::with_capacity(3);

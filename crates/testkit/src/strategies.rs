@@ -304,6 +304,8 @@ fn templates() -> Vec<Op> {
         Op::MhcPost,
         Op::MhcPostGrad,
         MHC_PRE_GRAD_TEMPLATE,
+        Op::MhcProject,
+        MHC_PRE_PROJECTED_TEMPLATE,
         Op::Get { index: 0 },
     ]
 }
@@ -321,6 +323,12 @@ const MHC_PRE_TEMPLATE: Op = Op::MhcPre {
     sinkhorn: SPEC_TEMPLATE,
 };
 const MHC_PRE_GRAD_TEMPLATE: Op = Op::MhcPreGrad {
+    norm_eps: FloatAttr(0.0),
+    pre_eps: FloatAttr(0.0),
+    post_mult: FloatAttr(0.0),
+    sinkhorn: SPEC_TEMPLATE,
+};
+const MHC_PRE_PROJECTED_TEMPLATE: Op = Op::MhcPreProjected {
     norm_eps: FloatAttr(0.0),
     pre_eps: FloatAttr(0.0),
     post_mult: FloatAttr(0.0),
@@ -822,6 +830,42 @@ impl Builder<'_> {
                     Op::HcPre { norm_eps }
                 };
                 let tuple = self.add(op, &[x, proj, scale, base]);
+                self.take_apart(tuple);
+            }
+            Op::MhcProject => {
+                let x = self.residual();
+                let ty = self.ty(x);
+                let (n, c) = (ty.shape[1], ty.shape[2]);
+                let w = self.operand_like(&ty.with_shape([n * (n + 2), n * c]));
+                self.add(Op::MhcProject, &[x, w]);
+            }
+            Op::MhcPreProjected { .. } => {
+                let x = self.residual();
+                let ty = self.ty(x);
+                let (t, n, c) = (ty.shape[0], ty.shape[1], ty.shape[2]);
+                let m = n * (n + 2);
+                // The mixes of x itself (as the recomputation planner
+                // builds it), or any tensor of their type.
+                let mixes = if self.c.flip() {
+                    let w = self.operand_like(&ty.with_shape([m, n * c]));
+                    self.add(Op::MhcProject, &[x, w])
+                } else {
+                    let dtype = if ty.dtype == DType::Bf16 {
+                        DType::F32
+                    } else {
+                        ty.dtype
+                    };
+                    self.operand_like(&TensorType::new(dtype, [t, m]))
+                };
+                let scale = self.operand_like(&ty.with_shape([3]));
+                let base = self.operand_like(&ty.with_shape([m]));
+                let op = Op::MhcPreProjected {
+                    norm_eps: self.float_attr(&EPSILONS),
+                    pre_eps: self.float_attr(&SIGNED_ATTRS),
+                    post_mult: self.float_attr(&SIGNED_ATTRS),
+                    sinkhorn: self.sinkhorn_spec(),
+                };
+                let tuple = self.add(op, &[x, mixes, scale, base]);
                 self.take_apart(tuple);
             }
             Op::MhcPost => {

@@ -86,6 +86,36 @@ pub(crate) struct PreMix {
     pub dtype: DType,
 }
 
+/// The operands and result of a projection `x · weightsᵀ`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Project {
+    /// `x [T,n,C]`.
+    pub x: BufferId,
+    /// `weights [rows, nC]`.
+    pub weights: BufferId,
+    /// `out [T, rows]` (`f32` for `bf16` operands).
+    pub out: BufferId,
+    /// `(T, n, C)`.
+    pub dims: (usize, usize, usize),
+    /// The number of rows of `weights`.
+    pub rows: usize,
+    /// The operands' dtype.
+    pub dtype: DType,
+}
+
+/// Appends the kernels of an `mhc_project` (named `what`): the matrix
+/// product `mhc_pre` runs for its projection, exactly (the same call, so
+/// the same bits), into the op's result.
+pub(crate) fn lower_project(pb: &mut ProgramBuilder, what: &str, p: &Project, gemm: GemmSupport) {
+    // The result holds only the products, so the product's sums of squares
+    // are not asked for; `mhc_pre_projected` sums them itself.
+    let support = GemmSupport {
+        row_sumsq: false,
+        ..gemm
+    };
+    gemm_projection(pb, what, p, support, Some(p.out));
+}
+
 /// Appends the kernels of an `mhc_pre` / `hc_pre` (named `what`).
 pub(crate) fn lower_pre_mix(
     pb: &mut ProgramBuilder,
@@ -95,10 +125,47 @@ pub(crate) fn lower_pre_mix(
     gates: &Gates,
     opts: &LowerOptions,
 ) {
+    let (_, n, _) = p.dims;
+    let proj = (opts.projection == Projection::Gemm).then(|| {
+        let project = Project {
+            x: p.x,
+            weights: p.proj,
+            out: p.proj,
+            dims: p.dims,
+            rows: n * (n + 2),
+            dtype: p.dtype,
+        };
+        gemm_projection(pb, what, &project, opts.gemm, None)
+    });
+    pre_mix_kernel(pb, what, p, norm_eps, gates, proj);
+}
+
+/// Appends the kernel of an `mhc_pre_projected` (named `what`): the
+/// per-token kernel of a GEMM-projected `mhc_pre`, with `p.proj` the
+/// projection's result `[T, m]`.
+pub(crate) fn lower_pre_mix_projected(
+    pb: &mut ProgramBuilder,
+    what: &str,
+    p: &PreMix,
+    norm_eps: f64,
+    gates: &Gates,
+) {
+    pre_mix_kernel(pb, what, p, norm_eps, gates, Some((p.proj, None)));
+}
+
+/// The per-token pre-mix kernel. `proj` is the projection's result and,
+/// when the product summed them, each token's sum of squares; `None`
+/// computes the projection in the kernel from the weights `p.proj`.
+fn pre_mix_kernel(
+    pb: &mut ProgramBuilder,
+    what: &str,
+    p: &PreMix,
+    norm_eps: f64,
+    gates: &Gates,
+    proj: Option<(BufferId, Option<BufferId>)>,
+) {
     let (t, n, c) = p.dims;
     let (m, k) = (n * (n + 2), n * c);
-    let proj =
-        (opts.projection == Projection::Gemm).then(|| gemm_projection(pb, what, p, opts.gemm));
     let mut kb = Kb::new(pb, what, p.dtype);
     let mixes = kb.local(m);
     let sc = matches!(gates, Gates::Constrained { .. }).then(|| Scratch::new(&mut kb, n));
@@ -163,8 +230,9 @@ pub(crate) fn lower_pre_mix(
 }
 
 /// Appends the kernels computing `mixes [T, m] = x · fnᵀ` with the
-/// runtime's matrix product and returns the temporary holding it, and the
-/// one holding each token's sum of squares when the product computes it.
+/// runtime's matrix product into `out` (a new temporary if `None`) and
+/// returns the buffer holding it, and the one holding each token's sum of
+/// squares when the product computes it.
 ///
 /// The product is `f32` for `bf16` operands: the reference does not round
 /// a dot product before scaling it either. A routine that cannot read
@@ -173,11 +241,12 @@ pub(crate) fn lower_pre_mix(
 fn gemm_projection(
     pb: &mut ProgramBuilder,
     what: &str,
-    p: &PreMix,
+    p: &Project,
     support: GemmSupport,
+    out: Option<BufferId>,
 ) -> (BufferId, Option<BufferId>) {
     let (t, n, c) = p.dims;
-    let (m, k) = (n * (n + 2), n * c);
+    let (m, k) = (p.rows, n * c);
     let (x, proj) = if p.dtype == DType::Bf16 && !support.bf16_operands {
         let wide = |pb: &mut ProgramBuilder, name: &str, rows| {
             pb.temp(
@@ -195,18 +264,18 @@ fn gemm_projection(
                 })]
             })
         };
-        let body = vec![copy(&mut kb, p.x, xw, t), copy(&mut kb, p.proj, fw, m)];
+        let body = vec![copy(&mut kb, p.x, xw, t), copy(&mut kb, p.weights, fw, m)];
         pb.push(kb.finish(body));
         (xw, fw)
     } else {
-        (p.x, p.proj)
+        (p.x, p.weights)
     };
     let dt = if p.dtype == DType::Bf16 {
         DType::F32
     } else {
         p.dtype
     };
-    let tmp = pb.temp(format!("{what}_mixes"), TensorType::new(dt, [t, m]));
+    let tmp = out.unwrap_or_else(|| pb.temp(format!("{what}_mixes"), TensorType::new(dt, [t, m])));
     let sumsq = support
         .row_sumsq
         .then(|| pb.temp(format!("{what}_sumsq"), TensorType::new(dt, [t])));

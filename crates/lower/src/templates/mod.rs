@@ -25,7 +25,9 @@
 //! * `sinkhorn_grad`: `sinkhorn_grad`, both variants (recomputes the rounds
 //!   in scratch, then runs the backward);
 //! * `mhc`: `mhc_pre`, `hc_pre` (projection in the kernel or by GEMM,
-//!   see [`Projection`](crate::Projection)) and `mhc_post`;
+//!   see [`Projection`](crate::Projection)), `mhc_post`, and the two
+//!   halves of a GEMM-projected `mhc_pre`: `mhc_project` (the GEMM) and
+//!   `mhc_pre_projected` (the per-token kernel);
 //! * `mhc_post_grad`: `mhc_post_grad` (all four cotangents in one sweep
 //!   over each token);
 //! * `mhc_pre_grad`: `mhc_pre_grad` (the recomputed forward, the Sinkhorn
@@ -117,6 +119,33 @@ pub fn lower_composite(
             };
             let p = pre_mix(args, outs);
             mhc::lower_pre_mix(pb, "mhc_pre", &p, norm_eps.get(), &gates, opts);
+        }
+        Op::MhcPreProjected {
+            norm_eps,
+            pre_eps,
+            post_mult,
+            sinkhorn,
+        } => {
+            let gates = Gates::Constrained {
+                pre_eps: pre_eps.get(),
+                post_mult: post_mult.get(),
+                sinkhorn: *sinkhorn,
+            };
+            let p = pre_mix(args, outs);
+            let name = "mhc_pre_projected";
+            mhc::lower_pre_mix_projected(pb, name, &p, norm_eps.get(), &gates);
+        }
+        Op::MhcProject => {
+            let (t, n, c) = dims3(&x.ty);
+            let p = mhc::Project {
+                x: x.buf,
+                weights: args[1].buf,
+                out: outs[0].buf,
+                dims: (t, n, c),
+                rows: args[1].ty.shape[0],
+                dtype,
+            };
+            mhc::lower_project(pb, "mhc_project", &p, opts.gemm);
         }
         Op::HcPre { norm_eps } => {
             let p = pre_mix(args, outs);
