@@ -219,9 +219,9 @@ fn prepare(
     let forward: Vec<&str> = r.forward_outputs.iter().map(String::as_str).collect();
     let plan = plan_training(&graph, &forward, r.mode)?;
     let graph = if plan.recompute.is_empty() {
-        graph
+        plan.graph.clone()
     } else {
-        birkhoff_recompute::apply(&graph, &forward, &plan.recompute)?
+        birkhoff_recompute::apply(&plan.graph, &forward, &plan.recompute)?
     };
     Ok((graph, report, Some(plan)))
 }

@@ -209,17 +209,24 @@ fn recompute_modes_parse_and_print() {
     }
 }
 
-/// With a block of several connections, the recomputed `mhc_post`s of a
-/// block sit next to each other and kernel fusion makes them one kernel
-/// that replays the block per token from its starting stream (DeepSeek's
-/// multi-layer recompute): here three connections replayed from `x0`,
-/// which each token's iteration reads once. (The intermediate streams are
-/// still stored: in training they are what the backward pass reads.)
-const REPLAY: &str = "graph @replay(%x0: f32[6,4,24], %f0: f32[6,24], %f1: f32[6,24], %f2: f32[6,24], %p0: f32[6,4], %p1: f32[6,4], %p2: f32[6,4], %c0: f32[6,4,4], %c1: f32[6,4,4], %c2: f32[6,4,4]) -> (x3: f32[6,4,24]) {
-  %10 = mhc_post %f0, %x0, %p0, %c0 : f32[6,4,24]
-  %11 = mhc_post %f1, %10, %p1, %c1 : f32[6,4,24]
-  %12 = mhc_post %f2, %11, %p2, %c2 : f32[6,4,24]
-  return %12
+/// A block's replay as the recomputation rewrite lays it out: for each
+/// connection, the pre-mix from the stream and the kept mixes
+/// (`mhc_pre_projected`), then the post-mix giving the next stream —
+/// per-token kernels in a row, which kernel fusion makes one kernel that
+/// replays the block per token from its starting stream `x0`, read once
+/// (DeepSeek's multi-layer recompute). Here three connections. (The
+/// layer inputs and streams are still stored: in training they are what
+/// the backward pass reads.)
+const REPLAY: &str = "graph @replay(%x0: f32[6,4,24], %f0: f32[6,24], %f1: f32[6,24], %p0: f32[6,4], %p1: f32[6,4], %c0: f32[6,4,4], %c1: f32[6,4,4], %m0: f32[6,24], %m1: f32[6,24], %m2: f32[6,24], %s: f32[3], %b: f32[24]) -> (li0: f32[6,24], li1: f32[6,24], li2: f32[6,24], x2: f32[6,4,24]) {
+  %12 = mhc_pre_projected %x0, %m0, %s, %b, norm_eps=1e-6, pre_eps=1e-6, post_mult=2.0, variant=paper, iters=6, eps=0.0 : (f32[6,24], f32[6,4], f32[6,4,4])
+  %13 = get %12, index=0 : f32[6,24]
+  %14 = mhc_post %f0, %x0, %p0, %c0 : f32[6,4,24]
+  %15 = mhc_pre_projected %14, %m1, %s, %b, norm_eps=1e-6, pre_eps=1e-6, post_mult=2.0, variant=paper, iters=6, eps=0.0 : (f32[6,24], f32[6,4], f32[6,4,4])
+  %16 = get %15, index=0 : f32[6,24]
+  %17 = mhc_post %f1, %14, %p1, %c1 : f32[6,4,24]
+  %18 = mhc_pre_projected %17, %m2, %s, %b, norm_eps=1e-6, pre_eps=1e-6, post_mult=2.0, variant=paper, iters=6, eps=0.0 : (f32[6,24], f32[6,4], f32[6,4,4])
+  %19 = get %18, index=0 : f32[6,24]
+  return %13, %16, %19, %17
 }";
 
 /// The fused multi-layer replay computes bit for bit what the
@@ -244,9 +251,50 @@ fn fused_multilayer_recompute_equals_layer_by_layer() {
     let (fused, a) = run(true);
     let (layered, b) = run(false);
     assert_eq!(fused.kernels.len(), 1, "one kernel replays the block");
-    assert_eq!(fused.kernels[0].name.matches("mhc_post").count(), 3);
-    assert_eq!(layered.kernels.len(), 3);
-    assert!(bits(&a[0].1) == bits(&b[0].1), "the replays differ");
+    assert_eq!(
+        fused.kernels[0].name.matches("mhc_pre_projected").count(),
+        3
+    );
+    assert_eq!(fused.kernels[0].name.matches("mhc_post").count(), 2);
+    assert_eq!(layered.kernels.len(), 5);
+    for ((name, a), (_, b)) in a.iter().zip(&b) {
+        assert!(bits(a) == bits(b), "the replays differ in {name}");
+    }
+}
+
+/// In a compiled training step with `block=K`, each block's
+/// recomputation is one kernel: its `K` pre-mix replays and the `K - 1`
+/// post-mixes between them (the kernel may take in neighbouring backward
+/// work too). Two layers are four connections.
+#[test]
+fn each_block_is_replayed_by_one_kernel() {
+    let model = lm(Connection::Mhc, 2, 32);
+    for (block, blocks) in [(1, 4), (2, 2), (4, 1)] {
+        let t = trainer(&model, Recompute::Block(block)).expect("the trainer compiles");
+        let exe = t.gradient_executable();
+        let plan = exe.recompute_plan().expect("planned");
+        assert_eq!(plan.replayed, 4, "block={block}: every layer input");
+        let program = exe.program().expect("a kernel program");
+        // The forward pass's four pre-mixes come first, one kernel each;
+        // the backward pass's replay kernels follow.
+        let with_pre: Vec<&str> = program
+            .kernels
+            .iter()
+            .map(|k| k.name.as_str())
+            .filter(|n| n.contains("mhc_pre_projected"))
+            .collect();
+        let (forward, replays) = with_pre.split_at(4.min(with_pre.len()));
+        assert!(
+            forward
+                .iter()
+                .all(|n| n.matches("mhc_pre_projected").count() == 1)
+        );
+        assert_eq!(replays.len(), blocks, "block={block}: {replays:?}");
+        for name in replays {
+            assert_eq!(name.matches("mhc_pre_projected").count(), block, "{name}");
+            assert_eq!(name.matches("mhc_post+").count(), block - 1, "{name}");
+        }
+    }
 }
 
 /// The replay kernel on the GPU (code generation run in the host

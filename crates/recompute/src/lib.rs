@@ -50,6 +50,7 @@
 mod mhc;
 mod planner;
 mod program;
+mod replay;
 mod rewrite;
 mod training;
 

@@ -28,6 +28,7 @@ use birkhoff_ir::{Graph, Op, ValueId};
 use crate::mhc::MhcStack;
 use crate::planner::{Objective, plan};
 use crate::program::{Policy, RecomputeError, TensorProgram};
+use crate::replay::replay_pre_mixes;
 
 /// The share of a graph's cost (the optimizer's cost model, forward and
 /// backward together) that `auto` lets the general planner spend on
@@ -166,6 +167,15 @@ impl Connections {
 /// and the simulator's prediction for it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainingPlan {
+    /// The graph the plan is for: the planned graph itself, or for
+    /// `block=K` on mHC connections, that graph with its layer inputs
+    /// replayed per block (`mhc_pre` split into `mhc_project` and
+    /// `mhc_pre_projected`; see `docs/recompute.md`). `recompute` names
+    /// values of this graph, and [`crate::apply`] rewrites it.
+    pub graph: Graph,
+    /// Layer inputs the backward pass reads from a replayed
+    /// `mhc_pre_projected` (placed with their block) instead of keeping.
+    pub replayed: usize,
     /// The mode asked for.
     pub mode: Recompute,
     /// The mHC block size used (`block=K`, or `auto` on an mHC graph).
@@ -198,7 +208,7 @@ impl fmt::Display for TrainingPlan {
         write!(
             f,
             ": {} values recomputed; predicted peak {} B (keep-all {} B), recompute cost {:.0}",
-            self.recompute.len(),
+            self.recompute.len() + self.replayed,
             self.peak_bytes,
             self.keep_all_peak_bytes,
             // An empty f64 sum is -0.
@@ -243,6 +253,8 @@ pub fn plan_training(
                 },
             )?;
             return Ok(TrainingPlan {
+                graph: graph.clone(),
+                replayed: 0,
                 mode,
                 block: None,
                 connections,
@@ -253,7 +265,15 @@ pub fn plan_training(
             });
         }
     };
-    let recompute: Vec<ValueId> = match (block, &connections) {
+    let (planned, replayed, program) = match (block, &connections) {
+        (Some(k), Some(c)) => {
+            let (g, replayed) = replay_pre_mixes(graph, forward_outputs, c, k)?;
+            let p = TensorProgram::from_graph(&g, forward_outputs, Policy::permissive())?;
+            (g, replayed, p)
+        }
+        _ => (graph.clone(), 0, program),
+    };
+    let recompute: Vec<ValueId> = match (block, Connections::find(&planned, forward_outputs)?) {
         (Some(k), Some(c)) => c
             .block_values(k)
             .into_iter()
@@ -267,15 +287,34 @@ pub fn plan_training(
             .collect(),
         _ => Vec::new(),
     };
-    let steps = program.steps_of(graph, &recompute)?;
+    let steps = program.steps_of(&planned, &recompute)?;
     let sim = program.simulate(&steps)?;
+    // The replays run in the backward pass as ordinary steps; their cost is
+    // recomputation all the same.
+    let replay_cost: f64 = if replayed == 0 {
+        0.0
+    } else {
+        let (order, split) = crate::program::forward_order(&planned, forward_outputs)?;
+        order[split..]
+            .iter()
+            .map(|&v| planned.node(v))
+            .filter(|n| matches!(n.op, Op::MhcPreProjected { .. }))
+            .map(|n| {
+                let args: Vec<&birkhoff_ir::Type> =
+                    n.args.iter().map(|&a| planned.value_type(a)).collect();
+                birkhoff_opt::cost::node_cost(&n.op, &args, &n.ty).scalar()
+            })
+            .sum()
+    };
     Ok(TrainingPlan {
+        graph: planned,
+        replayed,
         mode,
         block,
         connections,
         recompute,
         peak_bytes: sim.peak_bytes,
         keep_all_peak_bytes: keep_all,
-        recompute_cost: sim.recompute_cost,
+        recompute_cost: sim.recompute_cost + replay_cost,
     })
 }
