@@ -256,6 +256,35 @@ fn mhc_pre_grad_on_the_gpu() {
     }
 }
 
+/// A pre-mix split as the recomputation planner splits it: `mhc_project`
+/// (the GPU's matrix product, without the row sums it hands `mhc_pre`)
+/// and `mhc_pre_projected` (the per-token kernel, summing the squares
+/// itself), f32 and bf16, against the reference.
+#[test]
+fn split_pre_mix_on_the_gpu() {
+    for dtype in [DType::F32, DType::Bf16] {
+        let (t, n, c) = (37, 4, 40);
+        let m = n * (n + 2);
+        let text = format!(
+            "graph @split(%x: {d}[{t},{n},{c}], %fn: {d}[{m},{k}], %scale: {d}[3], %base: {d}[{m}]) -> (mixes: f32[{t},{m}], li: {d}[{t},{c}], comb: {d}[{t},{n},{n}]) {{
+  %4 = mhc_project %x, %fn : f32[{t},{m}]
+  %5 = mhc_pre_projected %x, %4, %scale, %base, norm_eps=1e-6, pre_eps=0.01, post_mult=2.0, variant=tilekernels, iters=20, eps=1e-6 : ({d}[{t},{c}], {d}[{t},{n}], {d}[{t},{n},{n}])
+  %6 = get %5, index=0 : {d}[{t},{c}]
+  %7 = get %5, index=2 : {d}[{t},{n},{n}]
+  return %4, %6, %7
+}}",
+            d = dtype,
+            k = n * c,
+        );
+        let graph = birkhoff::ir::parse_graph(&text).unwrap();
+        let m = uniform_inputs(graph);
+        match dtype {
+            DType::Bf16 => check_bf16("split pre-mix", &m, false, 3),
+            _ => check_f32("split pre-mix", &m, false, 5),
+        }
+    }
+}
+
 /// Row reductions long enough to spread over blocks of several warps —
 /// sums, maxima, `i32` sums (integer shuffles), RMSNorm and softmax — in
 /// every float dtype (`f64` shuffles its two halves), plus a general
