@@ -62,6 +62,9 @@ struct Lowerer<'g> {
     output_buf: HashMap<ValueId, BufferId>,
     /// Output buffers per tuple element: `(tuple value, index)`.
     output_elem: HashMap<(ValueId, usize), BufferId>,
+    /// Contiguous copies the last template read (see `composite`), and
+    /// the number of kernels when it was done.
+    copies: (HashMap<ValueId, Arg>, usize),
 }
 
 /// Whether a value is a pure function of constants and `iota`.
@@ -576,7 +579,34 @@ impl<'g> Lowerer<'g> {
 
     fn composite(&mut self, v: ValueId) -> Result<()> {
         let node = self.g.node(v);
-        let args: Vec<Arg> = node.args.iter().map(|&a| self.contiguous(a)).collect();
+        // Templates that follow each other (a block's replayed pre- and
+        // post-mixes, say) share the copy of an operand they both read
+        // as a broadcast, instead of copying it once each; a copy made
+        // further back is not kept alive for a later reader.
+        let (mut recent, end) = std::mem::take(&mut self.copies);
+        if end != self.pb.kernels().len() {
+            recent.clear();
+        }
+        let mut copies = HashMap::new();
+        let mut args = Vec::with_capacity(node.args.len());
+        for &a in &node.args {
+            let arg = match recent.get(&a).or_else(|| copies.get(&a)) {
+                Some(c) => Arg::clone(c),
+                None => {
+                    let arg = self.contiguous(a);
+                    if self.stored(a).is_none_or(|s| s.buf != arg.buf) {
+                        copies.insert(a, arg.clone());
+                    }
+                    arg
+                }
+            };
+            args.push(arg);
+        }
+        for (a, c) in recent {
+            if node.args.contains(&a) {
+                copies.insert(a, c);
+            }
+        }
         match &node.ty {
             Type::Tuple(parts) => {
                 let outs: Vec<Arg> = parts
@@ -592,6 +622,7 @@ impl<'g> Lowerer<'g> {
                     .collect();
                 lower_composite(&mut self.pb, &node.op, &args, &outs, &self.opts)?;
                 self.place[v.index()] = Some(Place::Tuple(outs.iter().map(|a| a.buf).collect()));
+                self.copies = (copies, self.pb.kernels().len());
             }
             Type::Tensor(t) => {
                 let buf = self.result_buffer(v);
@@ -604,6 +635,7 @@ impl<'g> Lowerer<'g> {
                     &self.opts,
                 )?;
                 self.place[v.index()] = Some(Place::Stored(Access::contiguous(buf, &t.shape)));
+                self.copies = (copies, self.pb.kernels().len());
             }
         }
         Ok(())
@@ -697,6 +729,7 @@ pub fn lower(graph: &Graph, opts: &LowerOptions) -> Result<birkhoff_ir::kernel::
         materialize: decide(g),
         output_buf: HashMap::new(),
         output_elem: HashMap::new(),
+        copies: (HashMap::new(), 0),
     };
     for &v in g.inputs() {
         let name = g.input_name(v).unwrap_or_default().to_string();

@@ -332,10 +332,16 @@ pub fn chain_dp(
     let nb = nf + 2;
     let is_boundary = |bd: usize| bd == 0 || bd == nb - 1 || can_keep[bd - 1];
 
+    // A step's result lives from its birth to its death, its scratch only
+    // at its birth.
     let to_intervals = |inst: &[crate::program::Instance], own: &dyn Fn(usize, bool) -> bool| {
         inst.iter()
-            .filter(|x| own(x.step, x.clone) && steps[x.step].bytes > 0)
-            .map(|x| (slot[&x.birth], slot[&x.death], steps[x.step].bytes))
+            .filter(|x| own(x.step, x.clone))
+            .flat_map(|x| {
+                let (b, d, s) = (slot[&x.birth], slot[&x.death], &steps[x.step]);
+                [(b, d, s.bytes), (b, b, s.scratch)]
+            })
+            .filter(|&(_, _, bytes)| bytes > 0)
             .collect::<Contribution>()
     };
     // The baseline: backward steps' own instances, the same under every plan.

@@ -126,6 +126,10 @@ impl Policy {
 pub struct Step {
     /// Bytes of the step's result while it is live.
     pub bytes: u64,
+    /// Bytes live only while the step runs: the contiguous copies a kernel
+    /// template makes of operands that are broadcast views (lowering gives
+    /// every template row-major operands, and a broadcast is not one).
+    pub scratch: u64,
     /// What re-running the step costs (the optimizer's scalar cost).
     pub cost: f64,
     /// The steps whose results it reads (resident values are not listed),
@@ -144,6 +148,7 @@ impl Step {
     pub fn new(bytes: u64, cost: f64, args: Vec<usize>) -> Self {
         Step {
             bytes,
+            scratch: 0,
             cost,
             args,
             recomputable: true,
@@ -283,11 +288,22 @@ impl TensorProgram {
             }
             let tys: Vec<&Type> = node.args.iter().map(|&a| graph.value_type(a)).collect();
             root[v.index()] = Some(steps.len());
+            let templated = node.op.is_semantic() || node.op.is_fused();
+            let scratch = if templated {
+                node.args
+                    .iter()
+                    .filter(|&&a| expands(graph, a))
+                    .map(|&a| graph.ty(a).size_bytes() as u64)
+                    .sum()
+            } else {
+                0
+            };
             steps.push(Step {
                 bytes: match &node.ty {
                     Type::Tuple(_) => 0,
                     Type::Tensor(t) => t.size_bytes() as u64,
                 },
+                scratch,
                 cost: node_cost(&node.op, &tys, &node.ty).scalar(),
                 args,
                 recomputable: policy.allows(&node.op),
@@ -547,8 +563,11 @@ impl TensorProgram {
         let mut delta = vec![0i128; inst.len() + 2];
         for x in &inst {
             let (b, d) = (pos[&x.birth], pos[&x.death]);
-            delta[b] += i128::from(self.steps[x.step].bytes);
-            delta[d + 1] -= i128::from(self.steps[x.step].bytes);
+            let step = &self.steps[x.step];
+            delta[b] += i128::from(step.bytes);
+            delta[d + 1] -= i128::from(step.bytes);
+            delta[b] += i128::from(step.scratch);
+            delta[b + 1] -= i128::from(step.scratch);
         }
         let mut live = 0i128;
         let mut out = Vec::with_capacity(inst.len() + 1);
@@ -580,6 +599,25 @@ impl TensorProgram {
                 }
             })
             .collect()
+    }
+}
+
+/// Whether `v` is reached through views that include a broadcast adding
+/// elements: what lowering copies before a kernel template reads it.
+fn expands(graph: &Graph, mut v: ValueId) -> bool {
+    loop {
+        let node = graph.node(v);
+        match node.op {
+            Op::Broadcast { .. } => {
+                let from = graph.ty(node.args[0]).num_elements();
+                if graph.ty(v).num_elements() > from {
+                    return true;
+                }
+            }
+            Op::Reshape { .. } => {}
+            _ => return false,
+        }
+        v = node.args[0];
     }
 }
 

@@ -50,6 +50,8 @@ fn chain_program() -> impl Strategy<Value = TensorProgram> {
                 .iter()
                 .enumerate()
                 .map(|(i, (b, c, _, rc, out))| Step {
+                    // Some steps copy an operand while they run.
+                    scratch: if c % 3 == 0 { *b / 2 } else { 0 },
                     recomputable: *rc,
                     output: *out,
                     ..Step::new(*b, f64::from(*c), if i == 0 { vec![] } else { vec![i - 1] })
@@ -60,6 +62,7 @@ fn chain_program() -> impl Strategy<Value = TensorProgram> {
                 let mut a: Vec<usize> = args.iter().map(|x| x % here).collect();
                 a.dedup();
                 steps.push(Step {
+                    scratch: if c % 3 == 0 { *b / 2 } else { 0 },
                     recomputable: *rc,
                     output: *out,
                     ..Step::new(*b, f64::from(*c), a)
@@ -88,6 +91,7 @@ fn dag_program() -> impl Strategy<Value = TensorProgram> {
                 a.sort_unstable();
                 a.dedup();
                 steps.push(Step {
+                    scratch: if c % 3 == 0 { *b / 2 } else { 0 },
                     recomputable: *rc,
                     output: *out,
                     ..Step::new(*b, f64::from(*c), a)
