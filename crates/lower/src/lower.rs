@@ -41,7 +41,7 @@ use birkhoff_ir::{DType, Graph, Op, TensorType, Type, ValueId, eliminate_dead_no
 
 use crate::builder::ProgramBuilder;
 use crate::error::{LowerError, Result};
-use crate::templates::{Arg, has_template, lower_composite};
+use crate::templates::{Arg, has_template, lower_composite, lower_composite_reading};
 use crate::views::Access;
 use crate::{LowerOptions, plan};
 
@@ -620,7 +620,14 @@ impl<'g> Lowerer<'g> {
                         Arg { buf, ty: t.clone() }
                     })
                     .collect();
-                lower_composite(&mut self.pb, &node.op, &args, &outs, &self.opts)?;
+                let read: Vec<bool> = (0..parts.len())
+                    .map(|i| {
+                        self.g.nodes()[v.index() + 1..].iter().any(|u| {
+                            matches!(u.op, Op::Get { index } if index == i) && u.args[0] == v
+                        })
+                    })
+                    .collect();
+                lower_composite_reading(&mut self.pb, &node.op, &args, &outs, &read, &self.opts)?;
                 self.place[v.index()] = Some(Place::Tuple(outs.iter().map(|a| a.buf).collect()));
                 self.copies = (copies, self.pb.kernels().len());
             }

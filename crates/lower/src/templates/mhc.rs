@@ -84,6 +84,10 @@ pub(crate) struct PreMix {
     pub dims: (usize, usize, usize),
     /// The operands' dtype.
     pub dtype: DType,
+    /// Only `layer_input` is read: the post gates and the residual mix
+    /// (its Sinkhorn projection) are neither computed nor stored. A
+    /// replayed pre-mix is read only for its layer input.
+    pub layer_input_only: bool,
 }
 
 /// The operands and result of a projection `x · weightsᵀ`.
@@ -168,7 +172,8 @@ fn pre_mix_kernel(
     let (m, k) = (n * (n + 2), n * c);
     let mut kb = Kb::new(pb, what, p.dtype);
     let mixes = kb.local(m);
-    let sc = matches!(gates, Gates::Constrained { .. }).then(|| Scratch::new(&mut kb, n));
+    let sc = (matches!(gates, Gates::Constrained { .. }) && !p.layer_input_only)
+        .then(|| Scratch::new(&mut kb, n));
     let body = vec![kb.parallel(t, |kb, tok| {
         let row = Index::var(tok, ix(k));
         let (ss, f) = (kb.value(), kb.value());
@@ -356,6 +361,9 @@ fn epilogue(
                 };
                 set(v, gate)
             }));
+            if p.layer_input_only {
+                return pre;
+            }
             let post_mult = kb.c(*post_mult);
             body.push(kb.vector(n, |_, j| {
                 let zj = z(1, Index::var(j, 1).shifted(ix(n)));
@@ -388,6 +396,9 @@ fn epilogue(
                     .enumerate()
                     .map(|(i, &v)| set(v, g(0, Index::constant(ix(i))))),
             );
+            if p.layer_input_only {
+                return pre;
+            }
             body.push(kb.vector(n, |_, j| {
                 vec![store(
                     p.post,

@@ -80,7 +80,22 @@ pub fn lower_composite(
     outs: &[Arg],
     opts: &LowerOptions,
 ) -> Result<()> {
+    lower_composite_reading(pb, op, args, outs, &vec![true; outs.len()], opts)
+}
+
+/// [`lower_composite`] where only the results marked in `read` are read
+/// afterwards: a pre-mix whose mixes nobody reads computes only its layer
+/// input (the others still get well-typed buffers, left unwritten).
+pub fn lower_composite_reading(
+    pb: &mut ProgramBuilder,
+    op: &Op,
+    args: &[Arg],
+    outs: &[Arg],
+    read: &[bool],
+    opts: &LowerOptions,
+) -> Result<()> {
     check_types(op, args, outs)?;
+    let layer_input_only = read.len() == 3 && !read[1] && !read[2];
     let x = &args[0];
     let (shape, dtype) = (&x.ty.shape[..], x.ty.dtype);
     let rank = shape.len();
@@ -117,7 +132,7 @@ pub fn lower_composite(
                 post_mult: post_mult.get(),
                 sinkhorn: *sinkhorn,
             };
-            let p = pre_mix(args, outs);
+            let p = pre_mix(args, outs, layer_input_only);
             mhc::lower_pre_mix(pb, "mhc_pre", &p, norm_eps.get(), &gates, opts);
         }
         Op::MhcPreProjected {
@@ -131,7 +146,7 @@ pub fn lower_composite(
                 post_mult: post_mult.get(),
                 sinkhorn: *sinkhorn,
             };
-            let p = pre_mix(args, outs);
+            let p = pre_mix(args, outs, layer_input_only);
             let name = "mhc_pre_projected";
             mhc::lower_pre_mix_projected(pb, name, &p, norm_eps.get(), &gates);
         }
@@ -148,7 +163,7 @@ pub fn lower_composite(
             mhc::lower_project(pb, "mhc_project", &p, opts.gemm);
         }
         Op::HcPre { norm_eps } => {
-            let p = pre_mix(args, outs);
+            let p = pre_mix(args, outs, layer_input_only);
             let gates = Gates::Unconstrained;
             mhc::lower_pre_mix(pb, "hc_pre", &p, norm_eps.get(), &gates, opts);
         }
@@ -210,7 +225,7 @@ fn dims3(t: &TensorType) -> (usize, usize, usize) {
 }
 
 /// The buffers of a pre-mix whose types [`check_types`] accepted.
-fn pre_mix(args: &[Arg], outs: &[Arg]) -> PreMix {
+fn pre_mix(args: &[Arg], outs: &[Arg], layer_input_only: bool) -> PreMix {
     PreMix {
         x: args[0].buf,
         proj: args[1].buf,
@@ -221,6 +236,7 @@ fn pre_mix(args: &[Arg], outs: &[Arg]) -> PreMix {
         comb: outs[2].buf,
         dims: dims3(&args[0].ty),
         dtype: args[0].ty.dtype,
+        layer_input_only,
     }
 }
 
