@@ -277,13 +277,8 @@ pub(crate) enum Gates<'a> {
     Unconstrained,
 }
 
-/// The pre-mix of DESIGN §2 for `x [T,n,C]`; returns the concatenation of
-/// `layer_input [T,C]`, `post_mix [T,n]` and `comb_mix [T,n,n]`.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "mirrors the op's four operands and its shape"
-)]
 /// Where a pre-mix's `m` projections come from.
+#[derive(Clone, Copy)]
 pub(crate) enum Projection<'a> {
     /// `fn [m, nC]`: the pre-mix computes `x·fnᵀ` itself.
     Weights(&'a [f64]),
@@ -310,6 +305,12 @@ pub(crate) fn project(x: &[f64], weights: &[f64], t: usize, r: &Round<'_>) -> Ve
         .collect()
 }
 
+/// The pre-mix of DESIGN §2 for `x [T,n,C]`; returns the concatenation of
+/// `layer_input [T,C]`, `post_mix [T,n]` and `comb_mix [T,n,n]`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "mirrors the op's four operands and its shape"
+)]
 pub(crate) fn pre_mix(
     x: &[f64],
     proj: Projection<'_>,
