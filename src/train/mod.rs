@@ -89,8 +89,8 @@ pub struct TrainOptions {
     /// Where the gradient and update graphs run.
     pub target: Target,
     /// What the gradient graph recomputes in its backward pass instead of
-    /// keeping (`birkhoff::recompute`): the loss and the gradients are
-    /// bit-identical either way (`docs/recompute.md`).
+    /// keeping (`birkhoff::recompute`): on the CPU the loss and the
+    /// gradients are bit-identical either way (`docs/recompute.md`).
     pub recompute: Recompute,
 }
 
