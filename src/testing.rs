@@ -104,6 +104,37 @@ pub fn inputs(
     proptest::num::u64::ANY.prop_map(move |seed| random_inputs(&graph, &inits, seed))
 }
 
+/// A proptest strategy for zoo models on small shapes: `(model name, its
+/// arguments, an input seed)` with 1–6 tokens, 1–4 streams, 1–3 heads of
+/// 1–19 channels and 1–2 layers, where the model takes them (sizes that are
+/// no multiple of the vector width or the thread count included).
+pub fn zoo_case() -> impl Strategy<Value = (String, birkhoff_dsl::zoo::ModelArgs, u64)> {
+    use birkhoff_dsl::zoo::{Flag, ModelArgs, models};
+    let names: Vec<&'static str> = models().iter().map(|m| m.name).collect();
+    (
+        proptest::sample::select(names),
+        1usize..7,
+        1usize..5,
+        1usize..4,
+        1usize..20,
+        1usize..3,
+        proptest::num::u64::ANY,
+    )
+        .prop_map(|(name, t, n, heads, c_per_head, layers, seed)| {
+            let info = models().iter().find(|m| m.name == name).expect("listed");
+            let takes = |f: Flag| info.flags.contains(&f);
+            let args = ModelArgs {
+                tokens: Some(t),
+                streams: takes(Flag::Streams).then_some(n),
+                hidden: takes(Flag::Hidden).then_some(heads * c_per_head),
+                heads: takes(Flag::Heads).then_some(heads),
+                layers: takes(Flag::Layers).then_some(layers),
+                ..ModelArgs::default()
+            };
+            (name.to_string(), args, seed)
+        })
+}
+
 /// The error of one candidate output against the reference.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutputError {

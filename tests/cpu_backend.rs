@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use birkhoff::dsl::zoo::{ModelArgs, build_model, models};
 use birkhoff::ir::{DType, Graph, InterpOptions, Precision, Tensor, interpret};
-use birkhoff::testing::{compare, compare_scaled, random_inputs, reference_options};
+use birkhoff::testing::{compare, compare_scaled, random_inputs, reference_options, zoo_case};
 use birkhoff::{CompileOptions, Target, compile_with};
 use proptest::prelude::*;
 
@@ -103,33 +103,6 @@ fn check(
 /// Whole models chain dozens of ops per layer; DESIGN §5 bounds each op
 /// family, so a model is held to 10x the reduction row (f32: 1e-3 relative).
 const MODEL_FACTOR: f64 = 10.0;
-
-fn zoo_case() -> impl Strategy<Value = (String, ModelArgs, u64)> {
-    let names: Vec<&'static str> = models().iter().map(|m| m.name).collect();
-    (
-        proptest::sample::select(names),
-        1usize..7,
-        1usize..5,
-        1usize..4,
-        1usize..20,
-        1usize..3,
-        any::<u64>(),
-    )
-        .prop_map(|(name, t, n, heads, c_per_head, layers, seed)| {
-            let info = models().iter().find(|m| m.name == name).expect("listed");
-            let takes = |f: birkhoff::dsl::zoo::Flag| info.flags.contains(&f);
-            use birkhoff::dsl::zoo::Flag;
-            let args = ModelArgs {
-                tokens: Some(t),
-                streams: takes(Flag::Streams).then_some(n),
-                hidden: takes(Flag::Hidden).then_some(heads * c_per_head),
-                heads: takes(Flag::Heads).then_some(heads),
-                layers: takes(Flag::Layers).then_some(layers),
-                ..ModelArgs::default()
-            };
-            (name.to_string(), args, seed)
-        })
-}
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases()))]

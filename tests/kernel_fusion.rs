@@ -13,10 +13,10 @@ use std::collections::BTreeMap;
 
 use birkhoff::cpu::{CpuOptions, compile};
 use birkhoff::dsl::lm::{LmConfig, build_lm};
-use birkhoff::dsl::zoo::{Connection, ModelArgs, build_model, models};
+use birkhoff::dsl::zoo::{Connection, build_model};
 use birkhoff::ir::{Graph, Tensor};
 use birkhoff::lower::{LowerOptions, lower};
-use birkhoff::testing::random_inputs;
+use birkhoff::testing::{random_inputs, zoo_case};
 use proptest::prelude::*;
 
 fn cases() -> u32 {
@@ -100,32 +100,6 @@ fn an_mhc_training_step_computes_the_same_bits_fused() {
         let inputs = random_inputs(&grad, &model.inits, 5);
         check(&grad, &inputs).unwrap_or_else(|e| panic!("{connection:?}: {e}"));
     }
-}
-
-fn zoo_case() -> impl Strategy<Value = (String, ModelArgs, u64)> {
-    let names: Vec<&'static str> = models().iter().map(|m| m.name).collect();
-    (
-        proptest::sample::select(names),
-        1usize..7,
-        1usize..5,
-        1usize..20,
-        1usize..3,
-        any::<u64>(),
-    )
-        .prop_map(|(name, t, n, c, layers, seed)| {
-            use birkhoff::dsl::zoo::Flag;
-            let info = models().iter().find(|m| m.name == name).expect("listed");
-            let takes = |f: Flag| info.flags.contains(&f);
-            let args = ModelArgs {
-                tokens: Some(t),
-                streams: takes(Flag::Streams).then_some(n),
-                hidden: takes(Flag::Hidden).then_some(c * if takes(Flag::Heads) { 2 } else { 1 }),
-                heads: takes(Flag::Heads).then_some(2),
-                layers: takes(Flag::Layers).then_some(layers),
-                ..ModelArgs::default()
-            };
-            (name.to_string(), args, seed)
-        })
 }
 
 proptest! {

@@ -255,26 +255,8 @@ impl Eval<'_> {
                 pre_eps,
                 post_mult,
                 sinkhorn,
-            } => {
-                let spec = spec_of(sinkhorn);
-                let gates = Gates::Constrained {
-                    pre_eps: attr(*pre_eps),
-                    post_mult: attr(*post_mult),
-                    sinkhorn: &spec,
-                };
-                let (a, b, c) = (self.arg(v, 1), self.arg(v, 2), self.arg(v, 3));
-                semantics::pre_mix(
-                    x(),
-                    Projection::Weights(a),
-                    b,
-                    c,
-                    dims(0),
-                    attr(*norm_eps),
-                    &gates,
-                    &r,
-                )
             }
-            Op::MhcPreProjected {
+            | Op::MhcPreProjected {
                 norm_eps,
                 pre_eps,
                 post_mult,
@@ -287,16 +269,11 @@ impl Eval<'_> {
                     sinkhorn: &spec,
                 };
                 let (a, b, c) = (self.arg(v, 1), self.arg(v, 2), self.arg(v, 3));
-                semantics::pre_mix(
-                    x(),
-                    Projection::Mixes(a),
-                    b,
-                    c,
-                    dims(0),
-                    attr(*norm_eps),
-                    &gates,
-                    &r,
-                )
+                let proj = match op {
+                    Op::MhcPreProjected { .. } => Projection::Mixes(a),
+                    _ => Projection::Weights(a),
+                };
+                semantics::pre_mix(x(), proj, b, c, dims(0), attr(*norm_eps), &gates, &r)
             }
             Op::MhcProject => semantics::project(x(), self.arg(v, 1), dims(0).0, &r),
             Op::HcPre { norm_eps } => {

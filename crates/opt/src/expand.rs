@@ -302,16 +302,8 @@ impl Builder<'_> {
                 pre_eps,
                 post_mult,
                 sinkhorn,
-            } => {
-                let gates = Gates::Constrained {
-                    pre_eps: attr(*pre_eps),
-                    post_mult: attr(*post_mult),
-                    sinkhorn: *sinkhorn,
-                    eps: attr(sinkhorn.eps),
-                };
-                self.pre_mix(&args, attr(*norm_eps), &gates, false)?
             }
-            Op::MhcPreProjected {
+            | Op::MhcPreProjected {
                 norm_eps,
                 pre_eps,
                 post_mult,
@@ -323,7 +315,8 @@ impl Builder<'_> {
                     sinkhorn: *sinkhorn,
                     eps: attr(sinkhorn.eps),
                 };
-                self.pre_mix(&args, attr(*norm_eps), &gates, true)?
+                let projected = matches!(op, Op::MhcPreProjected { .. });
+                self.pre_mix(&args, attr(*norm_eps), &gates, projected)?
             }
             Op::HcPre { norm_eps } => {
                 self.pre_mix(&args, attr(*norm_eps), &Gates::Unconstrained, false)?

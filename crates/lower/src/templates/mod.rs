@@ -126,16 +126,8 @@ pub fn lower_composite_reading(
             pre_eps,
             post_mult,
             sinkhorn,
-        } => {
-            let gates = Gates::Constrained {
-                pre_eps: pre_eps.get(),
-                post_mult: post_mult.get(),
-                sinkhorn: *sinkhorn,
-            };
-            let p = pre_mix(args, outs, layer_input_only);
-            mhc::lower_pre_mix(pb, "mhc_pre", &p, norm_eps.get(), &gates, opts);
         }
-        Op::MhcPreProjected {
+        | Op::MhcPreProjected {
             norm_eps,
             pre_eps,
             post_mult,
@@ -147,8 +139,12 @@ pub fn lower_composite_reading(
                 sinkhorn: *sinkhorn,
             };
             let p = pre_mix(args, outs, layer_input_only);
-            let name = "mhc_pre_projected";
-            mhc::lower_pre_mix_projected(pb, name, &p, norm_eps.get(), &gates);
+            if matches!(op, Op::MhcPreProjected { .. }) {
+                let name = "mhc_pre_projected";
+                mhc::lower_pre_mix_projected(pb, name, &p, norm_eps.get(), &gates);
+            } else {
+                mhc::lower_pre_mix(pb, "mhc_pre", &p, norm_eps.get(), &gates, opts);
+            }
         }
         Op::MhcProject => {
             let (t, n, c) = dims3(&x.ty);
