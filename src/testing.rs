@@ -110,9 +110,8 @@ pub fn inputs(
 /// no multiple of the vector width or the thread count included).
 pub fn zoo_case() -> impl Strategy<Value = (String, birkhoff_dsl::zoo::ModelArgs, u64)> {
     use birkhoff_dsl::zoo::{Flag, ModelArgs, models};
-    let names: Vec<&'static str> = models().iter().map(|m| m.name).collect();
     (
-        proptest::sample::select(names),
+        proptest::sample::select(models().to_vec()),
         1usize..7,
         1usize..5,
         1usize..4,
@@ -120,8 +119,7 @@ pub fn zoo_case() -> impl Strategy<Value = (String, birkhoff_dsl::zoo::ModelArgs
         1usize..3,
         proptest::num::u64::ANY,
     )
-        .prop_map(|(name, t, n, heads, c_per_head, layers, seed)| {
-            let info = models().iter().find(|m| m.name == name).expect("listed");
+        .prop_map(|(info, t, n, heads, c_per_head, layers, seed)| {
             let takes = |f: Flag| info.flags.contains(&f);
             let args = ModelArgs {
                 tokens: Some(t),
@@ -131,8 +129,42 @@ pub fn zoo_case() -> impl Strategy<Value = (String, birkhoff_dsl::zoo::ModelArgs
                 layers: takes(Flag::Layers).then_some(layers),
                 ..ModelArgs::default()
             };
-            (name.to_string(), args, seed)
+            (info.name.to_string(), args, seed)
         })
+}
+
+/// Cases per proptest property: `PROPTEST_CASES` when it is set to a
+/// number, else `default`.
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// [`compare_cpu`] as a proptest check: every output within tolerance,
+/// and, when `outputs` is given, exactly that many outputs compared. The
+/// failure message shows the graph.
+pub fn check_cpu(
+    graph: &Graph,
+    inputs: &BTreeMap<String, Tensor>,
+    outputs: Option<usize>,
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    use proptest::test_runner::TestCaseError;
+    let errs =
+        compare_cpu(graph, inputs).map_err(|e| TestCaseError::fail(format!("{e}\n{graph}")))?;
+    if let Some(n) = outputs
+        && errs.len() != n
+    {
+        return Err(TestCaseError::fail(format!(
+            "{} outputs compared, {n} expected\n{graph}",
+            errs.len()
+        )));
+    }
+    match errs.into_iter().find(|e| !e.within) {
+        Some(e) => Err(TestCaseError::fail(format!("{e}\n{graph}"))),
+        None => Ok(()),
+    }
 }
 
 /// The error of one candidate output against the reference.

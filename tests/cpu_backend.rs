@@ -13,16 +13,11 @@ use std::collections::BTreeMap;
 
 use birkhoff::dsl::zoo::{ModelArgs, build_model, models};
 use birkhoff::ir::{DType, Graph, InterpOptions, Precision, Tensor, interpret};
-use birkhoff::testing::{compare, compare_scaled, random_inputs, reference_options, zoo_case};
+use birkhoff::testing::{
+    compare, compare_scaled, proptest_cases, random_inputs, reference_options, zoo_case,
+};
 use birkhoff::{CompileOptions, Target, compile_with};
 use proptest::prelude::*;
-
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(12)
-}
 
 /// Compiles `graph` for the CPU (checked mode: every access bounds-checked)
 /// and compares it with the interpreter on `inputs`.
@@ -105,7 +100,7 @@ fn check(
 const MODEL_FACTOR: f64 = 10.0;
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases()))]
+    #![proptest_config(ProptestConfig::with_cases(proptest_cases(12)))]
 
     #[test]
     fn zoo_models_on_cpu_match_the_interpreter((name, args, seed) in zoo_case(), optimize in any::<bool>()) {

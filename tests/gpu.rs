@@ -29,7 +29,8 @@ use birkhoff::dsl::zoo::{Flag, ModelArgs, build_model, model_info, models};
 use birkhoff::gpu::{GpuError, GpuModule, copy_bandwidth};
 use birkhoff::ir::{DType, Graph, InterpOptions, Precision, Tensor, interpret};
 use birkhoff::testing::{
-    CheckError, OutputError, compare_scaled, random_inputs, reference_options, verify_with,
+    CheckError, OutputError, compare_scaled, proptest_cases, random_inputs, reference_options,
+    verify_with,
 };
 use birkhoff::{
     CompileError, CompileOptions, GpuCode, Target, compile_with, gpu_code, gpu_module,
@@ -44,13 +45,6 @@ const MODEL_FACTOR: f64 = 10.0;
 /// The GPU and the CPU are each within the bound of the reference, so
 /// within twice of each other.
 const CPU_FACTOR: f64 = 2.0 * MODEL_FACTOR;
-
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8)
-}
 
 fn gpu_options(optimize: bool) -> CompileOptions {
     CompileOptions {
@@ -301,7 +295,7 @@ fn zoo_case() -> impl Strategy<Value = (String, ModelArgs, u64)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases()))]
+    #![proptest_config(ProptestConfig::with_cases(proptest_cases(8)))]
 
     #[test]
     #[ignore = "needs a CUDA GPU"]

@@ -16,15 +16,8 @@ use birkhoff::dsl::lm::{LmConfig, build_lm};
 use birkhoff::dsl::zoo::{Connection, build_model};
 use birkhoff::ir::{Graph, Tensor};
 use birkhoff::lower::{LowerOptions, lower};
-use birkhoff::testing::{random_inputs, zoo_case};
+use birkhoff::testing::{proptest_cases, random_inputs, zoo_case};
 use proptest::prelude::*;
-
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(12)
-}
 
 /// Runs `graph` on the CPU, lowered with or without kernel fusion.
 fn run(
@@ -103,7 +96,7 @@ fn an_mhc_training_step_computes_the_same_bits_fused() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases()))]
+    #![proptest_config(ProptestConfig::with_cases(proptest_cases(12)))]
 
     #[test]
     fn zoo_models_compute_the_same_bits_fused((name, args, seed) in zoo_case()) {

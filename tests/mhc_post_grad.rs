@@ -12,28 +12,9 @@ use birkhoff::autodiff::grad;
 use birkhoff::dsl::zoo::Inits;
 use birkhoff::dsl::{Init, Rng, random_tensor};
 use birkhoff::ir::{DType, Graph, InputKind, Op, Tensor, TensorType};
-use birkhoff::testing::{compare_cpu, random_inputs};
+use birkhoff::testing::{check_cpu, compare_cpu, proptest_cases, random_inputs};
 use proptest::prelude::*;
 use proptest::sample::select;
-
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(12)
-}
-
-/// Compiles `graph` for the CPU (checked mode) and compares every output
-/// with the f64 interpreter.
-fn check(graph: &Graph, inputs: &BTreeMap<String, Tensor>) -> Result<(), TestCaseError> {
-    let errs =
-        compare_cpu(graph, inputs).map_err(|e| TestCaseError::fail(format!("{e}\n{graph}")))?;
-    prop_assert_eq!(errs.len(), 4, "one comparison per cotangent");
-    for e in errs {
-        prop_assert!(e.within, "{e}\n{graph}");
-    }
-    Ok(())
-}
 
 /// The operand names of `mhc_post`, in order.
 const OPERANDS: [&str; 4] = ["f", "x", "post", "comb"];
@@ -75,7 +56,7 @@ fn inits() -> Inits {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases()))]
+    #![proptest_config(ProptestConfig::with_cases(proptest_cases(12)))]
 
     #[test]
     fn mhc_post_grad_on_cpu_matches_the_interpreter(
@@ -86,7 +67,7 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let g = op_graph(dtype, (t, n, c));
-        check(&g, &random_inputs(&g, &inits(), seed))?;
+        check_cpu(&g, &random_inputs(&g, &inits(), seed), Some(4))?;
     }
 }
 

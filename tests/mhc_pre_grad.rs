@@ -14,28 +14,9 @@ use birkhoff::dsl::{Init, Rng, random_tensor};
 use birkhoff::ir::{
     DType, FloatAttr, Graph, InputKind, Op, SinkhornSpec, SinkhornVariant, Tensor, TensorType,
 };
-use birkhoff::testing::{compare_cpu, random_inputs};
+use birkhoff::testing::{check_cpu, compare_cpu, proptest_cases, random_inputs};
 use proptest::prelude::*;
 use proptest::sample::select;
-
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(12)
-}
-
-/// Compiles `graph` for the CPU (checked mode) and compares every output
-/// with the f64 interpreter.
-fn check(graph: &Graph, inputs: &BTreeMap<String, Tensor>) -> Result<(), TestCaseError> {
-    let errs =
-        compare_cpu(graph, inputs).map_err(|e| TestCaseError::fail(format!("{e}\n{graph}")))?;
-    prop_assert_eq!(errs.len(), 4, "one comparison per cotangent");
-    for e in errs {
-        prop_assert!(e.within, "{e}\n{graph}");
-    }
-    Ok(())
-}
 
 /// The operand names of `mhc_pre`, in order.
 const OPERANDS: [&str; 4] = ["x", "fn", "scale", "base"];
@@ -120,7 +101,7 @@ fn spec() -> impl Strategy<Value = SinkhornSpec> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases()))]
+    #![proptest_config(ProptestConfig::with_cases(proptest_cases(12)))]
 
     #[test]
     fn mhc_pre_grad_on_cpu_matches_the_interpreter(
@@ -132,7 +113,7 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let g = op_graph(dtype, (t, n, c), spec);
-        check(&g, &random_inputs(&g, &inits(n * c), seed))?;
+        check_cpu(&g, &random_inputs(&g, &inits(n * c), seed), Some(4))?;
     }
 }
 

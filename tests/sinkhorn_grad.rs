@@ -16,28 +16,10 @@ use birkhoff::dsl::{Init, Rng, random_tensor};
 use birkhoff::ir::{
     DType, FloatAttr, Graph, InputKind, Op, SinkhornSpec, SinkhornVariant, Tensor, TensorType,
 };
-use birkhoff::testing::{compare_cpu, random_inputs};
+use birkhoff::testing::{check_cpu, proptest_cases, random_inputs};
 use birkhoff::{CompileOptions, Target, compile_with};
 use proptest::prelude::*;
 use proptest::sample::select;
-
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(12)
-}
-
-/// Compiles `graph` for the CPU (checked mode) and compares every output
-/// with the f64 interpreter.
-fn check(graph: &Graph, inputs: &BTreeMap<String, Tensor>) -> Result<(), TestCaseError> {
-    let errs =
-        compare_cpu(graph, inputs).map_err(|e| TestCaseError::fail(format!("{e}\n{graph}")))?;
-    for e in errs {
-        prop_assert!(e.within, "{e}\n{graph}");
-    }
-    Ok(())
-}
 
 fn spec() -> impl Strategy<Value = SinkhornSpec> {
     (
@@ -84,7 +66,7 @@ fn inits() -> Inits {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases()))]
+    #![proptest_config(ProptestConfig::with_cases(proptest_cases(12)))]
 
     #[test]
     fn sinkhorn_grad_on_cpu_matches_the_interpreter(
@@ -97,7 +79,7 @@ proptest! {
         let mut shape = batch;
         shape.extend([n, n]);
         let g = op_graph(&TensorType::new(dtype, shape), spec);
-        check(&g, &random_inputs(&g, &inits(), seed))?;
+        check_cpu(&g, &random_inputs(&g, &inits(), seed), None)?;
     }
 }
 
@@ -144,7 +126,7 @@ fn sinkhorn_loss_gradient_compiles_and_matches() {
                 (n.to_string(), random_tensor(&ty, &init, &mut root.fork(n)))
             })
             .collect();
-        check(&dg, &feed).unwrap_or_else(|e| panic!("{variant:?}: {e}"));
+        check_cpu(&dg, &feed, None).unwrap_or_else(|e| panic!("{variant:?}: {e}"));
     }
 }
 

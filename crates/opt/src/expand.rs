@@ -490,6 +490,16 @@ impl Builder<'_> {
 
     /// The pre-mix of DESIGN §2 on `[x [T,n,C], fn [m,nC], scale [3], base [m]]`:
     /// `[layer_input [T,C], post_mix [T,n], comb_mix [T,n,n]]`.
+    /// Each of the `n(n+2)` mixes' scale: `[scale0 ×n, scale1 ×n, scale2 ×n²]`.
+    fn mix_scales(&mut self, scale: ValueId, n: usize) -> Result<ValueId> {
+        let mut parts = Vec::with_capacity(3);
+        for (i, len) in [(0, n), (1, n), (2, n * n)] {
+            let s = self.slice(scale, &[i], &[i + 1])?;
+            parts.push(self.broadcast(s, &[len])?);
+        }
+        self.op(Op::Concat { axis: 0 }, &parts)
+    }
+
     /// `x [T,n,C]` (rows flattened) times `weightsᵀ` (`weights [m,nC]`).
     fn project(&mut self, x: ValueId, weights: ValueId) -> Result<ValueId> {
         let xs = self.shape(x);
@@ -527,13 +537,8 @@ impl Builder<'_> {
                 sinkhorn,
                 eps,
             } => {
-                // z = mixes ⊙ [scale0 ×n, scale1 ×n, scale2 ×n²] + base.
-                let mut parts = Vec::with_capacity(3);
-                for (i, len) in [(0, n), (1, n), (2, n * n)] {
-                    let s = self.slice(scale, &[i], &[i + 1])?;
-                    parts.push(self.broadcast(s, &[len])?);
-                }
-                let sv = self.op(Op::Concat { axis: 0 }, &parts)?;
+                // z = mixes ⊙ scales + base.
+                let sv = self.mix_scales(scale, n)?;
                 let zm = self.binary(Op::Mul, mixes, sv)?;
                 let z = self.binary(Op::Add, zm, base)?;
                 let zp = self.slice(z, &[0, 0], &[t, n])?;
@@ -653,12 +658,8 @@ impl Builder<'_> {
         let dots = self.project(x, proj)?;
         let f = self.rms_factor(xf, 1, norm_eps)?;
         let mixes = self.binary(Op::Mul, dots, f)?;
-        let mut parts = Vec::with_capacity(3);
-        for (i, len) in [(0, n), (1, n), (2, n * n)] {
-            let s = self.slice(scale, &[i], &[i + 1])?;
-            parts.push(self.broadcast(s, &[len])?);
-        }
-        let sv = self.op(Op::Concat { axis: 0 }, &parts)?;
+        // z = mixes ⊙ scales + base.
+        let sv = self.mix_scales(scale, n)?;
         let zm = self.binary(Op::Mul, mixes, sv)?;
         let z = self.binary(Op::Add, zm, base)?;
         let zp = self.slice(z, &[0, 0], &[t, n])?;
