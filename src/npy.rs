@@ -995,38 +995,20 @@ mod tests {
         assert_eq!(fortran_to_c(&[9], &[]), vec![9]);
     }
 
-    /// A fresh directory under the system's temporary directory, removed
-    /// when dropped.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let dir = std::env::temp_dir().join(format!("npy-{tag}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-
-        fn entries(&self) -> Vec<String> {
-            let mut names: Vec<String> = fs::read_dir(&self.0)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
-            names.sort();
-            names
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
+    /// The sorted file names in `dir`.
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
     }
 
     #[test]
     fn files_round_trip_and_path_errors() {
-        let dir = TempDir::new("files");
-        let path = dir.0.join("x.npy");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.npy");
         let t = sample(DType::I32, &[4, 3]);
         write_npy(&path, &t).unwrap();
         assert_eq!(read_npy(&path).unwrap(), t);
@@ -1035,18 +1017,18 @@ mod tests {
         let u = sample(DType::Bool, &[2]);
         write_npy(&path, &u).unwrap();
         assert_eq!(read_npy(&path).unwrap(), u);
-        assert_eq!(dir.entries(), ["x.npy"]);
+        assert_eq!(entries(dir.path()), ["x.npy"]);
 
-        let missing = dir.0.join("missing.npy");
+        let missing = dir.path().join("missing.npy");
         assert!(matches!(read_npy(&missing), Err(NpyError::NotFound { .. })));
-        let e = read_npy(&dir.0).unwrap_err();
+        let e = read_npy(dir.path()).unwrap_err();
         assert!(matches!(e, NpyError::IsDirectory { .. }));
         assert!(e.to_string().ends_with(": is a directory, not an npy file"));
         assert!(matches!(
-            write_npy(&dir.0, &t),
+            write_npy(dir.path(), &t),
             Err(NpyError::IsDirectory { .. })
         ));
-        let e = write_npy(&dir.0.join("no/such/dir.npy"), &t).unwrap_err();
+        let e = write_npy(&dir.path().join("no/such/dir.npy"), &t).unwrap_err();
         assert!(matches!(e, NpyError::Write { .. }), "{e}");
         let empty = Tensor::new([0], TensorData::F32(vec![])).unwrap();
         assert!(matches!(
@@ -1056,13 +1038,13 @@ mod tests {
         fs::write(&path, b"\x93NUMPY\x01\x00").unwrap();
         let e = read_npy(&path).unwrap_err();
         assert!(e.to_string().starts_with(&path.display().to_string()));
-        assert_eq!(dir.entries(), ["x.npy"]);
+        assert_eq!(entries(dir.path()), ["x.npy"]);
     }
 
     #[test]
     fn failed_writes_leave_the_target_alone() {
-        let dir = TempDir::new("atomic");
-        let path = dir.0.join("keep.npy");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keep.npy");
         fs::write(&path, b"old").unwrap();
         let e = write_atomically(&path, |f| {
             f.write_all(b"half of the new")?;
@@ -1071,7 +1053,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.to_string(), "disk full");
         assert_eq!(fs::read(&path).unwrap(), b"old");
-        assert_eq!(dir.entries(), ["keep.npy"]);
+        assert_eq!(entries(dir.path()), ["keep.npy"]);
 
         let panicked = std::panic::catch_unwind(|| {
             let _ = write_atomically(&path, |f| {
@@ -1081,10 +1063,10 @@ mod tests {
         });
         assert!(panicked.is_err());
         assert_eq!(fs::read(&path).unwrap(), b"old");
-        assert_eq!(dir.entries(), ["keep.npy"]);
+        assert_eq!(entries(dir.path()), ["keep.npy"]);
 
         write_atomically(&path, |f| f.write_all(b"new")).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"new");
-        assert_eq!(dir.entries(), ["keep.npy"]);
+        assert_eq!(entries(dir.path()), ["keep.npy"]);
     }
 }

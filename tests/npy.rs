@@ -34,24 +34,6 @@ fn f32_tensor(shape: &[usize], v: &[f32]) -> Tensor {
     Tensor::new(shape, TensorData::F32(v.to_vec())).unwrap()
 }
 
-/// A scratch directory, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("npy-it-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn reads_numpy_little_endian_files() {
     let t = load("f4_2x3.npy");
@@ -142,7 +124,7 @@ fn reads_other_format_versions() {
 
 #[test]
 fn writes_what_numpy_writes() {
-    let scratch = Scratch::new("same-bytes");
+    let scratch = tempfile::tempdir().unwrap();
     for name in [
         "f4_2x3.npy",
         "f8_4.npy",
@@ -154,7 +136,7 @@ fn writes_what_numpy_writes() {
         "scalar_i4.npy",
     ] {
         let numpy = std::fs::read(fixture(name)).unwrap();
-        let out = scratch.0.join(name);
+        let out = scratch.path().join(name);
         write_npy(&out, &load(name)).unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), numpy, "{name}");
     }
@@ -200,8 +182,8 @@ where
 
 #[test]
 fn npyz_reads_what_we_write() {
-    let scratch = Scratch::new("npyz");
-    let path = scratch.0.join("t.npy");
+    let scratch = tempfile::tempdir().unwrap();
+    let path = scratch.path().join("t.npy");
     let write = |t: &Tensor| {
         write_npy(&path, t).unwrap();
         std::fs::read(&path).unwrap()

@@ -2,7 +2,6 @@
 //! schedule and decay rule, the Amax gain, checkpoints and errors.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use birkhoff::dsl::zoo::Inits;
 use birkhoff::dsl::{Builder, Init, Rng, nn};
@@ -106,12 +105,6 @@ fn train(model: &TrainGraph, opts: &TrainOptions, steps: usize) -> (Trainer, Vec
         })
         .collect();
     (t, ms)
-}
-
-fn temp_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("birkhoff-train-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
 }
 
 #[test]
@@ -385,7 +378,8 @@ fn metrics_read_h_res_outputs() {
 fn checkpoint_resume_is_bit_exact() {
     let model = classifier(8, true);
     let opts = options(8);
-    let path = temp_path("resume.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("resume.safetensors");
     let mut a = Trainer::new(&model, &opts).unwrap();
     for k in 0..3 {
         let (x, y) = batch(k);
@@ -420,6 +414,8 @@ fn bad_checkpoints_are_reported() {
     let model = classifier(8, false);
     let opts = options(4);
     let t = Trainer::new(&model, &opts).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let temp_path = |name: &str| dir.path().join(name);
     let path = temp_path("good.safetensors");
     t.save(&path).unwrap();
     let bytes = std::fs::read(&path).unwrap();

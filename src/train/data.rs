@@ -423,10 +423,9 @@ pub fn generate_text(seed: u64, bytes: usize) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn tmp(name: &str, bytes: &[u8]) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("birkhoff-data-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
+    /// `bytes` written to the file `name` in `dir`.
+    fn file(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
         path
     }
@@ -558,6 +557,8 @@ mod tests {
 
     #[test]
     fn load_corpus_splits_files_and_reports_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = |name: &str, bytes: &[u8]| file(&dir, name, bytes);
         let text: Vec<u8> = (0..100u8).collect();
         let c = load_corpus(&tmp("ok.txt", &text), 0.1).unwrap();
         assert_eq!(c.train, text[..90]);
@@ -566,7 +567,7 @@ mod tests {
         let all = load_corpus(&tmp("ok.txt", &text), 0.0).unwrap();
         assert_eq!((all.train.len(), all.valid.len()), (100, 0));
 
-        let missing = std::env::temp_dir().join("birkhoff-no-such-corpus.txt");
+        let missing = dir.path().join("birkhoff-no-such-corpus.txt");
         let err = load_corpus(&missing, 0.1).unwrap_err();
         assert!(matches!(err, DataError::Io { .. }));
         assert!(

@@ -38,7 +38,9 @@
 //!     let m = trainer.step(&tokens, &targets)?;
 //!     println!("step {} loss {:.4} |g| {:.3}", m.step, m.loss, m.grad_norm);
 //! }
-//! trainer.save(&std::env::temp_dir().join("birkhoff-doc-example.safetensors"))?;
+//! # let dir = tempfile::tempdir()?;
+//! # let checkpoint = dir.path().join("checkpoint.safetensors");
+//! trainer.save(&checkpoint)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

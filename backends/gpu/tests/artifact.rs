@@ -13,37 +13,25 @@ use birkhoff_ir::{DType, Tensor, TensorType};
 use proptest::prelude::*;
 
 /// A fresh scratch directory, removed on drop.
-struct Scratch(PathBuf);
+struct Scratch(tempfile::TempDir);
 
 impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!(
-            "birkhoff-gpu-artifact-{name}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
+    fn new() -> Scratch {
+        Scratch(tempfile::tempdir().unwrap())
     }
 
     fn path(&self, rel: &str) -> PathBuf {
-        self.0.join(rel)
+        self.0.path().join(rel)
     }
 
     /// Every file name in the directory.
     fn files(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.0)
+        let mut v: Vec<String> = std::fs::read_dir(self.0.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         v.sort();
         v
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -113,8 +101,8 @@ fn artifact_error(e: GpuError, path: &Path) -> String {
 }
 
 fn load_err(bytes: &[u8], name: &str) -> String {
-    let dir = Scratch::new(name);
-    let path = dir.path("m.bkx");
+    let dir = Scratch::new();
+    let path = dir.path(&format!("{name}.bkx"));
     std::fs::write(&path, bytes).unwrap();
     let e = GpuModule::load(&path).expect_err("must not load");
     assert!(e.to_string().contains(&path.display().to_string()), "{e}");
@@ -153,7 +141,7 @@ fn same(a: &GpuModule, b: &GpuModule) -> bool {
 
 #[test]
 fn a_saved_module_loads_back_equal() {
-    let dir = Scratch::new("round-trip");
+    let dir = Scratch::new();
     let path = dir.path("sample.bkx");
     let m = sample();
     m.save(&path).unwrap();
@@ -196,7 +184,7 @@ fn a_compiled_module_round_trips() {
     let m = birkhoff_gpu::compile_module(&program, &birkhoff_gpu::CodegenOptions::default())
         .expect("GPU code generation");
     m.validate().unwrap();
-    let dir = Scratch::new("compiled");
+    let dir = Scratch::new();
     let path = dir.path("mhc_pre.bkx");
     m.save(&path).unwrap();
     assert!(same(&m, &GpuModule::load(&path).unwrap()));
@@ -204,7 +192,7 @@ fn a_compiled_module_round_trips() {
 
 #[test]
 fn a_missing_file_is_named() {
-    let dir = Scratch::new("missing");
+    let dir = Scratch::new();
     let path = dir.path("nope.bkx");
     let msg = artifact_error(GpuModule::load(&path).unwrap_err(), &path);
     assert!(msg.contains("cannot read"), "{msg}");
@@ -321,7 +309,7 @@ fn inconsistent_modules() -> Vec<(&'static str, GpuModule, &'static str)> {
 
 #[test]
 fn inconsistent_modules_are_rejected_on_load_and_save() {
-    let dir = Scratch::new("inconsistent");
+    let dir = Scratch::new();
     for (what, m, expect) in inconsistent_modules() {
         let msg = load_err(&m.to_artifact_bytes().unwrap(), "inconsistent-load");
         assert!(
@@ -353,7 +341,7 @@ fn validation_reports_every_problem() {
 
 #[test]
 fn a_failed_save_leaves_nothing() {
-    let dir = Scratch::new("failed-save");
+    let dir = Scratch::new();
     let path = dir.path("no-such-dir/m.bkx");
     let msg = artifact_error(sample().save(&path).unwrap_err(), &path);
     assert!(msg.contains("cannot write"), "{msg}");

@@ -229,8 +229,8 @@ fn ptxas_accepts_every_module() {
         eprintln!("note: no ptxas found; PTX not assembled (set PTXAS to check it)");
         return;
     };
-    let dir = std::env::temp_dir().join(format!("birkhoff-ptxas-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
     let mut checked = 0;
     for info in models() {
         for dtype in [DType::F32, DType::Bf16] {
@@ -261,6 +261,5 @@ fn ptxas_accepts_every_module() {
             checked += 1;
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(checked, 2 * models().len());
 }

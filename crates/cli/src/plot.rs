@@ -180,15 +180,10 @@ fn label(v: f64, ys: (f64, f64)) -> String {
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("birkhoff-plot-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
     #[test]
     fn charts_are_png_files_and_nothing_else_is_left() {
-        let d = scratch("png");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
         let p = d.join("loss.png");
         let s = |name: &str, k: f64| Series {
             name: name.into(),
@@ -210,13 +205,12 @@ mod tests {
             ..chart
         };
         line_chart(&d.join("gain.png"), &log, &[s("gain", 10.0)]).unwrap();
-        let mut names: Vec<String> = std::fs::read_dir(&d)
+        let mut names: Vec<String> = std::fs::read_dir(d)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
         assert_eq!(names, ["gain.png", "loss.png"]);
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -229,8 +223,8 @@ mod tests {
 
     #[test]
     fn nothing_to_plot_is_an_error_and_writes_nothing() {
-        let d = scratch("empty");
-        let p = d.join("x.png");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.png");
         let chart = Chart {
             title: "gain",
             x: "step",
@@ -243,7 +237,6 @@ mod tests {
         };
         let e = line_chart(&p, &chart, &[bad]).unwrap_err();
         assert!(e.to_string().contains("nothing to plot"), "{e}");
-        assert!(std::fs::read_dir(&d).unwrap().next().is_none());
-        std::fs::remove_dir_all(&d).unwrap();
+        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
     }
 }

@@ -59,31 +59,26 @@ pub fn fails(args: &[&str]) -> String {
 }
 
 /// A fresh scratch directory, removed on drop.
-pub struct Scratch(PathBuf);
+pub struct Scratch(tempfile::TempDir);
 
 impl Scratch {
     /// A new empty directory for test `name`.
     pub fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("birkhoff-cli-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("birkhoff-cli-{name}-"))
+            .tempdir()
+            .unwrap();
         Scratch(dir)
     }
 
     /// `rel` inside the directory.
     pub fn path(&self, rel: &str) -> PathBuf {
-        self.0.join(rel)
+        self.0.path().join(rel)
     }
 
     /// `rel` inside the directory, as a string.
     pub fn s(&self, rel: &str) -> String {
         self.path(rel).display().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
