@@ -1,7 +1,8 @@
 //! `birkhoff train` and `train-compare` end to end, on a model small
 //! enough to train in a second: the loss falls, every output file is
 //! written, an interrupted run resumed gives exactly the uninterrupted
-//! run's metrics, and bad flags fail cleanly.
+//! run's metrics, bad flags fail cleanly, and `--profile` lists every
+//! kernel once with times that add up.
 
 mod common;
 
@@ -185,5 +186,43 @@ fn bad_recompute_plans_fail_cleanly() {
     assert!(
         e.contains("larger than the graph's 2 mHC connections"),
         "{e}"
+    );
+}
+
+#[test]
+fn a_profile_times_every_kernel_and_adds_up() {
+    let d = Scratch::new("train-profile");
+    let out = d.s("p");
+    let said = train(&["--steps", "2", "--profile", "--out", &out]);
+    assert!(
+        said.contains("profile of one gradient step (each kernel's fastest of 5 runs)"),
+        "{said}"
+    );
+    let text = std::fs::read_to_string(d.path("p/profile.txt")).unwrap();
+    let mut lines = text.lines();
+    // "# N kernels, T ms in all (…); arena B bytes"
+    let header = lines.next().unwrap();
+    let words: Vec<&str> = header.split_whitespace().collect();
+    let (count, total): (usize, f64) = (words[1].parse().unwrap(), words[3].parse().unwrap());
+    assert_eq!(lines.next(), Some("# kernel  ms  share"));
+    let kernels: Vec<(String, f64)> = lines
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(f.len(), 3, "{l}");
+            assert!(f[2].ends_with('%'), "{l}");
+            (f[0].to_string(), f[1].parse().unwrap())
+        })
+        .collect();
+    assert!(count > 10 && kernels.len() == count, "{header}");
+    let mut names: Vec<&str> = kernels.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), count, "every kernel once");
+    assert!(kernels.iter().all(|(_, ms)| *ms >= 0.0));
+    // Each line is rounded to 0.1 µs.
+    let sum: f64 = kernels.iter().map(|(_, ms)| ms).sum();
+    assert!(
+        (sum - total).abs() <= 1e-3 + 1e-4 * count as f64,
+        "{sum} against {total}"
     );
 }
