@@ -25,7 +25,7 @@ use birkhoff_cpu::{CpuBackend, CpuExecutable, CpuOptions, KernelTime};
 use birkhoff_gpu::{CodegenOptions, GpuDevice, GpuError, GpuExecutable, GpuModule};
 use birkhoff_ir::kernel::Program;
 use birkhoff_ir::{Graph, InterpOptions, Tensor, interpret};
-use birkhoff_lower::{GemmSupport, LowerOptions, Projection, lower};
+use birkhoff_lower::{LowerOptions, Projection, lower};
 use birkhoff_opt::Report;
 use birkhoff_recompute::{Recompute, TrainingPlan, plan_training};
 
@@ -229,28 +229,13 @@ fn prepare(
 /// Lowers with the projection `opts` asks for, or the target's default.
 fn lower_for(graph: &Graph, opts: &CompileOptions) -> Result<Program, CompileError> {
     let lo = match opts.target {
-        Target::Gpu => gpu_lower_options(opts.projection),
+        Target::Gpu => LowerOptions::gpu(opts.projection.unwrap_or_default()),
         Target::Interp | Target::Cpu => LowerOptions {
             projection: opts.projection.unwrap_or_default(),
             ..LowerOptions::default()
         },
     };
     Ok(lower(graph, &lo)?)
-}
-
-/// How [`Target::Gpu`] lowers: the GPU's matrix product reads bf16
-/// operands and sums each row's squares from the same loads, so the
-/// pre-mix streams a token's row once for its projection and once to
-/// apply it.
-pub(crate) fn gpu_lower_options(projection: Option<Projection>) -> LowerOptions {
-    LowerOptions {
-        projection: projection.unwrap_or_default(),
-        gemm: GemmSupport {
-            bf16_operands: true,
-            row_sumsq: true,
-        },
-        ..LowerOptions::default()
-    }
 }
 
 /// Optimizes (if `opts.optimize`) and lowers `graph` as [`compile_with`]

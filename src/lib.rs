@@ -1,12 +1,18 @@
 //! birkhoff: a tensor compiler that fuses DeepSeek's mHC
 //! (Manifold-Constrained Hyper-Connections) layers.
 //!
-//! This facade is the entry point to the pipeline: it re-exports the graph
-//! IR ([`ir`]), the DSL with its model zoo ([`dsl`]), the optimizer
-//! ([`opt`]) and the recomputation planner ([`recompute`]), and adds what users and the command line need around them:
-//! [`npy`] files, atomic writes, fused-vs-unfused checking ([`testing`]),
-//! the IR file-test driver ([`filetest`]) and the training runtime
-//! ([`train`]).
+//! This facade is the entry point to the pipeline: one [`compile`] call
+//! (optimize → recompute → lower → code generation) for every target, and
+//! the pipeline's crates re-exported under short names: the graph IR
+//! ([`ir`]), the DSL with its model zoo ([`dsl`]), the optimizer ([`opt`]),
+//! autodiff ([`autodiff`]), the recomputation planner ([`recompute`]),
+//! lowering ([`lower`]), the backends ([`cpu`], [`gpu`]) and `.npy` files
+//! ([`npy`]). [`testing`] checks a compiled or optimized graph against the
+//! reference interpreter, and [`write_atomic`] writes files that appear
+//! complete or not at all.
+//!
+//! Training (`birkhoff-train`) and the IR file tests (`birkhoff-filetests`)
+//! are crates of their own, built on this one.
 //!
 //! The canonical end-to-end example (`examples/quickstart.rs`): build a
 //! graph with the DSL, print and re-parse its IR, run it in the reference
@@ -14,18 +20,15 @@
 //!
 #![doc = concat!("```rust\n", include_str!("../examples/quickstart.rs"), "\n```")]
 
-mod atomic;
 mod compile;
-pub mod filetest;
-pub mod npy;
 pub mod testing;
-pub mod train;
 
-pub use atomic::write_atomic;
 pub use birkhoff_autodiff as autodiff;
 pub use birkhoff_cpu as cpu;
 pub use birkhoff_dsl as dsl;
 pub use birkhoff_gpu as gpu;
+pub use birkhoff_io::npy;
+pub use birkhoff_io::write_atomic;
 pub use birkhoff_ir as ir;
 pub use birkhoff_lower as lower;
 pub use birkhoff_opt as opt;

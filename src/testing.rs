@@ -2,33 +2,27 @@
 //! graphs.
 //!
 //! The reference is always the original graph in the f64 interpreter
-//! (DESIGN §5). A *candidate* — today the optimized graph in the same
-//! interpreter; later each backend — runs on the same inputs, and every
-//! output is compared element by element:
+//! (`docs/design.md`, numerics). A *candidate* — the optimized graph in the
+//! same interpreter, or a compiled program — runs on the same inputs, and
+//! every output is compared element by element under the workspace's one
+//! tolerance rule (`birkhoff_ir::tolerance`):
 //!
 //! ```text
-//! |got - want| <= atol + rtol · max(|want|, 1e-3 · max|want over the output|)
+//! |got - want| <= atol + rtol · max(|want|, floor)
 //! ```
 //!
-//! with `atol`/`rtol` the reduction row of the DESIGN §5 tolerance table
-//! for the output's dtype ([`Tolerance::reduction`]). The floor of a
-//! thousandth of the output's peak keeps elements that cancel to nearly
-//! zero from dominating the relative error.
+//! with `atol`/`rtol` the reduction row of the tolerance table for the
+//! output's dtype and `floor` a thousandth of the output's largest value
+//! ([`Rule::output`]), which keeps elements that cancel to nearly zero from
+//! dominating the relative error.
 //!
-//! bf16 outputs of [`verify_with`] (and so [`verify_optimized`]) are held to
-//! one bound over the whole output instead:
-//!
-//! ```text
-//! |got - want| <= 4 · (atol + rtol · max|want over the output|)
-//! ```
-//!
-//! A bf16 graph stores every intermediate in 8 bits, where a fused kernel
-//! keeps f32 and rounds only its results, so the two programs differ by bf16
-//! units of the largest values an element is computed from, even where the
-//! element itself cancels to nearly zero. The bound is 8 units of 2^-8 of the
-//! output's peak; the zoo's mHC models stay within 3.5 and its transformer
-//! blocks within 4.5 over many seeds and shapes, while a wrong fusion is off
-//! by the size of the values themselves.
+//! bf16 outputs of [`verify_with`] (and so [`verify_optimized`]) are
+//! compared under [`Rule::rounded_apart`] instead: 4 × the reduction row,
+//! measured against the output's peak. A bf16 graph stores every
+//! intermediate in 8 bits, where a fused kernel keeps f32 and rounds only
+//! its results, so the two programs differ by bf16 units of the largest
+//! values an element is computed from, even where the element itself
+//! cancels to nearly zero.
 //!
 //! ```
 //! use birkhoff::dsl::zoo::{ModelArgs, build_model};
@@ -40,17 +34,18 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! For property tests, [`inputs`] is a proptest strategy over input sets.
+//! For property tests, `birkhoff-testkit` has strategies over seeded input
+//! sets and zoo models (`seeded_inputs`, `zoo_case`); [`check_cpu`]'s
+//! error turns into a proptest failure with `?`.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub use birkhoff_dsl::random_inputs;
 use birkhoff_dsl::zoo::Inits;
-use birkhoff_dsl::{Rng, random_tensor};
-use birkhoff_ir::{DType, Graph, InterpOptions, Tensor, interpret};
-use proptest::strategy::Strategy;
+use birkhoff_ir::{DType, Graph, InterpOptions, Precision, Tensor, interpret};
 
-pub use birkhoff_ir::tolerance::Tolerance;
+pub use birkhoff_ir::tolerance::{Rule, Tolerance};
 
 /// Why a check could not run.
 #[derive(Debug, thiserror::Error)]
@@ -72,97 +67,45 @@ pub enum CheckError {
         /// What differs.
         detail: String,
     },
+    /// A check ([`check_cpu`]) failed: an output out of tolerance, or the
+    /// candidate could not be compiled or run; the message ends with the
+    /// graph.
+    #[error("{what}\n{graph}")]
+    Failed {
+        /// What failed.
+        what: String,
+        /// The graph checked, printed.
+        graph: String,
+    },
 }
 
 /// Named outputs, as the interpreter returns them.
 pub type Outputs = Vec<(String, Tensor)>;
 
-/// One input set per graph input, drawn from `seed`: each input from its
-/// own stream (`inits` suggests a distribution per name; standard normal
-/// otherwise), so the values of one input do not depend on the others.
-pub fn random_inputs(graph: &Graph, inits: &Inits, seed: u64) -> BTreeMap<String, Tensor> {
-    let root = Rng::new(seed);
-    graph
-        .inputs()
-        .iter()
-        .map(|&v| {
-            let name = graph.input_name(v).unwrap_or_default().to_string();
-            let init = inits.get(&name).cloned().unwrap_or_default();
-            let t = random_tensor(graph.ty(v), &init, &mut root.fork(&name));
-            (name, t)
-        })
-        .collect()
-}
-
-/// A proptest strategy for input sets of `graph` (one seed per case;
-/// shrinking moves toward seed 0).
-pub fn inputs(
-    graph: &Graph,
-    inits: &Inits,
-) -> impl Strategy<Value = BTreeMap<String, Tensor>> + use<> {
-    let (graph, inits) = (graph.clone(), inits.clone());
-    proptest::num::u64::ANY.prop_map(move |seed| random_inputs(&graph, &inits, seed))
-}
-
-/// A proptest strategy for zoo models on small shapes: `(model name, its
-/// arguments, an input seed)` with 1–6 tokens, 1–4 streams, 1–3 heads of
-/// 1–19 channels and 1–2 layers, where the model takes them (sizes that are
-/// no multiple of the vector width or the thread count included).
-pub fn zoo_case() -> impl Strategy<Value = (String, birkhoff_dsl::zoo::ModelArgs, u64)> {
-    use birkhoff_dsl::zoo::{Flag, ModelArgs, models};
-    (
-        proptest::sample::select(models().to_vec()),
-        1usize..7,
-        1usize..5,
-        1usize..4,
-        1usize..20,
-        1usize..3,
-        proptest::num::u64::ANY,
-    )
-        .prop_map(|(info, t, n, heads, c_per_head, layers, seed)| {
-            let takes = |f: Flag| info.flags.contains(&f);
-            let args = ModelArgs {
-                tokens: Some(t),
-                streams: takes(Flag::Streams).then_some(n),
-                hidden: takes(Flag::Hidden).then_some(heads * c_per_head),
-                heads: takes(Flag::Heads).then_some(heads),
-                layers: takes(Flag::Layers).then_some(layers),
-                ..ModelArgs::default()
-            };
-            (info.name.to_string(), args, seed)
-        })
-}
-
-/// Cases per proptest property: `PROPTEST_CASES` when it is set to a
-/// number, else `default`.
-pub fn proptest_cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// [`compare_cpu`] as a proptest check: every output within tolerance,
-/// and, when `outputs` is given, exactly that many outputs compared. The
-/// failure message shows the graph.
+/// [`compare_cpu`] as a pass/fail check: every output within tolerance,
+/// and, when `outputs` is given, exactly that many outputs compared. A
+/// failure ([`CheckError::Failed`]) carries the graph; in a proptest body,
+/// `check_cpu(..)?` makes it the case's failure.
 pub fn check_cpu(
     graph: &Graph,
     inputs: &BTreeMap<String, Tensor>,
     outputs: Option<usize>,
-) -> Result<(), proptest::test_runner::TestCaseError> {
-    use proptest::test_runner::TestCaseError;
-    let errs =
-        compare_cpu(graph, inputs).map_err(|e| TestCaseError::fail(format!("{e}\n{graph}")))?;
+) -> Result<(), CheckError> {
+    let failed = |what: String| CheckError::Failed {
+        what,
+        graph: graph.to_string(),
+    };
+    let errs = compare_cpu(graph, inputs).map_err(|e| failed(e.to_string()))?;
     if let Some(n) = outputs
         && errs.len() != n
     {
-        return Err(TestCaseError::fail(format!(
-            "{} outputs compared, {n} expected\n{graph}",
+        return Err(failed(format!(
+            "{} outputs compared, {n} expected",
             errs.len()
         )));
     }
     match errs.into_iter().find(|e| !e.within) {
-        Some(e) => Err(TestCaseError::fail(format!("{e}\n{graph}"))),
+        Some(e) => Err(failed(e.to_string())),
         None => Ok(()),
     }
 }
@@ -226,29 +169,26 @@ pub fn compare_cpu(
 }
 
 /// [`compare`] with every tolerance multiplied by `factor`: for whole
-/// models, where the per-op-family bounds of DESIGN §5 compound through
-/// chained layers.
+/// models, where the per-op-family bounds compound through chained layers.
 pub fn compare_scaled(
     graph: &Graph,
     reference: &Outputs,
     candidate: &Outputs,
     factor: f64,
 ) -> Result<Vec<OutputError>, CheckError> {
-    compare_outputs(graph, reference, candidate, factor, false)
+    compare_with(graph, reference, candidate, |dtype| {
+        Rule::output(dtype).scaled(factor)
+    })
 }
 
-/// How much wider than the reduction row a bf16 output's bound is when two
-/// programs that round at different points are compared (module docs).
-const BF16_PROGRAMS_FACTOR: f64 = 4.0;
-
-/// [`compare_scaled`]; with `bf16_programs`, bf16 outputs get the uniform
-/// bound of the module docs.
-fn compare_outputs(
+/// Compares a candidate's outputs with the reference's under the rule
+/// `rule` gives for each output's declared dtype in `graph` (e.g.
+/// `|d| Rule::output(d).scaled(10.0).forgiving_overflow()`).
+pub fn compare_with(
     graph: &Graph,
     reference: &Outputs,
     candidate: &Outputs,
-    factor: f64,
-    bf16_programs: bool,
+    rule: impl Fn(DType) -> Rule,
 ) -> Result<Vec<OutputError>, CheckError> {
     let mut out = Vec::new();
     for (i, (name, want)) in reference.iter().enumerate() {
@@ -265,55 +205,69 @@ fn compare_outputs(
                 detail,
             });
         }
-        let declared = graph
-            .outputs()
-            .get(i)
-            .map_or(want.dtype(), |o| graph.ty(o.value).dtype);
-        let by_peak = bf16_programs && declared == DType::Bf16;
-        let factor = if by_peak {
-            factor * BF16_PROGRAMS_FACTOR
-        } else {
-            factor
-        };
-        let base = Tolerance::reduction(declared);
-        let tol = Tolerance {
-            atol: base.atol * factor,
-            rtol: base.rtol * factor,
-        };
-        let (w, g) = (want.to_f64_vec(), got.to_f64_vec());
-        let peak = w
-            .iter()
-            .filter(|x| x.is_finite())
-            .fold(0.0f64, |m, x| m.max(x.abs()));
-        let floor = if by_peak { peak } else { 1e-3 * peak }.max(f64::MIN_POSITIVE);
-        let mut e = OutputError {
+        let rule = rule(declared_dtype(graph, i, want));
+        let c = rule.compare(&got.to_f64_vec(), &want.to_f64_vec());
+        out.push(OutputError {
             name: name.clone(),
-            max_abs: 0.0,
-            max_rel: 0.0,
-            worst_index: 0,
-            tolerance: tol,
-            within: true,
-        };
-        for (k, (&gv, &wv)) in g.iter().zip(&w).enumerate() {
-            let (abs, rel, ok) = if gv.is_nan() && wv.is_nan() || gv == wv {
-                (0.0, 0.0, true)
-            } else {
-                let abs = (gv - wv).abs();
-                let scale = wv.abs().max(floor);
-                (abs, abs / scale, abs <= tol.atol + tol.rtol * scale)
-            };
-            let abs = if abs.is_nan() { f64::INFINITY } else { abs };
-            let rel = if rel.is_nan() { f64::INFINITY } else { rel };
-            e.max_abs = e.max_abs.max(abs);
-            if rel > e.max_rel || (k == 0 && rel > 0.0) {
-                e.max_rel = rel;
-                e.worst_index = k;
-            }
-            e.within &= ok;
-        }
-        out.push(e);
+            max_abs: c.max_abs,
+            max_rel: c.max_rel,
+            worst_index: c.max_rel_index,
+            tolerance: rule.tolerance,
+            within: c.passed(),
+        });
     }
     Ok(out)
+}
+
+/// The dtype output `i` of `graph` declares (the reference's own where
+/// the graph has no such output).
+fn declared_dtype(graph: &Graph, i: usize, reference: &Tensor) -> DType {
+    graph
+        .outputs()
+        .get(i)
+        .map_or(reference.dtype(), |o| graph.ty(o.value).dtype)
+}
+
+/// Compares the outputs of `graph` compiled for an `f32` (or `bf16`)
+/// target with two references on the same `inputs`: the f64 oracle
+/// ([`reference_options`]) and the interpreter's `f32` mode, under
+/// [`Rule::output`] scaled by `factor`, forgiving elements that overflowed
+/// on both sides ([`Rule::forgiving_overflow`]).
+///
+/// An element passes when it is within the rule of the oracle, or of the
+/// `f32` reference (an intermediate that overflows or underflows in `f32`
+/// does so in compiled code too), or when the `f32` reference is NaN where
+/// the oracle is not: there an intermediate overflowed to `inf - inf`,
+/// and compiled code that contracts a multiply and an add into one fused
+/// multiply-add overflows at another step (to an infinity, or not at all).
+/// The errors reported are against the oracle.
+pub fn compare_compiled(
+    graph: &Graph,
+    inputs: &BTreeMap<String, Tensor>,
+    candidate: &Outputs,
+    factor: f64,
+) -> Result<Vec<OutputError>, CheckError> {
+    let rule = |d: DType| Rule::output(d).scaled(factor).forgiving_overflow();
+    let oracle = interpret(graph, inputs, &reference_options())?;
+    let mut errs = compare_with(graph, &oracle, candidate, rule)?;
+    if errs.iter().all(|e| e.within) {
+        return Ok(errs);
+    }
+    let f32_mode = InterpOptions {
+        precision: Precision::F32,
+        ..reference_options()
+    };
+    let single = interpret(graph, inputs, &f32_mode)?;
+    for (i, e) in errs.iter_mut().enumerate().filter(|(_, e)| !e.within) {
+        let rule = rule(declared_dtype(graph, i, &oracle[i].1));
+        let got = candidate[i].1.to_f64_vec();
+        let (want, want32) = (oracle[i].1.to_f64_vec(), single[i].1.to_f64_vec());
+        let by_oracle = rule.verdicts(&got, &want);
+        let by_f32 = rule.verdicts(&got, &want32);
+        e.within = (0..got.len())
+            .all(|k| by_oracle[k] || by_f32[k] || (want32[k].is_nan() && !want[k].is_nan()));
+    }
+    Ok(errs)
 }
 
 /// Runs `graph` and its optimized form on `inputs` in the f64 interpreter
@@ -409,7 +363,7 @@ pub fn verify_with(
         let inputs = random_inputs(graph, inits, s);
         let want = interpret(graph, &inputs, &opts)?;
         let got = candidate(&inputs)?;
-        for (i, e) in compare_outputs(graph, &want, &got, 1.0, true)?
+        for (i, e) in compare_with(graph, &want, &got, Rule::rounded_apart)?
             .into_iter()
             .enumerate()
         {

@@ -12,41 +12,16 @@
 use std::collections::BTreeMap;
 
 use birkhoff::dsl::zoo::{ModelArgs, build_model, models};
-use birkhoff::ir::{DType, Graph, InterpOptions, Precision, Tensor, interpret};
-use birkhoff::testing::{
-    compare, compare_scaled, proptest_cases, random_inputs, reference_options, zoo_case,
-};
+use birkhoff::ir::{DType, Graph, InterpOptions, Tensor, interpret};
+use birkhoff::testing::{compare, compare_compiled, random_inputs};
 use birkhoff::{CompileOptions, Target, compile_with};
+use birkhoff_testkit::{proptest_cases, zoo_case};
 use proptest::prelude::*;
 
 /// Compiles `graph` for the CPU (checked mode: every access bounds-checked)
-/// and compares it with the interpreter on `inputs`.
-/// Sets elements where the reference and the candidate both overflowed
-/// (non-finite, possibly NaN on one side and ±inf on the other: fused
-/// multiply-adds and the interpreter overflow at different steps) to the
-/// same value, so the comparison judges the finite elements.
-fn forgive_overflow(want: &mut [(String, Tensor)], got: &[(String, Tensor)]) {
-    for ((_, w), (_, g)) in want.iter_mut().zip(got) {
-        if !w.dtype().is_float() {
-            continue;
-        }
-        let (mut wv, gv) = (w.to_f64_vec(), g.to_f64_vec());
-        let mut changed = false;
-        for (a, b) in wv.iter_mut().zip(&gv) {
-            if !a.is_finite() && !b.is_finite() && a.to_bits() != b.to_bits() {
-                *a = *b;
-                changed = true;
-            }
-        }
-        if changed {
-            *w = Tensor::from_f64(w.ty().clone(), &wv).expect("same type");
-        }
-    }
-}
-
-/// Compiles `graph` for the CPU (checked mode: every access bounds-checked)
-/// and compares it with the interpreter on `inputs`, with the DESIGN
-/// tolerances multiplied by `factor`.
+/// and compares it with the interpreter on `inputs` (the f64 oracle, and
+/// the f32 interpreter where f32 overflow decides: `compare_compiled`),
+/// with the tolerances multiplied by `factor`.
 fn check(
     graph: &Graph,
     inputs: &BTreeMap<String, Tensor>,
@@ -64,31 +39,13 @@ fn check(
     let got = exe
         .run(inputs)
         .map_err(|e| TestCaseError::fail(format!("run: {e}")))?;
-    let fail = |e: String| TestCaseError::fail(e);
-    // The f64 oracle first. Where it disagrees, an f32 program may still be
-    // right: an intermediate that overflows (or underflows) in f32 does so in
-    // compiled f32 code too, so the interpreter's f32 mode is the second
-    // reference — accepted only if every output then agrees.
-    let mut oracle =
-        interpret(graph, inputs, &reference_options()).map_err(|e| fail(e.to_string()))?;
-    forgive_overflow(&mut oracle, &got);
-    let errs = compare_scaled(graph, &oracle, &got, factor).map_err(|e| fail(e.to_string()))?;
-    if errs.iter().all(|e| e.within) {
-        return Ok(());
-    }
-    let f32_mode = InterpOptions {
-        precision: Precision::F32,
-        ..reference_options()
-    };
-    let mut single = interpret(graph, inputs, &f32_mode).map_err(|e| fail(e.to_string()))?;
-    forgive_overflow(&mut single, &got);
-    let errs32 = compare_scaled(graph, &single, &got, factor).map_err(|e| fail(e.to_string()))?;
-    for (e, e32) in errs.iter().zip(&errs32) {
+    let errs = compare_compiled(graph, inputs, &got, factor)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    for e in &errs {
         prop_assert!(
-            e.within || e32.within,
-            "@{} (optimize: {optimize}): {e}\n{graph}\nwant {:?}\ngot {:?}",
+            e.within,
+            "@{} (optimize: {optimize}): {e}\n{graph}\ngot {:?}",
             graph.name(),
-            oracle,
             got
         );
     }

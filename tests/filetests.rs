@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use birkhoff::filetest::{collect_files, needs_gpu_codegen, run_file};
+use birkhoff_filetests::{collect_files, needs_gpu_codegen, run_file};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 fn run(path: &Path) -> Result<(), Failed> {

@@ -29,13 +29,14 @@ use birkhoff::dsl::zoo::{Flag, ModelArgs, build_model, model_info, models};
 use birkhoff::gpu::{GpuError, GpuModule, copy_bandwidth};
 use birkhoff::ir::{DType, Graph, InterpOptions, Precision, Tensor, interpret};
 use birkhoff::testing::{
-    CheckError, OutputError, compare_scaled, proptest_cases, random_inputs, reference_options,
-    verify_with,
+    CheckError, OutputError, Rule, compare_compiled, compare_scaled, compare_with, random_inputs,
+    reference_options, verify_with,
 };
 use birkhoff::{
     CompileError, CompileOptions, GpuCode, Target, compile_with, gpu_code, gpu_module,
     load_gpu_artifact,
 };
+use birkhoff_testkit::proptest_cases;
 use proptest::prelude::*;
 
 /// Whole models chain dozens of ops per layer; DESIGN §5 bounds each op
@@ -64,61 +65,16 @@ fn compile_gpu(graph: &Graph, optimize: bool) -> Result<birkhoff::Executable, St
     })
 }
 
-/// Sets elements where the reference and the candidate both overflowed
-/// (non-finite on both sides, possibly NaN on one and ±inf on the other:
-/// fused multiply-adds and the interpreter overflow at different steps)
-/// to the candidate's value, so the comparison judges the finite elements.
-/// (The same rule as the CPU backend's tests.)
-fn forgive_overflow(want: &mut [(String, Tensor)], got: &[(String, Tensor)]) {
-    for ((_, w), (_, g)) in want.iter_mut().zip(got) {
-        if !w.dtype().is_float() {
-            continue;
-        }
-        let (mut wv, gv) = (w.to_f64_vec(), g.to_f64_vec());
-        let mut changed = false;
-        for (a, b) in wv.iter_mut().zip(&gv) {
-            if !a.is_finite() && !b.is_finite() && a.to_bits() != b.to_bits() {
-                *a = *b;
-                changed = true;
-            }
-        }
-        if changed {
-            *w = Tensor::from_f64(w.ty().clone(), &wv).expect("same type");
-        }
-    }
-}
-
-/// `got` against the f64 reference on `inputs`, tolerances times
-/// `factor`. Where the f64 oracle disagrees, an f32 program may still be
-/// right: an intermediate that overflows in f32 does so in compiled code
-/// too, so the interpreter's f32 mode is the second reference, accepted
-/// only if every output then agrees. Returns every output's error (from
-/// the reference that accepted, or the f64 one).
+/// `got` against the f64 reference on `inputs` (and the f32 interpreter
+/// where f32 overflow decides: `compare_compiled`), tolerances times
+/// `factor`.
 fn reference_check(
     graph: &Graph,
     inputs: &BTreeMap<String, Tensor>,
     got: &[(String, Tensor)],
     factor: f64,
 ) -> Result<Vec<OutputError>, CheckError> {
-    let got = got.to_vec();
-    let mut oracle = interpret(graph, inputs, &reference_options())?;
-    forgive_overflow(&mut oracle, &got);
-    let errs = compare_scaled(graph, &oracle, &got, factor)?;
-    if errs.iter().all(|e| e.within) {
-        return Ok(errs);
-    }
-    let f32_mode = InterpOptions {
-        precision: Precision::F32,
-        ..reference_options()
-    };
-    let mut single = interpret(graph, inputs, &f32_mode)?;
-    forgive_overflow(&mut single, &got);
-    let errs32 = compare_scaled(graph, &single, &got, factor)?;
-    Ok(if errs32.iter().all(|e| e.within) {
-        errs32
-    } else {
-        errs
-    })
+    compare_compiled(graph, inputs, &got.to_vec(), factor)
 }
 
 /// The graph's dtype as the zoo builds it (its first input's).
@@ -168,10 +124,11 @@ fn check_model(
     let cpu = compile_with(graph, &cpu_opts)
         .and_then(|c| c.run(&inputs))
         .map_err(|e| format!("{label}: CPU backend: {e}"))?;
-    let mut cpu_ref = cpu;
-    forgive_overflow(&mut cpu_ref, &got);
-    let vs_cpu = compare_scaled(graph, &cpu_ref, &got, CPU_FACTOR)
-        .map_err(|e| format!("{label}: vs CPU: {e}"))?;
+    let cpu_ref = cpu;
+    let vs_cpu = compare_with(graph, &cpu_ref, &got, |d| {
+        Rule::output(d).scaled(CPU_FACTOR).forgiving_overflow()
+    })
+    .map_err(|e| format!("{label}: vs CPU: {e}"))?;
     let rows: Vec<String> = interp
         .iter()
         .map(|e| format!("    vs interpreter {e}"))
@@ -414,8 +371,8 @@ fn training_with_recomputation_on_the_gpu() {
     use birkhoff::Target;
     use birkhoff::dsl::lm::{LmConfig, build_lm};
     use birkhoff::dsl::zoo::Connection;
-    use birkhoff::train::data::{Batches, builtin_corpus};
-    use birkhoff::train::{Recompute, TrainOptions, Trainer};
+    use birkhoff_train::data::{Batches, builtin_corpus};
+    use birkhoff_train::{Recompute, TrainOptions, Trainer};
 
     let cfg = LmConfig {
         connection: Connection::Mhc,

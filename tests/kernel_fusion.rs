@@ -16,7 +16,8 @@ use birkhoff::dsl::lm::{LmConfig, build_lm};
 use birkhoff::dsl::zoo::{Connection, build_model};
 use birkhoff::ir::{Graph, Tensor};
 use birkhoff::lower::{LowerOptions, lower};
-use birkhoff::testing::{proptest_cases, random_inputs, zoo_case};
+use birkhoff::testing::random_inputs;
+use birkhoff_testkit::{proptest_cases, zoo_case};
 use proptest::prelude::*;
 
 /// Runs `graph` on the CPU, lowered with or without kernel fusion.

@@ -12,7 +12,8 @@ use birkhoff::autodiff::grad;
 use birkhoff::dsl::zoo::Inits;
 use birkhoff::dsl::{Init, Rng, random_tensor};
 use birkhoff::ir::{DType, Graph, InputKind, Op, Tensor, TensorType};
-use birkhoff::testing::{check_cpu, compare_cpu, proptest_cases, random_inputs};
+use birkhoff::testing::{check_cpu, compare_cpu, random_inputs};
+use birkhoff_testkit::proptest_cases;
 use proptest::prelude::*;
 use proptest::sample::select;
 

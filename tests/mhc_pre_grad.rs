@@ -14,7 +14,8 @@ use birkhoff::dsl::{Init, Rng, random_tensor};
 use birkhoff::ir::{
     DType, FloatAttr, Graph, InputKind, Op, SinkhornSpec, SinkhornVariant, Tensor, TensorType,
 };
-use birkhoff::testing::{check_cpu, compare_cpu, proptest_cases, random_inputs};
+use birkhoff::testing::{check_cpu, compare_cpu, random_inputs};
+use birkhoff_testkit::proptest_cases;
 use proptest::prelude::*;
 use proptest::sample::select;
 

@@ -16,8 +16,9 @@ use birkhoff::dsl::{Init, Rng, random_tensor};
 use birkhoff::ir::{
     DType, FloatAttr, Graph, InputKind, Op, SinkhornSpec, SinkhornVariant, Tensor, TensorType,
 };
-use birkhoff::testing::{check_cpu, proptest_cases, random_inputs};
+use birkhoff::testing::{check_cpu, random_inputs};
 use birkhoff::{CompileOptions, Target, compile_with};
+use birkhoff_testkit::proptest_cases;
 use proptest::prelude::*;
 use proptest::sample::select;
 

@@ -75,6 +75,28 @@ pub fn compile_module(program: &Program, opts: &CodegenOptions) -> Result<GpuMod
     }
 }
 
+/// Runs a kernel program's generated GPU code in the host emulator
+/// (`codegen::emulate`, in builds with the `gpu` feature):
+/// its numerics, checked without a device.
+///
+/// Fails with [`GpuError::CodegenNotEnabled`] in builds without the `gpu`
+/// feature.
+pub fn emulate(
+    program: &Program,
+    opts: &CodegenOptions,
+    inputs: &std::collections::BTreeMap<String, birkhoff_ir::Tensor>,
+) -> Result<Vec<(String, birkhoff_ir::Tensor)>> {
+    #[cfg(feature = "gpu")]
+    {
+        codegen::emulate(program, opts, inputs)
+    }
+    #[cfg(not(feature = "gpu"))]
+    {
+        let _ = (program, opts, inputs);
+        Err(GpuError::CodegenNotEnabled)
+    }
+}
+
 /// The LLVM IR (verified, before optimization) of a kernel program.
 ///
 /// Fails with [`GpuError::CodegenNotEnabled`] in builds without the `gpu`

@@ -162,7 +162,7 @@ pub struct TrainArgs {
     /// models without mHC) or block=K (keep the residual stream every K
     /// mHC connections).
     #[arg(long, default_value = "none", value_name = "MODE")]
-    pub recompute: birkhoff::train::Recompute,
+    pub recompute: birkhoff_train::Recompute,
     /// After training, time every kernel of one gradient step (CPU) and
     /// write the profile to DIR/profile.txt (the slowest kernels are
     /// printed too).

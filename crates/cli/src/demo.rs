@@ -210,8 +210,8 @@ pub fn main(a: &DemoArgs) -> Result<ExitCode> {
 /// falls while the composite Amax gain stays near 1.
 fn train_briefly(seed: u64) -> Result<()> {
     use birkhoff::dsl::lm::{LmConfig, build_lm};
-    use birkhoff::train::data::{Batches, builtin_corpus};
-    use birkhoff::train::{TrainOptions, Trainer};
+    use birkhoff_train::data::{Batches, builtin_corpus};
+    use birkhoff_train::{TrainOptions, Trainer};
 
     const STEPS: usize = 30;
     let cfg = LmConfig {

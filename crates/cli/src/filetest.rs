@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use birkhoff::filetest::{collect_files, run_file};
+use birkhoff_filetests::{collect_files, run_file};
 
 use crate::args::TestArgs;
 

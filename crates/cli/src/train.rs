@@ -18,9 +18,9 @@ use anyhow::{Context, Result, bail};
 use birkhoff::dsl::lm::{LmConfig, build_lm};
 use birkhoff::dsl::zoo::Connection;
 use birkhoff::ir::Tensor;
-use birkhoff::train::data::{Batches, Corpus, builtin_corpus, load_corpus};
-use birkhoff::train::{StepMetrics, TrainOptions, Trainer};
 use birkhoff::{Target, write_atomic};
+use birkhoff_train::data::{Batches, Corpus, builtin_corpus, load_corpus};
+use birkhoff_train::{StepMetrics, TrainOptions, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
@@ -217,7 +217,7 @@ const PROFILE_RUNS: usize = 5;
 /// enough to hide a 1 ms kernel); writes every kernel in program order to
 /// `out/profile.txt` and prints the slowest.
 fn profile_step(t: &mut Trainer, tokens: &Tensor, targets: &Tensor, out: &Path) -> Result<()> {
-    let batch = birkhoff::train::lm_batch(tokens, targets);
+    let batch = birkhoff_train::lm_batch(tokens, targets);
     // The first run touches the arena's pages; it is not timed.
     t.profile_gradient(&batch)?;
     let mut times = t.profile_gradient(&batch)?;

@@ -141,6 +141,27 @@ impl Init {
     }
 }
 
+/// One input set for `graph`, drawn from `seed`: each input from its own
+/// stream (`inits` suggests a distribution per name; standard normal
+/// otherwise), so the values of one input do not depend on the others.
+pub fn random_inputs(
+    graph: &birkhoff_ir::Graph,
+    inits: &crate::zoo::Inits,
+    seed: u64,
+) -> std::collections::BTreeMap<String, Tensor> {
+    let root = Rng::new(seed);
+    graph
+        .inputs()
+        .iter()
+        .map(|&v| {
+            let name = graph.input_name(v).unwrap_or_default().to_string();
+            let init = inits.get(&name).cloned().unwrap_or_default();
+            let t = random_tensor(graph.ty(v), &init, &mut root.fork(&name));
+            (name, t)
+        })
+        .collect()
+}
+
 /// A tensor of type `ty` whose elements are drawn from `init`, one after
 /// another in row-major order, using `rng`.
 ///

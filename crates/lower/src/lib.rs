@@ -82,3 +82,19 @@ impl Default for LowerOptions {
         }
     }
 }
+
+impl LowerOptions {
+    /// How the GPU target lowers: its matrix product reads bf16 operands
+    /// and sums each row's squares from the same loads, so the pre-mix
+    /// streams a token's row once for its projection and once to apply it.
+    pub fn gpu(projection: Projection) -> LowerOptions {
+        LowerOptions {
+            projection,
+            gemm: GemmSupport {
+                bf16_operands: true,
+                row_sumsq: true,
+            },
+            ..LowerOptions::default()
+        }
+    }
+}

@@ -6,7 +6,9 @@
 //!   worst element.
 //! * strategies: small [`tensor_type`]s, [`tensor`]s with or without
 //!   NaN, ±Inf, ±0 and subnormals, interpreter [`inputs`] for a graph, and
-//!   random well-typed [`graph`]s over every op of the IR.
+//!   random well-typed [`graph`]s over every op of the IR;
+//! * whole models: [`zoo_case`] (zoo models on small shapes),
+//!   [`seeded_inputs`] (input sets as seeds) and [`proptest_cases`].
 //!
 //! ```
 //! use birkhoff_ir::{verify, DType, Tensor, TensorType};
@@ -25,9 +27,11 @@
 //! # Ok::<(), birkhoff_ir::Error>(())
 //! ```
 
+mod cases;
 mod strategies;
 mod tolerance;
 
+pub use cases::{proptest_cases, seeded_inputs, zoo_case};
 pub use strategies::{
     MAX_DIM, MAX_GRAPH_ELEMENTS, MAX_TEST_RANK, dtype, graph, graph_from_choices, inputs, scalar,
     shape, special_scalars, tensor, tensor_type,

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use birkhoff::npy::{NpyError, read_npy, read_npy_bytes, write_npy};
+use birkhoff_io::npy::{NpyError, read_npy, read_npy_bytes, write_npy};
 use birkhoff_ir::{DType, Tensor, TensorData};
 use half::bf16;
 use proptest::prelude::*;

@@ -6,13 +6,13 @@
 //! `params` (the parameter names in the trainer's order, one per line)
 //! and `options` (the training options, for the record; a resumed run
 //! uses the options it is given). Files are written with
-//! [`write_atomic`](crate::write_atomic): a crash mid-save leaves the
+//! [`write_atomic`](birkhoff::write_atomic): a crash mid-save leaves the
 //! previous file, never a torn one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use birkhoff_ir::{Tensor, TensorData};
+use birkhoff::ir::{Tensor, TensorData};
 use half::bf16;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 

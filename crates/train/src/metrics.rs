@@ -14,7 +14,7 @@
 //!
 //! The composite map of the stack is `P = A_L ⋯ A_1` per token.
 
-use birkhoff_ir::{Tensor, TensorData};
+use birkhoff::ir::{Tensor, TensorData};
 
 /// The Amax gain of a stack of residual mixing matrices, as
 /// `(forward, backward, composite_forward, composite_backward)`:

@@ -36,7 +36,7 @@
 //! dev-dependency, as an independent reader in the tests.
 //!
 //! ```
-//! use birkhoff::npy::{read_npy, read_npy_bytes, write_npy};
+//! use birkhoff_io::npy::{read_npy, read_npy_bytes, write_npy};
 //! use birkhoff_ir::{Tensor, TensorData};
 //!
 //! let t = Tensor::new([2, 2], TensorData::F32(vec![1.0, 2.0, 3.0, 4.0]))?;

@@ -21,8 +21,8 @@
 //! graph. A parameter stored in another float dtype is computed in `f32`
 //! and rounded back.
 
-use birkhoff_dsl::Builder;
-use birkhoff_ir::{DType, Graph, TensorType};
+use birkhoff::dsl::Builder;
+use birkhoff::ir::{DType, Graph, TensorType};
 
 use super::{TrainError, TrainOptions};
 

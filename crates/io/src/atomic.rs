@@ -16,7 +16,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Creates a fresh temporary file next to `path`, lets `fill` write it,
 /// syncs it and renames it over `path`. On any error (or panic in `fill`)
 /// the temporary file is removed and `path` is untouched.
-pub(crate) fn write_atomically(
+pub fn write_atomically(
     path: &Path,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> io::Result<()> {

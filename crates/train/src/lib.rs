@@ -3,8 +3,8 @@
 //!
 //! A [`Trainer`] takes a model graph with a scalar `loss` output and the
 //! names of its trainable parameters ([`TrainModel`]: a [`TrainGraph`],
-//! or the LM of [`birkhoff_dsl::lm`]). Once, at construction, it
-//! differentiates the graph ([`birkhoff_autodiff::grad`]), compiles the
+//! or the LM of [`birkhoff::dsl::lm`]). Once, at construction, it
+//! differentiates the graph ([`birkhoff::autodiff::grad`]), compiles the
 //! result and the AdamW update ([`adamw_graph`]) for the chosen target,
 //! and initializes the parameters from the model's inits with the seed.
 //! Each [`Trainer::step`] then runs the gradient graph on a batch, checks
@@ -24,8 +24,8 @@
 //!
 //! ```
 //! use birkhoff::dsl::lm::{LmConfig, build_lm};
-//! use birkhoff::train::data::{Batches, builtin_corpus};
-//! use birkhoff::train::{TrainOptions, Trainer};
+//! use birkhoff_train::data::{Batches, builtin_corpus};
+//! use birkhoff_train::{TrainOptions, Trainer};
 //!
 //! let cfg = LmConfig { layers: 1, hidden: 16, heads: 2, ffn: 32, batch: 2, seq: 16, ..LmConfig::default() };
 //! let model = build_lm(&cfg)?;
@@ -48,18 +48,19 @@ mod checkpoint;
 pub mod data;
 mod metrics;
 mod optim;
+mod stories;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use birkhoff_dsl::zoo::Inits;
-use birkhoff_dsl::{Rng, random_tensor};
-use birkhoff_ir::{Graph, Tensor, TensorData, TensorType, ValueId, verify};
+use birkhoff::dsl::zoo::Inits;
+use birkhoff::dsl::{Rng, random_tensor};
+use birkhoff::ir::{Graph, Tensor, TensorData, TensorType, ValueId, verify};
 
-use crate::{CompileError, CompileOptions, Executable, RecomputeOptions, Target, compile_with};
-pub use birkhoff_recompute::Recompute;
+pub use birkhoff::recompute::Recompute;
+use birkhoff::{CompileError, CompileOptions, Executable, RecomputeOptions, Target, compile_with};
 
 pub use metrics::{amax_gain, global_norm};
 pub use optim::{adamw_graph, bias_corrections, clip_scale, decays, lr_at};
@@ -154,7 +155,7 @@ impl TrainModel for TrainGraph {
     }
 }
 
-impl TrainModel for birkhoff_dsl::lm::LmGraph {
+impl TrainModel for birkhoff::dsl::lm::LmGraph {
     fn graph(&self) -> &Graph {
         &self.graph
     }
@@ -201,13 +202,13 @@ pub enum TrainError {
     },
     /// Differentiating the graph failed.
     #[error(transparent)]
-    Autodiff(#[from] birkhoff_autodiff::AutodiffError),
+    Autodiff(#[from] birkhoff::autodiff::AutodiffError),
     /// Building a graph (the update) failed.
     #[error(transparent)]
-    Build(#[from] birkhoff_dsl::Error),
+    Build(#[from] birkhoff::dsl::Error),
     /// A graph is invalid.
     #[error(transparent)]
-    Ir(#[from] birkhoff_ir::Error),
+    Ir(#[from] birkhoff::ir::Error),
     /// Compiling or running a graph failed.
     #[error(transparent)]
     Compile(#[from] CompileError),
@@ -308,7 +309,7 @@ impl Trainer {
     /// from the seed by the parameter's name).
     pub fn new(model: &impl TrainModel, opts: &TrainOptions) -> Result<Trainer, TrainError> {
         let graph = model.graph();
-        verify(graph).map_err(birkhoff_ir::Error::from)?;
+        verify(graph).map_err(birkhoff::ir::Error::from)?;
         let names = model.params().to_vec();
         let types = param_types(graph, &names)?;
         let loss = graph
@@ -335,10 +336,10 @@ impl Trainer {
         // Differentiating the fused forward graph gives the fused ops'
         // own backward (`sinkhorn_grad`, `mhc_post_grad`); the primitive
         // graph's backward would be primitives throughout.
-        let fused = birkhoff_opt::optimize(graph, |_| false)
+        let fused = birkhoff::opt::optimize(graph, |_| false)
             .map_err(CompileError::from)?
             .graph;
-        let grad = birkhoff_autodiff::grad(&fused, "loss", &wrt)?;
+        let grad = birkhoff::autodiff::grad(&fused, "loss", &wrt)?;
         let grad = with_forward_outputs(grad, &fused, &h_res)?;
         let copts = compile_options(opts);
         let forward_outputs = std::iter::once("loss".to_string())
@@ -458,7 +459,7 @@ impl Trainer {
     pub fn profile_gradient(
         &mut self,
         batch: &BTreeMap<String, Tensor>,
-    ) -> Result<Vec<birkhoff_cpu::KernelTime>, TrainError> {
+    ) -> Result<Vec<birkhoff::cpu::KernelTime>, TrainError> {
         self.set_batch(batch)?;
         Ok(self.train.profile(&self.inputs)?)
     }
@@ -582,7 +583,7 @@ impl Trainer {
         let mut options = String::new();
         let _ = write!(options, "{:?}", self.opts);
         let bytes = checkpoint::encode(self.step, &self.names, &tensors, &options)?;
-        crate::write_atomic(path, &bytes).map_err(|source| TrainError::Io {
+        birkhoff::write_atomic(path, &bytes).map_err(|source| TrainError::Io {
             path: path.to_path_buf(),
             source,
         })
@@ -629,7 +630,7 @@ impl Trainer {
                     p.ty()
                 )));
             }
-            let f32_ty = TensorType::new(birkhoff_ir::DType::F32, ty.shape.clone());
+            let f32_ty = TensorType::new(birkhoff::ir::DType::F32, ty.shape.clone());
             for (what, t) in [("first", m), ("second", v)] {
                 if *t.ty() != f32_ty {
                     return Err(mismatch(format!(
@@ -805,6 +806,6 @@ fn with_forward_outputs(
             .expect("listed from fwd");
         grad.add_output(name.clone(), remap[o.value.index()].expect("in the cone"));
     }
-    verify(&grad).map_err(birkhoff_ir::Error::from)?;
+    verify(&grad).map_err(birkhoff::ir::Error::from)?;
     Ok(grad)
 }
