@@ -268,7 +268,7 @@ def main(argv=None):
     ap.add_argument("--gpu-info", metavar="FILE", help="`birkhoff gpu-info --json` output")
     ap.add_argument("--torch", metavar="FILE", help="`torch_mhc.py --json` output (JSON lines)")
     ap.add_argument("--birkhoff", metavar="FILE", nargs="+", default=[],
-                    help="`birkhoff bench ... --backend gpu --json` outputs")
+                    help="`birkhoff bench ... --target gpu --json` outputs")
     ap.add_argument("--streams", type=int, default=4, help="n where a file does not say (default 4)")
     ap.add_argument("--dtype", choices=sorted(DTYPE_BYTES), default="bf16",
                     help="dtype where a file does not say (default bf16)")

@@ -70,7 +70,7 @@ def triad_gbps(stream):
 def birkhoff_bench(exe, stage, T, C, runs, extra):
     model, flags = STAGES[stage]
     cmd = [exe, "bench", model, "--tokens", str(T), "--streams", "4", "--hidden", str(C), *flags,
-           "--backend", "cpu", "--runs", str(runs), "--warmup", "2", "--json", *extra]
+           "--target", "cpu", "--runs", str(runs), "--warmup", "2", "--json", *extra]
     return run_json(cmd)
 
 

@@ -72,7 +72,7 @@ Check bounds, as a fraction of each output's largest magnitude (its peak):
 f32 1e-4 against the float64 reference (DESIGN §5's reduction bound); bf16
 4 units of 2^-8 for torch (it rounds at stage boundaries only) and 8 units
 for birkhoff (its unfused bf16 graph rounds every intermediate; the bound of
-`birkhoff verify`); torch.compile against eager: 1e-4 (f32), 4 units (bf16).
+`birkhoff compare`); torch.compile against eager: 1e-4 (f32), 4 units (bf16).
 """
 
 import argparse
@@ -600,7 +600,7 @@ def check_birkhoff(a, emit):
                     variant = f"{backend}-{'fused' if fused else 'unfused'}"
                     dout = os.path.join(tmp, f"{stage}-{dtype}-{variant}-out")
                     cmd = [a.check_birkhoff, "run", stage, *flags, "--dtype", dtype, "--inputs", din,
-                           "--outputs", dout, "--backend", backend] + (["--optimize"] if fused else [])
+                           "--outputs", dout, "--target", backend] + (["--optimize"] if fused else [])
                     p = subprocess.run(cmd, capture_output=True, text=True)
                     what = f"birkhoff-{variant}-vs-numpy"
                     if p.returncode != 0:

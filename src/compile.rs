@@ -120,7 +120,8 @@ pub enum CompileError {
     },
 }
 
-enum Backend {
+/// What runs a compiled graph: the interpreter or a backend's artifact.
+enum Runner {
     Interp,
     Cpu(Box<CpuExecutable>),
     Gpu(Box<GpuExecutable>),
@@ -141,7 +142,7 @@ pub struct Executable {
     program: Option<Program>,
     report: Option<Report>,
     plan: Option<TrainingPlan>,
-    backend: Backend,
+    runner: Runner,
     compile_time: Duration,
 }
 
@@ -168,8 +169,8 @@ pub fn compile_with(graph: &Graph, opts: &CompileOptions) -> Result<Executable, 
         Target::Interp | Target::Cpu => None,
     };
     let (graph, report, plan) = prepare(graph, opts)?;
-    let (program, backend) = match (opts.target, device) {
-        (Target::Interp, _) => (None, Backend::Interp),
+    let (program, runner) = match (opts.target, device) {
+        (Target::Interp, _) => (None, Runner::Interp),
         (Target::Cpu, _) => {
             let program = lower_for(&graph, opts)?;
             let cpu = CpuOptions {
@@ -179,14 +180,14 @@ pub fn compile_with(graph: &Graph, opts: &CompileOptions) -> Result<Executable, 
             };
             // Through the backend interface every target implements.
             let exe = birkhoff_ir::kernel::Backend::compile(&CpuBackend(cpu), &program)?;
-            (Some(program), Backend::Cpu(Box::new(exe)))
+            (Some(program), Runner::Cpu(Box::new(exe)))
         }
         (Target::Gpu, device) => {
             let device = device.expect("opened above for the GPU target");
             let program = lower_for(&graph, opts)?;
             let module = birkhoff_gpu::compile_module(&program, &opts.codegen)?;
             let exe = GpuExecutable::load(module, &device)?;
-            (Some(program), Backend::Gpu(Box::new(exe)))
+            (Some(program), Runner::Gpu(Box::new(exe)))
         }
     };
     Ok(Executable {
@@ -194,7 +195,7 @@ pub fn compile_with(graph: &Graph, opts: &CompileOptions) -> Result<Executable, 
         program,
         report,
         plan,
-        backend,
+        runner,
         compile_time: start.elapsed(),
     })
 }
@@ -298,10 +299,10 @@ impl Executable {
         &self,
         inputs: &BTreeMap<String, Tensor>,
     ) -> Result<Vec<(String, Tensor)>, CompileError> {
-        match &self.backend {
-            Backend::Interp => Ok(interpret(&self.graph, inputs, &InterpOptions::default())?),
-            Backend::Cpu(exe) => Ok(exe.run(inputs)?),
-            Backend::Gpu(exe) => Ok(exe.run(inputs)?),
+        match &self.runner {
+            Runner::Interp => Ok(interpret(&self.graph, inputs, &InterpOptions::default())?),
+            Runner::Cpu(exe) => Ok(exe.run(inputs)?),
+            Runner::Gpu(exe) => Ok(exe.run(inputs)?),
         }
     }
 
@@ -313,13 +314,13 @@ impl Executable {
         inputs: &BTreeMap<String, Tensor>,
         outputs: &mut Vec<(String, Tensor)>,
     ) -> Result<(), CompileError> {
-        match &self.backend {
-            Backend::Interp => {
+        match &self.runner {
+            Runner::Interp => {
                 *outputs = interpret(&self.graph, inputs, &InterpOptions::default())?;
                 Ok(())
             }
-            Backend::Cpu(exe) => Ok(exe.run_into(inputs, outputs)?),
-            Backend::Gpu(exe) => {
+            Runner::Cpu(exe) => Ok(exe.run_into(inputs, outputs)?),
+            Runner::Gpu(exe) => {
                 *outputs = exe.run(inputs)?;
                 Ok(())
             }
@@ -336,12 +337,12 @@ impl Executable {
         &self,
         inputs: &BTreeMap<String, Tensor>,
     ) -> Result<Vec<KernelTime>, CompileError> {
-        match &self.backend {
-            Backend::Cpu(exe) => Ok(exe.profile(inputs)?),
-            Backend::Interp => Err(CompileError::NoProfile {
+        match &self.runner {
+            Runner::Cpu(exe) => Ok(exe.profile(inputs)?),
+            Runner::Interp => Err(CompileError::NoProfile {
                 target: Target::Interp,
             }),
-            Backend::Gpu(_) => Err(CompileError::NoProfile {
+            Runner::Gpu(_) => Err(CompileError::NoProfile {
                 target: Target::Gpu,
             }),
         }
@@ -391,19 +392,19 @@ impl Executable {
     /// The generated code as text (CLIF for the CPU target, PTX for the
     /// GPU).
     pub fn code(&self) -> Option<String> {
-        match &self.backend {
-            Backend::Interp => None,
-            Backend::Cpu(exe) => Some(exe.to_string()),
-            Backend::Gpu(exe) => Some(exe.to_string()),
+        match &self.runner {
+            Runner::Interp => None,
+            Runner::Cpu(exe) => Some(exe.to_string()),
+            Runner::Gpu(exe) => Some(exe.to_string()),
         }
     }
 
     /// The GPU executable (GPU target): device timings, the module, the
     /// device.
     pub fn gpu(&self) -> Option<&GpuExecutable> {
-        match &self.backend {
-            Backend::Gpu(exe) => Some(exe),
-            Backend::Interp | Backend::Cpu(_) => None,
+        match &self.runner {
+            Runner::Gpu(exe) => Some(exe),
+            Runner::Interp | Runner::Cpu(_) => None,
         }
     }
 

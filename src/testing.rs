@@ -16,7 +16,7 @@
 //! ([`Rule::output`]), which keeps elements that cancel to nearly zero from
 //! dominating the relative error.
 //!
-//! bf16 outputs of [`verify_with`] (and so [`verify_optimized`]) are
+//! bf16 outputs of [`compare_cases`] (and so [`compare_optimized_cases`]) are
 //! compared under [`Rule::rounded_apart`] instead: 4 × the reduction row,
 //! measured against the output's peak. A bf16 graph stores every
 //! intermediate in 8 bits, where a fused kernel keeps f32 and rounds only
@@ -328,16 +328,16 @@ pub struct WorstCase {
     pub failures: usize,
 }
 
-/// The result of [`verify_with`] / [`verify_optimized`].
+/// The result of [`compare_cases`] / [`compare_optimized_cases`].
 #[derive(Clone, Debug)]
-pub struct VerifySummary {
+pub struct CaseSummary {
     /// Input sets tried (seeds `seed .. seed + cases`).
     pub cases: usize,
     /// Per output, in signature order.
     pub outputs: Vec<WorstCase>,
 }
 
-impl VerifySummary {
+impl CaseSummary {
     /// Whether every output was within tolerance on every case.
     pub fn passed(&self) -> bool {
         self.outputs.iter().all(|w| w.failures == 0)
@@ -349,13 +349,13 @@ impl VerifySummary {
 /// and `candidate`, and
 /// keeps each output's worst error and the seed that produced it. bf16
 /// outputs get the uniform bound of the module docs.
-pub fn verify_with(
+pub fn compare_cases(
     graph: &Graph,
     inits: &Inits,
     cases: usize,
     seed: u64,
     mut candidate: impl FnMut(&BTreeMap<String, Tensor>) -> Result<Outputs, CheckError>,
-) -> Result<VerifySummary, CheckError> {
+) -> Result<CaseSummary, CheckError> {
     let opts = reference_options();
     let mut worst: Vec<WorstCase> = Vec::new();
     for case in 0..cases {
@@ -385,22 +385,22 @@ pub fn verify_with(
             w.error.within &= e.within;
         }
     }
-    Ok(VerifySummary {
+    Ok(CaseSummary {
         cases,
         outputs: worst,
     })
 }
 
-/// [`verify_with`] the optimized graph in the f64 interpreter as candidate.
-pub fn verify_optimized(
+/// [`compare_cases`] the optimized graph in the f64 interpreter as candidate.
+pub fn compare_optimized_cases(
     graph: &Graph,
     inits: &Inits,
     cases: usize,
     seed: u64,
-) -> Result<VerifySummary, CheckError> {
+) -> Result<CaseSummary, CheckError> {
     let optimized = birkhoff_opt::optimize(graph, |_| false)?.graph;
     let opts = reference_options();
-    verify_with(graph, inits, cases, seed, |inputs| {
+    compare_cases(graph, inits, cases, seed, |inputs| {
         Ok(interpret(&optimized, inputs, &opts)?)
     })
 }

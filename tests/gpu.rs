@@ -17,7 +17,7 @@
 //! (`--nocapture` prints one line per case: model, dtype, shape, fused or
 //! not, and the worst error of every output). Tolerances: whole models are
 //! held to 10x the per-op reduction row of their dtype (as on the CPU); a
-//! bf16 model is judged by `birkhoff::testing::verify_with`, whose bf16
+//! bf16 model is judged by `birkhoff::testing::compare_cases`, whose bf16
 //! bound allows for the unfused reference rounding every intermediate; and
 //! an f32 graph whose f32 intermediates overflow is judged against the
 //! interpreter's f32 mode as well (see `reference_check`).
@@ -29,8 +29,8 @@ use birkhoff::dsl::zoo::{Flag, ModelArgs, build_model, model_info, models};
 use birkhoff::gpu::{GpuError, GpuModule, copy_bandwidth};
 use birkhoff::ir::{DType, Graph, InterpOptions, Precision, Tensor, interpret};
 use birkhoff::testing::{
-    CheckError, OutputError, Rule, compare_compiled, compare_scaled, compare_with, random_inputs,
-    reference_options, verify_with,
+    CheckError, OutputError, Rule, compare_cases, compare_compiled, compare_scaled, compare_with,
+    random_inputs, reference_options,
 };
 use birkhoff::{
     CompileError, CompileOptions, GpuCode, Target, compile_with, gpu_code, gpu_module,
@@ -103,9 +103,9 @@ fn check_model(
     let inputs = random_inputs(graph, inits, seed);
     let got = exe.run(&inputs).map_err(|e| format!("{label}: run: {e}"))?;
     let interp: Vec<OutputError> = if dtype_of(graph) == DType::Bf16 {
-        // The bf16 bound of `verify_with`: the unfused reference rounds
+        // The bf16 bound of `compare_cases`: the unfused reference rounds
         // every intermediate to bf16, a fused kernel only its results.
-        let summary = verify_with(graph, inits, 1, seed, |ins| {
+        let summary = compare_cases(graph, inits, 1, seed, |ins| {
             exe.run(ins).map_err(|e| CheckError::Mismatch {
                 name: "(all)".into(),
                 detail: e.to_string(),

@@ -21,7 +21,7 @@ use birkhoff::gpu::codegen::emulate;
 use birkhoff::ir::{DType, Graph, Tensor, interpret};
 use birkhoff::lower::{GemmSupport, LowerOptions, lower};
 use birkhoff::testing::{
-    CheckError, compare_scaled, random_inputs, reference_options, verify_with,
+    CheckError, compare_cases, compare_scaled, random_inputs, reference_options,
 };
 
 /// Whole models chain dozens of ops per layer (see `tests/cpu_backend.rs`).
@@ -85,7 +85,7 @@ fn check_f32(name: &str, m: &Model, fused: bool, seed: u64) {
 }
 
 fn check_bf16(name: &str, m: &Model, fused: bool, seed: u64) {
-    let summary = verify_with(&m.graph, &m.inits, 1, seed, |inputs| {
+    let summary = compare_cases(&m.graph, &m.inits, 1, seed, |inputs| {
         Ok::<_, CheckError>(emulated(&m.graph, fused, inputs))
     })
     .unwrap_or_else(|e| panic!("{name}: {e}"));

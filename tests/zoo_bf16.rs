@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use birkhoff::dsl::zoo::{Flag, Model, ModelArgs, build_model, model_info, models};
 use birkhoff::ir::{DType, InterpOptions, Tensor, TensorType, Type, interpret};
-use birkhoff::testing::{CheckError, random_inputs, reference_options, verify_with};
+use birkhoff::testing::{CheckError, compare_cases, random_inputs, reference_options};
 use birkhoff::{Target, compile};
 
 /// `args` in `dtype`, keeping only the flags `model` takes.
@@ -88,12 +88,12 @@ fn fused_bf16_programs_match_the_unfused_graph() {
             let m = build(info.name, &args_for(info.name, DType::Bf16, t, n, c));
             let g = &m.graph;
             let optimized = birkhoff::opt::optimize(g, |_| false).unwrap().graph;
-            let interp = verify_with(g, &m.inits, 4, 11, |ins| {
+            let interp = compare_cases(g, &m.inits, 4, 11, |ins| {
                 Ok(interpret(&optimized, ins, &reference_options())?)
             })
             .unwrap();
             let exe = compile(g, Target::Cpu).unwrap();
-            let cpu = verify_with(g, &m.inits, 4, 11, |ins| {
+            let cpu = compare_cases(g, &m.inits, 4, 11, |ins| {
                 exe.run(ins).map_err(|e| CheckError::Mismatch {
                     name: "(all)".into(),
                     detail: e.to_string(),
@@ -182,7 +182,7 @@ fn the_bf16_bound_catches_a_wrong_program() {
         let m = build(name, &args_for(name, DType::Bf16, 32, 4, 64));
         let wrong = build(name, &wrong_args);
         let exe = compile(&wrong.graph, Target::Cpu).unwrap();
-        let s = verify_with(&m.graph, &m.inits, 2, 0, |ins| {
+        let s = compare_cases(&m.graph, &m.inits, 2, 0, |ins| {
             exe.run(ins).map_err(|e| CheckError::Mismatch {
                 name: "(all)".into(),
                 detail: e.to_string(),

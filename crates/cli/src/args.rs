@@ -27,8 +27,11 @@ pub enum Command {
     Compile(CompileArgs),
     /// Run a model or IR file on .npy inputs and write .npy outputs.
     Run(RunArgs),
-    /// Check that the optimized graph computes what the original does.
-    Verify(VerifyArgs),
+    /// Compare the optimized (or compiled) graph with the original on random inputs.
+    Compare(CompareArgs),
+    /// The old name of `compare` (kept for one release; prints a note).
+    #[command(hide = true)]
+    Verify(CompareArgs),
     /// Run IR file tests (files or directories of .bir files).
     Test(TestArgs),
     /// Time a compiled model: median, min-max, GB/s, GFLOP/s.
@@ -136,8 +139,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Where the training step runs.
-    #[arg(long, value_enum, default_value = "cpu")]
-    pub backend: Backend,
+    #[arg(long, alias = "backend", value_enum, default_value = "cpu")]
+    pub target: TargetArg,
     /// A text file to train on (bytes; 10% held out) [default: the built-in corpus].
     #[arg(long, value_name = "FILE")]
     pub corpus: Option<PathBuf>,
@@ -311,22 +314,37 @@ pub struct CheckArgs {
     pub files: Vec<PathBuf>,
 }
 
+/// Where a graph runs, or what it is compiled for (`--target`; the old
+/// spelling `--backend` is still accepted).
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
+pub enum TargetArg {
     /// The reference interpreter.
     Interp,
-    /// Native code through Cranelift.
+    /// Native code for this machine's CPU, through Cranelift.
     Cpu,
     /// PTX on a CUDA GPU (compiling needs a build with `--features gpu`).
     Gpu,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TargetArg {
-    /// This machine's CPU.
-    Cpu,
-    /// An NVIDIA GPU (PTX).
-    Gpu,
+impl From<TargetArg> for birkhoff::Target {
+    fn from(t: TargetArg) -> Self {
+        match t {
+            TargetArg::Interp => birkhoff::Target::Interp,
+            TargetArg::Cpu => birkhoff::Target::Cpu,
+            TargetArg::Gpu => birkhoff::Target::Gpu,
+        }
+    }
+}
+
+impl TargetArg {
+    /// The spelling on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetArg::Interp => "interp",
+            TargetArg::Cpu => "cpu",
+            TargetArg::Gpu => "gpu",
+        }
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -367,9 +385,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
     /// Where to run [default: interp; gpu for --artifact].
-    #[arg(long, value_enum)]
-    pub backend: Option<Backend>,
-    /// CUDA device ordinal (--backend gpu).
+    #[arg(long, alias = "backend", value_enum)]
+    pub target: Option<TargetArg>,
+    /// CUDA device ordinal (--target gpu).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub device: usize,
     /// Interpreter arithmetic precision.
@@ -414,7 +432,8 @@ pub struct CompileArgs {
     #[arg(short, long)]
     pub output: Option<PathBuf>,
     /// What to compile for: cpu, or gpu (needs a build with `--features
-    /// gpu`) [default: cpu, or gpu with --emit llvm|ptx].
+    /// gpu`) [default: cpu, or gpu with --emit llvm|ptx]; interp is not a
+    /// compilation target.
     #[arg(long, value_enum)]
     pub target: Option<TargetArg>,
     /// What to emit: the optimized graph IR, the kernel IR lowering makes
@@ -442,7 +461,7 @@ pub enum EmitArg {
 }
 
 #[derive(Args, Debug)]
-pub struct VerifyArgs {
+pub struct CompareArgs {
     /// A zoo model name (see `birkhoff models`) or a .bir file.
     pub source: String,
     #[command(flatten)]
@@ -454,9 +473,9 @@ pub struct VerifyArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Where the optimized graph runs.
-    #[arg(long, value_enum, default_value = "interp")]
-    pub backend: Backend,
-    /// CUDA device ordinal (--backend gpu).
+    #[arg(long, alias = "backend", value_enum, default_value = "interp")]
+    pub target: TargetArg,
+    /// CUDA device ordinal (--target gpu).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub device: usize,
 }
@@ -482,8 +501,8 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub model: ModelFlags,
     /// Where to run.
-    #[arg(long, value_enum, default_value = "cpu")]
-    pub backend: Backend,
+    #[arg(long, alias = "backend", value_enum, default_value = "cpu")]
+    pub target: TargetArg,
     /// Skip the optimizer (time birkhoff's own unfused path).
     #[arg(long)]
     pub unfused: bool,
@@ -491,10 +510,10 @@ pub struct BenchArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// How mhc_pre computes its projections [default: gemm, on every
-    /// backend].
+    /// target].
     #[arg(long, value_enum)]
     pub projection: Option<ProjectionArg>,
-    /// CUDA device ordinal (--backend gpu).
+    /// CUDA device ordinal (--target gpu).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub device: usize,
     /// Timed runs (the median is reported).
@@ -506,7 +525,7 @@ pub struct BenchArgs {
     /// Seed of the random inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Print one JSON object: model, backend, inputs (name -> type),
+    /// Print one JSON object: model, backend (the target), inputs (name -> type),
     /// median_s, min_s, max_s, bytes (minimal traffic), gbps, flops, ...;
     /// on the GPU also device and launches [{entry, kernel, median_s}].
     #[arg(long)]

@@ -14,9 +14,9 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use birkhoff::gpu::LaunchTiming;
-use birkhoff::{CompileOptions, Executable, Target, compile_with};
+use birkhoff::{CompileOptions, Executable, compile_with};
 
-use crate::args::{Backend, BenchArgs, ProjectionArg};
+use crate::args::{BenchArgs, ProjectionArg};
 use crate::source;
 
 pub fn main(a: &BenchArgs) -> Result<ExitCode> {
@@ -25,13 +25,8 @@ pub fn main(a: &BenchArgs) -> Result<ExitCode> {
     }
     let src = source::load(&a.source, &a.model)?;
     let g = &src.graph;
-    let target = match a.backend {
-        Backend::Interp => Target::Interp,
-        Backend::Cpu => Target::Cpu,
-        Backend::Gpu => Target::Gpu,
-    };
     let opts = CompileOptions {
-        target,
+        target: a.target.into(),
         optimize: !a.unfused,
         threads: a.threads,
         projection: a.projection.map(|p| match p {
@@ -62,11 +57,7 @@ pub fn main(a: &BenchArgs) -> Result<ExitCode> {
     let flops = birkhoff::opt::cost::graph_cost(exe.graph()).flops;
     let gbps = bytes as f64 / median / 1e9;
     let gflops = flops as f64 / median / 1e9;
-    let backend = match a.backend {
-        Backend::Interp => "interp",
-        Backend::Cpu => "cpu",
-        Backend::Gpu => "gpu",
-    };
+    let backend = a.target.name();
     let device = exe.gpu().map(|g| g.device().info().name.clone());
     if a.json {
         let gpu_fields = match &device {

@@ -10,9 +10,7 @@ use clap::ValueEnum;
 
 use crate::args::{CompileArgs, EmitArg, ReportFormat, TargetArg};
 use crate::source;
-use birkhoff::{
-    CompileOptions, GpuCode, Target, compile_with, gpu_code, gpu_module, kernel_program,
-};
+use birkhoff::{CompileOptions, GpuCode, compile_with, gpu_code, gpu_module, kernel_program};
 
 /// Why `compile --target gpu` without `--emit` needs `-o`.
 const ARTIFACT_NEEDS_OUTPUT: &str =
@@ -27,6 +25,9 @@ pub fn main(a: &CompileArgs) -> Result<ExitCode> {
                 known.join(", ")
             );
         }
+    }
+    if a.target == Some(TargetArg::Interp) {
+        bail!("the interpreter runs graphs as they are: compile for --target cpu or --target gpu");
     }
     let (target, emit) = resolve_target(a.target, a.emit)?;
     if target == TargetArg::Gpu && emit.is_none() && a.output.is_none() {
@@ -66,10 +67,7 @@ pub fn main(a: &CompileArgs) -> Result<ExitCode> {
     let graph = if a.unfused { &src.graph } else { &out.graph };
     // The graph is optimized already (or deliberately not).
     let opts = CompileOptions {
-        target: match target {
-            TargetArg::Cpu => Target::Cpu,
-            TargetArg::Gpu => Target::Gpu,
-        },
+        target: target.into(),
         optimize: false,
         ..CompileOptions::default()
     };
@@ -130,10 +128,6 @@ fn resolve_target(
         EmitArg::Clif => Some(TargetArg::Cpu),
         EmitArg::Graph | EmitArg::KernelIr => None,
     };
-    let name = |t: TargetArg| match t {
-        TargetArg::Cpu => "cpu",
-        TargetArg::Gpu => "gpu",
-    };
     match (target, emit) {
         (Some(t), Some(e)) => match needs(e) {
             Some(n) if n != t => bail!(
@@ -141,13 +135,15 @@ fn resolve_target(
                 e.to_possible_value()
                     .map(|v| v.get_name().to_string())
                     .unwrap_or_default(),
-                name(n),
-                name(t)
+                n.name(),
+                t.name()
             ),
             _ => Ok((t, Some(e))),
         },
         (Some(TargetArg::Gpu), None) => Ok((TargetArg::Gpu, None)),
-        (Some(TargetArg::Cpu), None) | (None, None) => Ok((TargetArg::Cpu, Some(EmitArg::Graph))),
+        (Some(TargetArg::Cpu | TargetArg::Interp), None) | (None, None) => {
+            Ok((TargetArg::Cpu, Some(EmitArg::Graph)))
+        }
         (None, Some(e)) => Ok((needs(e).unwrap_or(TargetArg::Cpu), Some(e))),
     }
 }

@@ -115,7 +115,7 @@ pub fn main(a: &DemoArgs) -> Result<ExitCode> {
         r.cost_after.bytes as f64 / 1048576.0
     );
     println!("  found {}", sites.join(", "));
-    let summary = birkhoff::testing::verify_optimized(g, &model.inits, 2, a.seed)?;
+    let summary = birkhoff::testing::compare_optimized_cases(g, &model.inits, 2, a.seed)?;
     for w in &summary.outputs {
         let e = &w.error;
         if e.max_abs == 0.0 {
@@ -200,7 +200,7 @@ pub fn main(a: &DemoArgs) -> Result<ExitCode> {
     }
     train_briefly(a.seed)?;
     println!(
-        "\nnext    birkhoff models | birkhoff compile mhc-block --fusion-report | birkhoff verify mhc-block --backend cpu\n        birkhoff bench mhc-sublayer --tokens 4096 --hidden 2560 | birkhoff run mhc-pre --seed 0 --outputs out/\n        birkhoff train lm --connection mhc --layers 4 --hidden 64 --steps 500 --out runs/mhc"
+        "\nnext    birkhoff models | birkhoff compile mhc-block --fusion-report | birkhoff compare mhc-block --target cpu\n        birkhoff bench mhc-sublayer --tokens 4096 --hidden 2560 | birkhoff run mhc-pre --seed 0 --outputs out/\n        birkhoff train lm --connection mhc --layers 4 --hidden 64 --steps 500 --out runs/mhc"
     );
     Ok(ExitCode::SUCCESS)
 }

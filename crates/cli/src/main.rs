@@ -6,6 +6,7 @@
 mod args;
 mod bench;
 mod check;
+mod compare;
 mod compile;
 mod demo;
 mod dump;
@@ -17,7 +18,6 @@ mod plot;
 mod run;
 mod source;
 mod train;
-mod verify;
 
 use std::process::ExitCode;
 
@@ -31,7 +31,14 @@ fn main() -> ExitCode {
         args::Command::Check(a) => check::main(&a),
         args::Command::Compile(a) => compile::main(&a),
         args::Command::Run(a) => run::main(&a),
-        args::Command::Verify(a) => verify::main(&a),
+        args::Command::Compare(a) => compare::main(&a),
+        args::Command::Verify(a) => {
+            eprintln!(
+                "note: `birkhoff verify` is now `birkhoff compare` (`check` verifies IR); \
+                 the old name goes away in the next release"
+            );
+            compare::main(&a)
+        }
         args::Command::Test(a) => filetest::main(&a),
         args::Command::Bench(a) => bench::main(&a),
         args::Command::Demo(a) => demo::main(&a),

@@ -14,9 +14,9 @@ use birkhoff::ir::{
 use birkhoff::npy::{read_npy, write_npy};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::args::{Backend, PrecisionArg, RunArgs};
+use crate::args::{PrecisionArg, RunArgs, TargetArg};
 use crate::source::{self, Source};
-use birkhoff::{CompileOptions, Target, compile_with};
+use birkhoff::{CompileOptions, compile_with};
 
 /// Work (in interpreter cost units) above which a progress bar is shown.
 const PROGRESS_THRESHOLD: u64 = 200_000_000;
@@ -168,7 +168,7 @@ pub fn main(a: &RunArgs) -> Result<ExitCode> {
         bail!("pass a model name, an IR file or --artifact FILE");
     };
     let mut src = source::load(source, &a.model)?;
-    let backend = a.backend.unwrap_or(Backend::Interp);
+    let target = a.target.unwrap_or(TargetArg::Interp);
     let inputs = load_inputs(&src, a.inputs.as_deref(), a.seed, a.allow_nonfinite)?;
     if a.optimize {
         let out = birkhoff::opt::optimize(&src.graph, |_| false)?;
@@ -196,16 +196,15 @@ pub fn main(a: &RunArgs) -> Result<ExitCode> {
         PrecisionArg::F32 => Precision::F32,
     };
     let start = Instant::now();
-    let (outputs, engine) = match backend {
-        Backend::Interp => (
+    let (outputs, engine) = match target {
+        TargetArg::Interp => (
             interpret(&src.graph, &inputs, precision)?,
             format!("the reference interpreter ({precision:?})"),
         ),
-        Backend::Cpu | Backend::Gpu => {
+        TargetArg::Cpu | TargetArg::Gpu => {
             // Compiles the graph as given (already optimized above with --optimize).
-            let gpu = backend == Backend::Gpu;
             let opts = CompileOptions {
-                target: if gpu { Target::Gpu } else { Target::Cpu },
+                target: target.into(),
                 optimize: false,
                 device: a.device,
                 ..CompileOptions::default()
@@ -237,14 +236,10 @@ pub fn main(a: &RunArgs) -> Result<ExitCode> {
 
 /// `run --artifact FILE`: a GPU artifact on the device, no compiler needed.
 fn run_artifact(a: &RunArgs, path: &Path) -> Result<ExitCode> {
-    if let Some(b) = a.backend.filter(|&b| b != Backend::Gpu) {
+    if let Some(t) = a.target.filter(|&t| t != TargetArg::Gpu) {
         bail!(
-            "an artifact runs only on the GPU; drop --backend {} or pass --backend gpu",
-            match b {
-                Backend::Interp => "interp",
-                Backend::Cpu => "cpu",
-                Backend::Gpu => "gpu",
-            }
+            "an artifact runs only on the GPU; drop --target {} or pass --target gpu",
+            t.name()
         );
     }
     if let Some(f) = a.model.to_model_args().given().first() {

@@ -18,13 +18,13 @@ use anyhow::{Context, Result, bail};
 use birkhoff::dsl::lm::{LmConfig, build_lm};
 use birkhoff::dsl::zoo::Connection;
 use birkhoff::ir::Tensor;
-use birkhoff::{Target, write_atomic};
+use birkhoff::write_atomic;
 use birkhoff_train::data::{Batches, Corpus, builtin_corpus, load_corpus};
 use birkhoff_train::{StepMetrics, TrainOptions, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
-use crate::args::{Backend, TrainArgs};
+use crate::args::TrainArgs;
 use crate::plot::{Chart, Series, line_chart};
 
 /// Validation batches averaged for each validation loss.
@@ -54,11 +54,7 @@ pub fn main(a: &TrainArgs) -> Result<ExitCode> {
         weight_decay: a.weight_decay,
         warmup: a.warmup.unwrap_or(a.steps / 20),
         seed: a.seed,
-        target: match a.backend {
-            Backend::Cpu => Target::Cpu,
-            Backend::Gpu => Target::Gpu,
-            Backend::Interp => Target::Interp,
-        },
+        target: a.target.into(),
         recompute: a.recompute,
         ..TrainOptions::default()
     };
@@ -392,7 +388,7 @@ fn write_metrics(
         "weight_decay": o.weight_decay,
         "warmup": o.warmup,
         "seed": o.seed,
-        "backend": format!("{:?}", a.backend).to_lowercase(),
+        "backend": a.target.name(),
         "corpus": a.corpus.as_ref().map(|p| p.display().to_string()),
         "memory": memory,
         "steps": steps,

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Scratch, birkhoff, fails, files_in, ok, stdout};
+use common::{Scratch, birkhoff, fails, files_in, ok, stderr, stdout};
 
 use birkhoff::ir::{DType, Tensor, TensorData, TensorType};
 use birkhoff::npy::{read_npy, write_npy};
@@ -398,7 +398,7 @@ fn run_optimize_and_verify() {
     ]);
     assert!(out.contains("1 mhc_post, 1 mhc_pre"), "{out}");
     let v = ok(&[
-        "verify",
+        "compare",
         "mhc-pre",
         "--tokens",
         "3",
@@ -418,5 +418,23 @@ fn run_optimize_and_verify() {
         "{v}"
     );
     assert!(v.contains("worst seed"), "{v}");
-    assert!(fails(&["verify", "mhc-pre", "--cases", "0"]).contains("--cases"));
+    assert!(fails(&["compare", "mhc-pre", "--cases", "0"]).contains("--cases"));
+}
+
+/// `verify` (numeric comparison) was renamed `compare`, since `check`
+/// verifies IR; the old name still works for one release and says so,
+/// and `--backend` still means `--target`.
+#[test]
+fn verify_is_an_alias_of_compare_with_a_note() {
+    let args = ["mhc-pre", "--tokens", "2", "--hidden", "4", "--cases", "1"];
+    let old = birkhoff(&[&["verify"][..], &args, &["--backend", "interp"]].concat());
+    assert!(old.status.success(), "{}", stderr(&old));
+    assert!(
+        stderr(&old).contains("`birkhoff verify` is now `birkhoff compare`"),
+        "{}",
+        stderr(&old)
+    );
+    let new = ok(&[&["compare"][..], &args, &["--target", "interp"]].concat());
+    assert_eq!(stdout(&old), new);
+    assert!(!new.contains("note:"));
 }

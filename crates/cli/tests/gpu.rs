@@ -56,8 +56,8 @@ fn expected_gpu_failure() -> Option<&'static str> {
 
 #[test]
 fn run_verify_and_bench_on_the_gpu_run_or_say_why_not() {
-    let run = ["run", "mhc-pre", "--seed", "1", "--backend", "gpu"];
-    let verify = ["verify", "mhc-pre", "--cases", "1", "--backend", "gpu"];
+    let run = ["run", "mhc-pre", "--seed", "1", "--target", "gpu"];
+    let verify = ["compare", "mhc-pre", "--cases", "1", "--target", "gpu"];
     let bench = [
         "bench",
         "mhc-pre",
@@ -65,7 +65,7 @@ fn run_verify_and_bench_on_the_gpu_run_or_say_why_not() {
         "2",
         "--warmup",
         "1",
-        "--backend",
+        "--target",
         "gpu",
         "--json",
     ];
@@ -362,7 +362,7 @@ fn bad_artifacts_are_one_line_errors_naming_the_file() {
         &junk,
         "--seed",
         "1",
-        "--backend",
+        "--target",
         "gpu",
     ]);
     assert!(e.contains(&junk) && e.contains("bad magic"), "{e}");
@@ -387,7 +387,7 @@ fn bad_artifacts_are_one_line_errors_naming_the_file() {
     assert!(e.contains(&newer) && e.contains("version"), "{e}");
 
     // Flags that cannot apply to an artifact.
-    let e = fails(&["run", "--artifact", &junk, "--backend", "cpu"]);
+    let e = fails(&["run", "--artifact", &junk, "--target", "cpu"]);
     assert!(e.contains("runs only on the GPU"), "{e}");
     let e = fails(&["run", "--artifact", &junk, "--tokens", "4"]);
     assert!(e.contains("model flag"), "{e}");

@@ -1,28 +1,28 @@
-//! `birkhoff verify`: the optimized graph against the original.
+//! `birkhoff compare` (formerly `verify`): the optimized or compiled graph
+//! against the original on random inputs.
 
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use birkhoff::testing::{CheckError, verify_optimized, verify_with};
-use birkhoff::{CompileOptions, Target, compile_with};
+use birkhoff::testing::{CheckError, compare_cases, compare_optimized_cases};
+use birkhoff::{CompileOptions, compile_with};
 
-use crate::args::{Backend, VerifyArgs};
+use crate::args::{CompareArgs, TargetArg};
 use crate::source;
 
-pub fn main(a: &VerifyArgs) -> Result<ExitCode> {
+pub fn main(a: &CompareArgs) -> Result<ExitCode> {
     if a.cases == 0 {
         bail!("--cases must be at least 1");
     }
     let src = source::load(&a.source, &a.model)?;
-    let (summary, what) = match a.backend {
-        Backend::Interp => (
-            verify_optimized(&src.graph, &src.inits, a.cases, a.seed)?,
+    let (summary, what) = match a.target {
+        TargetArg::Interp => (
+            compare_optimized_cases(&src.graph, &src.inits, a.cases, a.seed)?,
             "optimized graph in the f64 interpreter".to_string(),
         ),
-        Backend::Cpu | Backend::Gpu => {
-            let gpu = a.backend == Backend::Gpu;
+        TargetArg::Cpu | TargetArg::Gpu => {
             let opts = CompileOptions {
-                target: if gpu { Target::Gpu } else { Target::Cpu },
+                target: a.target.into(),
                 device: a.device,
                 ..CompileOptions::default()
             };
@@ -38,13 +38,13 @@ pub fn main(a: &VerifyArgs) -> Result<ExitCode> {
                 None => "fused program compiled for this CPU".to_string(),
             };
             (
-                verify_with(&src.graph, &src.inits, a.cases, a.seed, run)?,
+                compare_cases(&src.graph, &src.inits, a.cases, a.seed, run)?,
                 what,
             )
         }
     };
     println!(
-        "verify @{}: {what} vs the original graph in the f64 interpreter, {} random input sets (seeds {}..{})",
+        "compare @{}: {what} vs the original graph in the f64 interpreter, {} random input sets (seeds {}..{})",
         src.graph.name(),
         summary.cases,
         a.seed,
