@@ -109,11 +109,11 @@ pub struct Limits {
 pub enum StopReason {
     /// An iteration changed nothing: every rule's consequences are in.
     Saturated,
-    /// [`Limits::iterations`] reached.
+    /// The rule set's iteration limit reached.
     IterationLimit,
-    /// [`Limits::nodes`] reached.
+    /// The rule set's e-node limit reached.
     NodeLimit,
-    /// [`Limits::time`] reached.
+    /// The rule set's time limit reached.
     TimeLimit,
 }
 
