@@ -8,7 +8,7 @@
 //! ```no_run
 //! use birkhoff::{Target, compile};
 //! use birkhoff::dsl::zoo::{ModelArgs, build_model};
-//! use birkhoff::testing::random_inputs;
+//! use birkhoff::compare::random_inputs;
 //!
 //! let model = build_model("mhc-sublayer", &ModelArgs::default())?;
 //! let exe = compile(&model.graph, Target::Cpu)?;

@@ -7,7 +7,7 @@
 //! ([`ir`]), the DSL with its model zoo ([`dsl`]), the optimizer ([`opt`]),
 //! autodiff ([`autodiff`]), the recomputation planner ([`recompute`]),
 //! lowering ([`lower`]), the backends ([`cpu`], [`gpu`]) and `.npy` files
-//! ([`npy`]). [`testing`] checks a compiled or optimized graph against the
+//! ([`npy`]). [`compare`] checks a compiled or optimized graph against the
 //! reference interpreter, and [`write_atomic`] writes files that appear
 //! complete or not at all.
 //!
@@ -21,7 +21,7 @@
 #![doc = concat!("```rust\n", include_str!("../examples/quickstart.rs"), "\n```")]
 
 mod compile;
-pub mod testing;
+pub mod compare;
 
 pub use birkhoff_autodiff as autodiff;
 pub use birkhoff_cpu as cpu;

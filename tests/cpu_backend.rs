@@ -4,7 +4,7 @@
 //! random graphs of every op (the compiler's fuzzer).
 //!
 //! Tolerances are the DESIGN §5 reduction row of each output's dtype
-//! (`birkhoff::testing::compare`); f32 overflow in intermediates is judged
+//! (`birkhoff::compare::compare`); f32 overflow in intermediates is judged
 //! against the interpreter's f32 mode (see `check`). bf16 graphs are compared to the
 //! interpreter with the bf16 row too: a fused kernel rounds to bf16 only
 //! where it stores.
@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use birkhoff::dsl::zoo::{ModelArgs, build_model, models};
 use birkhoff::ir::{DType, Graph, InterpOptions, Tensor, interpret};
-use birkhoff::testing::{compare, compare_compiled, random_inputs};
+use birkhoff::compare::{compare, compare_compiled, random_inputs};
 use birkhoff::{CompileOptions, Target, compile_with};
 use birkhoff_testkit::{proptest_cases, zoo_case};
 use proptest::prelude::*;

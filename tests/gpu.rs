@@ -17,7 +17,7 @@
 //! (`--nocapture` prints one line per case: model, dtype, shape, fused or
 //! not, and the worst error of every output). Tolerances: whole models are
 //! held to 10x the per-op reduction row of their dtype (as on the CPU); a
-//! bf16 model is judged by `birkhoff::testing::compare_cases`, whose bf16
+//! bf16 model is judged by `birkhoff::compare::compare_cases`, whose bf16
 //! bound allows for the unfused reference rounding every intermediate; and
 //! an f32 graph whose f32 intermediates overflow is judged against the
 //! interpreter's f32 mode as well (see `reference_check`).
@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use birkhoff::dsl::zoo::{Flag, ModelArgs, build_model, model_info, models};
 use birkhoff::gpu::{GpuError, GpuModule, copy_bandwidth};
 use birkhoff::ir::{DType, Graph, InterpOptions, Precision, Tensor, interpret};
-use birkhoff::testing::{
+use birkhoff::compare::{
     CheckError, OutputError, Rule, compare_cases, compare_compiled, compare_scaled, compare_with,
     random_inputs, reference_options,
 };

@@ -8,7 +8,7 @@
 //! same models on a device.
 //!
 //! Tolerances: f32 models are held to 10x the per-op reduction row of
-//! DESIGN §5, as on the CPU; bf16 models use `birkhoff::testing`'s bf16
+//! DESIGN §5, as on the CPU; bf16 models use `birkhoff::compare`'s bf16
 //! bound, which allows for the unfused reference rounding every
 //! intermediate.
 #![cfg(feature = "gpu")]
@@ -20,7 +20,7 @@ use birkhoff::gpu::CodegenOptions;
 use birkhoff::gpu::codegen::emulate;
 use birkhoff::ir::{DType, Graph, Tensor, interpret};
 use birkhoff::lower::{GemmSupport, LowerOptions, lower};
-use birkhoff::testing::{
+use birkhoff::compare::{
     CheckError, compare_cases, compare_scaled, random_inputs, reference_options,
 };
 

@@ -16,7 +16,7 @@ use birkhoff::dsl::lm::{LmConfig, build_lm};
 use birkhoff::dsl::zoo::{Connection, build_model};
 use birkhoff::ir::{Graph, Tensor};
 use birkhoff::lower::{LowerOptions, lower};
-use birkhoff::testing::random_inputs;
+use birkhoff::compare::random_inputs;
 use birkhoff_testkit::{proptest_cases, zoo_case};
 use proptest::prelude::*;
 

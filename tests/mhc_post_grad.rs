@@ -3,7 +3,7 @@
 //! the gradient graph of a post-mix loss, which `grad` builds around it.
 //!
 //! Tolerances are DESIGN §5's reduction row of the output's dtype
-//! (`birkhoff::testing::compare`): every result is one dot product, over
+//! (`birkhoff::compare::compare`): every result is one dot product, over
 //! the `n` streams (`d_f`, `d_x`) or over `C` (`d_post`, `d_comb`).
 
 use std::collections::BTreeMap;
@@ -12,7 +12,7 @@ use birkhoff::autodiff::grad;
 use birkhoff::dsl::zoo::Inits;
 use birkhoff::dsl::{Init, Rng, random_tensor};
 use birkhoff::ir::{DType, Graph, InputKind, Op, Tensor, TensorType};
-use birkhoff::testing::{check_cpu, compare_cpu, random_inputs};
+use birkhoff::compare::{check_cpu, compare_cpu, random_inputs};
 use birkhoff_testkit::proptest_cases;
 use proptest::prelude::*;
 use proptest::sample::select;

@@ -4,7 +4,7 @@
 //! builds around it.
 //!
 //! Tolerances are DESIGN §5's reduction row of the output's dtype
-//! (`birkhoff::testing::compare`).
+//! (`birkhoff::compare::compare`).
 
 use std::collections::BTreeMap;
 
@@ -14,7 +14,7 @@ use birkhoff::dsl::{Init, Rng, random_tensor};
 use birkhoff::ir::{
     DType, FloatAttr, Graph, InputKind, Op, SinkhornSpec, SinkhornVariant, Tensor, TensorType,
 };
-use birkhoff::testing::{check_cpu, compare_cpu, random_inputs};
+use birkhoff::compare::{check_cpu, compare_cpu, random_inputs};
 use birkhoff_testkit::proptest_cases;
 use proptest::prelude::*;
 use proptest::sample::select;

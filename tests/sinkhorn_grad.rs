@@ -4,7 +4,7 @@
 //! loss, which `grad` builds around it.
 //!
 //! Tolerances are DESIGN §5's reduction row of the output's dtype
-//! (`birkhoff::testing::compare`): the kernel recomputes the forward with
+//! (`birkhoff::compare::compare`): the kernel recomputes the forward with
 //! the reference's operations in its order, so it is one reduction-like
 //! computation per element, like `sinkhorn` itself.
 
@@ -16,7 +16,7 @@ use birkhoff::dsl::{Init, Rng, random_tensor};
 use birkhoff::ir::{
     DType, FloatAttr, Graph, InputKind, Op, SinkhornSpec, SinkhornVariant, Tensor, TensorType,
 };
-use birkhoff::testing::{check_cpu, random_inputs};
+use birkhoff::compare::{check_cpu, random_inputs};
 use birkhoff::{CompileOptions, Target, compile_with};
 use birkhoff_testkit::proptest_cases;
 use proptest::prelude::*;

@@ -1,6 +1,6 @@
 //! The zoo's bf16 models (`--dtype bf16`): the optimizer fuses them as it
 //! does f32 models, the fused program agrees with the unfused graph in the
-//! interpreter and on the CPU backend (`birkhoff::testing`'s bf16 bound),
+//! interpreter and on the CPU backend (`birkhoff::compare`'s bf16 bound),
 //! and a fused mHC kernel rounds to bf16 once: its result is the f32
 //! computation on the same inputs, rounded, within one bf16 ulp.
 
@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use birkhoff::dsl::zoo::{Flag, Model, ModelArgs, build_model, model_info, models};
 use birkhoff::ir::{DType, InterpOptions, Tensor, TensorType, Type, interpret};
-use birkhoff::testing::{CheckError, compare_cases, random_inputs, reference_options};
+use birkhoff::compare::{CheckError, compare_cases, random_inputs, reference_options};
 use birkhoff::{Target, compile};
 
 /// `args` in `dtype`, keeping only the flags `model` takes.

@@ -1,7 +1,7 @@
 //! How close a computed tensor must be to the reference, per element type
 //! (the numerics contract of `docs/design.md`, made executable). Every
 //! comparison in the workspace goes through this module: the file tests'
-//! `run` option, `birkhoff verify`, `birkhoff::testing` and the tests.
+//! `run` option, `birkhoff compare`, the `birkhoff::compare` module and the tests.
 //!
 //! One table, [`TOLERANCES`], holds the allowed absolute and relative error
 //! for every [`DType`], once for elementwise results and once for

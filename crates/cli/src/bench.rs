@@ -37,7 +37,7 @@ pub fn main(a: &BenchArgs) -> Result<ExitCode> {
         ..CompileOptions::default()
     };
     let exe = compile_with(g, &opts)?;
-    let inputs = birkhoff::testing::random_inputs(g, &src.inits, a.seed);
+    let inputs = birkhoff::compare::random_inputs(g, &src.inits, a.seed);
     let (mut times, launches) = match exe.gpu() {
         Some(gpu) => (
             gpu.time(&inputs, a.warmup, a.runs)?,

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use birkhoff::testing::{CheckError, compare_cases, compare_optimized_cases};
+use birkhoff::compare::{CheckError, compare_cases, compare_optimized_cases};
 use birkhoff::{CompileOptions, compile_with};
 
 use crate::args::{CompareArgs, TargetArg};

@@ -115,7 +115,7 @@ pub fn main(a: &DemoArgs) -> Result<ExitCode> {
         r.cost_after.bytes as f64 / 1048576.0
     );
     println!("  found {}", sites.join(", "));
-    let summary = birkhoff::testing::compare_optimized_cases(g, &model.inits, 2, a.seed)?;
+    let summary = birkhoff::compare::compare_optimized_cases(g, &model.inits, 2, a.seed)?;
     for w in &summary.outputs {
         let e = &w.error;
         if e.max_abs == 0.0 {
@@ -169,7 +169,7 @@ pub fn main(a: &DemoArgs) -> Result<ExitCode> {
         t_exact.as_secs_f64() * 1e3
     );
     let native = cpu.run(&inputs)?;
-    for e in birkhoff::testing::compare(g, &exact, &native)? {
+    for e in birkhoff::compare::compare(g, &exact, &native)? {
         println!("  native vs interpreter: {e}");
     }
 

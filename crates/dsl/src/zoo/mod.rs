@@ -10,7 +10,7 @@
 //! graph rounds every op's result to bf16, while the optimizer's fused mHC
 //! ops keep their intermediates in f32 and round only what they return, as
 //! DeepSeek's kernels do; the two therefore differ by a few bf16 units of
-//! the values involved (see `birkhoff::testing`).
+//! the values involved (see `birkhoff::compare`).
 
 pub(crate) mod blocks;
 pub mod mhc;

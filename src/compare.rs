@@ -26,7 +26,7 @@
 //!
 //! ```
 //! use birkhoff::dsl::zoo::{ModelArgs, build_model};
-//! use birkhoff::testing::{assert_optimized_matches, random_inputs};
+//! use birkhoff::compare::{assert_optimized_matches, random_inputs};
 //!
 //! let model = build_model("mhc-pre", &ModelArgs::default())?;
 //! let inputs = random_inputs(&model.graph, &model.inits, 7);
