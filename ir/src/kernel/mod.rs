@@ -16,6 +16,7 @@
 
 mod backend;
 mod interp;
+pub mod math_consts;
 mod print;
 mod verify;
 
