@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use birkhoff_ir::kernel::{
-    BufferKind, Expr, Index, KernelVerifyError, Program, Stmt, VarId, verify_program,
+    BufferKind, Expr, Index, KernelVerifyError, Program, Scopes, Stmt, VarId, verify_program,
 };
 use birkhoff_ir::{DType, Tensor, TensorData, TensorType};
 use cranelift_codegen::settings::{self, Configurable};
@@ -22,7 +22,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module};
 
-use crate::codegen::{self, Gen, GenConfig, Imports, local_elem_bytes};
+use crate::codegen::{self, Gen, GenConfig, Imports};
 use crate::error::{CpuError, Result};
 use crate::runtime::{self, Aligned, Code, Entry, GEMM_SYMBOL, Libm, Runtime, Segment};
 
@@ -270,7 +270,7 @@ fn check_bounds_wide(program: &Program) -> Result<()> {
         let bytes: usize = k
             .locals
             .iter()
-            .map(|l| l.len.saturating_mul(local_elem_bytes(l.ty) as usize))
+            .map(|l| l.len.saturating_mul(l.ty.size_bytes()))
             .fold(0, usize::saturating_add);
         if bytes > MAX_LOCAL_BYTES {
             return Err(CpuError::Unsupported {
@@ -433,7 +433,7 @@ fn compile_inner(program: &Program, opts: &CpuOptions, verify: bool) -> Result<C
                         slots: vec![None; kernel.locals.len()],
                         vars: Vec::new(),
                         loops: Vec::new(),
-                        scopes: Vec::new(),
+                        scopes: Scopes::default(),
                         fail: None,
                         refs: HashMap::new(),
                         vectorized: 0,

@@ -5,14 +5,12 @@
 //! known exactly; the verifier proves each access in bounds, which is
 //! what lets backends emit unchecked loads and stores.
 
-use std::collections::HashSet;
-
 use crate::op::Op;
 use crate::types::DType;
 
 use super::{
     BufferId, BufferKind, Expr, Gemm, Index, Kernel, LocalId, LoopKind, Matrix, Program,
-    ScalarType, Stmt, VarId,
+    ScalarType, Scopes, Stmt, VarId,
 };
 
 /// One problem found in a program.
@@ -32,7 +30,7 @@ struct Checker<'a> {
     /// Loop variables in scope with their extents, innermost last.
     loops: Vec<(VarId, usize)>,
     /// Value variables defined, per scope.
-    scopes: Vec<HashSet<VarId>>,
+    scopes: Scopes,
 }
 
 impl Checker<'_> {
@@ -54,7 +52,7 @@ impl Checker<'_> {
     }
 
     fn defined(&self, v: VarId) -> bool {
-        self.loops.iter().any(|(l, _)| *l == v) || self.scopes.iter().any(|s| s.contains(&v))
+        self.loops.iter().any(|(l, _)| *l == v) || self.scopes.defined(v)
     }
 
     /// The smallest and largest value of an index over the enclosing loops.
@@ -251,7 +249,7 @@ impl Checker<'_> {
     }
 
     fn stmts(&mut self, body: &[Stmt], top: bool, in_vector: bool) {
-        self.scopes.push(HashSet::new());
+        self.scopes.push();
         for s in body {
             match s {
                 Stmt::Loop {
@@ -295,10 +293,7 @@ impl Checker<'_> {
                         ));
                     }
                     if !self.defined(*var) {
-                        self.scopes
-                            .last_mut()
-                            .expect("a scope is open")
-                            .insert(*var);
+                        self.scopes.set(*var);
                     }
                 }
                 Stmt::Store { buf, index, value } => {
@@ -395,7 +390,7 @@ pub fn verify_program(program: &Program) -> Result<(), Vec<KernelVerifyError>> {
             kernel: k,
             errors: Vec::new(),
             loops: Vec::new(),
-            scopes: Vec::new(),
+            scopes: Scopes::default(),
         };
         c.stmts(&k.body, true, false);
         errors.extend(c.errors);
