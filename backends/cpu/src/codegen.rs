@@ -26,11 +26,11 @@
 //! first, so Cranelift's loop-invariant code motion hoists them. Vector
 //! loops go through [`crate::vector`] when they qualify.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use birkhoff_ir::kernel::{
-    BufferId, Expr, Gemm, Index, Kernel, LocalId, LoopKind, Program, ScalarType, Stmt, VarId,
-    walk_exprs, walk_stmts,
+    BufferId, Expr, Gemm, Index, Kernel, LocalId, LoopKind, Program, ScalarType, Scopes, Stmt,
+    VarId, acc_form, buffers_used, locals_used,
 };
 use birkhoff_ir::{DType, Op};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -161,25 +161,6 @@ pub(crate) fn segment_signature(module: &JITModule) -> Signature {
     sig
 }
 
-/// Printed form of an index, as in the kernel IR text (`3*%i0 + %i1 + 2`).
-pub(crate) fn index_text(ix: &Index) -> String {
-    let mut parts: Vec<String> = ix
-        .terms
-        .iter()
-        .map(|&(v, c)| {
-            if c == 1 {
-                format!("%i{}", v.0)
-            } else {
-                format!("{c}*%i{}", v.0)
-            }
-        })
-        .collect();
-    if ix.offset != 0 || parts.is_empty() {
-        parts.push(ix.offset.to_string());
-    }
-    parts.join(" + ")
-}
-
 /// Runtime functions a segment may call, declared once per module.
 pub(crate) struct Imports {
     /// The matrix-product entry point.
@@ -208,7 +189,7 @@ pub(crate) struct Gen<'a, 'f> {
     /// Enclosing loop variables, outermost first.
     pub loops: Vec<VarId>,
     /// Value variables set so far, per scope.
-    pub scopes: Vec<HashSet<VarId>>,
+    pub scopes: Scopes,
     /// The block that returns a failure code (checked mode, made on demand).
     pub fail: Option<Block>,
     /// Imported functions, by id.
@@ -216,41 +197,6 @@ pub(crate) struct Gen<'a, 'f> {
     /// Vector loops emitted as SIMD code, and ones left scalar (with why).
     pub vectorized: usize,
     pub scalar_loops: Vec<String>,
-}
-
-fn collect_buffers(body: &[Stmt], out: &mut Vec<BufferId>) {
-    walk_stmts(body, &mut |s| {
-        if let Stmt::Store { buf, .. } = s {
-            out.push(*buf);
-        }
-    });
-    walk_exprs(body, &mut |e| {
-        if let Expr::Load { buf, .. } = e {
-            out.push(*buf);
-        }
-    });
-}
-
-fn collect_locals(body: &[Stmt], out: &mut HashSet<LocalId>) {
-    walk_stmts(body, &mut |s| {
-        if let Stmt::LocalStore { local, .. } = s {
-            out.insert(*local);
-        }
-    });
-    walk_exprs(body, &mut |e| {
-        if let Expr::LocalLoad { local, .. } = e {
-            out.insert(*local);
-        }
-    });
-}
-
-/// Bytes of one element of a local of type `t`.
-pub(crate) fn local_elem_bytes(t: ScalarType) -> u32 {
-    match t {
-        ScalarType::F32 | ScalarType::I32 => 4,
-        ScalarType::F64 | ScalarType::Index => 8,
-        ScalarType::Bool => 1,
-    }
 }
 
 impl<'a, 'f> Gen<'a, 'f> {
@@ -264,25 +210,17 @@ impl<'a, 'f> Gen<'a, 'f> {
         self.ctx = params[3];
         let (lo, hi) = (params[1], params[2]);
 
-        let mut bufs = Vec::new();
-        collect_buffers(seg.body, &mut bufs);
-        bufs.sort();
-        bufs.dedup();
         let base_flags = MemFlagsData::trusted().with_readonly().with_can_move();
-        for b in bufs {
+        for b in buffers_used(seg.body) {
             let p = self
                 .b
                 .ins()
                 .load(types::I64, base_flags, self.ptrs, 8 * b.0 as i32);
             self.bases.insert(b, p);
         }
-        let mut used = HashSet::new();
-        collect_locals(seg.body, &mut used);
-        let mut used: Vec<LocalId> = used.into_iter().collect();
-        used.sort();
-        for l in used {
+        for l in locals_used(seg.body) {
             let d = &self.kernel.locals[l.0 as usize];
-            let bytes = (d.len as u32 * local_elem_bytes(d.ty)).next_multiple_of(16);
+            let bytes = (d.len as u32 * d.ty.size_bytes() as u32).next_multiple_of(16);
             let slot = self.b.create_sized_stack_slot(StackSlotData::new(
                 StackSlotKind::ExplicitSlot,
                 bytes,
@@ -292,7 +230,7 @@ impl<'a, 'f> Gen<'a, 'f> {
             self.zero_slot(slot, bytes);
         }
 
-        self.scopes.push(HashSet::new());
+        self.scopes.push();
         match (seg.parallel, seg.body) {
             (Some(_), [Stmt::Loop { var, body, .. }]) => {
                 // The caller guarantees lo < hi.
@@ -347,11 +285,11 @@ impl<'a, 'f> Gen<'a, 'f> {
 
     /// Whether `v` is set in an enclosing scope.
     pub fn defined(&self, v: VarId) -> bool {
-        self.scopes.iter().any(|s| s.contains(&v))
+        self.scopes.defined(v)
     }
 
     fn stmts(&mut self, body: &[Stmt]) {
-        self.scopes.push(HashSet::new());
+        self.scopes.push();
         for s in body {
             self.stmt(s);
         }
@@ -396,12 +334,7 @@ impl<'a, 'f> Gen<'a, 'f> {
             Stmt::Set { var, value } => {
                 let x = self.expr(value);
                 self.b.def_var(self.vars[var.0 as usize], x);
-                if !self.defined(*var) {
-                    self.scopes
-                        .last_mut()
-                        .expect("a scope is open")
-                        .insert(*var);
-                }
+                self.scopes.set(*var);
             }
             Stmt::Store { buf, index, value } => {
                 let x = self.expr(value);
@@ -439,7 +372,7 @@ impl<'a, 'f> Gen<'a, 'f> {
     ) -> Option<Vec<&'s [Stmt]>> {
         let all_accs = body.iter().all(|s| {
             matches!(s, Stmt::Set { var, value }
-                if self.defined(*var) && crate::vector::acc_form(*var, value).is_some())
+                if self.defined(*var) && acc_form(*var, value).is_some())
         });
         if body.len() <= MAX_ACCUMULATORS
             || !all_accs
@@ -540,7 +473,7 @@ impl<'a, 'f> Gen<'a, 'f> {
     pub fn elem_bytes(&self, m: Mem) -> u32 {
         match m {
             Mem::Buf(b) => self.program.buffer(b).dtype().size_bytes() as u32,
-            Mem::Local(l) => local_elem_bytes(self.kernel.locals[l.0 as usize].ty),
+            Mem::Local(l) => self.kernel.locals[l.0 as usize].ty.size_bytes() as u32,
         }
     }
 
@@ -556,12 +489,11 @@ impl<'a, 'f> Gen<'a, 'f> {
     pub fn describe(&self, m: Mem, ix: &Index) -> String {
         match m {
             Mem::Buf(b) => format!(
-                "{b}[{}] ({}, {} elements)",
-                index_text(ix),
+                "{b}[{ix}] ({}, {} elements)",
                 self.program.buffer(b).name,
                 self.mem_len(m)
             ),
-            Mem::Local(l) => format!("{l}[{}] ({} elements)", index_text(ix), self.mem_len(m)),
+            Mem::Local(l) => format!("{l}[{ix}] ({} elements)", self.mem_len(m)),
         }
     }
 
@@ -664,7 +596,7 @@ impl<'a, 'f> Gen<'a, 'f> {
 
     /// The type of an expression.
     pub fn ty(&self, e: &Expr) -> ScalarType {
-        expr_ty(self.program, self.kernel, e)
+        e.ty(self.program, self.kernel)
     }
 
     /// A constant of type `t`, in `lanes` lanes.
@@ -1004,25 +936,6 @@ pub(crate) enum Bound {
     Const(i64),
     /// A runtime value.
     Value(Value),
-}
-
-/// The type of an expression (the interpreter's rule).
-pub(crate) fn expr_ty(program: &Program, kernel: &Kernel, e: &Expr) -> ScalarType {
-    match e {
-        Expr::Const { ty, .. } | Expr::Cast { to: ty, .. } => *ty,
-        Expr::Var(v) => kernel.vars[v.0 as usize].ty,
-        Expr::Load { buf, .. } => ScalarType::of(program.buffer(*buf).dtype()),
-        Expr::LocalLoad { local, .. } => kernel.locals[local.0 as usize].ty,
-        Expr::Unary { arg, .. } => expr_ty(program, kernel, arg),
-        Expr::Binary { op, lhs, .. } => {
-            if op.is_comparison() {
-                ScalarType::Bool
-            } else {
-                expr_ty(program, kernel, lhs)
-            }
-        }
-        Expr::Select { then, .. } => expr_ty(program, kernel, then),
-    }
 }
 
 /// Rounds `f32` values (scalar or `f32x4`) to bf16, nearest-even, and

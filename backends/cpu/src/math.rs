@@ -3,7 +3,9 @@
 //!
 //! Each function is Cephes-style: reduce the argument to a small interval,
 //! evaluate a short minimax polynomial there (Horner's rule, fused
-//! multiply-adds when the host has them), and scale back. Special values
+//! multiply-adds when the host has them), and scale back. The constants
+//! are [`birkhoff_ir::kernel::math_consts`], which the GPU backend's
+//! routines use too. Special values
 //! are handled with branch-free selects, so the same code serves vectors:
 //! NaN in gives NaN out, `exp` overflows to `+inf` and underflows through
 //! the subnormals to `+0`, `log` maps `±0` to `-inf`, negatives to NaN and
@@ -15,6 +17,10 @@
 //! `f64` math and `pow` call the C library instead (see
 //! [`crate::runtime::Libm`]).
 
+use birkhoff_ir::kernel::math_consts::{
+    EXP_F32_MAX, EXP_F32_MIN, EXP_F32_POLY, LN2_HI_F32, LN2_LO_F32, LOG_F32_POLY, TANH_F32_POLY,
+    TANH_F32_SMALL,
+};
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
@@ -114,31 +120,19 @@ pub(crate) fn exp(b: &mut FunctionBuilder<'_>, x: Value, fma: bool) -> Value {
     let ity = int_ty(ty);
     // Beyond these the result is +inf / +0 anyway; clamping keeps 2^n in
     // range. fmin/fmax propagate NaN.
-    let hi = fc(b, ty, 89.0);
-    let lo = fc(b, ty, -104.0);
+    let hi = fc(b, ty, EXP_F32_MAX);
+    let lo = fc(b, ty, EXP_F32_MIN);
     let x = b.ins().fmin(x, hi);
     let x = b.ins().fmax(x, lo);
     let log2e = fc(b, ty, std::f32::consts::LOG2_E);
     let t = b.ins().fmul(x, log2e);
     let n = b.ins().nearest(t);
     // Cody–Waite: ln 2 = C1 + C2, C1 with few bits so n·C1 is exact.
-    let c1 = fc(b, ty, -0.693_359_4);
-    let c2 = fc(b, ty, 2.121_944_4e-4);
+    let c1 = fc(b, ty, -LN2_HI_F32);
+    let c2 = fc(b, ty, -LN2_LO_F32);
     let r = madd(b, n, c1, x, fma);
     let r = madd(b, n, c2, r, fma);
-    let p = horner(
-        b,
-        r,
-        &[
-            1.987_569_1e-4,
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            0.5,
-        ],
-        fma,
-    );
+    let p = horner(b, r, &EXP_F32_POLY, fma);
     let z = b.ins().fmul(r, r);
     let p = madd(b, p, z, r, fma);
     let one = fc(b, ty, 1.0);
@@ -188,31 +182,16 @@ pub(crate) fn log(b: &mut FunctionBuilder<'_>, x: Value, fma: bool) -> Value {
     let one = fc(b, ty, 1.0);
     let m = b.ins().fsub(m, one);
     let z = b.ins().fmul(m, m);
-    let p = horner(
-        b,
-        m,
-        &[
-            7.037_683_6e-2,
-            -1.151_461e-1,
-            1.167_699_9e-1,
-            -1.242_014_1e-1,
-            1.424_932_3e-1,
-            -1.666_805_8e-1,
-            2.000_071_5e-1,
-            -2.499_999_4e-1,
-            3.333_333e-1,
-        ],
-        fma,
-    );
+    let p = horner(b, m, &LOG_F32_POLY, fma);
     let pm = b.ins().fmul(p, m);
     let y = b.ins().fmul(pm, z);
     let fe = b.ins().fcvt_from_sint(ty, e);
-    let c2 = fc(b, ty, -2.121_944_4e-4);
+    let c2 = fc(b, ty, LN2_LO_F32);
     let y = madd(b, fe, c2, y, fma);
     let mhalf = fc(b, ty, -0.5);
     let y = madd(b, z, mhalf, y, fma);
     let r = b.ins().fadd(m, y);
-    let c1 = fc(b, ty, 0.693_359_4);
+    let c1 = fc(b, ty, LN2_HI_F32);
     let r = madd(b, fe, c1, r, fma);
     // Special values, last one wins: +inf, ±0, negatives and NaN.
     let inf = fc(b, ty, f32::INFINITY);
@@ -231,20 +210,9 @@ pub(crate) fn log(b: &mut FunctionBuilder<'_>, x: Value, fma: bool) -> Value {
 pub(crate) fn tanh(b: &mut FunctionBuilder<'_>, x: Value, fma: bool) -> Value {
     let ty = b.func.dfg.value_type(x);
     let a = b.ins().fabs(x);
-    // |x| < 0.625: odd polynomial.
+    // Small |x|: odd polynomial.
     let z = b.ins().fmul(a, a);
-    let p = horner(
-        b,
-        z,
-        &[
-            -5.704_988_7e-3,
-            2.063_909e-2,
-            -5.373_971_6e-2,
-            1.333_144_2e-1,
-            -3.333_328e-1,
-        ],
-        fma,
-    );
+    let p = horner(b, z, &TANH_F32_POLY, fma);
     let pz = b.ins().fmul(p, z);
     let small = madd(b, pz, a, a, fma);
     // Otherwise 1 - 2 / (e^{2|x|} + 1), which saturates to 1 (and is NaN for NaN).
@@ -255,7 +223,7 @@ pub(crate) fn tanh(b: &mut FunctionBuilder<'_>, x: Value, fma: bool) -> Value {
     let d = b.ins().fadd(e, one);
     let q = b.ins().fdiv(two, d);
     let large = b.ins().fsub(one, q);
-    let lim = fc(b, ty, 0.625);
+    let lim = fc(b, ty, TANH_F32_SMALL);
     let is_small = b.ins().fcmp(FloatCC::LessThan, a, lim);
     let r = bitselect(b, is_small, small, large);
     copysign(b, r, x)

@@ -27,22 +27,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use birkhoff_ir::kernel::{Expr, Index, ScalarType, Stmt, VarId};
+use birkhoff_ir::kernel::{AccOp, Expr, Index, ScalarType, Stmt, VarId, acc_form};
 use birkhoff_ir::{DType, Op};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{BlockArg, InstBuilder, Value, types};
 use cranelift_frontend::Variable;
 
-use crate::codegen::{Bound, Gen, Mem, bf16_bits, clif_ty, expr_ty, le, mem_flags};
+use crate::codegen::{Bound, Gen, Mem, bf16_bits, clif_ty, le, mem_flags};
 use crate::math;
-
-/// How an accumulator combines.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum AccOp {
-    Add,
-    Max,
-    Min,
-}
 
 /// A vectorizable loop's analysis.
 #[derive(Debug)]
@@ -63,26 +55,12 @@ impl VectorPlan {
     }
 }
 
-fn reads(e: &Expr, v: VarId) -> usize {
-    match e {
-        Expr::Var(x) => usize::from(*x == v),
-        Expr::Const { .. } | Expr::Load { .. } | Expr::LocalLoad { .. } => 0,
-        Expr::Unary { arg, .. } | Expr::Cast { arg, .. } => reads(arg, v),
-        Expr::Binary { lhs, rhs, .. } => reads(lhs, v) + reads(rhs, v),
-        Expr::Select {
-            cond,
-            then,
-            otherwise,
-        } => reads(cond, v) + reads(then, v) + reads(otherwise, v),
-    }
-}
-
 fn body_reads(body: &[Stmt], v: VarId) -> usize {
     body.iter()
         .map(|s| match s {
             Stmt::Set { value, .. }
             | Stmt::Store { value, .. }
-            | Stmt::LocalStore { value, .. } => reads(value, v),
+            | Stmt::LocalStore { value, .. } => value.reads(v),
             _ => 0,
         })
         .sum()
@@ -110,17 +88,6 @@ fn stmt_nodes(s: &Stmt) -> usize {
     }
 }
 
-/// The accumulator form of `var = value`, if it is one: `(op, e)`.
-pub(crate) fn acc_form(var: VarId, value: &Expr) -> Option<(AccOp, &Expr)> {
-    let (op, e) = value.accumulates(var)?;
-    let op = match op {
-        Op::Add => AccOp::Add,
-        Op::Max => AccOp::Max,
-        _ => AccOp::Min,
-    };
-    Some((op, e))
-}
-
 /// An index with `j`'s term removed and terms sorted (a stream key).
 fn without(ix: &Index, j: VarId) -> Index {
     let mut terms: Vec<(VarId, i64)> = ix.terms.iter().copied().filter(|t| t.0 != j).collect();
@@ -129,12 +96,6 @@ fn without(ix: &Index, j: VarId) -> Index {
         offset: ix.offset,
         terms,
     }
-}
-
-fn normalized(ix: &Index) -> Index {
-    let mut ix = ix.clone();
-    ix.terms.sort();
-    ix
 }
 
 struct Planner<'g, 'a, 'f> {
@@ -154,7 +115,7 @@ struct Planner<'g, 'a, 'f> {
 
 impl Planner<'_, '_, '_> {
     fn ty(&self, e: &Expr) -> ScalarType {
-        expr_ty(self.g.program, self.g.kernel, e)
+        e.ty(self.g.program, self.g.kernel)
     }
 
     fn mem_dtype(&self, m: Mem) -> Option<DType> {
@@ -172,7 +133,7 @@ impl Planner<'_, '_, '_> {
             }
         }
         if let Some(st) = self.stored.get(&m)
-            && !st.contains(&normalized(ix))
+            && !st.contains(&ix.normalized())
         {
             return Err("it reads a buffer it writes, at another index".into());
         }
@@ -292,7 +253,7 @@ pub(crate) fn plan(
             Stmt::Set { .. } => continue,
             Stmt::Loop { .. } | Stmt::Gemm(_) => return Err("it contains a loop or a call".into()),
         };
-        p.stored.entry(m).or_default().push(normalized(ix));
+        p.stored.entry(m).or_default().push(ix.normalized());
     }
     for s in body {
         match s {
@@ -568,7 +529,7 @@ impl Gen<'_, '_> {
             }
         }
         for &(_, op, t) in &plan.accs {
-            let identity = acc_identity(op, t);
+            let identity = op.identity(t);
             let init = self.konst(t, identity, lanes);
             let vty = clif_ty(t, lanes);
             let vars: Vec<Variable> = (0..u)
@@ -947,17 +908,5 @@ impl Gen<'_, '_> {
             }
             _ => unreachable!("planned casts only"),
         }
-    }
-}
-
-/// The neutral element of an accumulator (−0 for sums keeps −0 results).
-fn acc_identity(op: AccOp, t: ScalarType) -> f64 {
-    match (op, t) {
-        (AccOp::Add, ScalarType::I32) => 0.0,
-        (AccOp::Add, _) => -0.0,
-        (AccOp::Max, ScalarType::I32) => f64::from(i32::MIN),
-        (AccOp::Max, _) => f64::NEG_INFINITY,
-        (AccOp::Min, ScalarType::I32) => f64::from(i32::MAX),
-        (AccOp::Min, _) => f64::INFINITY,
     }
 }

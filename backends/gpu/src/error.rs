@@ -15,6 +15,10 @@ pub enum GpuError {
     /// No CUDA driver library could be loaded on this machine.
     #[error("no CUDA driver found (libcuda could not be loaded)")]
     NoDriver,
+    /// The program failed [`birkhoff_ir::kernel::verify_program`] (the
+    /// same message as the CPU backend's).
+    #[error("invalid program: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<birkhoff_ir::kernel::KernelVerifyError>),
     /// The kernel program cannot be compiled for the GPU.
     #[error("cannot compile kernel {kernel} for the GPU: {message}")]
     Unsupported {

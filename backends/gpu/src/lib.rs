@@ -61,8 +61,10 @@ pub const CODEGEN_ENABLED: bool = cfg!(feature = "gpu");
 
 /// Compiles a kernel program to a [`GpuModule`] (PTX, launches, buffers).
 ///
-/// Fails with [`GpuError::CodegenNotEnabled`] in builds without the `gpu`
-/// feature.
+/// The program is verified first
+/// ([`birkhoff_ir::kernel::verify_program`]); an invalid one is refused
+/// with [`GpuError::Invalid`]. Fails with [`GpuError::CodegenNotEnabled`]
+/// in builds without the `gpu` feature.
 pub fn compile_module(program: &Program, opts: &CodegenOptions) -> Result<GpuModule> {
     #[cfg(feature = "gpu")]
     {

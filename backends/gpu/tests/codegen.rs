@@ -16,7 +16,7 @@ use birkhoff_dsl::zoo::{Flag, ModelArgs, build_model, model_info, models};
 use birkhoff_gpu::codegen::{LaunchInfo, Mode, launch_plan};
 use birkhoff_gpu::{CodegenOptions, GpuError, GpuModule, compile_module, emit_llvm, ptx_entries};
 use birkhoff_ir::DType;
-use birkhoff_ir::kernel::Program;
+use birkhoff_ir::kernel::{Expr, Index, Kernel, LoopKind, Program, ScalarType, Stmt};
 use birkhoff_lower::{GemmSupport, LowerOptions, lower};
 
 fn program(model: &str, dtype: DType, t: usize, c: usize, fused: bool) -> Program {
@@ -207,6 +207,44 @@ fn bad_settings_are_clear_errors() {
         let e = compile_module(&p, &opts).unwrap_err();
         assert!(matches!(e, GpuError::InvalidArgument(_)), "{e:?}");
         assert!(e.to_string().contains(want), "{e}");
+    }
+}
+
+#[test]
+fn invalid_programs_are_refused_by_the_verifier() {
+    // A store whose index range, 2^62 · (5 - 1), wraps to 0 in i64: only
+    // an exact range check sees it leave the buffer.
+    let mut p = program("mhc-post", DType::F32, 8, 32, true);
+    let out = p.outputs[0].1;
+    let mut k = Kernel::new("k_wraps");
+    let i = k.var(ScalarType::Index);
+    k.body = vec![Stmt::Loop {
+        var: i,
+        extent: 5,
+        kind: LoopKind::Serial,
+        body: vec![Stmt::Store {
+            buf: out,
+            index: Index::var(i, 1 << 62),
+            value: Expr::constant(ScalarType::F32, 0.0),
+        }],
+    }];
+    p.kernels.push(k);
+    let opts = CodegenOptions::default();
+    for e in [
+        compile_module(&p, &opts).unwrap_err(),
+        emit_llvm(&p, &opts).unwrap_err(),
+        launch_plan(&p, &opts).unwrap_err(),
+    ] {
+        assert!(matches!(e, GpuError::Invalid(_)), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("invalid program: kernel k_wraps: store into "),
+            "{text}"
+        );
+        assert!(
+            text.contains("index range 0..=18446744073709551616 is outside"),
+            "{text}"
+        );
     }
 }
 

@@ -58,24 +58,6 @@ fn at(ix: &Index, vars: &[f64]) -> usize {
 }
 
 impl Machine<'_> {
-    fn ty(&self, fr: &Frame<'_>, e: &Expr) -> ScalarType {
-        match e {
-            Expr::Const { ty, .. } | Expr::Cast { to: ty, .. } => *ty,
-            Expr::Var(v) => fr.kernel.vars[v.0 as usize].ty,
-            Expr::Load { buf, .. } => ScalarType::of(self.program.buffer(*buf).dtype()),
-            Expr::LocalLoad { local, .. } => fr.kernel.locals[local.0 as usize].ty,
-            Expr::Unary { arg, .. } => self.ty(fr, arg),
-            Expr::Binary { op, lhs, .. } => {
-                if op.is_comparison() {
-                    ScalarType::Bool
-                } else {
-                    self.ty(fr, lhs)
-                }
-            }
-            Expr::Select { then, .. } => self.ty(fr, then),
-        }
-    }
-
     fn eval(&self, fr: &Frame<'_>, e: &Expr) -> f64 {
         let p = self.p;
         match e {
@@ -84,12 +66,12 @@ impl Machine<'_> {
             Expr::Load { buf, index } => self.bufs[buf.0 as usize][at(index, &fr.vars)],
             Expr::LocalLoad { local, index } => fr.locals[local.0 as usize][at(index, &fr.vars)],
             Expr::Unary { op, arg } => {
-                let t = self.ty(fr, arg);
+                let t = arg.ty(self.program, fr.kernel);
                 let d = t.dtype().unwrap_or(DType::F64);
                 round(t, p, eval_unary(op, d, self.eval(fr, arg)))
             }
             Expr::Binary { op, lhs, rhs } => {
-                let t = self.ty(fr, lhs);
+                let t = lhs.ty(self.program, fr.kernel);
                 let d = t.dtype().unwrap_or(DType::F64);
                 let out = if op.is_comparison() {
                     ScalarType::Bool

@@ -13,12 +13,22 @@
 //! Arithmetic reuses the graph IR's elementwise [`Op`]s and their
 //! semantics. Values are typed ([`ScalarType`]): `bf16` buffers load as
 //! `f32` and round to nearest-even when stored.
+//!
+//! What every backend reads off kernel code is stated here once, so the
+//! backends cannot drift from the verifier or from each other: the
+//! accumulator form of an update ([`acc_form`]), the buffers and scratch
+//! arrays a statement list uses ([`buffers_used`], [`locals_used`]), an
+//! expression's type ([`Expr::ty`]), variable scopes ([`Scopes`]), and
+//! the constants of the inline `f32` math routines ([`math_consts`]).
 
+mod analysis;
 mod backend;
 mod interp;
+pub mod math_consts;
 mod print;
 mod verify;
 
+pub use analysis::{AccOp, Scopes, acc_form, buffers_used, locals_used};
 pub use backend::{Artifact, Backend};
 pub use interp::{KernelInterpError, run_program};
 pub use verify::{KernelVerifyError, verify_program};
@@ -87,6 +97,16 @@ impl ScalarType {
             ScalarType::Index => "index",
         }
     }
+
+    /// Bytes of one element of a scratch array of this type (a `bool`
+    /// is one byte, an index eight).
+    pub fn size_bytes(self) -> usize {
+        match self {
+            ScalarType::Bool => 1,
+            ScalarType::F32 | ScalarType::I32 => 4,
+            ScalarType::F64 | ScalarType::Index => 8,
+        }
+    }
 }
 
 /// `offset + Σ coeff · var` over loop variables: the only form an index takes.
@@ -140,6 +160,14 @@ impl Index {
             .iter()
             .find(|(v, _)| *v == var)
             .map_or(0, |&(_, c)| c)
+    }
+
+    /// This index with its terms sorted by variable: one key for every
+    /// spelling of the same affine function.
+    pub fn normalized(&self) -> Index {
+        let mut ix = self.clone();
+        ix.terms.sort();
+        ix
     }
 }
 

@@ -34,20 +34,30 @@ impl fmt::Display for LocalId {
     }
 }
 
-struct V<'a>(&'a Kernel, VarId);
+/// A variable as printed: `%iN` for a loop index, `%vN` otherwise. Without
+/// a kernel to look the type up in, every variable is taken for a loop
+/// index (the only kind an [`Index`] may use).
+struct V<'a>(Option<&'a Kernel>, VarId);
 
 impl fmt::Display for V<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let index = self
-            .0
-            .vars
-            .get(self.1.0 as usize)
-            .is_some_and(|d| d.ty == ScalarType::Index);
+        let index = self.0.is_none_or(|k| {
+            k.vars
+                .get(self.1.0 as usize)
+                .is_some_and(|d| d.ty == ScalarType::Index)
+        });
         write!(f, "%{}{}", if index { 'i' } else { 'v' }, self.1.0)
     }
 }
 
-fn index(f: &mut impl Write, k: &Kernel, ix: &Index) -> fmt::Result {
+/// `3*%i0 + %i1 + 2`, the text form of an index.
+impl fmt::Display for Index {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        index(f, None, self)
+    }
+}
+
+fn index(f: &mut impl Write, k: Option<&Kernel>, ix: &Index) -> fmt::Result {
     let mut first = true;
     for &(v, c) in &ix.terms {
         let sep = if first { "" } else { " + " };
@@ -73,15 +83,15 @@ fn expr(f: &mut impl Write, k: &Kernel, e: &Expr) -> fmt::Result {
             let d = ty.dtype().unwrap_or(DType::F64);
             format_scalar(f, d, *value)
         }
-        Expr::Var(v) => write!(f, "{}", V(k, *v)),
+        Expr::Var(v) => write!(f, "{}", V(Some(k), *v)),
         Expr::Load { buf, index: ix } => {
             write!(f, "{buf}[")?;
-            index(f, k, ix)?;
+            index(f, Some(k), ix)?;
             f.write_char(']')
         }
         Expr::LocalLoad { local, index: ix } => {
             write!(f, "{local}[")?;
-            index(f, k, ix)?;
+            index(f, Some(k), ix)?;
             f.write_char(']')
         }
         Expr::Unary { op, arg } => {
@@ -140,12 +150,12 @@ fn stmts(f: &mut impl Write, k: &Kernel, body: &[Stmt], depth: usize) -> fmt::Re
                     LoopKind::Parallel => "parallel",
                     LoopKind::Vector => "vector",
                 };
-                writeln!(f, "{pad}{kw} {} in 0..{extent} {{", V(k, *var))?;
+                writeln!(f, "{pad}{kw} {} in 0..{extent} {{", V(Some(k), *var))?;
                 stmts(f, k, body, depth + 1)?;
                 writeln!(f, "{pad}}}")?;
             }
             Stmt::Set { var, value } => {
-                write!(f, "{pad}{} = ", V(k, *var))?;
+                write!(f, "{pad}{} = ", V(Some(k), *var))?;
                 expr(f, k, value)?;
                 f.write_char('\n')?;
             }
@@ -155,7 +165,7 @@ fn stmts(f: &mut impl Write, k: &Kernel, body: &[Stmt], depth: usize) -> fmt::Re
                 value,
             } => {
                 write!(f, "{pad}store {buf}[")?;
-                index(f, k, ix)?;
+                index(f, Some(k), ix)?;
                 f.write_str("] = ")?;
                 expr(f, k, value)?;
                 f.write_char('\n')?;
@@ -166,7 +176,7 @@ fn stmts(f: &mut impl Write, k: &Kernel, body: &[Stmt], depth: usize) -> fmt::Re
                 value,
             } => {
                 write!(f, "{pad}{local}[")?;
-                index(f, k, ix)?;
+                index(f, Some(k), ix)?;
                 f.write_str("] = ")?;
                 expr(f, k, value)?;
                 f.write_char('\n')?;

@@ -5,14 +5,12 @@
 //! known exactly; the verifier proves each access in bounds, which is
 //! what lets backends emit unchecked loads and stores.
 
-use std::collections::HashSet;
-
 use crate::op::Op;
 use crate::types::DType;
 
 use super::{
     BufferId, BufferKind, Expr, Gemm, Index, Kernel, LocalId, LoopKind, Matrix, Program,
-    ScalarType, Stmt, VarId,
+    ScalarType, Scopes, Stmt, VarId,
 };
 
 /// One problem found in a program.
@@ -32,7 +30,7 @@ struct Checker<'a> {
     /// Loop variables in scope with their extents, innermost last.
     loops: Vec<(VarId, usize)>,
     /// Value variables defined, per scope.
-    scopes: Vec<HashSet<VarId>>,
+    scopes: Scopes,
 }
 
 impl Checker<'_> {
@@ -54,12 +52,15 @@ impl Checker<'_> {
     }
 
     fn defined(&self, v: VarId) -> bool {
-        self.loops.iter().any(|(l, _)| *l == v) || self.scopes.iter().any(|s| s.contains(&v))
+        self.loops.iter().any(|(l, _)| *l == v) || self.scopes.defined(v)
     }
 
-    /// The smallest and largest value of an index over the enclosing loops.
-    fn range(&mut self, index: &Index) -> Option<(i64, i64)> {
-        let (mut lo, mut hi) = (index.offset, index.offset);
+    /// The smallest and largest value of an index over the enclosing
+    /// loops, in `i128`: every `i64` coefficient times a `usize` extent
+    /// fits, so the range is exact (a sum of several such products that
+    /// leaves `i128` saturates there, still outside every buffer).
+    fn range(&mut self, index: &Index) -> Option<(i128, i128)> {
+        let (mut lo, mut hi) = (i128::from(index.offset), i128::from(index.offset));
         for &(v, c) in &index.terms {
             let Some(&(_, extent)) = self.loops.iter().find(|(l, _)| *l == v) else {
                 self.err(format!(
@@ -67,16 +68,17 @@ impl Checker<'_> {
                 ));
                 return None;
             };
-            let last = c * (extent as i64 - 1);
-            lo += last.min(0);
-            hi += last.max(0);
+            // |c| <= 2^63 and |extent - 1| < 2^64: |last| < 2^127.
+            let last = i128::from(c) * (extent as i128 - 1);
+            lo = lo.saturating_add(last.min(0));
+            hi = hi.saturating_add(last.max(0));
         }
         Some((lo, hi))
     }
 
     fn check_index(&mut self, what: &str, index: &Index, len: usize) {
         if let Some((lo, hi)) = self.range(index)
-            && (lo < 0 || hi >= len as i64)
+            && (lo < 0 || hi >= len as i128)
         {
             self.err(format!(
                 "{what}: index range {lo}..={hi} is outside 0..{len}"
@@ -209,11 +211,17 @@ impl Checker<'_> {
         if write && !writable {
             self.err(format!("gemm writes {which} into a read-only buffer"));
         }
-        let last = m.offset
-            + (batch - 1) * m.batch_stride
-            + (rows - 1) * m.row_stride
-            + (cols - 1) * m.col_stride;
-        if last >= len {
+        // In u128, where no product of two usizes overflows (a sum that
+        // leaves u128 saturates there, still past the buffer's end).
+        let wide = |n: usize, stride: usize| (n as u128 - 1) * stride as u128;
+        let last = [
+            wide(batch, m.batch_stride),
+            wide(rows, m.row_stride),
+            wide(cols, m.col_stride),
+        ]
+        .into_iter()
+        .fold(m.offset as u128, u128::saturating_add);
+        if last >= len as u128 {
             self.err(format!(
                 "gemm operand {which} reaches element {last} of a buffer of {len}"
             ));
@@ -251,7 +259,7 @@ impl Checker<'_> {
     }
 
     fn stmts(&mut self, body: &[Stmt], top: bool, in_vector: bool) {
-        self.scopes.push(HashSet::new());
+        self.scopes.push();
         for s in body {
             match s {
                 Stmt::Loop {
@@ -295,10 +303,7 @@ impl Checker<'_> {
                         ));
                     }
                     if !self.defined(*var) {
-                        self.scopes
-                            .last_mut()
-                            .expect("a scope is open")
-                            .insert(*var);
+                        self.scopes.set(*var);
                     }
                 }
                 Stmt::Store { buf, index, value } => {
@@ -395,7 +400,7 @@ pub fn verify_program(program: &Program) -> Result<(), Vec<KernelVerifyError>> {
             kernel: k,
             errors: Vec::new(),
             loops: Vec::new(),
-            scopes: Vec::new(),
+            scopes: Scopes::default(),
         };
         c.stmts(&k.body, true, false);
         errors.extend(c.errors);
@@ -404,5 +409,136 @@ pub fn verify_program(program: &Program) -> Result<(), Vec<KernelVerifyError>> {
         Ok(())
     } else {
         Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::{BufferDecl, Gemm, LoopKind};
+    use crate::types::TensorType;
+
+    /// `y[c·i + offset] = x[0]` for `i` in `0..extent`, `x` and `y` of 8
+    /// elements, plus `extra` statements at the top level.
+    fn strided(c: i64, offset: i64, extent: usize, extra: Vec<Stmt>) -> Program {
+        let mut k = Kernel::new("k0_strided");
+        let i = k.var(ScalarType::Index);
+        k.body = vec![Stmt::Loop {
+            var: i,
+            extent,
+            kind: LoopKind::Serial,
+            body: vec![Stmt::Store {
+                buf: BufferId(1),
+                index: Index::var(i, c).shifted(offset),
+                value: Expr::load(BufferId(0), Index::constant(0)),
+            }],
+        }];
+        k.body.extend(extra);
+        let buf = |name: &str, kind| BufferDecl {
+            name: name.into(),
+            ty: TensorType::new(DType::F32, [8]),
+            kind,
+        };
+        Program {
+            name: "strided".into(),
+            buffers: vec![buf("x", BufferKind::Input), buf("y", BufferKind::Output)],
+            inputs: vec![("x".into(), BufferId(0))],
+            outputs: vec![("y".into(), BufferId(1))],
+            kernels: vec![k],
+            arena_bytes: 0,
+        }
+    }
+
+    fn messages(p: &Program) -> Vec<String> {
+        match verify_program(p) {
+            Ok(()) => Vec::new(),
+            Err(errs) => errs.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn in_bounds_strides_pass() {
+        assert_eq!(
+            messages(&strided(2, 1, 4, Vec::new())),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            messages(&strided(-1, 7, 8, Vec::new())),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn the_range_check_is_exact_where_i64_would_wrap() {
+        // 2^62 · 4 is 2^64, which wraps to 0 in i64: the index would look
+        // constant (in bounds) while it reaches far past the buffer.
+        let p = strided(1 << 62, 0, 5, Vec::new());
+        assert_eq!(
+            messages(&p),
+            [
+                "kernel k0_strided: store into y: index range 0..=18446744073709551616 is outside 0..8"
+            ]
+        );
+        // The same going down, from an offset in bounds.
+        let p = strided(-(1 << 62), 7, 5, Vec::new());
+        assert_eq!(
+            messages(&p),
+            [
+                "kernel k0_strided: store into y: index range -18446744073709551609..=7 is outside 0..8"
+            ]
+        );
+        // Terms that fit i64 one by one but not summed: i64::MAX · 1 + 1.
+        let p = strided(i64::MAX, 1, 2, Vec::new());
+        assert_eq!(
+            messages(&p),
+            [
+                "kernel k0_strided: store into y: index range 1..=9223372036854775808 is outside 0..8"
+            ]
+        );
+    }
+
+    #[test]
+    fn extents_past_i64_are_measured_exactly() {
+        let p = strided(1, 0, usize::MAX, Vec::new());
+        assert_eq!(
+            messages(&p),
+            [
+                "kernel k0_strided: store into y: index range 0..=18446744073709551614 is outside 0..8"
+            ]
+        );
+        let p = strided(i64::MIN, 0, usize::MAX, Vec::new());
+        let errs = messages(&p);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].contains("is outside 0..8"), "{errs:?}");
+    }
+
+    #[test]
+    fn matrix_products_past_usize_are_refused() {
+        let m = |buf, row_stride| Matrix {
+            buf: BufferId(buf),
+            offset: 0,
+            row_stride,
+            col_stride: 1,
+            batch_stride: 0,
+        };
+        // (3 - 1) · 2^63 is 2^64, which wraps to 0 in usize.
+        let gemm = Stmt::Gemm(Gemm {
+            m: 3,
+            n: 1,
+            k: 1,
+            batch: 1,
+            a: m(0, 1 << 63),
+            b: m(0, 1),
+            c: m(1, 1),
+            accumulate: false,
+            row_sumsq: None,
+        });
+        let p = strided(1, 0, 8, vec![gemm]);
+        assert_eq!(
+            messages(&p),
+            [
+                "kernel k0_strided: gemm operand a reaches element 18446744073709551616 of a buffer of 8"
+            ]
+        );
     }
 }

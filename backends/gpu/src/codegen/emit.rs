@@ -51,7 +51,8 @@ use std::collections::{HashMap, HashSet};
 
 use birkhoff_ir::DType;
 use birkhoff_ir::kernel::{
-    BufferId, Expr, Index, Kernel, LocalId, LoopKind, Program, ScalarType, Stmt, VarId, walk_stmts,
+    BufferId, Expr, Index, Kernel, LocalId, LoopKind, Program, ScalarType, Scopes, Stmt, VarId,
+    buffers_used, locals_used, walk_stmts,
 };
 use inkwell::basic_block::BasicBlock;
 use inkwell::types::{BasicType, BasicTypeEnum, VectorType};
@@ -62,8 +63,8 @@ use inkwell::{AddressSpace, IntPredicate};
 
 use super::ops::{Cx, OrLlvm};
 use super::plan::{
-    Acc, Dist, Mem, Mode, Piece, Scopes, UNROLL_MAX_EXTENT, UNROLL_MAX_STMTS, Work, distribute,
-    indexes_locals, normalized, survey, unrolled_size,
+    Acc, Dist, Mem, Mode, Piece, UNROLL_MAX_EXTENT, UNROLL_MAX_STMTS, Work, distribute,
+    indexes_locals, survey, unrolled_size,
 };
 use crate::{GpuError, Result};
 
@@ -410,7 +411,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         max_accs: usize,
     ) -> Result<()> {
         let ctx = self.cx.ctx;
-        let bufs = super::plan::buffers_used(body);
+        let bufs = buffers_used(body);
         let i64t = ctx.i64_type();
         let ptr1 = ctx.ptr_type(AddressSpace::from(GLOBAL));
         for b in bufs {
@@ -424,8 +425,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 .ll()?;
             self.bases.insert(b, ptr);
         }
-        let mut used: Vec<LocalId> = super::plan::locals_used(body).into_iter().collect();
-        used.sort();
+        let used = locals_used(body);
         let mut shared_bytes = 0usize;
         let mut zero_shared = Vec::new();
         for l in used {
@@ -434,7 +434,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             let len = u32::try_from(d.len)
                 .map_err(|_| self.unsupported(format!("scratch array %l{} is too long", l.0)))?;
             let aty = ety.array_type(len);
-            let bytes = d.len * local_bytes(d.ty);
+            let bytes = d.len * d.ty.size_bytes();
             if shared.contains(&l) {
                 shared_bytes += bytes.next_multiple_of(16);
                 let gv = self.cx.module.add_global(
@@ -714,7 +714,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 if let Some(ch) = &mut self.chunk
                     && index.coeff(ch.j) != 0
                 {
-                    let key = (*buf, normalized(index));
+                    let key = (*buf, index.normalized());
                     let lane = ch.lane;
                     let width = ch.width;
                     match ch.stores.iter_mut().find(|(k, _)| *k == key) {
@@ -855,7 +855,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                         if let Expr::Load { buf, index } = e
                             && index.coeff(j) != 0
                         {
-                            let key = (*buf, normalized(index));
+                            let key = (*buf, index.normalized());
                             if !stored.contains(&key) && !moving.contains(&key) {
                                 moving.push(key);
                             }
@@ -865,7 +865,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 if let Stmt::Store { buf, index, .. } = s
                     && index.coeff(j) != 0
                 {
-                    stored.insert((*buf, normalized(index)));
+                    stored.insert((*buf, index.normalized()));
                 }
             }
         }
@@ -1090,25 +1090,6 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         })
     }
 
-    /// The type of `e` (the interpreter's rule).
-    fn expr_ty(&self, e: &Expr) -> ScalarType {
-        match e {
-            Expr::Const { ty, .. } | Expr::Cast { to: ty, .. } => *ty,
-            Expr::Var(v) => self.k.vars[v.0 as usize].ty,
-            Expr::Load { buf, .. } => ScalarType::of(self.p.buffer(*buf).dtype()),
-            Expr::LocalLoad { local, .. } => self.k.locals[local.0 as usize].ty,
-            Expr::Unary { arg, .. } => self.expr_ty(arg),
-            Expr::Binary { op, lhs, .. } => {
-                if op.is_comparison() {
-                    ScalarType::Bool
-                } else {
-                    self.expr_ty(lhs)
-                }
-            }
-            Expr::Select { then, .. } => self.expr_ty(then),
-        }
-    }
-
     /// The value of `e` in the current place.
     fn expr(&mut self, e: &Expr) -> Result<BasicValueEnum<'ctx>> {
         match e {
@@ -1127,7 +1108,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 if let Some(ch) = &self.chunk
                     && index.coeff(ch.j) != 0
                 {
-                    let key = (*buf, normalized(index));
+                    let key = (*buf, index.normalized());
                     // This iteration stored the element already: what
                     // memory would give back is the stored value.
                     let pending = ch
@@ -1159,12 +1140,12 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 self.cx.value_of_local(t, x)
             }
             Expr::Unary { op, arg } => {
-                let t = self.expr_ty(arg);
+                let t = arg.ty(self.p, self.k);
                 let x = self.expr(arg)?;
                 self.cx.unary(op, t, x)
             }
             Expr::Binary { op, lhs, rhs } => {
-                let t = self.expr_ty(lhs);
+                let t = lhs.ty(self.p, self.k);
                 let a = self.expr(lhs)?;
                 let b = self.expr(rhs)?;
                 self.cx.binary(op, t, a, b)
@@ -1180,7 +1161,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 self.cx.select(c, a, b)
             }
             Expr::Cast { to, arg } => {
-                let from = self.expr_ty(arg);
+                let from = arg.ty(self.p, self.k);
                 let x = self.expr(arg)?;
                 self.cx.cast(from, *to, x)
             }
@@ -1312,15 +1293,6 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         let at = self.elem_ptr(buf, ix)?;
         let st = self.cx.b.build_store(at, v).ll()?;
         set_align(st, ty_bytes(d) * w as u32)
-    }
-}
-
-/// Bytes of a scratch-array element of type `t` in memory.
-fn local_bytes(t: ScalarType) -> usize {
-    match t {
-        ScalarType::Bool => 1,
-        ScalarType::F32 | ScalarType::I32 => 4,
-        ScalarType::F64 | ScalarType::Index => 8,
     }
 }
 

@@ -9,8 +9,9 @@
 //!
 //! * `f32` `exp`, `log`, `tanh`, `sigmoid` are the CPU backend's
 //!   Cephes-style routines (`backends/cpu/src/math.rs`) operation for
-//!   operation — same reductions, coefficients and fused multiply-adds — so
-//!   the two backends agree to the bit on them wherever the CPU uses FMA.
+//!   operation — same reductions, fused multiply-adds and coefficients (one
+//!   copy, in [`birkhoff_ir::kernel::math_consts`]) — so the two backends
+//!   agree to the bit on them wherever the CPU uses FMA.
 //! * `f64` `exp`: Cody–Waite reduction `x = k·ln2 + r`, `|r| ≤ ln2/2`, a
 //!   degree-13 Taylor polynomial (truncation below 2^-57), scaling by
 //!   `2^k` in two steps so that subnormal results round once.
@@ -35,6 +36,10 @@
 )]
 
 use birkhoff_ir::kernel::ScalarType;
+use birkhoff_ir::kernel::math_consts::{
+    EXP_F32_MAX, EXP_F32_MIN, EXP_F32_POLY, LN2_HI_F32, LN2_LO_F32, LOG_F32_POLY, TANH_F32_POLY,
+    TANH_F32_SMALL,
+};
 use inkwell::attributes::{Attribute, AttributeLoc};
 use inkwell::module::Linkage;
 use inkwell::types::BasicMetadataTypeEnum;
@@ -302,25 +307,14 @@ fn scale<'ctx>(
 fn exp_f32<'ctx>(cx: &Cx<'_, 'ctx>, x: FloatValue<'ctx>) -> Result<FloatValue<'ctx>> {
     // Beyond these the result is +inf / +0 anyway; clamping keeps 2^n in
     // range. minimum/maximum propagate NaN (Cranelift's fmin/fmax do too).
-    let x = cx.fcall("llvm.minimum", &[x, cx.f32c(89.0)])?;
-    let x = cx.fcall("llvm.maximum", &[x, cx.f32c(-104.0)])?;
+    let x = cx.fcall("llvm.minimum", &[x, cx.f32c(EXP_F32_MAX)])?;
+    let x = cx.fcall("llvm.maximum", &[x, cx.f32c(EXP_F32_MIN)])?;
     let t = cx.fmul(x, cx.f32c(std::f32::consts::LOG2_E))?;
     let n = cx.fcall("llvm.roundeven", &[t])?;
     // Cody–Waite: ln 2 = C1 + C2, C1 with few bits so n·C1 is exact.
-    let r = cx.fma(n, cx.f32c(-0.693_359_4), x)?;
-    let r = cx.fma(n, cx.f32c(2.121_944_4e-4), r)?;
-    let p = horner(
-        cx,
-        r,
-        &[
-            f64::from(1.987_569_1e-4_f32),
-            f64::from(1.398_199_9e-3_f32),
-            f64::from(8.333_452e-3_f32),
-            f64::from(4.166_579_6e-2_f32),
-            f64::from(1.666_666_5e-1_f32),
-            0.5,
-        ],
-    )?;
+    let r = cx.fma(n, cx.f32c(-LN2_HI_F32), x)?;
+    let r = cx.fma(n, cx.f32c(-LN2_LO_F32), r)?;
+    let p = horner(cx, r, &EXP_F32_POLY.map(f64::from))?;
     let z = cx.fmul(r, r)?;
     let p = cx.fma(p, z, r)?;
     let p = cx.fadd(p, cx.f32c(1.0))?;
@@ -355,25 +349,14 @@ fn log_f32<'ctx>(cx: &Cx<'_, 'ctx>, x: FloatValue<'ctx>) -> Result<FloatValue<'c
     let m = cx.fselect(small, m2, m)?;
     let m = cx.fsub(m, cx.f32c(1.0))?;
     let z = cx.fmul(m, m)?;
-    let coeffs: [f32; 9] = [
-        7.037_683_6e-2,
-        -1.151_461e-1,
-        1.167_699_9e-1,
-        -1.242_014_1e-1,
-        1.424_932_3e-1,
-        -1.666_805_8e-1,
-        2.000_071_5e-1,
-        -2.499_999_4e-1,
-        3.333_333e-1,
-    ];
-    let p = horner(cx, m, &coeffs.map(f64::from))?;
+    let p = horner(cx, m, &LOG_F32_POLY.map(f64::from))?;
     let pm = cx.fmul(p, m)?;
     let y = cx.fmul(pm, z)?;
     let fe = b.build_signed_int_to_float(e, cx.ctx.f32_type(), "").ll()?;
-    let y = cx.fma(fe, cx.f32c(-2.121_944_4e-4), y)?;
+    let y = cx.fma(fe, cx.f32c(LN2_LO_F32), y)?;
     let y = cx.fma(z, cx.f32c(-0.5), y)?;
     let r = cx.fadd(m, y)?;
-    let r = cx.fma(fe, cx.f32c(0.693_359_4), r)?;
+    let r = cx.fma(fe, cx.f32c(LN2_HI_F32), r)?;
     log_specials(cx, x, r)
 }
 
@@ -395,16 +378,9 @@ fn log_specials<'ctx>(
 
 fn tanh_f32<'ctx>(cx: &Cx<'_, 'ctx>, x: FloatValue<'ctx>) -> Result<FloatValue<'ctx>> {
     let a = cx.fabs(x)?;
-    // |x| < 0.625: odd polynomial.
+    // Small |x|: odd polynomial.
     let z = cx.fmul(a, a)?;
-    let coeffs: [f32; 5] = [
-        -5.704_988_7e-3,
-        2.063_909e-2,
-        -5.373_971_6e-2,
-        1.333_144_2e-1,
-        -3.333_328e-1,
-    ];
-    let p = horner(cx, z, &coeffs.map(f64::from))?;
+    let p = horner(cx, z, &TANH_F32_POLY.map(f64::from))?;
     let pz = cx.fmul(p, z)?;
     let small = cx.fma(pz, a, a)?;
     // Otherwise 1 - 2 / (e^{2|x|} + 1), which saturates to 1 (and is NaN for NaN).
@@ -413,7 +389,7 @@ fn tanh_f32<'ctx>(cx: &Cx<'_, 'ctx>, x: FloatValue<'ctx>) -> Result<FloatValue<'
     let d = cx.fadd(e, cx.f32c(1.0))?;
     let q = cx.fdiv(cx.f32c(2.0), d)?;
     let large = cx.fsub(cx.f32c(1.0), q)?;
-    let is_small = cmp_c(cx, FloatPredicate::OLT, a, 0.625)?;
+    let is_small = cmp_c(cx, FloatPredicate::OLT, a, f64::from(TANH_F32_SMALL))?;
     let r = cx.fselect(is_small, small, large)?;
     cx.fcall("llvm.copysign", &[r, x])
 }

@@ -1,8 +1,9 @@
 //! Kernel IR to LLVM IR for `nvptx64-nvidia-cuda`, then PTX.
 //!
-//! Input: a verified kernel [`Program`]. Output: a [`GpuModule`] — one PTX
-//! module holding every launch's entry, the launch plan and the buffer
-//! plan. The stages:
+//! Input: a kernel [`Program`], which is verified first
+//! ([`verify_program`]; an invalid one is [`GpuError::Invalid`]). Output:
+//! a [`GpuModule`] — one PTX module holding every launch's entry, the
+//! launch plan and the buffer plan. The stages:
 //!
 //! 1. [`plan::pieces`] cuts each kernel into launches and picks each
 //!    launch's mode (thread per iteration, block per iteration, single
@@ -28,7 +29,7 @@ mod skinny;
 
 use std::collections::HashSet;
 
-use birkhoff_ir::kernel::Program;
+use birkhoff_ir::kernel::{Program, verify_program};
 use inkwell::OptimizationLevel;
 use inkwell::context::Context;
 use inkwell::memory_buffer::MemoryBuffer;
@@ -179,6 +180,9 @@ fn build<'ctx>(
             opts.block_threads
         )));
     }
+    // Loads and stores are emitted unchecked: the verifier's exact range
+    // check is what keeps them inside their buffers.
+    verify_program(program).map_err(GpuError::Invalid)?;
     let tm = target_machine(opts)?;
     let module = ctx.create_module(&program.name);
     module.set_triple(&tm.get_triple());

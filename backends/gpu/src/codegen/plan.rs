@@ -39,10 +39,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use birkhoff_ir::Op;
 use birkhoff_ir::kernel::{
-    BufferId, Expr, Gemm, Index, Kernel, LocalId, LoopKind, Program, ScalarType, Stmt, VarId,
-    walk_exprs, walk_stmts,
+    AccOp, BufferId, Expr, Gemm, Index, Kernel, LocalId, LoopKind, Program, ScalarType, Scopes,
+    Stmt, VarId, acc_form, locals_used, walk_exprs, walk_stmts,
 };
 
 use crate::{GpuError, Result};
@@ -101,39 +100,6 @@ pub(crate) struct Piece<'a> {
     pub mode: Mode,
 }
 
-/// How an accumulator combines.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum AccOp {
-    Add,
-    Max,
-    Min,
-}
-
-impl AccOp {
-    /// The graph op.
-    pub fn op(self) -> Op {
-        match self {
-            AccOp::Add => Op::Add,
-            AccOp::Max => Op::Max,
-            AccOp::Min => Op::Min,
-        }
-    }
-
-    /// The identity element in type `t`: `-0` for float sums (so a sum of
-    /// `-0`s stays `-0`), `∓inf` or the integer extremes for `max`/`min`.
-    pub fn identity(self, t: ScalarType) -> f64 {
-        let float = matches!(t, ScalarType::F32 | ScalarType::F64);
-        match (self, float) {
-            (AccOp::Add, true) => -0.0,
-            (AccOp::Add, false) => 0.0,
-            (AccOp::Max, true) => f64::NEG_INFINITY,
-            (AccOp::Max, false) => f64::from(i32::MIN),
-            (AccOp::Min, true) => f64::INFINITY,
-            (AccOp::Min, false) => f64::from(i32::MAX),
-        }
-    }
-}
-
 /// An accumulator of a distributed loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Acc {
@@ -156,37 +122,6 @@ pub(crate) struct Dist {
 pub(crate) enum Mem {
     Buf(BufferId),
     Local(LocalId),
-}
-
-/// `ix` with its terms sorted (a canonical key).
-pub(crate) fn normalized(ix: &Index) -> Index {
-    let mut ix = ix.clone();
-    ix.terms.sort();
-    ix
-}
-
-/// How often `e` reads variable `v`.
-pub(crate) fn reads(e: &Expr, v: VarId) -> usize {
-    let mut n = 0;
-    e.walk(&mut |x| {
-        if let Expr::Var(x) = x
-            && *x == v
-        {
-            n += 1;
-        }
-    });
-    n
-}
-
-/// The accumulator form of `var = value`, if it is one: `(op, e)`.
-pub(crate) fn acc_form(var: VarId, value: &Expr) -> Option<(AccOp, &Expr)> {
-    let (op, e) = value.accumulates(var)?;
-    let op = match op {
-        Op::Add => AccOp::Add,
-        Op::Max => AccOp::Max,
-        _ => AccOp::Min,
-    };
-    Some((op, e))
 }
 
 /// Bytes of a buffer element as stored.
@@ -266,7 +201,7 @@ pub(crate) fn distribute(
         }
     }
     for a in &accs {
-        if others.iter().any(|e| reads(e, a.var) > 0) {
+        if others.iter().any(|e| e.reads(a.var) > 0) {
             return Err(format!("it reads accumulator %v{}", a.var.0));
         }
     }
@@ -274,13 +209,13 @@ pub(crate) fn distribute(
     let mut stored: HashMap<Mem, HashSet<Index>> = HashMap::new();
     for (_, m, ix, st) in &acc {
         if *st {
-            stored.entry(*m).or_default().insert(normalized(ix));
+            stored.entry(*m).or_default().insert(ix.normalized());
         }
     }
     for (_, m, ix, st) in &acc {
         if !*st
             && let Some(at) = stored.get(m)
-            && !at.contains(&normalized(ix))
+            && !at.contains(&ix.normalized())
         {
             return Err("it reads what it writes at another index".into());
         }
@@ -324,39 +259,6 @@ fn width(p: &Program, j: VarId, extent: usize, acc: &[(usize, Mem, Index, bool)]
         w /= 2;
     }
     1
-}
-
-/// Which variables are set in scope, as the verifier sees it: one set per
-/// statement list being walked.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Scopes {
-    stack: Vec<HashSet<VarId>>,
-}
-
-impl Scopes {
-    /// Opens a statement list.
-    pub fn push(&mut self) {
-        self.stack.push(HashSet::new());
-    }
-
-    /// Closes the innermost statement list.
-    pub fn pop(&mut self) {
-        self.stack.pop();
-    }
-
-    /// Whether `v` is set in an enclosing list.
-    pub fn defined(&self, v: VarId) -> bool {
-        self.stack.iter().any(|s| s.contains(&v))
-    }
-
-    /// Records `v = …`.
-    pub fn set(&mut self, v: VarId) {
-        if !self.defined(v)
-            && let Some(top) = self.stack.last_mut()
-        {
-            top.insert(v);
-        }
-    }
 }
 
 /// What a walk over a launch body in uniform context finds.
@@ -431,38 +333,6 @@ fn vars_set(body: &[Stmt]) -> HashSet<VarId> {
     walk_stmts(body, &mut |s| {
         if let Stmt::Set { var, .. } = s {
             out.insert(*var);
-        }
-    });
-    out
-}
-
-/// Buffers loaded or stored anywhere in `body`, in id order.
-pub(crate) fn buffers_used(body: &[Stmt]) -> Vec<BufferId> {
-    let mut out = std::collections::BTreeSet::new();
-    walk_stmts(body, &mut |s| {
-        if let Stmt::Store { buf, .. } = s {
-            out.insert(*buf);
-        }
-    });
-    walk_exprs(body, &mut |e| {
-        if let Expr::Load { buf, .. } = e {
-            out.insert(*buf);
-        }
-    });
-    out.into_iter().collect()
-}
-
-/// Scratch arrays used anywhere in `body`.
-pub(crate) fn locals_used(body: &[Stmt]) -> HashSet<LocalId> {
-    let mut out = HashSet::new();
-    walk_stmts(body, &mut |s| {
-        if let Stmt::LocalStore { local, .. } = s {
-            out.insert(*local);
-        }
-    });
-    walk_exprs(body, &mut |e| {
-        if let Expr::LocalLoad { local, .. } = e {
-            out.insert(*local);
         }
     });
     out
@@ -555,7 +425,7 @@ fn split(body: &[Stmt]) -> Vec<&[Stmt]> {
     let mut seen: HashSet<LocalId> = HashSet::new();
     let disjoint_locals = body.iter().all(|s| {
         let used = locals_used(std::slice::from_ref(s));
-        let ok = used.is_disjoint(&seen);
+        let ok = !used.iter().any(|l| seen.contains(l));
         seen.extend(used);
         ok
     });
