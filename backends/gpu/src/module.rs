@@ -27,11 +27,7 @@
 //! file of another version before interpreting anything version-specific.
 
 use std::collections::{BTreeMap, HashSet};
-use std::ffi::OsString;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use birkhoff_ir::kernel::{BufferDecl, BufferId};
 use birkhoff_ir::{DType, Tensor, TensorData, TensorType};
@@ -452,7 +448,7 @@ impl GpuModule {
         };
         self.validate().map_err(|e| err(e.to_string()))?;
         let bytes = self.to_artifact_bytes().map_err(|e| err(e.to_string()))?;
-        write_atomic(path, &bytes).map_err(|e| err(format!("cannot write: {e}")))
+        birkhoff_io::write_atomic(path, &bytes).map_err(|e| err(format!("cannot write: {e}")))
     }
 
     /// Reads an artifact file: checks its magic, version, length and
@@ -488,52 +484,6 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
-}
-
-/// Writes `bytes` to a fresh temporary file next to `path`, syncs it and
-/// renames it over `path`; on error the temporary is removed and `path` is
-/// untouched. (The facade has the same helper; this crate cannot depend on
-/// the facade.)
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let (tmp, mut file) = loop {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let mut tmp_name = OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".{}.{n}.tmp", std::process::id()));
-        let tmp: PathBuf = dir.join(tmp_name);
-        match OpenOptions::new().write(true).create_new(true).open(&tmp) {
-            Ok(f) => break (tmp, f),
-            // Left over by an earlier process with the same id: skip it.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1000 => {}
-            Err(e) => return Err(e),
-        }
-    };
-    let result = file
-        .write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .and_then(|()| {
-            drop(file);
-            std::fs::rename(&tmp, path)
-        });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    } else {
-        // Make the rename durable; best effort (not every file system can
-        // sync a directory, and the data is already in place).
-        #[cfg(unix)]
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    result
 }
 
 /// A host tensor's device storage bytes (see the module docs).
