@@ -20,8 +20,8 @@
 //!
 #![doc = concat!("```rust\n", include_str!("../examples/quickstart.rs"), "\n```")]
 
-mod compile;
 pub mod compare;
+mod compile;
 
 pub use birkhoff_autodiff as autodiff;
 pub use birkhoff_cpu as cpu;

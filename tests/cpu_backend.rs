@@ -11,9 +11,9 @@
 
 use std::collections::BTreeMap;
 
+use birkhoff::compare::{compare, compare_compiled, random_inputs};
 use birkhoff::dsl::zoo::{ModelArgs, build_model, models};
 use birkhoff::ir::{DType, Graph, InterpOptions, Tensor, interpret};
-use birkhoff::compare::{compare, compare_compiled, random_inputs};
 use birkhoff::{CompileOptions, Target, compile_with};
 use birkhoff_testkit::{proptest_cases, zoo_case};
 use proptest::prelude::*;

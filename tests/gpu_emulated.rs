@@ -15,14 +15,14 @@
 
 use std::collections::BTreeMap;
 
+use birkhoff::compare::{
+    CheckError, compare_cases, compare_scaled, random_inputs, reference_options,
+};
 use birkhoff::dsl::zoo::{Flag, Model, ModelArgs, build_model, model_info, models};
 use birkhoff::gpu::CodegenOptions;
 use birkhoff::gpu::codegen::emulate;
 use birkhoff::ir::{DType, Graph, Tensor, interpret};
 use birkhoff::lower::{GemmSupport, LowerOptions, lower};
-use birkhoff::compare::{
-    CheckError, compare_cases, compare_scaled, random_inputs, reference_options,
-};
 
 /// Whole models chain dozens of ops per layer (see `tests/cpu_backend.rs`).
 const MODEL_FACTOR: f64 = 10.0;

@@ -11,12 +11,12 @@
 
 use std::collections::BTreeMap;
 
+use birkhoff::compare::random_inputs;
 use birkhoff::cpu::{CpuOptions, compile};
 use birkhoff::dsl::lm::{LmConfig, build_lm};
 use birkhoff::dsl::zoo::{Connection, build_model};
 use birkhoff::ir::{Graph, Tensor};
 use birkhoff::lower::{LowerOptions, lower};
-use birkhoff::compare::random_inputs;
 use birkhoff_testkit::{proptest_cases, zoo_case};
 use proptest::prelude::*;
 

@@ -9,10 +9,10 @@
 use std::collections::BTreeMap;
 
 use birkhoff::autodiff::grad;
+use birkhoff::compare::{check_cpu, compare_cpu, random_inputs};
 use birkhoff::dsl::zoo::Inits;
 use birkhoff::dsl::{Init, Rng, random_tensor};
 use birkhoff::ir::{DType, Graph, InputKind, Op, Tensor, TensorType};
-use birkhoff::compare::{check_cpu, compare_cpu, random_inputs};
 use birkhoff_testkit::proptest_cases;
 use proptest::prelude::*;
 use proptest::sample::select;

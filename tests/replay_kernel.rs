@@ -34,9 +34,9 @@ const REPLAY: &str = "graph @replay(%x0: f32[6,4,24], %f0: f32[6,24], %f1: f32[6
 /// layer-by-layer kernels compute.
 #[test]
 fn fused_multilayer_recompute_equals_layer_by_layer() {
+    use birkhoff::compare::random_inputs;
     use birkhoff::cpu::{CpuOptions, compile as cpu_compile};
     use birkhoff::lower::{LowerOptions, lower};
-    use birkhoff::compare::random_inputs;
 
     let graph = birkhoff::ir::parse_graph(REPLAY).expect("the replay graph parses");
     let inputs = random_inputs(&graph, &Default::default(), 5);
@@ -68,11 +68,11 @@ fn fused_multilayer_recompute_equals_layer_by_layer() {
 #[cfg(feature = "gpu")]
 #[test]
 fn fused_multilayer_replay_on_the_gpu() {
+    use birkhoff::compare::{compare_scaled, random_inputs, reference_options};
     use birkhoff::gpu::CodegenOptions;
     use birkhoff::gpu::codegen::emulate;
     use birkhoff::ir::interpret;
     use birkhoff::lower::{LowerOptions, lower};
-    use birkhoff::compare::{compare_scaled, random_inputs, reference_options};
 
     let graph = birkhoff::ir::parse_graph(REPLAY).expect("the replay graph parses");
     let inputs = random_inputs(&graph, &Default::default(), 9);

@@ -11,12 +11,12 @@
 use std::collections::BTreeMap;
 
 use birkhoff::autodiff::grad;
+use birkhoff::compare::{check_cpu, random_inputs};
 use birkhoff::dsl::zoo::Inits;
 use birkhoff::dsl::{Init, Rng, random_tensor};
 use birkhoff::ir::{
     DType, FloatAttr, Graph, InputKind, Op, SinkhornSpec, SinkhornVariant, Tensor, TensorType,
 };
-use birkhoff::compare::{check_cpu, random_inputs};
 use birkhoff::{CompileOptions, Target, compile_with};
 use birkhoff_testkit::proptest_cases;
 use proptest::prelude::*;

@@ -6,9 +6,9 @@
 
 use std::collections::BTreeMap;
 
+use birkhoff::compare::{CheckError, compare_cases, random_inputs, reference_options};
 use birkhoff::dsl::zoo::{Flag, Model, ModelArgs, build_model, model_info, models};
 use birkhoff::ir::{DType, InterpOptions, Tensor, TensorType, Type, interpret};
-use birkhoff::compare::{CheckError, compare_cases, random_inputs, reference_options};
 use birkhoff::{Target, compile};
 
 /// `args` in `dtype`, keeping only the flags `model` takes.

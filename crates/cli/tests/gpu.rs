@@ -59,15 +59,7 @@ fn run_verify_and_bench_on_the_gpu_run_or_say_why_not() {
     let run = ["run", "mhc-pre", "--seed", "1", "--target", "gpu"];
     let verify = ["compare", "mhc-pre", "--cases", "1", "--target", "gpu"];
     let bench = [
-        "bench",
-        "mhc-pre",
-        "--runs",
-        "2",
-        "--warmup",
-        "1",
-        "--target",
-        "gpu",
-        "--json",
+        "bench", "mhc-pre", "--runs", "2", "--warmup", "1", "--target", "gpu", "--json",
     ];
     match expected_gpu_failure() {
         Some(why) => {
@@ -356,15 +348,7 @@ fn bad_artifacts_are_one_line_errors_naming_the_file() {
     assert!(e.contains(&missing) && e.contains("cannot read"), "{e}");
     let junk = s.s("junk.bkx");
     std::fs::write(&junk, b"this is not an artifact").unwrap();
-    let e = fails(&[
-        "run",
-        "--artifact",
-        &junk,
-        "--seed",
-        "1",
-        "--target",
-        "gpu",
-    ]);
+    let e = fails(&["run", "--artifact", &junk, "--seed", "1", "--target", "gpu"]);
     assert!(e.contains(&junk) && e.contains("bad magic"), "{e}");
 
     let good = double_module().to_artifact_bytes().unwrap();

@@ -5,10 +5,10 @@
 //! a [`GpuModule`] — one PTX module holding every launch's entry, the
 //! launch plan and the buffer plan. The stages:
 //!
-//! 1. [`plan::pieces`] cuts each kernel into launches and picks each
+//! 1. [`launch::pieces`] cuts each kernel into launches and picks each
 //!    launch's mode (thread per iteration, block per iteration, single
 //!    block, or a matrix product);
-//! 2. statement launches are emitted through inkwell by [`emit::Gen`]
+//! 2. statement launches are emitted through inkwell by [`entry::Gen`]
 //!    (scalar semantics in [`ops`], inline math routines in [`math`]);
 //!    matrix products are written as LLVM IR text — the tensor-core
 //!    tall-and-skinny kernel ([`skinny`]) where it applies, the general
@@ -19,12 +19,12 @@
 //! Every entry takes the device address of the buffer-address table (see
 //! `module.rs`), so the runtime launches all of them the same way.
 
-mod emit;
 mod emulate;
+mod entry;
 mod gemm;
+mod launch;
 mod math;
 mod ops;
-mod plan;
 mod skinny;
 
 use std::collections::HashSet;
@@ -40,12 +40,12 @@ use inkwell::targets::{
 };
 
 pub use emulate::emulate;
-pub use plan::Mode;
+pub use launch::Mode;
 
 use crate::{ARTIFACT_VERSION, CodegenOptions, GpuError, GpuModule, Launch, Result};
-use emit::Gen;
+use entry::Gen;
+use launch::{Work, pieces, sanitize};
 use ops::Cx;
-use plan::{Work, pieces, sanitize};
 
 /// The target triple of every module.
 const TRIPLE: &str = "nvptx64-nvidia-cuda";

@@ -2,7 +2,7 @@
 //!
 //! Input: a verified kernel and a [`Piece`] of it in mode
 //! [`Mode::Thread`], [`Mode::Block`] or [`Mode::Single`] (see
-//! [`super::plan`]). Output: a function `void @entry(ptr addrspace(1))`
+//! [`super::launch`]). Output: a function `void @entry(ptr addrspace(1))`
 //! taking the device array of buffer addresses, and what the launch
 //! needs (grid, block, statistics).
 //!
@@ -61,11 +61,11 @@ use inkwell::values::{
 };
 use inkwell::{AddressSpace, IntPredicate};
 
-use super::ops::{Cx, OrLlvm};
-use super::plan::{
+use super::launch::{
     Acc, Dist, Mem, Mode, Piece, UNROLL_MAX_EXTENT, UNROLL_MAX_STMTS, Work, distribute,
     indexes_locals, survey, unrolled_size,
 };
+use super::ops::{Cx, OrLlvm};
 use crate::{GpuError, Result};
 
 /// Global memory.
