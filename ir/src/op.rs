@@ -28,6 +28,12 @@ impl FloatAttr {
     pub fn get(self) -> f64 {
         self.0
     }
+
+    /// The value rounded to `dtype`, as a constant of a computation in
+    /// `dtype` holds it.
+    pub fn rounded_to(self, dtype: DType) -> FloatAttr {
+        FloatAttr(dtype.round(self.0))
+    }
 }
 
 impl PartialEq for FloatAttr {
@@ -109,6 +115,93 @@ pub struct SinkhornSpec {
     pub iters: usize,
     /// Added to every normalizing denominator (and to the softmax in `tilekernels`).
     pub eps: FloatAttr,
+}
+
+impl SinkhornSpec {
+    /// The same settings with `eps` rounded to `dtype`: the constant a
+    /// projection computing in `dtype` uses (see [`PreMixSpec::rounded_to`]).
+    pub fn rounded_to(self, dtype: DType) -> Self {
+        SinkhornSpec {
+            eps: self.eps.rounded_to(dtype),
+            ..self
+        }
+    }
+}
+
+/// The attributes of an mHC pre-mix (DESIGN §2), shared by `mhc_pre`,
+/// `mhc_pre_projected` and `mhc_pre_grad`. In text they read
+/// `norm_eps=…, pre_eps=…, post_mult=…` followed by the Sinkhorn settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PreMixSpec {
+    /// RMS epsilon of pre_norm_fn.
+    pub norm_eps: FloatAttr,
+    /// Added to the sigmoid pre gates.
+    pub pre_eps: FloatAttr,
+    /// Multiplies the sigmoid post gates.
+    pub post_mult: FloatAttr,
+    /// The projection of the residual mix.
+    pub sinkhorn: SinkhornSpec,
+}
+
+impl PreMixSpec {
+    /// The gates these attributes give: always [`PreMixGates::Constrained`].
+    pub fn gates(&self) -> PreMixGates {
+        PreMixGates::Constrained {
+            pre_eps: self.pre_eps,
+            post_mult: self.post_mult,
+            sinkhorn: self.sinkhorn,
+        }
+    }
+
+    /// The same attributes, each float rounded to `dtype`: the constants of
+    /// a pre-mix computing in `dtype` (`f32` for `f32` and `bf16` ops, as the
+    /// constants it was recognized from were).
+    pub fn rounded_to(self, dtype: DType) -> Self {
+        PreMixSpec {
+            norm_eps: self.norm_eps.rounded_to(dtype),
+            pre_eps: self.pre_eps.rounded_to(dtype),
+            post_mult: self.post_mult.rounded_to(dtype),
+            sinkhorn: self.sinkhorn.rounded_to(dtype),
+        }
+    }
+}
+
+/// How a pre-mix turns its mixes `z` (scaled per segment, plus `base`)
+/// into the pre gates, the post gates and the residual mix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PreMixGates {
+    /// mHC (`mhc_pre`, `mhc_pre_projected`): `pre = σ(z) + pre_eps`,
+    /// `post = σ(z)·post_mult` and a Sinkhorn-projected residual mix.
+    Constrained {
+        /// Added to the sigmoid pre gates.
+        pre_eps: FloatAttr,
+        /// Multiplies the sigmoid post gates.
+        post_mult: FloatAttr,
+        /// The projection of the residual mix.
+        sinkhorn: SinkhornSpec,
+    },
+    /// HC (`hc_pre`): every gate is `scale · tanh(mixes) + base`, with no
+    /// projection.
+    Unconstrained,
+}
+
+impl PreMixGates {
+    /// The same gates, each float rounded to `dtype` (see
+    /// [`PreMixSpec::rounded_to`]).
+    pub fn rounded_to(self, dtype: DType) -> Self {
+        match self {
+            PreMixGates::Constrained {
+                pre_eps,
+                post_mult,
+                sinkhorn,
+            } => PreMixGates::Constrained {
+                pre_eps: pre_eps.rounded_to(dtype),
+                post_mult: post_mult.rounded_to(dtype),
+                sinkhorn: sinkhorn.rounded_to(dtype),
+            },
+            PreMixGates::Unconstrained => PreMixGates::Unconstrained,
+        }
+    }
 }
 
 /// One graph operation with its attributes.
@@ -309,31 +402,13 @@ pub enum Op {
     /// Sinkhorn) and back-propagates through apply_mix, the gates, the
     /// Sinkhorn rounds (as `sinkhorn_grad`), the projection and the RMS
     /// factor.
-    MhcPreGrad {
-        /// RMS epsilon of pre_norm_fn.
-        norm_eps: FloatAttr,
-        /// Added to the sigmoid pre gates.
-        pre_eps: FloatAttr,
-        /// Multiplies the sigmoid post gates.
-        post_mult: FloatAttr,
-        /// The projection of the residual mix.
-        sinkhorn: SinkhornSpec,
-    },
+    MhcPreGrad(PreMixSpec),
 
     // ---- fused mHC ops -----------------------------------------------------
     /// The whole mHC pre-mix of DESIGN §2 (pre_norm_fn, split, Sinkhorn,
     /// apply_mix): `(x [T,n,C], fn [m,nC], scale [3], base [m])` with
     /// `m = n(n+2)` to the tuple `(layer_input [T,C], post_mix [T,n], comb_mix [T,n,n])`.
-    MhcPre {
-        /// RMS epsilon of pre_norm_fn.
-        norm_eps: FloatAttr,
-        /// Added to the sigmoid pre gates.
-        pre_eps: FloatAttr,
-        /// Multiplies the sigmoid post gates.
-        post_mult: FloatAttr,
-        /// The projection of the residual mix.
-        sinkhorn: SinkhornSpec,
-    },
+    MhcPre(PreMixSpec),
     /// `mhc_pre`'s projection on its own: `(x [T,n,C], fn [m,nC])` to
     /// `mixes [T,m] = x·fnᵀ` (each token's `n·C` row against each row of
     /// `fn`), before the RMS factor; `f32` for `bf16` operands, as inside
@@ -345,16 +420,7 @@ pub enum Op {
     /// `mhc_pre` given its projection: `(x [T,n,C], mixes [T,m], scale
     /// [3], base [m])` with `mixes` what `mhc_project(x, fn)` computes;
     /// `mhc_pre`'s attributes and results.
-    MhcPreProjected {
-        /// RMS epsilon of pre_norm_fn.
-        norm_eps: FloatAttr,
-        /// Added to the sigmoid pre gates.
-        pre_eps: FloatAttr,
-        /// Multiplies the sigmoid post gates.
-        post_mult: FloatAttr,
-        /// The projection of the residual mix.
-        sinkhorn: SinkhornSpec,
-    },
+    MhcPreProjected(PreMixSpec),
     /// The unconstrained HC pre-mix (tanh gates, no projection); same
     /// operands and results as `mhc_pre`.
     HcPre {
@@ -469,13 +535,13 @@ impl Op {
             Op::RmsNorm { .. } => "rms_norm",
             Op::Sinkhorn(_) => "sinkhorn",
             Op::SinkhornGrad(_) => "sinkhorn_grad",
-            Op::MhcPre { .. } => "mhc_pre",
+            Op::MhcPre(_) => "mhc_pre",
             Op::MhcProject => "mhc_project",
-            Op::MhcPreProjected { .. } => "mhc_pre_projected",
+            Op::MhcPreProjected(_) => "mhc_pre_projected",
             Op::HcPre { .. } => "hc_pre",
             Op::MhcPost => "mhc_post",
             Op::MhcPostGrad => "mhc_post_grad",
-            Op::MhcPreGrad { .. } => "mhc_pre_grad",
+            Op::MhcPreGrad(_) => "mhc_pre_grad",
             Op::Get { .. } => "get",
         }
     }
@@ -488,8 +554,8 @@ impl Op {
             Op::Select => Arity::Fixed(3),
             Op::SinkhornGrad(_) => Arity::Fixed(2),
             Op::MhcPostGrad => Arity::Fixed(5),
-            Op::MhcPreGrad { .. } => Arity::Fixed(7),
-            Op::MhcPre { .. } | Op::HcPre { .. } | Op::MhcPost | Op::MhcPreProjected { .. } => {
+            Op::MhcPreGrad(_) => Arity::Fixed(7),
+            Op::MhcPre(_) | Op::HcPre { .. } | Op::MhcPost | Op::MhcPreProjected(_) => {
                 Arity::Fixed(4)
             }
             Op::MhcProject => Arity::Fixed(2),
@@ -593,14 +659,14 @@ impl Op {
     pub fn is_fused(&self) -> bool {
         matches!(
             self,
-            Op::MhcPre { .. }
+            Op::MhcPre(_)
                 | Op::HcPre { .. }
                 | Op::MhcPost
                 | Op::MhcProject
-                | Op::MhcPreProjected { .. }
+                | Op::MhcPreProjected(_)
                 | Op::SinkhornGrad(_)
                 | Op::MhcPostGrad
-                | Op::MhcPreGrad { .. }
+                | Op::MhcPreGrad(_)
         )
     }
 
@@ -608,12 +674,23 @@ impl Op {
     pub fn is_multi_result(&self) -> bool {
         matches!(
             self,
-            Op::MhcPre { .. }
+            Op::MhcPre(_)
                 | Op::HcPre { .. }
-                | Op::MhcPreProjected { .. }
+                | Op::MhcPreProjected(_)
                 | Op::MhcPostGrad
-                | Op::MhcPreGrad { .. }
+                | Op::MhcPreGrad(_)
         )
+    }
+
+    /// The RMS epsilon and the gates of a pre-mix (`mhc_pre`,
+    /// `mhc_pre_projected`, `hc_pre`); `None` for every other op, the
+    /// backward `mhc_pre_grad` included.
+    pub fn pre_mix(&self) -> Option<(FloatAttr, PreMixGates)> {
+        match self {
+            Op::MhcPre(spec) | Op::MhcPreProjected(spec) => Some((spec.norm_eps, spec.gates())),
+            Op::HcPre { norm_eps } => Some((*norm_eps, PreMixGates::Unconstrained)),
+            _ => None,
+        }
     }
 
     /// A reduction over axes.
@@ -649,6 +726,40 @@ mod tests {
                 op.mnemonic()
             );
         }
+    }
+
+    #[test]
+    fn pre_mix_gives_the_gates_of_the_three_forward_pre_mixes() {
+        let spec = PreMixSpec {
+            norm_eps: FloatAttr(1e-6),
+            pre_eps: FloatAttr(0.25),
+            post_mult: FloatAttr(2.0),
+            sinkhorn: SinkhornSpec {
+                variant: SinkhornVariant::TileKernels,
+                iters: 3,
+                eps: FloatAttr(0.1),
+            },
+        };
+        let constrained = Some((FloatAttr(1e-6), spec.gates()));
+        assert_eq!(Op::MhcPre(spec).pre_mix(), constrained);
+        assert_eq!(Op::MhcPreProjected(spec).pre_mix(), constrained);
+        let hc = Op::HcPre {
+            norm_eps: FloatAttr(0.5),
+        };
+        assert_eq!(
+            hc.pre_mix(),
+            Some((FloatAttr(0.5), PreMixGates::Unconstrained))
+        );
+        assert_eq!(Op::MhcPreGrad(spec).pre_mix(), None);
+        // Rounded to f32: every float attribute, the Sinkhorn eps included.
+        let PreMixGates::Constrained { sinkhorn, .. } = spec.gates().rounded_to(DType::F32) else {
+            panic!("mhc_pre has constrained gates")
+        };
+        assert_eq!(sinkhorn.eps.get(), f64::from(0.1f32));
+        let r = spec.rounded_to(DType::F32);
+        assert_eq!(r.norm_eps.get(), f64::from(1e-6f32));
+        assert_eq!(r.gates(), spec.gates().rounded_to(DType::F32));
+        assert_eq!(spec.rounded_to(DType::F64), spec);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! agree with the verifier.
 
 use birkhoff_ir::{
-    DType, FloatAttr, Graph, InputKind, Literal, Op, SinkhornSpec, SinkhornVariant, TensorType,
-    Type, ValueId, infer, infer_type, parse_and_verify, parse_graph, parse_module,
+    DType, FloatAttr, Graph, InputKind, Literal, Op, PreMixSpec, SinkhornSpec, SinkhornVariant,
+    TensorType, Type, ValueId, infer, infer_type, parse_and_verify, parse_graph, parse_module,
     parse_module_with_locations, verify, verify_located,
 };
 use birkhoff_testkit::graph;
@@ -253,7 +253,7 @@ fn check_op(op: &Op, tys: &[TensorType]) -> Result<(), TestCaseError> {
     let wrapped: Vec<Type> = tys.iter().cloned().map(Type::Tensor).collect();
     let inferred = infer(op, &wrapped.iter().collect::<Vec<_>>());
     let tensor_only = infer_type(op, &refs);
-    if matches!(op, Op::MhcPre { .. } | Op::HcPre { .. } | Op::Get { .. }) {
+    if matches!(op, Op::MhcPre(_) | Op::HcPre { .. } | Op::Get { .. }) {
         // Tuple ops are typed by infer alone.
         prop_assert!(tensor_only.is_err());
     } else {
@@ -393,23 +393,23 @@ fn arbitrary_op() -> impl Strategy<Value = Op> {
         small.clone().prop_map(|axis| Op::Softmax { axis }),
         sinkhorn_spec().prop_map(Op::Sinkhorn),
         (float_attr(), float_attr(), float_attr(), sinkhorn_spec()).prop_map(
-            |(norm_eps, pre_eps, post_mult, sinkhorn)| Op::MhcPre {
+            |(norm_eps, pre_eps, post_mult, sinkhorn)| Op::MhcPre(PreMixSpec {
                 norm_eps,
                 pre_eps,
                 post_mult,
                 sinkhorn,
-            }
+            })
         ),
         float_attr().prop_map(|norm_eps| Op::HcPre { norm_eps }),
         Just(Op::MhcPost),
         Just(Op::MhcPostGrad),
         (float_attr(), float_attr(), float_attr(), sinkhorn_spec()).prop_map(
-            |(norm_eps, pre_eps, post_mult, sinkhorn)| Op::MhcPreGrad {
+            |(norm_eps, pre_eps, post_mult, sinkhorn)| Op::MhcPreGrad(PreMixSpec {
                 norm_eps,
                 pre_eps,
                 post_mult,
                 sinkhorn,
-            }
+            })
         ),
         small.prop_map(|index| Op::Get { index }),
     ]
@@ -437,24 +437,24 @@ fn fused_op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (attr(), attr(), attr(), spec.clone()).prop_map(
             |(norm_eps, pre_eps, post_mult, sinkhorn)| {
-                Op::MhcPre {
+                Op::MhcPre(PreMixSpec {
                     norm_eps,
                     pre_eps,
                     post_mult,
                     sinkhorn,
-                }
+                })
             }
         ),
         attr().prop_map(|norm_eps| Op::HcPre { norm_eps }),
         Just(Op::MhcPost),
         Just(Op::MhcPostGrad),
         (attr(), attr(), attr(), spec).prop_map(|(norm_eps, pre_eps, post_mult, sinkhorn)| {
-            Op::MhcPreGrad {
+            Op::MhcPreGrad(PreMixSpec {
                 norm_eps,
                 pre_eps,
                 post_mult,
                 sinkhorn,
-            }
+            })
         }),
     ]
 }

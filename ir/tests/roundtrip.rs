@@ -4,8 +4,8 @@
 //! graphs in one module) and that it all prints back canonically.
 
 use birkhoff_ir::{
-    DType, FloatAttr, Graph, InputKind, Literal, Op, SinkhornSpec, SinkhornVariant, TensorType,
-    parse_and_verify, parse_graph, parse_module, verify,
+    DType, FloatAttr, Graph, InputKind, Literal, Op, PreMixSpec, SinkhornSpec, SinkhornVariant,
+    TensorType, parse_and_verify, parse_graph, parse_module, verify,
 };
 use birkhoff_testkit::graph;
 use proptest::prelude::*;
@@ -372,7 +372,7 @@ fn semantic_and_fused_ops_round_trip() {
     );
     assert_eq!(
         ops[11],
-        &Op::MhcPre {
+        &Op::MhcPre(PreMixSpec {
             norm_eps: FloatAttr(1e-6),
             pre_eps: FloatAttr(-0.5),
             post_mult: FloatAttr(2.0),
@@ -381,7 +381,7 @@ fn semantic_and_fused_ops_round_trip() {
                 iters: 3,
                 eps: FloatAttr(0.0),
             },
-        }
+        })
     );
     assert_eq!(ops[16], &Op::Get { index: 1 });
     assert_eq!(
@@ -449,12 +449,12 @@ proptest! {
             let v = g.push(birkhoff_ir::Node { op, args: vec![x], ty: t.clone().into() });
             g.add_output(format!("y{}", v.index()), v);
         }
-        let pre = Op::MhcPre {
+        let pre = Op::MhcPre(PreMixSpec {
             norm_eps: FloatAttr(eps),
             pre_eps: FloatAttr(signed),
             post_mult: FloatAttr(-signed),
             sinkhorn: spec,
-        };
+        });
         let tuple = birkhoff_ir::Type::Tuple(vec![t.clone(), t.clone(), t.clone()]);
         let p = g.push(birkhoff_ir::Node { op: pre, args: vec![x, x, x, x], ty: tuple });
         let h = g.push(birkhoff_ir::Node {

@@ -18,8 +18,8 @@
 use std::collections::BTreeMap;
 
 use birkhoff_ir::{
-    DType, FloatAttr, Graph, InputKind, Literal, Op, SinkhornSpec, SinkhornVariant, Tensor,
-    TensorType, Type, ValueId, num_elements,
+    DType, FloatAttr, Graph, InputKind, Literal, Op, PreMixSpec, SinkhornSpec, SinkhornVariant,
+    Tensor, TensorType, Type, ValueId, num_elements,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -316,24 +316,15 @@ const SPEC_TEMPLATE: SinkhornSpec = SinkhornSpec {
     iters: 1,
     eps: FloatAttr(0.0),
 };
-const MHC_PRE_TEMPLATE: Op = Op::MhcPre {
+const PRE_MIX_TEMPLATE: PreMixSpec = PreMixSpec {
     norm_eps: FloatAttr(0.0),
     pre_eps: FloatAttr(0.0),
     post_mult: FloatAttr(0.0),
     sinkhorn: SPEC_TEMPLATE,
 };
-const MHC_PRE_GRAD_TEMPLATE: Op = Op::MhcPreGrad {
-    norm_eps: FloatAttr(0.0),
-    pre_eps: FloatAttr(0.0),
-    post_mult: FloatAttr(0.0),
-    sinkhorn: SPEC_TEMPLATE,
-};
-const MHC_PRE_PROJECTED_TEMPLATE: Op = Op::MhcPreProjected {
-    norm_eps: FloatAttr(0.0),
-    pre_eps: FloatAttr(0.0),
-    post_mult: FloatAttr(0.0),
-    sinkhorn: SPEC_TEMPLATE,
-};
+const MHC_PRE_TEMPLATE: Op = Op::MhcPre(PRE_MIX_TEMPLATE);
+const MHC_PRE_GRAD_TEMPLATE: Op = Op::MhcPreGrad(PRE_MIX_TEMPLATE);
+const MHC_PRE_PROJECTED_TEMPLATE: Op = Op::MhcPreProjected(PRE_MIX_TEMPLATE);
 const HC_PRE_TEMPLATE: Op = Op::HcPre {
     norm_eps: FloatAttr(0.0),
 };
@@ -531,6 +522,17 @@ impl Builder<'_> {
                 .pick(&[SinkhornVariant::Paper, SinkhornVariant::TileKernels]),
             iters: 1 + self.c.below(5),
             eps: self.float_attr(&EPSILONS),
+        }
+    }
+
+    /// Pre-mix attributes: `norm_eps` from [`EPSILONS`], `pre_eps` and
+    /// `post_mult` from [`SIGNED_ATTRS`], a [`Self::sinkhorn_spec`].
+    fn pre_mix_spec(&mut self) -> PreMixSpec {
+        PreMixSpec {
+            norm_eps: self.float_attr(&EPSILONS),
+            pre_eps: self.float_attr(&SIGNED_ATTRS),
+            post_mult: self.float_attr(&SIGNED_ATTRS),
+            sinkhorn: self.sinkhorn_spec(),
         }
     }
 
@@ -810,7 +812,7 @@ impl Builder<'_> {
                 let spec = self.sinkhorn_spec();
                 self.add(Op::SinkhornGrad(spec), &[x, dy]);
             }
-            Op::MhcPre { .. } | Op::HcPre { .. } => {
+            Op::MhcPre(_) | Op::HcPre { .. } => {
                 let x = self.residual();
                 let ty = self.ty(x);
                 let (n, c) = (ty.shape[1], ty.shape[2]);
@@ -818,16 +820,12 @@ impl Builder<'_> {
                 let proj = self.operand_like(&ty.with_shape([m, n * c]));
                 let scale = self.operand_like(&ty.with_shape([3]));
                 let base = self.operand_like(&ty.with_shape([m]));
-                let norm_eps = self.float_attr(&EPSILONS);
-                let op = if matches!(template, Op::MhcPre { .. }) {
-                    Op::MhcPre {
-                        norm_eps,
-                        pre_eps: self.float_attr(&SIGNED_ATTRS),
-                        post_mult: self.float_attr(&SIGNED_ATTRS),
-                        sinkhorn: self.sinkhorn_spec(),
-                    }
+                let op = if matches!(template, Op::MhcPre(_)) {
+                    Op::MhcPre(self.pre_mix_spec())
                 } else {
-                    Op::HcPre { norm_eps }
+                    Op::HcPre {
+                        norm_eps: self.float_attr(&EPSILONS),
+                    }
                 };
                 let tuple = self.add(op, &[x, proj, scale, base]);
                 self.take_apart(tuple);
@@ -839,7 +837,7 @@ impl Builder<'_> {
                 let w = self.operand_like(&ty.with_shape([n * (n + 2), n * c]));
                 self.add(Op::MhcProject, &[x, w]);
             }
-            Op::MhcPreProjected { .. } => {
+            Op::MhcPreProjected(_) => {
                 let x = self.residual();
                 let ty = self.ty(x);
                 let (t, n, c) = (ty.shape[0], ty.shape[1], ty.shape[2]);
@@ -859,12 +857,7 @@ impl Builder<'_> {
                 };
                 let scale = self.operand_like(&ty.with_shape([3]));
                 let base = self.operand_like(&ty.with_shape([m]));
-                let op = Op::MhcPreProjected {
-                    norm_eps: self.float_attr(&EPSILONS),
-                    pre_eps: self.float_attr(&SIGNED_ATTRS),
-                    post_mult: self.float_attr(&SIGNED_ATTRS),
-                    sinkhorn: self.sinkhorn_spec(),
-                };
+                let op = Op::MhcPreProjected(self.pre_mix_spec());
                 let tuple = self.add(op, &[x, mixes, scale, base]);
                 self.take_apart(tuple);
             }
@@ -888,7 +881,7 @@ impl Builder<'_> {
                 let tuple = self.add(Op::MhcPostGrad, &[f, x, post, comb, d_out]);
                 self.take_apart(tuple);
             }
-            Op::MhcPreGrad { .. } => {
+            Op::MhcPreGrad(_) => {
                 let x = self.residual();
                 let ty = self.ty(x);
                 let (t, n, c) = (ty.shape[0], ty.shape[1], ty.shape[2]);
@@ -899,12 +892,7 @@ impl Builder<'_> {
                 let d_li = self.operand_like(&ty.with_shape([t, c]));
                 let d_post = self.operand_like(&ty.with_shape([t, n]));
                 let d_comb = self.operand_like(&ty.with_shape([t, n, n]));
-                let op = Op::MhcPreGrad {
-                    norm_eps: self.float_attr(&EPSILONS),
-                    pre_eps: self.float_attr(&SIGNED_ATTRS),
-                    post_mult: self.float_attr(&SIGNED_ATTRS),
-                    sinkhorn: self.sinkhorn_spec(),
-                };
+                let op = Op::MhcPreGrad(self.pre_mix_spec());
                 let args = [x, proj, scale, base, d_li, d_post, d_comb];
                 let tuple = self.add(op, &args);
                 self.take_apart(tuple);

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use birkhoff_ir::{
-    DType, Graph, InputKind, InterpOptions, LiteralValues, Op, Precision, SinkhornVariant, Type,
-    interpret, verify,
+    DType, Graph, InputKind, InterpOptions, LiteralValues, Op, PreMixSpec, Precision,
+    SinkhornVariant, Type, interpret, verify,
 };
 use birkhoff_testkit::{MAX_GRAPH_ELEMENTS, graph, inputs};
 use proptest::prelude::*;
@@ -58,7 +58,7 @@ fn features(g: &Graph) -> BTreeSet<String> {
             op if op.is_unary() || op.is_binary() => {
                 f.insert(format!("{}:{}", op.mnemonic(), g.ty(n.args[0]).dtype));
             }
-            Op::Sinkhorn(spec) | Op::MhcPre { sinkhorn: spec, .. } => {
+            Op::Sinkhorn(spec) | Op::MhcPre(PreMixSpec { sinkhorn: spec, .. }) => {
                 let m = n.op.mnemonic();
                 f.insert(format!("{m}:{}", g.ty(n.args[0]).dtype));
                 f.insert(format!("{m}:{}", spec.variant.name()));
