@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use crate::error::{Error, ParseError, VerifyErrors};
 use crate::graph::{Graph, Node, ValueId};
 use crate::literal::{Literal, parse_scalar};
-use crate::op::{FloatAttr, InputKind, Op, PLAIN_OPS, PreMixSpec, SinkhornSpec};
+use crate::op::{FloatAttr, InputKind, Op, OpKind, PreMixSpec, SinkhornSpec};
 use crate::types::{DType, TensorType, Type};
 use crate::verify::verify;
 
@@ -813,8 +813,13 @@ fn build_op(a: &mut Attrs<'_>, ty: &Type) -> PResult<Op> {
         "get" => Op::Get {
             index: a.usize("index")?,
         },
-        _ => match PLAIN_OPS.iter().find(|op| op.mnemonic() == mnemonic) {
-            Some(op) => op.clone(),
+        // The ops without attributes, by mnemonic alone.
+        _ => match OpKind::ALL
+            .iter()
+            .find(|k| k.mnemonic() == mnemonic)
+            .and_then(|k| k.plain())
+        {
+            Some(op) => op,
             None => return a.p.err_at(a.loc, format!("unknown op '{mnemonic}'")),
         },
     })
