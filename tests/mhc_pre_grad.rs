@@ -13,7 +13,8 @@ use birkhoff::compare::{check_cpu, compare_cpu, random_inputs};
 use birkhoff::dsl::zoo::Inits;
 use birkhoff::dsl::{Init, Rng, random_tensor};
 use birkhoff::ir::{
-    DType, FloatAttr, Graph, InputKind, Op, SinkhornSpec, SinkhornVariant, Tensor, TensorType,
+    DType, FloatAttr, Graph, InputKind, Op, PreMixSpec, SinkhornSpec, SinkhornVariant, Tensor,
+    TensorType,
 };
 use birkhoff_testkit::proptest_cases;
 use proptest::prelude::*;
@@ -49,22 +50,22 @@ fn inputs(
         .collect()
 }
 
-fn attrs(spec: SinkhornSpec) -> (FloatAttr, FloatAttr, FloatAttr, SinkhornSpec) {
-    (FloatAttr(1e-6), FloatAttr(0.01), FloatAttr(2.0), spec)
+fn attrs(sinkhorn: SinkhornSpec) -> PreMixSpec {
+    PreMixSpec {
+        norm_eps: FloatAttr(1e-6),
+        pre_eps: FloatAttr(0.01),
+        post_mult: FloatAttr(2.0),
+        sinkhorn,
+    }
 }
 
 /// `mhc_pre_grad(...)`, one output per cotangent.
 fn op_graph(dtype: DType, dims: (usize, usize, usize), spec: SinkhornSpec) -> Graph {
     let mut g = Graph::new("mhc_pre_grad");
     let ins = inputs(&mut g, dtype, dims);
-    let (norm_eps, pre_eps, post_mult, sinkhorn) = attrs(spec);
-    let op = Op::MhcPreGrad {
-        norm_eps,
-        pre_eps,
-        post_mult,
-        sinkhorn,
-    };
-    let d = g.add(op, &ins).expect("well-typed");
+    let d = g
+        .add(Op::MhcPreGrad(attrs(spec)), &ins)
+        .expect("well-typed");
     for (i, name) in OPERANDS.iter().enumerate() {
         let e = g.add(Op::Get { index: i }, &[d]).expect("a tuple element");
         g.add_output(format!("d_{name}"), e);
@@ -131,14 +132,7 @@ fn pre_mix_loss_gradient_compiles_and_matches() {
     };
     let mut g = Graph::new("loss");
     let ins = inputs(&mut g, DType::F32, dims);
-    let (norm_eps, pre_eps, post_mult, sinkhorn) = attrs(spec);
-    let op = Op::MhcPre {
-        norm_eps,
-        pre_eps,
-        post_mult,
-        sinkhorn,
-    };
-    let tuple = g.add(op, &ins[..4]).unwrap();
+    let tuple = g.add(Op::MhcPre(attrs(spec)), &ins[..4]).unwrap();
     let mut total = None;
     for i in [0, 2] {
         let r = g.add(Op::Get { index: i }, &[tuple]).unwrap();
@@ -161,9 +155,7 @@ fn pre_mix_loss_gradient_compiles_and_matches() {
     g.add_output("loss", total.unwrap());
     let dg = grad(&g, "loss", &OPERANDS).unwrap();
     assert!(
-        dg.nodes()
-            .iter()
-            .any(|n| matches!(n.op, Op::MhcPreGrad { .. })),
+        dg.nodes().iter().any(|n| matches!(n.op, Op::MhcPreGrad(_))),
         "{dg}"
     );
     let root = Rng::new(11);

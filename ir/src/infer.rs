@@ -5,7 +5,7 @@
 //! existing ones.
 
 use crate::error::TypeError;
-use crate::op::{Arity, FloatAttr, MAX_SINKHORN_ITERS, Op, SinkhornSpec};
+use crate::op::{Arity, FloatAttr, MAX_SINKHORN_ITERS, Op, PreMixSpec, SinkhornSpec};
 use crate::types::{DType, MAX_RANK, TensorType, Type, num_elements};
 
 fn invalid(op: &Op, message: impl Into<String>) -> TypeError {
@@ -92,6 +92,15 @@ fn check_sinkhorn(op: &Op, s: &SinkhornSpec) -> Result<(), TypeError> {
         ));
     }
     check_eps(op, "eps", s.eps, false)
+}
+
+/// The checks of a pre-mix's attributes: `norm_eps` finite and
+/// non-negative, `pre_eps` and `post_mult` finite, the Sinkhorn settings.
+fn check_pre_mix(op: &Op, s: &PreMixSpec) -> Result<(), TypeError> {
+    check_eps(op, "norm_eps", s.norm_eps, false)?;
+    check_eps(op, "pre_eps", s.pre_eps, true)?;
+    check_eps(op, "post_mult", s.post_mult, true)?;
+    check_sinkhorn(op, &s.sinkhorn)
 }
 
 fn float_operand<'a>(
@@ -230,12 +239,7 @@ pub fn infer(op: &Op, args: &[&Type]) -> Result<Type, TypeError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     match op {
-        Op::MhcPreProjected {
-            norm_eps,
-            pre_eps,
-            post_mult,
-            sinkhorn,
-        } => {
+        Op::MhcPreProjected(spec) => {
             if tensors.len() != 4 {
                 return Err(TypeError::Arity {
                     op: op.mnemonic(),
@@ -243,10 +247,7 @@ pub fn infer(op: &Op, args: &[&Type]) -> Result<Type, TypeError> {
                     got: tensors.len(),
                 });
             }
-            check_eps(op, "norm_eps", *norm_eps, false)?;
-            check_eps(op, "pre_eps", *pre_eps, true)?;
-            check_eps(op, "post_mult", *post_mult, true)?;
-            check_sinkhorn(op, sinkhorn)?;
+            check_pre_mix(op, spec)?;
             let (t, n, c) = residual_dims(op, tensors[0])?;
             let m = n * (n + 2);
             let mixes = project_type(tensors[0], t, m);
@@ -274,7 +275,7 @@ pub fn infer(op: &Op, args: &[&Type]) -> Result<Type, TypeError> {
                 x.with_shape([t, n, n]),
             ]))
         }
-        Op::MhcPre { .. } | Op::HcPre { .. } => {
+        Op::MhcPre(_) | Op::HcPre { .. } => {
             if tensors.len() != 4 {
                 return Err(TypeError::Arity {
                     op: op.mnemonic(),
@@ -283,17 +284,7 @@ pub fn infer(op: &Op, args: &[&Type]) -> Result<Type, TypeError> {
                 });
             }
             match op {
-                Op::MhcPre {
-                    norm_eps,
-                    pre_eps,
-                    post_mult,
-                    sinkhorn,
-                } => {
-                    check_eps(op, "norm_eps", *norm_eps, false)?;
-                    check_eps(op, "pre_eps", *pre_eps, true)?;
-                    check_eps(op, "post_mult", *post_mult, true)?;
-                    check_sinkhorn(op, sinkhorn)?;
-                }
+                Op::MhcPre(spec) => check_pre_mix(op, spec)?,
                 Op::HcPre { norm_eps } => check_eps(op, "norm_eps", *norm_eps, false)?,
                 _ => {}
             }
@@ -305,12 +296,7 @@ pub fn infer(op: &Op, args: &[&Type]) -> Result<Type, TypeError> {
                 x.with_shape([t, n, n]),
             ]))
         }
-        Op::MhcPreGrad {
-            norm_eps,
-            pre_eps,
-            post_mult,
-            sinkhorn,
-        } => {
+        Op::MhcPreGrad(spec) => {
             if tensors.len() != 7 {
                 return Err(TypeError::Arity {
                     op: op.mnemonic(),
@@ -318,10 +304,7 @@ pub fn infer(op: &Op, args: &[&Type]) -> Result<Type, TypeError> {
                     got: tensors.len(),
                 });
             }
-            check_eps(op, "norm_eps", *norm_eps, false)?;
-            check_eps(op, "pre_eps", *pre_eps, true)?;
-            check_eps(op, "post_mult", *post_mult, true)?;
-            check_sinkhorn(op, sinkhorn)?;
+            check_pre_mix(op, spec)?;
             // The first four operands are mhc_pre's, the rest have its
             // result types.
             let (t, n, c) = mhc_pre_dims(op, &tensors[..4])?;
@@ -646,11 +629,11 @@ pub fn infer_type(op: &Op, args: &[&TensorType]) -> Result<TensorType, TypeError
         }
         Op::MhcPost => mhc_post_type(op, args),
         Op::MhcProject => mhc_project_type(op, args),
-        Op::MhcPre { .. }
+        Op::MhcPre(_)
         | Op::HcPre { .. }
-        | Op::MhcPreProjected { .. }
+        | Op::MhcPreProjected(_)
         | Op::MhcPostGrad
-        | Op::MhcPreGrad { .. }
+        | Op::MhcPreGrad(_)
         | Op::Get { .. } => Err(invalid(op, "has a tuple result or operand; use infer")),
         _ => Err(invalid(op, "no typing rule (internal error)")),
     }

@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};
-use crate::op::{FloatAttr, Op, SinkhornSpec};
-use crate::semantics::{self, Gates, Projection, Round};
+use crate::op::{FloatAttr, Op};
+use crate::semantics::{self, Projection, Round};
 use crate::tensor::Tensor;
 use crate::types::{DType, TensorType, Type, strides};
 use crate::verify::verify;
@@ -220,17 +220,7 @@ impl Eval<'_> {
         };
         // Float attributes are constants of the op's compute type: f32 for
         // f32 and bf16 ops (as the constants they were recognized from were).
-        let attr = |a: FloatAttr| {
-            if d == DType::F64 {
-                a.get()
-            } else {
-                a.get() as f32 as f64
-            }
-        };
-        let spec_of = |s: &SinkhornSpec| SinkhornSpec {
-            eps: FloatAttr(attr(s.eps)),
-            ..*s
-        };
+        let attr = |a: FloatAttr| a.rounded_to(compute).get();
         let out = match op {
             Op::RowNorm { eps } => {
                 semantics::normalize(x(), shape(), shape().len() - 1, attr(*eps), &r)
@@ -241,78 +231,37 @@ impl Eval<'_> {
             Op::Softmax { axis } => semantics::softmax(x(), shape(), *axis, &r),
             Op::RmsNorm { eps } => semantics::rms_norm(x(), shape(), attr(*eps), &r),
             Op::Sinkhorn(spec) => {
-                semantics::sinkhorn(x(), shape()[shape().len() - 1], &spec_of(spec), &r)
+                let spec = spec.rounded_to(compute);
+                semantics::sinkhorn(x(), shape()[shape().len() - 1], &spec, &r)
             }
             Op::SinkhornGrad(spec) => semantics::sinkhorn_grad(
                 x(),
                 self.arg(v, 1),
                 shape()[shape().len() - 1],
-                &spec_of(spec),
+                &spec.rounded_to(compute),
                 &r,
             ),
-            Op::MhcPre {
-                norm_eps,
-                pre_eps,
-                post_mult,
-                sinkhorn,
-            }
-            | Op::MhcPreProjected {
-                norm_eps,
-                pre_eps,
-                post_mult,
-                sinkhorn,
-            } => {
-                let spec = spec_of(sinkhorn);
-                let gates = Gates::Constrained {
-                    pre_eps: attr(*pre_eps),
-                    post_mult: attr(*post_mult),
-                    sinkhorn: &spec,
-                };
-                let (a, b, c) = (self.arg(v, 1), self.arg(v, 2), self.arg(v, 3));
-                let proj = match op {
-                    Op::MhcPreProjected { .. } => Projection::Mixes(a),
-                    _ => Projection::Weights(a),
-                };
-                semantics::pre_mix(x(), proj, b, c, dims(0), attr(*norm_eps), &gates, &r)
-            }
             Op::MhcProject => semantics::project(x(), self.arg(v, 1), dims(0).0, &r),
-            Op::HcPre { norm_eps } => {
-                let (a, b, c) = (self.arg(v, 1), self.arg(v, 2), self.arg(v, 3));
-                semantics::pre_mix(
-                    x(),
-                    Projection::Weights(a),
-                    b,
-                    c,
-                    dims(0),
-                    attr(*norm_eps),
-                    &Gates::Unconstrained,
-                    &r,
-                )
-            }
             Op::MhcPost => {
                 let (res, post, comb) = (self.arg(v, 1), self.arg(v, 2), self.arg(v, 3));
                 semantics::post_mix(x(), res, post, comb, dims(1), &r)
             }
-            Op::MhcPreGrad {
-                norm_eps,
-                pre_eps,
-                post_mult,
-                sinkhorn,
-            } => {
+            Op::MhcPreGrad(spec) => {
                 let args = [0, 1, 2, 3, 4, 5, 6].map(|i| self.arg(v, i));
-                semantics::pre_mix_grad(
-                    args,
-                    dims(0),
-                    attr(*norm_eps),
-                    attr(*pre_eps),
-                    attr(*post_mult),
-                    &spec_of(sinkhorn),
-                    &r,
-                )
+                semantics::pre_mix_grad(args, dims(0), &spec.rounded_to(compute), &r)
             }
             Op::MhcPostGrad => {
                 let args = [0, 1, 2, 3, 4].map(|i| self.arg(v, i));
                 semantics::post_mix_grad(args, dims(1), &r)
+            }
+            _ if let Some((norm_eps, gates)) = op.pre_mix() => {
+                let (a, b, c) = (self.arg(v, 1), self.arg(v, 2), self.arg(v, 3));
+                let proj = match op {
+                    Op::MhcPreProjected(_) => Projection::Mixes(a),
+                    _ => Projection::Weights(a),
+                };
+                let gates = gates.rounded_to(compute);
+                semantics::pre_mix(x(), proj, b, c, dims(0), attr(norm_eps), &gates, &r)
             }
             _ => return None,
         };

@@ -60,7 +60,10 @@ pub use interp::{
     node_cost, store,
 };
 pub use literal::{Literal, LiteralValues, format_scalar, parse_scalar};
-pub use op::{Arity, FloatAttr, InputKind, MAX_SINKHORN_ITERS, Op, SinkhornSpec, SinkhornVariant};
+pub use op::{
+    Arity, FloatAttr, InputKind, MAX_SINKHORN_ITERS, Op, OpKind, PreMixGates, PreMixSpec,
+    SinkhornSpec, SinkhornVariant,
+};
 pub use parse::{
     Location, SourceMap, parse_and_verify, parse_graph, parse_module, parse_module_with_locations,
     verify_located,

@@ -3,7 +3,10 @@
 //! Every op the compiler knows is a variant of [`Op`], grouped by family.
 //! Algebraic facts are queries on the enum ([`Op::is_elementwise`],
 //! [`Op::is_commutative`], …) so that passes ask them instead of keeping
-//! their own lists. Adding an op is described in `docs/adding-an-op.md`.
+//! their own lists. [`OpKind`] names each variant without its attributes,
+//! and every list of ops (the parser's plain ops, the test generators') is
+//! derived from [`OpKind::ALL`]. Adding an op is described in
+//! `docs/adding-an-op.md`.
 
 use crate::literal::Literal;
 use crate::types::{DType, TensorType};
@@ -27,6 +30,12 @@ impl FloatAttr {
     /// The value.
     pub fn get(self) -> f64 {
         self.0
+    }
+
+    /// The value rounded to `dtype`, as a constant of a computation in
+    /// `dtype` holds it.
+    pub fn rounded_to(self, dtype: DType) -> FloatAttr {
+        FloatAttr(dtype.round(self.0))
     }
 }
 
@@ -109,6 +118,93 @@ pub struct SinkhornSpec {
     pub iters: usize,
     /// Added to every normalizing denominator (and to the softmax in `tilekernels`).
     pub eps: FloatAttr,
+}
+
+impl SinkhornSpec {
+    /// The same settings with `eps` rounded to `dtype`: the constant a
+    /// projection computing in `dtype` uses (see [`PreMixSpec::rounded_to`]).
+    pub fn rounded_to(self, dtype: DType) -> Self {
+        SinkhornSpec {
+            eps: self.eps.rounded_to(dtype),
+            ..self
+        }
+    }
+}
+
+/// The attributes of an mHC pre-mix (DESIGN §2), shared by `mhc_pre`,
+/// `mhc_pre_projected` and `mhc_pre_grad`. In text they read
+/// `norm_eps=…, pre_eps=…, post_mult=…` followed by the Sinkhorn settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PreMixSpec {
+    /// RMS epsilon of pre_norm_fn.
+    pub norm_eps: FloatAttr,
+    /// Added to the sigmoid pre gates.
+    pub pre_eps: FloatAttr,
+    /// Multiplies the sigmoid post gates.
+    pub post_mult: FloatAttr,
+    /// The projection of the residual mix.
+    pub sinkhorn: SinkhornSpec,
+}
+
+impl PreMixSpec {
+    /// The gates these attributes give: always [`PreMixGates::Constrained`].
+    pub fn gates(&self) -> PreMixGates {
+        PreMixGates::Constrained {
+            pre_eps: self.pre_eps,
+            post_mult: self.post_mult,
+            sinkhorn: self.sinkhorn,
+        }
+    }
+
+    /// The same attributes, each float rounded to `dtype`: the constants of
+    /// a pre-mix computing in `dtype` (`f32` for `f32` and `bf16` ops, as the
+    /// constants it was recognized from were).
+    pub fn rounded_to(self, dtype: DType) -> Self {
+        PreMixSpec {
+            norm_eps: self.norm_eps.rounded_to(dtype),
+            pre_eps: self.pre_eps.rounded_to(dtype),
+            post_mult: self.post_mult.rounded_to(dtype),
+            sinkhorn: self.sinkhorn.rounded_to(dtype),
+        }
+    }
+}
+
+/// How a pre-mix turns its mixes `z` (scaled per segment, plus `base`)
+/// into the pre gates, the post gates and the residual mix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PreMixGates {
+    /// mHC (`mhc_pre`, `mhc_pre_projected`): `pre = σ(z) + pre_eps`,
+    /// `post = σ(z)·post_mult` and a Sinkhorn-projected residual mix.
+    Constrained {
+        /// Added to the sigmoid pre gates.
+        pre_eps: FloatAttr,
+        /// Multiplies the sigmoid post gates.
+        post_mult: FloatAttr,
+        /// The projection of the residual mix.
+        sinkhorn: SinkhornSpec,
+    },
+    /// HC (`hc_pre`): every gate is `scale · tanh(mixes) + base`, with no
+    /// projection.
+    Unconstrained,
+}
+
+impl PreMixGates {
+    /// The same gates, each float rounded to `dtype` (see
+    /// [`PreMixSpec::rounded_to`]).
+    pub fn rounded_to(self, dtype: DType) -> Self {
+        match self {
+            PreMixGates::Constrained {
+                pre_eps,
+                post_mult,
+                sinkhorn,
+            } => PreMixGates::Constrained {
+                pre_eps: pre_eps.rounded_to(dtype),
+                post_mult: post_mult.rounded_to(dtype),
+                sinkhorn: sinkhorn.rounded_to(dtype),
+            },
+            PreMixGates::Unconstrained => PreMixGates::Unconstrained,
+        }
+    }
 }
 
 /// One graph operation with its attributes.
@@ -309,31 +405,13 @@ pub enum Op {
     /// Sinkhorn) and back-propagates through apply_mix, the gates, the
     /// Sinkhorn rounds (as `sinkhorn_grad`), the projection and the RMS
     /// factor.
-    MhcPreGrad {
-        /// RMS epsilon of pre_norm_fn.
-        norm_eps: FloatAttr,
-        /// Added to the sigmoid pre gates.
-        pre_eps: FloatAttr,
-        /// Multiplies the sigmoid post gates.
-        post_mult: FloatAttr,
-        /// The projection of the residual mix.
-        sinkhorn: SinkhornSpec,
-    },
+    MhcPreGrad(PreMixSpec),
 
     // ---- fused mHC ops -----------------------------------------------------
     /// The whole mHC pre-mix of DESIGN §2 (pre_norm_fn, split, Sinkhorn,
     /// apply_mix): `(x [T,n,C], fn [m,nC], scale [3], base [m])` with
     /// `m = n(n+2)` to the tuple `(layer_input [T,C], post_mix [T,n], comb_mix [T,n,n])`.
-    MhcPre {
-        /// RMS epsilon of pre_norm_fn.
-        norm_eps: FloatAttr,
-        /// Added to the sigmoid pre gates.
-        pre_eps: FloatAttr,
-        /// Multiplies the sigmoid post gates.
-        post_mult: FloatAttr,
-        /// The projection of the residual mix.
-        sinkhorn: SinkhornSpec,
-    },
+    MhcPre(PreMixSpec),
     /// `mhc_pre`'s projection on its own: `(x [T,n,C], fn [m,nC])` to
     /// `mixes [T,m] = x·fnᵀ` (each token's `n·C` row against each row of
     /// `fn`), before the RMS factor; `f32` for `bf16` operands, as inside
@@ -345,16 +423,7 @@ pub enum Op {
     /// `mhc_pre` given its projection: `(x [T,n,C], mixes [T,m], scale
     /// [3], base [m])` with `mixes` what `mhc_project(x, fn)` computes;
     /// `mhc_pre`'s attributes and results.
-    MhcPreProjected {
-        /// RMS epsilon of pre_norm_fn.
-        norm_eps: FloatAttr,
-        /// Added to the sigmoid pre gates.
-        pre_eps: FloatAttr,
-        /// Multiplies the sigmoid post gates.
-        post_mult: FloatAttr,
-        /// The projection of the residual mix.
-        sinkhorn: SinkhornSpec,
-    },
+    MhcPreProjected(PreMixSpec),
     /// The unconstrained HC pre-mix (tanh gates, no projection); same
     /// operands and results as `mhc_pre`.
     HcPre {
@@ -371,39 +440,160 @@ pub enum Op {
     },
 }
 
-/// The mnemonic of every op that takes no attribute, for the parser.
-pub(crate) const PLAIN_OPS: &[Op] = &[
-    Op::Neg,
-    Op::Abs,
-    Op::Exp,
-    Op::Log,
-    Op::Sqrt,
-    Op::Rsqrt,
-    Op::Recip,
-    Op::Sigmoid,
-    Op::Tanh,
-    Op::Not,
-    Op::Add,
-    Op::Sub,
-    Op::Mul,
-    Op::Div,
-    Op::Max,
-    Op::Min,
-    Op::Pow,
-    Op::Eq,
-    Op::Ne,
-    Op::Lt,
-    Op::Le,
-    Op::Gt,
-    Op::Ge,
-    Op::And,
-    Op::Or,
-    Op::Select,
-    Op::MatMul,
-    Op::MhcPost,
-    Op::MhcPostGrad,
-    Op::MhcProject,
-];
+/// Declares [`OpKind`], [`OpKind::ALL`], [`OpKind::mnemonic`],
+/// [`OpKind::sample`], [`OpKind::plain`] and [`Op::kind`] from one list of
+/// [`Op`]'s variants, so that the set of ops is written out once. An entry
+/// is a variant's name and its mnemonic, followed by `=> sample` when the
+/// variant carries attributes; an entry without a sample is an op without
+/// attributes (its own sample).
+///
+/// `Op::kind` matches every variant of `Op`, so a variant missing from the
+/// list does not compile; a variant with attributes listed without a
+/// sample does not compile either (`Op::Name` is then not an `Op`).
+macro_rules! op_kinds {
+    (@sample $kind:ident) => {
+        Op::$kind
+    };
+    (@sample $kind:ident $sample:expr) => {
+        $sample
+    };
+    (@plain $kind:ident) => {
+        Some(Op::$kind)
+    };
+    (@plain $kind:ident $sample:expr) => {
+        None
+    };
+    ($($kind:ident $mnemonic:literal $(=> $sample:expr)?,)*) => {
+        /// Which op an [`Op`] is, without its attributes: one variant per
+        /// variant of `Op`, in the same order. Lists of ops (the parser's,
+        /// the test generators') are derived from [`OpKind::ALL`], so a new
+        /// op cannot be left out of them.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum OpKind {
+            $(
+                #[doc = concat!("[`Op::", stringify!($kind), "`].")]
+                $kind,
+            )*
+        }
+
+        impl OpKind {
+            /// Every kind, in declaration order.
+            pub const ALL: &'static [OpKind] = &[$(OpKind::$kind),*];
+
+            /// The text-IR mnemonic (`input` for both kinds of input;
+            /// [`Op::mnemonic`] spells a parameter `param`).
+            pub fn mnemonic(self) -> &'static str {
+                match self {
+                    $(OpKind::$kind => $mnemonic,)*
+                }
+            }
+
+            /// One op of this kind. An op without attributes is its own
+            /// sample; an op with attributes gets placeholders (zeros,
+            /// empty lists, `f32[]` types, one `paper` Sinkhorn round),
+            /// which need not fit any operands.
+            pub fn sample(self) -> Op {
+                match self {
+                    $(OpKind::$kind => op_kinds!(@sample $kind $($sample)?),)*
+                }
+            }
+
+            /// The one op of this kind when ops of this kind carry no
+            /// attribute (the parser reads these by mnemonic alone);
+            /// `None` otherwise.
+            pub fn plain(self) -> Option<Op> {
+                match self {
+                    $(OpKind::$kind => op_kinds!(@plain $kind $($sample)?),)*
+                }
+            }
+        }
+
+        impl Op {
+            /// This op's kind.
+            pub fn kind(&self) -> OpKind {
+                match self {
+                    $(Op::$kind { .. } => OpKind::$kind,)*
+                }
+            }
+        }
+    };
+}
+
+/// Placeholder attributes of [`OpKind::sample`].
+const SAMPLE_TYPE: TensorType = TensorType {
+    dtype: DType::F32,
+    shape: Vec::new(),
+};
+const SAMPLE_SINKHORN: SinkhornSpec = SinkhornSpec {
+    variant: SinkhornVariant::Paper,
+    iters: 1,
+    eps: FloatAttr(0.0),
+};
+const SAMPLE_PRE_MIX: PreMixSpec = PreMixSpec {
+    norm_eps: FloatAttr(0.0),
+    pre_eps: FloatAttr(0.0),
+    post_mult: FloatAttr(0.0),
+    sinkhorn: SAMPLE_SINKHORN,
+};
+
+op_kinds! {
+    Input "input" => Op::Input {
+        name: String::new(),
+        kind: InputKind::Data,
+        ty: SAMPLE_TYPE,
+    },
+    Const "const" => Op::Const(Literal::splat(SAMPLE_TYPE, 0.0)),
+    Iota "iota" => Op::Iota { axis: 0, ty: SAMPLE_TYPE },
+    Neg "neg",
+    Abs "abs",
+    Exp "exp",
+    Log "log",
+    Sqrt "sqrt",
+    Rsqrt "rsqrt",
+    Recip "recip",
+    Sigmoid "sigmoid",
+    Tanh "tanh",
+    Not "not",
+    Add "add",
+    Sub "sub",
+    Mul "mul",
+    Div "div",
+    Max "max",
+    Min "min",
+    Pow "pow",
+    Eq "eq",
+    Ne "ne",
+    Lt "lt",
+    Le "le",
+    Gt "gt",
+    Ge "ge",
+    And "and",
+    Or "or",
+    Select "select",
+    ReduceSum "reduce_sum" => Op::ReduceSum { axes: Vec::new(), keepdims: false },
+    ReduceMax "reduce_max" => Op::ReduceMax { axes: Vec::new(), keepdims: false },
+    Reshape "reshape" => Op::Reshape { shape: Vec::new() },
+    Permute "permute" => Op::Permute { perm: Vec::new() },
+    Broadcast "broadcast" => Op::Broadcast { shape: Vec::new() },
+    Slice "slice" => Op::Slice { start: Vec::new(), end: Vec::new() },
+    Concat "concat" => Op::Concat { axis: 0 },
+    MatMul "matmul",
+    Cast "cast" => Op::Cast { dtype: DType::F32 },
+    RowNorm "row_norm" => Op::RowNorm { eps: FloatAttr(0.0) },
+    ColNorm "col_norm" => Op::ColNorm { eps: FloatAttr(0.0) },
+    Softmax "softmax" => Op::Softmax { axis: 0 },
+    RmsNorm "rms_norm" => Op::RmsNorm { eps: FloatAttr(0.0) },
+    Sinkhorn "sinkhorn" => Op::Sinkhorn(SAMPLE_SINKHORN),
+    SinkhornGrad "sinkhorn_grad" => Op::SinkhornGrad(SAMPLE_SINKHORN),
+    MhcPostGrad "mhc_post_grad",
+    MhcPreGrad "mhc_pre_grad" => Op::MhcPreGrad(SAMPLE_PRE_MIX),
+    MhcPre "mhc_pre" => Op::MhcPre(SAMPLE_PRE_MIX),
+    MhcProject "mhc_project",
+    MhcPreProjected "mhc_pre_projected" => Op::MhcPreProjected(SAMPLE_PRE_MIX),
+    HcPre "hc_pre" => Op::HcPre { norm_eps: FloatAttr(0.0) },
+    MhcPost "mhc_post",
+    Get "get" => Op::Get { index: 0 },
+}
 
 /// How many operands an op takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -419,64 +609,10 @@ impl Op {
     pub fn mnemonic(&self) -> &'static str {
         match self {
             Op::Input {
-                kind: InputKind::Data,
-                ..
-            } => "input",
-            Op::Input {
                 kind: InputKind::Param,
                 ..
             } => "param",
-            Op::Const(_) => "const",
-            Op::Iota { .. } => "iota",
-            Op::Neg => "neg",
-            Op::Abs => "abs",
-            Op::Exp => "exp",
-            Op::Log => "log",
-            Op::Sqrt => "sqrt",
-            Op::Rsqrt => "rsqrt",
-            Op::Recip => "recip",
-            Op::Sigmoid => "sigmoid",
-            Op::Tanh => "tanh",
-            Op::Not => "not",
-            Op::Add => "add",
-            Op::Sub => "sub",
-            Op::Mul => "mul",
-            Op::Div => "div",
-            Op::Max => "max",
-            Op::Min => "min",
-            Op::Pow => "pow",
-            Op::Eq => "eq",
-            Op::Ne => "ne",
-            Op::Lt => "lt",
-            Op::Le => "le",
-            Op::Gt => "gt",
-            Op::Ge => "ge",
-            Op::And => "and",
-            Op::Or => "or",
-            Op::Select => "select",
-            Op::ReduceSum { .. } => "reduce_sum",
-            Op::ReduceMax { .. } => "reduce_max",
-            Op::Reshape { .. } => "reshape",
-            Op::Permute { .. } => "permute",
-            Op::Broadcast { .. } => "broadcast",
-            Op::Slice { .. } => "slice",
-            Op::Concat { .. } => "concat",
-            Op::MatMul => "matmul",
-            Op::Cast { .. } => "cast",
-            Op::RowNorm { .. } => "row_norm",
-            Op::ColNorm { .. } => "col_norm",
-            Op::Softmax { .. } => "softmax",
-            Op::RmsNorm { .. } => "rms_norm",
-            Op::Sinkhorn(_) => "sinkhorn",
-            Op::SinkhornGrad(_) => "sinkhorn_grad",
-            Op::MhcPre { .. } => "mhc_pre",
-            Op::MhcProject => "mhc_project",
-            Op::MhcPreProjected { .. } => "mhc_pre_projected",
-            Op::HcPre { .. } => "hc_pre",
-            Op::MhcPost => "mhc_post",
-            Op::MhcPostGrad => "mhc_post_grad",
-            Op::MhcPreGrad { .. } => "mhc_pre_grad",
-            Op::Get { .. } => "get",
+            op => op.kind().mnemonic(),
         }
     }
 
@@ -488,8 +624,8 @@ impl Op {
             Op::Select => Arity::Fixed(3),
             Op::SinkhornGrad(_) => Arity::Fixed(2),
             Op::MhcPostGrad => Arity::Fixed(5),
-            Op::MhcPreGrad { .. } => Arity::Fixed(7),
-            Op::MhcPre { .. } | Op::HcPre { .. } | Op::MhcPost | Op::MhcPreProjected { .. } => {
+            Op::MhcPreGrad(_) => Arity::Fixed(7),
+            Op::MhcPre(_) | Op::HcPre { .. } | Op::MhcPost | Op::MhcPreProjected(_) => {
                 Arity::Fixed(4)
             }
             Op::MhcProject => Arity::Fixed(2),
@@ -593,14 +729,14 @@ impl Op {
     pub fn is_fused(&self) -> bool {
         matches!(
             self,
-            Op::MhcPre { .. }
+            Op::MhcPre(_)
                 | Op::HcPre { .. }
                 | Op::MhcPost
                 | Op::MhcProject
-                | Op::MhcPreProjected { .. }
+                | Op::MhcPreProjected(_)
                 | Op::SinkhornGrad(_)
                 | Op::MhcPostGrad
-                | Op::MhcPreGrad { .. }
+                | Op::MhcPreGrad(_)
         )
     }
 
@@ -608,12 +744,23 @@ impl Op {
     pub fn is_multi_result(&self) -> bool {
         matches!(
             self,
-            Op::MhcPre { .. }
+            Op::MhcPre(_)
                 | Op::HcPre { .. }
-                | Op::MhcPreProjected { .. }
+                | Op::MhcPreProjected(_)
                 | Op::MhcPostGrad
-                | Op::MhcPreGrad { .. }
+                | Op::MhcPreGrad(_)
         )
+    }
+
+    /// The RMS epsilon and the gates of a pre-mix (`mhc_pre`,
+    /// `mhc_pre_projected`, `hc_pre`); `None` for every other op, the
+    /// backward `mhc_pre_grad` included.
+    pub fn pre_mix(&self) -> Option<(FloatAttr, PreMixGates)> {
+        match self {
+            Op::MhcPre(spec) | Op::MhcPreProjected(spec) => Some((spec.norm_eps, spec.gates())),
+            Op::HcPre { norm_eps } => Some((*norm_eps, PreMixGates::Unconstrained)),
+            _ => None,
+        }
     }
 
     /// A reduction over axes.
@@ -641,7 +788,7 @@ mod tests {
     #[test]
     fn plain_ops_have_distinct_mnemonics_and_fixed_arity() {
         let mut seen = std::collections::HashSet::new();
-        for op in PLAIN_OPS {
+        for op in OpKind::ALL.iter().filter_map(|k| k.plain()) {
             assert!(seen.insert(op.mnemonic()), "duplicate {}", op.mnemonic());
             assert!(
                 matches!(op.arity(), Arity::Fixed(1..=5)),
@@ -652,8 +799,73 @@ mod tests {
     }
 
     #[test]
+    fn every_kind_has_a_sample_of_its_kind_and_its_own_mnemonic() {
+        let mut seen = std::collections::HashSet::new();
+        for (i, &kind) in OpKind::ALL.iter().enumerate() {
+            assert_eq!(kind as usize, i, "{kind:?}");
+            let op = kind.sample();
+            assert_eq!(op.kind(), kind);
+            assert_eq!(op.mnemonic(), kind.mnemonic());
+            assert!(
+                seen.insert(kind.mnemonic()),
+                "duplicate {}",
+                kind.mnemonic()
+            );
+            if let Some(plain) = kind.plain() {
+                assert_eq!(plain, op);
+            }
+        }
+        // The kinds are in `Op`'s order (ops compare by variant first).
+        for pair in OpKind::ALL.windows(2) {
+            assert!(pair[0].sample() < pair[1].sample(), "{pair:?}");
+        }
+    }
+
+    #[test]
+    fn pre_mix_gives_the_gates_of_the_three_forward_pre_mixes() {
+        let spec = PreMixSpec {
+            norm_eps: FloatAttr(1e-6),
+            pre_eps: FloatAttr(0.25),
+            post_mult: FloatAttr(2.0),
+            sinkhorn: SinkhornSpec {
+                variant: SinkhornVariant::TileKernels,
+                iters: 3,
+                eps: FloatAttr(0.1),
+            },
+        };
+        let constrained = Some((FloatAttr(1e-6), spec.gates()));
+        assert_eq!(Op::MhcPre(spec).pre_mix(), constrained);
+        assert_eq!(Op::MhcPreProjected(spec).pre_mix(), constrained);
+        let hc = Op::HcPre {
+            norm_eps: FloatAttr(0.5),
+        };
+        assert_eq!(
+            hc.pre_mix(),
+            Some((FloatAttr(0.5), PreMixGates::Unconstrained))
+        );
+        let with_pre_mix: Vec<OpKind> = OpKind::ALL
+            .iter()
+            .copied()
+            .filter(|k| k.sample().pre_mix().is_some())
+            .collect();
+        assert_eq!(
+            with_pre_mix,
+            [OpKind::MhcPre, OpKind::MhcPreProjected, OpKind::HcPre]
+        );
+        // Rounded to f32: every float attribute, the Sinkhorn eps included.
+        let PreMixGates::Constrained { sinkhorn, .. } = spec.gates().rounded_to(DType::F32) else {
+            panic!("mhc_pre has constrained gates")
+        };
+        assert_eq!(sinkhorn.eps.get(), f64::from(0.1f32));
+        let r = spec.rounded_to(DType::F32);
+        assert_eq!(r.norm_eps.get(), f64::from(1e-6f32));
+        assert_eq!(r.gates(), spec.gates().rounded_to(DType::F32));
+        assert_eq!(spec.rounded_to(DType::F64), spec);
+    }
+
+    #[test]
     fn algebraic_queries_are_consistent() {
-        for op in PLAIN_OPS {
+        for op in OpKind::ALL.iter().map(|k| k.sample()) {
             if op.is_idempotent() || op.is_exactly_associative() {
                 assert!(op.is_associative(), "{}", op.mnemonic());
             }

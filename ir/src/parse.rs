@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use crate::error::{Error, ParseError, VerifyErrors};
 use crate::graph::{Graph, Node, ValueId};
 use crate::literal::{Literal, parse_scalar};
-use crate::op::{FloatAttr, InputKind, Op, PLAIN_OPS, SinkhornSpec};
+use crate::op::{FloatAttr, InputKind, Op, OpKind, PreMixSpec, SinkhornSpec};
 use crate::types::{DType, TensorType, Type};
 use crate::verify::verify;
 
@@ -728,6 +728,15 @@ impl Attrs<'_> {
             eps: self.float("eps")?,
         })
     }
+
+    fn pre_mix(&mut self) -> PResult<PreMixSpec> {
+        Ok(PreMixSpec {
+            norm_eps: self.float("norm_eps")?,
+            pre_eps: self.float("pre_eps")?,
+            post_mult: self.float("post_mult")?,
+            sinkhorn: self.sinkhorn()?,
+        })
+    }
 }
 
 /// Builds the op `a.mnemonic` from its attributes; `ty` is the declared
@@ -795,40 +804,22 @@ fn build_op(a: &mut Attrs<'_>, ty: &Type) -> PResult<Op> {
         },
         "sinkhorn" => Op::Sinkhorn(a.sinkhorn()?),
         "sinkhorn_grad" => Op::SinkhornGrad(a.sinkhorn()?),
-        "mhc_pre" | "mhc_pre_grad" | "mhc_pre_projected" => {
-            let norm_eps = a.float("norm_eps")?;
-            let pre_eps = a.float("pre_eps")?;
-            let post_mult = a.float("post_mult")?;
-            let sinkhorn = a.sinkhorn()?;
-            match mnemonic {
-                "mhc_pre" => Op::MhcPre {
-                    norm_eps,
-                    pre_eps,
-                    post_mult,
-                    sinkhorn,
-                },
-                "mhc_pre_projected" => Op::MhcPreProjected {
-                    norm_eps,
-                    pre_eps,
-                    post_mult,
-                    sinkhorn,
-                },
-                _ => Op::MhcPreGrad {
-                    norm_eps,
-                    pre_eps,
-                    post_mult,
-                    sinkhorn,
-                },
-            }
-        }
+        "mhc_pre" => Op::MhcPre(a.pre_mix()?),
+        "mhc_pre_projected" => Op::MhcPreProjected(a.pre_mix()?),
+        "mhc_pre_grad" => Op::MhcPreGrad(a.pre_mix()?),
         "hc_pre" => Op::HcPre {
             norm_eps: a.float("norm_eps")?,
         },
         "get" => Op::Get {
             index: a.usize("index")?,
         },
-        _ => match PLAIN_OPS.iter().find(|op| op.mnemonic() == mnemonic) {
-            Some(op) => op.clone(),
+        // The ops without attributes, by mnemonic alone.
+        _ => match OpKind::ALL
+            .iter()
+            .find(|k| k.mnemonic() == mnemonic)
+            .and_then(|k| k.plain())
+        {
+            Some(op) => op,
             None => return a.p.err_at(a.loc, format!("unknown op '{mnemonic}'")),
         },
     })

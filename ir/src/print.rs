@@ -17,7 +17,7 @@ use std::fmt::{self, Write};
 
 use crate::graph::{Graph, ValueId};
 use crate::literal::{LiteralValues, format_scalar};
-use crate::op::{FloatAttr, InputKind, Op, SinkhornSpec};
+use crate::op::{FloatAttr, InputKind, Op, PreMixSpec, SinkhornSpec};
 use crate::types::DType;
 
 /// The text spelling of a value in `graph`: `%name` for inputs, `%N` otherwise.
@@ -97,28 +97,8 @@ fn write_rhs(f: &mut impl Write, graph: &Graph, v: ValueId) -> fmt::Result {
         }
         Op::Softmax { axis } => write!(f, "{sep}axis={axis}")?,
         Op::Sinkhorn(spec) | Op::SinkhornGrad(spec) => write_sinkhorn(f, sep, spec)?,
-        Op::MhcPre {
-            norm_eps,
-            pre_eps,
-            post_mult,
-            sinkhorn,
-        }
-        | Op::MhcPreGrad {
-            norm_eps,
-            pre_eps,
-            post_mult,
-            sinkhorn,
-        }
-        | Op::MhcPreProjected {
-            norm_eps,
-            pre_eps,
-            post_mult,
-            sinkhorn,
-        } => {
-            write_float(f, sep, "norm_eps", *norm_eps)?;
-            write_float(f, ", ", "pre_eps", *pre_eps)?;
-            write_float(f, ", ", "post_mult", *post_mult)?;
-            write_sinkhorn(f, ", ", sinkhorn)?;
+        Op::MhcPre(spec) | Op::MhcPreGrad(spec) | Op::MhcPreProjected(spec) => {
+            write_pre_mix(f, sep, spec)?;
         }
         Op::HcPre { norm_eps } => write_float(f, sep, "norm_eps", *norm_eps)?,
         Op::Get { index } => write!(f, "{sep}index={index}")?,
@@ -135,6 +115,13 @@ fn write_float(f: &mut impl Write, sep: &str, key: &str, v: FloatAttr) -> fmt::R
 fn write_sinkhorn(f: &mut impl Write, sep: &str, s: &SinkhornSpec) -> fmt::Result {
     write!(f, "{sep}variant={}, iters={}", s.variant.name(), s.iters)?;
     write_float(f, ", ", "eps", s.eps)
+}
+
+fn write_pre_mix(f: &mut impl Write, sep: &str, s: &PreMixSpec) -> fmt::Result {
+    write_float(f, sep, "norm_eps", s.norm_eps)?;
+    write_float(f, ", ", "pre_eps", s.pre_eps)?;
+    write_float(f, ", ", "post_mult", s.post_mult)?;
+    write_sinkhorn(f, ", ", &s.sinkhorn)
 }
 
 /// One node as a line of text (without indentation), e.g.

@@ -8,7 +8,7 @@
 //! accumulator steps, as in `matmul`, not stores: bf16 products are not
 //! rounded to bf16.
 
-use crate::op::{SinkhornSpec, SinkhornVariant};
+use crate::op::{PreMixGates, PreMixSpec, SinkhornSpec, SinkhornVariant};
 
 /// Rounding hooks of the current precision mode.
 pub(crate) struct Round<'a> {
@@ -265,18 +265,6 @@ fn normalize_grad(
     out
 }
 
-/// Which gates a pre-mix uses.
-pub(crate) enum Gates<'a> {
-    /// mHC: sigmoid gates and a Sinkhorn-projected residual mix.
-    Constrained {
-        pre_eps: f64,
-        post_mult: f64,
-        sinkhorn: &'a SinkhornSpec,
-    },
-    /// HC: `scale · tanh(mixes) + base`, no projection.
-    Unconstrained,
-}
-
 /// Where a pre-mix's `m` projections come from.
 #[derive(Clone, Copy)]
 pub(crate) enum Projection<'a> {
@@ -318,7 +306,7 @@ pub(crate) fn pre_mix(
     base: &[f64],
     (t, n, c): (usize, usize, usize),
     norm_eps: f64,
-    gates: &Gates<'_>,
+    gates: &PreMixGates,
     r: &Round<'_>,
 ) -> Vec<f64> {
     let k = n * c;
@@ -348,11 +336,12 @@ pub(crate) fn pre_mix(
             }
         };
         let (pre, po, cm): (Vec<f64>, Vec<f64>, Vec<f64>) = match gates {
-            Gates::Constrained {
+            PreMixGates::Constrained {
                 pre_eps,
                 post_mult,
                 sinkhorn: spec,
             } => {
+                let (pre_eps, post_mult) = (pre_eps.get(), post_mult.get());
                 let z: Vec<f64> = (0..m)
                     .map(|j| (r.st)((r.st)(mixes[j] * scale[seg(j)]) + base[j]))
                     .collect();
@@ -368,7 +357,7 @@ pub(crate) fn pre_mix(
                     sinkhorn(&z[2 * n..], n, spec, r),
                 )
             }
-            Gates::Unconstrained => {
+            PreMixGates::Unconstrained => {
                 let g =
                     |j: usize| (r.st)((r.st)(scale[seg(j)] * (r.st)(mixes[j].tanh())) + base[j]);
                 (
@@ -481,19 +470,15 @@ pub(crate) fn post_mix_grad(
 /// `d_scale[seg] += dz·mixes`, `d_base += dz`; the projection's cotangent
 /// is `g = dz·scale[seg]·f`, so `d_fn += g ⊗ x` and
 /// `d_x = pre ⊗ d_li + g·fn − (Σ_r dz_r·scale·dot_r)·f³·x / (nC)`.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "mirrors the op's attributes and its shape"
-)]
 pub(crate) fn pre_mix_grad(
     [x, proj, scale, base, d_li, d_post, d_comb]: [&[f64]; 7],
     (t, n, c): (usize, usize, usize),
-    norm_eps: f64,
-    pre_eps: f64,
-    post_mult: f64,
-    spec: &SinkhornSpec,
+    attrs: &PreMixSpec,
     r: &Round<'_>,
 ) -> Vec<f64> {
+    let norm_eps = attrs.norm_eps.get();
+    let (pre_eps, post_mult) = (attrs.pre_eps.get(), attrs.post_mult.get());
+    let spec = &attrs.sinkhorn;
     let k = n * c;
     let m = n * (n + 2);
     let nn = n * n;

@@ -5,9 +5,9 @@
 //! primitive ops' negative cases are in `errors.rs`.)
 
 use birkhoff_ir::{
-    DType, Error, FloatAttr, Graph, InputKind, Op, ParseError, SinkhornSpec, SinkhornVariant,
-    TensorType, TypeError, ValueId, VerifyError, infer, infer_type, parse_and_verify, parse_module,
-    verify,
+    DType, Error, FloatAttr, Graph, InputKind, Op, ParseError, PreMixSpec, SinkhornSpec,
+    SinkhornVariant, TensorType, TypeError, ValueId, VerifyError, infer, infer_type,
+    parse_and_verify, parse_module, verify,
 };
 
 // ---- helpers ---------------------------------------------------------------
@@ -128,17 +128,20 @@ fn add_error(op: Op, tys: &[TensorType]) -> String {
     }
 }
 
+/// The attributes of [`mhc_pre`] and [`mhc_pre_grad`].
+const PRE_MIX: PreMixSpec = PreMixSpec {
+    norm_eps: FloatAttr(1e-6),
+    pre_eps: FloatAttr(1e-6),
+    post_mult: FloatAttr(2.0),
+    sinkhorn: SinkhornSpec {
+        variant: SinkhornVariant::TileKernels,
+        iters: 20,
+        eps: FloatAttr(1e-6),
+    },
+};
+
 fn mhc_pre() -> Op {
-    Op::MhcPre {
-        norm_eps: FloatAttr(1e-6),
-        pre_eps: FloatAttr(1e-6),
-        post_mult: FloatAttr(2.0),
-        sinkhorn: SinkhornSpec {
-            variant: SinkhornVariant::TileKernels,
-            iters: 20,
-            eps: FloatAttr(1e-6),
-        },
-    }
+    Op::MhcPre(PRE_MIX)
 }
 
 /// The four pre-mix operand types of `x [2,4,3]`, in f32.
@@ -594,21 +597,7 @@ fn mhc_post_grad_operand_shapes() {
 }
 
 fn mhc_pre_grad() -> Op {
-    let Op::MhcPre {
-        norm_eps,
-        pre_eps,
-        post_mult,
-        sinkhorn,
-    } = mhc_pre()
-    else {
-        unreachable!()
-    };
-    Op::MhcPreGrad {
-        norm_eps,
-        pre_eps,
-        post_mult,
-        sinkhorn,
-    }
+    Op::MhcPreGrad(PRE_MIX)
 }
 
 #[test]
@@ -668,7 +657,7 @@ fn mhc_pre_grad_operand_shapes() {
         "mhc_pre_grad takes 7 operand(s), got 4"
     );
     // Bad attributes are errors too.
-    let bad = Op::MhcPreGrad {
+    let bad = Op::MhcPreGrad(PreMixSpec {
         norm_eps: FloatAttr(f64::NAN),
         pre_eps: FloatAttr(0.0),
         post_mult: FloatAttr(1.0),
@@ -677,7 +666,7 @@ fn mhc_pre_grad_operand_shapes() {
             iters: 1,
             eps: FloatAttr(0.0),
         },
-    };
+    });
     assert!(add_error(bad, &operands()).starts_with("mhc_pre_grad: "));
     // infer_type refuses it (the result is a tuple) instead of panicking.
     let refs: Vec<TensorType> = operands();

@@ -4,9 +4,9 @@
 //!
 //! * hand-checked tiny cases, with the arithmetic in comments;
 //! * an independent f64 transcription of DESIGN §2 (the `reference`
-//!   section below, written from the design text loop by loop, calling
-//!   nothing in `birkhoff_ir`) against f64 graphs on random shapes, values
-//!   and settings;
+//!   section below, written from the design text loop by loop, using
+//!   nothing from `birkhoff_ir` but its attribute types) against f64
+//!   graphs on random shapes, values and settings;
 //! * each fused op against the model zoo's unrolled primitive graph of the
 //!   same math, run on the same inputs;
 //! * `Precision::F32` and bf16 operands against the same transcription.
@@ -23,8 +23,8 @@ use birkhoff_dsl::zoo::mhc::{self, MhcConfig, MixParams, SinkhornConfig};
 use birkhoff_dsl::zoo::{ModelArgs, build_model};
 use birkhoff_dsl::{Builder, nn};
 use birkhoff_ir::{
-    DType, Graph, InterpOptions, Precision, SinkhornVariant, Tensor, TensorType, interpret,
-    parse_and_verify,
+    DType, FloatAttr, Graph, InterpOptions, PreMixGates, Precision, SinkhornSpec, SinkhornVariant,
+    Tensor, TensorType, interpret, parse_and_verify,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -139,39 +139,17 @@ fn one_op_graph(op: &str, attrs: &str, dtype: DType, shape: &[usize]) -> Graph {
     ))
 }
 
-/// Settings of one Sinkhorn projection.
-#[derive(Clone, Copy, Debug)]
-struct Sk {
-    variant: SinkhornVariant,
-    iters: usize,
-    eps: f64,
-}
-
-impl Sk {
-    fn attrs(&self) -> String {
-        let variant = match self.variant {
-            SinkhornVariant::Paper => "paper",
-            SinkhornVariant::TileKernels => "tilekernels",
-        };
-        format!(
-            "variant={variant}, iters={}, eps={}",
-            self.iters,
-            float_text(self.eps)
-        )
-    }
-}
-
-/// Which pre-mix, with its gate settings.
-#[derive(Clone, Copy, Debug)]
-enum Gates {
-    /// `mhc_pre`.
-    Mhc {
-        pre_eps: f64,
-        post_mult: f64,
-        sk: Sk,
-    },
-    /// `hc_pre`.
-    Hc,
+/// The text attributes of a Sinkhorn projection.
+fn sinkhorn_attrs(sk: &SinkhornSpec) -> String {
+    let variant = match sk.variant {
+        SinkhornVariant::Paper => "paper",
+        SinkhornVariant::TileKernels => "tilekernels",
+    };
+    format!(
+        "variant={variant}, iters={}, eps={}",
+        sk.iters,
+        float_text(sk.eps.get())
+    )
 }
 
 /// One pre-mix problem: `x [T,n,C]`, `fn [n(n+2), nC]`, `scale [3]`,
@@ -186,7 +164,7 @@ struct PreCase {
     scale: Vec<f64>,
     base: Vec<f64>,
     norm_eps: f64,
-    gates: Gates,
+    gates: PreMixGates,
 }
 
 impl PreCase {
@@ -198,17 +176,19 @@ impl PreCase {
     fn op_text(&self) -> String {
         let norm_eps = float_text(self.norm_eps);
         match self.gates {
-            Gates::Mhc {
+            PreMixGates::Constrained {
                 pre_eps,
                 post_mult,
-                sk,
+                sinkhorn,
             } => format!(
                 "mhc_pre %residual, %fn, %scale, %base, norm_eps={norm_eps}, pre_eps={}, post_mult={}, {}",
-                float_text(pre_eps),
-                float_text(post_mult),
-                sk.attrs()
+                float_text(pre_eps.get()),
+                float_text(post_mult.get()),
+                sinkhorn_attrs(&sinkhorn)
             ),
-            Gates::Hc => format!("hc_pre %residual, %fn, %scale, %base, norm_eps={norm_eps}"),
+            PreMixGates::Unconstrained => {
+                format!("hc_pre %residual, %fn, %scale, %base, norm_eps={norm_eps}")
+            }
         }
     }
 
@@ -247,28 +227,13 @@ impl PreCase {
     /// to f32: the attributes of an f32 or bf16 op are f32 constants.
     fn rounded(&self, round: fn(&[f64]) -> Vec<f64>) -> PreCase {
         let one = |v: f64| f32_values(&[v])[0];
-        let gates = match self.gates {
-            Gates::Mhc {
-                pre_eps,
-                post_mult,
-                sk,
-            } => Gates::Mhc {
-                pre_eps: one(pre_eps),
-                post_mult: one(post_mult),
-                sk: Sk {
-                    eps: one(sk.eps),
-                    ..sk
-                },
-            },
-            Gates::Hc => Gates::Hc,
-        };
         PreCase {
             x: round(&self.x),
             proj: round(&self.proj),
             scale: round(&self.scale),
             base: round(&self.base),
             norm_eps: one(self.norm_eps),
-            gates,
+            gates: self.gates.rounded_to(DType::F32),
             ..self.clone()
         }
     }
@@ -312,11 +277,11 @@ impl PostCase {
 }
 
 /// `sinkhorn` on `comb` of `shape [..., n, n]`, with the zoo's names.
-fn sinkhorn_graph(d: DType, shape: &[usize], sk: Sk) -> Graph {
+fn sinkhorn_graph(d: DType, shape: &[usize], sk: SinkhornSpec) -> Graph {
     let t = ty(d, shape);
     parse(&format!(
         "graph @sinkhorn(%comb: {t}) -> (comb_mix: {t}) {{\n  %1 = sinkhorn %comb, {} : {t}\n  return %1\n}}\n",
-        sk.attrs()
+        sinkhorn_attrs(&sk)
     ))
 }
 
@@ -326,8 +291,8 @@ mod reference {
     //! Written from DESIGN §2 and the op descriptions alone, in plain f64,
     //! with index arithmetic spelled out.
 
-    use super::{Gates, PostCase, PreCase, Sk};
-    use birkhoff_ir::SinkhornVariant;
+    use super::{PostCase, PreCase};
+    use birkhoff_ir::{PreMixGates, SinkhornSpec, SinkhornVariant};
 
     fn sigmoid(x: f64) -> f64 {
         1.0 / (1.0 + (-x).exp())
@@ -394,9 +359,9 @@ mod reference {
 
     /// Sinkhorn-Knopp on one `n × n` matrix of logits, row-major (a row is
     /// the last axis).
-    pub fn sinkhorn_matrix(logits: &[f64], n: usize, sk: Sk) -> Vec<f64> {
+    pub fn sinkhorn_matrix(logits: &[f64], n: usize, sk: SinkhornSpec) -> Vec<f64> {
         let at = |i: usize, j: usize| i * n + j;
-        let eps = sk.eps;
+        let eps = sk.eps.get();
         let mut m = vec![0.0; n * n];
         match sk.variant {
             // M = exp(comb)
@@ -455,7 +420,7 @@ mod reference {
     }
 
     /// Sinkhorn on every trailing `n × n` matrix.
-    pub fn sinkhorn(logits: &[f64], n: usize, sk: Sk) -> Vec<f64> {
+    pub fn sinkhorn(logits: &[f64], n: usize, sk: SinkhornSpec) -> Vec<f64> {
         logits
             .chunks(n * n)
             .flat_map(|mat| sinkhorn_matrix(mat, n, sk))
@@ -488,19 +453,20 @@ mod reference {
                 }
             };
             let (pre, post, comb): (Vec<f64>, Vec<f64>, Vec<f64>) = match p.gates {
-                Gates::Mhc {
+                PreMixGates::Constrained {
                     pre_eps,
                     post_mult,
-                    sk,
+                    sinkhorn,
                 } => {
+                    let (pre_eps, post_mult) = (pre_eps.get(), post_mult.get());
                     let z: Vec<f64> = (0..m).map(|j| mixes[j] * scale(j) + p.base[j]).collect();
                     (
                         (0..n).map(|i| sigmoid(z[i]) + pre_eps).collect(),
                         (0..n).map(|i| sigmoid(z[n + i]) * post_mult).collect(),
-                        sinkhorn_matrix(&z[2 * n..], n, sk),
+                        sinkhorn_matrix(&z[2 * n..], n, sinkhorn),
                     )
                 }
-                Gates::Hc => {
+                PreMixGates::Unconstrained => {
                     let gate = |j: usize| scale(j) * mixes[j].tanh() + p.base[j];
                     (
                         (0..n).map(gate).collect(),
@@ -656,10 +622,10 @@ fn sinkhorn_by_hand() {
         (SinkhornVariant::TileKernels, 2, two_rounds),
     ];
     for (variant, iters, want) in cases {
-        let sk = Sk {
+        let sk = SinkhornSpec {
             variant,
             iters,
-            eps: 0.0,
+            eps: FloatAttr(0.0),
         };
         let g = sinkhorn_graph(DType::F64, &[2, 2], sk);
         let y = run(
@@ -674,10 +640,10 @@ fn sinkhorn_by_hand() {
     // (logits [[0, 0], [ln 2, ln 2]]) is projected on its own:
     // exp [[1, 1], [2, 2]], rows [[1/3, 1/3], [2/5, 2/5]], column sums
     // 11/15, so every column entry over 26/15: [[5/26, 5/26], [6/26, 6/26]].
-    let sk = Sk {
+    let sk = SinkhornSpec {
         variant: SinkhornVariant::Paper,
         iters: 1,
-        eps: 1.0,
+        eps: FloatAttr(1.0),
     };
     let g = sinkhorn_graph(DType::F64, &[2, 2, 2], sk);
     let batch = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, LN_2, LN_2];
@@ -690,10 +656,10 @@ fn sinkhorn_by_hand() {
     assert_close("eps=1", &y[0], &[0.2, 0.2, 0.2, 0.2, a, a, b, b], F64_REL);
     // tilekernels adds eps to the softmax too: zero logits give 1/2 + 1 =
     // 3/2 everywhere, then columns (3/2) / (3 + 1) = 3/8.
-    let sk = Sk {
+    let sk = SinkhornSpec {
         variant: SinkhornVariant::TileKernels,
         iters: 1,
-        eps: 1.0,
+        eps: FloatAttr(1.0),
     };
     let y = run(
         &sinkhorn_graph(DType::F64, &[2, 2], sk),
@@ -727,7 +693,7 @@ fn mhc_post_with_identity_and_permuting_combs() {
 }
 
 /// `n = 2, C = 2, T = 1` with `fn = 0`, so `mixes = 0` and `z = base`.
-fn zero_projection_case(gates: Gates, base: [f64; 8]) -> PreCase {
+fn zero_projection_case(gates: PreMixGates, base: [f64; 8]) -> PreCase {
     PreCase {
         t: 1,
         n: 2,
@@ -748,13 +714,13 @@ fn mhc_pre_by_hand() {
     // post = 2 · sigmoid([0, ln 3]) = [1, 3/2];
     // comb = one paper round on [[0, ln 3], [ln 2, ln 2]] (sinkhorn_by_hand);
     // layer_input = 1·[1, 2] + (1/2)·[3, 4] = [2.5, 4].
-    let gates = Gates::Mhc {
-        pre_eps: 0.25,
-        post_mult: 2.0,
-        sk: Sk {
+    let gates = PreMixGates::Constrained {
+        pre_eps: FloatAttr(0.25),
+        post_mult: FloatAttr(2.0),
+        sinkhorn: SinkhornSpec {
             variant: SinkhornVariant::Paper,
             iters: 1,
-            eps: 0.0,
+            eps: FloatAttr(0.0),
         },
     };
     let base = [LN_3, -LN_3, 0.0, LN_3, 0.0, LN_3, LN_2, LN_2];
@@ -782,13 +748,13 @@ fn mhc_pre_by_hand() {
         scale: vec![2.0, 3.0, 7.0],
         base: vec![0.0, 0.0, 5.0],
         norm_eps: 0.0,
-        gates: Gates::Mhc {
-            pre_eps: 0.0,
-            post_mult: 2.0,
-            sk: Sk {
+        gates: PreMixGates::Constrained {
+            pre_eps: FloatAttr(0.0),
+            post_mult: FloatAttr(2.0),
+            sinkhorn: SinkhornSpec {
                 variant: SinkhornVariant::TileKernels,
                 iters: 3,
-                eps: 0.0,
+                eps: FloatAttr(0.0),
             },
         },
     };
@@ -806,7 +772,7 @@ fn hc_pre_by_hand() {
     // pre = [1, -2], post = [3, 4], comb = [[5, 6], [7, 8]] (not projected);
     // layer_input = 1·[1, 2] - 2·[3, 4] = [-5, -6]. All exact.
     let base = [1.0, -2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
-    let p = zero_projection_case(Gates::Hc, base);
+    let p = zero_projection_case(PreMixGates::Unconstrained, base);
     let y = run(&p.graph(DType::F64), &p.inputs(DType::F64), Precision::F64);
     assert_eq!(
         y,
@@ -823,7 +789,7 @@ fn hc_pre_by_hand() {
         scale: vec![2.0, 3.0, 7.0],
         base: vec![0.0, 1.0, 5.0],
         norm_eps: 0.0,
-        gates: Gates::Hc,
+        gates: PreMixGates::Unconstrained,
     };
     let y = run(&p.graph(DType::F64), &p.inputs(DType::F64), Precision::F64);
     let th = 1f64.tanh();
@@ -835,7 +801,7 @@ fn hc_pre_by_hand() {
 #[test]
 fn get_takes_each_tuple_element_alone() {
     let base = [1.0, -2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
-    let p = zero_projection_case(Gates::Hc, base);
+    let p = zero_projection_case(PreMixGates::Unconstrained, base);
     let inputs = p.inputs(DType::F32);
     let want = [vec![-5.0, -6.0], vec![3.0, 4.0], vec![5.0, 6.0, 7.0, 8.0]];
     let types = ["f32[1,2]", "f32[1,2]", "f32[1,2,2]"];
@@ -871,7 +837,10 @@ fn fused_results_feed_later_ops() {
                   %7 = get %4, index=1 : f64[1,2]\n  \
                   %8 = mhc_post %6, %residual, %7, %5 : f64[1,2,2]\n  \
                   return %8\n}\n";
-    let p = zero_projection_case(Gates::Hc, [1.0, -2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+    let p = zero_projection_case(
+        PreMixGates::Unconstrained,
+        [1.0, -2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+    );
     let y = run(&parse(text), &p.inputs(DType::F64), Precision::F64);
     assert_eq!(y[0], [11.0, 20.0, 10.0, 20.0]);
 }
@@ -882,16 +851,16 @@ fn values(len: usize, lo: f64, hi: f64) -> impl Strategy<Value = Vec<f64>> {
     prop::collection::vec(lo..hi, len)
 }
 
-fn sk(max_iters: usize, epsilons: &[f64]) -> impl Strategy<Value = Sk> + use<> {
+fn sk(max_iters: usize, epsilons: &[f64]) -> impl Strategy<Value = SinkhornSpec> + use<> {
     (
         select(vec![SinkhornVariant::Paper, SinkhornVariant::TileKernels]),
         1..=max_iters,
         select(epsilons.to_vec()),
     )
-        .prop_map(|(variant, iters, eps)| Sk {
+        .prop_map(|(variant, iters, eps)| SinkhornSpec {
             variant,
             iters,
-            eps,
+            eps: FloatAttr(eps),
         })
 }
 
@@ -912,17 +881,17 @@ fn shaped(min_rank: usize, lo: f64, hi: f64) -> impl Strategy<Value = (Vec<usize
     })
 }
 
-fn gates(constrained: bool) -> BoxedStrategy<Gates> {
+fn gates(constrained: bool) -> BoxedStrategy<PreMixGates> {
     if constrained {
         (-0.5f64..0.5, -3.0f64..3.0, sk(30, &[0.0, 1e-6, 1e-3]))
-            .prop_map(|(pre_eps, post_mult, sk)| Gates::Mhc {
-                pre_eps,
-                post_mult,
-                sk,
+            .prop_map(|(pre_eps, post_mult, sinkhorn)| PreMixGates::Constrained {
+                pre_eps: FloatAttr(pre_eps),
+                post_mult: FloatAttr(post_mult),
+                sinkhorn,
             })
             .boxed()
     } else {
-        Just(Gates::Hc).boxed()
+        Just(PreMixGates::Unconstrained).boxed()
     }
 }
 
@@ -931,7 +900,7 @@ fn pre_case(
     max_t: usize,
     max_n: usize,
     max_c: usize,
-    gates: BoxedStrategy<Gates>,
+    gates: BoxedStrategy<PreMixGates>,
 ) -> impl Strategy<Value = PreCase> {
     (1..=max_t, 1..=max_n, 1..=max_c).prop_flat_map(move |(t, n, c)| {
         let m = n * (n + 2);
@@ -1034,7 +1003,7 @@ proptest! {
         for mat in y[0].chunks(n * n) {
             for j in 0..n {
                 let s: f64 = (0..n).map(|i| mat[i * n + j]).sum();
-                if sk.eps == 0.0 {
+                if sk.eps.get() == 0.0 {
                     prop_assert!((s - 1.0).abs() <= 1e-12, "column sum {}", s);
                 } else {
                     prop_assert!(s < 1.0 + 1e-12, "column sum {}", s);
@@ -1110,7 +1079,7 @@ proptest! {
             streams: Some(n),
             sinkhorn: Some(sk.variant),
             iters: Some(sk.iters),
-            eps: Some(sk.eps),
+            eps: Some(sk.eps.get()),
             dtype: Some(DType::F64),
             ..ModelArgs::default()
         };
@@ -1121,25 +1090,26 @@ proptest! {
 
     #[test]
     fn fused_mhc_pre_equals_the_zoo(p in pre_case(3, 4, 5, gates(true))) {
-        let Gates::Mhc { pre_eps, post_mult, sk } = p.gates else {
+        let PreMixGates::Constrained { pre_eps, post_mult, sinkhorn: sk } = p.gates else {
             unreachable!("constrained gates")
         };
+        // The zoo takes only non-negative pre_eps.
+        let pre_eps = FloatAttr(pre_eps.get().abs());
         let args = ModelArgs {
             tokens: Some(p.t),
             streams: Some(p.n),
             hidden: Some(p.c),
             norm_eps: Some(p.norm_eps),
-            // The zoo takes only non-negative pre_eps.
-            pre_eps: Some(pre_eps.abs()),
-            post_mult: Some(post_mult),
+            pre_eps: Some(pre_eps.get()),
+            post_mult: Some(post_mult.get()),
             sinkhorn: Some(sk.variant),
             iters: Some(sk.iters),
-            eps: Some(sk.eps),
+            eps: Some(sk.eps.get()),
             dtype: Some(DType::F64),
             ..ModelArgs::default()
         };
         let p = PreCase {
-            gates: Gates::Mhc { pre_eps: pre_eps.abs(), post_mult, sk },
+            gates: PreMixGates::Constrained { pre_eps, post_mult, sinkhorn: sk },
             ..p
         };
         check_same(&p.graph(DType::F64), &zoo("mhc-pre", &args), &p.inputs(DType::F64))?;
@@ -1206,20 +1176,20 @@ fn unfused_pre(p: &PreCase, d: DType) -> Graph {
         base: b.param("base", d, &[m]),
     };
     let (li, post, comb) = match p.gates {
-        Gates::Mhc {
+        PreMixGates::Constrained {
             pre_eps,
             post_mult,
-            sk,
+            sinkhorn,
         } => {
             let cfg = MhcConfig {
                 norm_eps: p.norm_eps,
-                pre_eps,
-                post_mult,
-                sinkhorn: sinkhorn_config(sk),
+                pre_eps: pre_eps.get(),
+                post_mult: post_mult.get(),
+                sinkhorn: sinkhorn_config(sinkhorn),
             };
             mhc::mhc_pre(x, &params, &cfg)
         }
-        Gates::Hc => mhc::hc_pre(x, &params, p.norm_eps),
+        PreMixGates::Unconstrained => mhc::hc_pre(x, &params, p.norm_eps),
     };
     b.output("layer_input", li);
     b.output("post_mix", post);
@@ -1227,11 +1197,11 @@ fn unfused_pre(p: &PreCase, d: DType) -> Graph {
     b.build().expect("the zoo's pre-mix builds")
 }
 
-fn sinkhorn_config(sk: Sk) -> SinkhornConfig {
+fn sinkhorn_config(sk: SinkhornSpec) -> SinkhornConfig {
     SinkhornConfig {
         variant: sk.variant,
         iters: sk.iters,
-        eps: sk.eps,
+        eps: sk.eps.get(),
     }
 }
 
@@ -1272,7 +1242,7 @@ proptest! {
         let y = run(&q.graph(DType::F32), &q.inputs(DType::F32), Precision::F32);
         check("residual_out", &y[0], &reference::post(&q), F32_REL)?;
         let logits = f32_values(&logits);
-        let sk = Sk { eps: f32_values(&[sk.eps])[0], ..sk };
+        let sk = sk.rounded_to(DType::F32);
         let n = shape[shape.len() - 1];
         let y = run(
             &sinkhorn_graph(DType::F32, &shape, sk),

@@ -4,9 +4,9 @@
 //! agree with the verifier.
 
 use birkhoff_ir::{
-    DType, FloatAttr, Graph, InputKind, Literal, Op, SinkhornSpec, SinkhornVariant, TensorType,
-    Type, ValueId, infer, infer_type, parse_and_verify, parse_graph, parse_module,
-    parse_module_with_locations, verify, verify_located,
+    DType, FloatAttr, Graph, InputKind, Literal, Op, OpKind, PreMixSpec, SinkhornSpec,
+    SinkhornVariant, TensorType, Type, ValueId, infer, infer_type, parse_and_verify, parse_graph,
+    parse_module, parse_module_with_locations, verify, verify_located,
 };
 use birkhoff_testkit::graph;
 use proptest::prelude::*;
@@ -253,7 +253,7 @@ fn check_op(op: &Op, tys: &[TensorType]) -> Result<(), TestCaseError> {
     let wrapped: Vec<Type> = tys.iter().cloned().map(Type::Tensor).collect();
     let inferred = infer(op, &wrapped.iter().collect::<Vec<_>>());
     let tensor_only = infer_type(op, &refs);
-    if matches!(op, Op::MhcPre { .. } | Op::HcPre { .. } | Op::Get { .. }) {
+    if op.is_multi_result() || matches!(op, Op::Get { .. }) {
         // Tuple ops are typed by infer alone.
         prop_assert!(tensor_only.is_err());
     } else {
@@ -337,86 +337,15 @@ fn mix_operand_types() -> impl Strategy<Value = Vec<TensorType>> {
         })
 }
 
-/// Any op with attributes that may or may not fit its operands.
+/// Any op with attributes that may or may not fit its operands: every kind
+/// of [`OpKind::ALL`], equally likely.
 fn arbitrary_op() -> impl Strategy<Value = Op> {
-    let small = 0usize..5;
-    let list = || proptest::collection::vec(0usize..6, 0..5);
-    let leaf_ty = birkhoff_testkit::tensor_type;
-    prop_oneof![
-        (small.clone(), leaf_ty()).prop_map(|(axis, ty)| Op::Iota { axis, ty }),
-        leaf_ty().prop_map(|ty| Op::Const(Literal::splat(ty, 1.0))),
-        leaf_ty().prop_map(|ty| Op::Input {
-            name: "i".into(),
-            kind: InputKind::Data,
-            ty,
-        }),
-        proptest::sample::select(vec![
-            Op::Neg,
-            Op::Abs,
-            Op::Exp,
-            Op::Log,
-            Op::Sqrt,
-            Op::Rsqrt,
-            Op::Recip,
-            Op::Sigmoid,
-            Op::Tanh,
-            Op::Not,
-            Op::Add,
-            Op::Sub,
-            Op::Mul,
-            Op::Div,
-            Op::Max,
-            Op::Min,
-            Op::Pow,
-            Op::Eq,
-            Op::Ne,
-            Op::Lt,
-            Op::Le,
-            Op::Gt,
-            Op::Ge,
-            Op::And,
-            Op::Or,
-            Op::Select,
-            Op::MatMul,
-        ]),
-        (list(), any::<bool>()).prop_map(|(axes, keepdims)| Op::ReduceSum { axes, keepdims }),
-        (list(), any::<bool>()).prop_map(|(axes, keepdims)| Op::ReduceMax { axes, keepdims }),
-        list().prop_map(|shape| Op::Reshape { shape }),
-        list().prop_map(|perm| Op::Permute { perm }),
-        list().prop_map(|shape| Op::Broadcast { shape }),
-        (list(), list()).prop_map(|(start, end)| Op::Slice { start, end }),
-        small.clone().prop_map(|axis| Op::Concat { axis }),
-        birkhoff_testkit::dtype().prop_map(|dtype| Op::Cast { dtype }),
-        float_attr().prop_map(|eps| Op::RowNorm { eps }),
-        float_attr().prop_map(|eps| Op::ColNorm { eps }),
-        float_attr().prop_map(|eps| Op::RmsNorm { eps }),
-        small.clone().prop_map(|axis| Op::Softmax { axis }),
-        sinkhorn_spec().prop_map(Op::Sinkhorn),
-        (float_attr(), float_attr(), float_attr(), sinkhorn_spec()).prop_map(
-            |(norm_eps, pre_eps, post_mult, sinkhorn)| Op::MhcPre {
-                norm_eps,
-                pre_eps,
-                post_mult,
-                sinkhorn,
-            }
-        ),
-        float_attr().prop_map(|norm_eps| Op::HcPre { norm_eps }),
-        Just(Op::MhcPost),
-        Just(Op::MhcPostGrad),
-        (float_attr(), float_attr(), float_attr(), sinkhorn_spec()).prop_map(
-            |(norm_eps, pre_eps, post_mult, sinkhorn)| Op::MhcPreGrad {
-                norm_eps,
-                pre_eps,
-                post_mult,
-                sinkhorn,
-            }
-        ),
-        small.prop_map(|index| Op::Get { index }),
-    ]
+    proptest::sample::select(OpKind::ALL)
+        .prop_flat_map(|kind| op_of(kind, float_attr().boxed(), sinkhorn_spec().boxed()))
 }
 
-/// `mhc_pre`, `hc_pre` or `mhc_post`, with attributes valid three times
-/// in four.
+/// A fused op (`mhc_pre`, `hc_pre`, `mhc_post`, their backward and
+/// replay ops, `sinkhorn_grad`), with attributes valid three times in four.
 fn fused_op() -> impl Strategy<Value = Op> {
     let attr = || {
         prop_oneof![
@@ -434,29 +363,90 @@ fn fused_op() -> impl Strategy<Value = Op> {
             iters,
             eps,
         });
-    prop_oneof![
-        (attr(), attr(), attr(), spec.clone()).prop_map(
-            |(norm_eps, pre_eps, post_mult, sinkhorn)| {
-                Op::MhcPre {
-                    norm_eps,
-                    pre_eps,
-                    post_mult,
-                    sinkhorn,
-                }
-            }
-        ),
-        attr().prop_map(|norm_eps| Op::HcPre { norm_eps }),
-        Just(Op::MhcPost),
-        Just(Op::MhcPostGrad),
-        (attr(), attr(), attr(), spec).prop_map(|(norm_eps, pre_eps, post_mult, sinkhorn)| {
-            Op::MhcPreGrad {
+    let fused: Vec<OpKind> = OpKind::ALL
+        .iter()
+        .copied()
+        .filter(|k| k.sample().is_fused())
+        .collect();
+    proptest::sample::select(fused)
+        .prop_flat_map(move |kind| op_of(kind, attr().boxed(), spec.clone().boxed()))
+}
+
+/// An op of `kind` with float attributes from `attr`, Sinkhorn settings
+/// from `spec`, and small axes, lists and leaf types that may or may not
+/// fit. Attribute-free ops are their kind's one op; every kind with
+/// attributes needs an arm here ([`every_kind_has_an_op_strategy`]).
+fn op_of(
+    kind: OpKind,
+    attr: BoxedStrategy<FloatAttr>,
+    spec: BoxedStrategy<SinkhornSpec>,
+) -> BoxedStrategy<Op> {
+    let small = || 0usize..5;
+    let list = || proptest::collection::vec(0usize..6, 0..5);
+    let leaf_ty = birkhoff_testkit::tensor_type;
+    let pre_mix = || {
+        (attr.clone(), attr.clone(), attr.clone(), spec.clone()).prop_map(
+            |(norm_eps, pre_eps, post_mult, sinkhorn)| PreMixSpec {
                 norm_eps,
                 pre_eps,
                 post_mult,
                 sinkhorn,
-            }
-        }),
-    ]
+            },
+        )
+    };
+    match kind {
+        OpKind::Input => leaf_ty()
+            .prop_map(|ty| Op::Input {
+                name: "i".into(),
+                kind: InputKind::Data,
+                ty,
+            })
+            .boxed(),
+        OpKind::Const => leaf_ty()
+            .prop_map(|ty| Op::Const(Literal::splat(ty, 1.0)))
+            .boxed(),
+        OpKind::Iota => (small(), leaf_ty())
+            .prop_map(|(axis, ty)| Op::Iota { axis, ty })
+            .boxed(),
+        OpKind::ReduceSum => (list(), any::<bool>())
+            .prop_map(|(axes, keepdims)| Op::ReduceSum { axes, keepdims })
+            .boxed(),
+        OpKind::ReduceMax => (list(), any::<bool>())
+            .prop_map(|(axes, keepdims)| Op::ReduceMax { axes, keepdims })
+            .boxed(),
+        OpKind::Reshape => list().prop_map(|shape| Op::Reshape { shape }).boxed(),
+        OpKind::Permute => list().prop_map(|perm| Op::Permute { perm }).boxed(),
+        OpKind::Broadcast => list().prop_map(|shape| Op::Broadcast { shape }).boxed(),
+        OpKind::Slice => (list(), list())
+            .prop_map(|(start, end)| Op::Slice { start, end })
+            .boxed(),
+        OpKind::Concat => small().prop_map(|axis| Op::Concat { axis }).boxed(),
+        OpKind::Cast => birkhoff_testkit::dtype()
+            .prop_map(|dtype| Op::Cast { dtype })
+            .boxed(),
+        OpKind::RowNorm => attr.prop_map(|eps| Op::RowNorm { eps }).boxed(),
+        OpKind::ColNorm => attr.prop_map(|eps| Op::ColNorm { eps }).boxed(),
+        OpKind::RmsNorm => attr.prop_map(|eps| Op::RmsNorm { eps }).boxed(),
+        OpKind::Softmax => small().prop_map(|axis| Op::Softmax { axis }).boxed(),
+        OpKind::Sinkhorn => spec.prop_map(Op::Sinkhorn).boxed(),
+        OpKind::SinkhornGrad => spec.prop_map(Op::SinkhornGrad).boxed(),
+        OpKind::MhcPre => pre_mix().prop_map(Op::MhcPre).boxed(),
+        OpKind::MhcPreProjected => pre_mix().prop_map(Op::MhcPreProjected).boxed(),
+        OpKind::MhcPreGrad => pre_mix().prop_map(Op::MhcPreGrad).boxed(),
+        OpKind::HcPre => attr.prop_map(|norm_eps| Op::HcPre { norm_eps }).boxed(),
+        OpKind::Get => small().prop_map(|index| Op::Get { index }).boxed(),
+        _ => match kind.plain() {
+            Some(op) => Just(op).boxed(),
+            None => panic!("no strategy for the attributes of {kind:?}"),
+        },
+    }
+}
+
+#[test]
+fn every_kind_has_an_op_strategy() {
+    for &kind in OpKind::ALL {
+        let _ = op_of(kind, float_attr().boxed(), sinkhorn_spec().boxed());
+    }
 }
 
 /// A float attribute, valid or not: zero, small, negative, NaN or infinite.

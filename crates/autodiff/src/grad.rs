@@ -78,7 +78,7 @@ pub fn grad(graph: &Graph, loss: &str, wrt: &[&str]) -> Result<Graph> {
 /// tensors. The gradient graph computes the rest of the forward pass in
 /// primitives; the optimizer fuses it again.
 fn expand_for_autodiff(graph: &Graph) -> Result<Cow<'_, Graph>> {
-    let keep = |op: &Op| matches!(op, Op::Sinkhorn(_) | Op::MhcPost | Op::MhcPre { .. });
+    let keep = |op: &Op| matches!(op, Op::Sinkhorn(_) | Op::MhcPost | Op::MhcPre(_));
     if !graph
         .nodes()
         .iter()
@@ -230,7 +230,7 @@ fn backprop(out: &mut Graph, loss: ValueId, targets: &[ValueId]) -> Result<Vec<O
         let Some(g) = cot[i] else { continue };
         if let Op::Get { index } = out.node(v).op {
             let t = out.node(v).args[0];
-            if matches!(out.node(t).op, Op::MhcPre { .. }) {
+            if matches!(out.node(t).op, Op::MhcPre(_)) {
                 if carries(out, t) {
                     let count = match out.value_type(t) {
                         birkhoff_ir::Type::Tuple(ts) => ts.len(),

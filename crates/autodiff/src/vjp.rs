@@ -358,12 +358,7 @@ pub(crate) fn vjp_tuple(
     let args = node.args.clone();
     let mut out = vec![None; args.len()];
     match &node.op {
-        Op::MhcPre {
-            norm_eps,
-            pre_eps,
-            post_mult,
-            sinkhorn,
-        } => {
+        Op::MhcPre(spec) => {
             let Type::Tuple(tys) = e.g.value_type(v).clone() else {
                 return Err(unsupported(node.op.mnemonic(), v));
             };
@@ -375,13 +370,7 @@ pub(crate) fn vjp_tuple(
                 };
                 operands.push(g);
             }
-            let op = Op::MhcPreGrad {
-                norm_eps: *norm_eps,
-                pre_eps: *pre_eps,
-                post_mult: *post_mult,
-                sinkhorn: *sinkhorn,
-            };
-            let grads = e.op(op, &operands)?;
+            let grads = e.op(Op::MhcPreGrad(*spec), &operands)?;
             for (i, &need) in needs.iter().enumerate() {
                 if need {
                     out[i] = Some(e.op(Op::Get { index: i }, &[grads])?);

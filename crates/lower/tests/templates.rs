@@ -35,7 +35,7 @@ use birkhoff_ir::kernel::{
     Expr, Index, LoopKind, Program, Stmt, VarId, run_program, verify_program,
 };
 use birkhoff_ir::{
-    DType, FloatAttr, Graph, InputKind, InterpOptions, Op, Precision, SinkhornSpec,
+    DType, FloatAttr, Graph, InputKind, InterpOptions, Op, PreMixSpec, Precision, SinkhornSpec,
     SinkhornVariant, Tensor, TensorType, Type, interpret,
 };
 use birkhoff_lower::templates::{Arg, lower_composite};
@@ -79,7 +79,7 @@ fn graph_of(op: &Op, inputs: &[(&str, TensorType)]) -> Graph {
         Type::Tuple(parts) => {
             let names: &[&str] = match op {
                 Op::MhcPostGrad => &POST_MIX_GRAD_OUTPUTS,
-                Op::MhcPreGrad { .. } => &PRE_MIX_GRAD_OUTPUTS,
+                Op::MhcPreGrad(_) => &PRE_MIX_GRAD_OUTPUTS,
                 _ => &PRE_MIX_OUTPUTS,
             };
             for (i, name) in names.iter().enumerate().take(parts.len()) {
@@ -392,12 +392,12 @@ proptest! {
         projection in projection(),
         seed in any::<u64>(),
     ) {
-        let op = Op::MhcPre {
+        let op = Op::MhcPre(PreMixSpec {
             norm_eps: FloatAttr(norm_eps),
             pre_eps: FloatAttr(pre_eps),
             post_mult: FloatAttr(post_mult),
             sinkhorn,
-        };
+        });
         check(&op, &pre_mix_inputs(dtype, dims, seed), &opts(projection))?;
     }
 
@@ -433,12 +433,12 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let (t, n, c) = dims;
-        let op = Op::MhcPreGrad {
+        let op = Op::MhcPreGrad(PreMixSpec {
             norm_eps: FloatAttr(norm_eps),
             pre_eps: FloatAttr(pre_eps),
             post_mult: FloatAttr(post_mult),
             sinkhorn,
-        };
+        });
         let mut inputs = pre_mix_inputs(dtype, dims, seed);
         for (name, shape) in [("d_li", vec![t, c]), ("d_post", vec![t, n]), ("d_comb", vec![t, n, n])] {
             let ty = TensorType::new(dtype, shape);
@@ -501,12 +501,12 @@ proptest! {
             ]),
         };
         check(&op, &inputs, &opts(projection))?;
-        let pre = Op::MhcPre {
+        let pre = Op::MhcPre(PreMixSpec {
             norm_eps: FloatAttr(1e-6),
             pre_eps: FloatAttr(0.0),
             post_mult: FloatAttr(2.0),
             sinkhorn: spec,
-        };
+        });
         let m = n * (n + 2);
         let inputs = vec![
             ("x", special(ty(&[2, n, 3]), "x")),
@@ -694,12 +694,12 @@ fn kernels_are_parallel_outside_and_contiguous_vectors_inside() {
         ),
         (Op::Sinkhorn(spec), vec![x(&[3, 4, 4])]),
         (
-            Op::MhcPre {
+            Op::MhcPre(PreMixSpec {
                 norm_eps: FloatAttr(1e-6),
                 pre_eps: FloatAttr(0.0),
                 post_mult: FloatAttr(2.0),
                 sinkhorn: spec,
-            },
+            }),
             pre_in(4, 8),
         ),
         (
@@ -747,7 +747,7 @@ fn assert_in_order(text: &str, checks: &[&str]) {
 }
 
 fn tiny_mhc_pre(projection: Projection) -> Program {
-    let op = Op::MhcPre {
+    let op = Op::MhcPre(PreMixSpec {
         norm_eps: FloatAttr(1e-6),
         pre_eps: FloatAttr(0.0),
         post_mult: FloatAttr(2.0),
@@ -756,7 +756,7 @@ fn tiny_mhc_pre(projection: Projection) -> Program {
             iters: 20,
             eps: FloatAttr(0.0),
         },
-    };
+    });
     let f32 = |s: &[usize]| TensorType::new(DType::F32, s);
     let g = graph_of(
         &op,

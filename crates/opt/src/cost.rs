@@ -15,7 +15,7 @@
 //! Transcendentals count as [`TRANSCENDENTAL_FLOPS`] flops, divisions and
 //! square roots as [`DIVIDE_FLOPS`].
 
-use birkhoff_ir::{Graph, Op, SinkhornSpec, SinkhornVariant, Type};
+use birkhoff_ir::{Graph, Op, PreMixGates, SinkhornSpec, SinkhornVariant, Type};
 use serde::Serialize;
 
 /// Bytes of memory traffic one kernel launch is worth.
@@ -150,11 +150,11 @@ pub fn node_cost(op: &Op, args: &[&Type], out: &Type) -> Cost {
             let (t, s, c) = dims(0);
             2 * t * s * (s + 2) * s * c
         }
-        Op::MhcPre { .. } | Op::HcPre { .. } | Op::MhcPreProjected { .. } => {
+        _ if let Some((_, gating)) = op.pre_mix() => {
             let (t, s, c) = dims(0);
             let m = s * (s + 2);
             // The projection (none given its mixes), the sum of squares.
-            let project = if matches!(op, Op::MhcPreProjected { .. }) {
+            let project = if matches!(op, Op::MhcPreProjected(_)) {
                 0
             } else {
                 2 * t * m * s * c
@@ -163,11 +163,9 @@ pub fn node_cost(op: &Op, args: &[&Type], out: &Type) -> Cost {
             // scale and bias for all m, a sigmoid or tanh for the 2n gates
             let gates = 2 * t * m + 2 * t * s * TRANSCENDENTAL_FLOPS;
             let mix = 2 * t * s * c;
-            let proj = match op {
-                Op::MhcPre { sinkhorn, .. } | Op::MhcPreProjected { sinkhorn, .. } => {
-                    sinkhorn_flops(sinkhorn, t * s * s)
-                }
-                _ => 0,
+            let proj = match gating {
+                PreMixGates::Constrained { sinkhorn, .. } => sinkhorn_flops(&sinkhorn, t * s * s),
+                PreMixGates::Unconstrained => 0,
             };
             norm + gates + mix + proj
         }
@@ -184,7 +182,8 @@ pub fn node_cost(op: &Op, args: &[&Type], out: &Type) -> Cost {
         // The recomputed forward (the projection, gates and Sinkhorn), the
         // Sinkhorn backward and the two products of the projection's
         // backward, `g·fn` and `gᵀ·x` (m·nC multiply-adds per token each).
-        Op::MhcPreGrad { sinkhorn, .. } => {
+        Op::MhcPreGrad(spec) => {
+            let sinkhorn = &spec.sinkhorn;
             let (t, s, c) = dims(0);
             let m = s * (s + 2);
             let forward = 2 * t * m * s * c
@@ -222,7 +221,7 @@ pub fn graph_cost(graph: &Graph) -> Cost {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use birkhoff_ir::{DType, FloatAttr, TensorType};
+    use birkhoff_ir::{DType, FloatAttr, PreMixSpec, TensorType};
 
     fn t(shape: &[usize]) -> Type {
         Type::Tensor(TensorType::new(DType::F32, shape))
@@ -368,19 +367,13 @@ mod tests {
             TensorType::new(DType::F32, [3]),
             TensorType::new(DType::F32, [m]),
         ]);
-        let attrs = (FloatAttr(1e-6), FloatAttr(0.0), FloatAttr(2.0));
-        let fwd = Op::MhcPre {
-            norm_eps: attrs.0,
-            pre_eps: attrs.1,
-            post_mult: attrs.2,
+        let attrs = PreMixSpec {
+            norm_eps: FloatAttr(1e-6),
+            pre_eps: FloatAttr(0.0),
+            post_mult: FloatAttr(2.0),
             sinkhorn: spec,
         };
-        let bwd = Op::MhcPreGrad {
-            norm_eps: attrs.0,
-            pre_eps: attrs.1,
-            post_mult: attrs.2,
-            sinkhorn: spec,
-        };
+        let (fwd, bwd) = (Op::MhcPre(attrs), Op::MhcPreGrad(attrs));
         let f_cost = node_cost(&fwd, &[&x, &f, &sc, &b], &fwd_out);
         let cost = node_cost(&bwd, &[&x, &f, &sc, &b, &li, &po, &cm], &out);
         assert_eq!(cost.launches, 1);

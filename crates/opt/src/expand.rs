@@ -60,8 +60,9 @@
 //! back unchanged.
 
 use birkhoff_ir::{
-    DType, FloatAttr, Graph, Literal, Node, Op, SinkhornSpec, SinkhornVariant, TensorType, Type,
-    ValueId, VerifyError, VerifyErrors, eliminate_dead_nodes, verify,
+    DType, FloatAttr, Graph, Literal, Node, Op, PreMixGates, PreMixSpec, SinkhornSpec,
+    SinkhornVariant, TensorType, Type, ValueId, VerifyError, VerifyErrors, eliminate_dead_nodes,
+    verify,
 };
 
 use crate::error::{Error, Result};
@@ -287,7 +288,7 @@ impl Builder<'_> {
         };
         // Attributes are constants of the computing dtype, as the
         // interpreter reads them.
-        let attr = |a: FloatAttr| cd.round(a.get());
+        let attr = |a: FloatAttr| a.rounded_to(cd).get();
         let x = args[0];
         let rank = self.ty(x).rank();
         let results = match op {
@@ -297,30 +298,6 @@ impl Builder<'_> {
             Op::RmsNorm { eps } => vec![self.rms_norm(x, attr(*eps))?],
             Op::Sinkhorn(spec) => vec![self.sinkhorn(x, spec, attr(spec.eps))?],
             Op::SinkhornGrad(spec) => vec![self.sinkhorn_grad(x, args[1], spec, attr(spec.eps))?],
-            Op::MhcPre {
-                norm_eps,
-                pre_eps,
-                post_mult,
-                sinkhorn,
-            }
-            | Op::MhcPreProjected {
-                norm_eps,
-                pre_eps,
-                post_mult,
-                sinkhorn,
-            } => {
-                let gates = Gates::Constrained {
-                    pre_eps: attr(*pre_eps),
-                    post_mult: attr(*post_mult),
-                    sinkhorn: *sinkhorn,
-                    eps: attr(sinkhorn.eps),
-                };
-                let projected = matches!(op, Op::MhcPreProjected { .. });
-                self.pre_mix(&args, attr(*norm_eps), &gates, projected)?
-            }
-            Op::HcPre { norm_eps } => {
-                self.pre_mix(&args, attr(*norm_eps), &Gates::Unconstrained, false)?
-            }
             Op::MhcProject => {
                 // f32 for bf16 operands (the result type says so); the
                 // widening is exact.
@@ -336,16 +313,10 @@ impl Builder<'_> {
             }
             Op::MhcPost => vec![self.post_mix(&args)?],
             Op::MhcPostGrad => self.post_mix_grad(&args)?,
-            Op::MhcPreGrad {
-                norm_eps,
-                pre_eps,
-                post_mult,
-                sinkhorn,
-            } => {
-                let (pre_eps, post_mult) = (attr(*pre_eps), attr(*post_mult));
-                let (norm_eps, eps) = (attr(*norm_eps), attr(sinkhorn.eps));
-                let attrs = (norm_eps, pre_eps, post_mult, eps);
-                self.pre_mix_grad(&args, attrs, sinkhorn)?
+            Op::MhcPreGrad(spec) => self.pre_mix_grad(&args, spec, cd)?,
+            _ if let Some((norm_eps, gates)) = op.pre_mix() => {
+                let projected = matches!(op, Op::MhcPreProjected(_));
+                self.pre_mix(&args, attr(norm_eps), &gates, cd, projected)?
             }
             _ => unreachable!("only semantic and fused ops are expanded"),
         };
@@ -510,11 +481,15 @@ impl Builder<'_> {
 
     /// `mhc_pre` / `hc_pre` (`args[1]` the weights `fn`), or with
     /// `projected`, `mhc_pre_projected` (`args[1]` the mixes `x·fnᵀ`).
+    /// `norm_eps` comes rounded to the computing dtype `cd`; the gates'
+    /// attributes are rounded here (a kept `sinkhorn` keeps the op's own
+    /// settings).
     fn pre_mix(
         &mut self,
         args: &[ValueId],
         norm_eps: f64,
-        gates: &Gates,
+        gates: &PreMixGates,
+        cd: DType,
         projected: bool,
     ) -> Result<Vec<ValueId>> {
         let (x, proj, scale, base) = (args[0], args[1], args[2], args[3]);
@@ -531,12 +506,13 @@ impl Builder<'_> {
         let r = self.rms_factor(xf, 1, norm_eps)?;
         let mixes = self.binary(Op::Mul, dots, r)?;
         let (pre, post, comb) = match *gates {
-            Gates::Constrained {
+            PreMixGates::Constrained {
                 pre_eps,
                 post_mult,
                 sinkhorn,
-                eps,
             } => {
+                let (pre_eps, post_mult) =
+                    (pre_eps.rounded_to(cd).get(), post_mult.rounded_to(cd).get());
                 // z = mixes ⊙ scales + base.
                 let sv = self.mix_scales(scale, n)?;
                 let zm = self.binary(Op::Mul, mixes, sv)?;
@@ -553,10 +529,10 @@ impl Builder<'_> {
                 };
                 let zc = self.slice(z, &[0, 2 * n], &[t, m])?;
                 let logits = self.reshape(zc, &[t, n, n])?;
-                let comb = self.sinkhorn(logits, &sinkhorn, eps)?;
+                let comb = self.sinkhorn(logits, &sinkhorn, sinkhorn.eps.rounded_to(cd).get())?;
                 (pre, post, comb)
             }
-            Gates::Unconstrained => {
+            PreMixGates::Unconstrained => {
                 let pre = self.tanh_gate(mixes, scale, base, 0, (0, n))?;
                 let post = self.tanh_gate(mixes, scale, base, 1, (n, 2 * n))?;
                 let flat = self.tanh_gate(mixes, scale, base, 2, (2 * n, m))?;
@@ -639,15 +615,21 @@ impl Builder<'_> {
 
 impl Builder<'_> {
     /// The pre-mix's backward on `[x, fn, scale, base, d_li, d_post,
-    /// d_comb]` with `(norm_eps, pre_eps, post_mult, sinkhorn eps)` in the
-    /// computing dtype: `[d_x, d_fn, d_scale, d_base]` (see the module
+    /// d_comb]` with the float attributes of `attrs` rounded to the
+    /// computing dtype `cd`: `[d_x, d_fn, d_scale, d_base]` (see the module
     /// documentation).
     fn pre_mix_grad(
         &mut self,
         args: &[ValueId],
-        (norm_eps, pre_eps, post_mult, eps): (f64, f64, f64, f64),
-        spec: &SinkhornSpec,
+        attrs: &PreMixSpec,
+        cd: DType,
     ) -> Result<Vec<ValueId>> {
+        // A kept `sinkhorn_grad` keeps the op's own Sinkhorn settings; the
+        // expansion uses its eps rounded like the others.
+        let attr = |a: FloatAttr| a.rounded_to(cd).get();
+        let (norm_eps, pre_eps) = (attr(attrs.norm_eps), attr(attrs.pre_eps));
+        let post_mult = attr(attrs.post_mult);
+        let (spec, eps) = (&attrs.sinkhorn, attr(attrs.sinkhorn.eps));
         let (x, proj, scale, base) = (args[0], args[1], args[2], args[3]);
         let (d_li, d_post, d_comb) = (args[4], args[5], args[6]);
         let xs = self.shape(x);
@@ -739,17 +721,4 @@ impl Builder<'_> {
         let d_x = self.reshape(d_x, &[t, n, c])?;
         Ok(vec![d_x, d_fn, d_scale, d_base])
     }
-}
-
-/// Which gates a pre-mix uses, with its attributes in the computing dtype.
-enum Gates {
-    /// mHC: sigmoid gates and a Sinkhorn-projected residual mix.
-    Constrained {
-        pre_eps: f64,
-        post_mult: f64,
-        sinkhorn: SinkhornSpec,
-        eps: f64,
-    },
-    /// HC: `scale · tanh(mixes) + base`, no projection.
-    Unconstrained,
 }

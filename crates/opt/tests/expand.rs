@@ -9,7 +9,9 @@ mod common;
 use birkhoff_dsl::Init;
 use birkhoff_dsl::zoo::mhc::SinkhornVariant;
 use birkhoff_dsl::zoo::{Inits, LayerFn, ModelArgs, build_model, models};
-use birkhoff_ir::{DType, FloatAttr, Graph, InputKind, Op, SinkhornSpec, TensorType, Type};
+use birkhoff_ir::{
+    DType, FloatAttr, Graph, InputKind, Op, PreMixSpec, SinkhornSpec, TensorType, Type,
+};
 use birkhoff_opt::{expand, is_expandable};
 use common::{assert_agree, draw_inputs, inits, run, same_signature};
 
@@ -193,12 +195,12 @@ fn expand_keeping_leaves_the_kept_op_also_inside_another_expansion() {
         iters: 3,
         eps: FloatAttr(1e-6),
     };
-    let pre = Op::MhcPre {
+    let pre = Op::MhcPre(PreMixSpec {
         norm_eps: FloatAttr(1e-6),
         pre_eps: FloatAttr(1e-6),
         post_mult: FloatAttr(2.0),
         sinkhorn: spec,
-    };
+    });
     for dtype in DTYPES {
         let g = single(pre.clone(), &pre_types(dtype, 2, 3, 4));
         let keep = |op: &Op| matches!(op, Op::Sinkhorn(_));
@@ -215,8 +217,8 @@ fn expand_keeping_leaves_the_kept_op_also_inside_another_expansion() {
             assert_agree(&g, &e, &draw_inputs(&g, &pre_inits(), seed));
         }
         // Keeping the tuple op itself keeps it, and its gets.
-        let kept = birkhoff_opt::expand_keeping(&g, |op| matches!(op, Op::MhcPre { .. }))
-            .expect("expands");
+        let kept =
+            birkhoff_opt::expand_keeping(&g, |op| matches!(op, Op::MhcPre(_))).expect("expands");
         assert_eq!(kept, g);
     }
 }
@@ -249,12 +251,12 @@ fn mhc_pre_expands_to_pre_norm_fn_split_sinkhorn_and_apply_mix() {
         for (t, n, c) in [(3, 2, 4), (2, 4, 3), (1, 1, 2)] {
             for spec in sinkhorn_specs() {
                 for (pre_eps, post_mult) in [(0.0, 1.0), (1e-2, 2.0), (-0.5, 0.5)] {
-                    let op = Op::MhcPre {
+                    let op = Op::MhcPre(PreMixSpec {
                         norm_eps: FloatAttr(1e-6),
                         pre_eps: FloatAttr(pre_eps),
                         post_mult: FloatAttr(post_mult),
                         sinkhorn: spec,
-                    };
+                    });
                     check_expansion(&single(op, &pre_types(dtype, t, n, c)), &pre_inits());
                 }
             }
@@ -357,7 +359,7 @@ fn tuples_are_taken_apart_wherever_their_elements_are_used() {
         .collect();
     let pre = g
         .add(
-            Op::MhcPre {
+            Op::MhcPre(PreMixSpec {
                 norm_eps: FloatAttr(1e-6),
                 pre_eps: FloatAttr(0.0),
                 post_mult: FloatAttr(2.0),
@@ -366,7 +368,7 @@ fn tuples_are_taken_apart_wherever_their_elements_are_used() {
                     iters: 3,
                     eps: FloatAttr(1e-6),
                 },
-            },
+            }),
             &ins,
         )
         .expect("mhc_pre");
@@ -530,12 +532,12 @@ fn mhc_pre_grad_expands_to_the_pre_mix_backward() {
         for (t, n, c) in [(3, 2, 4), (2, 4, 3), (1, 1, 2)] {
             for spec in sinkhorn_specs().into_iter().filter(|s| s.iters <= 5) {
                 for (pre_eps, post_mult) in [(0.0, 1.0), (-0.5, 0.5)] {
-                    let op = Op::MhcPreGrad {
+                    let op = Op::MhcPreGrad(PreMixSpec {
                         norm_eps: FloatAttr(1e-6),
                         pre_eps: FloatAttr(pre_eps),
                         post_mult: FloatAttr(post_mult),
                         sinkhorn: spec,
-                    };
+                    });
                     let mut args = pre_types(dtype, t, n, c);
                     args.extend([
                         ty(dtype, &[t, c]),

@@ -532,7 +532,7 @@ fn pre_mix_whose_sinkhorn_changes_eps_in_the_last_round_fuses_the_clean_rounds()
         .nodes()
         .iter()
         .find_map(|n| match n.op {
-            Op::MhcPre { sinkhorn, .. } => Some(sinkhorn),
+            Op::MhcPre(spec) => Some(spec.sinkhorn),
             _ => None,
         })
         .expect("an mhc_pre");

@@ -7,7 +7,7 @@ mod common;
 
 use birkhoff_dsl::zoo::mhc::SinkhornVariant;
 use birkhoff_dsl::zoo::{LayerFn, ModelArgs, build_model, models};
-use birkhoff_ir::{DType, FloatAttr, Graph, Op, SinkhornSpec};
+use birkhoff_ir::{DType, FloatAttr, Graph, Op, PreMixSpec, SinkhornSpec};
 use birkhoff_opt::StopReason;
 use common::{count, counts, kernels, run, same_signature, sinkhorn_specs};
 
@@ -106,7 +106,7 @@ fn mhc_block_fuses_with_the_models_settings() {
     let m = build_model("mhc-block", &args).unwrap();
     let out = run(&m.graph);
     let f32 = |v: f64| FloatAttr(DType::F32.round(v));
-    let want = Op::MhcPre {
+    let want = Op::MhcPre(PreMixSpec {
         norm_eps: f32(1e-5),
         pre_eps: f32(0.25),
         post_mult: f32(1.5),
@@ -115,13 +115,13 @@ fn mhc_block_fuses_with_the_models_settings() {
             iters: 7,
             eps: f32(1e-3),
         },
-    };
+    });
     let pres: Vec<&Op> = out
         .graph
         .nodes()
         .iter()
         .map(|n| &n.op)
-        .filter(|op| matches!(op, Op::MhcPre { .. }))
+        .filter(|op| matches!(op, Op::MhcPre(_)))
         .collect();
     assert_eq!(pres, vec![&want, &want], "{}", out.graph);
 }
@@ -170,7 +170,7 @@ fn mhc_pre_model_becomes_one_mhc_pre_with_its_settings() {
         };
         let m = build_model("mhc-pre", &args).unwrap();
         let out = run(&m.graph);
-        let want = Op::MhcPre {
+        let want = Op::MhcPre(PreMixSpec {
             norm_eps: FloatAttr(1e-6),
             pre_eps: FloatAttr(1e-6),
             post_mult: FloatAttr(2.0),
@@ -179,7 +179,7 @@ fn mhc_pre_model_becomes_one_mhc_pre_with_its_settings() {
                 iters,
                 eps: FloatAttr(eps),
             },
-        };
+        });
         let what = format!("{} iters={iters} eps={eps}", variant.name());
         assert_eq!(kernels(&out.graph), counts(&[("mhc_pre", 1)]), "{what}");
         assert!(

@@ -48,7 +48,7 @@ pub(crate) fn replay_pre_mixes(
     let mut replayed: Vec<Option<(ValueId, ValueId)>> = vec![None; layers];
     for &li in &connections.layer_inputs {
         let pre = graph.node(li).args[0];
-        if !matches!(graph.node(pre).op, Op::MhcPre { .. }) {
+        if !matches!(graph.node(pre).op, Op::MhcPre(_)) {
             continue;
         }
         let Some(l) = connections
@@ -170,17 +170,7 @@ fn first_backward_use(
 /// `mhc_pre_projected` with `mhc_pre`'s attributes.
 fn projected(op: &Op) -> Op {
     match *op {
-        Op::MhcPre {
-            norm_eps,
-            pre_eps,
-            post_mult,
-            sinkhorn,
-        } => Op::MhcPreProjected {
-            norm_eps,
-            pre_eps,
-            post_mult,
-            sinkhorn,
-        },
+        Op::MhcPre(spec) => Op::MhcPreProjected(spec),
         _ => unreachable!("only mhc_pre is split"),
     }
 }

@@ -131,8 +131,7 @@ impl Connections {
                     return false;
                 };
                 let pre = graph.node(node.args[0]);
-                matches!(pre.op, Op::MhcPre { .. } | Op::HcPre { .. })
-                    && streams.contains(&pre.args[0])
+                matches!(pre.op, Op::MhcPre(_) | Op::HcPre { .. }) && streams.contains(&pre.args[0])
             })
             .collect();
         Ok(Some(Connections {
@@ -298,7 +297,7 @@ pub fn plan_training(
         order[split..]
             .iter()
             .map(|&v| planned.node(v))
-            .filter(|n| matches!(n.op, Op::MhcPreProjected { .. }))
+            .filter(|n| matches!(n.op, Op::MhcPreProjected(_)))
             .map(|n| {
                 let args: Vec<&birkhoff_ir::Type> =
                     n.args.iter().map(|&a| planned.value_type(a)).collect();

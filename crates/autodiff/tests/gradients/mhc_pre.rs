@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 
 use birkhoff_autodiff::grad;
 use birkhoff_ir::{
-    DType, FloatAttr, Graph, InputKind, Op, SinkhornSpec, SinkhornVariant, Tensor, TensorType,
-    ValueId,
+    DType, FloatAttr, Graph, InputKind, Op, PreMixSpec, SinkhornSpec, SinkhornVariant, Tensor,
+    TensorType, ValueId,
 };
 use proptest::prelude::*;
 
@@ -56,8 +56,8 @@ fn inputs(g: &mut Graph, dims: (usize, usize, usize)) -> Vec<ValueId> {
         .collect()
 }
 
-fn pre_op(spec: SinkhornSpec) -> Op {
-    Op::MhcPre {
+fn pre_attrs(spec: SinkhornSpec) -> PreMixSpec {
+    PreMixSpec {
         norm_eps: FloatAttr(1e-6),
         pre_eps: FloatAttr(0.25),
         post_mult: FloatAttr(2.0),
@@ -65,13 +65,12 @@ fn pre_op(spec: SinkhornSpec) -> Op {
     }
 }
 
+fn pre_op(spec: SinkhornSpec) -> Op {
+    Op::MhcPre(pre_attrs(spec))
+}
+
 fn pre_grad_op(spec: SinkhornSpec) -> Op {
-    Op::MhcPreGrad {
-        norm_eps: FloatAttr(1e-6),
-        pre_eps: FloatAttr(0.25),
-        post_mult: FloatAttr(2.0),
-        sinkhorn: spec,
-    }
+    Op::MhcPreGrad(pre_attrs(spec))
 }
 
 /// The loss over the results in `terms`, expanded into primitives when
@@ -201,7 +200,7 @@ proptest! {
         let feed = feed(dims, &values);
         let oracle = grad(&loss_graph(dims, spec, terms, true), "loss", &OPERANDS).unwrap();
         prop_assert!(
-            !oracle.nodes().iter().any(|n| matches!(n.op, Op::MhcPreGrad { .. })),
+            !oracle.nodes().iter().any(|n| matches!(n.op, Op::MhcPreGrad(_))),
             "the oracle must differentiate the primitives"
         );
         let want = run(&oracle, &feed);
@@ -211,7 +210,7 @@ proptest! {
         let count = via
             .nodes()
             .iter()
-            .filter(|n| matches!(n.op, Op::MhcPreGrad { .. }))
+            .filter(|n| matches!(n.op, Op::MhcPreGrad(_)))
             .count();
         prop_assert_eq!(count, 1, "{}", via);
         let via = run(&via, &feed);

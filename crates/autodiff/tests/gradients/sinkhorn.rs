@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 
 use birkhoff_autodiff::grad;
 use birkhoff_ir::{
-    DType, FloatAttr, Graph, InputKind, Op, SinkhornSpec, SinkhornVariant, Tensor, TensorType,
+    DType, FloatAttr, Graph, InputKind, Op, PreMixSpec, SinkhornSpec, SinkhornVariant, Tensor,
+    TensorType,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -190,12 +191,12 @@ fn mhc_pre_gradient_uses_the_recomputing_sinkhorn_backward() {
         iters: 4,
         eps: FloatAttr(1e-6),
     };
-    let pre = Op::MhcPre {
+    let pre = Op::MhcPre(PreMixSpec {
         norm_eps: FloatAttr(1e-6),
         pre_eps: FloatAttr(0.0),
         post_mult: FloatAttr(2.0),
         sinkhorn: spec,
-    };
+    });
     let tuple = g.add(pre, &[x, f, s, b]).unwrap();
     let comb = g.add(Op::Get { index: 2 }, &[tuple]).unwrap();
     let l = g
@@ -210,7 +211,7 @@ fn mhc_pre_gradient_uses_the_recomputing_sinkhorn_backward() {
     g.add_output("loss", l);
     let dg = grad(&g, "loss", &["x", "fn", "scale", "base"]).unwrap();
     let count = |want: fn(&Op) -> bool| dg.nodes().iter().filter(|n| want(&n.op)).count();
-    assert_eq!(count(|op| matches!(op, Op::MhcPreGrad { .. })), 1, "{dg}");
+    assert_eq!(count(|op| matches!(op, Op::MhcPreGrad(_))), 1, "{dg}");
     assert_eq!(count(|op| matches!(op, Op::SinkhornGrad(_))), 0, "{dg}");
     assert_eq!(count(|op| matches!(op, Op::Sinkhorn(_))), 0, "{dg}");
     assert_eq!(count(|op| *op == Op::Div), 0, "no unrolled rounds: {dg}");

@@ -40,28 +40,12 @@
 //! the results (and nothing in between) are rounded to `bf16`.
 
 use birkhoff_ir::kernel::{BufferId, Gemm, Index, LocalId, Matrix, Stmt, VarId};
-use birkhoff_ir::{DType, Op, SinkhornSpec, TensorType};
+use birkhoff_ir::{DType, Op, PreMixGates, TensorType};
 
 use super::emit::{Kb, add, at, div, ix, ld, lld, lstore, mul, set, store, un, var};
 use super::sinkhorn::{Scratch, project};
 use crate::builder::ProgramBuilder;
 use crate::{GemmSupport, LowerOptions, Projection};
-
-/// The gates of a pre-mix.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Gates {
-    /// mHC: sigmoid gates, a Sinkhorn-projected residual mix.
-    Constrained {
-        /// Added to the sigmoid pre gates.
-        pre_eps: f64,
-        /// Multiplies the sigmoid post gates.
-        post_mult: f64,
-        /// The projection of `comb`.
-        sinkhorn: SinkhornSpec,
-    },
-    /// HC: `scale · tanh(mixes) + base`, no projection.
-    Unconstrained,
-}
 
 /// Buffers and sizes of a pre-mix.
 #[derive(Clone, Copy, Debug)]
@@ -126,7 +110,7 @@ pub(crate) fn lower_pre_mix(
     what: &str,
     p: &PreMix,
     norm_eps: f64,
-    gates: &Gates,
+    gates: &PreMixGates,
     opts: &LowerOptions,
 ) {
     let (_, n, _) = p.dims;
@@ -152,7 +136,7 @@ pub(crate) fn lower_pre_mix_projected(
     what: &str,
     p: &PreMix,
     norm_eps: f64,
-    gates: &Gates,
+    gates: &PreMixGates,
 ) {
     pre_mix_kernel(pb, what, p, norm_eps, gates, Some((p.proj, None)));
 }
@@ -165,14 +149,14 @@ fn pre_mix_kernel(
     what: &str,
     p: &PreMix,
     norm_eps: f64,
-    gates: &Gates,
+    gates: &PreMixGates,
     proj: Option<(BufferId, Option<BufferId>)>,
 ) {
     let (t, n, c) = p.dims;
     let (m, k) = (n * (n + 2), n * c);
     let mut kb = Kb::new(pb, what, p.dtype);
     let mixes = kb.local(m);
-    let sc = (matches!(gates, Gates::Constrained { .. }) && !p.layer_input_only)
+    let sc = (matches!(gates, PreMixGates::Constrained { .. }) && !p.layer_input_only)
         .then(|| Scratch::new(&mut kb, n));
     let body = vec![kb.parallel(t, |kb, tok| {
         let row = Index::var(tok, ix(k));
@@ -325,7 +309,7 @@ fn epilogue(
     body: &mut Vec<Stmt>,
     tok: VarId,
     mixes: LocalId,
-    gates: &Gates,
+    gates: &PreMixGates,
     sc: Option<Scratch>,
 ) -> Vec<VarId> {
     let (_, n, _) = p.dims;
@@ -344,7 +328,7 @@ fn epilogue(
     let post_row = Index::var(tok, ix(n));
     let comb_row = Index::var(tok, ix(nn));
     match gates {
-        Gates::Constrained {
+        PreMixGates::Constrained {
             pre_eps,
             post_mult,
             sinkhorn,
@@ -352,7 +336,7 @@ fn epilogue(
             // z = mixes · scale[seg] + base
             let z = |seg: usize, r: Index| add(mul(mix(r.clone()), var(scale[seg])), base(r));
             // A sigmoid is never -0, so adding a zero pre_eps is the identity.
-            let pre_eps = (*pre_eps != 0.0).then(|| kb.c(*pre_eps));
+            let pre_eps = (pre_eps.get() != 0.0).then(|| kb.c(pre_eps.get()));
             body.extend(pre.iter().enumerate().map(|(i, &v)| {
                 let gate = un(Op::Sigmoid, z(0, Index::constant(ix(i))));
                 let gate = match &pre_eps {
@@ -364,7 +348,7 @@ fn epilogue(
             if p.layer_input_only {
                 return pre;
             }
-            let post_mult = kb.c(*post_mult);
+            let post_mult = kb.c(post_mult.get());
             body.push(kb.vector(n, |_, j| {
                 let zj = z(1, Index::var(j, 1).shifted(ix(n)));
                 vec![store(
@@ -386,7 +370,7 @@ fn epilogue(
                 )]
             }));
         }
-        Gates::Unconstrained => {
+        PreMixGates::Unconstrained => {
             // g = scale[seg] · tanh(mixes) + base
             let g = |seg: usize, r: Index| {
                 add(mul(var(scale[seg]), un(Op::Tanh, mix(r.clone()))), base(r))

@@ -44,7 +44,7 @@
 //! `f32` temporary, so only the results are rounded to `bf16`.
 
 use birkhoff_ir::kernel::{BufferId, Expr, Gemm, Index, Matrix, Stmt, VarId};
-use birkhoff_ir::{DType, Op, SinkhornSpec, TensorType};
+use birkhoff_ir::{DType, Op, PreMixSpec, TensorType};
 
 use super::emit::{Kb, add, at, div, ix, join, ld, mul, set, store, sub, un, var};
 use super::sinkhorn_grad::lower_sinkhorn_grad;
@@ -70,14 +70,8 @@ pub(crate) struct PreMixGrad {
     pub dims: (usize, usize, usize),
     /// The operands' dtype.
     pub dtype: DType,
-    /// RMS epsilon.
-    pub norm_eps: f64,
-    /// Added to the sigmoid pre gates.
-    pub pre_eps: f64,
-    /// Multiplies the sigmoid post gates.
-    pub post_mult: f64,
-    /// The projection of `comb`.
-    pub sinkhorn: SinkhornSpec,
+    /// The op's attributes.
+    pub attrs: PreMixSpec,
 }
 
 /// The gate segment of mix `r`.
@@ -173,7 +167,7 @@ pub(crate) fn lower_pre_mix_grad(pb: &mut ProgramBuilder, p: &PreMixGrad) -> Res
             f,
             un(
                 Op::Rsqrt,
-                add(div(var(ss), kb.c(k as f64)), kb.c(p.norm_eps)),
+                add(div(var(ss), kb.c(k as f64)), kb.c(p.attrs.norm_eps.get())),
             ),
         ));
         body.push(store(fac, Index::var(tok, 1), var(f)));
@@ -201,7 +195,7 @@ pub(crate) fn lower_pre_mix_grad(pb: &mut ProgramBuilder, p: &PreMixGrad) -> Res
     // ---- 2: the Sinkhorn backward ------------------------------------------
     lower_sinkhorn_grad(
         pb,
-        &p.sinkhorn,
+        &p.attrs.sinkhorn,
         (logits, d_comb, d_logits),
         &[t, n, n],
         p.dtype,
@@ -246,8 +240,9 @@ pub(crate) fn lower_pre_mix_grad(pb: &mut ProgramBuilder, p: &PreMixGrad) -> Res
         let gv: Vec<VarId> = (0..m).map(|_| kb.value()).collect();
         let pre: Vec<VarId> = (0..n).map(|_| kb.value()).collect();
         body.push(set(dfac, kb.c(0.0)));
-        let post_mult = kb.c(p.post_mult);
-        let pre_eps = (p.pre_eps != 0.0).then(|| kb.c(p.pre_eps));
+        let (pre_eps, post_mult) = (p.attrs.pre_eps.get(), p.attrs.post_mult.get());
+        let post_mult = kb.c(post_mult);
+        let pre_eps = (pre_eps != 0.0).then(|| kb.c(pre_eps));
         for r in 0..m {
             let s = scale[seg(r, n)];
             body.push(set(dot, ld(dots, drow.clone().shifted(ix(r)))));

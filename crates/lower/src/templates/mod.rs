@@ -48,7 +48,7 @@ use crate::LowerOptions;
 use crate::builder::ProgramBuilder;
 use crate::error::{LowerError, Result};
 
-use mhc::{Gates, PostMix, PreMix};
+use mhc::{PostMix, PreMix};
 use mhc_post_grad::PostMixGrad;
 use mhc_pre_grad::PreMixGrad;
 use norm::LineOp;
@@ -121,31 +121,6 @@ pub fn lower_composite_reading(
             let bufs = (x.buf, args[1].buf, outs[0].buf);
             sinkhorn_grad::lower_sinkhorn_grad(pb, spec, bufs, shape, dtype)?;
         }
-        Op::MhcPre {
-            norm_eps,
-            pre_eps,
-            post_mult,
-            sinkhorn,
-        }
-        | Op::MhcPreProjected {
-            norm_eps,
-            pre_eps,
-            post_mult,
-            sinkhorn,
-        } => {
-            let gates = Gates::Constrained {
-                pre_eps: pre_eps.get(),
-                post_mult: post_mult.get(),
-                sinkhorn: *sinkhorn,
-            };
-            let p = pre_mix(args, outs, layer_input_only);
-            if matches!(op, Op::MhcPreProjected { .. }) {
-                let name = "mhc_pre_projected";
-                mhc::lower_pre_mix_projected(pb, name, &p, norm_eps.get(), &gates);
-            } else {
-                mhc::lower_pre_mix(pb, "mhc_pre", &p, norm_eps.get(), &gates, opts);
-            }
-        }
         Op::MhcProject => {
             let (t, n, c) = dims3(&x.ty);
             let p = mhc::Project {
@@ -157,11 +132,6 @@ pub fn lower_composite_reading(
                 dtype,
             };
             mhc::lower_project(pb, "mhc_project", &p, opts.gemm);
-        }
-        Op::HcPre { norm_eps } => {
-            let p = pre_mix(args, outs, layer_input_only);
-            let gates = Gates::Unconstrained;
-            mhc::lower_pre_mix(pb, "hc_pre", &p, norm_eps.get(), &gates, opts);
         }
         Op::MhcPost => {
             let p = PostMix {
@@ -188,12 +158,7 @@ pub fn lower_composite_reading(
             };
             mhc_post_grad::lower_post_mix_grad(pb, &p);
         }
-        Op::MhcPreGrad {
-            norm_eps,
-            pre_eps,
-            post_mult,
-            sinkhorn,
-        } => {
+        Op::MhcPreGrad(attrs) => {
             let p = PreMixGrad {
                 x: args[0].buf,
                 proj: args[1].buf,
@@ -203,12 +168,18 @@ pub fn lower_composite_reading(
                 grads: [outs[0].buf, outs[1].buf, outs[2].buf, outs[3].buf],
                 dims: dims3(&args[0].ty),
                 dtype,
-                norm_eps: norm_eps.get(),
-                pre_eps: pre_eps.get(),
-                post_mult: post_mult.get(),
-                sinkhorn: *sinkhorn,
+                attrs: *attrs,
             };
             mhc_pre_grad::lower_pre_mix_grad(pb, &p)?;
+        }
+        _ if let Some((norm_eps, gates)) = op.pre_mix() => {
+            let p = pre_mix(args, outs, layer_input_only);
+            let (what, norm_eps) = (op.mnemonic(), norm_eps.get());
+            if matches!(op, Op::MhcPreProjected(_)) {
+                mhc::lower_pre_mix_projected(pb, what, &p, norm_eps, &gates);
+            } else {
+                mhc::lower_pre_mix(pb, what, &p, norm_eps, &gates, opts);
+            }
         }
         _ => unreachable!("check_types admits only ops with a template"),
     }

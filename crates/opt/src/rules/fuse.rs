@@ -13,7 +13,7 @@
 //! them, so those users stay correct, and extraction computes them
 //! separately only if it must.
 
-use birkhoff_ir::{FloatAttr, Op, SinkhornSpec};
+use birkhoff_ir::{FloatAttr, Op, PreMixSpec, SinkhornSpec};
 use egg::Id;
 
 use super::{
@@ -279,12 +279,12 @@ fn pre_branches(ctx: &Ctx<'_>, z: Id, p: Proj, scale: Id, base: Id, out: &mut Ve
     for &(li, pre_eps) in &pres {
         for &(post, post_mult) in &posts {
             for &(comb, spec) in &combs {
-                let op = Op::MhcPre {
+                let op = Op::MhcPre(PreMixSpec {
                     norm_eps: p.norm_eps,
                     pre_eps: FloatAttr(pre_eps),
                     post_mult: FloatAttr(post_mult),
                     sinkhorn: spec,
-                };
+                });
                 let operands = vec![p.x, p.proj, scale, base];
                 out.push(Action::custom(move |eg| {
                     fused_triple(eg, op, operands, [li, post, comb])
