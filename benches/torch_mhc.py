@@ -3,7 +3,7 @@
 PyTorch, timed on a CUDA GPU in eager mode and under torch.compile, with the
 device's copy bandwidth measured in the same run.
 
-Stages (named after the zoo models they mirror; DESIGN §2):
+Stages (named after the zoo models they mirror; `docs/design.md` §2):
   mhc-pre       residual [T,n,C], fn [n(n+2),nC], scale [3], base [n(n+2)]
                 -> layer_input [T,C], post_mix [T,n], comb_mix [T,n,n]
   mhc-post      layer_output [T,C], residual [T,n,C], post_mix [T,n],
@@ -45,7 +45,7 @@ Modes:
   python3 benches/torch_mhc.py --check --device cpu
   python3 benches/torch_mhc.py --check --no-bench
       Only the checks, no benchmark: the float64 NumPy reference against a
-      second, per-token implementation written straight from DESIGN §2
+      second, per-token implementation written straight from `docs/design.md` §2
       (needs only NumPy), then torch eager at a small shape against the
       reference, in f32 and bf16, on the CPU (and, without --device cpu, on
       CUDA when present). Without PyTorch only the first part runs and the
@@ -69,7 +69,7 @@ Modes:
       any comparison is outside its bound.
 
 Check bounds, as a fraction of each output's largest magnitude (its peak):
-f32 1e-4 against the float64 reference (DESIGN §5's reduction bound); bf16
+f32 1e-4 against the float64 reference (`docs/design.md` §3's reduction bound); bf16
 4 units of 2^-8 for torch (it rounds at stage boundaries only) and 8 units
 for birkhoff (its unfused bf16 graph rounds every intermediate; the bound of
 `birkhoff compare`); torch.compile against eager: 1e-4 (f32), 4 units (bf16).
@@ -255,7 +255,7 @@ def reference(stage, inputs, cfg):
 
 
 # A second float64 implementation, token by token and element by element,
-# written from DESIGN §2 without sharing code with the one above: the
+# written from `docs/design.md` §2 without sharing code with the one above: the
 # reference's own check where PyTorch is not installed.
 
 def loop_sinkhorn(comb, cfg):

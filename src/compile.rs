@@ -25,7 +25,7 @@ use birkhoff_cpu::{CpuBackend, CpuExecutable, CpuOptions, KernelTime};
 use birkhoff_gpu::{CodegenOptions, GpuDevice, GpuError, GpuExecutable, GpuModule};
 use birkhoff_ir::kernel::Program;
 use birkhoff_ir::{Graph, InterpOptions, Tensor, interpret};
-use birkhoff_lower::{LowerOptions, Projection, lower};
+use birkhoff_lower::{LowerOptions, PreMixProjection, lower};
 use birkhoff_opt::Report;
 use birkhoff_recompute::{Recompute, TrainingPlan, plan_training};
 
@@ -52,7 +52,7 @@ pub struct CompileOptions {
     pub threads: Option<usize>,
     /// How the mHC pre-mix computes its projections (`None`: a matrix
     /// product, the default on every target).
-    pub projection: Option<Projection>,
+    pub projection: Option<PreMixProjection>,
     /// Bounds-check every memory access in generated code (CPU; for tests).
     pub checked: bool,
     /// GPU code generation settings.
@@ -60,7 +60,7 @@ pub struct CompileOptions {
     /// The CUDA device ordinal (GPU target).
     pub device: usize,
     /// Recomputation for a training graph (`None`: keep everything). Runs
-    /// after the optimizer, before lowering (DESIGN §3).
+    /// after the optimizer, before lowering (`docs/architecture.md`).
     pub recompute: Option<RecomputeOptions>,
 }
 
@@ -377,7 +377,7 @@ impl Executable {
     /// [`arena_bytes`](Self::arena_bytes) is placement gaps.
     pub fn peak_live_bytes(&self) -> Option<usize> {
         self.program.as_ref().map(|p| {
-            birkhoff_lower::plan::live_bytes(p)
+            birkhoff_lower::memory::live_bytes(p)
                 .into_iter()
                 .max()
                 .unwrap_or(0)

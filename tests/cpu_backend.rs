@@ -3,7 +3,7 @@
 //! not multiples of the vector width or the thread count) and values; and
 //! random graphs of every op (the compiler's fuzzer).
 //!
-//! Tolerances are the DESIGN §5 reduction row of each output's dtype
+//! Tolerances are the `docs/design.md` §3 reduction row of each output's dtype
 //! (`birkhoff::compare::compare`); f32 overflow in intermediates is judged
 //! against the interpreter's f32 mode (see `check`). bf16 graphs are compared to the
 //! interpreter with the bf16 row too: a fused kernel rounds to bf16 only
@@ -52,7 +52,7 @@ fn check(
     Ok(())
 }
 
-/// Whole models chain dozens of ops per layer; DESIGN §5 bounds each op
+/// Whole models chain dozens of ops per layer; `docs/design.md` §3 bounds each op
 /// family, so a model is held to 10x the reduction row (f32: 1e-3 relative).
 const MODEL_FACTOR: f64 = 10.0;
 

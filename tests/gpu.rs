@@ -1,7 +1,7 @@
 //! The GPU backend's numerics on a real device: every zoo model, fused
 //! and unfused, in f32 and bf16, on fixed and proptest-chosen shapes and
 //! values, and random graphs of every op, each against the f64 reference
-//! interpreter with the DESIGN §5 tolerances and against the CPU backend;
+//! interpreter with the `docs/design.md` §3 tolerances and against the CPU backend;
 //! plus artifacts, timing and buffer reuse on the device.
 //!
 //! One test needs no device and always runs in a `gpu` build: every zoo
@@ -39,7 +39,7 @@ use birkhoff::{
 use birkhoff_testkit::proptest_cases;
 use proptest::prelude::*;
 
-/// Whole models chain dozens of ops per layer; DESIGN §5 bounds each op
+/// Whole models chain dozens of ops per layer; `docs/design.md` §3 bounds each op
 /// family, so a model is held to 10x the reduction row (f32: 1e-3).
 const MODEL_FACTOR: f64 = 10.0;
 

@@ -8,7 +8,7 @@
 //! same models on a device.
 //!
 //! Tolerances: f32 models are held to 10x the per-op reduction row of
-//! DESIGN §5, as on the CPU; bf16 models use `birkhoff::compare`'s bf16
+//! `docs/design.md` §3, as on the CPU; bf16 models use `birkhoff::compare`'s bf16
 //! bound, which allows for the unfused reference rounding every
 //! intermediate.
 #![cfg(feature = "gpu")]

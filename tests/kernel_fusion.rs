@@ -3,7 +3,7 @@
 //! give identical outputs — for every zoo model, a training step's
 //! gradient graph, and random graphs of every op.
 //!
-//! This is stronger than DESIGN §5 asks of fusion (agreement within the
+//! This is stronger than `docs/design.md` §3 asks of fusion (agreement within the
 //! tolerances), and recomputation depends on it: a recomputed kernel is
 //! fused with other neighbours than its original, and the gradients are
 //! only bit-identical with and without recomputation because fusion

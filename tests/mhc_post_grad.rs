@@ -2,7 +2,7 @@
 //! interpreter: the op alone (f32 and bf16, random `T`, `n` and `C`), and
 //! the gradient graph of a post-mix loss, which `grad` builds around it.
 //!
-//! Tolerances are DESIGN §5's reduction row of the output's dtype
+//! Tolerances are `docs/design.md` §3's reduction row of the output's dtype
 //! (`birkhoff::compare::compare`): every result is one dot product, over
 //! the `n` streams (`d_f`, `d_x`) or over `C` (`d_post`, `d_comb`).
 

@@ -3,7 +3,7 @@
 //! Sinkhorn spec), and the gradient graph of a pre-mix loss, which `grad`
 //! builds around it.
 //!
-//! Tolerances are DESIGN §5's reduction row of the output's dtype
+//! Tolerances are `docs/design.md` §3's reduction row of the output's dtype
 //! (`birkhoff::compare::compare`).
 
 use std::collections::BTreeMap;

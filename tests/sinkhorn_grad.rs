@@ -3,7 +3,7 @@
 //! counts, eps and batch dimensions), and the gradient graph of a Sinkhorn
 //! loss, which `grad` builds around it.
 //!
-//! Tolerances are DESIGN §5's reduction row of the output's dtype
+//! Tolerances are `docs/design.md` §3's reduction row of the output's dtype
 //! (`birkhoff::compare::compare`): the kernel recomputes the forward with
 //! the reference's operations in its order, so it is one reduction-like
 //! computation per element, like `sinkhorn` itself.

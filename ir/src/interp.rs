@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};
 use crate::op::{FloatAttr, Op};
-use crate::semantics::{self, Projection, Round};
+use crate::reference::{self, ProjectionSource, Rounding};
 use crate::tensor::Tensor;
 use crate::types::{DType, TensorType, Type, strides};
 use crate::verify::verify;
@@ -211,7 +211,10 @@ impl Eval<'_> {
         // rounds only its results to bf16 (below), as its kernel does.
         let compute = if d == DType::Bf16 { DType::F32 } else { d };
         let (st, ac) = (move |x| store(compute, p, x), move |x| acc(compute, p, x));
-        let r = Round { st: &st, ac: &ac };
+        let r = Rounding {
+            store: &st,
+            accumulate: &ac,
+        };
         let x = || self.arg(v, 0);
         let shape = || &self.arg_ty(v, 0).shape;
         let dims = |i: usize| {
@@ -223,45 +226,45 @@ impl Eval<'_> {
         let attr = |a: FloatAttr| a.rounded_to(compute).get();
         let out = match op {
             Op::RowNorm { eps } => {
-                semantics::normalize(x(), shape(), shape().len() - 1, attr(*eps), &r)
+                reference::normalize(x(), shape(), shape().len() - 1, attr(*eps), &r)
             }
             Op::ColNorm { eps } => {
-                semantics::normalize(x(), shape(), shape().len() - 2, attr(*eps), &r)
+                reference::normalize(x(), shape(), shape().len() - 2, attr(*eps), &r)
             }
-            Op::Softmax { axis } => semantics::softmax(x(), shape(), *axis, &r),
-            Op::RmsNorm { eps } => semantics::rms_norm(x(), shape(), attr(*eps), &r),
+            Op::Softmax { axis } => reference::softmax(x(), shape(), *axis, &r),
+            Op::RmsNorm { eps } => reference::rms_norm(x(), shape(), attr(*eps), &r),
             Op::Sinkhorn(spec) => {
                 let spec = spec.rounded_to(compute);
-                semantics::sinkhorn(x(), shape()[shape().len() - 1], &spec, &r)
+                reference::sinkhorn(x(), shape()[shape().len() - 1], &spec, &r)
             }
-            Op::SinkhornGrad(spec) => semantics::sinkhorn_grad(
+            Op::SinkhornGrad(spec) => reference::sinkhorn_grad(
                 x(),
                 self.arg(v, 1),
                 shape()[shape().len() - 1],
                 &spec.rounded_to(compute),
                 &r,
             ),
-            Op::MhcProject => semantics::project(x(), self.arg(v, 1), dims(0).0, &r),
+            Op::MhcProject => reference::project(x(), self.arg(v, 1), dims(0).0, &r),
             Op::MhcPost => {
                 let (res, post, comb) = (self.arg(v, 1), self.arg(v, 2), self.arg(v, 3));
-                semantics::post_mix(x(), res, post, comb, dims(1), &r)
+                reference::post_mix(x(), res, post, comb, dims(1), &r)
             }
             Op::MhcPreGrad(spec) => {
                 let args = [0, 1, 2, 3, 4, 5, 6].map(|i| self.arg(v, i));
-                semantics::pre_mix_grad(args, dims(0), &spec.rounded_to(compute), &r)
+                reference::pre_mix_grad(args, dims(0), &spec.rounded_to(compute), &r)
             }
             Op::MhcPostGrad => {
                 let args = [0, 1, 2, 3, 4].map(|i| self.arg(v, i));
-                semantics::post_mix_grad(args, dims(1), &r)
+                reference::post_mix_grad(args, dims(1), &r)
             }
             _ if let Some((norm_eps, gates)) = op.pre_mix() => {
                 let (a, b, c) = (self.arg(v, 1), self.arg(v, 2), self.arg(v, 3));
                 let proj = match op {
-                    Op::MhcPreProjected(_) => Projection::Mixes(a),
-                    _ => Projection::Weights(a),
+                    Op::MhcPreProjected(_) => ProjectionSource::Mixes(a),
+                    _ => ProjectionSource::Weights(a),
                 };
                 let gates = gates.rounded_to(compute);
-                semantics::pre_mix(x(), proj, b, c, dims(0), attr(norm_eps), &gates, &r)
+                reference::pre_mix(x(), proj, b, c, dims(0), attr(norm_eps), &gates, &r)
             }
             _ => return None,
         };

@@ -45,7 +45,7 @@ mod literal;
 mod op;
 mod parse;
 mod print;
-mod semantics;
+mod reference;
 mod tensor;
 pub mod tolerance;
 mod types;

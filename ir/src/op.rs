@@ -65,7 +65,7 @@ impl Ord for FloatAttr {
     }
 }
 
-/// Which Sinkhorn-Knopp iteration (DESIGN §2).
+/// Which Sinkhorn-Knopp iteration (`docs/design.md` §2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SinkhornVariant {
     /// The paper's: `exp`, then `iters` rounds of row- then column-normalization.
@@ -131,7 +131,7 @@ impl SinkhornSpec {
     }
 }
 
-/// The attributes of an mHC pre-mix (DESIGN §2), shared by `mhc_pre`,
+/// The attributes of an mHC pre-mix (`docs/design.md` §2), shared by `mhc_pre`,
 /// `mhc_pre_projected` and `mhc_pre_grad`. In text they read
 /// `norm_eps=…, pre_eps=…, post_mult=…` followed by the Sinkhorn settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -408,7 +408,7 @@ pub enum Op {
     MhcPreGrad(PreMixSpec),
 
     // ---- fused mHC ops -----------------------------------------------------
-    /// The whole mHC pre-mix of DESIGN §2 (pre_norm_fn, split, Sinkhorn,
+    /// The whole mHC pre-mix of `docs/design.md` §2 (pre_norm_fn, split, Sinkhorn,
     /// apply_mix): `(x [T,n,C], fn [m,nC], scale [3], base [m])` with
     /// `m = n(n+2)` to the tuple `(layer_input [T,C], post_mix [T,n], comb_mix [T,n,n])`.
     MhcPre(PreMixSpec),

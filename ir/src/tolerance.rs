@@ -66,10 +66,10 @@ const fn tol(atol: f64, rtol: f64) -> Tolerance {
 pub const TOLERANCES: [DTypeTolerance; 5] = [
     DTypeTolerance {
         dtype: DType::F32,
-        // One f32 rounding is 2^-24 ≈ 6e-8; 1e-5 (DESIGN §5) leaves room for
+        // One f32 rounding is 2^-24 ≈ 6e-8; 1e-5 (`docs/design.md` §3) leaves room for
         // libm transcendentals and a few chained ops; atol covers cancellation.
         elementwise: tol(1e-6, 1e-5),
-        // DESIGN §5: f32 accumulation over ≤ 10^5 terms, in any order.
+        // `docs/design.md` §3: f32 accumulation over ≤ 10^5 terms, in any order.
         reduction: tol(1e-5, 1e-4),
     },
     DTypeTolerance {

@@ -3,7 +3,7 @@
 //! reference interpreter, checked four ways:
 //!
 //! * hand-checked tiny cases, with the arithmetic in comments;
-//! * an independent f64 transcription of DESIGN §2 (the `reference`
+//! * an independent f64 transcription of `docs/design.md` §2 (the `reference`
 //!   section below, written from the design text loop by loop, using
 //!   nothing from `birkhoff_ir` but its attribute types) against f64
 //!   graphs on random shapes, values and settings;
@@ -32,7 +32,7 @@ use proptest::sample::select;
 /// f64 paths: a handful of roundings, or a few hundred over 30 Sinkhorn rounds.
 const F64_REL: f64 = 1e-12;
 
-/// f32 paths (DESIGN §5: reductions over far fewer than 10^5 terms).
+/// f32 paths (`docs/design.md` §3: reductions over far fewer than 10^5 terms).
 const F32_REL: f64 = 1e-5;
 
 /// `ln 3`.
@@ -285,10 +285,10 @@ fn sinkhorn_graph(d: DType, shape: &[usize], sk: SinkhornSpec) -> Graph {
     ))
 }
 
-// ---- reference: DESIGN §2, transcribed ---------------------------------------
+// ---- reference: `docs/design.md` §2, transcribed ---------------------------------------
 
 mod reference {
-    //! Written from DESIGN §2 and the op descriptions alone, in plain f64,
+    //! Written from `docs/design.md` §2 and the op descriptions alone, in plain f64,
     //! with index arithmetic spelled out.
 
     use super::{PostCase, PreCase};
@@ -686,7 +686,7 @@ fn mhc_post_with_identity_and_permuting_combs() {
     let y = run(&p.graph(DType::F64), &p.inputs(DType::F64), Precision::F64);
     assert_eq!(y[0], [11.0, 22.0, 23.0, 44.0]);
     // comb[i=0, j=1] = 1 sends stream 0 to stream 1 (comb is applied
-    // transposed, DESIGN §2): out = [[0, 0], [1, 2]].
+    // transposed, `docs/design.md` §2): out = [[0, 0], [1, 2]].
     let p = case([0.0, 0.0], [0.0, 1.0, 0.0, 0.0]);
     let y = run(&p.graph(DType::F64), &p.inputs(DType::F64), Precision::F64);
     assert_eq!(y[0], [0.0, 0.0, 1.0, 2.0]);
@@ -998,7 +998,7 @@ proptest! {
         );
         let want = reference::sinkhorn(&logits, n, sk);
         check("sinkhorn", &y[0], &want, F64_REL)?;
-        // The axis normalized last, the columns, sums to 1 (DESIGN §5); with
+        // The axis normalized last, the columns, sums to 1 (`docs/design.md` §3); with
         // eps > 0 each column sum is S / (S + eps), just below 1.
         for mat in y[0].chunks(n * n) {
             for j in 0..n {

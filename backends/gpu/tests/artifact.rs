@@ -171,13 +171,13 @@ fn constants_keep_every_bit() {
 #[test]
 fn a_compiled_module_round_trips() {
     use birkhoff_dsl::zoo::{ModelArgs, build_model};
-    use birkhoff_lower::{LowerOptions, Projection, lower};
+    use birkhoff_lower::{LowerOptions, PreMixProjection, lower};
     let model = build_model("mhc-pre", &ModelArgs::default()).unwrap();
     let graph = birkhoff_opt::optimize(&model.graph, |_| false)
         .unwrap()
         .graph;
     let opts = LowerOptions {
-        projection: Projection::InKernel,
+        projection: PreMixProjection::InKernel,
         ..LowerOptions::default()
     };
     let program = lower(&graph, &opts).unwrap();

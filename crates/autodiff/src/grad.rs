@@ -12,7 +12,7 @@ use std::borrow::Cow;
 
 use birkhoff_ir::{Graph, Node, Op, ValueId, eliminate_dead_nodes, verify};
 
-use crate::emit::Emit;
+use crate::append::Appender;
 use crate::error::{AutodiffError, Result};
 use crate::vjp::{vjp, vjp_tuple};
 
@@ -46,7 +46,7 @@ pub fn grad(graph: &Graph, loss: &str, wrt: &[&str]) -> Result<Graph> {
     let mut out = copy_without_outputs(graph);
     let cotangents = backprop(&mut out, loss_value, &targets)?;
 
-    let mut e = Emit { g: &mut out };
+    let mut e = Appender { g: &mut out };
     let mut grads = Vec::with_capacity(targets.len());
     for &t in &targets {
         grads.push(match cotangents.get(t.index()).copied().flatten() {
@@ -205,7 +205,7 @@ fn backprop(out: &mut Graph, loss: ValueId, targets: &[ValueId]) -> Result<Vec<O
 
     let mut cot: Vec<Option<ValueId>> = vec![None; n];
     if carries(out, loss) {
-        let seed = Emit { g: out }.splat_like(loss, 1.0)?;
+        let seed = Appender { g: out }.splat_like(loss, 1.0)?;
         cot[loss.index()] = Some(seed);
     }
     // The cotangents of the elements of tuple values (from their `get`s).
@@ -217,11 +217,11 @@ fn backprop(out: &mut Graph, loss: ValueId, targets: &[ValueId]) -> Result<Vec<O
             let gs = std::mem::take(&mut parts[i]);
             let args = out.node(v).args.clone();
             let needs: Vec<bool> = args.iter().map(|&a| carries(out, a)).collect();
-            let contributions = vjp_tuple(&mut Emit { g: out }, v, &gs, &needs)?;
+            let contributions = vjp_tuple(&mut Appender { g: out }, v, &gs, &needs)?;
             for (a, c) in args.into_iter().zip(contributions) {
                 let Some(c) = c else { continue };
                 cot[a.index()] = Some(match cot[a.index()] {
-                    Some(prev) => Emit { g: out }.add(prev, c)?,
+                    Some(prev) => Appender { g: out }.add(prev, c)?,
                     None => c,
                 });
             }
@@ -239,7 +239,7 @@ fn backprop(out: &mut Graph, loss: ValueId, targets: &[ValueId]) -> Result<Vec<O
                     let slots = &mut parts[t.index()];
                     slots.resize(count, None);
                     slots[index] = Some(match slots[index] {
-                        Some(prev) => Emit { g: out }.add(prev, g)?,
+                        Some(prev) => Appender { g: out }.add(prev, g)?,
                         None => g,
                     });
                 }
@@ -251,11 +251,11 @@ fn backprop(out: &mut Graph, loss: ValueId, targets: &[ValueId]) -> Result<Vec<O
         if !needs.iter().any(|&b| b) {
             continue;
         }
-        let contributions = vjp(&mut Emit { g: out }, v, g, &needs)?;
+        let contributions = vjp(&mut Appender { g: out }, v, g, &needs)?;
         for (a, c) in args.into_iter().zip(contributions) {
             let Some(c) = c else { continue };
             cot[a.index()] = Some(match cot[a.index()] {
-                Some(prev) => Emit { g: out }.add(prev, c)?,
+                Some(prev) => Appender { g: out }.add(prev, c)?,
                 None => c,
             });
         }

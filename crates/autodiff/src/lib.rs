@@ -31,7 +31,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod emit;
+mod append;
 mod error;
 mod grad;
 mod vjp;

@@ -31,13 +31,13 @@
 
 use birkhoff_ir::{Literal, Op, Type, ValueId};
 
-use crate::emit::Emit;
+use crate::append::Appender;
 use crate::error::{AutodiffError, Result};
 
 /// The cotangent contributions of `v`'s operands, given `v`'s cotangent
 /// `g`; `needs[i]` says whether operand `i` wants one.
 pub(crate) fn vjp(
-    e: &mut Emit<'_>,
+    e: &mut Appender<'_>,
     v: ValueId,
     g: ValueId,
     needs: &[bool],
@@ -246,7 +246,7 @@ pub(crate) fn vjp(
             for k in 0..x_shape.len() {
                 let (before, after) = (start[k], x_shape[k] - end[k]);
                 let cur_ty = e.ty(cur);
-                let zeros = |e: &mut Emit<'_>, n: usize| {
+                let zeros = |e: &mut Appender<'_>, n: usize| {
                     let mut s = cur_ty.shape.clone();
                     s[k] = n;
                     e.splat(cur_ty.with_shape(s), 0.0)
@@ -349,7 +349,7 @@ pub(crate) fn vjp(
 /// element; a zero constant of its type goes in its place). `needs` and
 /// the result are as for [`vjp`].
 pub(crate) fn vjp_tuple(
-    e: &mut Emit<'_>,
+    e: &mut Appender<'_>,
     v: ValueId,
     gs: &[Option<ValueId>],
     needs: &[bool],

@@ -30,8 +30,8 @@ pub fn main(a: &BenchArgs) -> Result<ExitCode> {
         optimize: !a.unfused,
         threads: a.threads,
         projection: a.projection.map(|p| match p {
-            ProjectionArg::InKernel => birkhoff::lower::Projection::InKernel,
-            ProjectionArg::Gemm => birkhoff::lower::Projection::Gemm,
+            ProjectionArg::InKernel => birkhoff::lower::PreMixProjection::InKernel,
+            ProjectionArg::Gemm => birkhoff::lower::PreMixProjection::Gemm,
         }),
         device: a.device,
         ..CompileOptions::default()

@@ -11,7 +11,7 @@
 //! then the parameters in [`LmGraph::params`] order. Outputs: `loss: []`,
 //! then for HC / mHC one `h_res_<i>: [batch·seq, n, n]` per sublayer in
 //! depth order (`2·layers` of them): the residual mixing matrix `comb` of
-//! DESIGN §2 as the post step uses it,
+//! `docs/design.md` §2 as the post step uses it,
 //! `x_next[t, j] = Σ_i comb[t, i, j] · x[t, i] + post[t, j] · F[t]`.
 //!
 //! The gates start as the paper's: every `scale` is `α = 0.01`, and each

@@ -345,7 +345,7 @@ fn h_res_at_init_mhc_doubly_stochastic_hc_near_identity() {
                     }
                     if connection == Connection::Mhc {
                         // Columns are normalized last; rows only approach 1
-                        // (slowly for a strongly diagonal matrix, DESIGN §5).
+                        // (slowly for a strongly diagonal matrix, `docs/design.md` §3).
                         assert!((col - 1.0).abs() < 1e-5, "column sum {col}");
                         assert!((row - 1.0).abs() < 1e-3, "row sum {row}");
                     }

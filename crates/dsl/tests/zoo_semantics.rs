@@ -1,5 +1,5 @@
 //! The zoo's mHC models against an independent, loop-by-loop transcription
-//! of DESIGN §2, on random shapes, values and settings.
+//! of `docs/design.md` §2, on random shapes, values and settings.
 //!
 //! Models are built with `--dtype f64` and run in the interpreter's f64
 //! mode, so both sides compute in f64 and agree to rounding noise; the
@@ -28,7 +28,7 @@ fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
-/// DESIGN §2 Sinkhorn on one n×n matrix `c[i][j]` (rows first).
+/// `docs/design.md` §2 Sinkhorn on one n×n matrix `c[i][j]` (rows first).
 #[allow(
     clippy::needless_range_loop,
     reason = "column sums read clearest as m[i][j]"

@@ -186,6 +186,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// Reads the header; returns the command, its text and the index of the
 /// first graph line.
 pub(crate) fn parse_header(r: &mut Run<'_>) -> Result<(Command, String, usize), FileTestError> {
     let mut command: Option<(Command, String)> = None;

@@ -76,8 +76,6 @@ use crate::runners::{Transform, run_opt, run_print, run_verify};
 /// `precise-output` expectations from the actual output (set it to `1`).
 pub const BLESS_VAR: &str = "BIRKHOFF_BLESS";
 
-/// The `check:`-style directives, handed to the `filecheck` crate.
-
 /// A test file that cannot be run: unreadable, or not in the format.
 #[derive(Debug, thiserror::Error)]
 pub enum FileTestError {
@@ -208,6 +206,8 @@ pub fn run_text(name: &str, text: &str) -> Result<Outcome, FileTestError> {
     run(name, text, false).map(|(outcome, _)| outcome)
 }
 
+/// Runs the test in `text`; with `bless`, also returns the file rewritten
+/// with every mismatching `precise-output` block replaced.
 fn run(file: &str, text: &str, bless: bool) -> Result<(Outcome, Option<String>), FileTestError> {
     let mut r = Run {
         file,
@@ -296,8 +296,6 @@ fn run(file: &str, text: &str, bless: bool) -> Result<(Outcome, Option<String>),
     };
     Ok((outcome, rewritten))
 }
-
-/// Reads the header; returns the command, its text and the index of the
 
 /// Whether a test file's command needs GPU code generation (`test llvm`),
 /// which builds without the `gpu` feature cannot run.

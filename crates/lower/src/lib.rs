@@ -4,7 +4,7 @@
 //! strides, elementwise chains fuse into their consumers, reductions,
 //! matrix products and the semantic and fused ops become kernels of their
 //! own (the latter from hand-written [`templates`]) — and places every
-//! temporary in one arena with liveness-based reuse ([`plan`]).
+//! temporary in one arena with liveness-based reuse ([`memory`]).
 //!
 //! ```
 //! use birkhoff_dsl::zoo::{ModelArgs, build_model};
@@ -20,9 +20,9 @@
 
 mod builder;
 mod error;
-mod fuse;
+mod kernel_fusion;
 mod lower;
-pub mod plan;
+pub mod memory;
 pub mod templates;
 mod views;
 
@@ -33,13 +33,13 @@ pub use views::Access;
 
 /// How the mHC pre-mix computes its `n(n+2)` projections.
 ///
-/// The default is [`Projection::Gemm`]: on the CPU backend it measured
+/// The default is [`PreMixProjection::Gemm`]: on the CPU backend it measured
 /// 25–34 ms against 283 ms for the in-kernel sweep at T = 4096, n = 4,
 /// C = 2560 (`birkhoff bench mhc-pre --projection ...`): the runtime GEMM
 /// uses 256-bit FMA and register blocking, while the one-sweep kernel
 /// keeps n(n+2)+1 accumulators live, more than the 16 vector registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Projection {
+pub enum PreMixProjection {
     /// Inside the fused kernel, in the same sweep over each token's row
     /// as the sum of squares (reads x once; compute-bound on CPUs).
     InKernel,
@@ -65,18 +65,18 @@ pub struct GemmSupport {
 #[derive(Clone, Copy, Debug)]
 pub struct LowerOptions {
     /// How `mhc_pre` / `hc_pre` compute their projections.
-    pub projection: Projection,
+    pub projection: PreMixProjection,
     /// What the backend's matrix product provides.
     pub gemm: GemmSupport,
     /// Fuse consecutive per-row kernels and merge their sweeps (see
-    /// `fuse.rs`); on by default, off to look at the unfused kernels.
+    /// `kernel_fusion.rs`); on by default, off to look at the unfused kernels.
     pub fuse_kernels: bool,
 }
 
 impl Default for LowerOptions {
     fn default() -> Self {
         LowerOptions {
-            projection: Projection::default(),
+            projection: PreMixProjection::default(),
             gemm: GemmSupport::default(),
             fuse_kernels: true,
         }
@@ -87,7 +87,7 @@ impl LowerOptions {
     /// How the GPU target lowers: its matrix product reads bf16 operands
     /// and sums each row's squares from the same loads, so the pre-mix
     /// streams a token's row once for its projection and once to apply it.
-    pub fn gpu(projection: Projection) -> LowerOptions {
+    pub fn gpu(projection: PreMixProjection) -> LowerOptions {
         LowerOptions {
             projection,
             gemm: GemmSupport {

@@ -43,7 +43,7 @@ use crate::builder::ProgramBuilder;
 use crate::error::{LowerError, Result};
 use crate::templates::{Arg, has_template, lower_composite, lower_composite_reading};
 use crate::views::Access;
-use crate::{LowerOptions, plan};
+use crate::{LowerOptions, memory};
 
 #[derive(Clone, Debug)]
 enum Place {
@@ -780,9 +780,9 @@ pub fn lower(graph: &Graph, opts: &LowerOptions) -> Result<birkhoff_ir::kernel::
     let mut program = l.pb.finish();
     split_parallel(&mut program);
     if opts.fuse_kernels {
-        crate::fuse::fuse(&mut program);
+        crate::kernel_fusion::fuse(&mut program);
     }
-    plan::plan(&mut program);
+    memory::place_temporaries(&mut program);
     verify_program(&program).map_err(LowerError::Invalid)?;
     Ok(program)
 }

@@ -8,7 +8,7 @@ use birkhoff_dsl::zoo::{ModelArgs, build_model, models};
 use birkhoff_dsl::{Rng, random_tensor};
 use birkhoff_ir::kernel::run_program;
 use birkhoff_ir::{DType, Graph, InterpOptions, Precision, Tensor, interpret};
-use birkhoff_lower::{GemmSupport, LowerOptions, Projection, lower};
+use birkhoff_lower::{GemmSupport, LowerOptions, PreMixProjection, lower};
 use proptest::prelude::*;
 
 /// Element-by-element closeness. bf16 values round at different points in
@@ -106,7 +106,7 @@ fn unfused_zoo_models_lower_to_equivalent_programs() {
 #[test]
 fn fused_zoo_models_lower_to_equivalent_programs() {
     for info in models() {
-        for projection in [Projection::InKernel, Projection::Gemm] {
+        for projection in [PreMixProjection::InKernel, PreMixProjection::Gemm] {
             let args = ModelArgs {
                 dtype: Some(DType::F64),
                 ..ModelArgs::default()
@@ -153,7 +153,7 @@ fn gemm_extras_and_unfused_kernels_lower_to_equivalent_programs() {
                     .unwrap()
                     .graph;
                 let opts = LowerOptions {
-                    projection: Projection::Gemm,
+                    projection: PreMixProjection::Gemm,
                     gemm,
                     fuse_kernels,
                 };

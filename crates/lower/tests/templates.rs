@@ -15,7 +15,7 @@
 //!   reduction tolerance. The graph interpreter's bf16 mode is not the
 //!   target here: it rounds every intermediate of a semantic op to bf16,
 //!   as the unfused graph does, while a template computes in f32 and
-//!   rounds only its results (DESIGN §5: bf16 is a storage type).
+//!   rounds only its results (`docs/design.md` §3: bf16 is a storage type).
 //!
 //! Values are finite and of the magnitudes these ops see in models
 //! (logits within ±4, activations within ±2, projections scaled by
@@ -39,7 +39,7 @@ use birkhoff_ir::{
     SinkhornVariant, Tensor, TensorType, Type, interpret,
 };
 use birkhoff_lower::templates::{Arg, lower_composite};
-use birkhoff_lower::{LowerError, LowerOptions, ProgramBuilder, Projection};
+use birkhoff_lower::{LowerError, LowerOptions, PreMixProjection, ProgramBuilder};
 use birkhoff_testkit::{Tolerance, close};
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -209,11 +209,11 @@ fn sinkhorn_spec() -> impl Strategy<Value = SinkhornSpec> {
         })
 }
 
-fn projection() -> impl Strategy<Value = Projection> {
-    select(vec![Projection::InKernel, Projection::Gemm])
+fn projection() -> impl Strategy<Value = PreMixProjection> {
+    select(vec![PreMixProjection::InKernel, PreMixProjection::Gemm])
 }
 
-fn opts(projection: Projection) -> LowerOptions {
+fn opts(projection: PreMixProjection) -> LowerOptions {
     LowerOptions {
         projection,
         ..LowerOptions::default()
@@ -721,7 +721,7 @@ fn kernels_are_parallel_outside_and_contiguous_vectors_inside() {
     for (op, inputs) in cases {
         for (dtype, projection) in [DType::F32, DType::Bf16]
             .into_iter()
-            .flat_map(|d| [(d, Projection::InKernel), (d, Projection::Gemm)])
+            .flat_map(|d| [(d, PreMixProjection::InKernel), (d, PreMixProjection::Gemm)])
         {
             let inputs: Vec<(&str, TensorType)> = inputs
                 .iter()
@@ -746,7 +746,7 @@ fn assert_in_order(text: &str, checks: &[&str]) {
     }
 }
 
-fn tiny_mhc_pre(projection: Projection) -> Program {
+fn tiny_mhc_pre(projection: PreMixProjection) -> Program {
     let op = Op::MhcPre(PreMixSpec {
         norm_eps: FloatAttr(1e-6),
         pre_eps: FloatAttr(0.0),
@@ -774,7 +774,7 @@ fn tiny_mhc_pre(projection: Projection) -> Program {
 /// reviewers (`cargo test -- --nocapture`) and checked for its structure.
 #[test]
 fn mhc_pre_kernel_reads_as_designed() {
-    let p = tiny_mhc_pre(Projection::InKernel);
+    let p = tiny_mhc_pre(PreMixProjection::InKernel);
     let text = p.to_string();
     println!("{text}");
     assert_eq!(p.kernels.len(), 1);
@@ -815,7 +815,7 @@ fn mhc_pre_kernel_reads_as_designed() {
             "store %b4[4*%i0 + %i",
         ],
     );
-    let p = tiny_mhc_pre(Projection::Gemm);
+    let p = tiny_mhc_pre(PreMixProjection::Gemm);
     let text = p.to_string();
     println!("{text}");
     assert_in_order(

@@ -8,7 +8,7 @@
 //! autodiff) run on the result.
 //!
 //! The primitive programs are the reference interpreter's definitions of
-//! these ops (DESIGN §2), spelled the way the DSL writes the math, so that
+//! these ops (`docs/design.md` §2), spelled the way the DSL writes the math, so that
 //! optimizing the expansion finds the same fused ops again:
 //!
 //! * `row_norm{eps}` / `col_norm{eps}`: `x / (sum(x, axis) + eps)` over the
@@ -459,7 +459,7 @@ impl Builder<'_> {
         }
     }
 
-    /// The pre-mix of DESIGN §2 on `[x [T,n,C], fn [m,nC], scale [3], base [m]]`:
+    /// The pre-mix of `docs/design.md` §2 on `[x [T,n,C], fn [m,nC], scale [3], base [m]]`:
     /// `[layer_input [T,C], post_mix [T,n], comb_mix [T,n,n]]`.
     /// Each of the `n(n+2)` mixes' scale: `[scale0 ×n, scale1 ×n, scale2 ×n²]`.
     fn mix_scales(&mut self, scale: ValueId, n: usize) -> Result<ValueId> {

@@ -6,7 +6,7 @@
 //! every spelling earlier ones added. A snapshot (extraction of the
 //! current e-graph) is a verified graph; the result is the final
 //! snapshot. Output: a verified graph with the same inputs (in order),
-//! outputs and semantics, within DESIGN §5's tolerances.
+//! outputs and semantics, within `docs/design.md` §3's tolerances.
 
 use std::time::{Duration, Instant};
 
@@ -67,7 +67,7 @@ pub static PASSES: &[Pass] = &[
     Pass {
         name: "fuse-mhc",
         description: "whole mHC/HC pre-mixes become mhc_pre/hc_pre, post-mixes mhc_post",
-        rules: rules::fuse::rules,
+        rules: rules::fuse_mhc::rules,
         limits: limits(4, 20),
     },
 ];

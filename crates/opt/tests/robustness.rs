@@ -6,7 +6,7 @@
 //! absolute floor 1e-12).
 //!
 //! The mHC graphs here are written by hand with the DSL, following
-//! DESIGN §2 like the zoo does, with one spelling changed at a time.
+//! `docs/design.md` §2 like the zoo does, with one spelling changed at a time.
 
 mod common;
 
@@ -153,7 +153,7 @@ struct Pre<'b> {
     comb: Var<'b>,
 }
 
-/// The mixing logits `z [T, M]` of DESIGN §2 (pre_norm_fn, then the
+/// The mixing logits `z [T, M]` of `docs/design.md` §2 (pre_norm_fn, then the
 /// affine split) on `x [T, N, C]`, spelled as `s` says.
 fn logits<'b>(b: &'b Builder, s: &Spelling, x: Var<'b>) -> Var<'b> {
     let proj = b.param("fn", D, &[M, N * C]);
@@ -224,7 +224,7 @@ fn pre_mix<'b>(b: &'b Builder, s: &Spelling, x: Var<'b>) -> Pre<'b> {
     }
 }
 
-/// The post-mix of DESIGN §2, spelled as `s` says.
+/// The post-mix of `docs/design.md` §2, spelled as `s` says.
 fn post_mix<'b>(s: &Spelling, f: Var<'b>, x: Var<'b>, post: Var<'b>, comb: Var<'b>) -> Var<'b> {
     let mixed = comb.transpose().matmul(x);
     let prod = mul(s, post.reshape(&[T, N, 1]), f.reshape(&[T, 1, C]));

@@ -5,7 +5,7 @@
 //! in the backward pass, without re-running the layer functions F. This
 //! crate plans that for an L-layer mHC stack: keep the stream only at the
 //! start of every block of `L_r` consecutive layers, and choose `L_r` from
-//! the memory model of DESIGN §2 (see [`MhcStack`] and `docs/recompute.md`).
+//! the memory model of `docs/design.md` §2 (see [`MhcStack`] and `docs/recompute.md`).
 //!
 //! ```
 //! use birkhoff_recompute::MhcStack;

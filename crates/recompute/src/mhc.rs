@@ -1,4 +1,4 @@
-//! Block planning for an mHC stack: the memory model of DESIGN §2, its
+//! Block planning for an mHC stack: the memory model of `docs/design.md` §2, its
 //! integer and analytic optima, memory budgets and block boundaries.
 
 use std::fmt;
@@ -6,7 +6,7 @@ use std::ops::Range;
 
 /// An L-layer mHC stack as the memory model sees it.
 ///
-/// `layers` counts what DESIGN §2 calls layers: units that each carry one
+/// `layers` counts what `docs/design.md` §2 calls layers: units that each carry one
 /// mHC connection (one widened-stream update). A model that wraps both the
 /// attention and the MLP sublayer of a transformer layer in mHC has two such
 /// units per transformer layer; pass whichever granularity the blocks should
@@ -126,7 +126,7 @@ fn product(factors: &[usize]) -> u64 {
 }
 
 impl MhcStack {
-    /// DESIGN's model for uniform blocks of `block` layers: resident
+    /// the memory model of `docs/design.md` §2 for uniform blocks of `block` layers: resident
     /// `n·C·⌈L/block⌉` plus transient `(n+2)·C·block` elements per token,
     /// times `T` and the element size. Byte counts saturate at `u64::MAX`.
     ///

@@ -4,7 +4,7 @@
 //! optimizer) is planned one of three ways ([`Recompute`]):
 //!
 //! * `none`: keep every saved activation;
-//! * `block=K`: DESIGN §2's mHC recipe on the graph's own connections —
+//! * `block=K`: `docs/design.md` §2's mHC recipe on the graph's own connections —
 //!   the residual stream is kept only at the start of every block of `K`
 //!   consecutive connections; the other streams and every layer input (the
 //!   pre-mix's first result) are recomputed in the backward pass by

@@ -1,4 +1,4 @@
-//! The mHC block planner against brute force and DESIGN's formula.
+//! The mHC block planner against brute force and the formula of `docs/design.md` §2.
 
 use birkhoff_recompute::{MhcStack, PlanError};
 use proptest::prelude::*;
@@ -13,7 +13,7 @@ fn stack(n: usize, l: usize) -> MhcStack {
     }
 }
 
-/// DESIGN's formula, per token in elements, written out independently.
+/// the formula of `docs/design.md` §2, per token in elements, written out independently.
 fn formula(n: usize, l: usize, b: usize) -> (u64, u64) {
     let (n, l, b) = (n as u64, l as u64, b as u64);
     (n * l.div_ceil(b), (n + 2) * b)

@@ -1,5 +1,5 @@
 //! Training metrics: the global gradient norm and the Amax gain magnitude
-//! of DESIGN §2.
+//! of `docs/design.md` §2.
 //!
 //! The model emits, per sublayer `l`, a tensor `h_res_<l>` of shape
 //! `[..., n, n]` holding that sublayer's residual mixing matrix per token

@@ -1,4 +1,4 @@
-//! mHC and HC in primitive ops, exactly per DESIGN §2.
+//! mHC and HC in primitive ops, exactly per `docs/design.md` §2.
 //!
 //! Shapes: `x [T, n, C]` is the widened residual stream, `m = n(n+2)` the
 //! number of mixing coefficients per token, `fn [m, n·C]`, `scale [3]`,

@@ -6,7 +6,7 @@
 //! takes may be set; anything else is an error, not silently ignored.
 //!
 //! `--dtype` sets the element type of every tensor, inputs, weights and
-//! intermediates alike. With `bf16` (a storage type, DESIGN §5) the unfused
+//! intermediates alike. With `bf16` (a storage type, `docs/design.md` §3) the unfused
 //! graph rounds every op's result to bf16, while the optimizer's fused mHC
 //! ops keep their intermediates in f32 and round only what they return, as
 //! DeepSeek's kernels do; the two therefore differ by a few bf16 units of

@@ -1,4 +1,4 @@
-//! The fused mHC kernels (DESIGN §2): the pre-mix of `mhc_pre` and
+//! The fused mHC kernels (`docs/design.md` §2): the pre-mix of `mhc_pre` and
 //! `hc_pre`, and the post-mix `mhc_post`.
 //!
 //! Input: contiguous row-major operands of one float dtype —
@@ -9,10 +9,10 @@
 //! **Pre-mix.** Every token is independent, so the kernel is one parallel
 //! loop over tokens. Per token:
 //!
-//! 1. *Projection.* With [`Projection::InKernel`], one vector sweep over
+//! 1. *PreMixProjection.* With [`PreMixProjection::InKernel`], one vector sweep over
 //!    the token's `n·C` row updates `m + 1` accumulators — the `m` dot
 //!    products with the rows of `fn` and the sum of squares — reading each
-//!    element of `x` from memory once. With [`Projection::Gemm`], a
+//!    element of `x` from memory once. With [`PreMixProjection::Gemm`], a
 //!    matrix product `x · fnᵀ` into a `[T, m]` temporary runs first (as
 //!    its own kernel, where the runtime's blocked GEMM reuses each tile of
 //!    `fn` across tokens; `bf16` operands are widened to `f32` copies
@@ -42,10 +42,13 @@
 use birkhoff_ir::kernel::{BufferId, Gemm, Index, LocalId, Matrix, Stmt, VarId};
 use birkhoff_ir::{DType, Op, PreMixGates, TensorType};
 
-use super::emit::{Kb, add, at, div, ix, ld, lld, lstore, mul, set, store, un, var};
+use super::kernel_builder::{
+    KernelBuilder, add, at, div, index_coeff, load, load_local, mul, set, store, store_local,
+    unary, var,
+};
 use super::sinkhorn::{Scratch, project};
 use crate::builder::ProgramBuilder;
-use crate::{GemmSupport, LowerOptions, Projection};
+use crate::{GemmSupport, LowerOptions, PreMixProjection};
 
 /// Buffers and sizes of a pre-mix.
 #[derive(Clone, Copy, Debug)]
@@ -114,7 +117,7 @@ pub(crate) fn lower_pre_mix(
     opts: &LowerOptions,
 ) {
     let (_, n, _) = p.dims;
-    let proj = (opts.projection == Projection::Gemm).then(|| {
+    let proj = (opts.projection == PreMixProjection::Gemm).then(|| {
         let project = Project {
             x: p.x,
             weights: p.proj,
@@ -154,12 +157,12 @@ fn pre_mix_kernel(
 ) {
     let (t, n, c) = p.dims;
     let (m, k) = (n * (n + 2), n * c);
-    let mut kb = Kb::new(pb, what, p.dtype);
+    let mut kb = KernelBuilder::new(pb, what, p.dtype);
     let mixes = kb.local(m);
     let sc = (matches!(gates, PreMixGates::Constrained { .. }) && !p.layer_input_only)
         .then(|| Scratch::new(&mut kb, n));
     let body = vec![kb.parallel(t, |kb, tok| {
-        let row = Index::var(tok, ix(k));
+        let row = Index::var(tok, index_coeff(k));
         let (ss, f) = (kb.value(), kb.value());
         let mut body = vec![set(ss, kb.c(0.0))];
         match proj {
@@ -170,43 +173,41 @@ fn pre_mix_kernel(
                 let xv = kb.value();
                 body.push(kb.vector(k, |_, j| {
                     let mut b = vec![
-                        set(xv, ld(p.x, at(&row, j, 1))),
+                        set(xv, load(p.x, at(&row, j, 1))),
                         set(ss, add(var(ss), mul(var(xv), var(xv)))),
                     ];
                     b.extend(dots.iter().enumerate().map(|(r, &d)| {
-                        let w = ld(p.proj, Index::var(j, 1).shifted(ix(r * k)));
+                        let w = load(p.proj, Index::var(j, 1).shifted(index_coeff(r * k)));
                         set(d, add(var(d), mul(var(xv), w)))
                     }));
                     b
                 }));
                 body.push(rms_factor(kb, f, ss, k, norm_eps));
-                body.extend(
-                    dots.iter()
-                        .enumerate()
-                        .map(|(r, &d)| lstore(mixes, Index::constant(ix(r)), mul(var(d), var(f)))),
-                );
+                body.extend(dots.iter().enumerate().map(|(r, &d)| {
+                    store_local(mixes, Index::constant(index_coeff(r)), mul(var(d), var(f)))
+                }));
             }
             Some((tmp, sumsq)) => {
                 match sumsq {
                     // The matrix product summed the squares already.
-                    Some(sq) => body.push(set(ss, ld(sq, Index::var(tok, 1)))),
+                    Some(sq) => body.push(set(ss, load(sq, Index::var(tok, 1)))),
                     None => {
                         let xv = kb.value();
                         body.push(kb.vector(k, |_, j| {
                             vec![
-                                set(xv, ld(p.x, at(&row, j, 1))),
+                                set(xv, load(p.x, at(&row, j, 1))),
                                 set(ss, add(var(ss), mul(var(xv), var(xv)))),
                             ]
                         }));
                     }
                 }
                 body.push(rms_factor(kb, f, ss, k, norm_eps));
-                let trow = Index::var(tok, ix(m));
+                let trow = Index::var(tok, index_coeff(m));
                 body.push(kb.vector(m, |_, r| {
-                    vec![lstore(
+                    vec![store_local(
                         mixes,
                         Index::var(r, 1),
-                        mul(ld(tmp, at(&trow, r, 1)), var(f)),
+                        mul(load(tmp, at(&trow, r, 1)), var(f)),
                     )]
                 }));
             }
@@ -244,12 +245,12 @@ fn gemm_projection(
             )
         };
         let (xw, fw) = (wide(pb, "x", t), wide(pb, "fn", m));
-        let mut kb = Kb::new(pb, &format!("{what}_widen"), p.dtype);
-        let copy = |kb: &mut Kb, from: BufferId, to: BufferId, rows: usize| {
+        let mut kb = KernelBuilder::new(pb, &format!("{what}_widen"), p.dtype);
+        let copy = |kb: &mut KernelBuilder, from: BufferId, to: BufferId, rows: usize| {
             kb.parallel(rows, |kb, r| {
-                let row = Index::var(r, ix(k));
+                let row = Index::var(r, index_coeff(k));
                 vec![kb.vector(k, |_, j| {
-                    vec![store(to, at(&row, j, 1), ld(from, at(&row, j, 1)))]
+                    vec![store(to, at(&row, j, 1), load(from, at(&row, j, 1)))]
                 })]
             })
         };
@@ -268,7 +269,7 @@ fn gemm_projection(
     let sumsq = support
         .row_sumsq
         .then(|| pb.temp(format!("{what}_sumsq"), TensorType::new(dt, [t])));
-    let kb = Kb::new(pb, &format!("{what}_proj"), dt);
+    let kb = KernelBuilder::new(pb, &format!("{what}_proj"), dt);
     let full = |buf, row_stride, col_stride| Matrix {
         buf,
         offset: 0,
@@ -293,10 +294,10 @@ fn gemm_projection(
 }
 
 /// `f = rsqrt(ss / len + eps)`.
-fn rms_factor(kb: &Kb, f: VarId, ss: VarId, len: usize, eps: f64) -> Stmt {
+fn rms_factor(kb: &KernelBuilder, f: VarId, ss: VarId, len: usize, eps: f64) -> Stmt {
     set(
         f,
-        un(Op::Rsqrt, add(div(var(ss), kb.c(len as f64)), kb.c(eps))),
+        unary(Op::Rsqrt, add(div(var(ss), kb.c(len as f64)), kb.c(eps))),
     )
 }
 
@@ -304,7 +305,7 @@ fn rms_factor(kb: &Kb, f: VarId, ss: VarId, len: usize, eps: f64) -> Stmt {
 /// the scratch array `mixes`: writes `post_mix` and `comb_mix` and returns
 /// the variables holding the `n` pre gates.
 fn epilogue(
-    kb: &mut Kb,
+    kb: &mut KernelBuilder,
     p: &PreMix,
     body: &mut Vec<Stmt>,
     tok: VarId,
@@ -319,14 +320,14 @@ fn epilogue(
         scale
             .iter()
             .enumerate()
-            .map(|(i, &s)| set(s, ld(p.scale, Index::constant(ix(i))))),
+            .map(|(i, &s)| set(s, load(p.scale, Index::constant(index_coeff(i))))),
     );
     // Mix `r` and its bias (`r` indexes both `mixes` and `base`).
-    let mix = |r: Index| lld(mixes, r);
-    let base = |r: Index| ld(p.base, r);
+    let mix = |r: Index| load_local(mixes, r);
+    let base = |r: Index| load(p.base, r);
     let pre: Vec<VarId> = (0..n).map(|_| kb.value()).collect();
-    let post_row = Index::var(tok, ix(n));
-    let comb_row = Index::var(tok, ix(nn));
+    let post_row = Index::var(tok, index_coeff(n));
+    let comb_row = Index::var(tok, index_coeff(nn));
     match gates {
         PreMixGates::Constrained {
             pre_eps,
@@ -338,7 +339,7 @@ fn epilogue(
             // A sigmoid is never -0, so adding a zero pre_eps is the identity.
             let pre_eps = (pre_eps.get() != 0.0).then(|| kb.c(pre_eps.get()));
             body.extend(pre.iter().enumerate().map(|(i, &v)| {
-                let gate = un(Op::Sigmoid, z(0, Index::constant(ix(i))));
+                let gate = unary(Op::Sigmoid, z(0, Index::constant(index_coeff(i))));
                 let gate = match &pre_eps {
                     Some(e) => add(gate, e.clone()),
                     None => gate,
@@ -350,35 +351,38 @@ fn epilogue(
             }
             let post_mult = kb.c(post_mult.get());
             body.push(kb.vector(n, |_, j| {
-                let zj = z(1, Index::var(j, 1).shifted(ix(n)));
+                let zj = z(1, Index::var(j, 1).shifted(index_coeff(n)));
                 vec![store(
                     p.post,
                     at(&post_row, j, 1),
-                    mul(un(Op::Sigmoid, zj), post_mult),
+                    mul(unary(Op::Sigmoid, zj), post_mult),
                 )]
             }));
             let sc = sc.expect("mhc_pre declares Sinkhorn scratch");
             // The logits are computed where the projection reads them
             // (twice for tilekernels' max and exp: the same value).
-            let logits = |r: Index| z(2, r.shifted(ix(2 * n)));
+            let logits = |r: Index| z(2, r.shifted(index_coeff(2 * n)));
             body.extend(project(kb, sinkhorn, n, &logits, sc));
             body.push(kb.vector(nn, |_, r| {
                 vec![store(
                     p.comb,
                     at(&comb_row, r, 1),
-                    lld(sc.mat, Index::var(r, 1)),
+                    load_local(sc.mat, Index::var(r, 1)),
                 )]
             }));
         }
         PreMixGates::Unconstrained => {
             // g = scale[seg] · tanh(mixes) + base
             let g = |seg: usize, r: Index| {
-                add(mul(var(scale[seg]), un(Op::Tanh, mix(r.clone()))), base(r))
+                add(
+                    mul(var(scale[seg]), unary(Op::Tanh, mix(r.clone()))),
+                    base(r),
+                )
             };
             body.extend(
                 pre.iter()
                     .enumerate()
-                    .map(|(i, &v)| set(v, g(0, Index::constant(ix(i))))),
+                    .map(|(i, &v)| set(v, g(0, Index::constant(index_coeff(i))))),
             );
             if p.layer_input_only {
                 return pre;
@@ -387,14 +391,14 @@ fn epilogue(
                 vec![store(
                     p.post,
                     at(&post_row, j, 1),
-                    g(1, Index::var(j, 1).shifted(ix(n))),
+                    g(1, Index::var(j, 1).shifted(index_coeff(n))),
                 )]
             }));
             body.push(kb.vector(nn, |_, r| {
                 vec![store(
                     p.comb,
                     at(&comb_row, r, 1),
-                    g(2, Index::var(r, 1).shifted(ix(2 * n))),
+                    g(2, Index::var(r, 1).shifted(index_coeff(2 * n))),
                 )]
             }));
         }
@@ -403,12 +407,17 @@ fn epilogue(
 }
 
 /// `layer_input[tok, c] = Σ_i pre_i · x[tok, i, c]`, summed from `i = 0`.
-fn apply_mix(kb: &mut Kb, p: &PreMix, tok: VarId, pre: &[VarId]) -> Stmt {
+fn apply_mix(kb: &mut KernelBuilder, p: &PreMix, tok: VarId, pre: &[VarId]) -> Stmt {
     let (_, _, c) = p.dims;
-    let row = Index::var(tok, ix(pre.len() * c));
-    let li_row = Index::var(tok, ix(c));
+    let row = Index::var(tok, index_coeff(pre.len() * c));
+    let li_row = Index::var(tok, index_coeff(c));
     kb.vector(c, |_, cc| {
-        let term = |i: usize| mul(var(pre[i]), ld(p.x, at(&row, cc, 1).shifted(ix(i * c))));
+        let term = |i: usize| {
+            mul(
+                var(pre[i]),
+                load(p.x, at(&row, cc, 1).shifted(index_coeff(i * c))),
+            )
+        };
         let sum = (1..pre.len()).fold(term(0), |s, i| add(s, term(i)));
         vec![store(p.layer_input, at(&li_row, cc, 1), sum)]
     })
@@ -438,38 +447,38 @@ pub(crate) struct PostMix {
 pub(crate) fn lower_post_mix(pb: &mut ProgramBuilder, p: &PostMix) {
     let (t, n, c) = p.dims;
     let (k, nn) = (n * c, n * n);
-    let mut kb = Kb::new(pb, "mhc_post", p.dtype);
+    let mut kb = KernelBuilder::new(pb, "mhc_post", p.dtype);
     let body = vec![kb.parallel(t, |kb, tok| {
         let comb: Vec<VarId> = (0..nn).map(|_| kb.value()).collect();
         let post: Vec<VarId> = (0..n).map(|_| kb.value()).collect();
-        let comb_row = Index::var(tok, ix(nn));
-        let post_row = Index::var(tok, ix(n));
+        let comb_row = Index::var(tok, index_coeff(nn));
+        let post_row = Index::var(tok, index_coeff(n));
         let mut body: Vec<Stmt> = comb
             .iter()
             .enumerate()
-            .map(|(r, &v)| set(v, ld(p.comb, comb_row.clone().shifted(ix(r)))))
+            .map(|(r, &v)| set(v, load(p.comb, comb_row.clone().shifted(index_coeff(r)))))
             .collect();
         body.extend(
             post.iter()
                 .enumerate()
-                .map(|(j, &v)| set(v, ld(p.post, post_row.clone().shifted(ix(j))))),
+                .map(|(j, &v)| set(v, load(p.post, post_row.clone().shifted(index_coeff(j))))),
         );
         let xs: Vec<VarId> = (0..n).map(|_| kb.value()).collect();
         let fv = kb.value();
-        let row = Index::var(tok, ix(k));
-        let f_row = Index::var(tok, ix(c));
+        let row = Index::var(tok, index_coeff(k));
+        let f_row = Index::var(tok, index_coeff(c));
         body.push(kb.vector(c, |_, cc| {
             let mut b: Vec<Stmt> = xs
                 .iter()
                 .enumerate()
-                .map(|(i, &v)| set(v, ld(p.x, at(&row, cc, 1).shifted(ix(i * c)))))
+                .map(|(i, &v)| set(v, load(p.x, at(&row, cc, 1).shifted(index_coeff(i * c)))))
                 .collect();
-            b.push(set(fv, ld(p.f, at(&f_row, cc, 1))));
+            b.push(set(fv, load(p.f, at(&f_row, cc, 1))));
             b.extend((0..n).map(|j| {
                 let term = |i: usize| mul(var(comb[i * n + j]), var(xs[i]));
                 let mixed = (1..n).fold(term(0), |s, i| add(s, term(i)));
                 let value = add(mixed, mul(var(post[j]), var(fv)));
-                store(p.out, at(&row, cc, 1).shifted(ix(j * c)), value)
+                store(p.out, at(&row, cc, 1).shifted(index_coeff(j * c)), value)
             }));
             b
         }));

@@ -32,7 +32,7 @@
 use birkhoff_ir::DType;
 use birkhoff_ir::kernel::{BufferId, Index, Stmt, VarId};
 
-use super::emit::{Kb, add, at, ix, ld, mul, set, store, var};
+use super::kernel_builder::{KernelBuilder, add, at, index_coeff, load, mul, set, store, var};
 use crate::builder::ProgramBuilder;
 
 /// Buffers and sizes of a post-mix backward.
@@ -61,21 +61,21 @@ pub(crate) fn lower_post_mix_grad(pb: &mut ProgramBuilder, p: &PostMixGrad) {
     let (t, n, c) = p.dims;
     let (k, nn) = (n * c, n * n);
     let [d_f, d_x, d_post, d_comb] = p.grads;
-    let mut kb = Kb::new(pb, "mhc_post_grad", p.dtype);
+    let mut kb = KernelBuilder::new(pb, "mhc_post_grad", p.dtype);
     let body = vec![kb.parallel(t, |kb, tok| {
         let comb: Vec<VarId> = (0..nn).map(|_| kb.value()).collect();
         let post: Vec<VarId> = (0..n).map(|_| kb.value()).collect();
-        let comb_row = Index::var(tok, ix(nn));
-        let post_row = Index::var(tok, ix(n));
+        let comb_row = Index::var(tok, index_coeff(nn));
+        let post_row = Index::var(tok, index_coeff(n));
         let mut body: Vec<Stmt> = comb
             .iter()
             .enumerate()
-            .map(|(r, &v)| set(v, ld(p.comb, comb_row.clone().shifted(ix(r)))))
+            .map(|(r, &v)| set(v, load(p.comb, comb_row.clone().shifted(index_coeff(r)))))
             .collect();
         body.extend(
             post.iter()
                 .enumerate()
-                .map(|(j, &v)| set(v, ld(p.post, post_row.clone().shifted(ix(j))))),
+                .map(|(j, &v)| set(v, load(p.post, post_row.clone().shifted(index_coeff(j))))),
         );
         // The reductions over C: d_post_j and d_comb_ij (row-major, i·n + j).
         let dp: Vec<VarId> = (0..n).map(|_| kb.value()).collect();
@@ -84,24 +84,24 @@ pub(crate) fn lower_post_mix_grad(pb: &mut ProgramBuilder, p: &PostMixGrad) {
         let xs: Vec<VarId> = (0..n).map(|_| kb.value()).collect();
         let gs: Vec<VarId> = (0..n).map(|_| kb.value()).collect();
         let fv = kb.value();
-        let row = Index::var(tok, ix(k));
-        let f_row = Index::var(tok, ix(c));
+        let row = Index::var(tok, index_coeff(k));
+        let f_row = Index::var(tok, index_coeff(c));
         // With no streams d_f is an empty sum.
         let zero = kb.c(0.0);
         body.push(kb.vector(c, |_, cc| {
             // Stream i of the token's residual (or cotangent) at column cc.
-            let elem = |i: usize| at(&row, cc, 1).shifted(ix(i * c));
+            let elem = |i: usize| at(&row, cc, 1).shifted(index_coeff(i * c));
             let mut b: Vec<Stmt> = xs
                 .iter()
                 .enumerate()
-                .map(|(i, &v)| set(v, ld(p.x, elem(i))))
+                .map(|(i, &v)| set(v, load(p.x, elem(i))))
                 .collect();
             b.extend(
                 gs.iter()
                     .enumerate()
-                    .map(|(j, &v)| set(v, ld(p.d_out, elem(j)))),
+                    .map(|(j, &v)| set(v, load(p.d_out, elem(j)))),
             );
-            b.push(set(fv, ld(p.f, at(&f_row, cc, 1))));
+            b.push(set(fv, load(p.f, at(&f_row, cc, 1))));
             // Σ_j w(j)·g_j in the reference's order, from j = 0.
             let mix = |w: &dyn Fn(usize) -> VarId| {
                 let term = |j: usize| mul(var(w(j)), var(gs[j]));
@@ -126,12 +126,12 @@ pub(crate) fn lower_post_mix_grad(pb: &mut ProgramBuilder, p: &PostMixGrad) {
         body.extend(
             dp.iter()
                 .enumerate()
-                .map(|(j, &a)| store(d_post, post_row.clone().shifted(ix(j)), var(a))),
+                .map(|(j, &a)| store(d_post, post_row.clone().shifted(index_coeff(j)), var(a))),
         );
         body.extend(
             dc.iter()
                 .enumerate()
-                .map(|(r, &a)| store(d_comb, comb_row.clone().shifted(ix(r)), var(a))),
+                .map(|(r, &a)| store(d_comb, comb_row.clone().shifted(index_coeff(r)), var(a))),
         );
         body
     })];

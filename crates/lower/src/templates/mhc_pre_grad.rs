@@ -46,7 +46,9 @@
 use birkhoff_ir::kernel::{BufferId, Expr, Gemm, Index, Matrix, Stmt, VarId};
 use birkhoff_ir::{DType, Op, PreMixSpec, TensorType};
 
-use super::emit::{Kb, add, at, div, ix, join, ld, mul, set, store, sub, un, var};
+use super::kernel_builder::{
+    KernelBuilder, add, at, div, index_coeff, join, load, mul, set, store, sub, unary, var,
+};
 use super::sinkhorn_grad::lower_sinkhorn_grad;
 use crate::builder::ProgramBuilder;
 use crate::error::Result;
@@ -86,7 +88,7 @@ fn seg(r: usize, n: usize) -> usize {
 }
 
 /// `σ(z)·(1 − σ(z))` for the value `s = σ(z)`.
-fn dsig(kb: &Kb, s: VarId) -> Expr {
+fn dsig(kb: &KernelBuilder, s: VarId) -> Expr {
     mul(var(s), sub(kb.c(1.0), var(s)))
 }
 
@@ -141,9 +143,9 @@ pub(crate) fn lower_pre_mix_grad(pb: &mut ProgramBuilder, p: &PreMixGrad) -> Res
     }
 
     // ---- 1: the forward up to the logits ---------------------------------
-    let mut kb = Kb::new(pb, "mhc_pre_grad_fwd", p.dtype);
+    let mut kb = KernelBuilder::new(pb, "mhc_pre_grad_fwd", p.dtype);
     let body = vec![kb.parallel(t, |kb, tok| {
-        let row = Index::var(tok, ix(k));
+        let row = Index::var(tok, index_coeff(k));
         let (ss, f, xv) = (kb.value(), kb.value(), kb.value());
         let dv: Vec<VarId> = (0..m).map(|_| kb.value()).collect();
         let mut body = vec![set(ss, kb.c(0.0))];
@@ -152,12 +154,12 @@ pub(crate) fn lower_pre_mix_grad(pb: &mut ProgramBuilder, p: &PreMixGrad) -> Res
         }
         body.push(kb.vector(k, |_, j| {
             let mut b = vec![
-                set(xv, ld(p.x, at(&row, j, 1))),
+                set(xv, load(p.x, at(&row, j, 1))),
                 set(ss, add(var(ss), mul(var(xv), var(xv)))),
             ];
             if !gemm {
                 b.extend(dv.iter().enumerate().map(|(r, &d)| {
-                    let w = ld(p.proj, Index::var(j, 1).shifted(ix(r * k)));
+                    let w = load(p.proj, Index::var(j, 1).shifted(index_coeff(r * k)));
                     set(d, add(var(d), mul(var(xv), w)))
                 }));
             }
@@ -165,27 +167,31 @@ pub(crate) fn lower_pre_mix_grad(pb: &mut ProgramBuilder, p: &PreMixGrad) -> Res
         }));
         body.push(set(
             f,
-            un(
+            unary(
                 Op::Rsqrt,
                 add(div(var(ss), kb.c(k as f64)), kb.c(p.attrs.norm_eps.get())),
             ),
         ));
         body.push(store(fac, Index::var(tok, 1), var(f)));
-        let drow = Index::var(tok, ix(m));
-        let lrow = Index::var(tok, ix(nn));
-        let s2 = ld(p.scale, Index::constant(2));
+        let drow = Index::var(tok, index_coeff(m));
+        let lrow = Index::var(tok, index_coeff(nn));
+        let s2 = load(p.scale, Index::constant(2));
         for (r, &d) in dv.iter().enumerate() {
             if gemm {
-                body.push(set(d, ld(dots, drow.clone().shifted(ix(r)))));
+                body.push(set(d, load(dots, drow.clone().shifted(index_coeff(r)))));
             } else {
-                body.push(store(dots, drow.clone().shifted(ix(r)), var(d)));
+                body.push(store(dots, drow.clone().shifted(index_coeff(r)), var(d)));
             }
             if r >= 2 * n {
                 let z = add(
                     mul(mul(var(d), var(f)), s2.clone()),
-                    ld(p.base, Index::constant(ix(r))),
+                    load(p.base, Index::constant(index_coeff(r))),
                 );
-                body.push(store(logits, lrow.clone().shifted(ix(r - 2 * n)), z));
+                body.push(store(
+                    logits,
+                    lrow.clone().shifted(index_coeff(r - 2 * n)),
+                    z,
+                ));
             }
         }
         body
@@ -202,28 +208,28 @@ pub(crate) fn lower_pre_mix_grad(pb: &mut ProgramBuilder, p: &PreMixGrad) -> Res
     )?;
 
     // ---- 3: the gates, the RMS factor and d_x ------------------------------
-    let mut kb = Kb::new(pb, "mhc_pre_grad", p.dtype);
+    let mut kb = KernelBuilder::new(pb, "mhc_pre_grad", p.dtype);
     let body = vec![kb.parallel(t, |kb, tok| {
-        let row = Index::var(tok, ix(k));
-        let li_row = Index::var(tok, ix(c));
-        let drow = Index::var(tok, ix(m));
+        let row = Index::var(tok, index_coeff(k));
+        let li_row = Index::var(tok, index_coeff(c));
+        let drow = Index::var(tok, index_coeff(m));
         let f = kb.value();
         let scale: Vec<VarId> = (0..3).map(|_| kb.value()).collect();
-        let mut body = vec![set(f, ld(fac, Index::var(tok, 1)))];
+        let mut body = vec![set(f, load(fac, Index::var(tok, 1)))];
         body.extend(
             scale
                 .iter()
                 .enumerate()
-                .map(|(i, &s)| set(s, ld(p.scale, Index::constant(ix(i))))),
+                .map(|(i, &s)| set(s, load(p.scale, Index::constant(index_coeff(i))))),
         );
         // d_pre_i = Σ_c d_li[c]·x[i,c].
         let dp: Vec<VarId> = (0..n).map(|_| kb.value()).collect();
         body.extend(dp.iter().map(|&a| set(a, kb.c(0.0))));
         let lv = kb.value();
         body.push(kb.vector(c, |_, cc| {
-            let mut b = vec![set(lv, ld(d_li, at(&li_row, cc, 1)))];
+            let mut b = vec![set(lv, load(d_li, at(&li_row, cc, 1)))];
             b.extend(dp.iter().enumerate().map(|(i, &a)| {
-                let xe = ld(p.x, at(&row, cc, 1).shifted(ix(i * c)));
+                let xe = load(p.x, at(&row, cc, 1).shifted(index_coeff(i * c)));
                 set(a, add(var(a), mul(var(lv), xe)))
             }));
             b
@@ -245,11 +251,14 @@ pub(crate) fn lower_pre_mix_grad(pb: &mut ProgramBuilder, p: &PreMixGrad) -> Res
         let pre_eps = (pre_eps != 0.0).then(|| kb.c(pre_eps));
         for r in 0..m {
             let s = scale[seg(r, n)];
-            body.push(set(dot, ld(dots, drow.clone().shifted(ix(r)))));
+            body.push(set(dot, load(dots, drow.clone().shifted(index_coeff(r)))));
             body.push(set(mix, mul(var(dot), var(f))));
-            let z = add(mul(var(mix), var(s)), ld(p.base, Index::constant(ix(r))));
+            let z = add(
+                mul(var(mix), var(s)),
+                load(p.base, Index::constant(index_coeff(r))),
+            );
             if r < 2 * n {
-                body.push(set(sg, un(Op::Sigmoid, z)));
+                body.push(set(sg, unary(Op::Sigmoid, z)));
             }
             if r < n {
                 let gate = match &pre_eps {
@@ -260,15 +269,18 @@ pub(crate) fn lower_pre_mix_grad(pb: &mut ProgramBuilder, p: &PreMixGrad) -> Res
                 body.push(set(dz, mul(var(dp[r]), dsig(kb, sg))));
             } else if r < 2 * n {
                 let d = mul(
-                    ld(d_post, Index::var(tok, ix(n)).shifted(ix(r - n))),
+                    load(
+                        d_post,
+                        Index::var(tok, index_coeff(n)).shifted(index_coeff(r - n)),
+                    ),
                     post_mult.clone(),
                 );
                 body.push(set(dz, mul(d, dsig(kb, sg))));
             } else {
-                let q = Index::var(tok, ix(nn)).shifted(ix(r - 2 * n));
-                body.push(set(dz, ld(d_logits, q)));
+                let q = Index::var(tok, index_coeff(nn)).shifted(index_coeff(r - 2 * n));
+                body.push(set(dz, load(d_logits, q)));
             }
-            let at_r = drow.clone().shifted(ix(r));
+            let at_r = drow.clone().shifted(index_coeff(r));
             body.push(store(dz_buf, at_r.clone(), var(dz)));
             body.push(store(dzm_buf, at_r.clone(), mul(var(dz), var(mix))));
             body.push(set(dmix, mul(var(dz), var(s))));
@@ -287,15 +299,18 @@ pub(crate) fn lower_pre_mix_grad(pb: &mut ProgramBuilder, p: &PreMixGrad) -> Res
         ));
         for (i, &pr) in pre.iter().enumerate() {
             body.push(kb.vector(c, |_, cc| {
-                let j = at(&row, cc, 1).shifted(ix(i * c));
-                let direct = mul(var(pr), ld(d_li, at(&li_row, cc, 1)));
-                let rms = mul(var(coef), ld(p.x, j.clone()));
+                let j = at(&row, cc, 1).shifted(index_coeff(i * c));
+                let direct = mul(var(pr), load(d_li, at(&li_row, cc, 1)));
+                let rms = mul(var(coef), load(p.x, j.clone()));
                 let back =
                     gv.iter()
                         .enumerate()
                         .filter(|_| !gemm)
                         .fold(None, |s: Option<_>, (r, &g)| {
-                            let w = ld(p.proj, Index::var(cc, 1).shifted(ix(r * k + i * c)));
+                            let w = load(
+                                p.proj,
+                                Index::var(cc, 1).shifted(index_coeff(r * k + i * c)),
+                            );
                             let term = mul(var(g), w);
                             Some(match s {
                                 None => term,
@@ -335,10 +350,10 @@ pub(crate) fn lower_pre_mix_grad(pb: &mut ProgramBuilder, p: &PreMixGrad) -> Res
     }
 
     // ---- 4: the reductions over tokens, per row of fn ----------------------
-    let mut kb = Kb::new(pb, "mhc_pre_grad_fn", p.dtype);
+    let mut kb = KernelBuilder::new(pb, "mhc_pre_grad_fn", p.dtype);
     let zero = kb.c(0.0);
     let body = vec![kb.parallel(m, |kb, r| {
-        let frow = Index::var(r, ix(k));
+        let frow = Index::var(r, index_coeff(k));
         let (gr, db, ds) = (kb.value(), kb.value(), kb.value());
         let mut body = Vec::new();
         if !gemm {
@@ -347,17 +362,20 @@ pub(crate) fn lower_pre_mix_grad(pb: &mut ProgramBuilder, p: &PreMixGrad) -> Res
         body.push(set(db, zero.clone()));
         body.push(set(ds, zero.clone()));
         body.push(kb.serial(t, |kb, tok| {
-            let tr = join(&Index::var(tok, ix(m)), &Index::var(r, 1));
-            let xrow = Index::var(tok, ix(k));
+            let tr = join(&Index::var(tok, index_coeff(m)), &Index::var(r, 1));
+            let xrow = Index::var(tok, index_coeff(k));
             let mut b = vec![
-                set(db, add(var(db), ld(dz_buf, tr.clone()))),
-                set(ds, add(var(ds), ld(dzm_buf, tr.clone()))),
+                set(db, add(var(db), load(dz_buf, tr.clone()))),
+                set(ds, add(var(ds), load(dzm_buf, tr.clone()))),
             ];
             if !gemm {
-                b.push(set(gr, ld(g_buf, tr)));
+                b.push(set(gr, load(g_buf, tr)));
                 b.push(kb.vector(k, |_, j| {
                     let a = at(&frow, j, 1);
-                    let v = add(ld(acc, a.clone()), mul(var(gr), ld(p.x, at(&xrow, j, 1))));
+                    let v = add(
+                        load(acc, a.clone()),
+                        mul(var(gr), load(p.x, at(&xrow, j, 1))),
+                    );
                     vec![store(acc, a, v)]
                 }));
             }
@@ -365,7 +383,7 @@ pub(crate) fn lower_pre_mix_grad(pb: &mut ProgramBuilder, p: &PreMixGrad) -> Res
         }));
         if !gemm && acc != d_fn {
             body.push(kb.vector(k, |_, j| {
-                vec![store(d_fn, at(&frow, j, 1), ld(acc, at(&frow, j, 1)))]
+                vec![store(d_fn, at(&frow, j, 1), load(acc, at(&frow, j, 1)))]
             }));
         }
         body.push(store(d_base, Index::var(r, 1), var(db)));
@@ -375,15 +393,15 @@ pub(crate) fn lower_pre_mix_grad(pb: &mut ProgramBuilder, p: &PreMixGrad) -> Res
     pb.push(kb.finish(body));
 
     // ---- 5: d_scale ----------------------------------------------------------
-    let mut kb = Kb::new(pb, "mhc_pre_grad_scale", p.dtype);
+    let mut kb = KernelBuilder::new(pb, "mhc_pre_grad_scale", p.dtype);
     let body = vec![kb.parallel(1, |kb, _| {
         (0..3)
             .map(|s| {
                 let sum = (0..m)
                     .filter(|&r| seg(r, n) == s)
-                    .map(|r| ld(partial, Index::constant(ix(r))))
+                    .map(|r| load(partial, Index::constant(index_coeff(r))))
                     .fold(kb.c(0.0), add);
-                store(d_scale, Index::constant(ix(s)), sum)
+                store(d_scale, Index::constant(index_coeff(s)), sum)
             })
             .collect()
     })];
@@ -412,7 +430,7 @@ fn push_gemm(
     [a, b, c]: [Matrix; 3],
     accumulate: bool,
 ) {
-    let kb = Kb::new(pb, name, dt);
+    let kb = KernelBuilder::new(pb, name, dt);
     let body = vec![Stmt::Gemm(Gemm {
         m: rows,
         n: cols,

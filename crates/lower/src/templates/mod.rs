@@ -25,7 +25,7 @@
 //! * `sinkhorn_grad`: `sinkhorn_grad`, both variants (recomputes the rounds
 //!   in scratch, then runs the backward);
 //! * `mhc`: `mhc_pre`, `hc_pre` (projection in the kernel or by GEMM,
-//!   see [`Projection`](crate::Projection)), `mhc_post`, and the two
+//!   see [`PreMixProjection`](crate::PreMixProjection)), `mhc_post`, and the two
 //!   halves of a GEMM-projected `mhc_pre`: `mhc_project` (the GEMM) and
 //!   `mhc_pre_projected` (the per-token kernel);
 //! * `mhc_post_grad`: `mhc_post_grad` (all four cotangents in one sweep
@@ -33,7 +33,7 @@
 //! * `mhc_pre_grad`: `mhc_pre_grad` (the recomputed forward, the Sinkhorn
 //!   backward, per-token gate and `d_x` kernel, reductions over tokens).
 
-mod emit;
+mod kernel_builder;
 mod mhc;
 mod mhc_post_grad;
 mod mhc_pre_grad;

@@ -26,7 +26,10 @@
 use birkhoff_ir::kernel::{BufferId, Index, LocalId, Stmt};
 use birkhoff_ir::{DType, Op};
 
-use super::emit::{Kb, add, at, div, ix, ld, lld, lstore, max, mul, set, store, sub, un, var};
+use super::kernel_builder::{
+    KernelBuilder, add, at, div, index_coeff, load, load_local, max, mul, set, store, store_local,
+    sub, unary, var,
+};
 use crate::builder::ProgramBuilder;
 
 /// Widest column block of a strided line kernel: two scratch arrays of
@@ -64,10 +67,10 @@ pub(crate) fn lower_line_op(
     let outer: usize = shape[..axis].iter().product();
     let len = shape[axis];
     let inner: usize = shape[axis + 1..].iter().product();
-    let mut kb = Kb::new(pb, what, dtype);
+    let mut kb = KernelBuilder::new(pb, what, dtype);
     let body = if inner == 1 {
         vec![kb.parallel(outer, |kb, r| {
-            row(kb, op, x, out, &Index::var(r, ix(len)), len)
+            row(kb, op, x, out, &Index::var(r, index_coeff(len)), len)
         })]
     } else {
         debug_assert!(
@@ -80,20 +83,29 @@ pub(crate) fn lower_line_op(
 }
 
 /// One contiguous line of `len` elements starting at `base`.
-fn row(kb: &mut Kb, op: LineOp, x: BufferId, out: BufferId, base: &Index, len: usize) -> Vec<Stmt> {
+fn row(
+    kb: &mut KernelBuilder,
+    op: LineOp,
+    x: BufferId,
+    out: BufferId,
+    base: &Index,
+    len: usize,
+) -> Vec<Stmt> {
     let zero = kb.c(0.0);
     match op {
         LineOp::Normalize { eps } => {
             let (s, z) = (kb.value(), kb.value());
             vec![
                 set(s, zero),
-                kb.vector(len, |_, j| vec![set(s, add(var(s), ld(x, at(base, j, 1))))]),
+                kb.vector(len, |_, j| {
+                    vec![set(s, add(var(s), load(x, at(base, j, 1))))]
+                }),
                 set(z, add(var(s), kb.c(eps))),
                 kb.vector(len, |_, j| {
                     vec![store(
                         out,
                         at(base, j, 1),
-                        div(ld(x, at(base, j, 1)), var(z)),
+                        div(load(x, at(base, j, 1)), var(z)),
                     )]
                 }),
             ]
@@ -102,13 +114,15 @@ fn row(kb: &mut Kb, op: LineOp, x: BufferId, out: BufferId, base: &Index, len: u
             let (m, s, e) = (kb.value(), kb.value(), kb.value());
             vec![
                 set(m, kb.c(f64::NEG_INFINITY)),
-                kb.vector(len, |_, j| vec![set(m, max(var(m), ld(x, at(base, j, 1))))]),
+                kb.vector(len, |_, j| {
+                    vec![set(m, max(var(m), load(x, at(base, j, 1))))]
+                }),
                 set(s, zero),
                 // The exponentials go to the result row (the cache-hot
                 // scratch a long row needs) and into the sum at once; a bf16
                 // row would round them, so bf16 recomputes them instead.
                 kb.vector(len, |kb, j| {
-                    let mut b = vec![set(e, un(Op::Exp, sub(ld(x, at(base, j, 1)), var(m))))];
+                    let mut b = vec![set(e, unary(Op::Exp, sub(load(x, at(base, j, 1)), var(m))))];
                     if !kb.bf16 {
                         b.push(store(out, at(base, j, 1), var(e)));
                     }
@@ -117,9 +131,9 @@ fn row(kb: &mut Kb, op: LineOp, x: BufferId, out: BufferId, base: &Index, len: u
                 }),
                 kb.vector(len, |kb, j| {
                     let num = if kb.bf16 {
-                        un(Op::Exp, sub(ld(x, at(base, j, 1)), var(m)))
+                        unary(Op::Exp, sub(load(x, at(base, j, 1)), var(m)))
                     } else {
-                        ld(out, at(base, j, 1))
+                        load(out, at(base, j, 1))
                     };
                     vec![store(out, at(base, j, 1), div(num, var(s)))]
                 }),
@@ -132,16 +146,16 @@ fn row(kb: &mut Kb, op: LineOp, x: BufferId, out: BufferId, base: &Index, len: u
                 set(ss, zero),
                 kb.vector(len, |_, j| {
                     vec![
-                        set(v, ld(x, at(base, j, 1))),
+                        set(v, load(x, at(base, j, 1))),
                         set(ss, add(var(ss), mul(var(v), var(v)))),
                     ]
                 }),
-                set(f, un(Op::Rsqrt, add(div(var(ss), n), kb.c(eps)))),
+                set(f, unary(Op::Rsqrt, add(div(var(ss), n), kb.c(eps)))),
                 kb.vector(len, |_, j| {
                     vec![store(
                         out,
                         at(base, j, 1),
-                        mul(ld(x, at(base, j, 1)), var(f)),
+                        mul(load(x, at(base, j, 1)), var(f)),
                     )]
                 }),
             ]
@@ -152,7 +166,7 @@ fn row(kb: &mut Kb, op: LineOp, x: BufferId, out: BufferId, base: &Index, len: u
 /// The kernel body for lines along the middle axis of `[outer, len, inner]`
 /// with `inner > 1`: blocks of columns, one accumulator per column.
 fn strided(
-    kb: &mut Kb,
+    kb: &mut KernelBuilder,
     op: LineOp,
     x: BufferId,
     out: BufferId,
@@ -166,28 +180,30 @@ fn strided(
     let (full, tail) = (inner / w, inner % w);
     // One accumulator array per reduction (max and sum for softmax).
     let acc = (kb.local(w), kb.local(w));
-    let block = |kb: &mut Kb, base: Index, width: usize| {
+    let block = |kb: &mut KernelBuilder, base: Index, width: usize| {
         column_block(kb, op, (x, out), acc, &base, (len, inner, width))
     };
-    let line = ix(len * inner);
+    let line = index_coeff(len * inner);
     if outer > 1 || full + usize::from(tail > 0) == 1 {
         vec![kb.parallel(outer, |kb, o| {
             let start = Index::var(o, line);
             let mut body = if full == 1 {
                 block(kb, start.clone(), w)
             } else {
-                vec![kb.serial(full, |kb, b| block(kb, at(&start, b, ix(w)), w))]
+                vec![kb.serial(full, |kb, b| block(kb, at(&start, b, index_coeff(w)), w))]
             };
             if tail > 0 {
-                body.extend(block(kb, start.shifted(ix(full * w)), tail));
+                body.extend(block(kb, start.shifted(index_coeff(full * w)), tail));
             }
             body
         })]
     } else {
         // A single line batch: the column blocks are the parallel work.
-        let mut body = vec![kb.parallel(full, |kb, b| block(kb, Index::var(b, ix(w)), w))];
+        let mut body = vec![kb.parallel(full, |kb, b| block(kb, Index::var(b, index_coeff(w)), w))];
         if tail > 0 {
-            body.push(kb.parallel(1, |kb, _| block(kb, Index::constant(ix(full * w)), tail)));
+            body.push(kb.parallel(1, |kb, _| {
+                block(kb, Index::constant(index_coeff(full * w)), tail)
+            }));
         }
         body
     }
@@ -196,14 +212,14 @@ fn strided(
 /// One block of `width` columns whose first element is at `base`; row `i`
 /// of the block starts at `base + i·inner`.
 fn column_block(
-    kb: &mut Kb,
+    kb: &mut KernelBuilder,
     op: LineOp,
     (x, out): (BufferId, BufferId),
     (a, b): (LocalId, LocalId),
     base: &Index,
     (len, inner, width): (usize, usize, usize),
 ) -> Vec<Stmt> {
-    let stride = ix(inner);
+    let stride = index_coeff(inner);
     let elem = |i, j| at(&at(base, i, stride), j, 1);
     let col = |j| Index::var(j, 1);
     let zero = kb.c(0.0);
@@ -211,21 +227,25 @@ fn column_block(
         LineOp::Normalize { eps } => {
             let eps = kb.c(eps);
             vec![
-                kb.vector(width, |_, j| vec![lstore(a, col(j), zero)]),
+                kb.vector(width, |_, j| vec![store_local(a, col(j), zero)]),
                 kb.serial(len, |kb, i| {
                     vec![kb.vector(width, |_, j| {
-                        vec![lstore(a, col(j), add(lld(a, col(j)), ld(x, elem(i, j))))]
+                        vec![store_local(
+                            a,
+                            col(j),
+                            add(load_local(a, col(j)), load(x, elem(i, j))),
+                        )]
                     })]
                 }),
                 kb.vector(width, |_, j| {
-                    vec![lstore(a, col(j), add(lld(a, col(j)), eps))]
+                    vec![store_local(a, col(j), add(load_local(a, col(j)), eps))]
                 }),
                 kb.serial(len, |kb, i| {
                     vec![kb.vector(width, |_, j| {
                         vec![store(
                             out,
                             elem(i, j),
-                            div(ld(x, elem(i, j)), lld(a, col(j))),
+                            div(load(x, elem(i, j)), load_local(a, col(j))),
                         )]
                     })]
                 }),
@@ -236,32 +256,38 @@ fn column_block(
             let e = kb.value();
             let ninf = kb.c(f64::NEG_INFINITY);
             vec![
-                kb.vector(width, |_, j| vec![lstore(m, col(j), ninf)]),
+                kb.vector(width, |_, j| vec![store_local(m, col(j), ninf)]),
                 kb.serial(len, |kb, i| {
                     vec![kb.vector(width, |_, j| {
-                        vec![lstore(m, col(j), max(lld(m, col(j)), ld(x, elem(i, j))))]
+                        vec![store_local(
+                            m,
+                            col(j),
+                            max(load_local(m, col(j)), load(x, elem(i, j))),
+                        )]
                     })]
                 }),
-                kb.vector(width, |_, j| vec![lstore(s, col(j), zero)]),
+                kb.vector(width, |_, j| vec![store_local(s, col(j), zero)]),
                 kb.serial(len, |kb, i| {
                     vec![kb.vector(width, |kb, j| {
-                        let mut b =
-                            vec![set(e, un(Op::Exp, sub(ld(x, elem(i, j)), lld(m, col(j)))))];
+                        let mut b = vec![set(
+                            e,
+                            unary(Op::Exp, sub(load(x, elem(i, j)), load_local(m, col(j)))),
+                        )];
                         if !kb.bf16 {
                             b.push(store(out, elem(i, j), var(e)));
                         }
-                        b.push(lstore(s, col(j), add(lld(s, col(j)), var(e))));
+                        b.push(store_local(s, col(j), add(load_local(s, col(j)), var(e))));
                         b
                     })]
                 }),
                 kb.serial(len, |kb, i| {
                     vec![kb.vector(width, |kb, j| {
                         let num = if kb.bf16 {
-                            un(Op::Exp, sub(ld(x, elem(i, j)), lld(m, col(j))))
+                            unary(Op::Exp, sub(load(x, elem(i, j)), load_local(m, col(j))))
                         } else {
-                            ld(out, elem(i, j))
+                            load(out, elem(i, j))
                         };
-                        vec![store(out, elem(i, j), div(num, lld(s, col(j))))]
+                        vec![store(out, elem(i, j), div(num, load_local(s, col(j))))]
                     })]
                 }),
             ]

@@ -1,4 +1,4 @@
-//! Sinkhorn-Knopp projection (DESIGN §2), as a kernel of its own and as
+//! Sinkhorn-Knopp projection (`docs/design.md` §2), as a kernel of its own and as
 //! a statement sequence the mHC pre-mix kernel reuses.
 //!
 //! Input: logits `[..., n, n]` in a contiguous buffer (rows are the last
@@ -17,7 +17,10 @@
 use birkhoff_ir::kernel::{BufferId, Expr, Index, LocalId, Stmt, VarId};
 use birkhoff_ir::{DType, Op, SinkhornSpec, SinkhornVariant};
 
-use super::emit::{Kb, add, at, div, ix, join, ld, lld, lstore, max, set, store, sub, un, var};
+use super::kernel_builder::{
+    KernelBuilder, add, at, div, index_coeff, join, load, load_local, max, set, store, store_local,
+    sub, unary, var,
+};
 use crate::builder::ProgramBuilder;
 
 /// The scratch arrays of one projection: the `n × n` matrix and `n`
@@ -32,7 +35,7 @@ pub(crate) struct Scratch {
 
 impl Scratch {
     /// Declares the scratch arrays for `n × n` matrices in `kb`.
-    pub fn new(kb: &mut Kb, n: usize) -> Scratch {
+    pub fn new(kb: &mut KernelBuilder, n: usize) -> Scratch {
         Scratch {
             mat: kb.local(n * n),
             cols: kb.local(n),
@@ -52,13 +55,17 @@ pub(crate) fn lower_sinkhorn(
     let n = shape[shape.len() - 1];
     let nn = n * n;
     let batch: usize = shape.iter().product::<usize>() / nn;
-    let mut kb = Kb::new(pb, "sinkhorn", dtype);
+    let mut kb = KernelBuilder::new(pb, "sinkhorn", dtype);
     let sc = Scratch::new(&mut kb, n);
     let body = vec![kb.parallel(batch, |kb, b| {
-        let start = Index::var(b, ix(nn));
-        let mut body = project(kb, spec, n, &|k| ld(x, join(&start, &k)), sc);
+        let start = Index::var(b, index_coeff(nn));
+        let mut body = project(kb, spec, n, &|k| load(x, join(&start, &k)), sc);
         body.push(kb.vector(nn, |_, k| {
-            vec![store(out, at(&start, k, 1), lld(sc.mat, Index::var(k, 1)))]
+            vec![store(
+                out,
+                at(&start, k, 1),
+                load_local(sc.mat, Index::var(k, 1)),
+            )]
         }));
         body
     })];
@@ -70,7 +77,7 @@ pub(crate) fn lower_sinkhorn(
 /// itself: every statement reads an element before writing it, in the
 /// same lane.
 pub(crate) fn project(
-    kb: &mut Kb,
+    kb: &mut KernelBuilder,
     spec: &SinkhornSpec,
     n: usize,
     src: &dyn Fn(Index) -> Expr,
@@ -82,7 +89,7 @@ pub(crate) fn project(
         SinkhornVariant::Paper => {
             body.push(kb.vector(n * n, |_, k| {
                 let k = Index::var(k, 1);
-                vec![lstore(sc.mat, k.clone(), un(Op::Exp, src(k)))]
+                vec![store_local(sc.mat, k.clone(), unary(Op::Exp, src(k)))]
             }));
             spec.iters
         }
@@ -92,7 +99,7 @@ pub(crate) fn project(
             spec.iters - 1
         }
     };
-    let round = |kb: &mut Kb| {
+    let round = |kb: &mut KernelBuilder| {
         let mut r = vec![row_normalize(kb, n, eps, sc.mat)];
         r.extend(col_normalize(kb, n, eps, sc));
         r
@@ -107,14 +114,14 @@ pub(crate) fn project(
 
 /// Row `i` of `mat` := `softmax(src row i) + eps` (the `tilekernels` start).
 pub(crate) fn softmax_row(
-    kb: &mut Kb,
+    kb: &mut KernelBuilder,
     n: usize,
     eps: f64,
     src: &dyn Fn(Index) -> Expr,
     mat: LocalId,
     i: VarId,
 ) -> Vec<Stmt> {
-    let row = Index::var(i, ix(n));
+    let row = Index::var(i, index_coeff(n));
     let (m, s, e) = (kb.value(), kb.value(), kb.value());
     let ninf = kb.c(f64::NEG_INFINITY);
     let zero = kb.c(0.0);
@@ -125,14 +132,14 @@ pub(crate) fn softmax_row(
         set(s, zero),
         kb.vector(n, |_, j| {
             vec![
-                set(e, un(Op::Exp, sub(src(at(&row, j, 1)), var(m)))),
-                lstore(mat, at(&row, j, 1), var(e)),
+                set(e, unary(Op::Exp, sub(src(at(&row, j, 1)), var(m)))),
+                store_local(mat, at(&row, j, 1), var(e)),
                 set(s, add(var(s), var(e))),
             ]
         }),
         kb.vector(n, |_, j| {
-            let p = div(lld(mat, at(&row, j, 1)), var(s));
-            vec![lstore(
+            let p = div(load_local(mat, at(&row, j, 1)), var(s));
+            vec![store_local(
                 mat,
                 at(&row, j, 1),
                 match eps {
@@ -145,26 +152,26 @@ pub(crate) fn softmax_row(
 }
 
 /// Divides every row of `mat` by its sum plus `eps`.
-fn row_normalize(kb: &mut Kb, n: usize, eps: f64, mat: LocalId) -> Stmt {
+fn row_normalize(kb: &mut KernelBuilder, n: usize, eps: f64, mat: LocalId) -> Stmt {
     let eps = nonzero(kb, eps);
     let zero = kb.c(0.0);
     kb.serial(n, |kb, i| {
-        let row = Index::var(i, ix(n));
+        let row = Index::var(i, index_coeff(n));
         let s = kb.value();
         let mut body = vec![
             set(s, zero),
             kb.vector(n, |_, j| {
-                vec![set(s, add(var(s), lld(mat, at(&row, j, 1))))]
+                vec![set(s, add(var(s), load_local(mat, at(&row, j, 1))))]
             }),
         ];
         if let Some(eps) = eps {
             body.push(set(s, add(var(s), eps)));
         }
         body.push(kb.vector(n, |_, j| {
-            vec![lstore(
+            vec![store_local(
                 mat,
                 at(&row, j, 1),
-                div(lld(mat, at(&row, j, 1)), var(s)),
+                div(load_local(mat, at(&row, j, 1)), var(s)),
             )]
         }));
         body
@@ -173,35 +180,41 @@ fn row_normalize(kb: &mut Kb, n: usize, eps: f64, mat: LocalId) -> Stmt {
 
 /// Divides every column of `sc.mat` by its sum plus `eps`; the sums are
 /// built row by row in `sc.cols` so every loop runs along a row.
-fn col_normalize(kb: &mut Kb, n: usize, eps: f64, sc: Scratch) -> Vec<Stmt> {
+fn col_normalize(kb: &mut KernelBuilder, n: usize, eps: f64, sc: Scratch) -> Vec<Stmt> {
     let eps = nonzero(kb, eps);
     let col = |j| Index::var(j, 1);
     let (mat, cols) = (sc.mat, sc.cols);
-    let mut body = vec![kb.vector(n, |_, j| vec![lstore(cols, col(j), lld(mat, col(j)))])];
+    let mut body = vec![kb.vector(n, |_, j| {
+        vec![store_local(cols, col(j), load_local(mat, col(j)))]
+    })];
     if n > 1 {
         body.push(kb.serial(n - 1, |kb, i| {
-            let row = Index::var(i, ix(n)).shifted(ix(n));
+            let row = Index::var(i, index_coeff(n)).shifted(index_coeff(n));
             vec![kb.vector(n, |_, j| {
-                vec![lstore(
+                vec![store_local(
                     cols,
                     col(j),
-                    add(lld(cols, col(j)), lld(mat, at(&row, j, 1))),
+                    add(load_local(cols, col(j)), load_local(mat, at(&row, j, 1))),
                 )]
             })]
         }));
     }
     if let Some(eps) = eps {
         body.push(kb.vector(n, |_, j| {
-            vec![lstore(cols, col(j), add(lld(cols, col(j)), eps))]
+            vec![store_local(
+                cols,
+                col(j),
+                add(load_local(cols, col(j)), eps),
+            )]
         }));
     }
     body.push(kb.serial(n, |kb, i| {
-        let row = Index::var(i, ix(n));
+        let row = Index::var(i, index_coeff(n));
         vec![kb.vector(n, |_, j| {
-            vec![lstore(
+            vec![store_local(
                 mat,
                 at(&row, j, 1),
-                div(lld(mat, at(&row, j, 1)), lld(cols, col(j))),
+                div(load_local(mat, at(&row, j, 1)), load_local(cols, col(j))),
             )]
         })]
     }));
@@ -213,6 +226,6 @@ fn col_normalize(kb: &mut Kb, n: usize, eps: f64, sc: Scratch) -> Vec<Stmt> {
 /// `+inf` or NaN), so no sum is `-0` and adding `+0`, which the reference
 /// does, changes nothing: leaving it out saves a pass per normalization
 /// at `eps = 0` (the paper's default).
-fn nonzero(kb: &Kb, eps: f64) -> Option<Expr> {
+fn nonzero(kb: &KernelBuilder, eps: f64) -> Option<Expr> {
     (eps != 0.0).then(|| kb.c(eps))
 }

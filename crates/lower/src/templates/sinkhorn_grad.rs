@@ -32,7 +32,10 @@
 use birkhoff_ir::kernel::{BufferId, Index, LocalId, Stmt};
 use birkhoff_ir::{DType, SinkhornSpec, SinkhornVariant};
 
-use super::emit::{Kb, add, at, div, ix, ld, lld, lstore, mul, set, store, sub, un, var};
+use super::kernel_builder::{
+    KernelBuilder, add, at, div, index_coeff, load, load_local, mul, set, store, store_local, sub,
+    unary, var,
+};
 use super::sinkhorn::softmax_row;
 use crate::builder::ProgramBuilder;
 use crate::error::{LowerError, Result};
@@ -89,26 +92,26 @@ pub(crate) fn lower_sinkhorn_grad(
         return Ok(());
     }
     let eps = spec.eps.get();
-    let mut kb = Kb::new(pb, "sinkhorn_grad", dtype);
+    let mut kb = KernelBuilder::new(pb, "sinkhorn_grad", dtype);
     let sc = Scratch {
         states: kb.local((norms + 1) * nn),
         d: kb.local(nn),
         sums: kb.local(n),
         dots: kb.local(n),
     };
-    let slot = |k: usize| Index::constant(ix(k * nn));
+    let slot = |k: usize| Index::constant(index_coeff(k * nn));
     let body = vec![kb.parallel(batch, |kb, b| {
-        let start = Index::var(b, ix(nn));
-        let src = |k: Index| ld(x, super::emit::join(&start, &k));
+        let start = Index::var(b, index_coeff(nn));
+        let src = |k: Index| load(x, super::kernel_builder::join(&start, &k));
         let mut body = Vec::new();
         // ---- forward: every state into `states` -----------------------
         match spec.variant {
             SinkhornVariant::Paper => body.push(kb.vector(nn, |_, k| {
                 let k = Index::var(k, 1);
-                vec![lstore(
+                vec![store_local(
                     sc.states,
                     k.clone(),
-                    un(birkhoff_ir::Op::Exp, src(k)),
+                    unary(birkhoff_ir::Op::Exp, src(k)),
                 )]
             })),
             SinkhornVariant::TileKernels => {
@@ -119,9 +122,9 @@ pub(crate) fn lower_sinkhorn_grad(
         if rounds > 0 {
             body.push(kb.serial(rounds, |kb, r| {
                 // Round r reads slot first + 2r.
-                let a = Index::var(r, ix(2 * nn)).shifted(ix(first * nn));
-                let a1 = a.clone().shifted(ix(nn));
-                let a2 = a.clone().shifted(ix(2 * nn));
+                let a = Index::var(r, index_coeff(2 * nn)).shifted(index_coeff(first * nn));
+                let a1 = a.clone().shifted(index_coeff(nn));
+                let a2 = a.clone().shifted(index_coeff(2 * nn));
                 let mut s = vec![row_norm_to(kb, n, eps, sc.states, &a, &a1)];
                 s.extend(col_norm_to(kb, n, eps, sc, &a1, &a2));
                 s
@@ -130,14 +133,15 @@ pub(crate) fn lower_sinkhorn_grad(
         // ---- backward: last normalization first -------------------------
         body.push(kb.vector(nn, |_, k| {
             let k = Index::var(k, 1);
-            vec![lstore(sc.d, k.clone(), ld(dy, join_b(&start, &k)))]
+            vec![store_local(sc.d, k.clone(), load(dy, join_b(&start, &k)))]
         }));
         if rounds > 0 {
             body.push(kb.serial(rounds, |kb, r| {
                 // Iteration r undoes round rounds − 1 − r.
-                let a = Index::var(r, -ix(2 * nn)).shifted(ix((first + 2 * (rounds - 1)) * nn));
-                let a1 = a.clone().shifted(ix(nn));
-                let a2 = a.clone().shifted(ix(2 * nn));
+                let a = Index::var(r, -index_coeff(2 * nn))
+                    .shifted(index_coeff((first + 2 * (rounds - 1)) * nn));
+                let a1 = a.clone().shifted(index_coeff(nn));
+                let a2 = a.clone().shifted(index_coeff(2 * nn));
                 let mut s = col_grad(kb, n, eps, sc, &a1, &a2);
                 s.push(row_grad(kb, n, eps, sc, &a, &a1));
                 s
@@ -153,7 +157,7 @@ pub(crate) fn lower_sinkhorn_grad(
                 vec![store(
                     out,
                     at(&start, k, 1),
-                    mul(lld(sc.d, kk.clone()), lld(sc.states, kk)),
+                    mul(load_local(sc.d, kk.clone()), load_local(sc.states, kk)),
                 )]
             })),
             SinkhornVariant::TileKernels => {
@@ -161,21 +165,21 @@ pub(crate) fn lower_sinkhorn_grad(
                 body.push(kb.serial(n, |kb, i| softmax_row(kb, n, 0.0, &src, sc.states, i)));
                 let zero = kb.c(0.0);
                 body.push(kb.serial(n, |kb, i| {
-                    let row = Index::var(i, ix(n));
+                    let row = Index::var(i, index_coeff(n));
                     let (t, prod) = (kb.value(), kb.value());
                     vec![
                         set(t, zero.clone()),
                         kb.vector(n, |_, j| {
                             // Not contracted, as in `row_grad`.
-                            let p = lld(sc.states, at(&row, j, 1));
+                            let p = load_local(sc.states, at(&row, j, 1));
                             vec![
-                                set(prod, mul(p, lld(sc.d, at(&row, j, 1)))),
+                                set(prod, mul(p, load_local(sc.d, at(&row, j, 1)))),
                                 set(t, add(var(t), var(prod))),
                             ]
                         }),
                         kb.vector(n, |_, j| {
-                            let p = lld(sc.states, at(&row, j, 1));
-                            let g = sub(lld(sc.d, at(&row, j, 1)), var(t));
+                            let p = load_local(sc.states, at(&row, j, 1));
+                            let g = sub(load_local(sc.d, at(&row, j, 1)), var(t));
                             vec![store(out, join_b(&start, &at(&row, j, 1)), mul(p, g))]
                         }),
                     ]
@@ -190,29 +194,38 @@ pub(crate) fn lower_sinkhorn_grad(
 
 /// `a + b` for indices.
 fn join_b(a: &Index, b: &Index) -> Index {
-    super::emit::join(a, b)
+    super::kernel_builder::join(a, b)
 }
 
 /// Row `i` of the state at `dst` := row `i` of the state at `src` divided
 /// by its sum plus `eps` (the forward's `row_normalize`, out of place).
-fn row_norm_to(kb: &mut Kb, n: usize, eps: f64, st: LocalId, src: &Index, dst: &Index) -> Stmt {
+fn row_norm_to(
+    kb: &mut KernelBuilder,
+    n: usize,
+    eps: f64,
+    st: LocalId,
+    src: &Index,
+    dst: &Index,
+) -> Stmt {
     let eps = (eps != 0.0).then(|| kb.c(eps));
     let zero = kb.c(0.0);
     kb.serial(n, |kb, i| {
-        let (zr, yr) = (at(src, i, ix(n)), at(dst, i, ix(n)));
+        let (zr, yr) = (at(src, i, index_coeff(n)), at(dst, i, index_coeff(n)));
         let s = kb.value();
         let mut body = vec![
             set(s, zero),
-            kb.vector(n, |_, j| vec![set(s, add(var(s), lld(st, at(&zr, j, 1))))]),
+            kb.vector(n, |_, j| {
+                vec![set(s, add(var(s), load_local(st, at(&zr, j, 1))))]
+            }),
         ];
         if let Some(eps) = eps {
             body.push(set(s, add(var(s), eps)));
         }
         body.push(kb.vector(n, |_, j| {
-            vec![lstore(
+            vec![store_local(
                 st,
                 at(&yr, j, 1),
-                div(lld(st, at(&zr, j, 1)), var(s)),
+                div(load_local(st, at(&zr, j, 1)), var(s)),
             )]
         }));
         body
@@ -221,26 +234,32 @@ fn row_norm_to(kb: &mut Kb, n: usize, eps: f64, st: LocalId, src: &Index, dst: &
 
 /// `sc.sums[j]` := the sum of column `j` of the state at `z` plus `eps`,
 /// row by row from the first (the forward's order).
-fn col_sums(kb: &mut Kb, n: usize, eps: f64, sc: Scratch, z: &Index) -> Vec<Stmt> {
+fn col_sums(kb: &mut KernelBuilder, n: usize, eps: f64, sc: Scratch, z: &Index) -> Vec<Stmt> {
     let eps = (eps != 0.0).then(|| kb.c(eps));
     let col = |j| Index::var(j, 1);
     let (st, sums) = (sc.states, sc.sums);
-    let mut body = vec![kb.vector(n, |_, j| vec![lstore(sums, col(j), lld(st, at(z, j, 1)))])];
+    let mut body = vec![kb.vector(n, |_, j| {
+        vec![store_local(sums, col(j), load_local(st, at(z, j, 1)))]
+    })];
     if n > 1 {
         body.push(kb.serial(n - 1, |kb, i| {
-            let row = at(z, i, ix(n)).shifted(ix(n));
+            let row = at(z, i, index_coeff(n)).shifted(index_coeff(n));
             vec![kb.vector(n, |_, j| {
-                vec![lstore(
+                vec![store_local(
                     sums,
                     col(j),
-                    add(lld(sums, col(j)), lld(st, at(&row, j, 1))),
+                    add(load_local(sums, col(j)), load_local(st, at(&row, j, 1))),
                 )]
             })]
         }));
     }
     if let Some(eps) = eps {
         body.push(kb.vector(n, |_, j| {
-            vec![lstore(sums, col(j), add(lld(sums, col(j)), eps))]
+            vec![store_local(
+                sums,
+                col(j),
+                add(load_local(sums, col(j)), eps),
+            )]
         }));
     }
     body
@@ -249,7 +268,7 @@ fn col_sums(kb: &mut Kb, n: usize, eps: f64, sc: Scratch, z: &Index) -> Vec<Stmt
 /// The state at `dst` := the state at `src` with every column divided by
 /// its sum plus `eps` (the forward's `col_normalize`, out of place).
 fn col_norm_to(
-    kb: &mut Kb,
+    kb: &mut KernelBuilder,
     n: usize,
     eps: f64,
     sc: Scratch,
@@ -258,14 +277,14 @@ fn col_norm_to(
 ) -> Vec<Stmt> {
     let mut body = col_sums(kb, n, eps, sc, src);
     body.push(kb.serial(n, |kb, i| {
-        let (zr, yr) = (at(src, i, ix(n)), at(dst, i, ix(n)));
+        let (zr, yr) = (at(src, i, index_coeff(n)), at(dst, i, index_coeff(n)));
         vec![kb.vector(n, |_, j| {
-            vec![lstore(
+            vec![store_local(
                 sc.states,
                 at(&yr, j, 1),
                 div(
-                    lld(sc.states, at(&zr, j, 1)),
-                    lld(sc.sums, Index::var(j, 1)),
+                    load_local(sc.states, at(&zr, j, 1)),
+                    load_local(sc.sums, Index::var(j, 1)),
                 ),
             )]
         })]
@@ -275,17 +294,17 @@ fn col_norm_to(
 
 /// `sc.d` := the cotangent of the state at `z`, given that of the state at
 /// `y = row_normalize(z)`: per row `(d − Σ d·y) / (Σ z + eps)`.
-fn row_grad(kb: &mut Kb, n: usize, eps: f64, sc: Scratch, z: &Index, y: &Index) -> Stmt {
+fn row_grad(kb: &mut KernelBuilder, n: usize, eps: f64, sc: Scratch, z: &Index, y: &Index) -> Stmt {
     let eps = (eps != 0.0).then(|| kb.c(eps));
     let zero = kb.c(0.0);
     kb.serial(n, |kb, i| {
-        let row = Index::var(i, ix(n));
+        let row = Index::var(i, index_coeff(n));
         let (zr, yr) = (join_b(z, &row), join_b(y, &row));
         let (s, t) = (kb.value(), kb.value());
         let mut body = vec![
             set(s, zero.clone()),
             kb.vector(n, |_, j| {
-                vec![set(s, add(var(s), lld(sc.states, at(&zr, j, 1))))]
+                vec![set(s, add(var(s), load_local(sc.states, at(&zr, j, 1))))]
             }),
         ];
         if let Some(eps) = eps {
@@ -296,12 +315,15 @@ fn row_grad(kb: &mut Kb, n: usize, eps: f64, sc: Scratch, z: &Index, y: &Index) 
         body.push(kb.vector(n, |_, j| {
             // The product goes through a variable so that no backend
             // contracts it into a fused multiply-add (see the module docs).
-            let prod = mul(lld(sc.d, at(&row, j, 1)), lld(sc.states, at(&yr, j, 1)));
+            let prod = mul(
+                load_local(sc.d, at(&row, j, 1)),
+                load_local(sc.states, at(&yr, j, 1)),
+            );
             vec![set(p, prod), set(t, add(var(t), var(p)))]
         }));
         body.push(kb.vector(n, |_, j| {
-            let g = sub(lld(sc.d, at(&row, j, 1)), var(t));
-            vec![lstore(sc.d, at(&row, j, 1), div(g, var(s)))]
+            let g = sub(load_local(sc.d, at(&row, j, 1)), var(t));
+            vec![store_local(sc.d, at(&row, j, 1), div(g, var(s)))]
         }));
         body
     })
@@ -310,33 +332,50 @@ fn row_grad(kb: &mut Kb, n: usize, eps: f64, sc: Scratch, z: &Index, y: &Index) 
 /// `sc.d` := the cotangent of the state at `z`, given that of the state at
 /// `y = col_normalize(z)`: per column `(d − Σ d·y) / (Σ z + eps)`, both
 /// column sums built row by row.
-fn col_grad(kb: &mut Kb, n: usize, eps: f64, sc: Scratch, z: &Index, y: &Index) -> Vec<Stmt> {
+fn col_grad(
+    kb: &mut KernelBuilder,
+    n: usize,
+    eps: f64,
+    sc: Scratch,
+    z: &Index,
+    y: &Index,
+) -> Vec<Stmt> {
     let col = |j| Index::var(j, 1);
     let mut body = col_sums(kb, n, eps, sc, z);
     body.push(kb.vector(n, |_, j| {
-        let p = mul(lld(sc.d, col(j)), lld(sc.states, at(y, j, 1)));
-        vec![lstore(sc.dots, col(j), p)]
+        let p = mul(load_local(sc.d, col(j)), load_local(sc.states, at(y, j, 1)));
+        vec![store_local(sc.dots, col(j), p)]
     }));
     if n > 1 {
         let p = kb.value();
         body.push(kb.serial(n - 1, |kb, i| {
-            let row = Index::var(i, ix(n)).shifted(ix(n));
+            let row = Index::var(i, index_coeff(n)).shifted(index_coeff(n));
             let yr = join_b(y, &row);
             vec![kb.vector(n, |_, j| {
                 // Not contracted, as in `row_grad`.
-                let prod = mul(lld(sc.d, at(&row, j, 1)), lld(sc.states, at(&yr, j, 1)));
+                let prod = mul(
+                    load_local(sc.d, at(&row, j, 1)),
+                    load_local(sc.states, at(&yr, j, 1)),
+                );
                 vec![
                     set(p, prod),
-                    lstore(sc.dots, col(j), add(lld(sc.dots, col(j)), var(p))),
+                    store_local(sc.dots, col(j), add(load_local(sc.dots, col(j)), var(p))),
                 ]
             })]
         }));
     }
     body.push(kb.serial(n, |kb, i| {
-        let row = Index::var(i, ix(n));
+        let row = Index::var(i, index_coeff(n));
         vec![kb.vector(n, |_, j| {
-            let g = sub(lld(sc.d, at(&row, j, 1)), lld(sc.dots, col(j)));
-            vec![lstore(sc.d, at(&row, j, 1), div(g, lld(sc.sums, col(j))))]
+            let g = sub(
+                load_local(sc.d, at(&row, j, 1)),
+                load_local(sc.dots, col(j)),
+            );
+            vec![store_local(
+                sc.d,
+                at(&row, j, 1),
+                div(g, load_local(sc.sums, col(j))),
+            )]
         })]
     }));
     body

@@ -5,7 +5,7 @@
 //! `x / (sum + eps)`); inverse square roots become `rsqrt`; division by a
 //! constant becomes multiplication by its reciprocal (mean as sum × 1/N).
 //! These hold in real arithmetic and differ by at most an ulp in floating
-//! point, inside DESIGN §5's op-family tolerances; nothing here reorders a
+//! point, inside `docs/design.md` §3's op-family tolerances; nothing here reorders a
 //! sum.
 
 use birkhoff_ir::{DType, Literal, Op};

@@ -11,7 +11,7 @@
 //! slice bound) or a shape.
 
 pub(crate) mod canonicalize;
-pub(crate) mod fuse;
+pub(crate) mod fuse_mhc;
 pub(crate) mod recognize;
 pub(crate) mod simplify;
 pub(crate) mod sinkhorn;

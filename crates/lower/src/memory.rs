@@ -71,7 +71,7 @@ pub fn live_bytes(p: &Program) -> Vec<usize> {
 
 /// Places every temporary of `p` and sets `p.arena_bytes`: two orders
 /// are tried and the smaller arena wins (the first on a tie).
-pub fn plan(p: &mut Program) {
+pub fn place_temporaries(p: &mut Program) {
     let n = p.buffers.len();
     let life: Vec<(usize, usize)> = lifetimes(p)
         .into_iter()

@@ -1,7 +1,8 @@
-//! Reference semantics of the semantic and fused ops.
+//! The reference implementations of the semantic and fused ops, which the
+//! interpreter runs.
 //!
-//! Each function is written from DESIGN §2 directly, loop by loop, on
-//! row-major `f64` buffers. `st` rounds a stored result and `ac` an
+//! Each function is written from `docs/design.md` §2 directly, loop by loop, on
+//! row-major `f64` buffers. `store` rounds a stored result and `accumulate` an
 //! accumulator step, as the interpreter's precision mode asks (identity in
 //! the f64 oracle for f32 values). Sums run in index order, as the
 //! primitive ops they replace do. The products of a dot product are
@@ -11,11 +12,11 @@
 use crate::op::{PreMixGates, PreMixSpec, SinkhornSpec, SinkhornVariant};
 
 /// Rounding hooks of the current precision mode.
-pub(crate) struct Round<'a> {
+pub(crate) struct Rounding<'a> {
     /// Rounds a stored value.
-    pub st: &'a dyn Fn(f64) -> f64,
+    pub store: &'a dyn Fn(f64) -> f64,
     /// Rounds an accumulator after a step.
-    pub ac: &'a dyn Fn(f64) -> f64,
+    pub accumulate: &'a dyn Fn(f64) -> f64,
 }
 
 fn sigmoid(x: f64) -> f64 {
@@ -28,7 +29,7 @@ pub(crate) fn normalize(
     shape: &[usize],
     axis: usize,
     eps: f64,
-    r: &Round<'_>,
+    r: &Rounding<'_>,
 ) -> Vec<f64> {
     let len = shape[axis];
     let inner: usize = shape[axis + 1..].iter().product();
@@ -36,11 +37,11 @@ pub(crate) fn normalize(
     for base in line_starts(shape, axis) {
         let mut s = x[base];
         for k in 1..len {
-            s = (r.ac)(s + x[base + k * inner]);
+            s = (r.accumulate)(s + x[base + k * inner]);
         }
-        let z = (r.st)(s + eps);
+        let z = (r.store)(s + eps);
         for k in 0..len {
-            out[base + k * inner] = (r.st)(x[base + k * inner] / z);
+            out[base + k * inner] = (r.store)(x[base + k * inner] / z);
         }
     }
     out
@@ -55,7 +56,7 @@ fn line_starts(shape: &[usize], axis: usize) -> impl Iterator<Item = usize> + us
 }
 
 /// Softmax along `axis`, with the maximum subtracted first.
-pub(crate) fn softmax(x: &[f64], shape: &[usize], axis: usize, r: &Round<'_>) -> Vec<f64> {
+pub(crate) fn softmax(x: &[f64], shape: &[usize], axis: usize, r: &Rounding<'_>) -> Vec<f64> {
     let len = shape[axis];
     let inner: usize = shape[axis + 1..].iter().product();
     let mut out = vec![0.0; x.len()];
@@ -70,53 +71,53 @@ pub(crate) fn softmax(x: &[f64], shape: &[usize], axis: usize, r: &Round<'_>) ->
         });
         let mut s = 0.0;
         for k in 0..len {
-            let e = (r.st)((r.st)(x[at(k)] - m).exp());
+            let e = (r.store)((r.store)(x[at(k)] - m).exp());
             out[at(k)] = e;
-            s = if k == 0 { e } else { (r.ac)(s + e) };
+            s = if k == 0 { e } else { (r.accumulate)(s + e) };
         }
         for k in 0..len {
-            out[at(k)] = (r.st)(out[at(k)] / s);
+            out[at(k)] = (r.store)(out[at(k)] / s);
         }
     }
     out
 }
 
 /// `x · rsqrt(mean(x², last axis) + eps)`.
-pub(crate) fn rms_norm(x: &[f64], shape: &[usize], eps: f64, r: &Round<'_>) -> Vec<f64> {
+pub(crate) fn rms_norm(x: &[f64], shape: &[usize], eps: f64, r: &Rounding<'_>) -> Vec<f64> {
     let n = shape[shape.len() - 1];
     let mut out = Vec::with_capacity(x.len());
     for row in x.chunks(n) {
         let f = rms_factor(row, eps, r);
-        out.extend(row.iter().map(|&v| (r.st)(v * f)));
+        out.extend(row.iter().map(|&v| (r.store)(v * f)));
     }
     out
 }
 
 /// `rsqrt(Σ v² / len + eps)` of one row.
-fn rms_factor(row: &[f64], eps: f64, r: &Round<'_>) -> f64 {
+fn rms_factor(row: &[f64], eps: f64, r: &Rounding<'_>) -> f64 {
     let mut ss = 0.0;
     for (k, &v) in row.iter().enumerate() {
-        let sq = (r.st)(v * v);
-        ss = if k == 0 { sq } else { (r.ac)(ss + sq) };
+        let sq = (r.store)(v * v);
+        ss = if k == 0 { sq } else { (r.accumulate)(ss + sq) };
     }
-    let ms = (r.st)(ss / row.len() as f64);
-    (r.st)(1.0 / (r.st)(ms + eps).sqrt())
+    let ms = (r.store)(ss / row.len() as f64);
+    (r.store)(1.0 / (r.store)(ms + eps).sqrt())
 }
 
 /// Sinkhorn on every trailing `n × n` matrix of `x`.
-pub(crate) fn sinkhorn(x: &[f64], n: usize, spec: &SinkhornSpec, r: &Round<'_>) -> Vec<f64> {
+pub(crate) fn sinkhorn(x: &[f64], n: usize, spec: &SinkhornSpec, r: &Rounding<'_>) -> Vec<f64> {
     let eps = spec.eps.get();
     let mut out = Vec::with_capacity(x.len());
     for m in x.chunks(n * n) {
         let sq = [n, n];
         let mut y = match spec.variant {
-            SinkhornVariant::Paper => m.iter().map(|&v| (r.st)(v.exp())).collect(),
+            SinkhornVariant::Paper => m.iter().map(|&v| (r.store)(v.exp())).collect(),
             SinkhornVariant::TileKernels => {
                 let s = softmax(m, &sq, 1, r);
                 if eps == 0.0 {
                     s
                 } else {
-                    s.into_iter().map(|v| (r.st)(v + eps)).collect()
+                    s.into_iter().map(|v| (r.store)(v + eps)).collect()
                 }
             }
         };
@@ -151,7 +152,7 @@ pub(crate) fn sinkhorn_grad(
     dy: &[f64],
     n: usize,
     spec: &SinkhornSpec,
-    r: &Round<'_>,
+    r: &Rounding<'_>,
 ) -> Vec<f64> {
     let eps = spec.eps.get();
     let sq = [n, n];
@@ -159,13 +160,13 @@ pub(crate) fn sinkhorn_grad(
     for (m, g) in x.chunks(n * n).zip(dy.chunks(n * n)) {
         // states[0] is the start; states[k] the result of normalization k.
         let (start, first_axes): (Vec<f64>, &[usize]) = match spec.variant {
-            SinkhornVariant::Paper => (m.iter().map(|&v| (r.st)(v.exp())).collect(), &[]),
+            SinkhornVariant::Paper => (m.iter().map(|&v| (r.store)(v.exp())).collect(), &[]),
             SinkhornVariant::TileKernels => {
                 let s = softmax(m, &sq, 1, r);
                 let s = if eps == 0.0 {
                     s
                 } else {
-                    s.into_iter().map(|v| (r.st)(v + eps)).collect()
+                    s.into_iter().map(|v| (r.store)(v + eps)).collect()
                 };
                 (s, &[0])
             }
@@ -208,14 +209,22 @@ pub(crate) fn sinkhorn_grad(
         }
         match spec.variant {
             SinkhornVariant::Paper => {
-                out.extend(d.iter().zip(&checkpoints[0]).map(|(&g, &y)| (r.st)(g * y)));
+                out.extend(
+                    d.iter()
+                        .zip(&checkpoints[0])
+                        .map(|(&g, &y)| (r.store)(g * y)),
+                );
             }
             SinkhornVariant::TileKernels => {
                 let p = softmax(m, &sq, 1, r);
                 for i in 0..n {
                     let (pr, dr) = (&p[i * n..][..n], &d[i * n..][..n]);
                     let t = dot(pr, dr, r);
-                    out.extend(pr.iter().zip(dr).map(|(&p, &g)| (r.st)(p * (r.st)(g - t))));
+                    out.extend(
+                        pr.iter()
+                            .zip(dr)
+                            .map(|(&p, &g)| (r.store)(p * (r.store)(g - t))),
+                    );
                 }
             }
         }
@@ -224,12 +233,12 @@ pub(crate) fn sinkhorn_grad(
 }
 
 /// `Σ a·b` in index order, products and sums as accumulator steps.
-fn dot(a: &[f64], b: &[f64], r: &Round<'_>) -> f64 {
-    let mut s = (r.ac)(a[0] * b[0]);
+fn dot(a: &[f64], b: &[f64], r: &Rounding<'_>) -> f64 {
+    let mut s = (r.accumulate)(a[0] * b[0]);
     for k in 1..a.len() {
-        s = (r.ac)(s + (r.ac)(a[k] * b[k]));
+        s = (r.accumulate)(s + (r.accumulate)(a[k] * b[k]));
     }
-    (r.st)(s)
+    (r.store)(s)
 }
 
 /// The cotangent of `z` for `y = normalize(z)` along `axis` (0: columns,
@@ -242,7 +251,7 @@ fn normalize_grad(
     n: usize,
     axis: usize,
     eps: f64,
-    r: &Round<'_>,
+    r: &Rounding<'_>,
 ) -> Vec<f64> {
     // Element k of line l, for rows (axis 1) and columns (axis 0).
     let at = |l: usize, k: usize| if axis == 1 { l * n + k } else { k * n + l };
@@ -250,16 +259,16 @@ fn normalize_grad(
     for l in 0..n {
         let mut s = z[at(l, 0)];
         for k in 1..n {
-            s = (r.ac)(s + z[at(l, k)]);
+            s = (r.accumulate)(s + z[at(l, k)]);
         }
-        let s = (r.st)(s + eps);
-        let mut t = (r.ac)(dy[at(l, 0)] * y[at(l, 0)]);
+        let s = (r.store)(s + eps);
+        let mut t = (r.accumulate)(dy[at(l, 0)] * y[at(l, 0)]);
         for k in 1..n {
-            t = (r.ac)(t + (r.ac)(dy[at(l, k)] * y[at(l, k)]));
+            t = (r.accumulate)(t + (r.accumulate)(dy[at(l, k)] * y[at(l, k)]));
         }
-        let t = (r.st)(t);
+        let t = (r.store)(t);
         for k in 0..n {
-            out[at(l, k)] = (r.st)((r.st)(dy[at(l, k)] - t) / s);
+            out[at(l, k)] = (r.store)((r.store)(dy[at(l, k)] - t) / s);
         }
     }
     out
@@ -267,7 +276,7 @@ fn normalize_grad(
 
 /// Where a pre-mix's `m` projections come from.
 #[derive(Clone, Copy)]
-pub(crate) enum Projection<'a> {
+pub(crate) enum ProjectionSource<'a> {
     /// `fn [m, nC]`: the pre-mix computes `x·fnᵀ` itself.
     Weights(&'a [f64]),
     /// `mixes [T, m]`: `x·fnᵀ` computed already (`mhc_project`).
@@ -275,25 +284,25 @@ pub(crate) enum Projection<'a> {
 }
 
 /// One token's `n·C` row `xt` against every row of `weights [m, nC]`.
-fn project_row(xt: &[f64], weights: &[f64], r: &Round<'_>) -> impl Iterator<Item = f64> {
+fn project_row(xt: &[f64], weights: &[f64], r: &Rounding<'_>) -> impl Iterator<Item = f64> {
     weights.chunks(xt.len()).map(move |row| {
-        let mut d = (r.ac)(xt[0] * row[0]);
+        let mut d = (r.accumulate)(xt[0] * row[0]);
         for j in 1..xt.len() {
-            d = (r.ac)(d + (r.ac)(xt[j] * row[j]));
+            d = (r.accumulate)(d + (r.accumulate)(xt[j] * row[j]));
         }
         d
     })
 }
 
 /// `mhc_project`: `x [T,n,C]` times `weightsᵀ` (`weights [m, nC]`).
-pub(crate) fn project(x: &[f64], weights: &[f64], t: usize, r: &Round<'_>) -> Vec<f64> {
+pub(crate) fn project(x: &[f64], weights: &[f64], t: usize, r: &Rounding<'_>) -> Vec<f64> {
     let k = x.len() / t;
     (0..t)
-        .flat_map(|tok| project_row(&x[tok * k..][..k], weights, r).map(|d| (r.st)(d)))
+        .flat_map(|tok| project_row(&x[tok * k..][..k], weights, r).map(|d| (r.store)(d)))
         .collect()
 }
 
-/// The pre-mix of DESIGN §2 for `x [T,n,C]`; returns the concatenation of
+/// The pre-mix of `docs/design.md` §2 for `x [T,n,C]`; returns the concatenation of
 /// `layer_input [T,C]`, `post_mix [T,n]` and `comb_mix [T,n,n]`.
 #[allow(
     clippy::too_many_arguments,
@@ -301,13 +310,13 @@ pub(crate) fn project(x: &[f64], weights: &[f64], t: usize, r: &Round<'_>) -> Ve
 )]
 pub(crate) fn pre_mix(
     x: &[f64],
-    proj: Projection<'_>,
+    proj: ProjectionSource<'_>,
     scale: &[f64],
     base: &[f64],
     (t, n, c): (usize, usize, usize),
     norm_eps: f64,
     gates: &PreMixGates,
-    r: &Round<'_>,
+    r: &Rounding<'_>,
 ) -> Vec<f64> {
     let k = n * c;
     let m = n * (n + 2);
@@ -320,10 +329,12 @@ pub(crate) fn pre_mix(
         let xt = &x[tok * k..][..k];
         let f = rms_factor(xt, norm_eps, r);
         let mixes: Vec<f64> = match proj {
-            Projection::Weights(w) => project_row(xt, w, r).map(|d| (r.st)(d * f)).collect(),
-            Projection::Mixes(given) => given[tok * m..][..m]
+            ProjectionSource::Weights(w) => {
+                project_row(xt, w, r).map(|d| (r.store)(d * f)).collect()
+            }
+            ProjectionSource::Mixes(given) => given[tok * m..][..m]
                 .iter()
-                .map(|&d| (r.st)(d * f))
+                .map(|&d| (r.store)(d * f))
                 .collect(),
         };
         let seg = |j: usize| {
@@ -343,23 +354,24 @@ pub(crate) fn pre_mix(
             } => {
                 let (pre_eps, post_mult) = (pre_eps.get(), post_mult.get());
                 let z: Vec<f64> = (0..m)
-                    .map(|j| (r.st)((r.st)(mixes[j] * scale[seg(j)]) + base[j]))
+                    .map(|j| (r.store)((r.store)(mixes[j] * scale[seg(j)]) + base[j]))
                     .collect();
                 (
                     z[..n]
                         .iter()
-                        .map(|&v| (r.st)((r.st)(sigmoid(v)) + pre_eps))
+                        .map(|&v| (r.store)((r.store)(sigmoid(v)) + pre_eps))
                         .collect(),
                     z[n..2 * n]
                         .iter()
-                        .map(|&v| (r.st)((r.st)(sigmoid(v)) * post_mult))
+                        .map(|&v| (r.store)((r.store)(sigmoid(v)) * post_mult))
                         .collect(),
                     sinkhorn(&z[2 * n..], n, spec, r),
                 )
             }
             PreMixGates::Unconstrained => {
-                let g =
-                    |j: usize| (r.st)((r.st)(scale[seg(j)] * (r.st)(mixes[j].tanh())) + base[j]);
+                let g = |j: usize| {
+                    (r.store)((r.store)(scale[seg(j)] * (r.store)(mixes[j].tanh())) + base[j])
+                };
                 (
                     (0..n).map(g).collect(),
                     (n..2 * n).map(g).collect(),
@@ -368,11 +380,11 @@ pub(crate) fn pre_mix(
             }
         };
         for cc in 0..c {
-            let mut s = (r.ac)(pre[0] * xt[cc]);
+            let mut s = (r.accumulate)(pre[0] * xt[cc]);
             for i in 1..n {
-                s = (r.ac)(s + (r.ac)(pre[i] * xt[i * c + cc]));
+                s = (r.accumulate)(s + (r.accumulate)(pre[i] * xt[i * c + cc]));
             }
-            li.push((r.st)(s));
+            li.push((r.store)(s));
         }
         post.extend(po);
         comb.extend(cm);
@@ -389,7 +401,7 @@ pub(crate) fn post_mix(
     post: &[f64],
     comb: &[f64],
     (t, n, c): (usize, usize, usize),
-    r: &Round<'_>,
+    r: &Rounding<'_>,
 ) -> Vec<f64> {
     let mut out = Vec::with_capacity(t * n * c);
     for tok in 0..t {
@@ -397,12 +409,12 @@ pub(crate) fn post_mix(
         let ct = &comb[tok * n * n..][..n * n];
         for j in 0..n {
             for cc in 0..c {
-                let mut s = (r.ac)(ct[j] * xt[cc]);
+                let mut s = (r.accumulate)(ct[j] * xt[cc]);
                 for i in 1..n {
-                    s = (r.ac)(s + (r.ac)(ct[i * n + j] * xt[i * c + cc]));
+                    s = (r.accumulate)(s + (r.accumulate)(ct[i * n + j] * xt[i * c + cc]));
                 }
-                let p = (r.st)(post[tok * n + j] * f[tok * c + cc]);
-                out.push((r.st)((r.st)(s) + p));
+                let p = (r.store)(post[tok * n + j] * f[tok * c + cc]);
+                out.push((r.store)((r.store)(s) + p));
             }
         }
     }
@@ -420,7 +432,7 @@ pub(crate) fn post_mix(
 pub(crate) fn post_mix_grad(
     [f, x, post, comb, g]: [&[f64]; 5],
     (t, n, c): (usize, usize, usize),
-    r: &Round<'_>,
+    r: &Rounding<'_>,
 ) -> Vec<f64> {
     let (mut d_f, mut d_x) = (Vec::with_capacity(t * c), Vec::with_capacity(t * n * c));
     let (mut d_post, mut d_comb) = (Vec::with_capacity(t * n), Vec::with_capacity(t * n * n));
@@ -430,11 +442,11 @@ pub(crate) fn post_mix_grad(
         if len == 0 {
             return 0.0;
         }
-        let mut s = (r.ac)(term(0));
+        let mut s = (r.accumulate)(term(0));
         for k in 1..len {
-            s = (r.ac)(s + (r.ac)(term(k)));
+            s = (r.accumulate)(s + (r.accumulate)(term(k)));
         }
-        (r.st)(s)
+        (r.store)(s)
     };
     for tok in 0..t {
         let ft = &f[tok * c..][..c];
@@ -474,7 +486,7 @@ pub(crate) fn pre_mix_grad(
     [x, proj, scale, base, d_li, d_post, d_comb]: [&[f64]; 7],
     (t, n, c): (usize, usize, usize),
     attrs: &PreMixSpec,
-    r: &Round<'_>,
+    r: &Rounding<'_>,
 ) -> Vec<f64> {
     let norm_eps = attrs.norm_eps.get();
     let (pre_eps, post_mult) = (attrs.pre_eps.get(), attrs.post_mult.get());
@@ -495,9 +507,9 @@ pub(crate) fn pre_mix_grad(
     let sum = |len: usize, term: &dyn Fn(usize) -> f64| {
         let mut s = 0.0;
         for q in 0..len {
-            s = (r.ac)(s + (r.ac)(term(q)));
+            s = (r.accumulate)(s + (r.accumulate)(term(q)));
         }
-        (r.st)(s)
+        (r.store)(s)
     };
     let mut d_x = Vec::with_capacity(t * k);
     let mut d_fn = vec![0.0; m * k];
@@ -510,21 +522,21 @@ pub(crate) fn pre_mix_grad(
         let dots: Vec<f64> = (0..m)
             .map(|q| sum(k, &|j| xt[j] * proj[q * k + j]))
             .collect();
-        let mixes: Vec<f64> = dots.iter().map(|&d| (r.st)(d * f)).collect();
+        let mixes: Vec<f64> = dots.iter().map(|&d| (r.store)(d * f)).collect();
         let z: Vec<f64> = (0..m)
-            .map(|q| (r.st)((r.st)(mixes[q] * scale[seg(q)]) + base[q]))
+            .map(|q| (r.store)((r.store)(mixes[q] * scale[seg(q)]) + base[q]))
             .collect();
-        let sig: Vec<f64> = z[..2 * n].iter().map(|&v| (r.st)(sigmoid(v))).collect();
-        let pre: Vec<f64> = sig[..n].iter().map(|&s| (r.st)(s + pre_eps)).collect();
+        let sig: Vec<f64> = z[..2 * n].iter().map(|&v| (r.store)(sigmoid(v))).collect();
+        let pre: Vec<f64> = sig[..n].iter().map(|&s| (r.store)(s + pre_eps)).collect();
         let mut dz = Vec::with_capacity(m);
         for i in 0..n {
             let d_pre = sum(c, &|cc| lt[cc] * xt[i * c + cc]);
-            dz.push((r.st)(d_pre * (r.st)(sig[i] * (1.0 - sig[i]))));
+            dz.push((r.store)(d_pre * (r.store)(sig[i] * (1.0 - sig[i]))));
         }
         for i in 0..n {
             let s = sig[n + i];
-            let d = (r.st)(d_post[tok * n + i] * post_mult);
-            dz.push((r.st)(d * (r.st)(s * (1.0 - s))));
+            let d = (r.store)(d_post[tok * n + i] * post_mult);
+            dz.push((r.store)(d * (r.store)(s * (1.0 - s))));
         }
         dz.extend(sinkhorn_grad(
             &z[2 * n..],
@@ -533,26 +545,28 @@ pub(crate) fn pre_mix_grad(
             spec,
             r,
         ));
-        let d_mix: Vec<f64> = (0..m).map(|q| (r.st)(dz[q] * scale[seg(q)])).collect();
+        let d_mix: Vec<f64> = (0..m).map(|q| (r.store)(dz[q] * scale[seg(q)])).collect();
         for q in 0..m {
-            d_scale[seg(q)] = (r.ac)(d_scale[seg(q)] + (r.ac)(dz[q] * mixes[q]));
-            d_base[q] = (r.ac)(d_base[q] + dz[q]);
+            d_scale[seg(q)] = (r.accumulate)(d_scale[seg(q)] + (r.accumulate)(dz[q] * mixes[q]));
+            d_base[q] = (r.accumulate)(d_base[q] + dz[q]);
         }
-        let g: Vec<f64> = d_mix.iter().map(|&d| (r.st)(d * f)).collect();
+        let g: Vec<f64> = d_mix.iter().map(|&d| (r.store)(d * f)).collect();
         let d_f = sum(m, &|q| d_mix[q] * dots[q]);
-        let coef = (r.st)(-d_f * f * f * f / k as f64);
+        let coef = (r.store)(-d_f * f * f * f / k as f64);
         for j in 0..k {
             let (i, cc) = (j / c, j % c);
             let back = sum(m, &|q| g[q] * proj[q * k + j]);
-            let direct = (r.st)(pre[i] * lt[cc]);
-            d_x.push((r.st)((r.st)(direct + (r.st)(coef * xt[j])) + back));
+            let direct = (r.store)(pre[i] * lt[cc]);
+            d_x.push((r.store)(
+                (r.store)(direct + (r.store)(coef * xt[j])) + back,
+            ));
             for q in 0..m {
-                d_fn[q * k + j] = (r.ac)(d_fn[q * k + j] + (r.ac)(g[q] * xt[j]));
+                d_fn[q * k + j] = (r.accumulate)(d_fn[q * k + j] + (r.accumulate)(g[q] * xt[j]));
             }
         }
     }
-    d_x.extend(d_fn.into_iter().map(|v| (r.st)(v)));
-    d_x.extend(d_scale.into_iter().map(|v| (r.st)(v)));
-    d_x.extend(d_base.into_iter().map(|v| (r.st)(v)));
+    d_x.extend(d_fn.into_iter().map(|v| (r.store)(v)));
+    d_x.extend(d_scale.into_iter().map(|v| (r.store)(v)));
+    d_x.extend(d_base.into_iter().map(|v| (r.store)(v)));
     d_x
 }

@@ -1,7 +1,7 @@
 //! Small constructors for kernel IR, so that a template reads like the
 //! loop nest it emits.
 //!
-//! [`Kb`] owns the kernel under construction (its variables and scratch
+//! [`KernelBuilder`] owns the kernel under construction (its variables and scratch
 //! arrays) and the compute type of the op; the free functions build
 //! statements and expressions. Loops are built with closures that receive
 //! the fresh loop index, so indices are always in scope where they are
@@ -15,22 +15,22 @@ use birkhoff_ir::{DType, Op};
 use crate::builder::ProgramBuilder;
 
 /// A kernel under construction, with the compute type of its op.
-pub(crate) struct Kb {
-    /// The kernel (its body is set by [`Kb::finish`]).
+pub(crate) struct KernelBuilder {
+    /// The kernel (its body is set by [`KernelBuilder::finish`]).
     k: Kernel,
     /// Compute type of every float value (`f32` for `f32` and `bf16`).
-    pub ct: ScalarType,
+    pub compute_type: ScalarType,
     /// Whether results are stored as bf16 (so a result buffer is no exact
     /// scratch space: storing rounds).
     pub bf16: bool,
 }
 
-impl Kb {
+impl KernelBuilder {
     /// A fresh kernel named after `what`, computing in the type of `dtype`.
-    pub fn new(pb: &ProgramBuilder, what: &str, dtype: DType) -> Kb {
-        Kb {
+    pub fn new(pb: &ProgramBuilder, what: &str, dtype: DType) -> KernelBuilder {
+        KernelBuilder {
             k: pb.kernel(what),
-            ct: ScalarType::of(dtype),
+            compute_type: ScalarType::of(dtype),
             bf16: dtype == DType::Bf16,
         }
     }
@@ -42,24 +42,24 @@ impl Kb {
 
     /// A new value variable of the compute type.
     pub fn value(&mut self) -> VarId {
-        self.k.var(self.ct)
+        self.k.var(self.compute_type)
     }
 
     /// A new scratch array of the compute type, private to each iteration
     /// of the kernel's outermost loop.
     pub fn local(&mut self, len: usize) -> LocalId {
-        self.k.local(self.ct, len)
+        self.k.local(self.compute_type, len)
     }
 
     /// A constant of the compute type. `f32` constants are rounded to
     /// `f32` here, so that the interpreter, the printed IR and a backend's
     /// immediate operand all hold the same value.
     pub fn c(&self, v: f64) -> Expr {
-        let v = match self.ct {
+        let v = match self.compute_type {
             ScalarType::F32 => DType::F32.round(v),
             _ => v,
         };
-        Expr::constant(self.ct, v)
+        Expr::constant(self.compute_type, v)
     }
 
     /// A loop of `kind` over `0..extent`; `body` gets the loop index.
@@ -67,7 +67,7 @@ impl Kb {
         &mut self,
         kind: LoopKind,
         extent: usize,
-        body: impl FnOnce(&mut Kb, VarId) -> Vec<Stmt>,
+        body: impl FnOnce(&mut KernelBuilder, VarId) -> Vec<Stmt>,
     ) -> Stmt {
         let var = self.index();
         let body = body(self, var);
@@ -83,7 +83,7 @@ impl Kb {
     pub fn parallel(
         &mut self,
         extent: usize,
-        body: impl FnOnce(&mut Kb, VarId) -> Vec<Stmt>,
+        body: impl FnOnce(&mut KernelBuilder, VarId) -> Vec<Stmt>,
     ) -> Stmt {
         self.lp(LoopKind::Parallel, extent, body)
     }
@@ -92,7 +92,7 @@ impl Kb {
     pub fn serial(
         &mut self,
         extent: usize,
-        body: impl FnOnce(&mut Kb, VarId) -> Vec<Stmt>,
+        body: impl FnOnce(&mut KernelBuilder, VarId) -> Vec<Stmt>,
     ) -> Stmt {
         self.lp(LoopKind::Serial, extent, body)
     }
@@ -102,7 +102,7 @@ impl Kb {
     pub fn vector(
         &mut self,
         extent: usize,
-        body: impl FnOnce(&mut Kb, VarId) -> Vec<Stmt>,
+        body: impl FnOnce(&mut KernelBuilder, VarId) -> Vec<Stmt>,
     ) -> Stmt {
         self.lp(LoopKind::Vector, extent, body)
     }
@@ -129,7 +129,7 @@ pub(crate) fn store(buf: BufferId, index: Index, e: Expr) -> Stmt {
 }
 
 /// `local[index] = e`.
-pub(crate) fn lstore(local: LocalId, index: Index, e: Expr) -> Stmt {
+pub(crate) fn store_local(local: LocalId, index: Index, e: Expr) -> Stmt {
     Stmt::LocalStore {
         local,
         index,
@@ -143,12 +143,12 @@ pub(crate) fn var(v: VarId) -> Expr {
 }
 
 /// `buf[index]`.
-pub(crate) fn ld(buf: BufferId, index: Index) -> Expr {
+pub(crate) fn load(buf: BufferId, index: Index) -> Expr {
     Expr::load(buf, index)
 }
 
 /// `local[index]`.
-pub(crate) fn lld(local: LocalId, index: Index) -> Expr {
+pub(crate) fn load_local(local: LocalId, index: Index) -> Expr {
     Expr::LocalLoad { local, index }
 }
 
@@ -178,7 +178,7 @@ pub(crate) fn max(a: Expr, b: Expr) -> Expr {
 }
 
 /// A unary graph op applied to `a`.
-pub(crate) fn un(op: Op, a: Expr) -> Expr {
+pub(crate) fn unary(op: Op, a: Expr) -> Expr {
     Expr::unary(op, a)
 }
 
@@ -195,6 +195,6 @@ pub(crate) fn join(a: &Index, b: &Index) -> Index {
 }
 
 /// A size as an index coefficient or offset.
-pub(crate) fn ix(n: usize) -> i64 {
+pub(crate) fn index_coeff(n: usize) -> i64 {
     i64::try_from(n).expect("verified shapes have fewer than 2^63 elements")
 }

@@ -9,11 +9,11 @@ use birkhoff_ir::{DType, Graph, Literal, Op, TensorType, ValueId};
 use crate::error::Result;
 
 /// Appends nodes to a graph under construction.
-pub(crate) struct Emit<'g> {
+pub(crate) struct Appender<'g> {
     pub(crate) g: &'g mut Graph,
 }
 
-impl Emit<'_> {
+impl Appender<'_> {
     /// The tensor type of `v`.
     pub(crate) fn ty(&self, v: ValueId) -> TensorType {
         self.g.ty(v).clone()
