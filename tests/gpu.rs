@@ -26,12 +26,11 @@
 use std::collections::BTreeMap;
 
 use birkhoff::compare::{
-    CheckError, OutputError, Rule, compare_cases, compare_compiled, compare_scaled, compare_with,
-    random_inputs, reference_options,
+    CheckError, OutputError, Rule, compare_cases, compare_compiled, compare_with, random_inputs,
 };
 use birkhoff::dsl::zoo::{Flag, ModelArgs, build_model, model_info, models};
 use birkhoff::gpu::{GpuError, GpuModule, copy_bandwidth};
-use birkhoff::ir::{DType, Graph, InterpOptions, Precision, Tensor, interpret};
+use birkhoff::ir::{DType, Graph, Tensor};
 use birkhoff::{
     CompileError, CompileOptions, GpuCode, Target, compile_with, gpu_code, gpu_module,
     load_gpu_artifact,
