@@ -1,4 +1,7 @@
-//! Optimizer scaling: `mhc-block --layers L` for L = 1, 8, 16, 32, 64.
+//! Optimizer scaling in two spellings of mHC: the zoo's `mhc-block
+//! --layers L` (two sublayers per layer) and the paper's equations
+//! (`birkhoff_testkit::spellings::Spelling::paper`) stacked `2L` sublayers
+//! deep, for L = 1, 8, 16, 32, 64.
 //!
 //! Prints, per depth, the median wall time of `optimize` over a few runs,
 //! the time per layer (flat when optimizer time is linear in depth), the
@@ -7,14 +10,53 @@
 
 use std::time::{Duration, Instant};
 
-use birkhoff::dsl::zoo::{ModelArgs, build_model};
+use birkhoff::dsl::zoo::{LayerFn, ModelArgs, build_model};
+use birkhoff::ir::{DType, Graph};
 use birkhoff::opt::optimize;
+use birkhoff_testkit::spellings::{Dims, Spelling, build};
+
+/// The model of `layers` layers in a spelling.
+fn model(spelling: &str, layers: usize) -> Graph {
+    match spelling {
+        "zoo" => {
+            build_model(
+                "mhc-block",
+                &ModelArgs {
+                    layers: Some(layers),
+                    ..ModelArgs::default()
+                },
+            )
+            .expect("zoo model builds")
+            .graph
+        }
+        _ => {
+            let s = Spelling::paper();
+            let d = Dims {
+                tokens: 32,
+                streams: 4,
+                hidden: 64,
+                layers: 2 * layers,
+                dtype: DType::F32,
+                layer_fn: LayerFn::LinearTanh,
+            };
+            build(&s, &d, &s.config())
+                .expect("spelled model builds")
+                .graph
+        }
+    }
+}
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let runs = if quick { 1 } else { 5 };
+    for spelling in ["zoo", "paper"] {
+        scaling(spelling, runs);
+    }
+}
+
+fn scaling(spelling: &str, runs: usize) {
     println!(
-        "optimizer scaling on mhc-block (T=32, n=4, C=64; every sublayer should give one mhc_pre and one mhc_post)"
+        "\noptimizer scaling, {spelling} spelling (T=32, n=4, C=64; two sublayers per layer, each one mhc_pre and one mhc_post)"
     );
     println!(
         "{:>7} {:>11} {:>9} {:>11} {:>12} {:>12} {:>9} {:>9}  stop reasons",
@@ -28,19 +70,12 @@ fn main() {
         "mhc_post"
     );
     for layers in [1usize, 8, 16, 32, 64] {
-        let model = build_model(
-            "mhc-block",
-            &ModelArgs {
-                layers: Some(layers),
-                ..ModelArgs::default()
-            },
-        )
-        .expect("zoo model builds");
+        let graph = model(spelling, layers);
         let mut times: Vec<Duration> = Vec::new();
         let mut last = None;
         for _ in 0..runs {
             let t = Instant::now();
-            let out = optimize(&model.graph, |_| false).expect("optimizes");
+            let out = optimize(&graph, |_| false).expect("optimizes");
             times.push(t.elapsed());
             last = Some(out);
         }

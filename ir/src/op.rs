@@ -207,6 +207,22 @@ impl PreMixGates {
     }
 }
 
+impl SinkhornSpec {
+    /// How the projection is computed: as specified, except that `paper`
+    /// with `eps = 0` is computed as `tilekernels` with `eps = 0`. The two
+    /// are the same function — the paper's first row normalization of
+    /// `exp(x)` is a softmax over the rows — and the softmax subtracts
+    /// each row's maximum first, so logits large enough to overflow `exp`
+    /// still give the right answer. With `eps > 0` the variants differ and
+    /// each is computed as written.
+    pub fn computed_as(&self) -> SinkhornVariant {
+        match self.variant {
+            SinkhornVariant::Paper if self.eps.get() == 0.0 => SinkhornVariant::TileKernels,
+            v => v,
+        }
+    }
+}
+
 /// One graph operation with its attributes.
 ///
 /// Operands are not part of the op; they are the node's `args`. Every

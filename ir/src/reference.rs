@@ -110,7 +110,7 @@ pub(crate) fn sinkhorn(x: &[f64], n: usize, spec: &SinkhornSpec, r: &Rounding<'_
     let mut out = Vec::with_capacity(x.len());
     for m in x.chunks(n * n) {
         let sq = [n, n];
-        let mut y = match spec.variant {
+        let mut y = match spec.computed_as() {
             SinkhornVariant::Paper => m.iter().map(|&v| (r.store)(v.exp())).collect(),
             SinkhornVariant::TileKernels => {
                 let s = softmax(m, &sq, 1, r);
@@ -121,7 +121,7 @@ pub(crate) fn sinkhorn(x: &[f64], n: usize, spec: &SinkhornSpec, r: &Rounding<'_
                 }
             }
         };
-        let rounds = match spec.variant {
+        let rounds = match spec.computed_as() {
             SinkhornVariant::Paper => spec.iters,
             SinkhornVariant::TileKernels => {
                 y = normalize(&y, &sq, 0, eps, r);
@@ -159,7 +159,7 @@ pub(crate) fn sinkhorn_grad(
     let mut out = Vec::with_capacity(x.len());
     for (m, g) in x.chunks(n * n).zip(dy.chunks(n * n)) {
         // states[0] is the start; states[k] the result of normalization k.
-        let (start, first_axes): (Vec<f64>, &[usize]) = match spec.variant {
+        let (start, first_axes): (Vec<f64>, &[usize]) = match spec.computed_as() {
             SinkhornVariant::Paper => (m.iter().map(|&v| (r.store)(v.exp())).collect(), &[]),
             SinkhornVariant::TileKernels => {
                 let s = softmax(m, &sq, 1, r);
@@ -171,7 +171,7 @@ pub(crate) fn sinkhorn_grad(
                 (s, &[0])
             }
         };
-        let rounds = match spec.variant {
+        let rounds = match spec.computed_as() {
             SinkhornVariant::Paper => spec.iters,
             SinkhornVariant::TileKernels => spec.iters - 1,
         };
@@ -207,7 +207,7 @@ pub(crate) fn sinkhorn_grad(
                 d = normalize_grad(z, y, &d, n, axes[k], eps, r);
             }
         }
-        match spec.variant {
+        match spec.computed_as() {
             SinkhornVariant::Paper => {
                 out.extend(
                     d.iter()

@@ -41,6 +41,12 @@ pub fn main(a: &CompileArgs) -> Result<ExitCode> {
     let src = source::load(&a.source, &a.model)?;
     let wanted = |pass: &str| a.dump_after.iter().any(|d| d == "all" || d == pass);
     let out = optimize(&src.graph, wanted)?;
+    for p in out.report.limited() {
+        eprintln!(
+            "warning: pass {} stopped at its {} after {} iterations, not saturated: the result may miss rewrites",
+            p.name, p.stop_reason, p.iterations
+        );
+    }
 
     if !a.dump_after.is_empty() {
         std::fs::create_dir_all(&a.dump_dir)

@@ -33,6 +33,11 @@ pub(crate) enum Command {
         precise: bool,
         run: bool,
     },
+    /// The optimizer's near misses: every pass, then the report's
+    /// explanation of each mHC pattern that did not fuse.
+    NearMiss {
+        precise: bool,
+    },
     /// The recomputation rewrite, of given values or of the planner's choice.
     Recompute {
         forward: Vec<String>,
@@ -272,7 +277,7 @@ pub(crate) fn parse_header(r: &mut Run<'_>) -> Result<(Command, String, usize), 
 fn parse_command<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command, String> {
     let name = words
         .next()
-        .ok_or("'test' needs a command (verify, print, opt, lower)")?;
+        .ok_or("'test' needs a command (verify, print, opt, near-miss, lower, llvm, recompute)")?;
     let options: Vec<&str> = words.collect();
     match name {
         "verify" | "print" => {
@@ -284,6 +289,20 @@ fn parse_command<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command
             } else {
                 Command::Print
             })
+        }
+        "near-miss" => {
+            let mut precise = false;
+            for o in options {
+                match o {
+                    "precise-output" => precise = true,
+                    _ => {
+                        return Err(format!(
+                            "unknown option '{o}' for 'test near-miss' (options: precise-output)"
+                        ));
+                    }
+                }
+            }
+            Ok(Command::NearMiss { precise })
         }
         "opt" => {
             let (mut passes, mut precise, mut run, mut all) = (Vec::new(), false, false, false);
@@ -385,7 +404,7 @@ fn parse_command<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command
             })
         }
         _ => Err(format!(
-            "unknown test command '{name}' (commands: verify, print, opt, lower, llvm, recompute)"
+            "unknown test command '{name}' (commands: verify, print, opt, near-miss, lower, llvm, recompute)"
         )),
     }
 }

@@ -25,6 +25,9 @@
 //!   optimized graph are also interpreted on seeded random inputs and every
 //!   output must agree within a relative tolerance.
 //!
+//! * `test near-miss [precise-output]` — run every pass and match the
+//!   fusion report's near misses (one line each, or `no near misses`).
+//!
 //! * `test recompute [forward=<name>,...] [values=%N,...] [precise-output] [run]`
 //!   — rewrite a training graph with `birkhoff_recompute::apply` so that
 //!   the saved activations `values` are recomputed in the backward pass
@@ -236,6 +239,11 @@ fn run(file: &str, text: &str, bless: bool) -> Result<(Outcome, Option<String>),
         } => {
             for &c in &chunks {
                 run_opt(&mut r, c, Transform::Opt(passes), *precise, *run, bless)?;
+            }
+        }
+        Command::NearMiss { precise } => {
+            for &c in &chunks {
+                run_opt(&mut r, c, Transform::NearMiss, *precise, false, bless)?;
             }
         }
         Command::Lower { fuse, precise, run } => {

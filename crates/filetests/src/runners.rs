@@ -19,6 +19,7 @@ use crate::{BLESS_VAR, FileTestError};
 #[derive(Clone, Copy)]
 pub(crate) enum Transform<'a> {
     Opt(&'a [&'static Pass]),
+    NearMiss,
     Lower {
         fuse: bool,
     },
@@ -328,6 +329,22 @@ fn apply(graph: &Graph, t: Transform<'_>) -> Result<(String, Candidate), String>
             let g = birkhoff_recompute::apply(graph, &fwd, &chosen)
                 .map_err(|e| format!("recompute failed: {e}"))?;
             Ok((format!("{header}{g}"), Candidate::Graph(g)))
+        }
+        Transform::NearMiss => {
+            let out = birkhoff_opt::optimize(graph, |_| false)
+                .map_err(|e| format!("optimizer failed: {e}"))?;
+            let lines: Vec<String> = out
+                .report
+                .near_misses
+                .iter()
+                .map(|m| m.to_string())
+                .collect();
+            let text = if lines.is_empty() {
+                "no near misses".to_string()
+            } else {
+                lines.join("\n")
+            };
+            Ok((text, Candidate::Graph(out.graph)))
         }
         Transform::Opt(passes) => {
             let names: Vec<Pass> = passes.iter().map(|&&p| p).collect();

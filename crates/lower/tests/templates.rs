@@ -754,7 +754,8 @@ fn tiny_mhc_pre(projection: PreMixProjection) -> Program {
         sinkhorn: SinkhornSpec {
             variant: SinkhornVariant::Paper,
             iters: 20,
-            eps: FloatAttr(0.0),
+            // eps > 0: the paper's exp start (with eps = 0 it is a softmax).
+            eps: FloatAttr(1e-3),
         },
     });
     let f32 = |s: &[usize]| TensorType::new(DType::F32, s);

@@ -73,7 +73,7 @@ fn elements(t: &Type) -> u64 {
 fn sinkhorn_flops(spec: &SinkhornSpec, count: u64) -> u64 {
     // Each normalization: a sum, an add, a divide per element.
     let per_norm = 2 + DIVIDE_FLOPS;
-    let (start, norms) = match spec.variant {
+    let (start, norms) = match spec.computed_as() {
         SinkhornVariant::Paper => (TRANSCENDENTAL_FLOPS, 2 * spec.iters as u64),
         // softmax (max, subtract, exp, sum, divide) plus eps
         SinkhornVariant::TileKernels => (
@@ -89,11 +89,11 @@ fn sinkhorn_flops(spec: &SinkhornSpec, count: u64) -> u64 {
 /// subtract and a divide per element, and the start's backward (a
 /// product, or a recomputed softmax and its backward).
 fn sinkhorn_backward_flops(spec: &SinkhornSpec, count: u64) -> u64 {
-    let norms = match spec.variant {
+    let norms = match spec.computed_as() {
         SinkhornVariant::Paper => 2 * spec.iters as u64,
         SinkhornVariant::TileKernels => 2 * spec.iters as u64 - 1,
     };
-    let start = match spec.variant {
+    let start = match spec.computed_as() {
         SinkhornVariant::Paper => 1,
         SinkhornVariant::TileKernels => 4 + TRANSCENDENTAL_FLOPS + DIVIDE_FLOPS + 4,
     };
@@ -294,7 +294,8 @@ mod tests {
         let spec = SinkhornSpec {
             variant: SinkhornVariant::Paper,
             iters: 20,
-            eps: FloatAttr(0.0),
+            // With eps = 0 the start is computed as a softmax; here exp.
+            eps: FloatAttr(1e-6),
         };
         let fused = node_cost(&Op::Sinkhorn(spec), &[&x], &x).scalar();
         let norm = node_cost(

@@ -393,7 +393,7 @@ impl Builder<'_> {
     ) -> Result<Vec<ValueId>> {
         let rank = self.ty(x).rank();
         let (row, col) = (rank - 1, rank - 2);
-        let mut states = match spec.variant {
+        let mut states = match spec.computed_as() {
             SinkhornVariant::Paper => vec![self.op(Op::Exp, &[x])?],
             SinkhornVariant::TileKernels => {
                 let s = self.softmax(x, row)?;
@@ -402,7 +402,7 @@ impl Builder<'_> {
                 vec![s, c]
             }
         };
-        let rounds = match spec.variant {
+        let rounds = match spec.computed_as() {
             SinkhornVariant::Paper => spec.iters,
             SinkhornVariant::TileKernels => spec.iters - 1,
         };
@@ -431,7 +431,7 @@ impl Builder<'_> {
         let (row, col) = (rank - 1, rank - 2);
         let states = self.sinkhorn_states(x, spec, eps)?;
         // Which axis normalization k (from states[k-1] to states[k]) used.
-        let first = usize::from(spec.variant == SinkhornVariant::TileKernels);
+        let first = usize::from(spec.computed_as() == SinkhornVariant::TileKernels);
         let mut d = dy;
         for k in (1..states.len()).rev() {
             let axis = if k <= first || (k - first) % 2 == 0 {
@@ -447,7 +447,7 @@ impl Builder<'_> {
             let u = self.binary(Op::Sub, d, t)?;
             d = self.binary(Op::Div, u, s)?;
         }
-        match spec.variant {
+        match spec.computed_as() {
             SinkhornVariant::Paper => self.op(Op::Mul, &[d, states[0]]),
             SinkhornVariant::TileKernels => {
                 let p = self.softmax(x, row)?;

@@ -18,8 +18,12 @@
 //!    the selection's depths, so the selection stays acyclic), compute the
 //!    exact change in DAG cost incrementally (reference counts over the
 //!    selection: classes that stop or start being needed), and keep
-//!    improvements. Repeats until nothing improves (at most
-//!    [`REFINE_ROUNDS`] rounds).
+//!    improvements. A class that can take one result of a multi-result op
+//!    (a `get` of a tuple) is also tried together with every other needed
+//!    class that can take another result of the same tuple: one fused op
+//!    pays off only when all its results are used, which no single switch
+//!    shows. Repeats until nothing improves (at most [`REFINE_ROUNDS`]
+//!    rounds).
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
@@ -79,6 +83,9 @@ struct Table {
     /// Distinct child class indices of each node.
     kids: Vec<Vec<Vec<usize>>>,
     own: Vec<Vec<Cost>>,
+    /// For each class holding a tuple, the `(class, node)` of every `get`
+    /// of it.
+    getters: Vec<Vec<(usize, usize)>>,
 }
 
 fn table(eg: &EG) -> (Table, HashMap<Id, usize>) {
@@ -89,8 +96,9 @@ fn table(eg: &EG) -> (Table, HashMap<Id, usize>) {
         nodes: vec![],
         kids: vec![],
         own: vec![],
+        getters: vec![Vec::new(); ids_len(eg)],
     };
-    for &id in &t.ids {
+    for (ci, &id) in t.ids.iter().enumerate() {
         let class = &eg[id];
         let mut nodes = Vec::new();
         let mut kids = Vec::new();
@@ -101,6 +109,9 @@ fn table(eg: &EG) -> (Table, HashMap<Id, usize>) {
             k.dedup();
             let tys: Vec<&Type> = n.children.iter().map(|&c| &eg[c].data.ty).collect();
             own.push(node_cost(&n.op, &tys, &class.data.ty));
+            if matches!(n.op, birkhoff_ir::Op::Get { .. }) {
+                t.getters[k[0]].push((ci, nodes.len()));
+            }
             kids.push(k);
             nodes.push(n.clone());
         }
@@ -109,6 +120,10 @@ fn table(eg: &EG) -> (Table, HashMap<Id, usize>) {
         t.own.push(own);
     }
     (t, index)
+}
+
+fn ids_len(eg: &EG) -> usize {
+    eg.classes().count()
 }
 
 /// A node's own cost as a number; never zero, so that an extra node is
@@ -252,6 +267,18 @@ pub fn extract(eg: &EG, roots: &[Id]) -> Result<Selection, Id> {
                     improved = true;
                     break;
                 }
+                if let Some(group) = tuple_group(&t, &chosen, &refs, &depth, c, k)
+                    && let Some(new_refs) = improves(&t, &chosen, &refs, &group)
+                {
+                    refs = new_refs;
+                    for (x, kx) in group {
+                        chosen[x] = Some(kx);
+                    }
+                    depth = depths(&t, &chosen);
+                    refinements += 1;
+                    improved = true;
+                    break;
+                }
             }
         }
         if !improved {
@@ -338,6 +365,61 @@ fn reaches(t: &Table, chosen: &[Option<usize>], depth: &[usize], from: usize, c:
         }
     }
     false
+}
+
+/// When node `k` of class `c` is a `get` of a tuple, the switches that
+/// move `c` and every other needed class with a `get` of the same tuple
+/// onto it (each to its own result), if none closes a cycle.
+fn tuple_group(
+    t: &Table,
+    chosen: &[Option<usize>],
+    refs: &[i64],
+    depth: &[usize],
+    c: usize,
+    k: usize,
+) -> Option<Vec<(usize, usize)>> {
+    if !matches!(t.nodes[c][k].op, birkhoff_ir::Op::Get { .. }) {
+        return None;
+    }
+    let tuple = t.kids[c][k][0];
+    chosen[tuple]?;
+    let mut group: Vec<(usize, usize)> = vec![(c, k)];
+    for &(x, kx) in &t.getters[tuple] {
+        if x != c && refs[x] > 0 && chosen[x] != Some(kx) && !group.iter().any(|g| g.0 == x) {
+            group.push((x, kx));
+        }
+    }
+    if group.len() < 2
+        || group
+            .iter()
+            .any(|&(x, _)| reaches(t, chosen, depth, tuple, x))
+    {
+        return None;
+    }
+    Some(group)
+}
+
+/// The reference counts after the switches of `group`, applied one after
+/// the other, if together they lower the DAG cost.
+fn improves(
+    t: &Table,
+    chosen: &[Option<usize>],
+    refs: &[i64],
+    group: &[(usize, usize)],
+) -> Option<Vec<i64>> {
+    let mut chosen = chosen.to_vec();
+    let mut refs = refs.to_vec();
+    let mut total = 0.0;
+    for &(x, kx) in group {
+        let cur = chosen[x]?;
+        let (delta, changes) = simulate(t, &chosen, &refs, cur, kx, x);
+        total += delta;
+        for (y, d) in changes {
+            refs[y] += d;
+        }
+        chosen[x] = Some(kx);
+    }
+    (total < -1e-9 * (1.0 + total.abs())).then_some(refs)
 }
 
 /// The exact change in DAG cost of switching class `c` from node `old` to

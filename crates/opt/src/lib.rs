@@ -28,12 +28,14 @@ mod error;
 mod expand;
 mod extract;
 mod lang;
+mod near_miss;
 mod pipeline;
 mod report;
 mod rules;
 
 pub use error::{Error, Result};
 pub use expand::{expand, expand_keeping, is_expandable};
+pub use near_miss::NearMiss;
 pub use pipeline::{Optimized, PASSES, Pass, optimize, pass, run_passes};
 pub use report::{Report, Site, sites};
 pub use rules::{RuleSetStats, StopReason};

@@ -42,7 +42,7 @@ const fn limits(iterations: usize, seconds: u64) -> Limits {
 pub static PASSES: &[Pass] = &[
     Pass {
         name: "canonicalize",
-        description: "one spelling per idiom: a*recip(b) -> a/b, a/sqrt(b) -> a*rsqrt(b), mean as sum*(1/N), movement folding",
+        description: "one spelling per idiom: a*recip(b) -> a/b, a/sqrt(b) -> a*rsqrt(b), mean as sum*(1/N), pow(x,2) -> x*x, x+x -> x*2, movement folding",
         rules: rules::canonicalize::rules,
         limits: limits(8, 20),
     },
@@ -54,19 +54,19 @@ pub static PASSES: &[Pass] = &[
     },
     Pass {
         name: "recognize",
-        description: "softmax, row/column normalization, RMSNorm, and moving a per-row scale before a matmul",
+        description: "softmax, row/column normalization, RMSNorm, sigmoid, contractions as matmuls, and moving a per-row scale before a matmul",
         rules: rules::recognize::rules,
         limits: limits(6, 20),
     },
     Pass {
         name: "sinkhorn",
-        description: "Sinkhorn-Knopp chains of any length in either variant become one sinkhorn op",
+        description: "Sinkhorn-Knopp chains of any length in either variant, rows or columns first, become one sinkhorn op",
         rules: rules::sinkhorn::rules,
         limits: limits(4, 20),
     },
     Pass {
         name: "fuse-mhc",
-        description: "whole mHC/HC pre-mixes become mhc_pre/hc_pre, post-mixes mhc_post",
+        description: "whole mHC/HC pre-mixes become mhc_pre/hc_pre (weights packed), post-mixes mhc_post",
         rules: rules::fuse_mhc::rules,
         limits: limits(4, 20),
     },
@@ -126,6 +126,7 @@ pub fn run_passes(
     let t = Instant::now();
     let (out, (selection, classes)) = extract_graph(&ins, graph, "extract")?;
     let extract_ms = t.elapsed().as_secs_f64() * 1e3;
+    let near_misses = crate::near_miss::near_misses(&ins, graph, &out, &classes);
     let report = Report::new(
         graph,
         &out,
@@ -135,6 +136,7 @@ pub fn run_passes(
         &selection,
         extract_ms,
         start.elapsed(),
+        near_misses,
     );
     Ok(Optimized {
         graph: out,

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::cost::{Cost, graph_cost, node_cost};
 use crate::extract::Selection;
 use crate::lang::Inserted;
+use crate::near_miss::NearMiss;
 use crate::rules::RuleSetStats;
 
 /// One fused or semantic op in the optimized graph.
@@ -55,6 +56,8 @@ pub struct Report {
     pub extraction_ms: f64,
     /// Total optimizer time in milliseconds.
     pub total_ms: f64,
+    /// Parts of mHC patterns that did not fuse, and why.
+    pub near_misses: Vec<NearMiss>,
 }
 
 /// Counts of fused and semantic ops in a graph, per mnemonic.
@@ -95,6 +98,7 @@ impl Report {
         selection: &Selection,
         extraction_ms: f64,
         total: Duration,
+        near_misses: Vec<NearMiss>,
     ) -> Report {
         let eg = &ins.egraph;
         // Original values by the class that now holds them.
@@ -161,7 +165,16 @@ impl Report {
             extraction_refinements: selection.refinements,
             extraction_ms,
             total_ms: total.as_secs_f64() * 1e3,
+            near_misses,
         }
+    }
+
+    /// The passes that a limit (iterations, e-nodes, time) stopped before
+    /// they saturated.
+    pub fn limited(&self) -> impl Iterator<Item = &RuleSetStats> {
+        self.passes
+            .iter()
+            .filter(|p| p.stop_reason != crate::rules::StopReason::Saturated)
     }
 
     /// The report as indented JSON.
@@ -219,6 +232,15 @@ impl std::fmt::Display for Report {
                 mib(before.saturating_sub(after))
             );
         }
+        if !self.near_misses.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nnear misses (parts of an mHC pattern that did not fuse; values of the input graph):"
+            );
+            for m in &self.near_misses {
+                let _ = writeln!(s, "  {m}");
+            }
+        }
         let _ = writeln!(s, "\npasses:");
         let _ = writeln!(
             s,
@@ -254,6 +276,14 @@ impl std::fmt::Display for Report {
             "extract", self.extraction_ms, self.extraction_refinements
         );
         let _ = write!(s, "  total {:.1} ms", self.total_ms);
+        for p in self.limited() {
+            let _ = write!(
+                s,
+                "\n  note: pass {} stopped at its {} after {} iterations, not saturated: \
+                 rewrites it had not reached yet are missing from the result",
+                p.name, p.stop_reason, p.iterations
+            );
+        }
         f.write_str(&s)
     }
 }

@@ -8,7 +8,9 @@
 //!   NaN, ±Inf, ±0 and subnormals, interpreter [`inputs`] for a graph, and
 //!   random well-typed [`graph`]s over every op of the IR;
 //! * whole models: [`zoo_case`] (zoo models on small shapes),
-//!   [`seeded_inputs`] (input sets as seeds) and [`proptest_cases`].
+//!   [`seeded_inputs`] (input sets as seeds) and [`proptest_cases`];
+//! * [`spellings`]: equivalent spellings of an mHC sublayer, for the
+//!   optimizer's fusion properties.
 //!
 //! ```
 //! use birkhoff_ir::{verify, DType, Tensor, TensorType};
@@ -28,6 +30,11 @@
 //! ```
 
 mod cases;
+#[allow(
+    clippy::if_same_then_else,
+    reason = "`eps + x` and `x + eps` are different spellings: the generator writes both on purpose"
+)]
+pub mod spellings;
 mod strategies;
 mod tolerance;
 

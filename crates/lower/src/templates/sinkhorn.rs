@@ -85,7 +85,7 @@ pub(crate) fn project(
 ) -> Vec<Stmt> {
     let eps = spec.eps.get();
     let mut body = Vec::new();
-    let rounds = match spec.variant {
+    let rounds = match spec.computed_as() {
         SinkhornVariant::Paper => {
             body.push(kb.vector(n * n, |_, k| {
                 let k = Index::var(k, 1);

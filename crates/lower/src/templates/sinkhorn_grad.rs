@@ -73,7 +73,7 @@ pub(crate) fn lower_sinkhorn_grad(
     let n = shape[shape.len() - 1];
     let nn = n * n;
     let batch: usize = shape.iter().product::<usize>() / nn.max(1);
-    let first = usize::from(spec.variant == SinkhornVariant::TileKernels);
+    let first = usize::from(spec.computed_as() == SinkhornVariant::TileKernels);
     let rounds = spec.iters - first;
     let norms = first + 2 * rounds;
     let width = if dtype == DType::F64 { 8 } else { 4 };
@@ -105,7 +105,7 @@ pub(crate) fn lower_sinkhorn_grad(
         let src = |k: Index| load(x, super::kernel_builder::join(&start, &k));
         let mut body = Vec::new();
         // ---- forward: every state into `states` -----------------------
-        match spec.variant {
+        match spec.computed_as() {
             SinkhornVariant::Paper => body.push(kb.vector(nn, |_, k| {
                 let k = Index::var(k, 1);
                 vec![store_local(
@@ -151,7 +151,7 @@ pub(crate) fn lower_sinkhorn_grad(
             body.extend(col_grad(kb, n, eps, sc, &slot(0), &slot(1)));
         }
         // ---- the start ---------------------------------------------------
-        match spec.variant {
+        match spec.computed_as() {
             SinkhornVariant::Paper => body.push(kb.vector(nn, |_, k| {
                 let kk = Index::var(k, 1);
                 vec![store(

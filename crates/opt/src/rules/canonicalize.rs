@@ -56,7 +56,49 @@ pub(crate) fn rules() -> Vec<Rule> {
             name: "fold-splat-movement",
             search: fold_splat_movement,
         },
+        // pow(x, 2) = x * x.
+        Rule {
+            name: "pow-two-to-mul",
+            search: pow_two_to_mul,
+        },
+        // x + x = x * 2 (2·σ written σ + σ).
+        Rule {
+            name: "add-self-to-mul-two",
+            search: add_self_to_mul_two,
+        },
     ]
+}
+
+fn pow_two_to_mul(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
+    let eg = ctx.eg;
+    for args in super::args_of(eg, c, &Op::Pow) {
+        if splat(eg, args[1]) == Some(2.0) {
+            out.push(rewrite_to(c, Op::Mul, vec![args[0], args[0]]));
+        }
+    }
+}
+
+fn add_self_to_mul_two(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
+    let eg = ctx.eg;
+    let Some(ty) = super::tensor(eg, c).filter(|t| t.dtype.is_float()).cloned() else {
+        return;
+    };
+    for args in super::args_of(eg, c, &Op::Add) {
+        if super::same(eg, args[0], args[1]) {
+            let x = args[0];
+            let ty = ty.clone();
+            out.push(Action::custom(move |eg| {
+                let two = eg.add(crate::lang::ENode {
+                    op: Op::Const(Literal::splat(ty, 2.0)),
+                    children: vec![],
+                });
+                crate::lang::add_checked(eg, Op::Mul, vec![x, two])
+                    .map(|m| (c, m))
+                    .into_iter()
+                    .collect()
+            }));
+        }
+    }
 }
 
 fn mul_recip_to_div(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {

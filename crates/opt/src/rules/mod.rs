@@ -10,7 +10,9 @@
 //! every rule here has a guard on an attribute (an axis, an epsilon, a
 //! slice bound) or a shape.
 
+pub(crate) mod build;
 pub(crate) mod canonicalize;
+pub(crate) mod contraction;
 pub(crate) mod fuse_mhc;
 pub(crate) mod recognize;
 pub(crate) mod simplify;

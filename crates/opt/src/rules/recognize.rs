@@ -40,7 +40,44 @@ pub(crate) fn rules() -> Vec<Rule> {
             name: "rms-norm",
             search: rms_norm,
         },
+        // 1 / (1 + exp(-z)) = sigmoid(z), with recip or a division.
+        Rule {
+            name: "sigmoid",
+            search: sigmoid,
+        },
+        // sum(broadcast a ⊙ broadcast b, over shared axes) = a (batched)
+        // matrix product of a and b, in any axis order (einsum's export).
+        Rule {
+            name: "contraction",
+            search: super::contraction::contraction,
+        },
     ]
+}
+
+fn sigmoid(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
+    let eg = ctx.eg;
+    if !is_float(eg, c) {
+        return;
+    }
+    // The denominator d of `recip(d)` or `1 / d`.
+    let mut dens: Vec<Id> = args_of(eg, c, &Op::Recip).map(|a| a[0]).collect();
+    dens.extend(
+        args_of(eg, c, &Op::Div)
+            .filter(|a| splat(eg, a[0]) == Some(1.0))
+            .map(|a| a[1]),
+    );
+    for d in dens {
+        for (one, e) in commuted(eg, d, &Op::Add) {
+            if splat(eg, one) != Some(1.0) {
+                continue;
+            }
+            for u in args_of(eg, e, &Op::Exp).map(|a| a[0]) {
+                for z in args_of(eg, u, &Op::Neg).map(|a| a[0]) {
+                    out.push(rewrite_to(c, Op::Sigmoid, vec![z]));
+                }
+            }
+        }
+    }
 }
 
 /// `d` itself and the sources of its broadcasts: where a keepdims
@@ -86,7 +123,8 @@ fn scale_before_matmul(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
     for (mm, b) in commuted(eg, c, &Op::Mul) {
         for m in args_of(eg, mm, &Op::MatMul) {
             let (x, w) = (m[0], m[1]);
-            for f in broadcast_sources(eg, b) {
+            // The factor, broadcast or (for a product of one column) not.
+            for f in reduced(eg, b) {
                 let fs = shape(eg, f);
                 // A per-row factor: the product's shape with the last dim 1.
                 if fs.len() != r || fs[r - 1] != 1 || fs[..r - 1] != out_shape[..r - 1] {
