@@ -1,0 +1,182 @@
+//! The algebra rules one by one, at random shapes: each property writes the
+//! spelling its rule is for, runs the one pass that holds the rule, checks
+//! that the rule's result is in the optimized graph, and that the graph
+//! still computes what the original does in the f64 interpreter.
+
+mod common;
+
+use birkhoff_dsl::{Builder, Var};
+use birkhoff_ir::{DType, Graph};
+use birkhoff_opt::{Optimized, pass, run_passes};
+use birkhoff_testkit::proptest_cases;
+use common::{agree, count, draw_inputs, inits};
+use proptest::prelude::*;
+
+/// Runs the passes named on `g`, checks agreement on two input sets.
+fn passes(g: &Graph, names: &[&str]) -> Result<Optimized, TestCaseError> {
+    let chosen: Vec<_> = names
+        .iter()
+        .map(|n| *pass(n).expect("a pass of the registry"))
+        .collect();
+    let out = run_passes(g, &chosen, |_| false).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    for seed in [1, 2] {
+        let inputs = draw_inputs(g, &inits(&[]), seed);
+        agree(g, &out.graph, &inputs)
+            .map_err(|e| TestCaseError::fail(format!("{e}\n{g}\n{}", out.graph)))?;
+    }
+    Ok(out)
+}
+
+/// How many times rule `rule` of pass `pass_name` changed the e-graph.
+fn applied(out: &Optimized, pass_name: &str, rule: &str) -> usize {
+    out.report
+        .passes
+        .iter()
+        .find(|p| p.name == pass_name)
+        .and_then(|p| p.applied.get(rule).copied())
+        .unwrap_or(0)
+}
+
+fn shape() -> impl Strategy<Value = Vec<usize>> {
+    proptest::collection::vec(1usize..5, 1..4)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(proptest_cases(32)))]
+
+    /// `pow(x, 2) = x · x`: an RMS norm written with pow is recognized.
+    #[test]
+    fn pow_two_is_a_square(s in shape()) {
+        let b = Builder::new("pow2");
+        let x = b.input("x", DType::F64, &s);
+        let two = b.full(2.0, DType::F64, &s);
+        let last = s.len() - 1;
+        let ms = x.pow(two).sum(&[last], true) * (1.0 / s[last] as f64);
+        let y = x * (ms + 1e-6).rsqrt();
+        b.output("y", y);
+        let g = b.build().unwrap();
+        let out = passes(&g, &["canonicalize", "recognize"])?;
+        prop_assert!(applied(&out, "canonicalize", "pow-two-to-mul") > 0);
+        prop_assert_eq!(count(&out.graph, "rms_norm"), 1, "{}", out.graph);
+    }
+
+    /// `x + x = x · 2`.
+    #[test]
+    fn a_sum_of_a_value_with_itself_is_twice_it(s in shape()) {
+        let b = Builder::new("twice");
+        let x = b.input("x", DType::F64, &s);
+        let g2 = x.sigmoid();
+        b.output("y", g2 + g2);
+        let g = b.build().unwrap();
+        let out = passes(&g, &["canonicalize"])?;
+        prop_assert!(applied(&out, "canonicalize", "add-self-to-mul-two") > 0);
+    }
+
+    /// `1 / (1 + exp(-z)) = sigmoid(z)`, with a reciprocal or a division.
+    #[test]
+    fn the_logistic_function_is_a_sigmoid(s in shape(), divide in any::<bool>(), one_first in any::<bool>()) {
+        let b = Builder::new("logistic");
+        let z = b.input("z", DType::F64, &s);
+        let e = (-z).exp();
+        let d = if one_first { 1.0 + e } else { e + 1.0 };
+        let y = if divide { 1.0 / d } else { d.recip() };
+        b.output("y", y);
+        let g = b.build().unwrap();
+        let out = passes(&g, &["canonicalize", "recognize"])?;
+        prop_assert_eq!(count(&out.graph, "sigmoid"), 1, "{}", out.graph);
+        prop_assert_eq!(count(&out.graph, "exp"), 0, "{}", out.graph);
+    }
+
+    /// A broadcast product summed over shared axes, in any axis order, is
+    /// a matrix product: no reduce_sum and no product of the full shape
+    /// remain. (Both operands broadcast — each lacks the other's free axes —
+    /// and sizes large enough that the full product's bytes, not the
+    /// launches of the reshapes and permutes around a matrix product,
+    /// decide extraction; with one operand already full-shape the two forms
+    /// move about the same bytes, and extraction may keep either.)
+    #[test]
+    fn broadcast_products_summed_are_matrix_products(
+        batch in proptest::collection::vec(2usize..5, 0..2),
+        m in proptest::collection::vec(8usize..33, 1..3),
+        k in proptest::collection::vec(8usize..33, 1..3),
+        n in proptest::collection::vec(8usize..33, 1..3),
+        order in any::<u64>(),
+        keepdims in any::<bool>(),
+    ) {
+        // Axes of the product, as (role, size), in a random order.
+        let mut axes: Vec<(u8, usize)> = batch.iter().map(|&d| (0, d))
+            .chain(m.iter().map(|&d| (1, d)))
+            .chain(k.iter().map(|&d| (2, d)))
+            .chain(n.iter().map(|&d| (3, d)))
+            .collect();
+        let mut r = order;
+        for i in (1..axes.len()).rev() {
+            axes.swap(i, (r % (i as u64 + 1)) as usize);
+            r /= i as u64 + 1;
+        }
+        let full: Vec<usize> = axes.iter().map(|a| a.1).collect();
+        let elements: usize = full.iter().product();
+        prop_assume!((32_768..=262_144).contains(&elements));
+        // a has batch, m, k axes (1 elsewhere); b has batch, k, n.
+        let view = |has: &[u8]| -> Vec<usize> {
+            axes.iter().map(|&(role, d)| if has.contains(&role) { d } else { 1 }).collect()
+        };
+        let b = Builder::new("contraction");
+        let a_shape = view(&[0, 1, 2]);
+        let b_shape = view(&[0, 2, 3]);
+        let a = b.input("a", DType::F64, &a_shape);
+        let bb = b.input("b", DType::F64, &b_shape);
+        let summed: Vec<usize> = axes.iter().enumerate().filter(|(_, a)| a.0 == 2).map(|(i, _)| i).collect();
+        let prod: Var<'_> = a.broadcast_to(&full) * bb.broadcast_to(&full);
+        b.output("y", prod.sum(&summed, keepdims));
+        let g = b.build().unwrap();
+        let out = passes(&g, &["recognize"])?;
+        prop_assert!(applied(&out, "recognize", "contraction") > 0);
+        prop_assert_eq!(count(&out.graph, "reduce_sum"), 0, "{}", out.graph);
+        prop_assert_eq!(count(&out.graph, "matmul"), 1, "{}", out.graph);
+    }
+
+    /// Sinkhorn written columns first (the paper on H_res) is the Sinkhorn
+    /// of the transpose. (Two rounds at least: one round is two kernels,
+    /// cheaper than the transposes around one Sinkhorn.)
+    #[test]
+    fn columns_first_chains_are_transposed_sinkhorns(t in 1usize..4, n in 1usize..5, rounds in 2usize..6, eps in prop_oneof![Just(0.0), Just(1e-3)]) {
+        let b = Builder::new("columns_first");
+        let x = b.input("x", DType::F64, &[t, n, n]);
+        fn normalize(m: Var<'_>, axis: usize, eps: f64) -> Var<'_> {
+            let s = m.sum(&[axis], true);
+            let s = if eps == 0.0 { s } else { s + eps };
+            m / s
+        }
+        let mut m = x.exp();
+        for _ in 0..rounds {
+            m = normalize(normalize(m, 1, eps), 2, eps);
+        }
+        b.output("y", m);
+        let g = b.build().unwrap();
+        let out = passes(&g, &["canonicalize", "recognize", "sinkhorn"])?;
+        prop_assert_eq!(count(&out.graph, "sinkhorn"), 1, "{}", out.graph);
+        prop_assert_eq!(count(&out.graph, "row_norm") + count(&out.graph, "col_norm"), 0, "{}", out.graph);
+    }
+
+    /// With eps = 0, a shift of the logits along the rows (a per-row or
+    /// per-matrix constant: here the max) changes no Sinkhorn.
+    #[test]
+    fn a_shift_along_the_rows_is_no_sinkhorn_input(t in 1usize..4, n in 2usize..5, rounds in 1usize..5, per_matrix in any::<bool>()) {
+        let b = Builder::new("shifted");
+        let x = b.input("x", DType::F64, &[t, n, n]);
+        let axes: &[usize] = if per_matrix { &[1, 2] } else { &[2] };
+        let shifted = x - x.max_over(axes, true).broadcast_to(&[t, n, n]);
+        let mut m = shifted.exp();
+        for _ in 0..rounds {
+            m = m / m.sum(&[2], true);
+            m = m / m.sum(&[1], true);
+        }
+        b.output("y", m);
+        let g = b.build().unwrap();
+        let out = passes(&g, &["canonicalize", "recognize", "sinkhorn"])?;
+        prop_assert_eq!(count(&out.graph, "sinkhorn"), 1, "{}", out.graph);
+        prop_assert_eq!(count(&out.graph, "reduce_max"), 0, "{}", out.graph);
+        prop_assert_eq!(count(&out.graph, "sub"), 0, "{}", out.graph);
+    }
+}
