@@ -42,7 +42,7 @@ const fn limits(iterations: usize, seconds: u64) -> Limits {
 pub static PASSES: &[Pass] = &[
     Pass {
         name: "canonicalize",
-        description: "one spelling per idiom: a*recip(b) -> a/b, a/sqrt(b) -> a*rsqrt(b), mean as sum*(1/N), pow(x,2) -> x*x, x+x -> x*2, movement folding",
+        description: "one spelling per idiom: a*recip(b) -> a/b, a/sqrt(b) -> a*rsqrt(b), mean as sum*(1/N), pow(x,2) -> x*x, pow(v,+-0.5) -> sqrt/rsqrt, (a*b)^T -> b^T*a^T, x+x -> x*2, movement folding",
         rules: rules::canonicalize::rules,
         limits: limits(8, 20),
     },
@@ -223,4 +223,26 @@ fn to_graph(eg: &EG, sel: &Selection, original: &Graph, ins: &Inserted) -> (Grap
         g.add_output(o.name.clone(), value_of[&root]);
     }
     (g, classes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PASSES;
+
+    /// `docs/optimizer.md` lists every rule of every pass in a table row
+    /// of its own, so that a new rule cannot land undocumented.
+    #[test]
+    fn every_rule_is_documented() {
+        let doc = include_str!("../../../docs/optimizer.md");
+        let missing: Vec<String> = PASSES
+            .iter()
+            .flat_map(|pass| (pass.rules)().into_iter().map(move |r| (pass.name, r.name)))
+            .filter(|(_, rule)| !doc.contains(&format!("| `{rule}` |")))
+            .map(|(pass, rule)| format!("{pass}/{rule}"))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/optimizer.md has no row for {missing:?}"
+        );
+    }
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use birkhoff_dsl::{Builder, Var};
+use birkhoff_dsl::{Builder, Init, Var};
 use birkhoff_ir::{DType, Graph};
 use birkhoff_opt::{Optimized, pass, run_passes};
 use birkhoff_testkit::proptest_cases;
@@ -179,5 +179,84 @@ proptest! {
         prop_assert_eq!(count(&out.graph, "sinkhorn"), 1, "{}", out.graph);
         prop_assert_eq!(count(&out.graph, "reduce_max"), 0, "{}", out.graph);
         prop_assert_eq!(count(&out.graph, "sub"), 0, "{}", out.graph);
+    }
+
+    /// Under the softmax a shift along the rows cancels whatever eps the
+    /// chain adds: `tilekernels` on logits minus their max is the
+    /// `tilekernels` Sinkhorn of the logits.
+    #[test]
+    fn a_shift_under_the_softmax_is_no_sinkhorn_input(t in 1usize..4, n in 2usize..5, rounds in 1usize..5, per_matrix in any::<bool>()) {
+        let eps = 1e-3;
+        let b = Builder::new("shifted_softmax");
+        let x = b.input("x", DType::F64, &[t, n, n]);
+        let axes: &[usize] = if per_matrix { &[1, 2] } else { &[2] };
+        let shifted = x - x.max_over(axes, true).broadcast_to(&[t, n, n]);
+        let mut m = birkhoff_dsl::nn::softmax(shifted, 2) + eps;
+        m = m / (m.sum(&[1], true) + eps);
+        for _ in 1..rounds {
+            m = m / (m.sum(&[2], true) + eps);
+            m = m / (m.sum(&[1], true) + eps);
+        }
+        b.output("y", m);
+        let g = b.build().unwrap();
+        let out = passes(&g, &["canonicalize", "recognize", "sinkhorn"])?;
+        prop_assert_eq!(count(&out.graph, "sinkhorn"), 1, "{}", out.graph);
+        prop_assert_eq!(count(&out.graph, "reduce_max"), 0, "{}", out.graph);
+        prop_assert_eq!(count(&out.graph, "sub"), 0, "{}", out.graph);
+    }
+
+    /// `pow(v, -0.5) = rsqrt(v)` and `pow(v, 0.5) = sqrt(v)` for `v` a mean
+    /// square plus eps: an RMS norm written with either is recognized.
+    #[test]
+    fn half_powers_of_a_mean_square_are_roots(s in shape(), divide in any::<bool>()) {
+        let b = Builder::new("pow_half");
+        let x = b.input("x", DType::F64, &s);
+        let last = s.len() - 1;
+        let v = (x * x).sum(&[last], true) * (1.0 / s[last] as f64) + 1e-6;
+        let y = if divide {
+            x / v.pow(b.full(0.5, DType::F64, &v.shape()))
+        } else {
+            x * v.pow(b.full(-0.5, DType::F64, &v.shape()))
+        };
+        b.output("y", y);
+        let g = b.build().unwrap();
+        let out = passes(&g, &["canonicalize", "recognize"])?;
+        prop_assert!(applied(&out, "canonicalize", "pow-to-root") > 0);
+        prop_assert_eq!(count(&out.graph, "rms_norm"), 1, "{}", out.graph);
+    }
+
+    /// A half power of a value that may be `-0` or `-inf` stays a power:
+    /// there `pow` and the roots disagree. `pow(x, -1)` is a reciprocal.
+    #[test]
+    fn half_powers_of_any_value_stay_powers(s in shape(), e in prop_oneof![Just(0.5), Just(-0.5)]) {
+        let b = Builder::new("pow_any");
+        let x = b.input("x", DType::F64, &s);
+        let y = x.pow(b.full(e, DType::F64, &s));
+        let r = x.pow(b.full(-1.0, DType::F64, &s));
+        b.output("y", y);
+        b.output("r", r);
+        let g = b.build().unwrap();
+        // Drawn positive: the structure, not the values, keeps the pow.
+        let out = run_passes(&g, &[*pass("canonicalize").unwrap()], |_| false)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let positive = inits(&[("x", Init::Uniform { low: 0.5, high: 2.0 })]);
+        agree(&g, &out.graph, &draw_inputs(&g, &positive, 1)).map_err(TestCaseError::fail)?;
+        prop_assert_eq!(count(&out.graph, "pow"), 1, "{}", out.graph);
+        prop_assert_eq!(count(&out.graph, "recip"), 1, "{}", out.graph);
+    }
+
+    /// `(a · b)ᵀ = bᵀ · aᵀ`: a projection written as a product of
+    /// transposes is found as the plain product.
+    #[test]
+    fn a_transposed_product_is_a_product_of_transposes(batch in proptest::collection::vec(1usize..4, 0..2), m in 1usize..6, k in 1usize..6, n in 1usize..6) {
+        let b = Builder::new("transposed_product");
+        let sh = |r: usize, c: usize| -> Vec<usize> { batch.iter().copied().chain([r, c]).collect() };
+        let a = b.input("a", DType::F64, &sh(m, k));
+        let w = b.input("w", DType::F64, &sh(n, k));
+        // (w · aᵀ)ᵀ = a · wᵀ, the layout of a linear layer.
+        b.output("y", w.matmul(a.transpose()).transpose());
+        let g = b.build().unwrap();
+        let out = passes(&g, &["canonicalize"])?;
+        prop_assert!(applied(&out, "canonicalize", "transpose-of-matmul") > 0);
     }
 }

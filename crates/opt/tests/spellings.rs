@@ -7,10 +7,11 @@
 
 mod common;
 
+use birkhoff_dsl::zoo::mhc::SinkhornVariant;
 use birkhoff_dsl::zoo::{LayerFn, ModelArgs, build_model};
 use birkhoff_ir::{DType, Graph, Op};
 use birkhoff_testkit::proptest_cases;
-use birkhoff_testkit::spellings::{Dims, Spelling, build, dims, spelling};
+use birkhoff_testkit::spellings::{Dims, Projection, RmsFactor, Spelling, build, dims, spelling};
 use common::{agree, draw_inputs, run, same_signature};
 use proptest::prelude::*;
 
@@ -119,6 +120,52 @@ fn the_zoo_and_the_paper_spellings_fuse() {
             if let Err(e) = check(&s, &d, 7) {
                 panic!("{e}");
             }
+        }
+    }
+}
+
+/// Minimal spellings the properties above shrank to while a rule was
+/// missing, each kept as it was found (one token, one stream, one channel;
+/// the zoo spelling otherwise, with the failing draw's settings).
+#[test]
+fn shrunk_failures_stay_fused() {
+    let base = || {
+        let mut s = Spelling::zoo();
+        s.projection = Projection::Packed {
+            output_major: false,
+            order: 0,
+        };
+        s.scale_after = false;
+        s.settings.pre_eps = 0.0;
+        s.settings.iters = 1;
+        s
+    };
+    let paper_eps0 = |mut s: Spelling| {
+        s.settings.variant = SinkhornVariant::Paper;
+        s.settings.eps = 0.0;
+        s
+    };
+    // pow(ms + eps, -0.5) as the RMS factor (`pow-to-root`).
+    let mut pow = paper_eps0(base());
+    pow.rms.factor = RmsFactor::PowNegHalf;
+    // The projection as (φᵀ · x̂ᵀ)ᵀ (`transpose-of-matmul`).
+    let mut transposed = paper_eps0(base());
+    transposed.transposed_product = true;
+    // tilekernels with eps: the softmax of logits minus their row max
+    // (the shift under the softmax, whatever eps).
+    let mut shifted = base();
+    shifted.sinkhorn.shift = 1;
+    for s in [pow, transposed, shifted] {
+        let d = Dims {
+            tokens: 1,
+            streams: 1,
+            hidden: 1,
+            layers: 1,
+            dtype: DType::F64,
+            layer_fn: LayerFn::LinearTanh,
+        };
+        if let Err(e) = check(&s, &d, 0) {
+            panic!("{e}");
         }
     }
 }

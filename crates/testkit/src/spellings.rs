@@ -37,6 +37,9 @@ pub enum Projection {
     Packed {
         /// Stored `[m, nC]`.
         output_major: bool,
+        /// The order of the three branches' columns: an index into the six
+        /// orders of `(pre, post, res)`, `0` being that one.
+        order: u8,
     },
     /// Three matrices, `φ_pre`, `φ_post`, `φ_res` (the paper), each
     /// `[k, nC]` (`output_major`) or `[nC, k]`.
@@ -74,6 +77,10 @@ pub enum RmsFactor {
     RecipSqrt,
     /// Divide by `sqrt(v)` instead of multiplying.
     DivSqrt,
+    /// `pow(v, -0.5)`.
+    PowNegHalf,
+    /// Divide by `pow(v, 0.5)`.
+    DivPowHalf,
 }
 
 /// How the scales `α` and biases `b` are stored and applied.
@@ -103,6 +110,10 @@ pub struct SinkhornSpelling {
     pub on_h_res: bool,
     /// `tilekernels`: the softmax without subtracting the max.
     pub plain_softmax: bool,
+    /// Subtract a maximum from the logits first: `0` none, `1` along the
+    /// first-normalized axis, `2` over each matrix (only where it changes
+    /// nothing: under the softmax, or with `eps = 0`).
+    pub shift: u8,
 }
 
 /// How a contraction (apply_mix, the residual mix) is written.
@@ -120,6 +131,8 @@ pub enum Contraction {
 pub struct Spelling {
     /// Projection layout and splitting.
     pub projection: Projection,
+    /// Each projection as `(φᵀ · x̂ᵀ)ᵀ`, a product of transposes.
+    pub transposed_product: bool,
     /// RMSNorm placement and spelling.
     pub rms: Rms,
     /// Scales and biases.
@@ -202,7 +215,10 @@ impl Spelling {
     /// `fn [m, nC]`, the RMS factor after the projection, and so on).
     pub fn zoo() -> Spelling {
         Spelling {
-            projection: Projection::Packed { output_major: true },
+            projection: Projection::Packed {
+                output_major: true,
+                order: 0,
+            },
             rms: Rms {
                 before: false,
                 factor: RmsFactor::Rsqrt,
@@ -211,6 +227,7 @@ impl Spelling {
                 eps_first: false,
                 weight: false,
             },
+            transposed_product: false,
             affine: Affine::Packed,
             scale_after: true,
             bias_first: false,
@@ -222,6 +239,7 @@ impl Spelling {
                 eps_first: false,
                 on_h_res: false,
                 plain_softmax: false,
+                shift: 0,
             },
             apply_mix: Contraction::MatMul,
             layer_input_3d: false,
@@ -256,6 +274,7 @@ impl Spelling {
                 eps_first: false,
                 weight: false,
             },
+            transposed_product: false,
             affine: Affine::Split,
             scale_after: false,
             bias_first: false,
@@ -267,6 +286,7 @@ impl Spelling {
                 eps_first: false,
                 on_h_res: true,
                 plain_softmax: false,
+                shift: 0,
             },
             apply_mix: Contraction::MatMul,
             layer_input_3d: true,
@@ -361,6 +381,23 @@ fn sublayer<'b>(
     let mut params = Params { b, inits, dtype };
     let (m, k) = (n * (n + 2), n * c);
     let widths = [n, n, n * n];
+    // The branches in the packed projection's column order, and where
+    // each one's columns start.
+    let order = match s.projection {
+        Projection::Packed { order, .. } => ORDERS[usize::from(order) % ORDERS.len()],
+        Projection::Split { .. } => [0, 1, 2],
+    };
+    let mut starts = [0; 3];
+    let mut lo = 0;
+    for &i in &order {
+        starts[i] = lo;
+        lo += widths[i];
+    }
+    let slices = |v: Var<'b>| -> Vec<Var<'b>> {
+        (0..3)
+            .map(|i| v.slice(&[0, starts[i]], &[t, starts[i] + widths[i]]))
+            .collect()
+    };
     let xf = x.reshape(&[t, k]);
     let factor = rms_factor(b, xf, &s.rms, cfg.norm_eps, dtype);
     let h = if s.rms.before {
@@ -388,38 +425,21 @@ fn sublayer<'b>(
     };
     // The three pre-activations z_pre [T,n], z_post [T,n], z_res [T,n²].
     let z: Vec<Var<'b>> = match (s.projection, s.affine) {
-        (Projection::Packed { output_major }, Affine::Packed) => {
+        (Projection::Packed { output_major, .. }, Affine::Packed) => {
             let w = packed_weight(&mut params, prefix, output_major, m, k, w_init);
-            let mixes = project(h, w, &factor, s.rms.before);
+            let mixes = project(s, h, w, &factor);
             let scale = params.declare(&format!("{prefix}scale"), &[3], scale_init);
             let base = params.declare(&format!("{prefix}base"), &[m], normal(1.0));
-            let sc = |i: usize, len: usize| scale.slice(&[i], &[i + 1]).broadcast_to(&[len]);
-            let vec = concat(&[sc(0, n), sc(1, n), sc(2, n * n)], 0).unwrap_or(scale);
-            let zz = affine(s, mixes, vec, base);
-            let mut lo = 0;
-            widths
-                .iter()
-                .map(|&w| {
-                    let part = zz.slice(&[0, lo], &[t, lo + w]);
-                    lo += w;
-                    part
-                })
-                .collect()
+            let sc = |i: usize| scale.slice(&[i], &[i + 1]).broadcast_to(&[widths[i]]);
+            let parts: Vec<Var<'b>> = order.iter().map(|&i| sc(i)).collect();
+            let vec = concat(&parts, 0).unwrap_or(scale);
+            slices(affine(s, mixes, vec, base))
         }
         (projection, affine_kind) => {
             let projected: Vec<Var<'b>> = match projection {
-                Projection::Packed { output_major } => {
+                Projection::Packed { output_major, .. } => {
                     let w = packed_weight(&mut params, prefix, output_major, m, k, w_init);
-                    let mixes = project(h, w, &factor, s.rms.before);
-                    let mut lo = 0;
-                    widths
-                        .iter()
-                        .map(|&w| {
-                            let part = mixes.slice(&[0, lo], &[t, lo + w]);
-                            lo += w;
-                            part
-                        })
-                        .collect()
+                    slices(project(s, h, w, &factor))
                 }
                 Projection::Split { output_major } => ["pre", "post", "res"]
                     .iter()
@@ -431,7 +451,7 @@ fn sublayer<'b>(
                         } else {
                             params.declare(&name, &[k, w], w_init)
                         };
-                        project(h, phi, &factor, s.rms.before)
+                        project(s, h, phi, &factor)
                     })
                     .collect(),
             };
@@ -453,14 +473,10 @@ fn sublayer<'b>(
                 Affine::Packed | Affine::Sliced => {
                     let scale = params.declare(&format!("{prefix}scale"), &[3], scale_init);
                     let base = params.declare(&format!("{prefix}base"), &[m], normal(1.0));
-                    let mut lo = 0;
-                    widths
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &w)| {
+                    (0..3)
+                        .map(|i| {
                             let a = scale.slice(&[i], &[i + 1]).reshape(&[]);
-                            let bias = base.slice(&[lo], &[lo + w]);
-                            lo += w;
+                            let bias = base.slice(&[starts[i]], &[starts[i] + widths[i]]);
                             (a, bias)
                         })
                         .unzip()
@@ -494,6 +510,16 @@ fn sublayer<'b>(
     post_mix(s, f, x, post, mixing, (t, n, c))
 }
 
+/// The six orders of the branches `(pre, post, res)` = `(0, 1, 2)`.
+const ORDERS: [[usize; 3]; 6] = [
+    [0, 1, 2],
+    [0, 2, 1],
+    [1, 0, 2],
+    [1, 2, 0],
+    [2, 0, 1],
+    [2, 1, 0],
+];
+
 fn packed_weight<'b>(
     params: &mut Params<'_, 'b>,
     prefix: &str,
@@ -516,6 +542,8 @@ struct Factor<'b> {
     /// `ms + eps`, `[T, 1]`.
     v: Var<'b>,
     spelling: RmsFactor,
+    b: &'b Builder,
+    dtype: DType,
 }
 
 impl<'b> Factor<'b> {
@@ -526,7 +554,14 @@ impl<'b> Factor<'b> {
             RmsFactor::Rsqrt => y * self.v.rsqrt().broadcast_to(&shape),
             RmsFactor::RecipSqrt => y * self.v.sqrt().recip().broadcast_to(&shape),
             RmsFactor::DivSqrt => y / self.v.sqrt().broadcast_to(&shape),
+            RmsFactor::PowNegHalf => y * self.v.pow(self.exponent(-0.5)).broadcast_to(&shape),
+            RmsFactor::DivPowHalf => y / self.v.pow(self.exponent(0.5)).broadcast_to(&shape),
         }
+    }
+
+    /// A constant exponent shaped like `v`.
+    fn exponent(&self, e: f64) -> Var<'b> {
+        self.b.full(e, self.dtype, &self.v.shape())
     }
 }
 
@@ -547,13 +582,19 @@ fn rms_factor<'b>(b: &'b Builder, xf: Var<'b>, r: &Rms, eps: f64, dtype: DType) 
     Factor {
         v,
         spelling: r.factor,
+        b,
+        dtype,
     }
 }
 
 /// `h · w`, with the RMS factor applied after when it was not before.
-fn project<'b>(h: Var<'b>, w: Var<'b>, factor: &Factor<'b>, before: bool) -> Var<'b> {
-    let p = h.matmul(w);
-    if before { p } else { factor.apply(p) }
+fn project<'b>(s: &Spelling, h: Var<'b>, w: Var<'b>, factor: &Factor<'b>) -> Var<'b> {
+    let p = if s.transposed_product {
+        w.transpose().matmul(h.transpose()).transpose()
+    } else {
+        h.matmul(w)
+    };
+    if s.rms.before { p } else { factor.apply(p) }
 }
 
 /// `α · h + b` in the spelling's order; `a` is a scalar or a vector as
@@ -614,6 +655,19 @@ fn sinkhorn<'b>(s: &Spelling, logits: Var<'b>, cfg: &SinkhornConfig) -> Var<'b> 
     // On comb, rows (axis 2) come first; on H_res, columns (axis 1).
     let (first, second) = if sp.on_h_res { (1, 2) } else { (2, 1) };
     let eps = cfg.eps;
+    // A shift the first normalization cancels: under the softmax always,
+    // under a bare exp only without eps.
+    let cancels = cfg.variant == SinkhornVariant::TileKernels || eps == 0.0;
+    let logits = match sp.shift {
+        1 if cancels => {
+            logits
+                - logits
+                    .max_over(&[first], true)
+                    .broadcast_to(&logits.shape())
+        }
+        2 if cancels => logits - logits.max_over(&[1, 2], true).broadcast_to(&logits.shape()),
+        _ => logits,
+    };
     match cfg.variant {
         SinkhornVariant::Paper => {
             let mut mat = logits.exp();
@@ -709,7 +763,10 @@ fn post_mix<'b>(
 /// `σ + σ` only for `post_mult = 2`).
 pub fn spelling() -> impl Strategy<Value = Spelling> {
     let projection = prop_oneof![
-        any::<bool>().prop_map(|output_major| Projection::Packed { output_major }),
+        (any::<bool>(), 0u8..6).prop_map(|(output_major, order)| Projection::Packed {
+            output_major,
+            order
+        }),
         any::<bool>().prop_map(|output_major| Projection::Split { output_major }),
     ];
     let rms = (
@@ -717,7 +774,9 @@ pub fn spelling() -> impl Strategy<Value = Spelling> {
         prop_oneof![
             Just(RmsFactor::Rsqrt),
             Just(RmsFactor::RecipSqrt),
-            Just(RmsFactor::DivSqrt)
+            Just(RmsFactor::DivSqrt),
+            Just(RmsFactor::PowNegHalf),
+            Just(RmsFactor::DivPowHalf)
         ],
         any::<bool>(),
         any::<bool>(),
@@ -738,14 +797,22 @@ pub fn spelling() -> impl Strategy<Value = Spelling> {
         Just(Affine::Sliced),
         Just(Affine::Split)
     ];
-    let sinkhorn = (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
-        |(mul_recip, eps_first, on_h_res, plain_softmax)| SinkhornSpelling {
-            mul_recip,
-            eps_first,
-            on_h_res,
-            plain_softmax,
-        },
-    );
+    let sinkhorn = (
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        0u8..3,
+    )
+        .prop_map(
+            |(mul_recip, eps_first, on_h_res, plain_softmax, shift)| SinkhornSpelling {
+                mul_recip,
+                eps_first,
+                on_h_res,
+                plain_softmax,
+                shift,
+            },
+        );
     let contraction = || prop_oneof![Just(Contraction::MatMul), Just(Contraction::BroadcastSum)];
     let settings = (
         prop_oneof![Just(1e-6), Just(1e-5)],
@@ -777,7 +844,7 @@ pub fn spelling() -> impl Strategy<Value = Spelling> {
             any::<bool>(),
             any::<bool>(),
         ),
-        (0u8..3, 0u8..3, sinkhorn),
+        (0u8..3, 0u8..3, sinkhorn, any::<bool>()),
         (
             contraction(),
             any::<bool>(),
@@ -790,7 +857,7 @@ pub fn spelling() -> impl Strategy<Value = Spelling> {
         .prop_map(
             |(
                 (projection, rms, affine, scale_after, bias_first, keep_dims),
-                (pre_gate, post_gate, sinkhorn),
+                (pre_gate, post_gate, sinkhorn, transposed_product),
                 (apply_mix, layer_input_3d, residual_mix, outer_matmul, outer_first),
                 settings,
             )| {
@@ -801,6 +868,7 @@ pub fn spelling() -> impl Strategy<Value = Spelling> {
                 };
                 Spelling {
                     projection,
+                    transposed_product,
                     rms,
                     affine,
                     scale_after,

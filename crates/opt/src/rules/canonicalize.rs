@@ -46,6 +46,11 @@ pub(crate) fn rules() -> Vec<Rule> {
             name: "fold-permute",
             search: fold_permute,
         },
+        // (a·b)ᵀ = bᵀ·aᵀ, transposing the last two axes.
+        Rule {
+            name: "transpose-of-matmul",
+            search: transpose_of_matmul,
+        },
         // broadcast(broadcast(x)) = broadcast(x); broadcast to the same shape = x.
         Rule {
             name: "fold-broadcast",
@@ -60,6 +65,11 @@ pub(crate) fn rules() -> Vec<Rule> {
         Rule {
             name: "pow-two-to-mul",
             search: pow_two_to_mul,
+        },
+        // pow(v, ±0.5) = sqrt(v) / rsqrt(v) for v a sum of squares (plus positives); pow(x, -1) = recip(x).
+        Rule {
+            name: "pow-to-root",
+            search: pow_to_root,
         },
         // x + x = x * 2 (2·σ written σ + σ).
         Rule {
@@ -76,6 +86,46 @@ fn pow_two_to_mul(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
             out.push(rewrite_to(c, Op::Mul, vec![args[0], args[0]]));
         }
     }
+}
+
+fn pow_to_root(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
+    let eg = ctx.eg;
+    for args in super::args_of(eg, c, &Op::Pow) {
+        let (x, e) = (args[0], splat(eg, args[1]));
+        let op = match e {
+            Some(-1.0) => Op::Recip,
+            // pow and the roots disagree only at -0 and -inf (pow(-0, 0.5)
+            // is +0, sqrt(-0) is -0), which a non-negative value never is.
+            Some(0.5) if non_negative(eg, x, 4) => Op::Sqrt,
+            Some(-0.5) if non_negative(eg, x, 4) => Op::Rsqrt,
+            _ => continue,
+        };
+        out.push(rewrite_to(c, op, vec![x]));
+    }
+}
+
+/// Whether class `c` is `+0`, positive or NaN on every input, never `-0`
+/// or `-inf`, by its shape of computation (squares, sums and products of
+/// such, positive constants), looking `depth` ops down.
+fn non_negative(eg: &super::EG, c: Id, depth: usize) -> bool {
+    if let Some(v) = splat(eg, c) {
+        return v.is_sign_positive() && !v.is_nan();
+    }
+    if depth == 0 {
+        return false;
+    }
+    let below = |x: Id| non_negative(eg, x, depth - 1);
+    eg[c].nodes.iter().any(|n| match &n.op {
+        Op::Mul => {
+            super::same(eg, n.children[0], n.children[1]) || n.children.iter().all(|&x| below(x))
+        }
+        Op::Add | Op::Div => n.children.iter().all(|&x| below(x)),
+        Op::Exp | Op::Abs => true,
+        Op::ReduceSum { .. } | Op::Broadcast { .. } | Op::Reshape { .. } | Op::Sqrt | Op::Rsqrt => {
+            below(n.children[0])
+        }
+        _ => false,
+    })
 }
 
 fn add_self_to_mul_two(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
@@ -248,6 +298,38 @@ fn fold_permute(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
             } else {
                 out.push(rewrite_to(c, Op::Permute { perm: composed }, vec![src]));
             }
+        }
+    }
+}
+
+fn transpose_of_matmul(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
+    let eg = ctx.eg;
+    let rank = super::shape(eg, c).len();
+    if rank < 2 {
+        return;
+    }
+    let mut swap: Vec<usize> = (0..rank).collect();
+    swap.swap(rank - 2, rank - 1);
+    for n in nodes_where(
+        eg,
+        c,
+        |op| matches!(op, Op::Permute { perm } if *perm == swap),
+    ) {
+        for args in super::args_of(eg, n.children[0], &Op::MatMul) {
+            let (a, b) = (args[0], args[1]);
+            let perm = swap.clone();
+            out.push(Action::custom(move |eg| {
+                let t = |eg: &mut super::EG, x| {
+                    crate::lang::add_checked(eg, Op::Permute { perm: perm.clone() }, vec![x])
+                };
+                let Some((bt, at)) = t(eg, b).zip(t(eg, a)) else {
+                    return vec![];
+                };
+                crate::lang::add_checked(eg, Op::MatMul, vec![bt, at])
+                    .map(|m| (c, m))
+                    .into_iter()
+                    .collect()
+            }));
         }
     }
 }

@@ -169,15 +169,16 @@ fn chain(ctx: &Ctx<'_>, c: Id, orientation: Orientation, out: &mut Vec<Action>) 
                 }
             }
         };
-        // With eps = 0, a start x − c with c constant along the first axis
-        // is also a start x.
+        // A start x − c with c constant along the first axis is also a
+        // start x: always under the softmax (it cancels the shift), and
+        // under a bare exp when eps = 0 (the first normalization does).
         let first_axis = match orientation {
             Orientation::RowsFirst => rank - 1,
             Orientation::ColumnsFirst => rank - 2,
         };
-        let unshifted = |u: Id| -> Vec<Id> {
+        let unshifted = |u: Id, always: bool| -> Vec<Id> {
             let mut v = vec![u];
-            if eps.get() == 0.0 {
+            if always || eps.get() == 0.0 {
                 v.extend(shift_sources(eg, u, first_axis));
             }
             v
@@ -196,7 +197,7 @@ fn chain(ctx: &Ctx<'_>, c: Id, orientation: Orientation, out: &mut Vec<Action>) 
             let mut next = Vec::new();
             for m in frontier {
                 for u in tilekernels_starts(eg, m, eps.get(), orientation) {
-                    for x in unshifted(u) {
+                    for x in unshifted(u, true) {
                         let spec = SinkhornSpec {
                             variant: tilekernels,
                             iters: done + 1,
@@ -206,7 +207,10 @@ fn chain(ctx: &Ctx<'_>, c: Id, orientation: Orientation, out: &mut Vec<Action>) 
                     }
                 }
                 for r in under(eg, m, &first) {
-                    for x in under(eg, r, &Op::Exp).into_iter().flat_map(&unshifted) {
+                    for x in under(eg, r, &Op::Exp)
+                        .into_iter()
+                        .flat_map(|u| unshifted(u, false))
+                    {
                         let spec = SinkhornSpec {
                             variant: SinkhornVariant::Paper,
                             iters: done + 1,
