@@ -22,8 +22,10 @@
 //!    (a `get` of a tuple) is also tried together with every other needed
 //!    class that can take another result of the same tuple: one fused op
 //!    pays off only when all its results are used, which no single switch
-//!    shows. Repeats until nothing improves (at most [`REFINE_ROUNDS`]
-//!    rounds).
+//!    shows. An alternative blocked by a child computed from the class is
+//!    tried too when that child is not needed: the child first moves to a
+//!    node that closes no cycle (free, as nothing uses it). Repeats until
+//!    nothing improves (at most [`REFINE_ROUNDS`] rounds).
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
@@ -34,6 +36,11 @@ use birkhoff_ir::Type;
 
 use crate::cost::{Cost, node_cost};
 use crate::lang::{EG, ENode};
+
+/// Switches of unneeded classes: `(class, node)`.
+type Moves = Vec<(usize, usize)>;
+/// Reference-count changes by class.
+type RefChanges = HashMap<usize, i64>;
 
 /// Most refinement rounds.
 pub const REFINE_ROUNDS: usize = 4;
@@ -249,15 +256,39 @@ pub fn extract(eg: &EG, roots: &[Id]) -> Result<Selection, Id> {
             }
             let cur = chosen[c].expect("needed classes are chosen");
             for k in 0..t.nodes[c].len() {
-                if k == cur
-                    || t.kids[c][k]
-                        .iter()
-                        .any(|&ch| chosen[ch].is_none() || reaches(&t, &chosen, &depth, ch, c))
-                {
+                if k == cur || t.kids[c][k].iter().any(|&ch| chosen[ch].is_none()) {
                     continue;
                 }
-                let (delta, changes) = simulate(&t, &chosen, &refs, cur, k, c);
-                if delta < -1e-9 * (1.0 + delta.abs()) {
+                // A child computed from `c` would close a cycle; if it is
+                // not needed its choice is free, so it may first move to a
+                // node that is not (`c = f(child)` while the unused child
+                // was selected as `child = g(c)`).
+                let Some(options) = unblock(&t, &chosen, &refs, &depth, c, k) else {
+                    continue;
+                };
+                // The best of the ways to unblock (usually one child with
+                // a few nodes).
+                let mut best: Option<(f64, Moves, RefChanges)> = None;
+                for moves in options {
+                    let before: Vec<(usize, Option<usize>)> =
+                        moves.iter().map(|&(b, _)| (b, chosen[b])).collect();
+                    for &(b, kb) in &moves {
+                        chosen[b] = Some(kb);
+                    }
+                    let (delta, changes) = simulate(&t, &chosen, &refs, cur, k, c);
+                    for (b, kb) in before {
+                        chosen[b] = kb;
+                    }
+                    if best.as_ref().is_none_or(|(d, _, _)| delta < *d) {
+                        best = Some((delta, moves, changes));
+                    }
+                }
+                if let Some((delta, moves, changes)) = best
+                    && delta < -1e-9 * (1.0 + delta.abs())
+                {
+                    for (b, kb) in moves {
+                        chosen[b] = Some(kb);
+                    }
                     for (x, d) in changes {
                         refs[x] += d;
                     }
@@ -339,6 +370,56 @@ fn depths(t: &Table, chosen: &[Option<usize>]) -> Vec<usize> {
         }
     }
     depth
+}
+
+/// The ways to let class `c` take node `k` without a cycle, each a list
+/// of moves `(class, node)`: one empty way if no child of `k` is computed
+/// from `c`. A child that is, and is not needed (so its choice costs
+/// nothing), may move to a node whose children are chosen and computed
+/// from neither `c` nor it: one way per such node of the first blocking
+/// child (the others take their first). `None` if a blocking child is
+/// needed or has no such node.
+fn unblock(
+    t: &Table,
+    chosen: &[Option<usize>],
+    refs: &[i64],
+    depth: &[usize],
+    c: usize,
+    k: usize,
+) -> Option<Vec<Vec<(usize, usize)>>> {
+    let mut per_child: Vec<Vec<(usize, usize)>> = Vec::new();
+    for &b in &t.kids[c][k] {
+        if !reaches(t, chosen, depth, b, c) {
+            continue;
+        }
+        if b == c || refs[b] > 0 {
+            return None;
+        }
+        let nodes: Vec<(usize, usize)> = (0..t.nodes[b].len())
+            .filter(|&kb| {
+                t.kids[b][kb].iter().all(|&ch| {
+                    chosen[ch].is_some()
+                        && !reaches(t, chosen, depth, ch, c)
+                        && !reaches(t, chosen, depth, ch, b)
+                })
+            })
+            .map(|kb| (b, kb))
+            .collect();
+        if nodes.is_empty() {
+            return None;
+        }
+        per_child.push(nodes);
+    }
+    let Some((first, rest)) = per_child.split_first() else {
+        return Some(vec![Vec::new()]);
+    };
+    let others: Vec<(usize, usize)> = rest.iter().map(|n| n[0]).collect();
+    Some(
+        first
+            .iter()
+            .map(|&m| std::iter::once(m).chain(others.iter().copied()).collect())
+            .collect(),
+    )
 }
 
 /// Whether class `c` is computed from class `from` in the current

@@ -54,7 +54,7 @@ pub static PASSES: &[Pass] = &[
     },
     Pass {
         name: "recognize",
-        description: "softmax, row/column normalization, RMSNorm, sigmoid, contractions as matmuls, and moving a per-row scale before a matmul",
+        description: "softmax, row/column normalization, RMSNorm, sigmoid, contractions as matmuls, log-softmax chains as normalizations, and moving a per-row scale before a matmul",
         rules: rules::recognize::rules,
         limits: limits(6, 20),
     },

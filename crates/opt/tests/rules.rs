@@ -42,7 +42,12 @@ fn shape() -> impl Strategy<Value = Vec<usize>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(proptest_cases(32)))]
+    // The contraction property rejects draws outside its size window;
+    // many cases (PROPTEST_CASES) need room for that.
+    #![proptest_config(ProptestConfig {
+        max_global_rejects: 1 << 20,
+        ..ProptestConfig::with_cases(proptest_cases(32))
+    })]
 
     /// `pow(x, 2) = x · x`: an RMS norm written with pow is recognized.
     #[test]
@@ -258,5 +263,63 @@ proptest! {
         let g = b.build().unwrap();
         let out = passes(&g, &["canonicalize"])?;
         prop_assert!(applied(&out, "canonicalize", "transpose-of-matmul") > 0);
+    }
+
+    /// Sinkhorn in the log domain: `exp` of rounds of `z − lse(z)` along
+    /// rows and columns (`lse` spelled three ways, rows or columns first)
+    /// is one Sinkhorn of the logits (`log-softmax`, `softmax-of-log`,
+    /// `exp-of-log`). Two rounds or more, `n ≥ 2`: a lone one-round
+    /// columns-first chain extracts as its two normalizations (cheaper than
+    /// the Sinkhorn between two transposes), and on 1×1 matrices a lone
+    /// chain may keep its normalizations; inside an mHC sublayer both fuse
+    /// (`spellings.rs`).
+    #[test]
+    fn log_domain_chains_are_sinkhorns(t in 1usize..4, n in 2usize..5, rounds in 2usize..6, lse in 0u8..3, rows_first in any::<bool>()) {
+        let b = Builder::new("log_domain");
+        let x = b.input("x", DType::F64, &[t, n, n]);
+        fn log_normalize(z: Var<'_>, axis: usize, lse: u8) -> Var<'_> {
+            let shape = z.shape();
+            let m = z.max_over(&[axis], true);
+            let mb = m.broadcast_to(&shape);
+            match lse {
+                0 => z - z.exp().sum(&[axis], true).log().broadcast_to(&shape),
+                1 => {
+                    let u = z - mb;
+                    u - u.exp().sum(&[axis], true).log().broadcast_to(&shape)
+                }
+                _ => z - (m + (z - mb).exp().sum(&[axis], true).log()).broadcast_to(&shape),
+            }
+        }
+        let (first, second) = if rows_first { (2, 1) } else { (1, 2) };
+        let mut z = x;
+        for _ in 0..rounds {
+            z = log_normalize(z, first, lse);
+            z = log_normalize(z, second, lse);
+        }
+        b.output("y", z.exp());
+        let g = b.build().unwrap();
+        let out = passes(&g, &["canonicalize", "recognize", "sinkhorn"])?;
+        prop_assert!(applied(&out, "recognize", "log-softmax") > 0);
+        prop_assert_eq!(count(&out.graph, "sinkhorn"), 1, "{}", out.graph);
+        prop_assert_eq!(count(&out.graph, "log"), 0, "{}", out.graph);
+        prop_assert_eq!(count(&out.graph, "exp"), 0, "{}", out.graph);
+    }
+
+    /// `softmax(log(y))` and `exp(log(y))` of a value that may be negative
+    /// stay as written: there they are not `y / Σ y` and `y`.
+    #[test]
+    fn logs_of_any_value_stay_logs(s in proptest::collection::vec(1usize..5, 2..4)) {
+        let b = Builder::new("log_any");
+        let x = b.input("x", DType::F64, &s);
+        let last = s.len() - 1;
+        b.output("y", birkhoff_dsl::nn::softmax(x.log(), last));
+        b.output("e", x.log().exp());
+        let g = b.build().unwrap();
+        let out = run_passes(&g, &[*pass("canonicalize").unwrap(), *pass("recognize").unwrap()], |_| false)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let positive = inits(&[("x", Init::Uniform { low: 0.5, high: 2.0 })]);
+        agree(&g, &out.graph, &draw_inputs(&g, &positive, 1)).map_err(TestCaseError::fail)?;
+        prop_assert_eq!(count(&out.graph, "row_norm"), 0, "{}", out.graph);
+        prop_assert_eq!(count(&out.graph, "exp"), 1, "{}", out.graph);
     }
 }

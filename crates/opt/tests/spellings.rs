@@ -155,7 +155,14 @@ fn shrunk_failures_stay_fused() {
     // (the shift under the softmax, whatever eps).
     let mut shifted = base();
     shifted.sinkhorn.shift = 1;
-    for s in [pow, transposed, shifted] {
+    // Log-domain Sinkhorn on H̃_res (`log-softmax`, `softmax-of-log`,
+    // `exp-of-log`); with n = 1 every value is constant along a 1-wide
+    // axis, and a general shift there folded the rounds into one.
+    let mut log_domain = paper_eps0(base());
+    log_domain.sinkhorn.on_h_res = true;
+    log_domain.sinkhorn.log_domain = 1;
+    log_domain.settings.iters = 2;
+    for s in [pow, transposed, shifted, log_domain] {
         let d = Dims {
             tokens: 1,
             streams: 1,
@@ -167,6 +174,34 @@ fn shrunk_failures_stay_fused() {
         if let Err(e) = check(&s, &d, 0) {
             panic!("{e}");
         }
+    }
+}
+
+/// Log-domain Sinkhorn on 1×1 matrices once grew the e-graph to 450,000
+/// nodes (each shift rule saw every round's normalizer as a shift, and the
+/// chain walk went round the resulting cycle up to its cap): the e-graph
+/// stays small.
+#[test]
+fn one_stream_log_domain_chains_stay_small() {
+    let mut s = Spelling::zoo();
+    s.settings.variant = SinkhornVariant::Paper;
+    s.settings.eps = 0.0;
+    s.settings.iters = 3;
+    s.sinkhorn.log_domain = 2;
+    let d = Dims {
+        tokens: 2,
+        streams: 1,
+        hidden: 2,
+        layers: 3,
+        dtype: DType::F64,
+        layer_fn: LayerFn::LinearTanh,
+    };
+    let model = build(&s, &d, &s.config()).expect("builds");
+    let out = run(&model.graph);
+    let largest = out.report.passes.iter().map(|p| p.egraph_nodes).max();
+    assert!(largest < Some(20_000), "largest e-graph: {largest:?}");
+    if let Err(e) = check(&s, &d, 3) {
+        panic!("{e}");
     }
 }
 

@@ -114,6 +114,11 @@ pub struct SinkhornSpelling {
     /// first-normalized axis, `2` over each matrix (only where it changes
     /// nothing: under the softmax, or with `eps = 0`).
     pub shift: u8,
+    /// In the log domain (only with `eps = 0`): `z ← z − lse(z)` along each
+    /// axis in turn, then `exp(z)`, with `lse` as `1` `m + log Σ exp(z − m)`,
+    /// `2` `log Σ exp(z)`, or `3` the max subtracted first, `(z − m) −
+    /// log Σ exp(z − m)`; `0` not.
+    pub log_domain: u8,
 }
 
 /// How a contraction (apply_mix, the residual mix) is written.
@@ -240,6 +245,7 @@ impl Spelling {
                 on_h_res: false,
                 plain_softmax: false,
                 shift: 0,
+                log_domain: 0,
             },
             apply_mix: Contraction::MatMul,
             layer_input_3d: false,
@@ -287,6 +293,7 @@ impl Spelling {
                 on_h_res: true,
                 plain_softmax: false,
                 shift: 0,
+                log_domain: 0,
             },
             apply_mix: Contraction::MatMul,
             layer_input_3d: true,
@@ -668,6 +675,14 @@ fn sinkhorn<'b>(s: &Spelling, logits: Var<'b>, cfg: &SinkhornConfig) -> Var<'b> 
         2 if cancels => logits - logits.max_over(&[1, 2], true).broadcast_to(&logits.shape()),
         _ => logits,
     };
+    if sp.log_domain != 0 && eps == 0.0 {
+        let mut z = logits;
+        for _ in 0..cfg.iters {
+            z = log_normalize(sp.log_domain, z, first);
+            z = log_normalize(sp.log_domain, z, second);
+        }
+        return z.exp();
+    }
     match cfg.variant {
         SinkhornVariant::Paper => {
             let mut mat = logits.exp();
@@ -693,6 +708,24 @@ fn sinkhorn<'b>(s: &Spelling, logits: Var<'b>, cfg: &SinkhornConfig) -> Var<'b> 
                 mat = normalize(sp, mat, second, eps);
             }
             mat
+        }
+    }
+}
+
+/// `z − logsumexp(z, axis)`, as spelled (see `SinkhornSpelling::log_domain`).
+fn log_normalize(spelling: u8, z: Var<'_>, axis: usize) -> Var<'_> {
+    let shape = z.shape();
+    let m = z.max_over(&[axis], true);
+    let mb = m.broadcast_to(&shape);
+    match spelling {
+        2 => z - z.exp().sum(&[axis], true).log().broadcast_to(&shape),
+        3 => {
+            let u = z - mb;
+            u - u.exp().sum(&[axis], true).log().broadcast_to(&shape)
+        }
+        _ => {
+            let lse = m + (z - mb).exp().sum(&[axis], true).log();
+            z - lse.broadcast_to(&shape)
         }
     }
 }
@@ -803,14 +836,16 @@ pub fn spelling() -> impl Strategy<Value = Spelling> {
         any::<bool>(),
         any::<bool>(),
         0u8..3,
+        prop_oneof![3 => Just(0u8), 1 => 1u8..4],
     )
         .prop_map(
-            |(mul_recip, eps_first, on_h_res, plain_softmax, shift)| SinkhornSpelling {
+            |(mul_recip, eps_first, on_h_res, plain_softmax, shift, log_domain)| SinkhornSpelling {
                 mul_recip,
                 eps_first,
                 on_h_res,
                 plain_softmax,
                 shift,
+                log_domain,
             },
         );
     let contraction = || prop_oneof![Just(Contraction::MatMul), Just(Contraction::BroadcastSum)];

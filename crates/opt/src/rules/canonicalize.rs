@@ -96,36 +96,12 @@ fn pow_to_root(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
             Some(-1.0) => Op::Recip,
             // pow and the roots disagree only at -0 and -inf (pow(-0, 0.5)
             // is +0, sqrt(-0) is -0), which a non-negative value never is.
-            Some(0.5) if non_negative(eg, x, 4) => Op::Sqrt,
-            Some(-0.5) if non_negative(eg, x, 4) => Op::Rsqrt,
+            Some(0.5) if super::non_negative(eg, x) => Op::Sqrt,
+            Some(-0.5) if super::non_negative(eg, x) => Op::Rsqrt,
             _ => continue,
         };
         out.push(rewrite_to(c, op, vec![x]));
     }
-}
-
-/// Whether class `c` is `+0`, positive or NaN on every input, never `-0`
-/// or `-inf`, by its shape of computation (squares, sums and products of
-/// such, positive constants), looking `depth` ops down.
-fn non_negative(eg: &super::EG, c: Id, depth: usize) -> bool {
-    if let Some(v) = splat(eg, c) {
-        return v.is_sign_positive() && !v.is_nan();
-    }
-    if depth == 0 {
-        return false;
-    }
-    let below = |x: Id| non_negative(eg, x, depth - 1);
-    eg[c].nodes.iter().any(|n| match &n.op {
-        Op::Mul => {
-            super::same(eg, n.children[0], n.children[1]) || n.children.iter().all(|&x| below(x))
-        }
-        Op::Add | Op::Div => n.children.iter().all(|&x| below(x)),
-        Op::Exp | Op::Abs => true,
-        Op::ReduceSum { .. } | Op::Broadcast { .. } | Op::Reshape { .. } | Op::Sqrt | Op::Rsqrt => {
-            below(n.children[0])
-        }
-        _ => false,
-    })
 }
 
 fn add_self_to_mul_two(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {

@@ -14,6 +14,7 @@ pub(crate) mod build;
 pub(crate) mod canonicalize;
 pub(crate) mod contraction;
 pub(crate) mod fuse_mhc;
+pub(crate) mod log_domain;
 pub(crate) mod recognize;
 pub(crate) mod simplify;
 pub(crate) mod sinkhorn;
@@ -322,4 +323,72 @@ pub(crate) fn rewrite_to(root: Id, op: Op, children: Vec<Id>) -> Action {
 /// An action that unions two existing classes.
 pub(crate) fn union(a: Id, b: Id) -> Action {
     Action::Union(a, b)
+}
+
+/// The `x` of every `x − c` in class `u` whose `c` (or what it broadcasts)
+/// is constant along `axis`: size 1 there, right-aligned.
+pub(crate) fn shift_sources(eg: &EG, u: Id, axis: usize) -> Vec<Id> {
+    let rank = shape(eg, u).len();
+    // Along an axis of one element every value is constant, so any
+    // difference would count, a previous round's own normalizer included,
+    // and rounds would fold into each other; there only the maximum of
+    // `x` itself (over the axis, or the matrix) is taken as a shift.
+    let wide = shape(eg, u).get(axis).is_some_and(|&d| d > 1);
+    let constant_along = |c: Id| {
+        let s = shape(eg, c);
+        let lead = rank.saturating_sub(s.len());
+        axis < lead || s[axis - lead] == 1
+    };
+    let max_of = |c: Id, x: Id| {
+        nodes_where(
+            eg,
+            c,
+            |op| matches!(op, Op::ReduceMax { axes, keepdims: true } if axes.contains(&axis)),
+        )
+        .any(|n| same(eg, n.children[0], x))
+    };
+    args_of(eg, u, &Op::Sub)
+        .filter(|a| {
+            let mut sources = broadcast_sources(eg, a[1]);
+            sources.push(a[1]);
+            sources
+                .into_iter()
+                .any(|c| constant_along(c) && (wide || max_of(c, a[0])))
+        })
+        .map(|a| a[0])
+        .collect()
+}
+
+/// Whether class `c` is `+0`, positive or NaN on every input — never `-0`,
+/// `-inf` or negative — by what computes it: squares, `exp`, `abs`,
+/// `sigmoid`, softmaxes and Sinkhorn projections, non-negative constants,
+/// and sums, products, quotients, reductions, movements, roots and
+/// sum-normalizations of such (a few ops deep).
+pub(crate) fn non_negative(eg: &EG, c: Id) -> bool {
+    non_negative_within(eg, c, 4)
+}
+
+fn non_negative_within(eg: &EG, c: Id, depth: usize) -> bool {
+    if let Some(v) = splat(eg, c) {
+        return v.is_sign_positive() && !v.is_nan();
+    }
+    if depth == 0 {
+        return false;
+    }
+    let below = |x: Id| non_negative_within(eg, x, depth - 1);
+    eg[c].nodes.iter().any(|n| match &n.op {
+        Op::Mul => same(eg, n.children[0], n.children[1]) || n.children.iter().all(|&x| below(x)),
+        Op::Add | Op::Div => n.children.iter().all(|&x| below(x)),
+        Op::Exp | Op::Abs | Op::Sigmoid | Op::Softmax { .. } | Op::Sinkhorn(_) => true,
+        Op::ReduceSum { .. }
+        | Op::ReduceMax { .. }
+        | Op::Broadcast { .. }
+        | Op::Reshape { .. }
+        | Op::Permute { .. }
+        | Op::Slice { .. }
+        | Op::Sqrt
+        | Op::Rsqrt => below(n.children[0]),
+        Op::RowNorm { eps } | Op::ColNorm { eps } => eps.get() >= 0.0 && below(n.children[0]),
+        _ => false,
+    })
 }

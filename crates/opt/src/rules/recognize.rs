@@ -52,6 +52,10 @@ pub(crate) fn rules() -> Vec<Rule> {
             search: super::contraction::contraction,
         },
     ]
+    .into_iter()
+    // Log-domain Sinkhorn: log-softmaxes back to normalizations.
+    .chain(super::log_domain::rules())
+    .collect()
 }
 
 fn sigmoid(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {

@@ -20,12 +20,12 @@
 //! `exp(x − max(x))` with the max over the rows or the whole matrix, or any
 //! per-row constant — changes nothing: `sinkhorn(x − c) = sinkhorn(x)`.
 
+use std::collections::HashSet;
+
 use birkhoff_ir::{FloatAttr, MAX_SINKHORN_ITERS, Op, SinkhornSpec, SinkhornVariant};
 use egg::Id;
 
-use super::{
-    Action, Ctx, Rule, args_of, broadcast_sources, commuted, nodes_where, rewrite_to, shape, splat,
-};
+use super::{Action, Ctx, Rule, args_of, commuted, nodes_where, rewrite_to, shape, splat};
 use crate::lang::{EG, add_checked};
 
 /// The Sinkhorn rules.
@@ -95,25 +95,6 @@ fn sinkhorn_chain_columns_first(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
     chain(ctx, c, Orientation::ColumnsFirst, out);
 }
 
-/// The `x` of every `x − c` in class `u` whose `c` (or what it broadcasts)
-/// is constant along `axis`: size 1 there, right-aligned.
-fn shift_sources(eg: &EG, u: Id, axis: usize) -> Vec<Id> {
-    let rank = shape(eg, u).len();
-    let constant_along = |c: Id| {
-        let s = shape(eg, c);
-        let lead = rank.saturating_sub(s.len());
-        axis < lead || s[axis - lead] == 1
-    };
-    args_of(eg, u, &Op::Sub)
-        .filter(|a| {
-            let mut sources = broadcast_sources(eg, a[1]);
-            sources.push(a[1]);
-            sources.into_iter().any(constant_along)
-        })
-        .map(|a| a[0])
-        .collect()
-}
-
 /// The permutation swapping the last two of `rank` axes.
 fn swap_last_two(rank: usize) -> Vec<usize> {
     let mut perm: Vec<usize> = (0..rank).collect();
@@ -179,7 +160,7 @@ fn chain(ctx: &Ctx<'_>, c: Id, orientation: Orientation, out: &mut Vec<Action>) 
         let unshifted = |u: Id, always: bool| -> Vec<Id> {
             let mut v = vec![u];
             if always || eps.get() == 0.0 {
-                v.extend(shift_sources(eg, u, first_axis));
+                v.extend(super::shift_sources(eg, u, first_axis));
             }
             v
         };
@@ -192,6 +173,11 @@ fn chain(ctx: &Ctx<'_>, c: Id, orientation: Orientation, out: &mut Vec<Action>) 
         // Breadth-first over the classes under the top normalization,
         // `done` full rounds below `c`.
         let mut frontier = vec![top.children[0]];
+        // A class met again is a cycle: the e-graph has proved a round
+        // idempotent there (a 1×1 matrix, say), so longer chains are the
+        // same Sinkhorns again; the walk stops instead of adding one per
+        // round up to the cap.
+        let mut seen: HashSet<Id> = frontier.iter().map(|&m| eg.find(m)).collect();
         let mut done = 0;
         while !frontier.is_empty() && done < MAX_SINKHORN_ITERS {
             let mut next = Vec::new();
@@ -223,6 +209,9 @@ fn chain(ctx: &Ctx<'_>, c: Id, orientation: Orientation, out: &mut Vec<Action>) 
             }
             next.sort();
             next.dedup();
+            if next.iter().any(|&m| !seen.insert(eg.find(m))) {
+                break;
+            }
             frontier = next;
             done += 1;
         }
