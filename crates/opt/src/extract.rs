@@ -242,7 +242,7 @@ pub fn extract(eg: &EG, roots: &[Id]) -> Result<Selection, Id> {
         }
     }
 
-    let mut depth = depths(&t, &chosen);
+    let mut order_of = Levels::new(&t, &chosen);
     let mut refinements = 0;
     for _ in 0..REFINE_ROUNDS {
         let mut improved = false;
@@ -263,7 +263,7 @@ pub fn extract(eg: &EG, roots: &[Id]) -> Result<Selection, Id> {
                 // not needed its choice is free, so it may first move to a
                 // node that is not (`c = f(child)` while the unused child
                 // was selected as `child = g(c)`).
-                let Some(options) = unblock(&t, &chosen, &refs, &depth, c, k) else {
+                let Some(options) = unblock(&t, &chosen, &refs, &order_of.depth, c, k) else {
                     continue;
                 };
                 // The best of the ways to unblock (usually one child with
@@ -287,25 +287,25 @@ pub fn extract(eg: &EG, roots: &[Id]) -> Result<Selection, Id> {
                     && delta < -1e-9 * (1.0 + delta.abs())
                 {
                     for (b, kb) in moves {
-                        chosen[b] = Some(kb);
+                        order_of.choose(&t, &mut chosen, b, kb);
                     }
                     for (x, d) in changes {
                         refs[x] += d;
                     }
-                    chosen[c] = Some(k);
-                    depth = depths(&t, &chosen);
+                    order_of.choose(&t, &mut chosen, c, k);
                     refinements += 1;
                     improved = true;
                     break;
                 }
-                if let Some(group) = tuple_group(&t, &chosen, &refs, &depth, c, k)
-                    && let Some(new_refs) = improves(&t, &chosen, &refs, &group)
+                if let Some(group) = tuple_group(&t, &chosen, &refs, &order_of.depth, c, k)
+                    && let Some(ref_changes) = improves(&t, &mut chosen, &mut refs, &group)
                 {
-                    refs = new_refs;
-                    for (x, kx) in group {
-                        chosen[x] = Some(kx);
+                    for (x, d) in ref_changes {
+                        refs[x] += d;
                     }
-                    depth = depths(&t, &chosen);
+                    for (x, kx) in group {
+                        order_of.choose(&t, &mut chosen, x, kx);
+                    }
                     refinements += 1;
                     improved = true;
                     break;
@@ -332,6 +332,63 @@ pub fn extract(eg: &EG, roots: &[Id]) -> Result<Selection, Id> {
         cost: total,
         refinements,
     })
+}
+
+/// A level for every chosen class that is higher than each of its chosen
+/// children's (a longest path from a leaf at first), kept so as the
+/// selection changes: `reaches` prunes by it. Switching a class raises it
+/// and its chosen ancestors as needed, so one switch costs its ancestors,
+/// not the whole selection (levels only rise; stale high ones only prune
+/// less).
+struct Levels {
+    depth: Vec<usize>,
+    /// The classes whose chosen node has each class as a child.
+    parents: Vec<Vec<usize>>,
+}
+
+impl Levels {
+    fn new(t: &Table, chosen: &[Option<usize>]) -> Levels {
+        let mut parents = vec![Vec::new(); chosen.len()];
+        for (c, k) in chosen.iter().enumerate() {
+            if let Some(k) = k {
+                for &ch in &t.kids[c][*k] {
+                    parents[ch].push(c);
+                }
+            }
+        }
+        Levels {
+            depth: depths(t, chosen),
+            parents,
+        }
+    }
+
+    /// Switches class `c` to node `k` (which must close no cycle).
+    fn choose(&mut self, t: &Table, chosen: &mut [Option<usize>], c: usize, k: usize) {
+        if let Some(old) = chosen[c] {
+            for &ch in &t.kids[c][old] {
+                if let Some(i) = self.parents[ch].iter().position(|&p| p == c) {
+                    self.parents[ch].swap_remove(i);
+                }
+            }
+        }
+        for &ch in &t.kids[c][k] {
+            self.parents[ch].push(c);
+        }
+        chosen[c] = Some(k);
+        let mut work = vec![c];
+        while let Some(x) = work.pop() {
+            let Some(kx) = chosen[x] else { continue };
+            let need = t.kids[x][kx]
+                .iter()
+                .map(|&ch| self.depth[ch] + 1)
+                .max()
+                .unwrap_or(0);
+            if self.depth[x] < need {
+                self.depth[x] = need;
+                work.extend(self.parents[x].iter().copied());
+            }
+        }
+    }
 }
 
 /// Longest path from a leaf to each chosen class, in the current selection
@@ -480,27 +537,41 @@ fn tuple_group(
     Some(group)
 }
 
-/// The reference counts after the switches of `group`, applied one after
-/// the other, if together they lower the DAG cost.
+/// The reference-count changes of the switches of `group`, applied one
+/// after the other, if together they lower the DAG cost. `chosen` and
+/// `refs` are changed while the switches are simulated and restored before
+/// it returns (no copy of either: this runs once per candidate group).
 fn improves(
     t: &Table,
-    chosen: &[Option<usize>],
-    refs: &[i64],
+    chosen: &mut [Option<usize>],
+    refs: &mut [i64],
     group: &[(usize, usize)],
-) -> Option<Vec<i64>> {
-    let mut chosen = chosen.to_vec();
-    let mut refs = refs.to_vec();
+) -> Option<Vec<(usize, i64)>> {
+    let mut ref_changes: Vec<(usize, i64)> = Vec::new();
+    let mut old_choices: Vec<(usize, Option<usize>)> = Vec::new();
     let mut total = 0.0;
+    let mut complete = true;
     for &(x, kx) in group {
-        let cur = chosen[x]?;
-        let (delta, changes) = simulate(t, &chosen, &refs, cur, kx, x);
+        let Some(cur) = chosen[x] else {
+            complete = false;
+            break;
+        };
+        let (delta, changes) = simulate(t, chosen, refs, cur, kx, x);
         total += delta;
         for (y, d) in changes {
             refs[y] += d;
+            ref_changes.push((y, d));
         }
+        old_choices.push((x, chosen[x]));
         chosen[x] = Some(kx);
     }
-    (total < -1e-9 * (1.0 + total.abs())).then_some(refs)
+    for &(y, d) in &ref_changes {
+        refs[y] -= d;
+    }
+    for (x, k) in old_choices.into_iter().rev() {
+        chosen[x] = k;
+    }
+    (complete && total < -1e-9 * (1.0 + total.abs())).then_some(ref_changes)
 }
 
 /// The exact change in DAG cost of switching class `c` from node `old` to
