@@ -6,7 +6,7 @@
 //! x̃'     = RMSNorm(vec(x))                      (flatten, normalize first)
 //! H̃_pre  = α_pre  · (x̃' φ_pre)  + b_pre          φ_pre  [nC, n]
 //! H̃_post = α_post · (x̃' φ_post) + b_post         φ_post [nC, n]
-//! H̃_res  = α_res  · (x̃' φ_res)  + b_res          φ_res  [nC, n²]
+//! H̃_res  = α_res  · mat(x̃' φ_res) + b_res       φ_res  [nC, n²], b_res [n, n]
 //! H_pre  = σ(H̃_pre),  H_post = 2 σ(H̃_post),  H_res = Sinkhorn-Knopp(H̃_res)
 //! x_next = H_res x + H_postᵀ F(H_pre x)
 //! ```
@@ -41,16 +41,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mean_square = (flat * flat).mean(&[1], true);
     let normed = flat / (mean_square + 1e-6).sqrt();
 
-    // The three affine projections, each with its own φ, α and b.
-    let branch = |name: &str, width: usize| {
+    // The three affine projections, each with its own φ, α and b; the
+    // residual one on mat(·), the n × n matrix of each token's n² mixes.
+    let branch = |name: &str, shape: &[usize]| {
+        let width: usize = shape.iter().product();
         let phi = b.param(&format!("phi_{name}"), DType::F32, &[N * C, width]);
         let alpha = b.param(&format!("alpha_{name}"), DType::F32, &[]);
-        let bias = b.param(&format!("b_{name}"), DType::F32, &[width]);
-        alpha * normed.matmul(phi) + bias
+        let bias = b.param(&format!("b_{name}"), DType::F32, shape);
+        let per_token: Vec<usize> = [T].iter().chain(shape).copied().collect();
+        alpha * normed.matmul(phi).reshape(&per_token) + bias
     };
-    let h_pre = branch("pre", N).sigmoid();
-    let h_post = 2.0 * branch("post", N).sigmoid();
-    let mut h_res = branch("res", N * N).reshape(&[T, N, N]).exp();
+    let h_pre = branch("pre", &[N]).sigmoid();
+    let h_post = 2.0 * branch("post", &[N]).sigmoid();
+    let mut h_res = branch("res", &[N, N]).exp();
     for _ in 0..ROUNDS {
         h_res = normalize(normalize(h_res, 1), 2); // T_r(T_c(M))
     }

@@ -322,4 +322,25 @@ proptest! {
         prop_assert_eq!(count(&out.graph, "row_norm"), 0, "{}", out.graph);
         prop_assert_eq!(count(&out.graph, "exp"), 1, "{}", out.graph);
     }
+
+    /// `α · mat(h) + b` with `b` a matrix (the paper's `H̃_res`): the scale
+    /// and bias move before the reshape that splits the last axis
+    /// (`elementwise-before-split`), in either operand order.
+    #[test]
+    fn an_affine_after_a_split_is_an_affine_before_it(t in 1usize..4, n in 1usize..5, k in 1usize..6, scale_first in any::<bool>(), bias_first in any::<bool>()) {
+        let b = Builder::new("affine_after_split");
+        let x = b.input("x", DType::F64, &[t, k]);
+        let w = b.input("w", DType::F64, &[k, n * n]);
+        let alpha = b.input("alpha", DType::F64, &[]);
+        let bias = b.input("bias", DType::F64, &[n, n]);
+        let m = x.matmul(w).reshape(&[t, n, n]);
+        let a = alpha.broadcast_to(&[t, n, n]);
+        let scaled = if scale_first { a * m } else { m * a };
+        let bb = bias.broadcast_to(&[t, n, n]);
+        let y = if bias_first { bb + scaled } else { scaled + bb };
+        b.output("y", y);
+        let g = b.build().unwrap();
+        let out = passes(&g, &["canonicalize"])?;
+        prop_assert!(applied(&out, "canonicalize", "elementwise-before-split") > 0);
+    }
 }

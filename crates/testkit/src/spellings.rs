@@ -144,6 +144,10 @@ pub struct Spelling {
     pub affine: Affine,
     /// `h · α` instead of `α · h`.
     pub scale_after: bool,
+    /// The residual branch's scale and bias applied to the `[T, n, n]`
+    /// matrix, as the paper writes `α_res · mat(x̂ φ_res) + b_res` with
+    /// `b_res` an `n × n` matrix (with a sliced or split affine).
+    pub res_matrix: bool,
     /// `b + α·h` instead of `α·h + b`.
     pub bias_first: bool,
     /// Split scales and biases stored `[1]` and `[1, k]` (as frameworks
@@ -235,6 +239,7 @@ impl Spelling {
             transposed_product: false,
             affine: Affine::Packed,
             scale_after: true,
+            res_matrix: false,
             bias_first: false,
             keep_dims: false,
             pre_gate: 0,
@@ -283,6 +288,7 @@ impl Spelling {
             transposed_product: false,
             affine: Affine::Split,
             scale_after: false,
+            res_matrix: true,
             bias_first: false,
             keep_dims: false,
             pre_gate: 0,
@@ -469,7 +475,13 @@ fn sublayer<'b>(
                     .map(|(name, w)| {
                         // A scalar α as `[]` or `[1]`, a bias as `[k]` or `[1, k]`.
                         let a_shape: &[usize] = if s.keep_dims { &[1] } else { &[] };
-                        let b_shape: Vec<usize> = if s.keep_dims { vec![1, w] } else { vec![w] };
+                        let b_shape: Vec<usize> = if s.res_matrix && *name == "res" {
+                            vec![n, n]
+                        } else if s.keep_dims {
+                            vec![1, w]
+                        } else {
+                            vec![w]
+                        };
                         let a =
                             params.declare(&format!("{prefix}alpha_{name}"), a_shape, scale_init);
                         let bias =
@@ -492,7 +504,16 @@ fn sublayer<'b>(
             projected
                 .into_iter()
                 .zip(scales.into_iter().zip(biases))
-                .map(|(p, (a, bias))| affine(s, p, a, bias))
+                .enumerate()
+                .map(|(i, (p, (a, bias)))| {
+                    if i == 2 && s.res_matrix {
+                        // The paper's mat(·) first: α_res · mat(x̂ φ_res) + b_res,
+                        // b_res an n×n matrix.
+                        affine(s, p.reshape(&[t, n, n]), a, bias.reshape(&[n, n]))
+                    } else {
+                        affine(s, p, a, bias)
+                    }
+                })
                 .collect()
         }
     };
@@ -879,7 +900,7 @@ pub fn spelling() -> impl Strategy<Value = Spelling> {
             any::<bool>(),
             any::<bool>(),
         ),
-        (0u8..3, 0u8..3, sinkhorn, any::<bool>()),
+        (0u8..3, 0u8..3, sinkhorn, any::<bool>(), any::<bool>()),
         (
             contraction(),
             any::<bool>(),
@@ -892,7 +913,7 @@ pub fn spelling() -> impl Strategy<Value = Spelling> {
         .prop_map(
             |(
                 (projection, rms, affine, scale_after, bias_first, keep_dims),
-                (pre_gate, post_gate, sinkhorn, transposed_product),
+                (pre_gate, post_gate, sinkhorn, transposed_product, res_matrix),
                 (apply_mix, layer_input_3d, residual_mix, outer_matmul, outer_first),
                 settings,
             )| {
@@ -904,6 +925,7 @@ pub fn spelling() -> impl Strategy<Value = Spelling> {
                 Spelling {
                     projection,
                     transposed_product,
+                    res_matrix,
                     rms,
                     affine,
                     scale_after,

@@ -8,7 +8,7 @@
 //! point, inside `docs/design.md` §3's op-family tolerances; nothing here reorders a
 //! sum.
 
-use birkhoff_ir::{DType, Literal, Op};
+use birkhoff_ir::{DType, Literal, Op, TensorType};
 use egg::Id;
 
 use super::{Action, Ctx, Rule, commuted, nodes_where, rewrite_to, splat, union};
@@ -71,6 +71,11 @@ pub(crate) fn rules() -> Vec<Rule> {
             name: "pow-to-root",
             search: pow_to_root,
         },
+        // op(reshape(p), broadcast(g)) = reshape(op(p, broadcast(g'))) when the reshape splits p's last axis (α·mat(h) + b).
+        Rule {
+            name: "elementwise-before-split",
+            search: elementwise_before_split,
+        },
         // x + x = x * 2 (2·σ written σ + σ).
         Rule {
             name: "add-self-to-mul-two",
@@ -101,6 +106,99 @@ fn pow_to_root(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
             _ => continue,
         };
         out.push(rewrite_to(c, op, vec![x]));
+    }
+}
+
+/// `[T, W]` to `[T, d1, …, dk]` with `d1⋯dk = W`: a reshape that splits
+/// the last axis, as `mat(·)` turns a row of `n²` mixes into `n × n`.
+fn splits_last_axis(from: &[usize], to: &[usize]) -> bool {
+    from.len() == 2
+        && to.len() > 2
+        && to[0] == from[0]
+        && to[1..].iter().product::<usize>() == from[1]
+}
+
+fn elementwise_before_split(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
+    let eg = ctx.eg;
+    let Some(ty) = super::tensor(eg, c).filter(|t| t.dtype.is_float()).cloned() else {
+        return;
+    };
+    let to = ty.shape.clone();
+    for op in [Op::Mul, Op::Add, Op::Sub, Op::Div] {
+        for args in super::args_of(eg, c, &op) {
+            for (side, (r, f)) in [(args[0], args[1]), (args[1], args[0])]
+                .into_iter()
+                .enumerate()
+            {
+                for p in super::reshape_sources(eg, r) {
+                    let from = super::shape(eg, p).to_vec();
+                    if !splits_last_axis(&from, &to) {
+                        continue;
+                    }
+                    // f as a function of the split axes only: a splat, or a
+                    // broadcast of g whose dims over them are all 1 or all
+                    // full (and 1 over the leading axis, if it has one).
+                    let split = &to[1..];
+                    let flat: Option<Vec<usize>> = if super::splat(eg, f).is_some() {
+                        Some(vec![])
+                    } else {
+                        None
+                    };
+                    let mut operands: Vec<(Id, Vec<usize>)> = Vec::new();
+                    if let Some(v) = flat {
+                        operands.push((f, v));
+                    }
+                    for g in super::broadcast_sources(eg, f) {
+                        let gs = super::shape(eg, g).to_vec();
+                        if gs.len() > to.len() || (gs.len() == to.len() && gs[0] != 1) {
+                            continue;
+                        }
+                        let tail: Vec<usize> =
+                            gs.iter().rev().take(split.len()).rev().copied().collect();
+                        let pad = split.len() - tail.len();
+                        let all_one = tail.iter().all(|&d| d == 1);
+                        let full = pad == 0 && tail == split;
+                        if all_one {
+                            operands.push((g, vec![1]));
+                        } else if full {
+                            operands.push((g, vec![from[1]]));
+                        }
+                    }
+                    let op = op.clone();
+                    let to = to.clone();
+                    let from = from.clone();
+                    let dtype = ty.dtype;
+                    for (g, g_flat) in operands {
+                        let op = op.clone();
+                        let to = to.clone();
+                        let from = from.clone();
+                        out.push(Action::custom(move |eg| {
+                            let operand = if g_flat.is_empty() {
+                                let v = super::splat(eg, g).expect("a splat class");
+                                super::build::splat(eg, TensorType::new(dtype, from.clone()), v)
+                            } else {
+                                let Some(b) = super::build::reshape(eg, g, &g_flat)
+                                    .and_then(|gf| super::build::broadcast(eg, gf, &from))
+                                else {
+                                    return vec![];
+                                };
+                                b
+                            };
+                            let children = if side == 0 {
+                                vec![p, operand]
+                            } else {
+                                vec![operand, p]
+                            };
+                            crate::lang::add_checked(eg, op, children)
+                                .and_then(|y| super::build::reshape(eg, y, &to))
+                                .map(|y| (c, y))
+                                .into_iter()
+                                .collect()
+                        }));
+                    }
+                }
+            }
+        }
     }
 }
 
