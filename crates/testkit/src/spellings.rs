@@ -47,6 +47,12 @@ pub enum Projection {
         /// Stored `[k, nC]`.
         output_major: bool,
     },
+    /// Two: the gates' `φ_gates [2n, nC]` (pre then post) and `φ_res`, laid
+    /// out as `output_major` says.
+    Pair {
+        /// Stored `[k, nC]`.
+        output_major: bool,
+    },
 }
 
 /// Where the RMS factor is applied and how it is written.
@@ -398,7 +404,7 @@ fn sublayer<'b>(
     // each one's columns start.
     let order = match s.projection {
         Projection::Packed { order, .. } => ORDERS[usize::from(order) % ORDERS.len()],
-        Projection::Split { .. } => [0, 1, 2],
+        Projection::Split { .. } | Projection::Pair { .. } => [0, 1, 2],
     };
     let mut starts = [0; 3];
     let mut lo = 0;
@@ -467,6 +473,23 @@ fn sublayer<'b>(
                         project(s, h, phi, &factor)
                     })
                     .collect(),
+                Projection::Pair { output_major } => {
+                    let declare = |params: &mut Params<'_, 'b>, name: &str, w: usize| {
+                        let name = format!("{prefix}phi_{name}");
+                        if output_major {
+                            params.declare(&name, &[w, k], w_init).transpose()
+                        } else {
+                            params.declare(&name, &[k, w], w_init)
+                        }
+                    };
+                    let gates = project(s, h, declare(&mut params, "gates", 2 * n), &factor);
+                    let res = project(s, h, declare(&mut params, "res", n * n), &factor);
+                    vec![
+                        gates.slice(&[0, 0], &[t, n]),
+                        gates.slice(&[0, n], &[t, 2 * n]),
+                        res,
+                    ]
+                }
             };
             let (scales, biases): (Vec<Var<'b>>, Vec<Var<'b>>) = match affine_kind {
                 Affine::Split => ["pre", "post", "res"]
@@ -822,6 +845,7 @@ pub fn spelling() -> impl Strategy<Value = Spelling> {
             order
         }),
         any::<bool>().prop_map(|output_major| Projection::Split { output_major }),
+        any::<bool>().prop_map(|output_major| Projection::Pair { output_major }),
     ];
     let rms = (
         any::<bool>(),
@@ -919,7 +943,9 @@ pub fn spelling() -> impl Strategy<Value = Spelling> {
             )| {
                 // The zoo's packed affine needs the packed projection.
                 let affine = match (affine, projection) {
-                    (Affine::Packed, Projection::Split { .. }) => Affine::Sliced,
+                    (Affine::Packed, Projection::Split { .. } | Projection::Pair { .. }) => {
+                        Affine::Sliced
+                    }
                     (a, _) => a,
                 };
                 Spelling {
