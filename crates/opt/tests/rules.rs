@@ -343,4 +343,23 @@ proptest! {
         let out = passes(&g, &["canonicalize"])?;
         prop_assert!(applied(&out, "canonicalize", "elementwise-before-split") > 0);
     }
+
+    /// A sum reduced away and reshaped back (`x.sum(-1)[..., None]`) is a
+    /// keepdims sum (`reshape-to-keepdims`): a normalization written so is
+    /// found.
+    #[test]
+    fn an_unsqueezed_sum_is_a_keepdims_sum(t in 1usize..4, n in 1usize..6, rows in any::<bool>()) {
+        let b = Builder::new("unsqueezed");
+        let x = b.input("x", DType::F64, &[t, n]);
+        let axis = if rows { 1 } else { 0 };
+        let mut kept = vec![t, n];
+        kept[axis] = 1;
+        let s = x.sum(&[axis], false).reshape(&kept).broadcast_to(&[t, n]);
+        b.output("y", x / s);
+        let g = b.build().unwrap();
+        let out = passes(&g, &["canonicalize", "recognize"])?;
+        prop_assert!(applied(&out, "canonicalize", "reshape-to-keepdims") > 0);
+        let norm = if rows { "row_norm" } else { "col_norm" };
+        prop_assert_eq!(count(&out.graph, norm), 1, "{}", out.graph);
+    }
 }

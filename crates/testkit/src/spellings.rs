@@ -69,6 +69,9 @@ pub struct Rms {
     pub divide: bool,
     /// `eps + ms` instead of `ms + eps`.
     pub eps_first: bool,
+    /// The sum of squares reduced without keepdims, then reshaped to
+    /// `[T, 1]` (`x.sum(-1)[..., None]`).
+    pub unsqueeze: bool,
     /// A per-channel weight `γ [nC]` after the factor, as PyTorch's
     /// `nn.RMSNorm` has (only with `before`: `RMSNorm(x̃) · φ`).
     pub weight: bool,
@@ -125,6 +128,8 @@ pub struct SinkhornSpelling {
     /// `2` `log Σ exp(z)`, or `3` the max subtracted first, `(z − m) −
     /// log Σ exp(z − m)`; `0` not.
     pub log_domain: u8,
+    /// Normalizing sums reduced without keepdims, then reshaped back.
+    pub unsqueeze: bool,
 }
 
 /// How a contraction (apply_mix, the residual mix) is written.
@@ -240,6 +245,7 @@ impl Spelling {
                 pow: false,
                 divide: false,
                 eps_first: false,
+                unsqueeze: false,
                 weight: false,
             },
             transposed_product: false,
@@ -257,6 +263,7 @@ impl Spelling {
                 plain_softmax: false,
                 shift: 0,
                 log_domain: 0,
+                unsqueeze: false,
             },
             apply_mix: Contraction::MatMul,
             layer_input_3d: false,
@@ -289,6 +296,7 @@ impl Spelling {
                 pow: true,
                 divide: true,
                 eps_first: false,
+                unsqueeze: false,
                 weight: false,
             },
             transposed_product: false,
@@ -306,6 +314,7 @@ impl Spelling {
                 plain_softmax: false,
                 shift: 0,
                 log_domain: 0,
+                unsqueeze: false,
             },
             apply_mix: Contraction::MatMul,
             layer_input_3d: true,
@@ -623,7 +632,7 @@ fn rms_factor<'b>(b: &'b Builder, xf: Var<'b>, r: &Rms, eps: f64, dtype: DType) 
     } else {
         xf * xf
     };
-    let sum = sq.sum(&[1], true);
+    let sum = sum_kept(sq, 1, r.unsqueeze);
     let ms = if r.divide {
         sum / k as f64
     } else {
@@ -686,8 +695,20 @@ fn post_gate<'b>(s: &Spelling, z: Var<'b>, mult: f64) -> Var<'b> {
 }
 
 /// `x` divided by its sum over `axis` (plus `eps`), as spelled.
+/// `x` summed over `axis` with that axis kept as 1: by keepdims, or
+/// (`unsqueeze`) reduced away and reshaped back.
+fn sum_kept(x: Var<'_>, axis: usize, unsqueeze: bool) -> Var<'_> {
+    if unsqueeze {
+        let mut kept = x.shape();
+        kept[axis] = 1;
+        x.sum(&[axis], false).reshape(&kept)
+    } else {
+        x.sum(&[axis], true)
+    }
+}
+
 fn normalize<'b>(s: &SinkhornSpelling, x: Var<'b>, axis: usize, eps: f64) -> Var<'b> {
-    let sum = x.sum(&[axis], true);
+    let sum = sum_kept(x, axis, s.unsqueeze);
     let d = if eps == 0.0 {
         sum
     } else if s.eps_first {
@@ -860,16 +881,20 @@ pub fn spelling() -> impl Strategy<Value = Spelling> {
         any::<bool>(),
         any::<bool>(),
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(before, factor, pow, divide, eps_first, weight)| Rms {
-            before,
-            factor,
-            pow,
-            divide,
-            eps_first,
-            // γ only where RMSNorm comes first: RMSNorm(x̃) · φ.
-            weight: weight && before,
-        });
+        .prop_map(
+            |(before, factor, pow, divide, eps_first, unsqueeze, weight)| Rms {
+                before,
+                factor,
+                pow,
+                divide,
+                eps_first,
+                unsqueeze,
+                // γ only where RMSNorm comes first: RMSNorm(x̃) · φ.
+                weight: weight && before,
+            },
+        );
     let affine = prop_oneof![
         Just(Affine::Packed),
         Just(Affine::Sliced),
@@ -882,15 +907,19 @@ pub fn spelling() -> impl Strategy<Value = Spelling> {
         any::<bool>(),
         0u8..3,
         prop_oneof![3 => Just(0u8), 1 => 1u8..4],
+        any::<bool>(),
     )
         .prop_map(
-            |(mul_recip, eps_first, on_h_res, plain_softmax, shift, log_domain)| SinkhornSpelling {
-                mul_recip,
-                eps_first,
-                on_h_res,
-                plain_softmax,
-                shift,
-                log_domain,
+            |(mul_recip, eps_first, on_h_res, plain_softmax, shift, log_domain, unsqueeze)| {
+                SinkhornSpelling {
+                    mul_recip,
+                    eps_first,
+                    on_h_res,
+                    plain_softmax,
+                    shift,
+                    log_domain,
+                    unsqueeze,
+                }
             },
         );
     let contraction = || prop_oneof![Just(Contraction::MatMul), Just(Contraction::BroadcastSum)];

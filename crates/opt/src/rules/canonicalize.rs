@@ -76,6 +76,11 @@ pub(crate) fn rules() -> Vec<Rule> {
             name: "elementwise-before-split",
             search: elementwise_before_split,
         },
+        // reshape(reduce(x, axes), keepdims shape) = reduce(x, axes, keepdims) (x.sum(-1)[..., None]).
+        Rule {
+            name: "reshape-to-keepdims",
+            search: reshape_to_keepdims,
+        },
         // x + x = x * 2 (2·σ written σ + σ).
         Rule {
             name: "add-self-to-mul-two",
@@ -198,6 +203,51 @@ fn elementwise_before_split(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
                     }
                 }
             }
+        }
+    }
+}
+
+fn reshape_to_keepdims(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
+    let eg = ctx.eg;
+    let to = super::shape(eg, c).to_vec();
+    for r in super::reshape_sources(eg, c) {
+        for n in nodes_where(eg, r, |op| {
+            matches!(
+                op,
+                Op::ReduceSum {
+                    keepdims: false,
+                    ..
+                } | Op::ReduceMax {
+                    keepdims: false,
+                    ..
+                }
+            )
+        }) {
+            let x = n.children[0];
+            let (Op::ReduceSum { axes, .. } | Op::ReduceMax { axes, .. }) = &n.op else {
+                continue;
+            };
+            // The keepdims shape: x's, with 1 on the reduced axes.
+            let kept: Vec<usize> = super::shape(eg, x)
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
+                .collect();
+            if kept != to {
+                continue;
+            }
+            let op = match &n.op {
+                Op::ReduceSum { axes, .. } => Op::ReduceSum {
+                    axes: axes.clone(),
+                    keepdims: true,
+                },
+                Op::ReduceMax { axes, .. } => Op::ReduceMax {
+                    axes: axes.clone(),
+                    keepdims: true,
+                },
+                _ => continue,
+            };
+            out.push(rewrite_to(c, op, vec![x]));
         }
     }
 }
