@@ -777,8 +777,9 @@ fn sinkhorn<'b>(s: &Spelling, logits: Var<'b>, cfg: &SinkhornConfig) -> Var<'b> 
     }
 }
 
-/// `z − logsumexp(z, axis)`, as spelled (see `SinkhornSpelling::log_domain`).
-fn log_normalize(spelling: u8, z: Var<'_>, axis: usize) -> Var<'_> {
+/// `z − logsumexp(z, axis)`, with `lse` spelled as
+/// [`SinkhornSpelling::log_domain`] says (`1`, `2` or `3`).
+pub fn log_normalize(spelling: u8, z: Var<'_>, axis: usize) -> Var<'_> {
     let shape = z.shape();
     let m = z.max_over(&[axis], true);
     let mb = m.broadcast_to(&shape);
