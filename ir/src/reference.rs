@@ -476,7 +476,9 @@ pub(crate) fn post_mix_grad(
 ///
 /// Per token the forward is recomputed from `x` (RMS factor `f`, the dot
 /// products `dot_r` with the rows of `fn`, `mixes = dot·f`, the logits
-/// `z = mixes·scale[seg] + base`, the gates), then, with `σ' = σ(1 − σ)`:
+/// `z = mixes·scale[seg] + base`, the gates), then, with `σ' = σ(z)·σ(−z)`
+/// (not `σ(1 − σ)`: for large `z`, `1 − σ` of a rounded `σ` keeps few of
+/// its bits):
 /// `dz` is `(Σ_c d_li[c]·x[i,c])·σ'` for the pre gates, `d_post·post_mult·σ'`
 /// for the post gates and [`sinkhorn_grad`] of the comb logits;
 /// `d_scale[seg] += dz·mixes`, `d_base += dz`; the projection's cotangent
@@ -527,16 +529,21 @@ pub(crate) fn pre_mix_grad(
             .map(|q| (r.store)((r.store)(mixes[q] * scale[seg(q)]) + base[q]))
             .collect();
         let sig: Vec<f64> = z[..2 * n].iter().map(|&v| (r.store)(sigmoid(v))).collect();
+        // σ'(z) = σ(z)·σ(−z).
+        let dsig: Vec<f64> = z[..2 * n]
+            .iter()
+            .zip(&sig)
+            .map(|(&v, &s)| (r.store)(s * (r.store)(sigmoid(-v))))
+            .collect();
         let pre: Vec<f64> = sig[..n].iter().map(|&s| (r.store)(s + pre_eps)).collect();
         let mut dz = Vec::with_capacity(m);
         for i in 0..n {
             let d_pre = sum(c, &|cc| lt[cc] * xt[i * c + cc]);
-            dz.push((r.store)(d_pre * (r.store)(sig[i] * (1.0 - sig[i]))));
+            dz.push((r.store)(d_pre * dsig[i]));
         }
         for i in 0..n {
-            let s = sig[n + i];
             let d = (r.store)(d_post[tok * n + i] * post_mult);
-            dz.push((r.store)(d * (r.store)(s * (1.0 - s))));
+            dz.push((r.store)(d * dsig[n + i]));
         }
         dz.extend(sinkhorn_grad(
             &z[2 * n..],

@@ -47,7 +47,7 @@
 //!
 //! * `mhc_pre_grad(x, fn, scale, base, d_li, d_post, d_comb)`: the
 //!   forward of `mhc_pre` up to the logits, then `dz` per gate
-//!   (`d_pre·σ(1−σ)`, `d_post·post_mult·σ(1−σ)`, and the `sinkhorn_grad`
+//!   (`d_pre·σ(z)σ(−z)`, `d_post·post_mult·σ(z)σ(−z)`, and the `sinkhorn_grad`
 //!   expansion for the comb logits), `d_base = Σ_T dz`,
 //!   `d_scale = Σ_T Σ_seg dz·mixes`, the projection cotangent
 //!   `g = dz·scale·rms`, `d_fn = gᵀ·x_flat` and
@@ -651,23 +651,24 @@ impl Builder<'_> {
         let sq = self.op(Op::Sigmoid, &[zq])?;
         let zc = self.slice(z, &[0, 2 * n], &[t, m])?;
         let logits = self.reshape(zc, &[t, n, n])?;
-        // σ' = σ − σ².
-        let dsig = |b: &mut Self, s: ValueId| -> Result<ValueId> {
-            let s2 = b.op(Op::Mul, &[s, s])?;
-            b.op(Op::Sub, &[s, s2])
+        // σ'(z) = σ(z)·σ(−z), as the reference computes it.
+        let dsig = |b: &mut Self, s: ValueId, z: ValueId| -> Result<ValueId> {
+            let neg = b.op(Op::Neg, &[z])?;
+            let sn = b.op(Op::Sigmoid, &[neg])?;
+            b.op(Op::Mul, &[s, sn])
         };
         // apply_mix: d_pre[t, i] = Σ_c d_li[t, c]·x[t, i, c].
         let lc = self.reshape(d_li, &[t, c, 1])?;
         let d_pre = self.op(Op::MatMul, &[x, lc])?;
         let d_pre = self.reshape(d_pre, &[t, n])?;
-        let dp = dsig(self, sp)?;
+        let dp = dsig(self, sp, zp)?;
         let dzp = self.op(Op::Mul, &[d_pre, dp])?;
         let d_post = if post_mult == 1.0 {
             d_post
         } else {
             self.with_const(Op::Mul, d_post, post_mult)?
         };
-        let dq = dsig(self, sq)?;
+        let dq = dsig(self, sq, zq)?;
         let dzq = self.op(Op::Mul, &[d_post, dq])?;
         let dzc = self.sinkhorn_grad(logits, d_comb, spec, eps)?;
         let dzc = self.reshape(dzc, &[t, n * n])?;

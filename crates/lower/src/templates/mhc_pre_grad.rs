@@ -47,7 +47,7 @@ use birkhoff_ir::kernel::{BufferId, Expr, Gemm, Index, Matrix, Stmt, VarId};
 use birkhoff_ir::{DType, Op, PreMixSpec, TensorType};
 
 use super::kernel_builder::{
-    KernelBuilder, add, at, div, index_coeff, join, load, mul, set, store, sub, unary, var,
+    KernelBuilder, add, at, div, index_coeff, join, load, mul, set, store, unary, var,
 };
 use super::sinkhorn_grad::lower_sinkhorn_grad;
 use crate::builder::ProgramBuilder;
@@ -87,9 +87,10 @@ fn seg(r: usize, n: usize) -> usize {
     }
 }
 
-/// `σ(z)·(1 − σ(z))` for the value `s = σ(z)`.
-fn dsig(kb: &KernelBuilder, s: VarId) -> Expr {
-    mul(var(s), sub(kb.c(1.0), var(s)))
+/// `σ'(z) = σ(z)·σ(−z)` for the value `s = σ(z)`: not `σ(1 − σ)`, whose
+/// `1 − σ` of a rounded `σ` keeps few bits for large `z`.
+fn dsig(s: VarId, z: Expr) -> Expr {
+    mul(var(s), unary(Op::Sigmoid, unary(Op::Neg, z)))
 }
 
 /// Appends the kernels of an `mhc_pre_grad`.
@@ -258,7 +259,7 @@ pub(crate) fn lower_pre_mix_grad(pb: &mut ProgramBuilder, p: &PreMixGrad) -> Res
                 load(p.base, Index::constant(index_coeff(r))),
             );
             if r < 2 * n {
-                body.push(set(sg, unary(Op::Sigmoid, z)));
+                body.push(set(sg, unary(Op::Sigmoid, z.clone())));
             }
             if r < n {
                 let gate = match &pre_eps {
@@ -266,7 +267,7 @@ pub(crate) fn lower_pre_mix_grad(pb: &mut ProgramBuilder, p: &PreMixGrad) -> Res
                     None => var(sg),
                 };
                 body.push(set(pre[r], gate));
-                body.push(set(dz, mul(var(dp[r]), dsig(kb, sg))));
+                body.push(set(dz, mul(var(dp[r]), dsig(sg, z))));
             } else if r < 2 * n {
                 let d = mul(
                     load(
@@ -275,7 +276,7 @@ pub(crate) fn lower_pre_mix_grad(pb: &mut ProgramBuilder, p: &PreMixGrad) -> Res
                     ),
                     post_mult.clone(),
                 );
-                body.push(set(dz, mul(d, dsig(kb, sg))));
+                body.push(set(dz, mul(d, dsig(sg, z))));
             } else {
                 let q = Index::var(tok, index_coeff(nn)).shifted(index_coeff(r - 2 * n));
                 body.push(set(dz, load(d_logits, q)));
