@@ -3,15 +3,16 @@
 use std::fmt::Write;
 
 use crate::graph::Graph;
+use crate::literal::LiteralValues;
 use crate::op::Op;
-use crate::print::value_name;
+use crate::print::{op_to_string, value_name};
 
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 /// The graph in Graphviz DOT: one box per node labelled with its value,
-/// op and type; inputs and outputs highlighted; edges from operand to user.
+/// op, attributes and type (a dense constant without its values); inputs and outputs highlighted; edges from operand to user.
 pub fn to_dot(graph: &Graph) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "digraph \"{}\" {{", escape(graph.name()));
@@ -23,8 +24,19 @@ pub fn to_dot(graph: &Graph) -> String {
                 format!("{} : {}", value_name(graph, v), node.ty),
                 ", style=filled, fillcolor=\"#dbeafe\"",
             ),
-            Op::Const(_) => (format!("{} = const : {}", v, node.ty), ", style=dashed"),
-            op => (format!("{} = {} : {}", v, op.mnemonic(), node.ty), ""),
+            // A dense constant's values would swamp the picture.
+            Op::Const(lit) if !matches!(lit.values(), LiteralValues::Splat(_)) => (
+                format!("{} = const : {}", value_name(graph, v), node.ty),
+                ", style=dashed",
+            ),
+            Op::Const(_) => (
+                format!("{} = {}", value_name(graph, v), op_to_string(graph, v)),
+                ", style=dashed",
+            ),
+            _ => (
+                format!("{} = {}", value_name(graph, v), op_to_string(graph, v)),
+                "",
+            ),
         };
         let _ = writeln!(s, "  n{} [label=\"{}\"{style}];", v.index(), escape(&label));
         for (i, a) in node.args.iter().enumerate() {

@@ -210,8 +210,13 @@ impl Graph {
     /// Appends a node as given, unchecked: the parser and passes use this
     /// and run the verifier afterwards. An `Op::Input` pushed this way is
     /// not a graph input until listed by [`Graph::add_input`].
-    pub fn push(&mut self, node: Node) -> ValueId {
+    ///
+    /// Float attributes are stored rounded to the op's compute type
+    /// ([`Op::attr_dtype`]), so that a graph prints them as written
+    /// (`eps=1e-6` in an f32 graph) and reads back bit for bit.
+    pub fn push(&mut self, mut node: Node) -> ValueId {
         let v = ValueId::new(self.nodes.len());
+        node.op = node.op.with_attrs_rounded_to(Op::attr_dtype(&node.ty));
         self.nodes.push(node);
         v
     }

@@ -70,10 +70,16 @@ fn check_eps(op: &Op, name: &str, v: FloatAttr, allow_negative: bool) -> Result<
     if x.is_finite() && (allow_negative || x >= 0.0) {
         Ok(())
     } else {
+        // As written: an f32 op holds `-0.1` rounded to f32.
+        let shown = if DType::F32.holds(x) {
+            (x as f32).to_string()
+        } else {
+            x.to_string()
+        };
         Err(invalid(
             op,
             format!(
-                "{name}={x} must be finite{}",
+                "{name}={shown} must be finite{}",
                 if allow_negative {
                     ""
                 } else {

@@ -68,9 +68,10 @@ pub use parse::{
     Location, SourceMap, parse_and_verify, parse_graph, parse_module, parse_module_with_locations,
     verify_located,
 };
-pub use print::{node_to_string, value_name};
+pub use print::{node_to_string, op_to_string, value_name};
 pub use tensor::{Tensor, TensorData};
 pub use types::{
-    DType, MAX_ELEMENTS, MAX_RANK, TensorType, Type, num_elements, round_bf16, strides,
+    DType, MAX_ELEMENTS, MAX_RANK, TensorType, Type, format_bytes, num_elements, round_bf16,
+    strides,
 };
 pub use verify::{dead_values, eliminate_dead_nodes, is_identifier, verify};

@@ -9,7 +9,7 @@
 //! `docs/adding-an-op.md`.
 
 use crate::literal::Literal;
-use crate::types::{DType, TensorType};
+use crate::types::{DType, TensorType, Type};
 
 /// Whether a graph input is data (activations, fed per call) or a parameter
 /// (weights: trainable, usually constant across calls).
@@ -621,6 +621,46 @@ pub enum Arity {
 }
 
 impl Op {
+    /// The op with every float attribute rounded to `dtype` (see
+    /// [`Op::attr_dtype`]): the constant a kernel computing in `dtype`
+    /// holds, and what the printer writes in `dtype`'s shortest spelling.
+    pub fn with_attrs_rounded_to(self, dtype: DType) -> Op {
+        if !matches!(dtype, DType::F32 | DType::Bf16) {
+            return self;
+        }
+        match self {
+            Op::RowNorm { eps } => Op::RowNorm {
+                eps: eps.rounded_to(dtype),
+            },
+            Op::ColNorm { eps } => Op::ColNorm {
+                eps: eps.rounded_to(dtype),
+            },
+            Op::RmsNorm { eps } => Op::RmsNorm {
+                eps: eps.rounded_to(dtype),
+            },
+            Op::HcPre { norm_eps } => Op::HcPre {
+                norm_eps: norm_eps.rounded_to(dtype),
+            },
+            Op::Sinkhorn(s) => Op::Sinkhorn(s.rounded_to(dtype)),
+            Op::SinkhornGrad(s) => Op::SinkhornGrad(s.rounded_to(dtype)),
+            Op::MhcPre(s) => Op::MhcPre(s.rounded_to(dtype)),
+            Op::MhcPreGrad(s) => Op::MhcPreGrad(s.rounded_to(dtype)),
+            Op::MhcPreProjected(s) => Op::MhcPreProjected(s.rounded_to(dtype)),
+            op => op,
+        }
+    }
+
+    /// The type an op's float attributes are constants of, given its
+    /// result type: the op's compute type, which is `f32` for `bf16` ops
+    /// (bf16 is a storage type) and the element type otherwise.
+    pub fn attr_dtype(ty: &Type) -> DType {
+        let d = match ty {
+            Type::Tensor(t) => t.dtype,
+            Type::Tuple(ts) => ts.first().map_or(DType::F64, |t| t.dtype),
+        };
+        if d == DType::Bf16 { DType::F32 } else { d }
+    }
+
     /// The text-IR mnemonic.
     pub fn mnemonic(&self) -> &'static str {
         match self {

@@ -39,8 +39,9 @@ fn write_list(f: &mut impl Write, xs: &[usize]) -> fmt::Result {
     f.write_char(']')
 }
 
-/// Writes the right-hand side of a node: `MNEMONIC OPERANDS, ATTRS : TYPE`.
-fn write_rhs(f: &mut impl Write, graph: &Graph, v: ValueId) -> fmt::Result {
+/// Writes the right-hand side of a node: `MNEMONIC OPERANDS, ATTRS : TYPE`,
+/// or without the operands (`MNEMONIC ATTRS : TYPE`) for a label.
+fn write_rhs(f: &mut impl Write, graph: &Graph, v: ValueId, operands: bool) -> fmt::Result {
     let node = graph.node(v);
     f.write_str(node.op.mnemonic())?;
     if let Op::Const(lit) = &node.op {
@@ -61,8 +62,9 @@ fn write_rhs(f: &mut impl Write, graph: &Graph, v: ValueId) -> fmt::Result {
         }
         return write!(f, " : {}", node.ty);
     }
+    let ad = Op::attr_dtype(&node.ty);
     let mut sep = " ";
-    for &a in &node.args {
+    for &a in node.args.iter().filter(|_| operands) {
         // An out-of-range operand only occurs in graphs the verifier is
         // about to reject; print it rather than panic.
         let name = if a.index() < graph.len() {
@@ -93,35 +95,39 @@ fn write_rhs(f: &mut impl Write, graph: &Graph, v: ValueId) -> fmt::Result {
             write_list(f, end)?;
         }
         Op::RowNorm { eps } | Op::ColNorm { eps } | Op::RmsNorm { eps } => {
-            write_float(f, sep, "eps", *eps)?;
+            write_float(f, sep, "eps", *eps, ad)?;
         }
         Op::Softmax { axis } => write!(f, "{sep}axis={axis}")?,
-        Op::Sinkhorn(spec) | Op::SinkhornGrad(spec) => write_sinkhorn(f, sep, spec)?,
+        Op::Sinkhorn(spec) | Op::SinkhornGrad(spec) => write_sinkhorn(f, sep, spec, ad)?,
         Op::MhcPre(spec) | Op::MhcPreGrad(spec) | Op::MhcPreProjected(spec) => {
-            write_pre_mix(f, sep, spec)?;
+            write_pre_mix(f, sep, spec, ad)?;
         }
-        Op::HcPre { norm_eps } => write_float(f, sep, "norm_eps", *norm_eps)?,
+        Op::HcPre { norm_eps } => write_float(f, sep, "norm_eps", *norm_eps, ad)?,
         Op::Get { index } => write!(f, "{sep}index={index}")?,
         _ => {}
     }
     write!(f, " : {}", node.ty)
 }
 
-fn write_float(f: &mut impl Write, sep: &str, key: &str, v: FloatAttr) -> fmt::Result {
+/// Writes `key=v` in the shortest spelling of the attribute's type `d`
+/// (so `1e-6` in an f32 op reads `1e-6`, not the f64 digits of its f32
+/// rounding); a value `d` does not hold exactly prints in full.
+fn write_float(f: &mut impl Write, sep: &str, key: &str, v: FloatAttr, d: DType) -> fmt::Result {
     write!(f, "{sep}{key}=")?;
-    format_scalar(f, DType::F64, v.get())
+    let d = if d.holds(v.get()) { d } else { DType::F64 };
+    format_scalar(f, d, v.get())
 }
 
-fn write_sinkhorn(f: &mut impl Write, sep: &str, s: &SinkhornSpec) -> fmt::Result {
+fn write_sinkhorn(f: &mut impl Write, sep: &str, s: &SinkhornSpec, d: DType) -> fmt::Result {
     write!(f, "{sep}variant={}, iters={}", s.variant.name(), s.iters)?;
-    write_float(f, ", ", "eps", s.eps)
+    write_float(f, ", ", "eps", s.eps, d)
 }
 
-fn write_pre_mix(f: &mut impl Write, sep: &str, s: &PreMixSpec) -> fmt::Result {
-    write_float(f, sep, "norm_eps", s.norm_eps)?;
-    write_float(f, ", ", "pre_eps", s.pre_eps)?;
-    write_float(f, ", ", "post_mult", s.post_mult)?;
-    write_sinkhorn(f, ", ", &s.sinkhorn)
+fn write_pre_mix(f: &mut impl Write, sep: &str, s: &PreMixSpec, d: DType) -> fmt::Result {
+    write_float(f, sep, "norm_eps", s.norm_eps, d)?;
+    write_float(f, ", ", "pre_eps", s.pre_eps, d)?;
+    write_float(f, ", ", "post_mult", s.post_mult, d)?;
+    write_sinkhorn(f, ", ", &s.sinkhorn, d)
 }
 
 /// One node as a line of text (without indentation), e.g.
@@ -138,8 +144,17 @@ pub fn node_to_string(graph: &Graph, v: ValueId) -> String {
         let _ = write!(s, "{kw}{}: {}", value_name(graph, v), node.ty);
     } else {
         let _ = write!(s, "{} = ", value_name(graph, v));
-        let _ = write_rhs(&mut s, graph, v);
+        let _ = write_rhs(&mut s, graph, v, true);
     }
+    s
+}
+
+/// A node's op with its attributes and type but not its operands, e.g.
+/// `sinkhorn variant=paper, iters=20, eps=0.0 : f32[4,4,4]` (graph
+/// pictures draw the operands as edges).
+pub fn op_to_string(graph: &Graph, v: ValueId) -> String {
+    let mut s = String::new();
+    let _ = write_rhs(&mut s, graph, v, false);
     s
 }
 

@@ -305,3 +305,21 @@ impl fmt::Display for Type {
         }
     }
 }
+
+/// `bytes` in the largest binary unit that keeps the number at least 1,
+/// with two decimals (`512 B`, `1.50 KiB`, `589.12 MiB`): small graphs
+/// read `3.25 KiB`, not `0.00 MiB`.
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}

@@ -353,27 +353,24 @@ fn semantic_and_fused_ops_round_trip() {
     let g = parse_and_verify(FUSED).unwrap().remove(0);
     assert_eq!(g.to_string(), FUSED);
     assert_eq!(parse_one(&g.to_string()), g);
-    // The attributes were read, not just echoed.
+    // The attributes were read, not just echoed; an f32 op stores them
+    // rounded to f32, the constants its kernel computes with.
+    let e6 = FloatAttr(f64::from(1e-6_f32));
     let ops: Vec<&Op> = g.nodes().iter().map(|n| &n.op).collect();
-    assert_eq!(
-        ops[6],
-        &Op::ColNorm {
-            eps: FloatAttr(1e-6)
-        }
-    );
+    assert_eq!(ops[6], &Op::ColNorm { eps: e6 });
     assert_eq!(ops[7], &Op::Softmax { axis: 1 });
     assert_eq!(
         ops[10],
         &Op::Sinkhorn(SinkhornSpec {
             variant: SinkhornVariant::TileKernels,
             iters: 20,
-            eps: FloatAttr(1e-6),
+            eps: e6,
         })
     );
     assert_eq!(
         ops[11],
         &Op::MhcPre(PreMixSpec {
-            norm_eps: FloatAttr(1e-6),
+            norm_eps: e6,
             pre_eps: FloatAttr(-0.5),
             post_mult: FloatAttr(2.0),
             sinkhorn: SinkhornSpec {

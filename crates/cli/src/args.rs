@@ -419,6 +419,10 @@ pub struct CompileArgs {
     /// Directory for --dump-after files (created if missing).
     #[arg(long, value_name = "DIR", default_value = "dumps")]
     pub dump_dir: PathBuf,
+    /// Format of the --dump-after files: IR text (`NN-pass.bir`) or
+    /// Graphviz DOT (`NN-pass.dot`, one picture per pass).
+    #[arg(long, value_enum, default_value = "text")]
+    pub dump_format: DumpFormat,
     /// Print the fusion report.
     #[arg(long)]
     pub fusion_report: bool,

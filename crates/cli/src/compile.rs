@@ -8,7 +8,7 @@ use birkhoff::opt::{PASSES, optimize};
 use birkhoff::opt::Report;
 use clap::ValueEnum;
 
-use crate::args::{CompileArgs, EmitArg, ReportFormat, TargetArg};
+use crate::args::{CompileArgs, DumpFormat, EmitArg, ReportFormat, TargetArg};
 use crate::source;
 use birkhoff::{CompileOptions, GpuCode, compile_with, gpu_code, gpu_module, kernel_program};
 
@@ -51,16 +51,19 @@ pub fn main(a: &CompileArgs) -> Result<ExitCode> {
     if !a.dump_after.is_empty() {
         std::fs::create_dir_all(&a.dump_dir)
             .with_context(|| format!("cannot create dump directory {}", a.dump_dir.display()))?;
-        let input = a.dump_dir.join("00-input.bir");
-        birkhoff::write_atomic(&input, src.graph.to_string().as_bytes())
-            .with_context(|| format!("cannot write {}", input.display()))?;
-        for (name, g) in &out.snapshots {
+        let (ext, render): (&str, fn(&birkhoff::ir::Graph) -> String) = match a.dump_format {
+            DumpFormat::Text => ("bir", |g| g.to_string()),
+            DumpFormat::Dot => ("dot", birkhoff::ir::to_dot),
+        };
+        let snapshots = std::iter::once(("input", &src.graph))
+            .chain(out.snapshots.iter().map(|(name, g)| (name.as_str(), g)));
+        for (name, g) in snapshots {
             let index = PASSES
                 .iter()
                 .position(|p| p.name == name)
                 .map_or(0, |i| i + 1);
-            let path = a.dump_dir.join(format!("{index:02}-{name}.bir"));
-            birkhoff::write_atomic(&path, g.to_string().as_bytes())
+            let path = a.dump_dir.join(format!("{index:02}-{name}.{ext}"));
+            birkhoff::write_atomic(&path, render(g).as_bytes())
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
         eprintln!(

@@ -105,14 +105,14 @@ pub fn main(a: &DemoArgs) -> Result<ExitCode> {
     let r = &fused.report;
     let sites: Vec<String> = r.sites.iter().map(|(k, n)| format!("{n} {k}")).collect();
     println!(
-        "\nfuse    e-graph optimizer in {:.1} ms: {} -> {} ops, {} -> {} kernels, est. traffic {:.2} -> {:.2} MiB",
+        "\nfuse    e-graph optimizer in {:.1} ms: {} -> {} ops, {} -> {} kernels, est. traffic {} -> {}",
         t_opt.as_secs_f64() * 1e3,
         r.ops_before,
         r.ops_after,
         r.cost_before.launches,
         r.cost_after.launches,
-        r.cost_before.bytes as f64 / 1048576.0,
-        r.cost_after.bytes as f64 / 1048576.0
+        birkhoff::ir::format_bytes(r.cost_before.bytes),
+        birkhoff::ir::format_bytes(r.cost_after.bytes)
     );
     println!("  found {}", sites.join(", "));
     let summary = birkhoff::compare::compare_optimized_cases(g, &model.inits, 2, a.seed)?;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use birkhoff::dsl::zoo::Connection;
+use birkhoff::ir::format_bytes;
 use birkhoff::recompute::{MhcStack, PlanError};
 
 use crate::args::{PlanArgs, PlanDType};
@@ -42,8 +43,8 @@ pub fn main(a: &PlanArgs) -> Result<ExitCode> {
             block,
         }) => bail!(
             "no block size fits the memory budget of {}: the smallest peak is {} (block size {block})",
-            human(budget),
-            human(min_peak)
+            format_bytes(budget),
+            format_bytes(min_peak)
         ),
         p => p?,
     };
@@ -59,21 +60,21 @@ pub fn main(a: &PlanArgs) -> Result<ExitCode> {
         stack.analytic_block()
     );
     println!("blocks ({}): {plan}", plan.blocks.len());
-    println!("resident: {}", human(m.resident_bytes));
-    println!("transient: {}", human(m.transient_bytes));
-    println!("peak: {}", human(m.peak_bytes));
+    println!("resident: {}", format_bytes(m.resident_bytes));
+    println!("transient: {}", format_bytes(m.transient_bytes));
+    println!("peak: {}", format_bytes(m.peak_bytes));
     if let Some(b) = a.memory_budget {
-        println!("budget: {}", human(b));
+        println!("budget: {}", format_bytes(b));
     }
     println!(
         "recompute: {} elements of mHC intermediates ({}), {} kept-stream elements re-read ({}); F is not re-run",
         r.recomputed_elements,
-        human(
+        format_bytes(
             r.recomputed_elements
                 .saturating_mul(stack.bytes_per_element as u64)
         ),
         r.reread_elements,
-        human(
+        format_bytes(
             r.reread_elements
                 .saturating_mul(stack.bytes_per_element as u64)
         ),
@@ -151,22 +152,6 @@ pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
     Ok(bytes.round() as u64)
 }
 
-/// `bytes` in binary units with two decimals, e.g. `12.50 GiB`.
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.2} {}", UNITS[u])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,7 +169,7 @@ mod tests {
         );
         assert!(parse_bytes("GiB").is_err());
         assert!(parse_bytes("-1GiB").is_err());
-        assert_eq!(human(1536), "1.50 KiB");
-        assert_eq!(human(5), "5 B");
+        assert_eq!(format_bytes(1536), "1.50 KiB");
+        assert_eq!(format_bytes(5), "5 B");
     }
 }

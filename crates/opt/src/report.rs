@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write;
 use std::time::Duration;
 
-use birkhoff_ir::{Graph, Op, Type, ValueId};
+use birkhoff_ir::{Graph, Op, Type, ValueId, format_bytes};
 use egg::Id;
 use serde::Serialize;
 
@@ -183,10 +183,6 @@ impl Report {
     }
 }
 
-fn mib(b: u64) -> String {
-    format!("{:.2} MiB", b as f64 / (1024.0 * 1024.0))
-}
-
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut s = String::new();
@@ -204,8 +200,8 @@ impl std::fmt::Display for Report {
         let _ = writeln!(
             s,
             "  bytes     {:>12} -> {:<12} (estimated memory traffic, every op reading its operands and writing its result)",
-            mib(self.cost_before.bytes),
-            mib(self.cost_after.bytes)
+            format_bytes(self.cost_before.bytes),
+            format_bytes(self.cost_after.bytes)
         );
         let _ = writeln!(
             s,
@@ -227,9 +223,9 @@ impl std::fmt::Display for Report {
             let _ = writeln!(
                 s,
                 "  {kind:<10} x{n:<5} replaces {replaced:>6} ops; traffic {} -> {} (saves {})",
-                mib(before),
-                mib(after),
-                mib(before.saturating_sub(after))
+                format_bytes(before),
+                format_bytes(after),
+                format_bytes(before.saturating_sub(after))
             );
         }
         if !self.near_misses.is_empty() {
