@@ -55,6 +55,9 @@ pub enum TypeError {
 pub struct VerifyError {
     /// The offending value, if the error is about one node.
     pub value: Option<ValueId>,
+    /// That value as the text form spells it (`%3`, `%h_pre`; empty for
+    /// graph-level errors).
+    pub value_name: String,
     /// The offending node as printed text (empty for graph-level errors).
     pub node_text: String,
     /// What is wrong.
@@ -68,12 +71,15 @@ impl fmt::Display for VerifyError {
         if let Some((line, col)) = self.location {
             write!(f, "{line}:{col}: ")?;
         }
-        match self.value {
-            Some(v) if !self.node_text.is_empty() => {
-                write!(f, "{v}: {} (in `{}`)", self.message, self.node_text)
-            }
-            Some(v) => write!(f, "{v}: {}", self.message),
-            None => f.write_str(&self.message),
+        let name = match self.value {
+            Some(_) if !self.value_name.is_empty() => self.value_name.clone(),
+            Some(v) => v.to_string(),
+            None => return f.write_str(&self.message),
+        };
+        if self.node_text.is_empty() {
+            write!(f, "{name}: {}", self.message)
+        } else {
+            write!(f, "{name}: {} (in `{}`)", self.message, self.node_text)
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Graphs: SSA values in an arena, with named inputs and outputs.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::error::TypeError;
@@ -76,6 +77,13 @@ pub struct Graph {
     nodes: Vec<Node>,
     inputs: Vec<ValueId>,
     outputs: Vec<Output>,
+    /// Names of non-input values that print as something other than
+    /// their arena index: a name the user gave (`%h_pre`), or the id a
+    /// value had in the graph it came from, so that passes and
+    /// reorderings keep it. Never a value's own index.
+    labels: BTreeMap<ValueId, String>,
+    /// The labels in use, for collision checks.
+    label_set: BTreeSet<String>,
 }
 
 impl Graph {
@@ -256,6 +264,109 @@ impl Graph {
         counts.into_iter().collect()
     }
 
+    /// The name `v` prints as when it is not its index (see
+    /// [`Graph::set_label`]); inputs print by their input names instead.
+    pub fn label(&self, v: ValueId) -> Option<&str> {
+        self.labels.get(&v).map(String::as_str)
+    }
+
+    /// Whether some value carries `label`.
+    pub fn has_label(&self, label: &str) -> bool {
+        self.label_set.contains(label)
+    }
+
+    /// Names `v` `label` in the text form (`%label`): a name the user
+    /// chose, or the id `v` had in an earlier graph. A label equal to
+    /// `v`'s index is no label; a label another value has is refused (the
+    /// text form needs unique names) and `false` returned.
+    pub fn set_label(&mut self, v: ValueId, label: impl Into<String>) -> bool {
+        let label = label.into();
+        if let Some(old) = self.labels.remove(&v) {
+            self.label_set.remove(&old);
+        }
+        if label == v.index().to_string() {
+            return true;
+        }
+        if self.label_set.contains(&label) {
+            return false;
+        }
+        self.label_set.insert(label.clone());
+        self.labels.insert(v, label);
+        true
+    }
+
+    /// Gives `v` the name `old` prints as in `from` (its label, or its
+    /// index there), so that a copy into a new arena keeps its spelling.
+    pub fn carry_label(&mut self, v: ValueId, from: &Graph, old: ValueId) {
+        if self.inputs.contains(&v) {
+            return;
+        }
+        let name = crate::print::value_name(from, old);
+        self.set_label(v, name.trim_start_matches('%'));
+    }
+
+    /// A copy in the order the optimizer writes its results: inputs
+    /// first (in signature order), then the values depth first from the
+    /// outputs (in output order, each value after its operands, operands
+    /// in order), then the values no output needs, in their order. Every
+    /// value keeps its name, so an optimized graph and its input printed
+    /// this way differ only where the optimizer changed something.
+    pub fn depth_first(&self) -> Graph {
+        let len = self.nodes.len();
+        let mut out = Graph::new(self.name.clone());
+        let mut remap: Vec<Option<ValueId>> = vec![None; len];
+        for &v in &self.inputs {
+            let id = out.push(self.nodes[v.index()].clone());
+            out.inputs.push(id);
+            remap[v.index()] = Some(id);
+        }
+        let mut on_stack = vec![false; len];
+        let roots: Vec<ValueId> = self
+            .outputs
+            .iter()
+            .map(|o| o.value)
+            .chain(self.values())
+            .filter(|r| r.index() < len)
+            .collect();
+        // Iterative post-order: deep graphs must not overflow the stack.
+        for root in roots {
+            let mut stack = vec![(root, false)];
+            while let Some((v, expanded)) = stack.pop() {
+                if remap[v.index()].is_some() || (!expanded && on_stack[v.index()]) {
+                    continue;
+                }
+                let node = &self.nodes[v.index()];
+                if !expanded {
+                    on_stack[v.index()] = true;
+                    stack.push((v, true));
+                    for &a in node.args.iter().rev().filter(|a| a.index() < len) {
+                        stack.push((a, false));
+                    }
+                    continue;
+                }
+                let mut n = node.clone();
+                for a in &mut n.args {
+                    // Dangling operands stay dangling for the verifier.
+                    *a = remap.get(a.index()).copied().flatten().unwrap_or(*a);
+                }
+                let id = out.push(n);
+                out.carry_label(id, self, v);
+                remap[v.index()] = Some(id);
+            }
+        }
+        for o in &self.outputs {
+            out.add_output(
+                o.name.clone(),
+                remap
+                    .get(o.value.index())
+                    .copied()
+                    .flatten()
+                    .unwrap_or(o.value),
+            );
+        }
+        out
+    }
+
     /// A copy in canonical order: inputs first (in signature order), then
     /// the other nodes in their current order. Graphs built out of order
     /// (an input declared after some ops) call this before printing.
@@ -279,6 +390,8 @@ impl Graph {
                 *a = remap.get(a.index()).copied().unwrap_or(*a);
             }
             remap[i] = out.push(n);
+            // The value keeps its spelling (a builder's `Var::id`).
+            out.carry_label(remap[i], self, ValueId::new(i));
         }
         for o in &self.outputs {
             out.add_output(

@@ -313,7 +313,12 @@ impl GraphParser<'_> {
                 .p
                 .err_at(loc, format!("value %{name} is defined twice"));
         }
+        let is_input = matches!(node.op, Op::Input { .. });
         let v = self.graph.push(node);
+        if !is_input {
+            // The value prints as written, even if not as its index.
+            self.graph.set_label(v, name.clone());
+        }
         self.map.values.push(loc);
         self.names.insert(name, v);
         Ok(v)

@@ -20,12 +20,25 @@ use crate::literal::{LiteralValues, format_scalar};
 use crate::op::{FloatAttr, InputKind, Op, PreMixSpec, SinkhornSpec};
 use crate::types::DType;
 
-/// The text spelling of a value in `graph`: `%name` for inputs, `%N` otherwise.
+/// The text spelling of a value in `graph`: `%name` for inputs, `%label`
+/// for a labelled value ([`Graph::set_label`]), `%N` (its index) otherwise
+/// — or, where a label took `N`, the first free `%N_k`.
 pub fn value_name(graph: &Graph, v: ValueId) -> String {
-    match graph.input_name(v) {
-        Some(name) => format!("%{name}"),
-        None => v.to_string(),
+    if let Some(name) = graph.input_name(v) {
+        return format!("%{name}");
     }
+    if let Some(label) = graph.label(v) {
+        return format!("%{label}");
+    }
+    let n = v.index().to_string();
+    if !graph.has_label(&n) {
+        return format!("%{n}");
+    }
+    (1..)
+        .map(|k| format!("{n}_{k}"))
+        .find(|s| !graph.has_label(s))
+        .map(|s| format!("%{s}"))
+        .unwrap_or_default()
 }
 
 fn write_list(f: &mut impl Write, xs: &[usize]) -> fmt::Result {

@@ -16,7 +16,7 @@ use crate::error::{VerifyError, VerifyErrors};
 use crate::graph::{Graph, ValueId};
 use crate::infer::infer;
 use crate::op::Op;
-use crate::print::node_to_string;
+use crate::print::{node_to_string, value_name};
 
 /// Whether `s` is a valid name for a graph, input or output:
 /// `[A-Za-z_][A-Za-z0-9_.]*`.
@@ -34,6 +34,7 @@ pub fn verify(graph: &Graph) -> Result<(), VerifyErrors> {
     let mut graph_error = |message: String| {
         errors.push(VerifyError {
             value: None,
+            value_name: String::new(),
             node_text: String::new(),
             message,
             location: None,
@@ -82,6 +83,7 @@ pub fn verify(graph: &Graph) -> Result<(), VerifyErrors> {
         let mut err = |message: String| {
             errors.push(VerifyError {
                 value: Some(v),
+                value_name: value_name(graph, v),
                 node_text: node_to_string(graph, v),
                 message,
                 location: None,
@@ -170,7 +172,9 @@ pub fn eliminate_dead_nodes(graph: &Graph) -> Graph {
             // Operands of live nodes are live; a dangling one stays as is for the verifier.
             *a = remap.get(a.index()).copied().flatten().unwrap_or(*a);
         }
-        remap[v.index()] = Some(out.push(n));
+        let new = out.push(n);
+        out.carry_label(new, graph, v);
+        remap[v.index()] = Some(new);
     }
     for o in graph.outputs() {
         out.add_output(

@@ -169,7 +169,7 @@ fn tuple_used_as_an_ordinary_operand() {
         &format!("neg: {msg}"),
     );
     assert_eq!(e.value, Some(ValueId::new(9)));
-    assert_eq!(e.node_text, "%9 = neg %8 : f32[2,3]");
+    assert_eq!(e.node_text, "%n = neg %p : f32[2,3]");
     verify_error(
         &format!("{HC_PRE}\n  %n = add %f, %p : f32[2,3]"),
         &format!("add: {msg}"),

@@ -53,9 +53,9 @@ fn comments_spacing_and_line_breaks_are_free() {
              : bool[2,3]\n\
           return %a,%b}\n";
     let canonical = "graph @messy(%x: f32[2,3], param %w: f32[2,3]) -> (y: f32[2,3], z: bool[2,3]) {\n\
-        \x20 %2 = add %x, %w : f32[2,3]\n\
-        \x20 %3 = lt %2, %x : bool[2,3]\n\
-        \x20 return %2, %3\n\
+        \x20 %a = add %x, %w : f32[2,3]\n\
+        \x20 %b = lt %a, %x : bool[2,3]\n\
+        \x20 return %a, %b\n\
         }\n";
     let g = parse_one(messy);
     assert!(verify(&g).is_ok());
@@ -103,7 +103,7 @@ fn same_graph_built_through_the_api() {
 }
 
 #[test]
-fn value_names_are_free_and_print_canonically() {
+fn value_names_are_free_and_survive_printing() {
     let text = "graph @names(%in.put_0: i32[3]) -> (o.k: i32[3]) {
       %99 = neg %in.put_0 : i32[3]
       %tmp = abs %99 : i32[3]
@@ -114,16 +114,31 @@ fn value_names_are_free_and_print_canonically() {
     assert!(verify(&g).is_ok());
     let printed = g.to_string();
     assert!(
-        printed.contains("  %1 = neg %in.put_0 : i32[3]\n"),
+        printed.contains("  %99 = neg %in.put_0 : i32[3]\n"),
         "{printed}"
     );
-    assert!(printed.contains("  %2 = abs %1 : i32[3]\n"), "{printed}");
+    assert!(printed.contains("  %tmp = abs %99 : i32[3]\n"), "{printed}");
     assert!(
-        printed.contains("  %3 = add %2, %1 : i32[3]\n"),
+        printed.contains("  %0 = add %tmp, %99 : i32[3]\n"),
         "{printed}"
     );
-    assert!(printed.contains("  return %3\n"), "{printed}");
+    assert!(printed.contains("  return %0\n"), "{printed}");
     assert_eq!(parse_one(&printed), g);
+    // A value added without a name prints as its index (%4: the input,
+    // %99, %tmp and %0 sit at 0..=3)...
+    let mut h = g.clone();
+    let v = h.add(Op::Neg, &[h.outputs()[0].value]).unwrap();
+    assert_eq!(birkhoff_ir::value_name(&h, v), "%4");
+    // ...unless a label took that spelling: then the first free %N_k.
+    let w = h.add(Op::Neg, &[v]).unwrap();
+    assert!(h.set_label(v, "5"));
+    assert_eq!(birkhoff_ir::value_name(&h, v), "%5");
+    assert_eq!(birkhoff_ir::value_name(&h, w), "%5_1");
+    // A name another value has is refused; the text stays parseable.
+    assert!(!h.set_label(w, "tmp"));
+    h.add_output("p", w);
+    let printed = h.to_string();
+    assert_eq!(parse_one(&printed).to_string(), printed);
 }
 
 fn const_value(g: &Graph, index: usize) -> f64 {

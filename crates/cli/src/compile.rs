@@ -55,7 +55,11 @@ pub fn main(a: &CompileArgs) -> Result<ExitCode> {
             DumpFormat::Text => ("bir", |g| g.to_string()),
             DumpFormat::Dot => ("dot", birkhoff::ir::to_dot),
         };
-        let snapshots = std::iter::once(("input", &src.graph))
+        // The input in the order the passes write theirs, under its own
+        // names: a dump differs from the one before only where a pass
+        // changed something.
+        let input = src.graph.depth_first();
+        let snapshots = std::iter::once(("input", &input))
             .chain(out.snapshots.iter().map(|(name, g)| (name.as_str(), g)));
         for (name, g) in snapshots {
             let index = PASSES

@@ -176,6 +176,7 @@ impl Builder<'_> {
                 graph: self.g.name().to_string(),
                 errors: vec![VerifyError {
                     value: None,
+                    value_name: String::new(),
                     node_text: String::new(),
                     message: format!("expanding to {mnemonic}: {e}"),
                     location: None,

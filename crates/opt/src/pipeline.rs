@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use birkhoff_ir::{Graph, Node, Op, Type, ValueId, eliminate_dead_nodes, verify};
+use birkhoff_ir::{Graph, Node, Op, ValueId, eliminate_dead_nodes, verify};
 use egg::Id;
 
 use crate::error::{Error, Result};
@@ -176,11 +176,31 @@ fn extract_graph(
 
 /// Builds a graph from a selection: the original inputs first, in order
 /// (kept even if no longer used, so the signature never changes), then
-/// every needed class in dependency order. Returns the class of every value.
+/// every needed class in dependency order (depth first from the outputs,
+/// operands in order, the order [`Graph::depth_first`] gives a graph).
+/// Returns the class of every value.
+///
+/// A class that holds a value of the original graph takes that value's
+/// name, so that a snapshot differs from the input (printed depth first)
+/// only where a pass changed something; a class new to the graph is named
+/// past the input's numbers, by its class id: the same name in every
+/// snapshot (while no rule merges it) and whether or not snapshots were
+/// taken.
 fn to_graph(eg: &EG, sel: &Selection, original: &Graph, ins: &Inserted) -> (Graph, Vec<Id>) {
+    use std::collections::HashMap;
+
     let mut g = Graph::new(original.name());
-    let mut value_of: std::collections::HashMap<Id, ValueId> = std::collections::HashMap::new();
+    let mut value_of: HashMap<Id, ValueId> = HashMap::new();
     let mut classes = Vec::new();
+    let mut origin: HashMap<Id, ValueId> = HashMap::new();
+    for v in original.values() {
+        origin.entry(eg.find(ins.classes[v.index()])).or_insert(v);
+    }
+    let past_original = original
+        .values()
+        .filter_map(|v| original.label(v).and_then(|l| l.parse::<usize>().ok()))
+        .map(|n| n + 1)
+        .fold(original.len(), usize::max);
     for &v in original.inputs() {
         if let Op::Input { name, kind, ty } = &original.node(v).op {
             let id = g.add_input(name.clone(), *kind, ty.clone());
@@ -211,12 +231,17 @@ fn to_graph(eg: &EG, sel: &Selection, original: &Graph, ins: &Inserted) -> (Grap
                 .iter()
                 .map(|&ch| value_of[&eg.find(ch)])
                 .collect();
-            let ty: Type = eg[c].data.ty.clone();
             let id = g.push(Node {
                 op: node.op.clone(),
                 args,
-                ty,
+                ty: eg[c].data.ty.clone(),
             });
+            match origin.get(&c) {
+                Some(&v) => g.carry_label(id, original, v),
+                None => {
+                    g.set_label(id, (past_original + usize::from(c)).to_string());
+                }
+            }
             value_of.insert(c, id);
             classes.push(c);
         }

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write;
 use std::time::Duration;
 
-use birkhoff_ir::{Graph, Op, Type, ValueId, format_bytes};
+use birkhoff_ir::{Graph, Op, Type, ValueId, format_bytes, value_name};
 use egg::Id;
 use serde::Serialize;
 
@@ -19,8 +19,12 @@ use crate::rules::RuleSetStats;
 pub struct Site {
     /// Op mnemonic (`mhc_pre`, `sinkhorn`, …).
     pub kind: String,
-    /// Its value in the optimized graph (`%N`).
+    /// Its value in the optimized graph, as printed (`%N`: the input's
+    /// name for the value it computes, where the input had one).
     pub value: String,
+    /// The input graph's values it replaces, as the input prints them,
+    /// in order, runs of numbers compressed (`%4..%30`).
+    pub replaces: Vec<String>,
     /// Primitive ops of the original graph it computes.
     pub ops_replaced: usize,
     /// Bytes those ops move (each reading its operands, writing its result).
@@ -141,9 +145,12 @@ impl Report {
                 stack.extend(n.args.iter().copied());
             }
             let unfused: Cost = region.iter().map(|&o| own_cost(original, o)).sum();
+            let mut replaced: Vec<ValueId> = region.iter().copied().collect();
+            replaced.sort();
             site_details.push(Site {
                 kind: node.op.mnemonic().to_string(),
-                value: v.to_string(),
+                value: value_name(optimized, v),
+                replaces: compress_names(replaced.iter().map(|&o| value_name(original, o))),
                 ops_replaced: region
                     .iter()
                     .filter(|&&o| !crate::cost::is_free(&original.node(o).op))
@@ -181,6 +188,38 @@ impl Report {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     }
+}
+
+/// `%4, %5, %6, %9` as `%4..%6, %9`: runs of consecutive numbers as ranges.
+fn compress_names(names: impl Iterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut run: Option<(usize, usize)> = None;
+    let flush = |run: &mut Option<(usize, usize)>, out: &mut Vec<String>| {
+        if let Some((a, b)) = run.take() {
+            out.push(if a == b {
+                format!("%{a}")
+            } else {
+                format!("%{a}..%{b}")
+            });
+        }
+    };
+    for name in names {
+        match name.trim_start_matches('%').parse::<usize>() {
+            Ok(n) if run.is_some_and(|(_, b)| b + 1 == n) => {
+                run = run.map(|(a, _)| (a, n));
+            }
+            Ok(n) => {
+                flush(&mut run, &mut out);
+                run = Some((n, n));
+            }
+            Err(_) => {
+                flush(&mut run, &mut out);
+                out.push(name);
+            }
+        }
+    }
+    flush(&mut run, &mut out);
+    out
 }
 
 impl std::fmt::Display for Report {
@@ -227,6 +266,22 @@ impl std::fmt::Display for Report {
                 format_bytes(after),
                 format_bytes(before.saturating_sub(after))
             );
+        }
+        if !self.site_details.is_empty() {
+            let _ = writeln!(
+                s,
+                "\neach site (its value in the result, and the values of the input graph it replaces):"
+            );
+            for d in &self.site_details {
+                let _ = writeln!(
+                    s,
+                    "  {:<6} {:<10} {} ops: {}",
+                    d.value,
+                    d.kind,
+                    d.ops_replaced,
+                    d.replaces.join(", ")
+                );
+            }
         }
         if !self.near_misses.is_empty() {
             let _ = writeln!(
