@@ -126,7 +126,7 @@ fn value_names_are_free_and_survive_printing() {
     assert_eq!(parse_one(&printed), g);
     // A value added without a name prints as its index (%4: the input,
     // %99, %tmp and %0 sit at 0..=3)...
-    let mut h = g.clone();
+    let mut h = g;
     let v = h.add(Op::Neg, &[h.outputs()[0].value]).unwrap();
     assert_eq!(birkhoff_ir::value_name(&h, v), "%4");
     // ...unless a label took that spelling: then the first free %N_k.

@@ -66,6 +66,37 @@ fn dump_text_is_checkable_and_dot_is_graphviz() {
 }
 
 #[test]
+fn dumps_can_be_pictures_with_attributes() {
+    let s = Scratch::new("dot-dumps");
+    let dir = s.s("dumps");
+    ok(&[
+        "compile",
+        "mhc-sublayer",
+        "--tokens",
+        "4",
+        "--hidden",
+        "8",
+        "--dump-after",
+        "all",
+        "--dump-format",
+        "dot",
+        "--dump-dir",
+        &dir,
+    ]);
+    let dumps = files_in(&s.path("dumps"));
+    assert_eq!(dumps.len(), 6, "{dumps:?}");
+    assert!(dumps.iter().all(|d| d.ends_with(".dot")), "{dumps:?}");
+    let fused = std::fs::read_to_string(s.path("dumps/05-fuse-mhc.dot")).unwrap();
+    assert!(fused.starts_with("digraph \"mhc_sublayer\" {"), "{fused}");
+    // The fused op's label carries its attributes, floats as written.
+    assert!(
+        fused.contains("mhc_pre norm_eps=1e-6, pre_eps=1e-6, post_mult=2.0, variant=tilekernels, iters=20, eps=1e-6"),
+        "{fused}"
+    );
+    assert!(fused.contains("get index=1"), "{fused}");
+}
+
+#[test]
 fn run_round_trips_through_npy() {
     let s = Scratch::new("run");
     // Random inputs, written out, then fed back in from files.

@@ -185,6 +185,17 @@ impl Builder {
         )
     }
 
+    /// Joins `parts` (one dtype, equal shapes but along `axis`) along
+    /// `axis`; an empty list is a recorded mistake, like any other.
+    #[track_caller]
+    pub fn concat<'b>(&'b self, parts: &[Var<'b>], axis: usize) -> Var<'b> {
+        if parts.is_empty() {
+            self.error("concat of no parts");
+            return self.poisoned();
+        }
+        self.add(Op::Concat { axis }, parts)
+    }
+
     /// Names `value` as a graph output.
     #[track_caller]
     pub fn output(&self, name: &str, value: Var<'_>) {
@@ -199,6 +210,43 @@ impl Builder {
         if let Some(id) = value.id {
             self.inner.borrow_mut().graph.add_output(name, id);
         }
+    }
+
+    /// Names an intermediate value: the graph's text form spells it
+    /// `%name` instead of a number, and the name survives printing,
+    /// parsing and optimization wherever the value survives (a fused op
+    /// takes the name of the value it computes). [`Var::named`] does the
+    /// same inline.
+    ///
+    /// A name must be an identifier, not an input's name and not given
+    /// twice; an input is named by its declaration. A mistake is recorded
+    /// like any other.
+    #[track_caller]
+    pub fn name(&self, value: Var<'_>, name: &str) {
+        let Some(id) = value.id else {
+            return;
+        };
+        if !is_identifier(name) {
+            return self.error(format!(
+                "value name '{name}' is not an identifier ([A-Za-z_][A-Za-z0-9_.]*)"
+            ));
+        }
+        let mut inner = self.inner.borrow_mut();
+        if inner.graph.input_name(id).is_some() {
+            drop(inner);
+            return self.error(format!(
+                "cannot name an input '{name}': it is named by its declaration"
+            ));
+        }
+        if inner.names.contains(&format!("in:{name}")) {
+            drop(inner);
+            return self.error(format!("value name '{name}' is an input's name"));
+        }
+        if !inner.names.insert(format!("val:{name}")) {
+            drop(inner);
+            return self.error(format!("value name '{name}' is given twice"));
+        }
+        inner.graph.set_label(id, name);
     }
 
     /// Finishes the graph: returns every recorded mistake, or the graph in

@@ -26,6 +26,8 @@
 //! assert!(w.to_f64_vec().iter().all(|v| (-1.0..=1.0).contains(v)));
 //! ```
 
+use std::collections::BTreeMap;
+
 use birkhoff_ir::{DType, Tensor, TensorType};
 
 /// A deterministic pseudo-random number generator: xoshiro256** with its
@@ -119,6 +121,10 @@ pub enum Init {
     /// Every element equal to this value.
     Constant(f64),
 }
+
+/// Suggested initialization per input name (what a model carries beside
+/// its graph; [`random_inputs`] draws from it).
+pub type Inits = BTreeMap<String, Init>;
 
 impl Default for Init {
     /// The standard normal distribution.

@@ -38,5 +38,5 @@ pub mod zoo;
 
 pub use builder::{Builder, Var};
 pub use error::{BuildError, Error, Result};
-pub use init::{Init, Rng, random_inputs, random_tensor};
+pub use init::{Init, Inits, Rng, random_inputs, random_tensor};
 pub use var::{broadcast_shapes, concat};

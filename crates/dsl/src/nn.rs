@@ -37,6 +37,10 @@ pub fn silu(x: Var<'_>) -> Var<'_> {
 /// flattened into rows for one matrix product.
 #[track_caller]
 pub fn linear<'b>(x: Var<'b>, w: Var<'b>) -> Var<'b> {
+    if x.id.is_none() || w.id.is_none() {
+        // Their mistakes are recorded already; no follow-on error.
+        return x.b.poisoned();
+    }
     let xs = x.shape();
     let ws = w.shape();
     if xs.is_empty() || ws.len() != 2 {
@@ -59,6 +63,9 @@ pub fn linear<'b>(x: Var<'b>, w: Var<'b>) -> Var<'b> {
 /// positions (`j > i`).
 #[track_caller]
 pub fn causal_attention<'b>(q: Var<'b>, k: Var<'b>, v: Var<'b>, heads: usize) -> Var<'b> {
+    if q.id.is_none() || k.id.is_none() || v.id.is_none() {
+        return q.b.poisoned();
+    }
     let s = q.shape();
     let r = s.len();
     if !(r == 2 || r == 3) || heads == 0 || !s[r - 1].is_multiple_of(heads) {

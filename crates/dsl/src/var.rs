@@ -46,9 +46,19 @@ impl<'b> Var<'b> {
         self.shape().len()
     }
 
-    /// The id of the value in the graph (`None` if poisoned).
+    /// The id of the value in the graph (`None` if poisoned). The built
+    /// graph prints the value as `%N` with this `N` (or by its name, see
+    /// [`Var::named`]), even though building moves inputs first.
     pub fn id(&self) -> Option<birkhoff_ir::ValueId> {
         self.id
+    }
+
+    /// This value, named `name` in the graph's text form (`%name`); see
+    /// [`Builder::name`](crate::Builder::name).
+    #[track_caller]
+    pub fn named(self, name: &str) -> Var<'b> {
+        self.b.name(self, name);
+        self
     }
 
     #[track_caller]
@@ -285,6 +295,9 @@ impl<'b> Var<'b> {
     /// Swaps the last two axes.
     #[track_caller]
     pub fn transpose(self) -> Var<'b> {
+        if self.id.is_none() {
+            return self;
+        }
         let r = self.rank();
         if r < 2 {
             self.b.error(format!("transpose needs rank >= 2, got {r}"));
@@ -324,6 +337,10 @@ impl<'b> Var<'b> {
     /// `start..end` along one axis, everything along the others.
     #[track_caller]
     pub fn slice_axis(self, axis: usize, start: usize, end: usize) -> Var<'b> {
+        if self.id.is_none() {
+            // Its mistake is recorded already; no follow-on error.
+            return self;
+        }
         let shape = self.shape();
         if axis >= shape.len() {
             self.b.error(format!(

@@ -197,3 +197,100 @@ fn concat_and_linear_shapes() {
     b.output("c", c);
     assert!(b.build().is_ok());
 }
+
+#[test]
+fn var_ids_agree_with_the_printed_graph_when_inputs_come_late() {
+    let b = Builder::new("late");
+    let x = b.input("x", DType::F32, &[2, 2]);
+    let e = x.exp();
+    let w = b.param("w", DType::F32, &[2, 2]);
+    let y = e.matmul(w);
+    b.output("y", y);
+    let (e_id, y_id) = (e.id().unwrap(), y.id().unwrap());
+    let text = b.build().unwrap().to_string();
+    assert!(text.contains(&format!("  {e_id} = exp %x")), "{text}");
+    assert!(
+        text.contains(&format!("  {y_id} = matmul {e_id}, %w")),
+        "{text}"
+    );
+}
+
+#[test]
+fn named_values_keep_their_names_through_printing_and_optimization() {
+    let b = Builder::new("named");
+    let x = b.input("x", DType::F64, &[2, 3]);
+    let sq = (x * x).named("sq");
+    let s = sq.sum(&[1], true).named("row_sum");
+    b.name(s, "row_sum_again");
+    b.output("y", x / s);
+    // A second name for one value renames it; that is no mistake.
+    assert!(
+        b.build()
+            .unwrap()
+            .to_string()
+            .contains("%row_sum_again = reduce_sum")
+    );
+
+    let b = Builder::new("named");
+    let x = b.input("x", DType::F64, &[2, 3]);
+    let sq = (x * x).named("sq");
+    let s = sq.sum(&[1], true).named("row_sum");
+    b.output("y", x / s);
+    let g = b.build().unwrap();
+    let text = g.to_string();
+    assert!(text.contains("  %sq = mul %x, %x"), "{text}");
+    assert!(text.contains("%row_sum = reduce_sum %sq"), "{text}");
+    assert_eq!(parse_and_verify(&text).unwrap()[0], g);
+}
+
+#[test]
+fn naming_mistakes_are_recorded() {
+    let b = Builder::new("names");
+    let x = b.input("x", DType::F32, &[2]);
+    let y = x.exp();
+    b.name(y, "not an identifier");
+    b.name(y, "x");
+    b.name(x, "other");
+    let z = y.named("z");
+    let _ = z.exp().named("z");
+    b.output("out", z);
+    let errs = build_errors(b);
+    let expect = [
+        "not an identifier",
+        "is an input's name",
+        "cannot name an input",
+        "given twice",
+    ];
+    assert_eq!(errs.len(), expect.len(), "{errs:#?}");
+    for (e, want) in errs.iter().zip(expect) {
+        assert!(e.contains(want), "{e} should mention {want}");
+    }
+}
+
+#[test]
+fn a_poisoned_value_raises_no_follow_on_errors() {
+    let b = Builder::new("poison");
+    let x = b.input("x", DType::F32, &[2, 3]);
+    let bad = x.reshape(&[7]);
+    let w = b.param("w", DType::F32, &[3, 4]);
+    let _ = bad.slice_axis(1, 0, 1);
+    let _ = bad.transpose();
+    let _ = nn::linear(bad, w);
+    let _ = nn::causal_attention(bad, bad, bad, 2);
+    b.output("y", x);
+    let errs = build_errors(b);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(errs[0].contains("element counts differ"), "{}", errs[0]);
+}
+
+#[test]
+fn builder_concat_records_an_empty_list() {
+    let b = Builder::new("cat");
+    let x = b.input("x", DType::F32, &[2, 3]);
+    assert_eq!(b.concat(&[x, x], 0).shape(), vec![4, 3]);
+    let _ = b.concat(&[], 0);
+    b.output("y", x);
+    let errs = build_errors(b);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(errs[0].contains("concat of no parts"), "{}", errs[0]);
+}

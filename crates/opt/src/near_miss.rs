@@ -54,7 +54,7 @@ pub(crate) fn near_misses(
     for v in original.values() {
         value_of
             .entry(eg.find(ins.classes[v.index()]))
-            .or_insert_with(|| v.to_string());
+            .or_insert_with(|| birkhoff_ir::value_name(original, v));
     }
     let name = |c: Id| -> String {
         value_of

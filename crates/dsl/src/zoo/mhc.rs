@@ -22,6 +22,18 @@ pub struct SinkhornConfig {
     pub eps: f64,
 }
 
+/// TileKernels' projection, 20 repeats, its eps (1e-6): the zoo's default.
+impl Default for SinkhornConfig {
+    fn default() -> Self {
+        let variant = SinkhornVariant::TileKernels;
+        SinkhornConfig {
+            variant,
+            iters: 20,
+            eps: variant.default_eps(),
+        }
+    }
+}
+
 /// Settings of an mHC pre-mix.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MhcConfig {
@@ -33,6 +45,19 @@ pub struct MhcConfig {
     pub post_mult: f64,
     /// The projection of the residual mixing matrix.
     pub sinkhorn: SinkhornConfig,
+}
+
+/// DeepSeek's settings, the zoo's defaults: `norm_eps = pre_eps = 1e-6`,
+/// `post_mult = 2`, [`SinkhornConfig::default`].
+impl Default for MhcConfig {
+    fn default() -> Self {
+        MhcConfig {
+            norm_eps: 1e-6,
+            pre_eps: 1e-6,
+            post_mult: 2.0,
+            sinkhorn: SinkhornConfig::default(),
+        }
+    }
 }
 
 /// The weights of one mHC / HC connection.
@@ -86,6 +111,9 @@ pub fn sinkhorn<'b>(comb: Var<'b>, cfg: &SinkhornConfig) -> Var<'b> {
 /// over the flattened `j`; `[T, m]`.
 #[track_caller]
 pub fn pre_norm_fn<'b>(x: Var<'b>, proj: Var<'b>, norm_eps: f64) -> Var<'b> {
+    if x.id.is_none() || proj.id.is_none() {
+        return x.b.poisoned();
+    }
     let s = x.shape();
     if s.len() != 3 {
         x.b.error(format!("the residual stream must be [T, n, C], got {s:?}"));

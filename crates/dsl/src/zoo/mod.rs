@@ -15,8 +15,6 @@
 pub(crate) mod blocks;
 pub mod mhc;
 
-use std::collections::BTreeMap;
-
 use birkhoff_ir::{DType, Graph, MAX_ELEMENTS};
 
 use crate::builder::Builder;
@@ -24,8 +22,7 @@ use crate::error::{Error, Result};
 use crate::init::Init;
 use mhc::{MixParams, SinkhornConfig, SinkhornVariant};
 
-/// Suggested initialization per input name.
-pub type Inits = BTreeMap<String, Init>;
+pub use crate::init::Inits;
 
 /// The layer function `F` of `mhc-sublayer`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
