@@ -34,9 +34,16 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! For property tests, `birkhoff-testkit` has strategies over seeded input
-//! sets and zoo models (`seeded_inputs`, `zoo_case`); [`check_cpu`]'s
-//! error turns into a proptest failure with `?`.
+//! [`Check`] is the one entry point for a user's own checks: fused
+//! against unfused ([`Check::optimized`], optionally also computed in the
+//! graph's own dtypes to surface f32 overflow) or compiled against the
+//! reference ([`Check::cpu`]), with a tolerance the user can tighten, and
+//! a [`Verdict`] that prints the rule in words; `docs/testing.md` has a
+//! worked property test. For property tests, `birkhoff-testkit` has
+//! strategies over sizes and seeds, seeded input sets and zoo models
+//! (`sizes_and_seed`, `seeded_inputs`, `zoo_case`); a failed verdict's
+//! [`Verdict::into_result`] (like [`check_cpu`]'s error) turns into a
+//! proptest failure with `?`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -93,7 +100,7 @@ pub fn check_cpu(
 ) -> Result<(), CheckError> {
     let failed = |what: String| CheckError::Failed {
         what,
-        graph: graph.to_string(),
+        graph: graph_for_message(graph),
     };
     let errs = compare_cpu(graph, inputs).map_err(|e| failed(e.to_string()))?;
     if let Some(n) = outputs
@@ -110,6 +117,25 @@ pub fn check_cpu(
     }
 }
 
+/// Graphs up to this many lines are printed whole in a failure message.
+const GRAPH_LINES_IN_MESSAGES: usize = 40;
+
+/// `graph` printed for a failure message, or, past
+/// [`GRAPH_LINES_IN_MESSAGES`] lines, a line saying how to see it: a
+/// proptest failure should not scroll thousands of lines.
+fn graph_for_message(graph: &Graph) -> String {
+    let text = graph.to_string();
+    let lines = text.lines().count();
+    if lines <= GRAPH_LINES_IN_MESSAGES {
+        text
+    } else {
+        format!(
+            "(graph @{} has {lines} lines; print it, or dump it with `birkhoff dump`, to see it)",
+            graph.name()
+        )
+    }
+}
+
 /// The error of one candidate output against the reference.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutputError {
@@ -123,6 +149,17 @@ pub struct OutputError {
     pub worst_index: usize,
     /// The tolerance applied.
     pub tolerance: Tolerance,
+    /// The `floor` of the rule: the relative part of the bound is
+    /// `rtol · max(|want|, floor)` (0 when measured per element).
+    pub floor: f64,
+    /// Elements compared.
+    pub elements: usize,
+    /// Elements outside the bound.
+    pub failures: usize,
+    /// The first element the candidate computed as NaN or ±inf where the
+    /// reference is finite, with its value: an overflow the f64 reference
+    /// cannot show.
+    pub non_finite: Option<(usize, f64)>,
     /// Whether every element is within tolerance.
     pub within: bool,
 }
@@ -206,13 +243,23 @@ pub fn compare_with(
             });
         }
         let rule = rule(declared_dtype(graph, i, want));
-        let c = rule.compare(&got.to_f64_vec(), &want.to_f64_vec());
+        let (got, want) = (got.to_f64_vec(), want.to_f64_vec());
+        let c = rule.compare(&got, &want);
+        let non_finite = got
+            .iter()
+            .zip(&want)
+            .position(|(g, w)| !g.is_finite() && w.is_finite())
+            .map(|k| (k, got[k]));
         out.push(OutputError {
             name: name.clone(),
             max_abs: c.max_abs,
             max_rel: c.max_rel,
             worst_index: c.max_rel_index,
             tolerance: rule.tolerance,
+            floor: c.floor,
+            elements: c.elements,
+            failures: c.failures,
+            non_finite,
             within: c.passed(),
         });
     }
@@ -302,17 +349,31 @@ pub fn assert_optimized_matches(graph: &Graph, inputs: &BTreeMap<String, Tensor>
 }
 
 impl fmt::Display for OutputError {
+    /// One line that states the rule: `ok` means every element satisfied
+    /// `|got − want| ≤ atol + rtol·max(|want|, floor)`, so a largest
+    /// relative error above `rtol` can still be `ok` (its element was
+    /// within `atol`, or below the floor).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verdict = if self.within { "ok" } else { "FAIL" };
+        write!(f, "{:<16} {verdict}: ", self.name)?;
+        if let Some((k, v)) = self.non_finite.filter(|_| !self.within) {
+            write!(
+                f,
+                "non-finite output: element {k} is {v} where the reference is finite; "
+            )?;
+        }
         write!(
             f,
-            "{:<16} max abs {:.3e}  max rel {:.3e} (at element {})  tolerance rtol {:.0e} atol {:.0e}  {}",
-            self.name,
+            "{} of {} elements outside |got - want| <= {:.0e} + {:.0e}·max(|want|, {:.3e}); \
+             largest |got - want| {:.3e}, largest relative {:.3e} (element {})",
+            self.failures,
+            self.elements,
+            self.tolerance.atol,
+            self.tolerance.rtol,
+            self.floor,
             self.max_abs,
             self.max_rel,
             self.worst_index,
-            self.tolerance.rtol,
-            self.tolerance.atol,
-            if self.within { "ok" } else { "FAIL" }
         )
     }
 }
@@ -403,4 +464,253 @@ pub fn compare_optimized_cases(
     compare_cases(graph, inits, cases, seed, |inputs| {
         Ok(interpret(&optimized, inputs, &opts)?)
     })
+}
+
+/// What a [`Check`] runs against the reference (the original graph in the
+/// f64 interpreter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Candidate {
+    /// The optimized graph, in the same f64 interpreter: the fusions alone.
+    Optimized,
+    /// The graph optimized and compiled for the CPU (every memory access
+    /// bounds-checked), computing in the graph's own dtypes.
+    Cpu,
+}
+
+impl fmt::Display for Candidate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Candidate::Optimized => "the optimized graph (f64 interpreter)",
+            Candidate::Cpu => "the compiled CPU program",
+        })
+    }
+}
+
+/// One check of a graph on one input set, configured by its builder
+/// methods and run with [`Check::run`]:
+///
+/// ```
+/// use birkhoff::compare::{Check, random_inputs};
+/// use birkhoff::dsl::zoo::{ModelArgs, build_model};
+///
+/// let model = build_model("mhc-sublayer", &ModelArgs::default())?;
+/// let inputs = random_inputs(&model.graph, &model.inits, 7);
+/// let verdict = Check::optimized().in_declared_dtype().run(&model.graph, &inputs)?;
+/// assert!(verdict.passed(), "{verdict}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// The default rules, all measured against a thousandth of each output's
+/// peak ([`Rule::output`]):
+///
+/// * the compiled program, and the optimized graph run in its declared
+///   dtypes: the tolerance table's reduction row of the output's dtype
+///   (f32: `rtol 1e-4`, `atol 1e-5`), for f32 sums in any order;
+/// * the optimized graph in f64: the *elementwise* row of the output's
+///   dtype (f32: `rtol 1e-5`, `atol 1e-6`), ten times tighter. Both sides
+///   compute in f64, so reordered sums cost nothing; what remains is that
+///   a fused op uses exact constants where the graph holds them rounded
+///   to its dtype (an f32 graph's mean multiplies by `1/N` rounded to f32,
+///   `rms_norm` divides by `N`), which moves results by a few f32 units.
+///   At power-of-two sizes the zoo's fused and unfused graphs agree to
+///   1e-13; tighten with [`Check::tolerance`] where yours do too.
+#[derive(Clone, Debug)]
+pub struct Check {
+    candidate: Candidate,
+    tolerance: Option<Tolerance>,
+    factor: f64,
+    in_declared_dtype: bool,
+}
+
+impl Check {
+    /// Fused against unfused: the optimized graph in the f64 interpreter.
+    pub fn optimized() -> Check {
+        Check {
+            candidate: Candidate::Optimized,
+            tolerance: None,
+            factor: 1.0,
+            in_declared_dtype: false,
+        }
+    }
+
+    /// Compiled against reference: the CPU program in the graph's dtypes.
+    pub fn cpu() -> Check {
+        Check {
+            candidate: Candidate::Cpu,
+            ..Check::optimized()
+        }
+    }
+
+    /// Compares every output under `|got - want| <= atol + rtol·max(|want|,
+    /// floor)` with these `rtol` and `atol` instead of the table's (the
+    /// floor stays a thousandth of the output's peak).
+    #[must_use]
+    pub fn tolerance(self, rtol: f64, atol: f64) -> Check {
+        Check {
+            tolerance: Some(Tolerance::new(atol, rtol)),
+            ..self
+        }
+    }
+
+    /// Multiplies the tolerance by `factor` (deep models compound the
+    /// per-op bounds).
+    #[must_use]
+    pub fn scaled(self, factor: f64) -> Check {
+        Check { factor, ..self }
+    }
+
+    /// For [`Check::optimized`]: also runs the optimized graph in its
+    /// declared dtypes (f32 arithmetic for f32 and bf16 graphs) and
+    /// compares that with the f64 reference under the dtype's row, so
+    /// that an f32 overflow (an `exp` past 88, a NaN) shows as a
+    /// non-finite output with its first element instead of passing in
+    /// f64. The compiled program always computes in its dtypes.
+    #[must_use]
+    pub fn in_declared_dtype(self) -> Check {
+        Check {
+            in_declared_dtype: true,
+            ..self
+        }
+    }
+
+    /// The rule for an output of declared dtype `d`: the reduction row of
+    /// `d` for a candidate computing in `d`; for the optimized graph in
+    /// f64 (`exact_arithmetic`), the elementwise row of `d` (see
+    /// [`Check`]).
+    fn rule(&self, exact_arithmetic: bool) -> impl Fn(DType) -> Rule + '_ {
+        move |d| {
+            let mut rule = Rule::output(d);
+            if exact_arithmetic {
+                rule.tolerance = Tolerance::elementwise(d);
+            }
+            if let Some(t) = self.tolerance {
+                rule.tolerance = t;
+            }
+            rule.scaled(self.factor)
+        }
+    }
+
+    /// Runs the reference and the candidate on `inputs` and compares them.
+    ///
+    /// # Errors
+    /// The graph could not be optimized, compiled or interpreted, or the
+    /// candidate's outputs differ in name or shape. Numbers out of
+    /// tolerance are not an error: they are in the [`Verdict`].
+    pub fn run(
+        &self,
+        graph: &Graph,
+        inputs: &BTreeMap<String, Tensor>,
+    ) -> Result<Verdict, CheckError> {
+        let reference = interpret(graph, inputs, &reference_options())?;
+        let optimized = birkhoff_opt::optimize(graph, |_| false)?.graph;
+        let (outputs, declared) = match self.candidate {
+            Candidate::Optimized => {
+                let got = interpret(&optimized, inputs, &reference_options())?;
+                let outputs = compare_with(graph, &reference, &got, self.rule(true))?;
+                let declared = if self.in_declared_dtype {
+                    let f32_mode = InterpOptions {
+                        precision: Precision::F32,
+                        ..reference_options()
+                    };
+                    let got = interpret(&optimized, inputs, &f32_mode)?;
+                    compare_with(graph, &reference, &got, self.rule(false))?
+                } else {
+                    Vec::new()
+                };
+                (outputs, declared)
+            }
+            Candidate::Cpu => {
+                let opts = crate::CompileOptions {
+                    target: crate::Target::Cpu,
+                    checked: true,
+                    optimize: false,
+                    ..crate::CompileOptions::default()
+                };
+                let got = crate::compile_with(&optimized, &opts)?.run(inputs)?;
+                (
+                    compare_with(graph, &reference, &got, self.rule(false))?,
+                    Vec::new(),
+                )
+            }
+        };
+        Ok(Verdict {
+            graph: graph.name().to_string(),
+            candidate: self.candidate,
+            outputs,
+            declared,
+        })
+    }
+}
+
+/// What a [`Check`] found: every output's error against the reference,
+/// and the rule it was judged by, in words (`Display`).
+#[derive(Clone, Debug)]
+pub struct Verdict {
+    /// The graph's name.
+    pub graph: String,
+    /// What ran against the reference.
+    pub candidate: Candidate,
+    /// Per output, in signature order: the candidate against the reference.
+    pub outputs: Vec<OutputError>,
+    /// Per output, the candidate run in its declared dtypes against the
+    /// reference ([`Check::in_declared_dtype`]; empty otherwise).
+    pub declared: Vec<OutputError>,
+}
+
+impl Verdict {
+    /// Whether every output is within its bound (in both comparisons).
+    pub fn passed(&self) -> bool {
+        self.outputs.iter().chain(&self.declared).all(|e| e.within)
+    }
+
+    /// `Ok(self)` if it passed, else [`CheckError::Failed`] with the whole
+    /// verdict: in a proptest body, `check.run(..)?.into_result()?` fails
+    /// the case with it (proptest turns any error into a failure).
+    ///
+    /// # Errors
+    /// An output out of tolerance.
+    pub fn into_result(self) -> Result<Verdict, CheckError> {
+        if self.passed() {
+            Ok(self)
+        } else {
+            Err(CheckError::Failed {
+                what: self.to_string(),
+                graph: String::new(),
+            })
+        }
+    }
+
+    /// Panics with the whole verdict unless it passed: for a plain
+    /// `#[test]`.
+    #[track_caller]
+    pub fn assert_passed(&self) {
+        assert!(self.passed(), "{self}");
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "@{}: {} against the original graph in the f64 interpreter: {}",
+            self.graph,
+            self.candidate,
+            if self.passed() { "passed" } else { "FAILED" }
+        )?;
+        writeln!(
+            f,
+            "  (an element is ok when |got - want| <= atol + rtol·max(|want|, floor); \
+             floor is a thousandth of the output's largest |want|)"
+        )?;
+        for e in &self.outputs {
+            writeln!(f, "  {e}")?;
+        }
+        if !self.declared.is_empty() {
+            writeln!(f, "  computed in the graph's own dtypes:")?;
+            for e in &self.declared {
+                writeln!(f, "  {e}")?;
+            }
+        }
+        Ok(())
+    }
 }

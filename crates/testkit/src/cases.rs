@@ -47,6 +47,16 @@ pub fn zoo_case() -> impl Strategy<Value = (String, ModelArgs, u64)> {
         })
 }
 
+/// Sizes for a graph you build yourself, one drawn from each range, and
+/// an input seed: a property test over `(sizes, seed)` builds its graph
+/// inside the test, so a failure prints (and shrinks toward) a few small
+/// numbers, not a graph of thousands of lines.
+pub fn sizes_and_seed<const N: usize>(
+    ranges: [std::ops::Range<usize>; N],
+) -> impl Strategy<Value = ([usize; N], u64)> {
+    (ranges, proptest::num::u64::ANY)
+}
+
 /// Cases per proptest property: `PROPTEST_CASES` when it is set to a
 /// number, else `default`.
 pub fn proptest_cases(default: u32) -> u32 {

@@ -38,7 +38,7 @@ pub mod spellings;
 mod strategies;
 mod tolerance;
 
-pub use cases::{proptest_cases, seeded_inputs, zoo_case};
+pub use cases::{proptest_cases, seeded_inputs, sizes_and_seed, zoo_case};
 pub use strategies::{
     MAX_DIM, MAX_GRAPH_ELEMENTS, MAX_TEST_RANK, dtype, graph, graph_from_choices, inputs, scalar,
     shape, special_scalars, tensor, tensor_type,
