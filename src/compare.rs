@@ -398,6 +398,27 @@ pub struct CaseSummary {
     pub outputs: Vec<WorstCase>,
 }
 
+impl fmt::Display for CaseSummary {
+    /// The worst error of each output over the cases, with the seed that
+    /// produced it, under the rule in words (see [`OutputError`]).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} input sets: {}",
+            self.cases,
+            if self.passed() { "passed" } else { "FAILED" }
+        )?;
+        for w in &self.outputs {
+            writeln!(
+                f,
+                "  {} (worst at seed {}; {} of {} sets outside the bound)",
+                w.error, w.worst_seed, w.failures, self.cases
+            )?;
+        }
+        Ok(())
+    }
+}
+
 impl CaseSummary {
     /// Whether every output was within tolerance on every case.
     pub fn passed(&self) -> bool {

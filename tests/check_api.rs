@@ -108,3 +108,21 @@ fn an_f32_overflow_is_reported_as_a_non_finite_output() {
     assert!(matches!(err, CheckError::Failed { .. }));
     assert!(err.to_string().contains("non-finite output"), "{err}");
 }
+
+/// Many seeds at once: the worst case per output, printed with its seed.
+#[test]
+fn case_summaries_print_the_worst_seed() {
+    let model = sublayer(&ModelArgs {
+        tokens: Some(4),
+        streams: Some(1),
+        hidden: Some(8),
+        ..ModelArgs::default()
+    });
+    let summary = birkhoff::compare::compare_optimized_cases(&model.graph, &model.inits, 3, 10)
+        .expect("runs");
+    let text = summary.to_string();
+    assert!(summary.passed(), "{text}");
+    assert!(text.starts_with("3 input sets: passed"), "{text}");
+    assert!(text.contains("worst at seed 1"), "{text}");
+    assert!(text.contains("0 of 3 sets outside the bound"), "{text}");
+}

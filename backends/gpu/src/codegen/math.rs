@@ -27,8 +27,9 @@
 //!   infinities); `f32` `pow` runs in `f64` and rounds once, as the CPU's
 //!   does. The `f64` version loses `|y·ln x|·2^-53` of relative accuracy
 //!   in the product, so large results (near overflow) are off by up to a
-//!   few hundred ulps; the measured bounds are asserted in
-//!   `tests/codegen_math.rs`.
+//!   few hundred ulps. `tests/gpu_emulated.rs`
+//!   (`math_routines_across_their_ranges`, in the workspace root) checks
+//!   every routine across its range against the f64 reference.
 
 #![expect(
     clippy::excessive_precision,
