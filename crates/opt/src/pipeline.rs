@@ -110,6 +110,9 @@ pub fn run_passes(
     let live = eliminate_dead_nodes(graph);
     let graph = &live;
     let mut ins = insert(graph);
+    // Equal nodes (a constant written twice) share one class from the
+    // start: the first snapshot shows them merged though no rule fired.
+    let duplicates_merged = graph.len().saturating_sub(ins.egraph.number_of_classes());
     let mut stats: Vec<RuleSetStats> = Vec::new();
     let mut snapshots = Vec::new();
     for p in passes {
@@ -137,6 +140,7 @@ pub fn run_passes(
         extract_ms,
         start.elapsed(),
         near_misses,
+        duplicates_merged,
     );
     Ok(Optimized {
         graph: out,

@@ -62,6 +62,10 @@ pub struct Report {
     pub total_ms: f64,
     /// Parts of mHC patterns that did not fuse, and why.
     pub near_misses: Vec<NearMiss>,
+    /// Values of the input equal to an earlier one (same op, attributes
+    /// and operands), merged when the graph entered the e-graph: the
+    /// first dump differs from the input by these even if no rule fired.
+    pub duplicates_merged: usize,
 }
 
 /// Counts of fused and semantic ops in a graph, per mnemonic.
@@ -103,6 +107,7 @@ impl Report {
         extraction_ms: f64,
         total: Duration,
         near_misses: Vec<NearMiss>,
+        duplicates_merged: usize,
     ) -> Report {
         let eg = &ins.egraph;
         // Original values by the class that now holds them.
@@ -173,6 +178,7 @@ impl Report {
             extraction_ms,
             total_ms: total.as_secs_f64() * 1e3,
             near_misses,
+            duplicates_merged,
         }
     }
 
@@ -293,6 +299,13 @@ impl std::fmt::Display for Report {
             }
         }
         let _ = writeln!(s, "\npasses:");
+        if self.duplicates_merged > 0 {
+            let _ = writeln!(
+                s,
+                "  (on entering the e-graph, {} values equal to earlier ones were merged with them)",
+                self.duplicates_merged
+            );
+        }
         let _ = writeln!(
             s,
             "  {:<13} {:>6} {:>9} {:>9}  {:<16} {:>9}  rules applied",
