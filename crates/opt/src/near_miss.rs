@@ -81,6 +81,11 @@ pub(crate) fn near_misses(
     let ctx = Ctx { eg, parents: &par };
     // Only what the result computes is explained.
     let needed: HashSet<Id> = classes.iter().map(|&c| eg.find(c)).collect();
+    // A batched Sinkhorn is only a missed pre-mix next to an RMSNorm (the
+    // pre-mix's own); on its own it is just a Sinkhorn.
+    let has_rms_norm = eg
+        .classes()
+        .any(|c| c.nodes.iter().any(|nd| matches!(nd.op, Op::RmsNorm { .. })));
     let mut out = Vec::new();
     let mut ids: Vec<Id> = eg.classes().map(|c| c.id).collect();
     ids.sort();
@@ -90,6 +95,16 @@ pub(crate) fn near_misses(
         }
         if !fused_streams.contains(&c)
             && let Some((found, missing)) = fuse_mhc::explain_pre_mix(&ctx, c, &name)
+        {
+            out.push(NearMiss {
+                op: "mhc_pre".into(),
+                at: name(c),
+                found,
+                missing,
+            });
+        }
+        if has_rms_norm
+            && let Some((found, missing)) = fuse_mhc::explain_batched_sinkhorn(eg, c, &name)
         {
             out.push(NearMiss {
                 op: "mhc_pre".into(),

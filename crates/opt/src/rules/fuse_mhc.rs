@@ -988,6 +988,40 @@ fn sinkhorns_of_shape(eg: &EG, t: usize, n: usize) -> Vec<Id> {
         .collect()
 }
 
+/// Why a Sinkhorn projection with more than one batch axis did not join a
+/// pre-mix: the fused ops take one token axis (`[T, n, C]` streams), and a
+/// model written with batch and sequence axes (`[B, S, n, C]`, as PyTorch
+/// code is) keeps its `[B, S, n, n]` logits apart.
+pub(crate) fn explain_batched_sinkhorn(
+    eg: &EG,
+    c: Id,
+    name: &dyn Fn(Id) -> String,
+) -> Option<(Vec<String>, String)> {
+    if !eg[c]
+        .nodes
+        .iter()
+        .any(|nd| matches!(nd.op, Op::Sinkhorn(_)))
+    {
+        return None;
+    }
+    let s = shape(eg, c);
+    let r = s.len();
+    if r < 4 || s[r - 1] != s[r - 2] {
+        return None;
+    }
+    let (batch, n) = (&s[..r - 2], s[r - 1]);
+    let tokens: usize = batch.iter().product();
+    Some((
+        vec![format!("sinkhorn at {} over {s:?}", name(c))],
+        format!(
+            "it has {} batch axes {batch:?} before its {n}×{n} matrices, and the fused mHC ops take a \
+             stream [T, n, C] with one token axis: reshape the stream to [{tokens}, {n}, C] \
+             (tokens are independent) and the pre-mix can fuse",
+            batch.len()
+        ),
+    ))
+}
+
 /// Why a residual mix `M · x` added to another term did not fuse into
 /// `mhc_post`: the term is not `post ⊗ f`.
 pub(crate) fn explain_post_mix(
