@@ -23,7 +23,34 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// What a failed write to stdout does: `print!` panics on an I/O error,
+/// so a hook turns that one panic into how Unix tools behave. A reader
+/// that went away (`birkhoff models | head -1`: a broken pipe) ends the
+/// program quietly with success; any other error (a full disk, `>
+/// /dev/full`) is one error line and a failure status. Every other panic
+/// keeps the default report.
+fn exit_quietly_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if let Some(cause) = message.strip_prefix("failed printing to stdout: ") {
+            if cause.contains("Broken pipe") {
+                std::process::exit(0);
+            }
+            eprintln!("error: cannot write to standard output: {cause}");
+            std::process::exit(1);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    exit_quietly_on_closed_stdout();
     let cli = args::Cli::parse();
     let result = match cli.command {
         args::Command::Models => models::main(),

@@ -469,3 +469,46 @@ fn verify_is_an_alias_of_compare_with_a_note() {
     assert_eq!(stdout(&old), new);
     assert!(!new.contains("note:"));
 }
+
+/// A reader that goes away after one line (`birkhoff dump … | head -1`)
+/// ends the program quietly with success, as Unix tools do; a full disk is
+/// one error line and a failure.
+#[test]
+fn a_closed_or_full_stdout_is_no_panic() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_birkhoff"))
+        .args(["dump", "mhc-block", "--layers", "8"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The pipe's read end is closed here, with most of the graph unwritten.
+    let out = child.wait_with_output().unwrap();
+    assert!(first.starts_with("graph @mhc_block"), "{first}");
+    assert!(out.status.success(), "{:?}", out.status);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+
+    if std::path::Path::new("/dev/full").exists() {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_birkhoff"))
+            .args(["models"])
+            .stdout(full)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with("error: cannot write to standard output: No space left on device"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
