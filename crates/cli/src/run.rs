@@ -11,7 +11,7 @@ use birkhoff::gpu::{GpuDevice, GpuExecutable, GpuModule};
 use birkhoff::ir::{
     Graph, InterpOptions, Precision, Tensor, TensorType, interpret_with_progress, node_cost,
 };
-use birkhoff::npy::{read_npy, write_npy};
+use birkhoff::npy::{read_npy, stage_npy};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::args::{PrecisionArg, RunArgs, TargetArg};
@@ -286,15 +286,25 @@ fn write_outputs(dir: Option<&Path>, outputs: &[(String, Tensor)]) -> Result<()>
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create output directory {}", dir.display()))?;
     }
-    for (name, t) in outputs {
-        let dest = match dir {
-            Some(dir) => {
-                let path = dir.join(format!("{name}.npy"));
-                write_npy(&path, t)?;
-                format!("  -> {}", path.display())
-            }
-            None => String::new(),
-        };
+    // All or none: every output is written in full beside its target
+    // first; only when all are, they are renamed into place. A failure
+    // before that (an output named like a directory, a full disk) leaves
+    // no output file changed.
+    let mut staged = Vec::new();
+    if let Some(dir) = dir {
+        for (name, t) in outputs {
+            let path = dir.join(format!("{name}.npy"));
+            staged.push((stage_npy(&path, t)?, path));
+        }
+    }
+    let mut dests = Vec::new();
+    for (file, path) in staged {
+        file.commit()
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        dests.push(format!("  -> {}", path.display()));
+    }
+    for (i, (name, t)) in outputs.iter().enumerate() {
+        let dest = dests.get(i).map_or("", String::as_str);
         println!("  {name:<14} {:<16} {}{dest}", t.ty().to_string(), stats(t));
     }
     Ok(())

@@ -512,3 +512,36 @@ fn a_closed_or_full_stdout_is_no_panic() {
         assert_eq!(err.lines().count(), 1, "{err}");
     }
 }
+
+/// One output that cannot be written (a directory has its name) fails the
+/// run and leaves no other output written: all appear or none do.
+#[test]
+fn outputs_appear_all_together_or_not_at_all() {
+    let s = Scratch::new("outputs-all-or-none");
+    std::fs::create_dir_all(s.path("out/post_mix.npy")).unwrap();
+    let args = [
+        "run",
+        "mhc-pre",
+        "--tokens",
+        "2",
+        "--streams",
+        "2",
+        "--hidden",
+        "4",
+        "--seed",
+        "1",
+    ];
+    let out_dir = s.s("out");
+    let mut failing = args.to_vec();
+    failing.extend_from_slice(&["--outputs", &out_dir]);
+    let err = fails(&failing);
+    assert!(err.contains("post_mix.npy"), "{err}");
+    assert_eq!(files_in(&s.path("out")), ["post_mix.npy"]);
+    // With the obstacle gone, all three appear.
+    std::fs::remove_dir(s.path("out/post_mix.npy")).unwrap();
+    ok(&failing);
+    assert_eq!(
+        files_in(&s.path("out")),
+        ["comb_mix.npy", "layer_input.npy", "post_mix.npy"]
+    );
+}

@@ -23,29 +23,58 @@ pub fn write_atomically(
     path: &Path,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> io::Result<()> {
+    stage(path, fill)?.commit()
+}
+
+/// A file written in full beside its target but not yet in place: the
+/// first half of an atomic write, for writing several files all or none
+/// (stage every one, then [`Staged::commit`] each). Dropped uncommitted,
+/// the temporary file is removed and the target untouched.
+pub struct Staged {
+    tmp: RemoveOnDrop,
+    target: PathBuf,
+    dir: PathBuf,
+}
+
+/// Checks that `path` may be replaced (see [`write_atomic`]), creates a
+/// fresh temporary file next to it, lets `fill` write it and syncs it.
+///
+/// # Errors
+/// `path` is not replaceable, or creating, writing or syncing failed (the
+/// temporary file is removed).
+pub fn stage(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<Staged> {
     let target = replaceable_target(path)?;
-    let path = target.as_path();
-    let name = path
+    let name = target
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
     };
-    let (tmp, mut file) = create_temp(dir, name)?;
-    let guard = RemoveOnDrop(Some(tmp));
+    let (tmp, mut file) = create_temp(&dir, name)?;
+    let tmp = RemoveOnDrop(Some(tmp));
     fill(&mut file)?;
     file.sync_all()?;
     drop(file);
-    fs::rename(guard.path(), path)?;
-    guard.disarm();
-    // Make the rename itself durable. Best effort: not every platform or
-    // file system can sync a directory, and the data is already in place.
-    #[cfg(unix)]
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
+    Ok(Staged { tmp, target, dir })
+}
+
+impl Staged {
+    /// Renames the temporary file over the target.
+    ///
+    /// # Errors
+    /// The rename failed (the temporary file is removed).
+    pub fn commit(self) -> io::Result<()> {
+        fs::rename(self.tmp.path(), &self.target)?;
+        self.tmp.disarm();
+        // Make the rename itself durable. Best effort: not every platform
+        // or file system can sync a directory, and the data is in place.
+        #[cfg(unix)]
+        if let Ok(d) = File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// The file a write to `path` replaces: `path` itself when it is new or a

@@ -22,4 +22,4 @@
 mod atomic;
 pub mod npy;
 
-pub use atomic::{write_atomic, write_atomically};
+pub use atomic::{Staged, stage, write_atomic, write_atomically};

@@ -54,7 +54,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::atomic::write_atomically;
+use crate::atomic::{Staged, stage};
 use birkhoff_ir::{DType, MAX_ELEMENTS, MAX_RANK, Tensor, TensorData};
 use half::bf16;
 
@@ -238,6 +238,18 @@ pub fn read_npy_bytes(bytes: &[u8], name: &str) -> Result<Tensor> {
 /// a partial one; on error the temporary file is removed. (A replaced
 /// file's permissions are not carried over.)
 pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
+    stage_npy(path, t)?
+        .commit()
+        .map_err(|error| NpyError::Write {
+            path: path.into(),
+            error,
+        })
+}
+
+/// [`write_npy`] up to the rename: the file is written in full next to
+/// `path` and goes in place on [`Staged::commit`], so that several outputs
+/// appear all together or, if any fails, none does.
+pub fn stage_npy(path: &Path, t: &Tensor) -> Result<Staged> {
     check_shape(
         path,
         &t.shape().iter().map(|&d| d as u64).collect::<Vec<_>>(),
@@ -245,7 +257,7 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
     if path.is_dir() {
         return Err(NpyError::IsDirectory { path: path.into() });
     }
-    write_atomically(path, |file| encode(file, t)).map_err(|error| NpyError::Write {
+    stage(path, |file| encode(file, t)).map_err(|error| NpyError::Write {
         path: path.into(),
         error,
     })
@@ -875,6 +887,7 @@ fn write_elems<T, const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::atomic::write_atomically;
     use std::fs;
 
     /// A version-1.0 file with this header text and data.
