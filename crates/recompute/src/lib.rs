@@ -54,7 +54,7 @@ mod replay;
 mod rewrite;
 mod training;
 
-pub use mhc::{BlockPlan, MemoryEstimate, MhcStack, PlanError, RecomputeCost};
+pub use mhc::{BlockPlan, MAX_PLANNED_LAYERS, MemoryEstimate, MhcStack, PlanError, RecomputeCost};
 pub use planner::{
     GeneralPlan, MAX_BRUTE_FORCE_CANDIDATES, MAX_CHAIN_LABELS, MAX_CHAIN_SLOTS, Method, Objective,
     brute_force, chain_dp, greedy, plan,

@@ -73,12 +73,20 @@ pub struct BlockPlan {
     pub recompute: RecomputeCost,
 }
 
+/// The most layers [`MhcStack::plan`] considers (it tries every block
+/// size); far more than any model has.
+pub const MAX_PLANNED_LAYERS: usize = 1_000_000;
+
 /// Why a stack cannot be planned.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
     /// A dimension of the stack is zero.
     #[error("an mHC stack needs at least one {0}")]
     Zero(&'static str),
+    /// A stack too large to plan: more layers than [`MAX_PLANNED_LAYERS`],
+    /// or sizes whose byte counts do not fit in 64 bits.
+    #[error("the mHC stack is too large to plan: {0}")]
+    TooLarge(String),
     /// A block size of zero, or longer than the stack.
     #[error("block size {block} is outside 1..={layers}")]
     BlockOutOfRange {
@@ -207,6 +215,28 @@ impl MhcStack {
             if v == 0 {
                 return Err(PlanError::Zero(what));
             }
+        }
+        if self.layers > MAX_PLANNED_LAYERS {
+            return Err(PlanError::TooLarge(format!(
+                "{} layers (at most {MAX_PLANNED_LAYERS} are planned)",
+                self.layers
+            )));
+        }
+        // Every byte count the plan reports is at most L·(n+2)·n·C·T·bytes.
+        let all = [
+            self.streams + 2,
+            self.streams,
+            self.hidden,
+            self.tokens,
+            self.bytes_per_element,
+        ]
+        .iter()
+        .try_fold(self.layers as u64, |acc, &d| acc.checked_mul(d as u64));
+        if all.is_none() {
+            return Err(PlanError::TooLarge(format!(
+                "L={} n={} C={} T={}: the activation sizes overflow 64-bit byte counts",
+                self.layers, self.streams, self.hidden, self.tokens
+            )));
         }
         Ok(())
     }

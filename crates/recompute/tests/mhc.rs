@@ -243,3 +243,29 @@ proptest! {
         prop_assert!(best.estimate.peak_bytes <= p.estimate.peak_bytes);
     }
 }
+
+/// Absurd stacks are errors, not allocations or wrapped byte counts.
+#[test]
+fn stacks_too_large_to_plan_are_errors() {
+    let too_deep = MhcStack {
+        layers: usize::MAX,
+        ..stack(4, 4)
+    };
+    assert!(matches!(
+        too_deep.plan(None, None),
+        Err(PlanError::TooLarge(_))
+    ));
+    let too_wide = MhcStack {
+        hidden: usize::MAX,
+        ..stack(4, 4)
+    };
+    let e = too_wide.plan(None, None).unwrap_err();
+    assert!(e.to_string().contains("overflow 64-bit byte counts"), "{e}");
+    let deepest = MhcStack {
+        layers: birkhoff_recompute::MAX_PLANNED_LAYERS,
+        hidden: 64,
+        tokens: 8,
+        ..stack(4, 4)
+    };
+    assert!(deepest.plan_block(1000, None).is_ok());
+}
