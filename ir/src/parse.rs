@@ -65,6 +65,9 @@ fn is_name_char(c: char) -> bool {
 }
 
 fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
+    // A byte-order mark (editors on Windows write one) is no character of
+    // the text.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = Vec::new();
     for (li, line) in text.lines().enumerate() {
         let chars: Vec<char> = line.chars().collect();
@@ -126,7 +129,9 @@ fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
                 return Err(ParseError {
                     line: loc.line,
                     col: loc.col,
-                    message: format!("unexpected character '{c}'"),
+                    // Escaped, so that a NUL or another invisible
+                    // character shows in the message.
+                    message: format!("unexpected character '{}'", c.escape_debug()),
                 });
             };
             out.push(Token { tok, loc });
@@ -572,7 +577,23 @@ pub fn parse_module_with_locations(text: &str) -> Result<Vec<(Graph, SourceMap)>
             map: SourceMap::default(),
             names: HashMap::new(),
         };
-        graphs.push(gp.parse()?);
+        let (g, map): (Graph, SourceMap) = gp.parse()?;
+        // Graphs are named to be found: two of one name would be one lost.
+        if let Some((_, first)) = graphs
+            .iter()
+            .find(|(other, _): &&(Graph, SourceMap)| other.name() == g.name())
+        {
+            return Err(ParseError {
+                line: map.graph.line,
+                col: map.graph.col,
+                message: format!(
+                    "graph @{} is defined twice (first at line {})",
+                    g.name(),
+                    first.graph.line
+                ),
+            });
+        }
+        graphs.push((g, map));
     }
     Ok(graphs)
 }

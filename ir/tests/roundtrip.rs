@@ -31,12 +31,36 @@ proptest! {
     }
 
     #[test]
-    fn modules_of_several_graphs_round_trip(a in graph(), b in graph(), c in graph()) {
+    fn modules_of_several_graphs_round_trip(mut a in graph(), mut b in graph(), mut c in graph()) {
+        // A module's graphs have distinct names.
+        a.set_name("a");
+        b.set_name("b");
+        c.set_name("c");
         let text = format!("{a}\n; between graphs\n{b}{c}");
         let parsed = parse_module(&text);
         prop_assert!(parsed.is_ok(), "{}\n{}", parsed.unwrap_err(), text);
         prop_assert_eq!(parsed.unwrap_or_default(), vec![a, b, c]);
     }
+}
+
+#[test]
+fn a_graph_name_used_twice_in_a_module_is_an_error() {
+    let g = "graph @a(%x: f32[2]) -> (y: f32[2]) {\n  return %x\n}\n";
+    let e = parse_module(&format!("{g}{g}")).unwrap_err();
+    assert_eq!((e.line, e.col), (4, 1));
+    assert!(
+        e.message
+            .contains("graph @a is defined twice (first at line 1)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_byte_order_mark_is_skipped_and_invisible_characters_are_escaped() {
+    let g = "graph @a(%x: f32[2]) -> (y: f32[2]) {\n  return %x\n}\n";
+    assert!(parse_module(&format!("\u{feff}{g}")).is_ok());
+    let e = parse_module(&g.replace("return", "return\0")).unwrap_err();
+    assert!(e.message.contains("unexpected character '\\0'"), "{e}");
 }
 
 #[test]

@@ -387,12 +387,12 @@ pub struct RunArgs {
     /// Where to run [default: interp; gpu for --artifact].
     #[arg(long, alias = "backend", value_enum)]
     pub target: Option<TargetArg>,
-    /// CUDA device ordinal (--target gpu).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub device: usize,
-    /// Interpreter arithmetic precision.
-    #[arg(long, value_enum, default_value = "f64")]
-    pub precision: PrecisionArg,
+    /// CUDA device ordinal (--target gpu, or --artifact) [default: 0].
+    #[arg(long, value_name = "N")]
+    pub device: Option<usize>,
+    /// Interpreter arithmetic precision (--target interp) [default: f64].
+    #[arg(long, value_enum)]
+    pub precision: Option<PrecisionArg>,
     /// Accept NaN and infinite input values instead of rejecting them.
     #[arg(long)]
     pub allow_nonfinite: bool,

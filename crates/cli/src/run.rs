@@ -62,6 +62,12 @@ pub fn gather_inputs(
     allow_nonfinite: bool,
 ) -> Result<BTreeMap<String, Tensor>> {
     if let Some(d) = dir {
+        if d.exists() && !d.is_dir() {
+            bail!(
+                "--inputs {} is a file, not a directory: pass the directory that holds NAME.npy per input",
+                d.display()
+            );
+        }
         if !d.is_dir() {
             bail!("input directory {} does not exist", d.display());
         }
@@ -167,8 +173,20 @@ pub fn main(a: &RunArgs) -> Result<ExitCode> {
     let Some(source) = &a.source else {
         bail!("pass a model name, an IR file or --artifact FILE");
     };
-    let mut src = source::load(source, &a.model)?;
     let target = a.target.unwrap_or(TargetArg::Interp);
+    // A flag that does nothing for the chosen target is a mistake to say,
+    // not to ignore.
+    if a.precision.is_some() && target != TargetArg::Interp {
+        bail!(
+            "--precision sets the interpreter's arithmetic (--target interp); a compiled program computes in the graph's dtypes"
+        );
+    }
+    if a.device.is_some() && target != TargetArg::Gpu {
+        bail!(
+            "--device picks a GPU (--target gpu or --artifact); it means nothing for the interpreter or the CPU"
+        );
+    }
+    let mut src = source::load(source, &a.model)?;
     let inputs = load_inputs(&src, a.inputs.as_deref(), a.seed, a.allow_nonfinite)?;
     if a.optimize {
         let out = birkhoff::opt::optimize(&src.graph, |_| false)?;
@@ -191,7 +209,7 @@ pub fn main(a: &RunArgs) -> Result<ExitCode> {
         );
         src.graph = out.graph;
     }
-    let precision = match a.precision {
+    let precision = match a.precision.unwrap_or(PrecisionArg::F64) {
         PrecisionArg::F64 => Precision::F64,
         PrecisionArg::F32 => Precision::F32,
     };
@@ -206,7 +224,7 @@ pub fn main(a: &RunArgs) -> Result<ExitCode> {
             let opts = CompileOptions {
                 target: target.into(),
                 optimize: false,
-                device: a.device,
+                device: a.device.unwrap_or(0),
                 ..CompileOptions::default()
             };
             let exe = compile_with(&src.graph, &opts)?;
@@ -263,7 +281,7 @@ fn run_artifact(a: &RunArgs, path: &Path) -> Result<ExitCode> {
         a.allow_nonfinite,
     )?;
     let start = Instant::now();
-    let device = GpuDevice::open(a.device)?;
+    let device = GpuDevice::open(a.device.unwrap_or(0))?;
     let launches = module.launches.len();
     let name = module.name.clone();
     let exe = GpuExecutable::load(module, &device)?;

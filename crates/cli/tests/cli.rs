@@ -545,3 +545,33 @@ fn outputs_appear_all_together_or_not_at_all() {
         ["comb_mix.npy", "layer_input.npy", "post_mix.npy"]
     );
 }
+
+#[test]
+fn inputs_that_name_a_file_say_so() {
+    let s = Scratch::new("inputs-file");
+    std::fs::write(s.path("x.npy"), b"not a directory").unwrap();
+    let err = fails(&["run", "sinkhorn", "--inputs", &s.s("x.npy")]);
+    assert!(err.contains("is a file, not a directory"), "{err}");
+}
+
+/// Flags that do nothing for the chosen target are refused, not ignored.
+#[test]
+fn flags_without_effect_on_the_target_are_refused() {
+    let err = fails(&[
+        "run",
+        "sinkhorn",
+        "--seed",
+        "1",
+        "--target",
+        "cpu",
+        "--precision",
+        "f32",
+    ]);
+    assert!(
+        err.contains("--precision sets the interpreter's arithmetic"),
+        "{err}"
+    );
+    let err = fails(&["run", "sinkhorn", "--seed", "1", "--device", "1"]);
+    assert!(err.contains("--device picks a GPU"), "{err}");
+    ok(&["run", "sinkhorn", "--seed", "1", "--precision", "f32"]);
+}
