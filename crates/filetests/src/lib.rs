@@ -83,13 +83,12 @@ pub const BLESS_VAR: &str = "BIRKHOFF_BLESS";
 #[derive(Debug, thiserror::Error)]
 pub enum FileTestError {
     /// The file could not be read or rewritten.
-    #[error("{file}: {source}")]
+    #[error("{file}: {error}")]
     Io {
         /// The file.
         file: String,
-        /// What went wrong.
-        #[source]
-        source: std::io::Error,
+        /// What went wrong (in the message, so not also an error source).
+        error: std::io::Error,
     },
     /// The file is not a valid test: unknown command or option, missing
     /// graph, bad directive or setting.
@@ -190,9 +189,9 @@ pub fn collect_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
 /// is replaced atomically) and count as passing.
 pub fn run_file(path: &Path) -> Result<Outcome, FileTestError> {
     let file = path.display().to_string();
-    let io = |source| FileTestError::Io {
+    let io = |error| FileTestError::Io {
         file: file.clone(),
-        source,
+        error,
     };
     let text = std::fs::read_to_string(path).map_err(io)?;
     let bless = std::env::var(BLESS_VAR).is_ok_and(|v| !v.is_empty() && v != "0");

@@ -63,9 +63,9 @@ pub(crate) fn encode(
 
 /// Reads a checkpoint file.
 pub(crate) fn read(path: &Path) -> Result<Checkpoint, TrainError> {
-    let bytes = std::fs::read(path).map_err(|source| TrainError::Io {
+    let bytes = std::fs::read(path).map_err(|error| TrainError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let corrupt = |message: String| TrainError::CorruptCheckpoint {
         path: path.to_path_buf(),

@@ -65,12 +65,12 @@ pub struct Corpus {
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The file could not be read.
-    #[error("cannot read corpus {path}: {source}")]
+    #[error("cannot read corpus {path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
+        /// The cause (in the message, so not also an error source).
+        error: std::io::Error,
     },
     /// The file has no bytes.
     #[error("corpus {path} is empty")]
@@ -129,9 +129,9 @@ pub fn load_corpus(path: &Path, valid_fraction: f64) -> Result<Corpus, DataError
             value: valid_fraction,
         });
     }
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+    let bytes = std::fs::read(path).map_err(|error| DataError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     if bytes.is_empty() {
         return Err(DataError::Empty {

@@ -230,12 +230,12 @@ pub enum TrainError {
         param: String,
     },
     /// Reading or writing a checkpoint failed.
-    #[error("checkpoint {}: {source}", path.display())]
+    #[error("checkpoint {}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, so not also an error source).
+        error: std::io::Error,
     },
     /// A checkpoint file is not a valid checkpoint.
     #[error("checkpoint {} is corrupt: {message}", path.display())]
@@ -583,9 +583,9 @@ impl Trainer {
         let mut options = String::new();
         let _ = write!(options, "{:?}", self.opts);
         let bytes = checkpoint::encode(self.step, &self.names, &tensors, &options)?;
-        birkhoff::write_atomic(path, &bytes).map_err(|source| TrainError::Io {
+        birkhoff::write_atomic(path, &bytes).map_err(|error| TrainError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })
     }
 
