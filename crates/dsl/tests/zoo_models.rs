@@ -237,3 +237,19 @@ fn bad_flags_are_clear_errors() {
         }
     }
 }
+
+/// The size check counts the tensors each model really has: a Sinkhorn
+/// over 600,000 tokens holds 9.6e6-element tensors and builds, while the
+/// transformer's attention scores at 6e6 tokens are refused.
+#[test]
+fn size_limits_follow_each_models_own_tensors() {
+    let args = |tokens| ModelArgs {
+        tokens: Some(tokens),
+        ..ModelArgs::default()
+    };
+    assert!(build_model("sinkhorn", &args(600_000)).is_ok());
+    let e = build_model("mhc-block", &args(6_000_000))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("over the limit"), "{e}");
+}

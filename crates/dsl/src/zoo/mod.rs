@@ -471,8 +471,10 @@ fn resolve(info: &ModelInfo, args: &ModelArgs) -> Result<ZooConfig> {
     if !cfg.post_mult.is_finite() {
         return bad(PostMult, format!("{} is not finite", cfg.post_mult));
     }
-    // The largest tensor any zoo graph holds, checked before building so
-    // absurd sizes give one clear error.
+    // The largest tensor this model's graph holds, checked before building
+    // so that absurd sizes give one clear error: the mixes always, the
+    // stream and projections where the model has a hidden width, the
+    // attention scores and the MLP only in the transformer blocks.
     let (t, n, c, f) = (
         cfg.tokens as u128,
         cfg.streams as u128,
@@ -480,18 +482,15 @@ fn resolve(info: &ModelInfo, args: &ModelArgs) -> Result<ZooConfig> {
         cfg.ffn_size() as u128,
     );
     let m = n * (n + 2);
-    let largest = [
-        t * n * c,
-        m * n * c,
-        t * m,
-        t * n * n,
-        cfg.heads as u128 * t * t,
-        t * f,
-        c * f,
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or(0);
+    let takes = |flag: Flag| info.flags.contains(&flag);
+    let mut sizes = vec![t * n * n];
+    if takes(Hidden) {
+        sizes.extend([t * n * c, m * n * c, t * m, c * c]);
+    }
+    if takes(Heads) {
+        sizes.extend([cfg.heads as u128 * t * t, t * f, c * f]);
+    }
+    let largest = sizes.into_iter().max().unwrap_or(0);
     if largest > u128::from(MAX_ELEMENTS) {
         return bad(
             Tokens,
