@@ -458,7 +458,9 @@ impl GpuModule {
             path: path.display().to_string(),
             message,
         };
-        let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        // An artifact holds PTX text and a launch table; 4 GiB is far more.
+        let bytes = birkhoff_io::read_bounded(path, 1 << 32)
+            .map_err(|e| err(format!("cannot read: {e}")))?;
         GpuModule::from_artifact_bytes(&bytes).map_err(err)
     }
 }

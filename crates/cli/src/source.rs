@@ -33,7 +33,7 @@ fn is_file(s: &str) -> bool {
 /// `FILE:LINE:COL`.
 pub fn read_ir_file(path: &Path) -> Result<Vec<Graph>> {
     let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        birkhoff::read_text(path).with_context(|| format!("cannot read {}", path.display()))?;
     let parsed = parse_module_with_locations(&text)
         .map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))?;
     let mut graphs = Vec::new();

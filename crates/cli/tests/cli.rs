@@ -575,3 +575,34 @@ fn flags_without_effect_on_the_target_are_refused() {
     assert!(err.contains("--device picks a GPU"), "{err}");
     ok(&["run", "sinkhorn", "--seed", "1", "--precision", "f32"]);
 }
+
+/// Files that never end or never open (a device, a FIFO) are refused
+/// before they are read, and a directory search does not follow links
+/// back into itself.
+#[cfg(unix)]
+#[test]
+fn endless_files_fifos_and_link_loops_are_refused_or_skipped() {
+    let err = fails(&["check", "/dev/zero"]);
+    assert!(err.contains("not a regular file"), "{err}");
+    let s = Scratch::new("special-files");
+    std::fs::create_dir_all(s.path("in")).unwrap();
+    let fifo = s.path("in/comb.npy");
+    if std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|st| st.success())
+    {
+        let err = fails(&["run", "sinkhorn", "--inputs", &s.s("in")]);
+        assert!(err.contains("not a regular file"), "{err}");
+    }
+    std::fs::create_dir_all(s.path("tests")).unwrap();
+    std::fs::write(
+        s.path("tests/one.bir"),
+        "test print\ngraph @g(%x: f32[2]) -> (y: f32[2]) {\n  return %x\n}\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(".", s.path("tests/a")).unwrap();
+    std::os::unix::fs::symlink(".", s.path("tests/b")).unwrap();
+    let out = ok(&["test", &s.s("tests")]);
+    assert!(out.contains("1 passed, 0 failed"), "{out}");
+}

@@ -159,12 +159,15 @@ impl fmt::Display for Outcome {
 }
 
 /// Every `.bir` file named by `paths`: files as given, directories
-/// searched recursively; sorted, for a stable order.
+/// searched recursively; sorted, for a stable order. Symbolic links to
+/// directories inside a searched directory are not followed (a link to
+/// `.` would make the search endless); links to files are.
 pub fn collect_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         for entry in std::fs::read_dir(dir)? {
-            let path = entry?.path();
-            if path.is_dir() {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
                 walk(&path, out)?;
             } else if path.extension().is_some_and(|e| e == "bir") {
                 out.push(path);
@@ -193,7 +196,7 @@ pub fn run_file(path: &Path) -> Result<Outcome, FileTestError> {
         file: file.clone(),
         error,
     };
-    let text = std::fs::read_to_string(path).map_err(io)?;
+    let text = birkhoff_io::read_text(path).map_err(io)?;
     let bless = std::env::var(BLESS_VAR).is_ok_and(|v| !v.is_empty() && v != "0");
     let (outcome, rewritten) = run(&file, &text, bless)?;
     if let Some(new) = rewritten {

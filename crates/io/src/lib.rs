@@ -21,5 +21,7 @@
 
 mod atomic;
 pub mod npy;
+mod read;
 
 pub use atomic::{Staged, stage, write_atomic, write_atomically};
+pub use read::{MAX_TEXT_BYTES, read_bounded, read_text};

@@ -211,9 +211,19 @@ pub fn read_npy(path: &Path) -> Result<Tensor> {
             error,
         },
     };
-    // Checked before opening: on some systems opening a directory succeeds.
+    // Checked before opening: on some systems opening a directory succeeds,
+    // and opening a FIFO blocks until a writer comes.
     if path.is_dir() {
         return Err(NpyError::IsDirectory { path: path.into() });
+    }
+    if path.exists() && !path.is_file() {
+        return Err(NpyError::Read {
+            path: path.into(),
+            error: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file (a device or FIFO)",
+            ),
+        });
     }
     let file = File::open(path).map_err(read_err)?;
     let meta = file.metadata().map_err(read_err)?;

@@ -63,7 +63,9 @@ pub(crate) fn encode(
 
 /// Reads a checkpoint file.
 pub(crate) fn read(path: &Path) -> Result<Checkpoint, TrainError> {
-    let bytes = std::fs::read(path).map_err(|error| TrainError::Io {
+    // A checkpoint holds the parameters and two moments; no model this
+    // trains on one machine comes near 1 TiB.
+    let bytes = birkhoff::read_bounded(path, 1 << 40).map_err(|error| TrainError::Io {
         path: path.to_path_buf(),
         error,
     })?;

@@ -61,6 +61,10 @@ pub struct Corpus {
     pub source: String,
 }
 
+/// The largest corpus file read (bytes): a byte-level model's corpus
+/// is held in memory whole.
+pub const MAX_CORPUS_BYTES: u64 = 1 << 32;
+
 /// Why a corpus or batches could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
@@ -129,7 +133,7 @@ pub fn load_corpus(path: &Path, valid_fraction: f64) -> Result<Corpus, DataError
             value: valid_fraction,
         });
     }
-    let bytes = std::fs::read(path).map_err(|error| DataError::Io {
+    let bytes = birkhoff::read_bounded(path, MAX_CORPUS_BYTES).map_err(|error| DataError::Io {
         path: path.to_path_buf(),
         error,
     })?;
