@@ -47,6 +47,19 @@ pub fn main(a: &TrainArgs) -> Result<ExitCode> {
     if a.steps == 0 {
         bail!("--steps must be at least 1");
     }
+    // Flags are checked before anything is built or written.
+    if !(a.lr.is_finite() && a.lr > 0.0) {
+        bail!("--lr must be a positive number, got {}", a.lr);
+    }
+    if !(a.weight_decay.is_finite() && a.weight_decay >= 0.0) {
+        bail!(
+            "--weight-decay must be a non-negative number, got {}",
+            a.weight_decay
+        );
+    }
+    if a.stop_after == Some(0) {
+        bail!("--stop-after must be at least 1 (it counts the steps this run takes)");
+    }
     let cfg = config(a)?;
     let opts = TrainOptions {
         steps: a.steps,
@@ -68,6 +81,27 @@ pub fn main(a: &TrainArgs) -> Result<ExitCode> {
     }
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create the output directory {}", a.out.display()))?;
+    // A read-only directory is found now, not at the first checkpoint.
+    let probe = a.out.join(format!(".write-check.{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("cannot write into the output directory {}", a.out.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    // A resume is checked against the saved run before anything is built.
+    let resumed_rows = if a.resume {
+        let step = birkhoff_train::checkpoint_step(&ckpt)?;
+        // At exactly --steps the run is complete (it may have been killed
+        // while drawing its charts): the resume only writes its outputs.
+        if step > a.steps {
+            bail!(
+                "--resume: the checkpoint is at step {step}, past --steps {}: raise --steps to train further",
+                a.steps
+            );
+        }
+        same_settings_as_the_saved_run(&a.out, &cfg, &opts)?;
+        previous_rows(&a.out, step)?
+    } else {
+        Vec::new()
+    };
 
     eprintln!(
         "building the {} language model: {} layers, C={}, n={}, {} heads, batch {}×{} bytes",
@@ -100,11 +134,7 @@ pub fn main(a: &TrainArgs) -> Result<ExitCode> {
 
     let mut batches = Batches::new(&corpus.train, cfg.batch, cfg.seq, a.seed)?;
     let valid = validation_batches(&corpus, &cfg, a.seed)?;
-    let mut rows = if a.resume {
-        previous_rows(&a.out, trainer.step_index())?
-    } else {
-        Vec::new()
-    };
+    let mut rows = resumed_rows;
     // The batches the saved run already consumed.
     for _ in 0..trainer.step_index() {
         batches.next();
@@ -142,8 +172,12 @@ pub fn main(a: &TrainArgs) -> Result<ExitCode> {
             valid: valid_loss,
         });
         if (trainer.step_index() as u64).is_multiple_of(a.checkpoint_every) || is_last || stopping {
-            trainer.save(&ckpt)?;
+            // Metrics first: killed between the two writes, the metrics
+            // hold more rows than the checkpoint's steps, and a resume
+            // keeps only the checkpoint's (and recomputes the rest
+            // identically); the other order would lose rows.
             write_metrics(&a.out, a, &cfg, &opts, &rows, &memory)?;
+            trainer.save(&ckpt)?;
         }
     }
     bar.finish_and_clear();
@@ -294,6 +328,38 @@ fn valid_loss(t: &mut Trainer, valid: &[(Tensor, Tensor)]) -> Result<f64> {
     Ok(sum / valid.len() as f64)
 }
 
+/// Refuses a resume whose settings differ from the run it continues: one
+/// metrics file would mix two configurations.
+fn same_settings_as_the_saved_run(out: &Path, cfg: &LmConfig, o: &TrainOptions) -> Result<()> {
+    let path = out.join("metrics.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("--resume: cannot read {}", path.display()))?;
+    let saved: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let now = [
+        ("connection", json!(cfg.connection.to_string())),
+        ("layers", json!(cfg.layers)),
+        ("hidden", json!(cfg.hidden)),
+        ("heads", json!(cfg.heads)),
+        ("batch", json!(cfg.batch)),
+        ("seq", json!(cfg.seq)),
+        ("lr", json!(o.lr)),
+        ("weight_decay", json!(o.weight_decay)),
+        ("seed", json!(o.seed)),
+    ];
+    for (key, value) in now {
+        if saved[key] != value {
+            bail!(
+                "--resume with {key} = {value}, but the run in {} was started with {key} = {}: \
+                 resume with the same settings, or train into a new --out",
+                out.display(),
+                saved[key]
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The rows of a previous run's `metrics.json`, up to `steps`.
 fn previous_rows(out: &Path, steps: usize) -> Result<Vec<Row>> {
     let path = out.join("metrics.json");
@@ -304,6 +370,24 @@ fn previous_rows(out: &Path, steps: usize) -> Result<Vec<Row>> {
     let steps_v = v["steps"]
         .as_array()
         .with_context(|| format!("{} has no 'steps' array", path.display()))?;
+    if steps_v.len() < steps {
+        bail!(
+            "--resume: {} holds {} steps but the checkpoint is at step {steps}: rows are missing, \
+             so the resumed metrics would silently lack them",
+            path.display(),
+            steps_v.len()
+        );
+    }
+    let first = steps_v.first().and_then(|s| s["step"].as_u64());
+    for (i, s) in steps_v.iter().take(steps).enumerate() {
+        if s["step"].as_u64() != first.map(|f| f + i as u64) {
+            bail!(
+                "--resume: {} row {i} is not the step after row {}: the rows are not one run's",
+                path.display(),
+                i.saturating_sub(1)
+            );
+        }
+    }
     let f = |x: &Value, k: &str| x[k].as_f64().unwrap_or(f64::NAN);
     let fv = |x: &Value, k: &str| -> Vec<f64> {
         x[k].as_array()

@@ -226,3 +226,127 @@ fn a_profile_times_every_kernel_and_adds_up() {
         "{sum} against {total}"
     );
 }
+
+/// Impossible flags are refused before anything runs, a resume that
+/// would mix settings or lose rows is refused, and a checkpoint past the
+/// planned steps is an error, not a silent no-op.
+#[test]
+fn training_refuses_what_would_go_wrong_later() {
+    let d = Scratch::new("train-refusals");
+    let out = d.s("x");
+    for (flag, says) in [
+        ("--lr=-1", "--lr must be a positive number"),
+        ("--lr=nan", "--lr must be a positive number"),
+        (
+            "--weight-decay=-5",
+            "--weight-decay must be a non-negative number",
+        ),
+        ("--stop-after=0", "--stop-after must be at least 1"),
+    ] {
+        let mut args = TINY.to_vec();
+        args.extend_from_slice(&["--steps", "3", flag, "--out", &out]);
+        let e = fails(&args);
+        assert!(e.contains(says), "{flag}: {e}");
+    }
+    assert!(!d.path("x").exists(), "a refused run wrote its --out");
+
+    let run = d.s("run");
+    train(&["--steps", "6", "--stop-after", "3", "--out", &run]);
+    let resume = |extra: &[&str]| {
+        let mut args = TINY.to_vec();
+        args.extend_from_slice(&["--resume", "--out", &run]);
+        args.extend_from_slice(extra);
+        fails(&args)
+    };
+    // A resume with other settings would mix two runs in one file.
+    let e = resume(&["--steps", "6", "--seed", "9"]);
+    assert!(e.contains("--resume with seed = 9"), "{e}");
+    // Rows lost from metrics.json are noticed, not silently dropped.
+    let saved = std::fs::read_to_string(d.path("run/metrics.json")).unwrap();
+    let mut emptied: Value = serde_json::from_str(&saved).unwrap();
+    emptied["steps"] = Value::Array(Vec::new());
+    std::fs::write(d.path("run/metrics.json"), emptied.to_string()).unwrap();
+    let e = resume(&["--steps", "6"]);
+    assert!(
+        e.contains("holds 0 steps but the checkpoint is at step 3"),
+        "{e}"
+    );
+    std::fs::write(d.path("run/metrics.json"), saved).unwrap();
+    // A checkpoint past the planned steps.
+    let e = resume(&["--steps", "2"]);
+    assert!(e.contains("the checkpoint is at step 3, past --steps 2"), "{e}");
+}
+
+/// kill -9 at random moments of short runs, each resumed until it
+/// finishes: the metrics always equal an uninterrupted run's (the step
+/// times aside). `BIRKHOFF_KILLS` sets how many kills (4 by default; CI
+/// runs 50).
+#[cfg(unix)]
+#[test]
+fn killed_runs_resume_to_the_uninterrupted_metrics() {
+    use std::path::Path;
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+    let d = Scratch::new("train-kill");
+    // TINY, checkpointing every other step.
+    let every_other: Vec<&str> = TINY
+        .iter()
+        .map(|&a| if a == "10" { "2" } else { a })
+        .collect();
+    let run_args = |dir: &str, resume: bool| {
+        let mut a: Vec<String> = every_other.iter().map(|s| (*s).to_string()).collect();
+        a.extend(["--steps", "20", "--out", dir].map(String::from));
+        if resume {
+            a.push("--resume".into());
+        }
+        a
+    };
+    let whole = d.s("whole");
+    let args = run_args(&whole, false);
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let want = std::fs::read_to_string(d.path("whole/metrics.csv")).unwrap();
+    let target: u64 = std::env::var("BIRKHOFF_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+    let (mut kills, mut runs) = (0, 0);
+    while kills < target {
+        let dir = d.s(&format!("killed{runs}"));
+        runs += 1;
+        // Start, kill at a random moment, resume, until a start finishes.
+        loop {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let resume = Path::new(&dir).join("checkpoint.safetensors").exists();
+            let mut child = Command::new(env!("CARGO_BIN_EXE_birkhoff"))
+                .args(run_args(&dir, resume))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(50 + rng % 1500));
+            if child.try_wait().unwrap().is_some() {
+                let out = child.wait_with_output().unwrap();
+                assert!(
+                    out.status.success(),
+                    "a run failed on its own: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                break;
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+            kills += 1;
+        }
+        let got = std::fs::read_to_string(format!("{dir}/metrics.csv")).unwrap();
+        for col in 0..7 {
+            assert_eq!(
+                column(&want, col),
+                column(&got, col),
+                "run {runs}, column {col}"
+            );
+        }
+    }
+}

@@ -62,6 +62,15 @@ use birkhoff::ir::{Graph, Tensor, TensorData, TensorType, ValueId, verify};
 pub use birkhoff::recompute::Recompute;
 use birkhoff::{CompileError, CompileOptions, Executable, RecomputeOptions, Target, compile_with};
 
+/// The step a checkpoint file was saved at (updates done), without
+/// building a model: what a resume checks its flags against first.
+///
+/// # Errors
+/// The file cannot be read or is not a checkpoint.
+pub fn checkpoint_step(path: &std::path::Path) -> Result<usize, TrainError> {
+    Ok(checkpoint::read(path)?.step)
+}
+
 pub use metrics::{amax_gain, global_norm};
 pub use optim::{adamw_graph, bias_corrections, clip_scale, decays, lr_at};
 
