@@ -274,7 +274,10 @@ fn training_refuses_what_would_go_wrong_later() {
     std::fs::write(d.path("run/metrics.json"), saved).unwrap();
     // A checkpoint past the planned steps.
     let e = resume(&["--steps", "2"]);
-    assert!(e.contains("the checkpoint is at step 3, past --steps 2"), "{e}");
+    assert!(
+        e.contains("the checkpoint is at step 3, past --steps 2"),
+        "{e}"
+    );
 }
 
 /// kill -9 at random moments of short runs, each resumed until it

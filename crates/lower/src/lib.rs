@@ -28,7 +28,7 @@ mod views;
 
 pub use builder::ProgramBuilder;
 pub use error::{LowerError, Result};
-pub use lower::lower;
+pub use lower::{MAX_FUSED_DEPTH, lower};
 pub use views::Access;
 
 /// How the mHC pre-mix computes its `n(n+2)` projections.

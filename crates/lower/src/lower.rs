@@ -22,7 +22,9 @@
 //!    repeats its elements, feeds a matrix product or a template kernel
 //!    (which read memory), or is a bf16 value (only a store rounds to
 //!    bf16). Pure functions of constants and `iota` are always recomputed
-//!    instead.
+//!    instead. A chain deeper than [`MAX_FUSED_DEPTH`] is cut there into
+//!    several kernels, which keeps every recursive walk of an expression
+//!    shallow.
 //! 4. Reductions, matrix products (`f32`/`f64` through the runtime GEMM,
 //!    other types as loop nests), `concat` and every semantic or fused op
 //!    (hand-written templates) are kernels of their own.
@@ -152,7 +154,46 @@ fn decide(g: &Graph) -> Vec<bool> {
             mat[v.index()] = true;
         }
     }
+    bound_fused_depth(g, &mut mat);
     mat
+}
+
+/// The most elementwise ops (and views) one fused expression chains: a
+/// kernel evaluates its expression recursively, and so do the verifier
+/// and the code generators, so an unbounded chain (100,000 `add`s in a
+/// row) would overflow the stack. Longer chains are cut into kernels of
+/// this depth, at no cost that matters: each already does this much
+/// arithmetic per element.
+pub const MAX_FUSED_DEPTH: usize = 256;
+
+/// Materializes every inlinable value whose fused expression would be
+/// deeper than [`MAX_FUSED_DEPTH`] (in arena order, so operands first).
+fn bound_fused_depth(g: &Graph, mat: &mut [bool]) {
+    let mut depth = vec![0usize; g.len()];
+    for v in g.values() {
+        let node = g.node(v);
+        let deepest = node
+            .args
+            .iter()
+            .map(|a| depth[a.index()])
+            .max()
+            .unwrap_or(0);
+        let fused = is_view(&node.op) || (inlinable(&node.op) && !mat[v.index()]);
+        if !fused {
+            continue;
+        }
+        if deepest < MAX_FUSED_DEPTH {
+            depth[v.index()] = deepest + 1;
+        } else if inlinable(&node.op) {
+            mat[v.index()] = true;
+        } else if let Some(&src) = node.args.first() {
+            // A view cannot be stored on its own; its source can.
+            if inlinable(&g.node(src).op) {
+                mat[src.index()] = true;
+                depth[v.index()] = 1;
+            }
+        }
+    }
 }
 
 /// `[%i0, %i1, …]`: one loop per dimension of `shape`, returning the loop
