@@ -146,6 +146,10 @@ impl BufferInfo {
     }
 }
 
+/// The most shared memory one thread block may use on the targeted GPUs
+/// (sm_90: 227 KiB with the opt-in carve-out).
+pub const MAX_SHARED_BYTES: u32 = 227 * 1024;
+
 /// The PTX `.entry` names of a PTX text, in order.
 pub fn ptx_entries(ptx: &str) -> Vec<&str> {
     let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '$';
@@ -216,8 +220,23 @@ impl GpuModule {
                 bad.push(format!("{what} has unknown dtype '{}'", b.dtype));
                 continue;
             };
-            let Some(bytes) = b.size_bytes().filter(|&n| n <= isize::MAX as usize) else {
-                bad.push(format!("{what} of shape {:?} is too large", b.shape));
+            if b.shape.len() > birkhoff_ir::MAX_RANK || b.shape.contains(&0) {
+                bad.push(format!(
+                    "{what} has shape {:?}: rank at most {} and no zero dimensions",
+                    b.shape,
+                    birkhoff_ir::MAX_RANK
+                ));
+                continue;
+            }
+            let Some(bytes) = b.size_bytes().filter(|&n| {
+                n <= isize::MAX as usize
+                    && (n / dtype.size_bytes()) as u64 <= birkhoff_ir::MAX_ELEMENTS
+            }) else {
+                bad.push(format!(
+                    "{what} of shape {:?} is too large (at most {} elements)",
+                    b.shape,
+                    birkhoff_ir::MAX_ELEMENTS
+                ));
                 continue;
             };
             let elements = bytes / dtype.size_bytes();
@@ -251,9 +270,23 @@ impl GpuModule {
                 )),
             }
         }
+        if !birkhoff_ir::is_identifier(&self.name) {
+            bad.push(format!(
+                "graph name {:?} is not an identifier",
+                self.name.escape_debug().to_string()
+            ));
+        }
         for (list, role) in [(&self.inputs, "input"), (&self.outputs, "output")] {
             let mut seen = HashSet::new();
             for (name, idx) in list {
+                // Names become file names (`NAME.npy` in --inputs and
+                // --outputs): only IR identifiers, never a path.
+                if !birkhoff_ir::is_identifier(name) {
+                    bad.push(format!(
+                        "{role} name \"{}\" is not an identifier ([A-Za-z_][A-Za-z0-9_.]*)",
+                        name.escape_debug()
+                    ));
+                }
                 if !seen.insert(name) {
                     bad.push(format!("{role} '{name}' is listed twice"));
                 }
@@ -285,6 +318,12 @@ impl GpuModule {
             }
             if l.grid[0] > i32::MAX as u32 || l.grid[1] > 65535 || l.grid[2] > 65535 {
                 bad.push(format!("{what}: grid {:?} exceeds CUDA's limits", l.grid));
+            }
+            if l.shared_bytes > MAX_SHARED_BYTES {
+                bad.push(format!(
+                    "{what}: {} bytes of shared memory, over the {MAX_SHARED_BYTES} a block can have",
+                    l.shared_bytes
+                ));
             }
             let threads = u64::from(l.block[0]) * u64::from(l.block[1]) * u64::from(l.block[2]);
             if threads > u64::from(MAX_BLOCK_THREADS) || l.block[2] > 64 {

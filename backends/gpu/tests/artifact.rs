@@ -282,6 +282,40 @@ fn inconsistent_modules() -> Vec<(&'static str, GpuModule, &'static str)> {
     let mut m = sample();
     m.arena_bytes = 8;
     cases.push(("arena too small", m, "past the arena's 8 bytes"));
+    // Names become file names: never a path.
+    let mut m = sample();
+    m.inputs[0].0 = "../../x".into();
+    cases.push((
+        "input name with a path",
+        m,
+        "input name \"../../x\" is not an identifier",
+    ));
+    let mut m = sample();
+    m.outputs[0].0 = "/etc/y".into();
+    cases.push((
+        "absolute output name",
+        m,
+        "output name \"/etc/y\" is not an identifier",
+    ));
+    let mut m = sample();
+    m.outputs[0].0 = "a\0b".into();
+    cases.push(("output name with a NUL", m, "is not an identifier"));
+    let mut m = sample();
+    m.inputs[0].0 = String::new();
+    cases.push((
+        "empty input name",
+        m,
+        "input name \"\" is not an identifier",
+    ));
+    let mut m = sample();
+    m.buffers[0].shape = vec![0, 4];
+    cases.push(("zero dimension", m, "no zero dimensions"));
+    let mut m = sample();
+    m.buffers[0].shape = vec![1; 100];
+    cases.push(("rank 100", m, "rank at most"));
+    let mut m = sample();
+    m.launches[0].shared_bytes = u32::MAX;
+    cases.push(("4 GiB of shared memory", m, "bytes of shared memory"));
     let mut m = sample();
     m.buffers[3].offset = usize::MAX - 2;
     cases.push(("offset overflow", m, "past the arena"));
