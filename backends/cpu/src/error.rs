@@ -29,6 +29,9 @@ pub enum CpuError {
     /// Cranelift's module layer failed (declaring, defining or linking).
     #[error("module: {0}")]
     Module(#[from] Box<cranelift_module::ModuleError>),
+    /// The program's buffers need more memory than the system has.
+    #[error("{0}")]
+    OutOfMemory(String),
     /// The worker threads could not be started.
     #[error("thread pool: {0}")]
     ThreadPool(#[from] rayon::ThreadPoolBuildError),

@@ -395,6 +395,23 @@ fn compile_inner(program: &Program, opts: &CpuOptions, verify: bool) -> Result<C
         });
     }
 
+    // The arena and every buffer the program owns are allocated below and
+    // the outputs at each run: sizes that cannot fit are an error here,
+    // not an aborted allocation.
+    let needed = program
+        .buffers
+        .iter()
+        .filter(|b| matches!(b.kind, BufferKind::Const(_) | BufferKind::Output))
+        .map(|b| b.ty.size_bytes() as u64)
+        .fold(program.arena_bytes as u64, u64::saturating_add);
+    birkhoff_io::ensure_memory(
+        needed,
+        &format!(
+            "the compiled program's buffers ({} kernels)",
+            program.kernels.len()
+        ),
+    )
+    .map_err(CpuError::OutOfMemory)?;
     let mut owned: Vec<Option<Aligned>> = Vec::with_capacity(program.buffers.len());
     let mut bools = Vec::with_capacity(program.buffers.len());
     for (i, b) in program.buffers.iter().enumerate() {

@@ -19,9 +19,20 @@ use birkhoff::{CompileOptions, Executable, compile_with};
 use crate::args::{BenchArgs, ProjectionArg};
 use crate::source;
 
+/// The most runs `bench` times: a median of a million is as good as one
+/// of more, and the times are all kept.
+const MAX_RUNS: usize = 1_000_000;
+
 pub fn main(a: &BenchArgs) -> Result<ExitCode> {
     if a.runs == 0 {
         bail!("--runs must be at least 1");
+    }
+    // Every run's time is kept for the median.
+    if a.runs > MAX_RUNS {
+        bail!(
+            "--runs {} is more than the {MAX_RUNS} a benchmark times",
+            a.runs
+        );
     }
     let src = source::load(&a.source, &a.model)?;
     let g = &src.graph;

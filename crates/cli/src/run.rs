@@ -61,6 +61,14 @@ pub fn gather_inputs(
     seed: Option<u64>,
     allow_nonfinite: bool,
 ) -> Result<BTreeMap<String, Tensor>> {
+    // Every input is held in memory (random ones drawn through f64):
+    // sizes that cannot fit are an error now, not an aborted allocation.
+    let input_bytes = specs
+        .iter()
+        .map(|(_, t)| t.num_elements() as u64 * 8)
+        .fold(0u64, u64::saturating_add);
+    birkhoff::ensure_memory(input_bytes, &format!("the inputs of {what}"))
+        .map_err(anyhow::Error::msg)?;
     if let Some(d) = dir {
         if d.exists() && !d.is_dir() {
             bail!(

@@ -606,3 +606,33 @@ fn endless_files_fifos_and_link_loops_are_refused_or_skipped() {
     let out = ok(&["test", &s.s("tests")]);
     assert!(out.contains("1 passed, 0 failed"), "{out}");
 }
+
+/// Sizes that cannot fit in memory are an error with both sizes, before
+/// the allocation that would abort the process.
+#[test]
+fn allocations_that_cannot_succeed_are_errors() {
+    let err = fails(&["bench", "sinkhorn", "--runs", "100000000000"]);
+    assert!(err.contains("--runs 100000000000 is more than"), "{err}");
+    if !std::path::Path::new("/proc/meminfo").exists() {
+        return;
+    }
+    let s = Scratch::new("huge");
+    std::fs::write(
+        s.path("in.bir"),
+        "graph @g(%x: f32[1048576,1048576]) -> (y: f32[1048576,1048576]) {\n  return %x\n}\n",
+    )
+    .unwrap();
+    let err = fails(&["run", &s.s("in.bir"), "--seed", "1"]);
+    assert!(
+        err.contains("the inputs of graph @g: 8796093022208 bytes"),
+        "{err}"
+    );
+    std::fs::write(
+        s.path("out.bir"),
+        "graph @g(%x: f32[2]) -> (y: f32[1048576,1048576]) {\n  %1 = iota axis=0 : f32[1048576,1048576]\n  return %1\n}\n",
+    )
+    .unwrap();
+    let err = fails(&["run", &s.s("out.bir"), "--seed", "1", "--target", "cpu"]);
+    assert!(err.contains("the compiled program's buffers"), "{err}");
+    assert!(err.contains("more than the"), "{err}");
+}

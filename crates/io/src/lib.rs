@@ -20,8 +20,10 @@
 //! ```
 
 mod atomic;
+mod memory;
 pub mod npy;
 mod read;
 
 pub use atomic::{Staged, stage, write_atomic, write_atomically};
+pub use memory::{available_memory, ensure_memory};
 pub use read::{MAX_TEXT_BYTES, read_bounded, read_text};
