@@ -496,8 +496,16 @@ fn module() -> impl Strategy<Value = GpuModule> {
         })
 }
 
+/// 64 cases, or `PROPTEST_CASES` when set (the CI's bounded fuzz run).
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn random_modules_round_trip(m in module()) {
