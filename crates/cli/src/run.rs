@@ -9,7 +9,8 @@ use anyhow::{Context, Result, bail};
 use birkhoff::dsl::{Init, Rng, random_tensor};
 use birkhoff::gpu::{GpuDevice, GpuExecutable, GpuModule};
 use birkhoff::ir::{
-    Graph, InterpOptions, Precision, Tensor, TensorType, interpret_with_progress, node_cost,
+    Graph, InterpOptions, Precision, Tensor, TensorData, TensorType, interpret_with_progress,
+    node_cost,
 };
 use birkhoff::npy::{read_npy, stage_npy};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -167,10 +168,22 @@ pub fn interpret(
 
 /// `mean min max` of a tensor's elements.
 pub fn stats(t: &Tensor) -> String {
-    let v = t.to_f64_vec();
-    let mean = v.iter().sum::<f64>() / v.len() as f64;
-    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    // One pass over the elements as they are stored: an output as large
+    // as memory allows is not copied again to f64.
+    fn fold(values: impl Iterator<Item = f64>) -> (f64, f64, f64, usize) {
+        values.fold(
+            (0.0, f64::INFINITY, f64::NEG_INFINITY, 0),
+            |(sum, min, max, n), v| (sum + v, min.min(v), max.max(v), n + 1),
+        )
+    }
+    let (sum, min, max, n) = match t.data() {
+        TensorData::F32(v) => fold(v.iter().map(|&x| f64::from(x))),
+        TensorData::Bf16(v) => fold(v.iter().map(|&x| x.to_f64())),
+        TensorData::F64(v) => fold(v.iter().copied()),
+        TensorData::I32(v) => fold(v.iter().map(|&x| f64::from(x))),
+        TensorData::Bool(v) => fold(v.iter().map(|&x| f64::from(u8::from(x)))),
+    };
+    let mean = sum / n as f64;
     format!("mean {mean:>10.4e}  min {min:>10.4e}  max {max:>10.4e}")
 }
 
