@@ -44,3 +44,38 @@ fn products_that_are_all_negative_zero_sum_to_negative_zero() {
         assert_eq!(signs(&got[0].1), signs(&want[0].1), "{dtype}");
     }
 }
+
+/// The same in the second matrix of a batch (operands at an offset).
+#[test]
+fn batched_products_keep_the_sign_of_zero_in_every_matrix() {
+    let b = Builder::new("bmm");
+    let x = b.input("x", DType::F32, &[2, 2, 3]);
+    let w = b.input("w", DType::F32, &[2, 3, 2]);
+    b.output("y", x.matmul(w));
+    let g = b.build().unwrap();
+    let mut xv = vec![1.0; 12];
+    xv[6..9].copy_from_slice(&[-0.0, -0.0, -0.0]);
+    let wv = vec![1.0; 12];
+    let inputs: BTreeMap<String, Tensor> = [
+        ("x", TensorType::new(DType::F32, [2, 2, 3]), xv),
+        ("w", TensorType::new(DType::F32, [2, 3, 2]), wv),
+    ]
+    .into_iter()
+    .map(|(n, ty, v)| (n.to_string(), Tensor::from_f64(ty, &v).unwrap()))
+    .collect();
+    let want = interpret(&g, &inputs, &InterpOptions::default()).unwrap();
+    let opts = CompileOptions {
+        target: Target::Cpu,
+        optimize: false,
+        ..CompileOptions::default()
+    };
+    let got = compile_with(&g, &opts).unwrap().run(&inputs).unwrap();
+    let signs = |t: &Tensor| -> Vec<bool> {
+        t.to_f64_vec()
+            .iter()
+            .map(|v| v.is_sign_negative())
+            .collect()
+    };
+    assert_eq!(signs(&want[0].1)[4..6], [true, true]);
+    assert_eq!(signs(&got[0].1), signs(&want[0].1));
+}

@@ -219,48 +219,39 @@ pub(crate) struct Runtime {
     pub checked: bool,
 }
 
-/// Gives `-0` to every element of a product computed from `+0` whose
-/// products are all `-0`. The runtime GEMM starts each sum from `+0`, the
-/// IR from the `k = 0` product, and `+0 + -0 = +0` while `-0 + -0 = -0`;
-/// every other sum agrees. Cheap unless an output is all zeros: an
-/// element is only looked at when it is `+0`, and its products only up to
-/// the first that is not `-0`.
+/// Gives `-0` to every element of `g`'s product (one batch, whose
+/// operands start at the byte addresses `a`, `b`, `c`) that the GEMM
+/// computed as `+0` while its products are all `-0`. The runtime GEMM
+/// starts each sum from `+0`, the IR from the `k = 0` product, and
+/// `+0 + -0 = +0` while `-0 + -0 = -0`; every other sum agrees. Cheap
+/// unless an output is all zeros: an element is only looked at when it is
+/// `+0`, and its products only up to the first that is not `-0`.
 ///
 /// # Safety
-/// `c`, `a` and `b` address `m × n`, `m × k` and `k × n` matrices with the
-/// given (row, column) strides in elements, all inside their buffers.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "three strided matrices, as the GEMM call takes them"
-)]
-unsafe fn restore_negative_zeros<T>(
-    (m, n, k): (usize, usize, usize),
-    c: *mut T,
-    (c_rs, c_cs): (isize, isize),
-    a: *const T,
-    (a_rs, a_cs): (isize, isize),
-    b: *const T,
-    (b_rs, b_cs): (isize, isize),
-    neg_zero: T,
-) where
-    T: Copy + PartialEq + std::ops::Mul<Output = T> + Into<f64>,
+/// `a`, `b` and `c` address `g`'s operands of element type `T`, every
+/// element inside its buffer.
+unsafe fn restore_negative_zeros<T>(g: &GemmCall, a: usize, b: usize, c: usize, neg_zero: T)
+where
+    T: Copy + std::ops::Mul<Output = T> + Into<f64>,
 {
-    if k == 0 {
+    if g.k == 0 {
         return;
     }
-    for i in 0..m as isize {
-        for j in 0..n as isize {
+    let (a, b, c) = (a as *const T, b as *const T, c as *mut T);
+    let elem =
+        |m: &Operand, i: usize, j: usize| i as isize * m.row_stride + j as isize * m.col_stride;
+    for i in 0..g.m {
+        for j in 0..g.n {
             // SAFETY: (i, j) is inside c (the caller's contract).
-            let cij = unsafe { c.offset(i * c_rs + j * c_cs) };
+            let cij = unsafe { c.offset(elem(&g.c, i, j)) };
             let v: f64 = unsafe { *cij }.into();
             if v != 0.0 || v.is_sign_negative() {
                 continue;
             }
-            let all_negative_zero = (0..k as isize).all(|p| {
+            let all_negative_zero = (0..g.k).all(|p| {
                 // SAFETY: (i, p) is inside a and (p, j) inside b.
                 let prod: f64 =
-                    unsafe { *a.offset(i * a_rs + p * a_cs) * *b.offset(p * b_rs + j * b_cs) }
-                        .into();
+                    unsafe { *a.offset(elem(&g.a, i, p)) * *b.offset(elem(&g.b, p, j)) }.into();
                 prod == 0.0 && prod.is_sign_negative()
             });
             if all_negative_zero {
@@ -320,18 +311,6 @@ extern "C" fn gemm_entry(ctx: *const Runtime, id: i64, ptrs: *const usize) -> i6
                     false,
                     par,
                 );
-                if !g.accumulate {
-                    restore_negative_zeros(
-                        (g.m, g.n, g.k),
-                        at(&g.c, pc, 8) as *mut f64,
-                        (g.c.row_stride, g.c.col_stride),
-                        at(&g.a, pa, 8) as *const f64,
-                        (g.a.row_stride, g.a.col_stride),
-                        at(&g.b, pb, 8) as *const f64,
-                        (g.b.row_stride, g.b.col_stride),
-                        -0.0,
-                    );
-                }
             }
         } else {
             // SAFETY: as for f64 above.
@@ -357,17 +336,17 @@ extern "C" fn gemm_entry(ctx: *const Runtime, id: i64, ptrs: *const usize) -> i6
                     false,
                     par,
                 );
-                if !g.accumulate {
-                    restore_negative_zeros(
-                        (g.m, g.n, g.k),
-                        at(&g.c, pc, 4) as *mut f32,
-                        (g.c.row_stride, g.c.col_stride),
-                        at(&g.a, pa, 4) as *const f32,
-                        (g.a.row_stride, g.a.col_stride),
-                        at(&g.b, pb, 4) as *const f32,
-                        (g.b.row_stride, g.b.col_stride),
-                        -0.0,
-                    );
+            }
+        }
+        if !g.accumulate {
+            let size = if g.f64 { 8 } else { 4 };
+            let (a, b, c) = (at(&g.a, pa, size), at(&g.b, pb, size), at(&g.c, pc, size));
+            // SAFETY: the operands the GEMM call above read and wrote.
+            unsafe {
+                if g.f64 {
+                    restore_negative_zeros::<f64>(g, a, b, c, -0.0);
+                } else {
+                    restore_negative_zeros::<f32>(g, a, b, c, -0.0);
                 }
             }
         }
