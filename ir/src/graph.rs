@@ -344,27 +344,41 @@ impl Graph {
                     }
                     continue;
                 }
-                let mut n = node.clone();
-                for a in &mut n.args {
-                    // Dangling operands stay dangling for the verifier.
-                    *a = remap.get(a.index()).copied().flatten().unwrap_or(*a);
-                }
-                let id = out.push(n);
-                out.carry_label(id, self, v);
-                remap[v.index()] = Some(id);
+                remap[v.index()] = Some(out.push_copy(self, v, &remap));
             }
         }
-        for o in &self.outputs {
-            out.add_output(
-                o.name.clone(),
-                remap
-                    .get(o.value.index())
-                    .copied()
-                    .flatten()
-                    .unwrap_or(o.value),
-            );
-        }
+        out.add_outputs_of(self, &remap);
         out
+    }
+
+    /// Appends a copy of `from`'s node `v` with its operands renamed by
+    /// `remap` (a dangling operand stays as it is, for the verifier to
+    /// report), keeping the name `v` prints as.
+    pub(crate) fn push_copy(
+        &mut self,
+        from: &Graph,
+        v: ValueId,
+        remap: &[Option<ValueId>],
+    ) -> ValueId {
+        let mut n = from.node(v).clone();
+        for a in &mut n.args {
+            *a = remap.get(a.index()).copied().flatten().unwrap_or(*a);
+        }
+        let id = self.push(n);
+        self.carry_label(id, from, v);
+        id
+    }
+
+    /// Adds `from`'s outputs, their values renamed by `remap`.
+    pub(crate) fn add_outputs_of(&mut self, from: &Graph, remap: &[Option<ValueId>]) {
+        for o in &from.outputs {
+            let value = remap
+                .get(o.value.index())
+                .copied()
+                .flatten()
+                .unwrap_or(o.value);
+            self.add_output(o.name.clone(), value);
+        }
     }
 
     /// A copy in canonical order: inputs first (in signature order), then

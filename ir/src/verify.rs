@@ -167,25 +167,10 @@ pub fn eliminate_dead_nodes(graph: &Graph) -> Graph {
         if dead.contains(&v) {
             continue;
         }
-        let mut n = node.clone();
-        for a in &mut n.args {
-            // Operands of live nodes are live; a dangling one stays as is for the verifier.
-            *a = remap.get(a.index()).copied().flatten().unwrap_or(*a);
-        }
-        let new = out.push(n);
-        out.carry_label(new, graph, v);
-        remap[v.index()] = Some(new);
+        // Operands of live nodes are live; a dangling one stays as is.
+        remap[v.index()] = Some(out.push_copy(graph, v, &remap));
     }
-    for o in graph.outputs() {
-        out.add_output(
-            o.name.clone(),
-            remap
-                .get(o.value.index())
-                .copied()
-                .flatten()
-                .unwrap_or(o.value),
-        );
-    }
+    out.add_outputs_of(graph, &remap);
     out
 }
 
