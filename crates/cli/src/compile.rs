@@ -39,7 +39,12 @@ pub fn main(a: &CompileArgs) -> Result<ExitCode> {
         return Err(birkhoff::gpu::GpuError::CodegenNotEnabled.into());
     }
     let src = source::load(&a.source, &a.model)?;
-    let wanted = |pass: &str| a.dump_after.iter().any(|d| d == "all" || d == pass);
+    // Any dump asked for comes with 00-input: the input as the optimizer
+    // holds it, the baseline the passes' dumps differ from.
+    let wanted = |pass: &str| {
+        !a.dump_after.is_empty()
+            && (pass == "input" || a.dump_after.iter().any(|d| d == "all" || d == pass))
+    };
     let out = optimize(&src.graph, wanted)?;
     for p in out.report.limited() {
         eprintln!(
@@ -55,12 +60,11 @@ pub fn main(a: &CompileArgs) -> Result<ExitCode> {
             DumpFormat::Text => ("bir", |g| g.to_string()),
             DumpFormat::Dot => ("dot", birkhoff::ir::to_dot),
         };
-        // The input in the order the passes write theirs, under its own
-        // names: a dump differs from the one before only where a pass
-        // changed something.
-        let input = src.graph.depth_first();
-        let snapshots = std::iter::once(("input", &input))
-            .chain(out.snapshots.iter().map(|(name, g)| (name.as_str(), g)));
+        // 00-input is the optimizer's "input" snapshot: the input as the
+        // e-graph holds it (equal values merged, in the passes' order,
+        // under its own names), so a dump differs from the one before
+        // only where a pass changed something.
+        let snapshots = out.snapshots.iter().map(|(name, g)| (name.as_str(), g));
         for (name, g) in snapshots {
             let index = PASSES
                 .iter()
@@ -72,7 +76,7 @@ pub fn main(a: &CompileArgs) -> Result<ExitCode> {
         }
         eprintln!(
             "wrote {} IR dumps to {}",
-            out.snapshots.len() + 1,
+            out.snapshots.len(),
             a.dump_dir.display()
         );
     }

@@ -89,7 +89,10 @@ pub struct Optimized {
     pub graph: Graph,
     /// What happened.
     pub report: Report,
-    /// `(pass name, graph)` after each pass that was asked for.
+    /// `(pass name, graph)` after each pass that was asked for, and first
+    /// `("input", graph)` when `"input"` was: the input as the e-graph
+    /// holds it before any rule (equal values merged, dead code dropped,
+    /// in the passes' order, under the input's names).
     pub snapshots: Vec<(String, Graph)>,
 }
 
@@ -115,6 +118,10 @@ pub fn run_passes(
     let duplicates_merged = graph.len().saturating_sub(ins.egraph.number_of_classes());
     let mut stats: Vec<RuleSetStats> = Vec::new();
     let mut snapshots = Vec::new();
+    if snapshot("input") {
+        let (g, _) = extract_graph(&ins, graph, "input")?;
+        snapshots.push(("input".to_string(), g));
+    }
     for p in passes {
         let set = RuleSet {
             rules: (p.rules)(),
