@@ -35,7 +35,10 @@ pub fn my_sublayer(tokens: usize, streams: usize, hidden: usize) -> birkhoff::ds
 /// One case: build at these sizes, draw inputs from this seed, check the
 /// optimized graph (in f64, and in its own f32) and the compiled program.
 pub fn case(([tokens, streams, hidden], seed): ([usize; 3], u64)) -> Result<(), CheckError> {
-    let graph = my_sublayer(tokens, streams, hidden).expect("the sublayer builds");
+    let graph = my_sublayer(tokens, streams, hidden).map_err(|e| CheckError::Failed {
+        what: e.to_string(),
+        graph: String::new(),
+    })?;
     let inputs = random_inputs(&graph, &Inits::new(), seed);
     Check::optimized()
         .in_declared_dtype()

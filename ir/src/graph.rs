@@ -298,7 +298,9 @@ impl Graph {
     /// Gives `v` the name `old` prints as in `from` (its label, or its
     /// index there), so that a copy into a new arena keeps its spelling.
     pub fn carry_label(&mut self, v: ValueId, from: &Graph, old: ValueId) {
-        if self.inputs.contains(&v) {
+        // Inputs print by their input names; checking the node keeps this
+        // O(1) where searching the input list made copies quadratic.
+        if matches!(self.nodes[v.index()].op, Op::Input { .. }) {
             return;
         }
         let name = crate::print::value_name(from, old);
