@@ -28,9 +28,11 @@ pub use birkhoff_cpu as cpu;
 pub use birkhoff_dsl as dsl;
 pub use birkhoff_gpu as gpu;
 pub use birkhoff_io::npy;
-pub use birkhoff_io::{ensure_memory, read_bounded, read_text, write_atomic};
+pub use birkhoff_io::safetensors;
+pub use birkhoff_io::{ensure_memory, read_bounded, read_text, stage, write_atomic};
 pub use birkhoff_ir as ir;
 pub use birkhoff_lower as lower;
+pub use birkhoff_onnx as onnx;
 pub use birkhoff_opt as opt;
 pub use birkhoff_recompute as recompute;
 pub use compile::{

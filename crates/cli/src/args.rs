@@ -46,6 +46,51 @@ pub enum Command {
     TrainCompare(TrainCompareArgs),
     /// Plan recomputation for training: the mHC block size and its memory.
     Plan(PlanArgs),
+    /// Import an ONNX model: its graph as IR text, its weights as safetensors.
+    Import(ImportArgs),
+}
+
+/// `birkhoff import`.
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The ONNX model (its external-data files beside it).
+    pub model: PathBuf,
+    /// Where the IR text goes.
+    #[arg(short, long, value_name = "FILE.bir")]
+    pub output: PathBuf,
+    /// Where the initializers go [default: the output with the extension
+    /// .safetensors].
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub weights: Option<PathBuf>,
+    /// Size of a symbolic dimension (repeatable).
+    #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
+    pub dims: Vec<(String, usize)>,
+}
+
+/// Parses `NAME=SIZE`.
+pub fn parse_dim(s: &str) -> Result<(String, usize), String> {
+    let (name, size) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not NAME=SIZE"))?;
+    if name.is_empty() {
+        return Err(format!("`{s}` has no dimension name"));
+    }
+    let size = size
+        .parse::<usize>()
+        .map_err(|_| format!("`{size}` is not a size (a non-negative integer)"))?;
+    Ok((name.to_string(), size))
+}
+
+/// Flags for ONNX models and for weights kept in a file.
+#[derive(Args, Debug, Default, Clone)]
+pub struct ImportFlags {
+    /// Size of a symbolic dimension of an ONNX model (repeatable).
+    #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim, help_heading = "Inputs")]
+    pub dims: Vec<(String, usize)>,
+    /// Values for inputs by name from a safetensors file (such as the
+    /// weights `birkhoff import` writes); --inputs files still win.
+    #[arg(long, value_name = "FILE.safetensors", help_heading = "Inputs")]
+    pub weights: Option<PathBuf>,
 }
 
 /// `birkhoff plan`.
@@ -295,10 +340,12 @@ pub enum DumpFormat {
 
 #[derive(Args, Debug)]
 pub struct DumpArgs {
-    /// A zoo model name (see `birkhoff models`) or a .bir file.
+    /// A zoo model name (see `birkhoff models`), a .bir file or an .onnx model.
     pub source: String,
     #[command(flatten)]
     pub model: ModelFlags,
+    #[command(flatten)]
+    pub import: ImportFlags,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: DumpFormat,
@@ -309,9 +356,12 @@ pub struct DumpArgs {
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
-    /// IR files to parse and verify.
+    /// IR files to parse and verify, or ONNX models to import and verify.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// Size of a symbolic dimension of an ONNX model (repeatable).
+    #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
+    pub dims: Vec<(String, usize)>,
 }
 
 /// Where a graph runs, or what it is compiled for (`--target`; the old
@@ -365,7 +415,7 @@ pub enum PrecisionArg {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// A zoo model name (see `birkhoff models`) or a .bir file.
+    /// A zoo model name (see `birkhoff models`), a .bir file or an .onnx model.
     #[arg(required_unless_present = "artifact", conflicts_with = "artifact")]
     pub source: Option<String>,
     /// Run a GPU artifact (.bkx, from `compile --target gpu -o FILE`)
@@ -375,6 +425,8 @@ pub struct RunArgs {
     pub artifact: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelFlags,
+    #[command(flatten)]
+    pub import: ImportFlags,
     /// Directory holding NAME.npy for each graph input.
     #[arg(long, value_name = "DIR")]
     pub inputs: Option<PathBuf>,
@@ -409,10 +461,12 @@ pub enum ReportFormat {
 
 #[derive(Args, Debug)]
 pub struct CompileArgs {
-    /// A zoo model name (see `birkhoff models`) or a .bir file.
+    /// A zoo model name (see `birkhoff models`), a .bir file or an .onnx model.
     pub source: String,
     #[command(flatten)]
     pub model: ModelFlags,
+    #[command(flatten)]
+    pub import: ImportFlags,
     /// Write the IR after this pass (or `all`) into --dump-dir; repeatable.
     #[arg(long, value_name = "PASS|all")]
     pub dump_after: Vec<String>,
@@ -466,10 +520,12 @@ pub enum EmitArg {
 
 #[derive(Args, Debug)]
 pub struct CompareArgs {
-    /// A zoo model name (see `birkhoff models`) or a .bir file.
+    /// A zoo model name (see `birkhoff models`), a .bir file or an .onnx model.
     pub source: String,
     #[command(flatten)]
     pub model: ModelFlags,
+    #[command(flatten)]
+    pub import: ImportFlags,
     /// Random input sets to try.
     #[arg(long, default_value_t = 8)]
     pub cases: usize,
@@ -500,10 +556,12 @@ pub struct TestArgs {
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// A zoo model name (see `birkhoff models`) or a .bir file.
+    /// A zoo model name (see `birkhoff models`), a .bir file or an .onnx model.
     pub source: String,
     #[command(flatten)]
     pub model: ModelFlags,
+    #[command(flatten)]
+    pub import: ImportFlags,
     /// Where to run.
     #[arg(long, alias = "backend", value_enum, default_value = "cpu")]
     pub target: TargetArg,

@@ -34,7 +34,7 @@ pub fn main(a: &BenchArgs) -> Result<ExitCode> {
             a.runs
         );
     }
-    let src = source::load(&a.source, &a.model)?;
+    let src = source::load(&a.source, &a.model, &a.import)?;
     let g = &src.graph;
     let opts = CompileOptions {
         target: a.target.into(),

@@ -14,7 +14,7 @@ pub fn main(a: &CompareArgs) -> Result<ExitCode> {
     if a.cases == 0 {
         bail!("--cases must be at least 1");
     }
-    let src = source::load(&a.source, &a.model)?;
+    let src = source::load(&a.source, &a.model, &a.import)?;
     let (summary, what) = match a.target {
         TargetArg::Interp => (
             compare_optimized_cases(&src.graph, &src.inits, a.cases, a.seed)?,

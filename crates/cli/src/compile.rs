@@ -38,7 +38,7 @@ pub fn main(a: &CompileArgs) -> Result<ExitCode> {
         // Before the optimizer runs: it would only be thrown away.
         return Err(birkhoff::gpu::GpuError::CodegenNotEnabled.into());
     }
-    let src = source::load(&a.source, &a.model)?;
+    let src = source::load(&a.source, &a.model, &a.import)?;
     // Any dump asked for comes with 00-input: the input as the optimizer
     // holds it, the baseline the passes' dumps differ from.
     let wanted = |pass: &str| {

@@ -73,6 +73,7 @@ pub fn main(a: &DemoArgs) -> Result<ExitCode> {
     let src = Source {
         graph: model.graph.clone(),
         inits: model.inits.clone(),
+        imported: None,
     };
     let inputs = load_inputs(&src, None, Some(a.seed), false)?;
     let t0 = Instant::now();
@@ -178,6 +179,7 @@ pub fn main(a: &DemoArgs) -> Result<ExitCode> {
     let src = Source {
         graph: pre.graph,
         inits: pre.inits,
+        imported: None,
     };
     let out = interpret(
         &src.graph,

@@ -9,9 +9,9 @@ use crate::args::{DumpArgs, DumpFormat};
 use crate::source;
 
 pub fn main(a: &DumpArgs) -> Result<ExitCode> {
-    let src = source::load(&a.source, &a.model)?;
+    let src = source::load(&a.source, &a.model, &a.import)?;
     let text = match a.format {
-        DumpFormat::Text => src.graph.to_string(),
+        DumpFormat::Text => format!("{}{}", src.header(), src.graph),
         DumpFormat::Dot => to_dot(&src.graph),
     };
     match &a.output {

@@ -1,6 +1,6 @@
 //! `birkhoff`: build, inspect, check and run tensor graphs.
 //!
-//! Every command takes a zoo model name or an IR file; errors are printed
+//! Every command takes a zoo model name, an IR file or an ONNX model; errors are printed
 //! as one line on stderr with a non-zero exit status.
 
 mod args;
@@ -12,6 +12,7 @@ mod demo;
 mod dump;
 mod filetest;
 mod gpu_info;
+mod import;
 mod models;
 mod plan;
 mod plot;
@@ -73,6 +74,7 @@ fn main() -> ExitCode {
         args::Command::Train(a) => train::main(&a),
         args::Command::TrainCompare(a) => train::compare(&a.runs, &a.out),
         args::Command::Plan(a) => plan::main(&a),
+        args::Command::Import(a) => import::main(&a),
     };
     match result {
         Ok(code) => code,

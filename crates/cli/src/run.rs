@@ -13,6 +13,7 @@ use birkhoff::ir::{
     node_cost,
 };
 use birkhoff::npy::{read_npy, stage_npy};
+use birkhoff::onnx::Role;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::args::{PrecisionArg, RunArgs, TargetArg};
@@ -46,18 +47,38 @@ pub fn load_inputs(
         &format!("graph @{}", g.name()),
         &specs,
         |name| src.init(name),
+        &|name| file_stem(src.external_name(name, Role::Input), name),
         dir,
         seed,
         allow_nonfinite,
     )
 }
 
+/// The file name (without `.npy`) of an input or output: its ONNX name
+/// where it has one that can be a file name, else its graph name.
+fn file_stem(external: Option<&str>, name: &str) -> String {
+    match external {
+        Some(e)
+            if !e.is_empty()
+                && e.len() <= 200
+                && e != "."
+                && e != ".."
+                && !e.contains(['/', '\\', '\0']) =>
+        {
+            e.to_string()
+        }
+        _ => name.to_string(),
+    }
+}
+
 /// [`load_inputs`] for any list of named, typed inputs (`what` names
-/// their owner in messages); `init` suggests a distribution per name.
+/// their owner in messages); `init` suggests a distribution per name and
+/// `stem` gives the file name each is read from in `dir`.
 pub fn gather_inputs(
     what: &str,
     specs: &[(String, TensorType)],
     init: impl Fn(&str) -> Init,
+    stem: &dyn Fn(&str) -> String,
     dir: Option<&Path>,
     seed: Option<u64>,
     allow_nonfinite: bool,
@@ -80,7 +101,7 @@ pub fn gather_inputs(
         if !d.is_dir() {
             bail!("input directory {} does not exist", d.display());
         }
-        warn_about_stray_files(what, specs, d);
+        warn_about_stray_files(what, specs, stem, d);
     } else if seed.is_none() && !specs.is_empty() {
         bail!(
             "{what} needs inputs: pass --inputs DIR (one NAME.npy per input) or --seed S for random values"
@@ -89,7 +110,7 @@ pub fn gather_inputs(
     let root = Rng::new(seed.unwrap_or(0));
     let mut inputs = BTreeMap::new();
     for (name, ty) in specs {
-        let file = dir.map(|d| d.join(format!("{name}.npy")));
+        let file = dir.map(|d| d.join(format!("{}.npy", stem(name))));
         let t = match (&file, seed) {
             (Some(f), _) if f.exists() => {
                 let t = read_npy(f)?;
@@ -119,7 +140,12 @@ pub fn gather_inputs(
     Ok(inputs)
 }
 
-fn warn_about_stray_files(what: &str, specs: &[(String, TensorType)], dir: &Path) {
+fn warn_about_stray_files(
+    what: &str,
+    specs: &[(String, TensorType)],
+    stem_of: &dyn Fn(&str) -> String,
+    dir: &Path,
+) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -127,7 +153,7 @@ fn warn_about_stray_files(what: &str, specs: &[(String, TensorType)], dir: &Path
         let p = e.path();
         if p.extension().is_some_and(|x| x == "npy") {
             let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-            if !specs.iter().any(|(n, _)| n == stem) {
+            if !specs.iter().any(|(n, _)| stem_of(n) == stem) {
                 eprintln!(
                     "note: ignoring {} ({what} has no input '{stem}')",
                     p.display()
@@ -207,7 +233,7 @@ pub fn main(a: &RunArgs) -> Result<ExitCode> {
             "--device picks a GPU (--target gpu or --artifact); it means nothing for the interpreter or the CPU"
         );
     }
-    let mut src = source::load(source, &a.model)?;
+    let mut src = source::load(source, &a.model, &a.import)?;
     let inputs = load_inputs(&src, a.inputs.as_deref(), a.seed, a.allow_nonfinite)?;
     if a.optimize {
         let out = birkhoff::opt::optimize(&src.graph, |_| false)?;
@@ -269,6 +295,11 @@ pub fn main(a: &RunArgs) -> Result<ExitCode> {
         src.graph.len(),
         elapsed.as_secs_f64() * 1e3
     );
+    // Outputs of an ONNX model are written under its own names.
+    let outputs: Vec<(String, Tensor)> = outputs
+        .into_iter()
+        .map(|(name, t)| (file_stem(src.external_name(&name, Role::Output), &name), t))
+        .collect();
     write_outputs(a.outputs.as_deref(), &outputs)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -297,6 +328,7 @@ fn run_artifact(a: &RunArgs, path: &Path) -> Result<ExitCode> {
         &format!("artifact {} (@{})", path.display(), module.name),
         &specs,
         |_| Init::default(),
+        &str::to_string,
         a.inputs.as_deref(),
         a.seed,
         a.allow_nonfinite,

@@ -101,7 +101,7 @@ impl Rng {
 }
 
 /// How to draw the elements of a random tensor.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Init {
     /// Normally distributed with this mean and standard deviation.
     Normal {
@@ -120,6 +120,11 @@ pub enum Init {
     },
     /// Every element equal to this value.
     Constant(f64),
+    /// Exactly these values, drawn from nothing: the weights an imported
+    /// model carries. A tensor of another type than the one asked for is
+    /// ignored (the standard normal is drawn instead), so that a stale
+    /// value never reaches a program with the wrong shape.
+    Values(std::sync::Arc<Tensor>),
 }
 
 /// Suggested initialization per input name (what a model carries beside
@@ -143,6 +148,7 @@ impl Init {
             Init::Normal { mean, std } => mean + std * rng.normal(),
             Init::Uniform { low, high } => low + (high - low) * rng.uniform(),
             Init::Constant(c) => c,
+            Init::Values(_) => rng.normal(),
         }
     }
 }
@@ -171,7 +177,8 @@ pub fn random_inputs(
 /// A tensor of type `ty` whose elements are drawn from `init`, one after
 /// another in row-major order, using `rng`.
 ///
-/// Per dtype:
+/// `Init::Values` of type `ty` gives its tensor as it is. Otherwise, per
+/// dtype:
 /// * floats: the `f64` sample rounded to the dtype (nearest, ties to even).
 ///   Rounding is monotonic, so `Uniform { low, high }` gives values in
 ///   `[round(low), round(high)]`; for `f64`, in `[low, high)`.
@@ -187,6 +194,11 @@ pub fn random_inputs(
 pub fn random_tensor(ty: &TensorType, init: &Init, rng: &mut Rng) -> Tensor {
     let n = birkhoff_ir::num_elements(&ty.shape)
         .unwrap_or_else(|| panic!("random_tensor: type {ty} has too many elements"));
+    if let Init::Values(t) = init
+        && t.ty() == ty
+    {
+        return Tensor::clone(t);
+    }
     let values: Vec<f64> = match (ty.dtype, init) {
         (DType::Bool, Init::Constant(c)) => vec![f64::from(u8::from(*c != 0.0)); n],
         (DType::Bool, _) => (0..n)

@@ -18,7 +18,7 @@ pub(crate) fn equivalent(before: &Graph, after: &Candidate, s: &Settings) -> Res
         .inputs()
         .iter()
         .filter_map(|&v| before.input_name(v))
-        .map(|name| (name.to_string(), s.init))
+        .map(|name| (name.to_string(), s.init.clone()))
         .collect();
     for trial in 0..s.trials {
         let seed = s.seed.wrapping_add(trial as u64);

@@ -3,6 +3,8 @@
 //! * [`npy`]: tensors in NumPy's `.npy` format, read without ever
 //!   panicking on a malformed file and written byte for byte as
 //!   `numpy.save` writes them;
+//! * [`safetensors`]: named tensors and metadata in one file
+//!   (checkpoints, imported weights);
 //! * [`write_atomic`]: a file appears complete under its name or not at
 //!   all, which every writer in the workspace (outputs, checkpoints,
 //!   artifacts, blessed test files) goes through.
@@ -23,6 +25,7 @@ mod atomic;
 mod memory;
 pub mod npy;
 mod read;
+pub mod safetensors;
 
 pub use atomic::{Staged, stage, write_atomic, write_atomically};
 pub use memory::{available_memory, ensure_memory};

@@ -475,9 +475,9 @@ fn sublayer<'b>(
                     .map(|(name, w)| {
                         let name = format!("{prefix}phi_{name}");
                         let phi = if output_major {
-                            params.declare(&name, &[w, k], w_init).transpose()
+                            params.declare(&name, &[w, k], w_init.clone()).transpose()
                         } else {
-                            params.declare(&name, &[k, w], w_init)
+                            params.declare(&name, &[k, w], w_init.clone())
                         };
                         project(s, h, phi, &factor)
                     })
@@ -486,9 +486,9 @@ fn sublayer<'b>(
                     let declare = |params: &mut Params<'_, 'b>, name: &str, w: usize| {
                         let name = format!("{prefix}phi_{name}");
                         if output_major {
-                            params.declare(&name, &[w, k], w_init).transpose()
+                            params.declare(&name, &[w, k], w_init.clone()).transpose()
                         } else {
-                            params.declare(&name, &[k, w], w_init)
+                            params.declare(&name, &[k, w], w_init.clone())
                         }
                     };
                     let gates = project(s, h, declare(&mut params, "gates", 2 * n), &factor);
@@ -514,8 +514,11 @@ fn sublayer<'b>(
                         } else {
                             vec![w]
                         };
-                        let a =
-                            params.declare(&format!("{prefix}alpha_{name}"), a_shape, scale_init);
+                        let a = params.declare(
+                            &format!("{prefix}alpha_{name}"),
+                            a_shape,
+                            scale_init.clone(),
+                        );
                         let bias =
                             params.declare(&format!("{prefix}b_{name}"), &b_shape, normal(1.0));
                         (a, bias)

@@ -12,9 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use birkhoff::ir::{Tensor, TensorData};
-use half::bf16;
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use birkhoff::ir::Tensor;
 
 use super::TrainError;
 
@@ -39,26 +37,19 @@ pub(crate) fn encode(
     tensors: &[(&Tensor, &Tensor, &Tensor)],
     options: &str,
 ) -> Result<Vec<u8>, TrainError> {
-    let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut owned: Vec<(String, &Tensor)> = Vec::new();
     for (name, (p, m, v)) in names.iter().zip(tensors) {
         for (prefix, t) in [("param", p), ("adam_m", m), ("adam_v", v)] {
-            let (dtype, bytes) = to_bytes(t);
-            owned.push((format!("{prefix}.{name}"), dtype, t.shape().to_vec(), bytes));
+            owned.push((format!("{prefix}.{name}"), *t));
         }
     }
-    let views = owned
-        .iter()
-        .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b)?)))
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
-        .map_err(|e| TrainError::Checkpoint(format!("cannot encode: {e}")))?;
     let meta = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("step".to_string(), step.to_string()),
         ("params".to_string(), names.join("\n")),
         ("options".to_string(), options.to_string()),
     ]);
-    safetensors::serialize(views, Some(meta))
-        .map_err(|e| TrainError::Checkpoint(format!("cannot encode: {e}")))
+    birkhoff::safetensors::encode(&owned, meta).map_err(TrainError::Checkpoint)
 }
 
 /// Reads a checkpoint file.
@@ -73,9 +64,8 @@ pub(crate) fn read(path: &Path) -> Result<Checkpoint, TrainError> {
         path: path.to_path_buf(),
         message,
     };
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    let meta = meta.metadata().clone().unwrap_or_default();
+    let (mut all, meta) = birkhoff::safetensors::decode(&bytes).map_err(corrupt)?;
+    let count = all.len();
     let get = |key: &str| {
         meta.get(key)
             .ok_or_else(|| corrupt(format!("no '{key}' in the metadata")))
@@ -97,20 +87,20 @@ pub(crate) fn read(path: &Path) -> Result<Checkpoint, TrainError> {
         let mut three = Vec::with_capacity(3);
         for prefix in ["param", "adam_m", "adam_v"] {
             let key = format!("{prefix}.{name}");
-            let view = st
-                .tensor(&key)
-                .map_err(|_| corrupt(format!("no tensor '{key}'")))?;
-            three.push(from_view(&view).map_err(|m| corrupt(format!("tensor '{key}': {m}")))?);
+            three.push(
+                all.remove(&key)
+                    .ok_or_else(|| corrupt(format!("no tensor '{key}'")))?,
+            );
         }
         let v = three.pop().expect("three");
         let m = three.pop().expect("three");
         let p = three.pop().expect("three");
         tensors.insert(name.clone(), (p, m, v));
     }
-    if st.len() != 3 * names.len() {
+    if count != 3 * names.len() {
         return Err(corrupt(format!(
             "{} tensors for {} parameters",
-            st.len(),
+            count,
             names.len()
         )));
     }
@@ -119,48 +109,4 @@ pub(crate) fn read(path: &Path) -> Result<Checkpoint, TrainError> {
         names,
         tensors,
     })
-}
-
-/// The safetensors dtype and little-endian bytes of `t`.
-fn to_bytes(t: &Tensor) -> (Dtype, Vec<u8>) {
-    match t.data() {
-        TensorData::F32(v) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        TensorData::F64(v) => (Dtype::F64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        TensorData::Bf16(v) => (
-            Dtype::BF16,
-            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ),
-        TensorData::I32(v) => (Dtype::I32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        TensorData::Bool(v) => (Dtype::BOOL, v.iter().map(|&x| u8::from(x)).collect()),
-    }
-}
-
-/// The tensor a safetensors view holds (the dtypes birkhoff has).
-fn from_view(view: &TensorView<'_>) -> Result<Tensor, String> {
-    let b = view.data();
-    let data = match view.dtype() {
-        Dtype::F32 => TensorData::F32(
-            b.chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                .collect(),
-        ),
-        Dtype::F64 => TensorData::F64(
-            b.chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
-                .collect(),
-        ),
-        Dtype::BF16 => TensorData::Bf16(
-            b.chunks_exact(2)
-                .map(|c| bf16::from_le_bytes(c.try_into().expect("2 bytes")))
-                .collect(),
-        ),
-        Dtype::I32 => TensorData::I32(
-            b.chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")))
-                .collect(),
-        ),
-        Dtype::BOOL => TensorData::Bool(b.iter().map(|&x| x != 0).collect()),
-        other => return Err(format!("dtype {other:?} is not one birkhoff has")),
-    };
-    Tensor::new(view.shape().to_vec(), data).map_err(|e| e.to_string())
 }

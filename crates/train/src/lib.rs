@@ -372,7 +372,7 @@ impl Trainer {
         let mut inputs = BTreeMap::new();
         let mut moments = BTreeMap::new();
         for (name, ty) in names.iter().zip(&types) {
-            let init = model.inits().get(name).copied().unwrap_or_default();
+            let init = model.inits().get(name).cloned().unwrap_or_default();
             inputs.insert(name.clone(), random_tensor(ty, &init, &mut root.fork(name)));
             moments.insert(format!("m.{name}"), zeros_f32(&ty.shape));
             moments.insert(format!("v.{name}"), zeros_f32(&ty.shape));

@@ -1,0 +1,58 @@
+//! What can go wrong reading an ONNX model.
+
+/// An ONNX model that cannot be imported: unreadable, malformed, or using
+/// something the importer does not support. Every message says where:
+/// the file, the node (its position in the graph, name and op type), or
+/// the input.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The model or one of its external-data files cannot be read.
+    #[error("cannot read {path}: {message}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// The bytes are not an ONNX model (truncated, not protobuf, a field
+    /// of the wrong type).
+    #[error("cannot decode {path} as an ONNX model: {message}")]
+    Decode {
+        /// The file.
+        path: String,
+        /// What the protobuf decoder said.
+        message: String,
+    },
+    /// A node cannot be imported: an unsupported op, attribute value or
+    /// element type, or operands that do not fit the op.
+    #[error("node {index} `{name}` ({op_type}): {message}")]
+    Node {
+        /// Position in the graph's node list, from 0.
+        index: usize,
+        /// The node's name (may be empty).
+        name: String,
+        /// Its op type, with the domain when it is not the default one.
+        op_type: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A symbolic dimension that no `--dim NAME=SIZE` pins.
+    #[error("input `{input}` has the symbolic dimension `{name}`: pin it with --dim {name}=SIZE")]
+    UnpinnedDim {
+        /// The dimension's name.
+        name: String,
+        /// The graph input that has it.
+        input: String,
+    },
+    /// Anything else wrong with the model as a whole (its graph, inputs,
+    /// outputs, initializers or opsets).
+    #[error("{0}")]
+    Model(String),
+}
+
+impl ImportError {
+    /// A model-level error.
+    pub(crate) fn model(message: impl Into<String>) -> Self {
+        ImportError::Model(message.into())
+    }
+}
