@@ -45,6 +45,10 @@ pub struct Data {
     pub ty: Type,
     /// The value of every element, if the class is a constant splat.
     pub splat: Option<f64>,
+    /// Whether the value depends on no data input: only on parameters
+    /// and constants (weight-side work, sized by the weights and not by
+    /// the tokens).
+    pub weight_side: bool,
 }
 
 /// The shape-and-constant analysis.
@@ -68,20 +72,32 @@ impl Analysis<ENode> for TypeAnalysis {
             Op::Broadcast { .. } | Op::Reshape { .. } => egraph[enode.children[0]].data.splat,
             _ => None,
         };
-        Data { ty, splat }
+        let weight_side = match &enode.op {
+            Op::Input { kind, .. } => *kind == birkhoff_ir::InputKind::Param,
+            _ => enode.children.iter().all(|&c| egraph[c].data.weight_side),
+        };
+        Data {
+            ty,
+            splat,
+            weight_side,
+        }
     }
 
     fn merge(&mut self, a: &mut Data, b: Data) -> DidMerge {
         // Rules only union equal values, and equal values have equal types.
         debug_assert_eq!(a.ty, b.ty, "merged e-classes of different types");
-        match (a.splat, b.splat) {
+        // Equal values: if one spelling needs only weights, the value does.
+        let weights_changed = b.weight_side && !a.weight_side;
+        a.weight_side |= b.weight_side;
+        let merged = match (a.splat, b.splat) {
             (None, Some(v)) => {
                 a.splat = Some(v);
                 DidMerge(true, false)
             }
             (Some(_), None) => DidMerge(false, true),
             _ => DidMerge(false, false),
-        }
+        };
+        DidMerge(merged.0 || weights_changed, merged.1)
     }
 }
 
