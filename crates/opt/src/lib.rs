@@ -27,6 +27,7 @@ pub mod cost;
 mod error;
 mod expand;
 mod extract;
+mod flatten;
 mod lang;
 mod near_miss;
 mod pipeline;

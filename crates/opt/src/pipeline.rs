@@ -97,8 +97,27 @@ pub struct Optimized {
 }
 
 /// Runs every pass in order; snapshots after the passes `snapshot` selects.
+///
+/// A graph whose stream has batch and sequence axes (`[B, S, n, C]`, as
+/// PyTorch code writes it) is optimized a second time with those axes
+/// merged into one token axis (`crate::flatten`), and that result is kept
+/// when it fuses more: the mHC fusions take one token axis.
 pub fn optimize(graph: &Graph, snapshot: impl Fn(&str) -> bool) -> Result<Optimized> {
-    run_passes(graph, PASSES, snapshot)
+    let first = run_passes(graph, PASSES, &snapshot)?;
+    let Some(lead) = crate::flatten::token_axes(&first.graph) else {
+        return Ok(first);
+    };
+    let flat = crate::flatten::flatten(&eliminate_dead_nodes(graph), &lead);
+    let mut second = run_passes(&flat, PASSES, &snapshot)?;
+    let fused = |o: &Optimized| o.graph.nodes().iter().filter(|n| n.op.is_fused()).count();
+    if fused(&second) <= fused(&first) {
+        return Ok(first);
+    }
+    second.report.token_axes = Some(lead);
+    second.report.ops_before = first.report.ops_before;
+    second.report.cost_before = first.report.cost_before;
+    second.report.total_ms += first.report.total_ms;
+    Ok(second)
 }
 
 /// Runs `passes` in the given order on one e-graph.

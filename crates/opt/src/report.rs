@@ -66,6 +66,9 @@ pub struct Report {
     /// and operands), merged when the graph entered the e-graph: the
     /// first dump differs from the input by these even if no rule fired.
     pub duplicates_merged: usize,
+    /// The batch and sequence axes merged into one token axis before the
+    /// passes that produced this result (see `optimize`), if any.
+    pub token_axes: Option<Vec<usize>>,
 }
 
 /// Counts of fused and semantic ops in a graph, per mnemonic.
@@ -179,6 +182,7 @@ impl Report {
             total_ms: total.as_secs_f64() * 1e3,
             near_misses,
             duplicates_merged,
+            token_axes: None,
         }
     }
 
@@ -299,6 +303,13 @@ impl std::fmt::Display for Report {
             }
         }
         let _ = writeln!(s, "\npasses:");
+        if let Some(lead) = &self.token_axes {
+            let _ = writeln!(
+                s,
+                "  (the stream's token axes {lead:?} were merged into one of {} before the passes, so that its mHC could fuse; the outputs are reshaped back)",
+                lead.iter().product::<usize>()
+            );
+        }
         if self.duplicates_merged > 0 {
             let _ = writeln!(
                 s,

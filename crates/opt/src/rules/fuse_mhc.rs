@@ -1015,8 +1015,9 @@ pub(crate) fn explain_batched_sinkhorn(
         vec![format!("sinkhorn at {} over {s:?}", name(c))],
         format!(
             "it has {} batch axes {batch:?} before its {n}×{n} matrices, and the fused mHC ops take a \
-             stream [T, n, C] with one token axis: reshape the stream to [{tokens}, {n}, C] \
-             (tokens are independent) and the pre-mix can fuse",
+             stream [T, n, C] with one token axis; with the axes merged ([{tokens}, {n}, C]) the \
+             pre-mix did not fuse either: write the model on a [{tokens}, {n}, C] stream to see \
+             what else differs",
             batch.len()
         ),
     ))
