@@ -113,7 +113,7 @@ fn run_fixture(e: &Value) -> Result<(), String> {
     check(g, &want, &cpu, "cpu backend (optimized)")
 }
 
-fn report(failures: Vec<String>, total: usize) {
+fn report(failures: &[String], total: usize) {
     assert!(
         failures.is_empty(),
         "{} of {total} fixtures failed:\n{}",
@@ -130,7 +130,7 @@ fn every_model_matches_onnxruntime() {
         .iter()
         .filter_map(|e| run_fixture(e).err().map(|m| format!("{}: {m}", name(e))))
         .collect();
-    report(failures, models.len());
+    report(&failures, models.len());
 }
 
 #[test]
@@ -161,7 +161,7 @@ fn mhc_models_fuse_into_mhc_pre_and_mhc_post() {
             }
         }
     }
-    report(failures, models.len());
+    report(&failures, models.len());
 }
 
 #[test]
@@ -181,7 +181,7 @@ fn malformed_and_unsupported_models_are_clear_errors() {
             Ok(Err(_)) => {}
         }
     }
-    report(failures, cases.len());
+    report(&failures, cases.len());
 }
 
 #[test]

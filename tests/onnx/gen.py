@@ -328,6 +328,23 @@ def gen_op_cases():
     op_case("op_trilu_lower", [N("Trilu", ["x", "k"], "y", upper=0)], [("x", x(6, 4))], ["y"],
             inits={"k": np.array(-1, np.int64)}, what="Trilu lower, k=-1")
     op_case("op_trilu_default", [N("Trilu", ["x"], "y")], [("x", x(5, 5))], ["y"], what="Trilu without k (upper, k=0)")
+    # Activations ONNX has as ops, and reductions built from several IR ops.
+    for nm, op, kw in [("op_softplus", "Softplus", {}), ("op_leaky_relu", "LeakyRelu", {"alpha": 0.2}),
+                       ("op_elu", "Elu", {"alpha": 0.7}), ("op_hard_sigmoid", "HardSigmoid", {"alpha": 0.25, "beta": 0.4}),
+                       ("op_hard_swish", "HardSwish", {}), ("op_mish", "Mish", {})]:
+        op_case(nm, [N(op, ["x"], "y", **kw)], [("x", x(3, 8) * 4)], ["y"], opset=20, what=f"{op} {kw}")
+    for nm, op in [("op_reduce_logsumexp", "ReduceLogSumExp"), ("op_reduce_l1", "ReduceL1"),
+                   ("op_reduce_log_sum", "ReduceLogSum")]:
+        src = np.abs(x(3, 4, 8)) * 3 + 0.1 if op == "ReduceLogSum" else x(3, 4, 8) * 20
+        op_case(nm, [N(op, ["x", "axes"], "y", keepdims=0)], [("x", src)], ["y"], inits={"axes": ax(-1)},
+                what=f"{op} axes [-1] keepdims 0 (large values: the max shift matters)")
+    op_case("op_tile", [N("Tile", ["x", "r"], "y")], [("x", x(2, 3))], ["y"], inits={"r": ax(2, 3)},
+            what="Tile [2,3] by [2,3]")
+    op_case("op_rotary_tables", [N("Range", ["r0", "r1", "r2"], "pos"), N("Sin", ["pos"], "s"), N("Cos", ["pos"], "c"),
+                                 N("Mul", ["x", "s"], "xs"), N("Mul", ["x", "c"], "xc"), N("Add", ["xs", "xc"], "y")],
+            [("x", x(3, 6))], ["y"], inits={"r0": np.array(0.0, np.float32), "r1": np.array(3.0, np.float32),
+                                            "r2": np.array(0.5, np.float32)},
+            what="sin/cos tables of a constant Range (RoPE-style), folded at import")
     op_case("op_range",
             [N("Range", ["s", "l", "d"], "r"), N("Add", ["x", "r"], "y1"),
              N("Range", ["is", "il", "id"], "ri"), N("Cast", ["ri"], "rf", to=F32), N("Mul", ["x", "rf"], "y2")],

@@ -21,7 +21,7 @@ pub enum Command {
     Models,
     /// Print a model's or file's graph IR (text or Graphviz DOT).
     Dump(DumpArgs),
-    /// Parse and verify an IR file; errors name line and column.
+    /// Parse and verify IR files (or import ONNX models); errors say where.
     Check(CheckArgs),
     /// Optimize a model or IR file: fuse mHC, dump IR after passes, report.
     Compile(CompileArgs),
@@ -77,7 +77,9 @@ pub fn parse_dim(s: &str) -> Result<(String, usize), String> {
     }
     let size = size
         .parse::<usize>()
-        .map_err(|_| format!("`{size}` is not a size (a non-negative integer)"))?;
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("`{size}` is not a size (a positive integer)"))?;
     Ok((name.to_string(), size))
 }
 

@@ -8,6 +8,9 @@ use crate::args::CheckArgs;
 use crate::source::{import_onnx, is_onnx, read_ir_file};
 
 pub fn main(a: &CheckArgs) -> Result<ExitCode> {
+    if !a.dims.is_empty() && !a.files.iter().any(|f| is_onnx(&f.to_string_lossy())) {
+        anyhow::bail!("--dim pins a symbolic dimension of an ONNX model; no file given is one");
+    }
     let mut failed = false;
     for path in &a.files {
         let graphs = if is_onnx(&path.to_string_lossy()) {

@@ -51,7 +51,7 @@ pub fn main(a: &CompareArgs) -> Result<ExitCode> {
         a.seed.wrapping_add(a.cases as u64 - 1)
     );
     println!(
-        "inputs: the model's suggested distributions (zoo models) or N(0,1), each input from its own seeded stream"
+        "inputs: a model's own weights (ONNX initializers, --weights), its suggested distributions (zoo models) or N(0,1), each drawn input from its own seeded stream"
     );
     for w in &summary.outputs {
         let e = &w.error;

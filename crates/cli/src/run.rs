@@ -102,7 +102,11 @@ pub fn gather_inputs(
             bail!("input directory {} does not exist", d.display());
         }
         warn_about_stray_files(what, specs, stem, d);
-    } else if seed.is_none() && !specs.is_empty() {
+    } else if seed.is_none()
+        && specs
+            .iter()
+            .any(|(n, t)| !matches!(init(n), Init::Values(v) if v.ty() == t))
+    {
         bail!(
             "{what} needs inputs: pass --inputs DIR (one NAME.npy per input) or --seed S for random values"
         );
@@ -111,9 +115,19 @@ pub fn gather_inputs(
     let mut inputs = BTreeMap::new();
     for (name, ty) in specs {
         let file = dir.map(|d| d.join(format!("{}.npy", stem(name))));
+        let given = init(name);
         let t = match (&file, seed) {
             (Some(f), _) if f.exists() => {
-                let t = read_npy(f)?;
+                let t = read_npy(f).map_err(|e| {
+                    let hint = if ty.dtype == birkhoff::ir::DType::I32
+                        && e.to_string().contains("'<i8'")
+                    {
+                        " (integer inputs are i32: save them with .astype(np.int32))"
+                    } else {
+                        ""
+                    };
+                    anyhow::anyhow!("{e}{hint}")
+                })?;
                 if t.ty() != ty {
                     bail!(
                         "input '{name}' must be {ty}, but {} holds {}",
@@ -123,7 +137,11 @@ pub fn gather_inputs(
                 }
                 t
             }
-            (_, Some(_)) => random_tensor(ty, &init(name), &mut root.fork(name)),
+            // A model's own values (an ONNX initializer, --weights) need no seed.
+            (_, _) if matches!(&given, Init::Values(t) if t.ty() == ty) => {
+                random_tensor(ty, &given, &mut root.fork(name))
+            }
+            (_, Some(_)) => random_tensor(ty, &given, &mut root.fork(name)),
             (Some(f), None) => bail!(
                 "missing input file {} for input '{name}' ({ty}); pass --seed S to draw random values for missing inputs",
                 f.display()

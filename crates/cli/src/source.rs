@@ -51,7 +51,7 @@ impl Source {
 
 /// Whether `s` names an ONNX model.
 pub fn is_onnx(s: &str) -> bool {
-    s.ends_with(".onnx")
+    s.to_ascii_lowercase().ends_with(".onnx")
 }
 
 /// Imports the ONNX model at `path` with `dims` pinned.

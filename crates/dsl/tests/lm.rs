@@ -47,7 +47,7 @@ fn inputs(lm: &LmGraph, cfg: &LmConfig, seed: u64) -> BTreeMap<String, Tensor> {
     let mut m = BTreeMap::new();
     for name in &lm.params {
         let id = lm.graph.input_by_name(name).unwrap();
-        let init = lm.inits[name];
+        let init = lm.inits[name].clone();
         m.insert(
             name.clone(),
             random_tensor(lm.graph.ty(id), &init, &mut root.fork(name)),

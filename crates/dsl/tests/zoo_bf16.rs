@@ -84,7 +84,7 @@ fn bf16_inputs_are_the_f32_draws_rounded() {
         for &v in m.graph.inputs() {
             let name = m.graph.input_name(v).unwrap();
             let ty = m.graph.ty(v);
-            let init = m.inits[name];
+            let init = m.inits[name].clone();
             let b = random_tensor(ty, &init, &mut root.fork(name)).to_f64_vec();
             let f = random_tensor(
                 &TensorType::new(DType::F32, ty.shape.clone()),

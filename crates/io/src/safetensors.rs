@@ -29,9 +29,12 @@ pub fn encode(
     safetensors::serialize(views, meta).map_err(|e| format!("cannot encode: {e}"))
 }
 
+/// Tensors by name and string metadata: what a safetensors file holds.
+pub type Contents = (BTreeMap<String, Tensor>, HashMap<String, String>);
+
 /// Every tensor in the safetensors bytes `bytes`, by name, and the
 /// metadata; an error says what is malformed.
-pub fn decode(bytes: &[u8]) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>), String> {
+pub fn decode(bytes: &[u8]) -> Result<Contents, String> {
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
     let mut out = BTreeMap::new();

@@ -225,21 +225,22 @@ fn opts(projection: PreMixProjection) -> LowerOptions {
 fn line_op(rank: usize) -> impl Strategy<Value = (Op, Init)> {
     let positive = uniform(0.05, 4.0);
     let signed = uniform(-4.0, 4.0);
+    let (p1, p2, s1, s2) = (positive.clone(), positive, signed.clone(), signed);
     let mut ops: Vec<BoxedStrategy<(Op, Init)>> = vec![
         eps()
-            .prop_map(move |e| (Op::RowNorm { eps: FloatAttr(e) }, positive))
+            .prop_map(move |e| (Op::RowNorm { eps: FloatAttr(e) }, p1.clone()))
             .boxed(),
         (0..rank)
-            .prop_map(move |axis| (Op::Softmax { axis }, signed))
+            .prop_map(move |axis| (Op::Softmax { axis }, s1.clone()))
             .boxed(),
         eps()
-            .prop_map(move |e| (Op::RmsNorm { eps: FloatAttr(e) }, signed))
+            .prop_map(move |e| (Op::RmsNorm { eps: FloatAttr(e) }, s2.clone()))
             .boxed(),
     ];
     if rank >= 2 {
         ops.push(
             eps()
-                .prop_map(move |e| (Op::ColNorm { eps: FloatAttr(e) }, positive))
+                .prop_map(move |e| (Op::ColNorm { eps: FloatAttr(e) }, p2.clone()))
                 .boxed(),
         );
     }

@@ -99,7 +99,7 @@ fn parse(eq: &str, ranks: &[usize]) -> R<Equation> {
                 }
             }
             once.sort_unstable();
-            let mut out = ell.clone();
+            let mut out = ell;
             out.extend(once);
             out
         }

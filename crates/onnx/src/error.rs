@@ -25,7 +25,7 @@ pub enum ImportError {
     },
     /// A node cannot be imported: an unsupported op, attribute value or
     /// element type, or operands that do not fit the op.
-    #[error("node {index} `{name}` ({op_type}): {message}")]
+    #[error("node {index}{} ({op_type}): {message}", if name.is_empty() { String::new() } else { format!(" `{name}`") })]
     Node {
         /// Position in the graph's node list, from 0.
         index: usize,

@@ -13,7 +13,7 @@ use crate::tensor::{Const, broadcast_shapes, decode, ir_dtype, is_float, is_int,
 type R<T> = Result<T, String>;
 
 /// Input `i`, which the op requires.
-fn req<'v>(ins: &'v [Option<Val>], i: usize) -> R<&'v Val> {
+fn req(ins: &[Option<Val>], i: usize) -> R<&Val> {
     ins.get(i)
         .and_then(Option::as_ref)
         .ok_or_else(|| format!("input {i} is required"))
@@ -69,6 +69,9 @@ fn float_fn(op: &str) -> Option<fn(f64) -> f64> {
         "Floor" => f64::floor,
         "Ceil" => f64::ceil,
         "Not" => |x| f64::from(u8::from(x == 0.0)),
+        "Sin" => f64::sin,
+        "Cos" => f64::cos,
+        "Round" => f64::round_ties_even,
         "Sign" => |x| {
             if x > 0.0 {
                 1.0
@@ -139,7 +142,19 @@ pub(crate) fn import_node(
         return Ok(v);
     }
     match op {
-        "Identity" | "Dropout" => one(req(ins, 0)?.clone()),
+        "Identity" => one(req(ins, 0)?.clone()),
+        // Inference: the data passes through, and the mask keeps everything.
+        "Dropout" => {
+            let x = req(ins, 0)?.clone();
+            let mask = imp.splat(DType::Bool, &imp.shape(&x), 1.0)?;
+            Ok(vec![
+                x,
+                Val::Node {
+                    id: mask,
+                    dtype: dt::BOOL,
+                },
+            ])
+        }
         "Neg" | "Abs" | "Exp" | "Log" | "Sqrt" | "Reciprocal" | "Sigmoid" | "Tanh" => {
             let x = req(ins, 0)?;
             let dtype = imp.dtype(x);
@@ -344,8 +359,42 @@ pub(crate) fn import_node(
                 dtype,
             })
         }
-        "ReduceSum" | "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceSumSquare" | "ReduceL2" => {
-            one(reduce(imp, op, a, ins)?)
+        "ReduceSum" | "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceSumSquare" | "ReduceL2"
+        | "ReduceL1" | "ReduceLogSum" | "ReduceLogSumExp" => one(reduce(imp, op, a, ins)?),
+        "Softplus" | "LeakyRelu" | "Elu" | "HardSigmoid" | "HardSwish" | "Mish" => {
+            let x = req(ins, 0)?;
+            let dtype = imp.dtype(x);
+            if !is_float(dtype) {
+                return Err(format!(
+                    "{op} of {} values is not supported",
+                    dt::name(dtype)
+                ));
+            }
+            let id = imp.id(x)?;
+            one(Val::Node {
+                id: activation(imp, op, a, id)?,
+                dtype,
+            })
+        }
+        "Tile" => {
+            let x = req(ins, 0)?;
+            let reps = int_input(imp, ins, 1, "the repeats")?.ok_or("Tile needs repeats")?;
+            let shape = imp.shape(x);
+            if reps.len() != shape.len() || reps.iter().any(|&r| r < 1) {
+                return Err(format!("Tile repeats {reps:?} do not fit shape {shape:?}"));
+            }
+            let dtype = imp.dtype(x);
+            let mut id = imp.id(x)?;
+            for (k, &r) in reps.iter().enumerate() {
+                if r > 1 {
+                    if r > 1 << 16 {
+                        return Err(format!("Tile repeat {r} is too large"));
+                    }
+                    let copies = vec![id; r as usize];
+                    id = imp.add(Op::Concat { axis: k }, &copies)?;
+                }
+            }
+            one(Val::Node { id, dtype })
         }
         "Softmax" | "LogSoftmax" => {
             let x = req(ins, 0)?;
@@ -370,15 +419,23 @@ pub(crate) fn import_node(
             let k = int_input(imp, ins, 1, "k")?.map_or(0, |v| v.first().copied().unwrap_or(0));
             let upper = a.int("upper", 1) != 0;
             let (rows, cols) = (shape[shape.len() - 2], shape[shape.len() - 1]);
-            let keep: Vec<f64> = (0..rows)
-                .flat_map(|i| {
-                    (0..cols).map(move |j| {
-                        let d = j as i64 - i as i64;
-                        f64::from(u8::from(if upper { d >= k } else { d <= k }))
-                    })
-                })
-                .collect();
-            let mask = konst(Const::new(dt::BOOL, vec![rows, cols], keep));
+            // keep[i, j] = (j - i >= k) (upper) or (j - i <= k) (lower),
+            // from index tensors: no mask the size of the matrix is built
+            // here, whatever the graph's shape.
+            let k = i32::try_from(k).map_err(|_| format!("Trilu k {k} is out of range"))?;
+            let ity = |axis| Op::Iota {
+                axis,
+                ty: birkhoff_ir::TensorType::new(DType::I32, vec![rows, cols]),
+            };
+            let i = imp.add(ity(0), &[])?;
+            let j = imp.add(ity(1), &[])?;
+            let d = imp.add(Op::Sub, &[j, i])?;
+            let kk = imp.splat(DType::I32, &[rows, cols], f64::from(k))?;
+            let keep = imp.add(if upper { Op::Ge } else { Op::Le }, &[d, kk])?;
+            let mask = Val::Node {
+                id: keep,
+                dtype: dt::BOOL,
+            };
             let dtype = imp.dtype(x);
             let zero = konst(Const::scalar(dtype, 0.0));
             let cid = imp.operand(&mask, dt::BOOL, &shape)?;
@@ -521,7 +578,7 @@ fn target_shape(
             }
             if let Some(i) = infer {
                 let rest: usize = out.iter().product();
-                if rest == 0 || count % rest != 0 {
+                if rest == 0 || !count.is_multiple_of(rest) {
                     return Err(format!("cannot reshape {shape:?} to {spec:?}"));
                 }
                 out[i] = count / rest;
@@ -672,13 +729,41 @@ fn reduce(imp: &mut Importer, op: &str, a: &Attrs, ins: &[Option<Val>]) -> R<Val
         _ => (0..shape.len()).collect(),
     };
     let mut id = imp.id(x)?;
-    if op == "ReduceSumSquare" || op == "ReduceL2" {
-        id = imp.add(Op::Mul, &[id, id])?;
+    match op {
+        "ReduceSumSquare" | "ReduceL2" => id = imp.add(Op::Mul, &[id, id])?,
+        "ReduceL1" => id = imp.add(Op::Abs, &[id])?,
+        "ReduceLogSumExp" => {
+            // log Σ exp(x) = m + log Σ exp(x − m), m the maximum: finite
+            // where the plain sum overflows.
+            let m = imp.add(
+                Op::ReduceMax {
+                    axes: ax.clone(),
+                    keepdims: true,
+                },
+                &[id],
+            )?;
+            let mb = imp.broadcast(m, &shape)?;
+            let shifted = imp.add(Op::Sub, &[id, mb])?;
+            let e = imp.add(Op::Exp, &[shifted])?;
+            let s = imp.add(
+                Op::ReduceSum {
+                    axes: ax,
+                    keepdims: keep,
+                },
+                &[e],
+            )?;
+            let l = imp.add(Op::Log, &[s])?;
+            let out = imp.ty(l).shape.clone();
+            let m = imp.reshape(m, &out)?;
+            let id = imp.add(Op::Add, &[l, m])?;
+            return Ok(Val::Node { id, dtype });
+        }
+        _ => {}
     }
     let id = match op {
         "ReduceMax" => imp.add(
             Op::ReduceMax {
-                axes: ax.clone(),
+                axes: ax,
                 keepdims: keep,
             },
             &[id],
@@ -687,7 +772,7 @@ fn reduce(imp: &mut Importer, op: &str, a: &Attrs, ins: &[Option<Val>]) -> R<Val
             let neg = imp.add(Op::Neg, &[id])?;
             let m = imp.add(
                 Op::ReduceMax {
-                    axes: ax.clone(),
+                    axes: ax,
                     keepdims: keep,
                 },
                 &[neg],
@@ -710,11 +795,72 @@ fn reduce(imp: &mut Importer, op: &str, a: &Attrs, ins: &[Option<Val>]) -> R<Val
                     imp.add(Op::Div, &[s, c])?
                 }
                 "ReduceL2" => imp.add(Op::Sqrt, &[s])?,
+                "ReduceLogSum" => imp.add(Op::Log, &[s])?,
                 _ => s,
             }
         }
     };
     Ok(Val::Node { id, dtype })
+}
+
+/// The activation functions ONNX has as ops, from primitives.
+fn activation(imp: &mut Importer, op: &str, a: &Attrs, x: ValueId) -> R<ValueId> {
+    let ty = imp.ty(x).clone();
+    let c = |imp: &mut Importer, v: f64| imp.splat(ty.dtype, &ty.shape, v);
+    let softplus = |imp: &mut Importer| -> R<ValueId> {
+        // log(1 + e^x) = max(x, 0) + log(1 + e^-|x|): no overflow.
+        let zero = c(imp, 0.0)?;
+        let one = c(imp, 1.0)?;
+        let pos = imp.add(Op::Max, &[x, zero])?;
+        let ab = imp.add(Op::Abs, &[x])?;
+        let nab = imp.add(Op::Neg, &[ab])?;
+        let e = imp.add(Op::Exp, &[nab])?;
+        let p = imp.add(Op::Add, &[e, one])?;
+        let l = imp.add(Op::Log, &[p])?;
+        imp.add(Op::Add, &[pos, l])
+    };
+    let hard_sigmoid = |imp: &mut Importer, alpha: f64, beta: f64| -> R<ValueId> {
+        let k = c(imp, alpha)?;
+        let b = c(imp, beta)?;
+        let m = imp.add(Op::Mul, &[x, k])?;
+        let s = imp.add(Op::Add, &[m, b])?;
+        let zero = c(imp, 0.0)?;
+        let one = c(imp, 1.0)?;
+        let lo = imp.add(Op::Max, &[s, zero])?;
+        imp.add(Op::Min, &[lo, one])
+    };
+    match op {
+        "Softplus" => softplus(imp),
+        "Mish" => {
+            let sp = softplus(imp)?;
+            let t = imp.add(Op::Tanh, &[sp])?;
+            imp.add(Op::Mul, &[x, t])
+        }
+        "LeakyRelu" | "Elu" => {
+            let alpha = f64::from(a.float("alpha", if op == "Elu" { 1.0 } else { 0.01 }));
+            let zero = c(imp, 0.0)?;
+            let k = c(imp, alpha)?;
+            let neg = if op == "Elu" {
+                let one = c(imp, 1.0)?;
+                let e = imp.add(Op::Exp, &[x])?;
+                let em1 = imp.add(Op::Sub, &[e, one])?;
+                imp.add(Op::Mul, &[em1, k])?
+            } else {
+                imp.add(Op::Mul, &[x, k])?
+            };
+            let is_neg = imp.add(Op::Lt, &[x, zero])?;
+            imp.add(Op::Select, &[is_neg, neg, x])
+        }
+        "HardSigmoid" => hard_sigmoid(
+            imp,
+            f64::from(a.float("alpha", 0.2)),
+            f64::from(a.float("beta", 0.5)),
+        ),
+        _ => {
+            let h = hard_sigmoid(imp, 1.0 / 6.0, 0.5)?;
+            imp.add(Op::Mul, &[x, h])
+        }
+    }
 }
 
 /// `x - max - log(sum(exp(x - max)))` along `axis`, as ONNX computes it
@@ -759,7 +905,15 @@ fn norm(
     let ax: Vec<usize> = (k..shape.len()).collect();
     let count: usize = shape[k..].iter().product();
     let xid = imp.id(x)?;
+    // stash_type 1 (the default): statistics in f32 even for bf16 data.
+    let stored = imp.ty(xid).dtype;
+    let xid = if stored == DType::Bf16 && a.int("stash_type", 1) == 1 {
+        imp.add(Op::Cast { dtype: DType::F32 }, &[xid])?
+    } else {
+        xid
+    };
     let ir = imp.ty(xid).dtype;
+    let compute = if ir == stored { dtype } else { dt::FLOAT };
     let mean_of = |imp: &mut Importer, v: ValueId| -> R<ValueId> {
         let s = imp.add(
             Op::ReduceSum {
@@ -788,20 +942,31 @@ fn norm(
     let invb = imp.broadcast(inv, &shape)?;
     let mut y = imp.add(Op::Mul, &[centered, invb])?;
     if let Some(scale) = opt(ins, 1) {
-        let s = imp.operand(scale, dtype, &shape)?;
+        let s = imp.operand(scale, compute, &shape)?;
         y = imp.add(Op::Mul, &[y, s])?;
     }
     if let Some(bias) = opt(ins, 2) {
-        let b = imp.operand(bias, dtype, &shape)?;
+        let b = imp.operand(bias, compute, &shape)?;
         y = imp.add(Op::Add, &[y, b])?;
     }
+    let y = if ir == stored {
+        y
+    } else {
+        imp.add(Op::Cast { dtype: stored }, &[y])?
+    };
     let mut outs = vec![Val::Node { id: y, dtype }];
     if outputs > 1 {
         let m = mean.ok_or("RMSNormalization has one output")?;
-        outs.push(Val::Node { id: m, dtype });
+        outs.push(Val::Node {
+            id: m,
+            dtype: compute,
+        });
     }
     if outputs > 2 {
-        outs.push(Val::Node { id: inv, dtype });
+        outs.push(Val::Node {
+            id: inv,
+            dtype: compute,
+        });
     }
     Ok(outs)
 }
@@ -809,7 +974,8 @@ fn norm(
 /// `erf(x)` from `exp` and a rational function: `erfc(|x|) = t·exp(-x² +
 /// P(t))`, `t = 1/(1 + |x|/2)`, with the Chebyshev-fitted coefficients of
 /// Press et al. (Numerical Recipes §6.2): relative error below 1.2e-7 in
-/// `erfc`, so below 1.2e-7 absolute in `erf` — f32 accuracy, not f64.
+/// `erfc`, so below 1.2e-7 absolute in `erf` — f32 accuracy, not f64;
+/// below |x| = 1/2 a series instead (see the end).
 fn erf(imp: &mut Importer, x: ValueId) -> R<ValueId> {
     const P: [f64; 10] = [
         -1.265_512_23,
@@ -846,8 +1012,31 @@ fn erf(imp: &mut Importer, x: ValueId) -> R<ValueId> {
     let neg = imp.add(Op::Neg, &[pos])?;
     let zero = c(imp, 0.0)?;
     let is_neg = imp.add(Op::Lt, &[x, zero])?;
-    imp.add(Op::Select, &[is_neg, neg, pos])
+    let far = imp.add(Op::Select, &[is_neg, neg, pos])?;
+    // Near zero, where `1 - erfc` cancels, the Maclaurin series to x¹¹:
+    // its first omitted term is below 3e-8 of erf(x) for |x| < 1/2, and
+    // erf(0) is 0 exactly.
+    let x2 = imp.add(Op::Mul, &[x, x])?;
+    let mut series = c(imp, SERIES[5])?;
+    for &k in SERIES[..5].iter().rev() {
+        let m = imp.add(Op::Mul, &[series, x2])?;
+        let kk = c(imp, k)?;
+        series = imp.add(Op::Add, &[m, kk])?;
+    }
+    let near = imp.add(Op::Mul, &[series, x])?;
+    let is_near = imp.add(Op::Lt, &[ax, half])?;
+    imp.add(Op::Select, &[is_near, near, far])
 }
+
+/// erf's Maclaurin coefficients `2/√π · (−1)ⁿ / (n! (2n+1))` of `x^(2n+1)`.
+const SERIES: [f64; 6] = [
+    1.128_379_167_095_512_6,
+    -0.376_126_389_031_837_5,
+    0.112_837_916_709_551_26,
+    -0.026_866_170_645_131_25,
+    0.005_223_977_625_442_187,
+    -0.000_854_832_702_345_085,
+];
 
 /// GELU: `x·Φ(x)` exactly (through [`erf`]) or with the tanh approximation.
 fn gelu(imp: &mut Importer, x: ValueId, approx: &str) -> R<ValueId> {
@@ -987,7 +1176,13 @@ fn gather(imp: &mut Importer, a: &Attrs, ins: &[Option<Val>]) -> R<Val> {
         let count: usize = ishape.iter().product();
         let rest: Vec<usize> = shape[1..].to_vec();
         let width: usize = rest.iter().product();
-        let flat = imp.reshape(*iid, &[count, 1])?;
+        // ONNX counts a negative index from the end.
+        let zero = imp.splat(DType::I32, &ishape, 0.0)?;
+        let size = imp.splat(DType::I32, &ishape, dim as f64)?;
+        let neg = imp.add(Op::Lt, &[*iid, zero])?;
+        let wrapped = imp.add(Op::Add, &[*iid, size])?;
+        let iid = imp.add(Op::Select, &[neg, wrapped, *iid])?;
+        let flat = imp.reshape(iid, &[count, 1])?;
         let ids = imp.broadcast(flat, &[count, dim])?;
         let iota = imp.add(
             Op::Iota {
@@ -1047,6 +1242,17 @@ fn gather(imp: &mut Importer, a: &Attrs, ins: &[Option<Val>]) -> R<Val> {
     Ok(Val::Node { id, dtype })
 }
 
+/// The most elements a folded constant has; a larger result stays a
+/// graph value (a `broadcast`), so no fold allocates more than this.
+const MAX_FOLDED: usize = 1 << 24;
+
+/// Whether the broadcast of `cs` is small enough to fold.
+fn folds_small(cs: &[Rc<Const>]) -> bool {
+    cs.iter()
+        .try_fold(Vec::new(), |s, c| broadcast_shapes(&s, &c.shape))
+        .is_some_and(|s| s.iter().product::<usize>() <= MAX_FOLDED)
+}
+
 /// Folds `op` on constants; `None` if it does not fold (its graph form
 /// is then built from the constants).
 fn fold(
@@ -1077,6 +1283,9 @@ fn fold(
         } else {
             c0.dtype
         };
+        if !folds_small(cs) {
+            return Ok(None);
+        }
         let mut acc = Const::clone(c0);
         for c in &cs[1..] {
             acc = acc
@@ -1103,6 +1312,9 @@ fn fold(
                 let shape = broadcast_shapes(&c0.shape, &cs[1].shape)
                     .and_then(|s| broadcast_shapes(&s, &cs[2].shape))
                     .ok_or("operand shapes do not broadcast")?;
+                if shape.iter().product::<usize>() > MAX_FOLDED {
+                    return Ok(None);
+                }
                 let (c, x, y) = (
                     c0.broadcast_to(&shape),
                     cs[1].broadcast_to(&shape),
@@ -1137,6 +1349,9 @@ fn fold(
                     .collect();
                 let out = broadcast_shapes(&c0.shape, &to).ok_or("shapes do not expand")?;
                 shape_of(&out.iter().map(|&d| d as i64).collect::<Vec<_>>(), "Expand")?;
+                if out.iter().product::<usize>() > MAX_FOLDED {
+                    return Ok(None);
+                }
                 c0.broadcast_to(&out)
             }
             "Concat" => {

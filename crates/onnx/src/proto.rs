@@ -7,7 +7,10 @@
 //! are left out, and a decoder skips unknown fields without reading into
 //! them, so a subgraph nested in an attribute costs no recursion here.
 
-#![allow(missing_docs)] // The schema documents these fields; names match it.
+#![allow(
+    missing_docs,
+    reason = "the ONNX schema documents these fields; the names match it"
+)]
 
 /// A whole model: opsets, the graph and local functions.
 #[derive(Clone, PartialEq, prost::Message)]

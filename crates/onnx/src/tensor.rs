@@ -270,7 +270,11 @@ fn read_external(t: &TensorProto, base: Option<&Path>, want: u64) -> Result<Vec<
     }
     let location = location.ok_or_else(|| format!("{what}: external data without a location"))?;
     let rel = Path::new(location);
-    if location.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+    if location.is_empty()
+        || !rel
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+    {
         return Err(format!(
             "{what}: external data location `{location}` must be a relative path inside the \
              model's directory"
@@ -286,6 +290,16 @@ fn read_external(t: &TensorProto, base: Option<&Path>, want: u64) -> Result<Vec<
             path.display()
         )
     })?;
+    // A symbolic link may not lead out of the model's directory either.
+    let inside = match (std::fs::canonicalize(base), std::fs::canonicalize(&path)) {
+        (Ok(b), Ok(p)) => p.starts_with(b),
+        _ => false,
+    };
+    if !inside {
+        return Err(format!(
+            "{what}: external data location `{location}` resolves outside the model's directory"
+        ));
+    }
     if !meta.is_file() {
         return Err(format!(
             "{what}: external data {} is not a regular file",

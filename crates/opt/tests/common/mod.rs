@@ -85,7 +85,7 @@ pub fn draw_inputs(g: &Graph, inits: &Inits, seed: u64) -> BTreeMap<String, Tens
         .iter()
         .map(|&v| {
             let name = g.input_name(v).expect("inputs have names").to_string();
-            let init = inits.get(&name).copied().unwrap_or_default();
+            let init = inits.get(&name).cloned().unwrap_or_default();
             let t = random_tensor(g.ty(v), &init, &mut root.fork(&name));
             (name, t)
         })
@@ -94,7 +94,10 @@ pub fn draw_inputs(g: &Graph, inits: &Inits, seed: u64) -> BTreeMap<String, Tens
 
 /// Standard-normal inits for every input except those given.
 pub fn inits(pairs: &[(&str, Init)]) -> Inits {
-    pairs.iter().map(|&(k, v)| (k.to_string(), v)).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
 }
 
 /// Runs `g` in the f64 reference interpreter.
