@@ -51,8 +51,8 @@ fn import(e: &Value) -> Result<Imported, String> {
     import_file(&path, &ImportOptions { dims }).map_err(|err| err.to_string())
 }
 
-/// A fixture's `.npy` file. Integer inputs (token ids) are saved as
-/// PyTorch makes them, `int64`; birkhoff's integers are `i32`.
+/// A fixture's `.npy` file (integer inputs, token ids, are saved as
+/// `int32`, birkhoff's integer type).
 fn npy(file: &str) -> Tensor {
     let path = fixtures().join(file);
     read_npy(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))

@@ -598,6 +598,10 @@ pub struct BenchArgs {
     /// instead of reusing the previous call's.
     #[arg(long)]
     pub fresh_outputs: bool,
+    /// After timing, run once more timing every kernel (CPU) and print
+    /// the slowest, with their share of the run (on stderr).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 #[derive(Args, Debug)]

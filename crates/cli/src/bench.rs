@@ -133,8 +133,43 @@ pub fn main(a: &BenchArgs) -> Result<ExitCode> {
         );
         print_launches(&launches);
     }
+    if a.profile {
+        print_profile(&exe, &inputs)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `--profile`: one more run with every kernel timed; the slowest go to
+/// stderr (so that `--json` stays one object on stdout).
+fn print_profile(
+    exe: &Executable,
+    inputs: &std::collections::BTreeMap<String, birkhoff::ir::Tensor>,
+) -> Result<()> {
+    let start = std::time::Instant::now();
+    let mut kernels = exe.profile(inputs)?;
+    let wall = start.elapsed().as_secs_f64();
+    let total: f64 = kernels.iter().map(|k| k.time.as_secs_f64()).sum();
+    kernels.sort_by(|a, b| b.time.cmp(&a.time));
+    eprintln!(
+        "profile: {} kernels, {:.3} ms in all, of a {:.3} ms run; the slowest:",
+        kernels.len(),
+        total * 1e3,
+        wall * 1e3
+    );
+    for k in kernels.iter().take(PROFILE_ROWS) {
+        let t = k.time.as_secs_f64();
+        eprintln!(
+            "  {:>10.3} ms {:>5.1}%  {}",
+            t * 1e3,
+            100.0 * t / total.max(f64::MIN_POSITIVE),
+            k.name
+        );
+    }
+    Ok(())
+}
+
+/// Kernels `--profile` lists.
+const PROFILE_ROWS: usize = 15;
 
 /// Wall-clock seconds of each timed call on the host (CPU, interpreter).
 fn host_times(

@@ -365,8 +365,8 @@ fn topological_order(graph: &GraphProto, nodes: &[NodeProto]) -> Result<Vec<usiz
         for o in n.output.iter().filter(|o| !o.is_empty()) {
             if producer.insert(o, i).is_some() {
                 return Err(ImportError::model(format!(
-                    "value `{o}` is produced by more than one node (the second is node {i} `{}`)",
-                    n.name
+                    "value `{o}` is produced by more than one node (the second is {})",
+                    node_label(i, n)
                 )));
             }
         }
@@ -402,9 +402,9 @@ fn topological_order(graph: &GraphProto, nodes: &[NodeProto]) -> Result<Vec<usiz
                         }
                         1 => {
                             return Err(ImportError::model(format!(
-                                "the graph has a cycle: node {i} `{}` ({}) needs `{name}`, \
-                                 which depends on its own output",
-                                n.name, n.op_type
+                                "the graph has a cycle: {} needs `{name}`, which depends on \
+                                 its own output",
+                                node_label(i, n)
                             )));
                         }
                         _ => {}
@@ -429,6 +429,15 @@ fn topological_order(graph: &GraphProto, nodes: &[NodeProto]) -> Result<Vec<usiz
         }
     }
     Ok(order)
+}
+
+/// `node 3 \`name\` (MatMul)`, or `node 3 (MatMul)` for an unnamed node.
+fn node_label(i: usize, n: &NodeProto) -> String {
+    if n.name.is_empty() {
+        format!("node {i} ({})", n.op_type)
+    } else {
+        format!("node {i} `{}` ({})", n.name, n.op_type)
+    }
 }
 
 /// An ONNX value during import.
@@ -531,6 +540,11 @@ impl<'m> Importer<'m> {
                 match (&d.dim_value, &d.dim_param) {
                     (Some(v), _) => dims.push(*v),
                     (None, Some(p)) if !p.is_empty() => match opts.dims.get(p) {
+                        Some(0) => {
+                            return Err(ImportError::model(format!(
+                                "dimension `{p}` is pinned to 0; sizes must be positive"
+                            )));
+                        }
                         Some(&s) => dims.push(s as i64),
                         None => {
                             return Err(ImportError::UnpinnedDim {

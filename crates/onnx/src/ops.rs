@@ -450,6 +450,11 @@ pub(crate) fn import_node(
         "Shape" | "Size" | "Constant" | "ConstantOfShape" | "Range" => {
             unreachable!("folded above")
         }
+        _ if FOLD_ONLY.contains(&op) => Err(format!(
+            "{op} is folded at import only: its operands must be constants (of at most \
+             {} elements) known when importing",
+            1 << 16
+        )),
         _ => Err(format!("unsupported op {op}")),
     }
 }
@@ -1242,6 +1247,19 @@ fn gather(imp: &mut Importer, a: &Attrs, ins: &[Option<Val>]) -> R<Val> {
     Ok(Val::Node { id, dtype })
 }
 
+/// Ops with no graph form: they import only when they fold.
+const FOLD_ONLY: &[&str] = &[
+    "Sin",
+    "Cos",
+    "Round",
+    "Floor",
+    "Ceil",
+    "Sign",
+    "Mod",
+    "Xor",
+    "ReduceProd",
+];
+
 /// The most elements a folded constant has; a larger result stays a
 /// graph value (a `broadcast`), so no fold allocates more than this.
 const MAX_FOLDED: usize = 1 << 24;
@@ -1367,6 +1385,12 @@ fn fold(
             }
             "Gather" if cs.len() == 2 => {
                 let k = axis(a.int("axis", 0), c0.shape.len())?;
+                let out: usize = c0.shape[..k].iter().product::<usize>()
+                    * cs[1].data.len()
+                    * c0.shape[k + 1..].iter().product::<usize>();
+                if out > MAX_FOLDED {
+                    return Ok(None);
+                }
                 let dim = c0.shape[k] as i64;
                 let mut pieces = Vec::new();
                 for &i in &cs[1].as_ints() {
