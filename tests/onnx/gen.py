@@ -436,7 +436,8 @@ def torch_case(name, module, args, opset=20, external=False, dynamic_shapes=None
 def gen_torch_cases():
     import torch
 
-    from models import (MLP, Block, LinearTanh, MHCBatched, MHCBlock, MHCPacked, MHCPaper, TinyGPT,
+    from models import (MLP, Block, LinearTanh, MHCBatched, MHCBlock, MHCEinsumBS, MHCLogDomain, MHCPacked,
+                        MHCPaper, TinyGPT,
                         mhc_reference, randomize, torch_layer_as_numpy)
 
     torch.manual_seed(0)
@@ -503,6 +504,16 @@ def gen_torch_cases():
     torch_case("mhc_batched", c, (xc,), opset=20, external=True, fuse=fuse1, reference=mhc_ref(c, xc),
                what="mHC spelling c: x [B,S,n,C], H_res transposed (columns first), broadcast-and-sum mixes, "
                     "paper Sinkhorn 12 rounds; F = tanh(Linear)")
+    e = randomize(MHCLogDomain(n, C, LinearTanh(C), iters=15), 25)
+    xe = inp("mhc_logdomain", T, n, C)
+    torch_case("mhc_logdomain", e, (xe,), opset=20, external=True, fuse=fuse1,
+               what="mHC spelling e: nn.RMSNorm with weight, nn.Linear with bias, alphas after the bias, "
+                    "log-domain paper Sinkhorn with torch.logsumexp (15 rounds), bmm mixes; F = tanh(Linear)")
+    f = randomize(MHCEinsumBS(n, C, iters=10), 26)
+    xf = inp("mhc_einsum_bs", 2, 4, n, C)
+    torch_case("mhc_einsum_bs", f, (xf,), opset=20, external=True, fuse=fuse1,
+               what="mHC spelling f: x [B,S,n,C], F.rms_norm, xf @ w.T + b, no alphas, paper Sinkhorn "
+                    "10 rounds, einsum mixes with batch labels; F = GELU(Linear) (exact, through Erf)")
     dblk = randomize(MHCBlock(n, C, heads=2, hidden=64, iters=20), 24)
     xd = inp("mhc_block", T, n, C)
 

@@ -301,6 +301,68 @@ class MHCBatched(nn.Module):
         return _np(fn), _np(self.a), _np(base)
 
 
+class MHCLogDomain(nn.Module):
+    """Spelling e: torch's nn.RMSNorm (with its weight) on the flat row, one
+    nn.Linear with a bias, the alphas applied after the bias (alpha * (xW + b):
+    the bias is scaled too), a log-domain paper Sinkhorn written with
+    torch.logsumexp, torch.bmm mixes. x [T, n, C]. No packed(): its weights
+    do not map one to one onto mhc_pre's operands."""
+
+    sinkhorn = "paper"
+
+    def __init__(self, n, dim, layer=None, iters=15):
+        super().__init__()
+        self.n, self.dim, self.iters = n, dim, iters
+        self.norm = nn.RMSNorm(n * dim, eps=NORM_EPS)
+        self.proj = nn.Linear(n * dim, n * (n + 2), bias=True)
+        self.alpha = nn.Parameter(torch.tensor([0.8, 0.6, 0.9]))
+        self.layer = layer if layer is not None else nn.Identity()
+
+    def forward(self, x):
+        n, t = self.n, x.shape[0]
+        h = self.proj(self.norm(x.reshape(t, n * self.dim)))
+        pre = torch.sigmoid(self.alpha[0] * h[:, :n])
+        post = POST_MULT * torch.sigmoid(self.alpha[1] * h[:, n:2 * n])
+        logm = (self.alpha[2] * h[:, 2 * n:]).view(t, n, n)
+        for _ in range(self.iters):
+            logm = logm - torch.logsumexp(logm, dim=-1, keepdim=True)
+            logm = logm - torch.logsumexp(logm, dim=-2, keepdim=True)
+        m = logm.exp()
+        layer_in = torch.bmm(pre.unsqueeze(1), x).squeeze(1)
+        out = self.layer(layer_in)
+        return torch.bmm(m.transpose(1, 2), x) + post.unsqueeze(2) * out.unsqueeze(1)
+
+
+class MHCEinsumBS(nn.Module):
+    """Spelling f: x [B, S, n, C]; torch.nn.functional.rms_norm, one packed
+    weight used as `xf @ w.T + b`, the gates without alphas, the Sinkhorn on
+    exp(logits) with x / x.sum(...), einsum mixes with batch labels and the
+    post term as an outer-product einsum; F = GELU(Linear)."""
+
+    sinkhorn = "paper"
+
+    def __init__(self, n, dim, iters=10):
+        super().__init__()
+        self.n, self.dim, self.iters = n, dim, iters
+        self.w = nn.Parameter(torch.zeros(n * (n + 2), n * dim))
+        self.b = nn.Parameter(torch.zeros(n * (n + 2)))
+        self.f = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        n = self.n
+        xf = torch.nn.functional.rms_norm(x.flatten(-2), (n * self.dim,), eps=NORM_EPS)
+        z = xf @ self.w.T + self.b
+        pre = z[..., :n].sigmoid() + PRE_EPS
+        post = z[..., n:2 * n].sigmoid() * POST_MULT
+        h = z[..., 2 * n:].unflatten(-1, (n, n)).exp()
+        for _ in range(self.iters):
+            h = h / h.sum(-1, keepdim=True)
+            h = h / h.sum(-2, keepdim=True)
+        layer_in = torch.einsum("bsi,bsic->bsc", pre, x)
+        out = torch.nn.functional.gelu(self.f(layer_in))
+        return torch.einsum("bsij,bsic->bsjc", h, x) + torch.einsum("bsj,bsc->bsjc", post, out)
+
+
 class MHCBlock(nn.Module):
     """The transformer block with both sublayers inside mHC connections
     (spelling a): x [T, n, C] -> x [T, n, C]."""
@@ -356,6 +418,14 @@ def randomize(module, seed):
         elif isinstance(mod, MHCPacked):
             mod.scale.copy_(0.5 + 0.5 * ru(3))
             mod.base.copy_(0.5 * rn(*mod.base.shape))
+        elif isinstance(mod, nn.RMSNorm):
+            mod.weight.copy_(1 + 0.1 * rn(*mod.weight.shape))
+        elif isinstance(mod, MHCLogDomain):
+            mod.alpha.copy_(0.5 + 0.5 * ru(3))
+        elif isinstance(mod, MHCEinsumBS):
+            bound = 1.0 / math.sqrt(mod.w.shape[1])
+            mod.w.copy_((ru(*mod.w.shape) * 2 - 1) * bound)
+            mod.b.copy_(0.5 * rn(*mod.b.shape))
         elif isinstance(mod, MHCBatched):
             bound = 1.0 / math.sqrt(mod.w_pre.shape[1])
             for w in (mod.w_pre, mod.w_post, mod.w_res):

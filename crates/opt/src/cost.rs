@@ -218,6 +218,50 @@ pub fn graph_cost(graph: &Graph) -> Cost {
         .sum()
 }
 
+/// Weight-side work (values computed from parameters and constants
+/// only) counts at [`WEIGHT_SIDE_SHARE`] of its cost. It is sized by the
+/// weights, not by the tokens, and is the same for every call with the
+/// same weights; extraction should not trade token-side traffic for it.
+/// The bias is deliberate: at a handful of tokens it can choose a fused
+/// program whose weight packing (a few small kernels) costs more than the
+/// token traffic it saves, by microseconds; at the sizes fusion is for,
+/// the packing is noise either way.
+pub fn weight_side_cost(c: Cost) -> Cost {
+    Cost {
+        bytes: c.bytes / WEIGHT_SIDE_SHARE,
+        launches: 0,
+        flops: c.flops / WEIGHT_SIDE_SHARE,
+    }
+}
+
+/// The share of its cost weight-side work counts at is one in this.
+pub const WEIGHT_SIDE_SHARE: u64 = 64;
+
+/// [`graph_cost`] as extraction counts it: the nodes whose values depend
+/// on no data input (only on parameters and constants) at
+/// [`weight_side_cost`]. The optimizer's `extraction_cost` is this of the
+/// graph it returns.
+pub fn extraction_cost(graph: &Graph) -> Cost {
+    let mut weight_side = vec![false; graph.len()];
+    graph
+        .values()
+        .map(|v| {
+            let node = graph.node(v);
+            weight_side[v.index()] = match &node.op {
+                Op::Input { kind, .. } => *kind == birkhoff_ir::InputKind::Param,
+                _ => node.args.iter().all(|a| weight_side[a.index()]),
+            };
+            let args: Vec<&Type> = node.args.iter().map(|&a| graph.value_type(a)).collect();
+            let cost = node_cost(&node.op, &args, &node.ty);
+            if weight_side[v.index()] {
+                weight_side_cost(cost)
+            } else {
+                cost
+            }
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -117,7 +117,7 @@ fn table(eg: &EG) -> (Table, HashMap<Id, usize>) {
             let tys: Vec<&Type> = n.children.iter().map(|&c| &eg[c].data.ty).collect();
             let cost = node_cost(&n.op, &tys, &class.data.ty);
             own.push(if class.data.weight_side {
-                weight_side_cost(cost)
+                crate::cost::weight_side_cost(cost)
             } else {
                 cost
             });
@@ -133,25 +133,6 @@ fn table(eg: &EG) -> (Table, HashMap<Id, usize>) {
     }
     (t, index)
 }
-
-/// Weight-side work (values computed from parameters and constants
-/// only) counts at [`WEIGHT_SIDE_SHARE`] of its cost. It is sized by the
-/// weights, not by the tokens, and is the same for every call with the
-/// same weights; extraction should not trade token-side traffic for it.
-/// The bias is deliberate: at a handful of tokens it can choose a fused
-/// program whose weight packing (a few small kernels) costs more than the
-/// token traffic it saves, by microseconds; at the sizes fusion is for,
-/// the packing is noise either way.
-fn weight_side_cost(c: Cost) -> Cost {
-    Cost {
-        bytes: c.bytes / WEIGHT_SIDE_SHARE,
-        launches: 0,
-        flops: c.flops / WEIGHT_SIDE_SHARE,
-    }
-}
-
-/// The share of its cost weight-side work counts at is one in this.
-pub const WEIGHT_SIDE_SHARE: u64 = 64;
 
 fn ids_len(eg: &EG) -> usize {
     eg.classes().count()

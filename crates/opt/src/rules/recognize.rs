@@ -45,6 +45,12 @@ pub(crate) fn rules() -> Vec<Rule> {
             name: "sigmoid",
             search: sigmoid,
         },
+        // (h + b) · s = h · s + (b · s) for a per-column bias and scale:
+        // a linear layer's bias before the mHC scale α.
+        Rule {
+            name: "scale-over-bias",
+            search: scale_over_bias,
+        },
         // sum(broadcast a ⊙ broadcast b, over shared axes) = a (batched)
         // matrix product of a and b, in any axis order (einsum's export).
         Rule {
@@ -111,6 +117,135 @@ fn keepdims_reductions(eg: &EG, s: Id, max: bool) -> Vec<(Id, usize)> {
         _ => unreachable!("filtered above"),
     })
     .collect()
+}
+
+/// A `[T, w]` operand that is the same on every row: a splat, or the
+/// broadcast of a scalar, `[w]` or `[1, w]` value. Returns how to make its
+/// `[w]` row: a constant, or a class and whether it needs a reshape
+/// (`[1, w]`) or a broadcast (a scalar).
+#[derive(Clone, Copy)]
+enum Row {
+    Splat(f64),
+    Value(Id),
+}
+
+fn row_of(eg: &EG, c: Id, w: usize) -> Option<Row> {
+    if let Some(v) = splat(eg, c) {
+        return Some(Row::Splat(v));
+    }
+    broadcast_sources(eg, c)
+        .into_iter()
+        .find_map(|s| match shape(eg, s) {
+            [] | [1] | [1, 1] => Some(Row::Value(s)),
+            [n] | [1, n] if *n == w => Some(Row::Value(s)),
+            _ => None,
+        })
+}
+
+/// The `[w]` class of a row (added to the e-graph).
+fn row_class(
+    eg: &mut EG,
+    r: Row,
+    ty: &birkhoff_ir::TensorType,
+    lo: usize,
+    hi: usize,
+) -> Option<Id> {
+    let w = hi - lo;
+    let row_ty = birkhoff_ir::TensorType::new(ty.dtype, vec![w]);
+    match r {
+        Row::Splat(v) => Some(eg.add(crate::lang::ENode {
+            op: Op::Const(birkhoff_ir::Literal::splat(row_ty, v)),
+            children: vec![],
+        })),
+        Row::Value(s) => {
+            let n: usize = shape(eg, s).iter().product();
+            let flat = crate::lang::add_checked(eg, Op::Reshape { shape: vec![n] }, vec![s])?;
+            if n == 1 {
+                crate::lang::add_checked(eg, Op::Broadcast { shape: vec![w] }, vec![flat])
+            } else if lo == 0 && hi == n {
+                Some(flat)
+            } else {
+                crate::lang::add_checked(
+                    eg,
+                    Op::Slice {
+                        start: vec![lo],
+                        end: vec![hi],
+                    },
+                    vec![flat],
+                )
+            }
+        }
+    }
+}
+
+/// `c = (h + b) · s`, or `c = slice(h + b) · s` (columns `[lo, hi)`),
+/// with `b` and `s` the same on every row: `c = h' · s + broadcast(b' ·
+/// s)`, `h'`/`b'` the (sliced) terms. The bias is scaled on the
+/// weights' side, so the matchers see a scale then a bias, as the paper
+/// writes them (`α · (x̃ φ) + b`). Not bit-exact: `α·h + α·b` rounds
+/// once more than `α·(h + b)`, within an ulp of the result.
+fn scale_over_bias(ctx: &Ctx<'_>, c: Id, out: &mut Vec<Action>) {
+    let eg = ctx.eg;
+    let Some(ty) = tensor(eg, c)
+        .filter(|t| t.dtype.is_float() && t.rank() == 2)
+        .cloned()
+    else {
+        return;
+    };
+    let (t, w) = (ty.shape[0], ty.shape[1]);
+    for (u, f) in commuted(eg, c, &Op::Mul) {
+        let Some(scale) = row_of(eg, f, w) else {
+            continue;
+        };
+        // `u` is the sum itself, or columns [lo, hi) of one.
+        let mut sums: Vec<(Id, usize)> = vec![(u, 0)];
+        for n in nodes_where(eg, u, |op| matches!(op, Op::Slice { .. })) {
+            if let Op::Slice { start, end } = &n.op
+                && start[0] == 0
+                && end[0] == t
+            {
+                sums.push((n.children[0], start[1]));
+            }
+        }
+        for (sum, lo) in sums {
+            let full = shape(eg, sum).get(1).copied().unwrap_or(0);
+            for (h, b) in commuted(eg, sum, &Op::Add) {
+                let Some(bias) = row_of(eg, b, full) else {
+                    continue;
+                };
+                let ty = ty.clone();
+                out.push(Action::custom(move |eg| {
+                    let go = |eg: &mut EG| -> Option<Id> {
+                        let h = if lo == 0 && full == w {
+                            h
+                        } else {
+                            crate::lang::add_checked(
+                                eg,
+                                Op::Slice {
+                                    start: vec![0, lo],
+                                    end: vec![t, lo + w],
+                                },
+                                vec![h],
+                            )?
+                        };
+                        let hs = crate::lang::add_checked(eg, Op::Mul, vec![h, f])?;
+                        let b_row = row_class(eg, bias, &ty, lo, lo + w)?;
+                        let s_row = row_class(eg, scale, &ty, 0, w)?;
+                        let bs = crate::lang::add_checked(eg, Op::Mul, vec![b_row, s_row])?;
+                        let term = crate::lang::add_checked(
+                            eg,
+                            Op::Broadcast {
+                                shape: ty.shape.clone(),
+                            },
+                            vec![bs],
+                        )?;
+                        crate::lang::add_checked(eg, Op::Add, vec![hs, term])
+                    };
+                    go(eg).map(|n| (c, n)).into_iter().collect()
+                }));
+            }
+        }
+    }
 }
 
 fn is_float(eg: &EG, c: Id) -> bool {
