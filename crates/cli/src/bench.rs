@@ -149,7 +149,7 @@ fn print_profile(
     let mut kernels = exe.profile(inputs)?;
     let wall = start.elapsed().as_secs_f64();
     let total: f64 = kernels.iter().map(|k| k.time.as_secs_f64()).sum();
-    kernels.sort_by(|a, b| b.time.cmp(&a.time));
+    kernels.sort_by_key(|k| std::cmp::Reverse(k.time));
     eprintln!(
         "profile: {} kernels, {:.3} ms in all, of a {:.3} ms run; the slowest:",
         kernels.len(),

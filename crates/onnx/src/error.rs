@@ -55,4 +55,51 @@ impl ImportError {
     pub(crate) fn model(message: impl Into<String>) -> Self {
         ImportError::Model(message.into())
     }
+
+    /// The same error with control characters (a newline, a NUL) in the
+    /// names and messages taken from the file escaped, so that every
+    /// error prints as one line of plain text.
+    pub(crate) fn escaped(self) -> Self {
+        fn esc(s: String) -> String {
+            if s.chars().any(char::is_control) {
+                s.chars()
+                    .map(|c| {
+                        if c.is_control() {
+                            c.escape_default().to_string()
+                        } else {
+                            c.to_string()
+                        }
+                    })
+                    .collect()
+            } else {
+                s
+            }
+        }
+        match self {
+            ImportError::Read { path, message } => ImportError::Read {
+                path: esc(path),
+                message: esc(message),
+            },
+            ImportError::Decode { path, message } => ImportError::Decode {
+                path: esc(path),
+                message: esc(message),
+            },
+            ImportError::Node {
+                index,
+                name,
+                op_type,
+                message,
+            } => ImportError::Node {
+                index,
+                name: esc(name),
+                op_type: esc(op_type),
+                message: esc(message),
+            },
+            ImportError::UnpinnedDim { name, input } => ImportError::UnpinnedDim {
+                name: esc(name),
+                input: esc(input),
+            },
+            ImportError::Model(m) => ImportError::Model(esc(m)),
+        }
+    }
 }

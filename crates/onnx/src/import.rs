@@ -22,6 +22,10 @@ use crate::tensor::{Const, decode, ir_dtype, is_float, shape_of};
 /// beyond that live in external-data files).
 const MAX_MODEL_BYTES: u64 = 2 << 30;
 
+/// The most nodes inlining model-local functions may make (calls nest,
+/// so a small file can describe an astronomically large graph).
+const MAX_INLINED_NODES: usize = 1 << 20;
+
 /// The oldest default-domain opset read: 13 moved `axes` and `split` to
 /// inputs and gave `Softmax` its one-axis meaning.
 const MIN_OPSET: i64 = 13;
@@ -121,11 +125,13 @@ impl Imported {
 /// Reads and imports the ONNX model at `path`; external data is read from
 /// the model's directory.
 pub fn import_file(path: &Path, opts: &ImportOptions) -> Result<Imported, ImportError> {
-    let bytes =
-        birkhoff_io::read_bounded(path, MAX_MODEL_BYTES).map_err(|e| ImportError::Read {
+    let bytes = birkhoff_io::read_bounded(path, MAX_MODEL_BYTES).map_err(|e| {
+        ImportError::Read {
             path: path.display().to_string(),
             message: e.to_string(),
-        })?;
+        }
+        .escaped()
+    })?;
     let base = path.parent().map(|p| {
         if p.as_os_str().is_empty() {
             Path::new(".")
@@ -140,6 +146,15 @@ pub fn import_file(path: &Path, opts: &ImportOptions) -> Result<Imported, Import
 /// `base` is where its external data lives (none: external data is an
 /// error).
 pub fn import_bytes(
+    bytes: &[u8],
+    what: &str,
+    base: Option<&Path>,
+    opts: &ImportOptions,
+) -> Result<Imported, ImportError> {
+    import_model(bytes, what, base, opts).map_err(ImportError::escaped)
+}
+
+fn import_model(
     bytes: &[u8],
     what: &str,
     base: Option<&Path>,
@@ -206,6 +221,9 @@ pub fn import_bytes(
             }
             imp.vals.insert(name.clone(), v);
         }
+    }
+    if graph.output.is_empty() {
+        return Err(ImportError::model("the graph has no outputs"));
     }
     for o in &graph.output {
         let v = imp
@@ -303,6 +321,11 @@ fn expand(
         .iter()
         .find(|f| f.name == n.op_type && f.domain == n.domain)
     else {
+        if out.len() >= MAX_INLINED_NODES {
+            return Err(ImportError::model(format!(
+                "inlining the model's local functions makes more than {MAX_INLINED_NODES} nodes"
+            )));
+        }
         out.push(n.clone());
         return Ok(());
     };
@@ -542,10 +565,16 @@ impl<'m> Importer<'m> {
                     (None, Some(p)) if !p.is_empty() => match opts.dims.get(p) {
                         Some(0) => {
                             return Err(ImportError::model(format!(
-                                "dimension `{p}` is pinned to 0; sizes must be positive"
+                                "input `{}`: dimension `{p}` is pinned to 0; sizes must be positive",
+                                vi.name
                             )));
                         }
-                        Some(&s) => dims.push(s as i64),
+                        Some(&s) => dims.push(i64::try_from(s).map_err(|_| {
+                            ImportError::model(format!(
+                                "input `{}`: dimension `{p}` is pinned to {s}, too large",
+                                vi.name
+                            ))
+                        })?),
                         None => {
                             return Err(ImportError::UnpinnedDim {
                                 name: p.clone(),
@@ -564,6 +593,12 @@ impl<'m> Importer<'m> {
             }
             let shape =
                 shape_of(&dims, &format!("input `{}`", vi.name)).map_err(ImportError::model)?;
+            if let Some(k) = shape.iter().position(|&d| d == 0) {
+                return Err(ImportError::model(format!(
+                    "input `{}` has a zero-size axis {k}; birkhoff's tensors have positive sizes",
+                    vi.name
+                )));
+            }
             let ir = self.fresh_name(&vi.name);
             let id = self
                 .g
@@ -582,7 +617,10 @@ impl<'m> Importer<'m> {
             );
         }
         for t in &graph.initializer {
-            let v = if is_float(t.data_type) && t.dims.iter().product::<i64>() > 1 {
+            // Every shape checked once, here: later code trusts it.
+            let shape = shape_of(&t.dims, &format!("initializer `{}`", t.name))
+                .map_err(ImportError::model)?;
+            let v = if is_float(t.data_type) && shape.iter().product::<usize>() > 1 {
                 Val::Init(t.name.clone())
             } else {
                 let values = decode(t, self.base).map_err(ImportError::model)?;
@@ -633,7 +671,8 @@ impl<'m> Importer<'m> {
         match v {
             Val::Node { id, .. } => self.g.ty(*id).shape.clone(),
             Val::Const(c) => c.shape.clone(),
-            Val::Init(n) => self.inits[n].dims.iter().map(|&d| d as usize).collect(),
+            // Checked in `declare`.
+            Val::Init(n) => shape_of(&self.inits[n].dims, n).unwrap_or_default(),
         }
     }
 

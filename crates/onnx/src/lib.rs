@@ -12,7 +12,7 @@ mod einsum;
 mod error;
 mod import;
 mod ops;
-mod proto;
+pub mod proto;
 mod tensor;
 
 pub use error::ImportError;

@@ -582,13 +582,17 @@ fn target_shape(
                 }
             }
             if let Some(i) = infer {
-                let rest: usize = out.iter().product();
+                let rest = out
+                    .iter()
+                    .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+                    .unwrap_or(0);
                 if rest == 0 || !count.is_multiple_of(rest) {
                     return Err(format!("cannot reshape {shape:?} to {spec:?}"));
                 }
                 out[i] = count / rest;
             }
-            if out.iter().product::<usize>() != count {
+            let total = out.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+            if total != Some(count) {
                 return Err(format!("cannot reshape {shape:?} to {spec:?}"));
             }
             Ok(out)
@@ -661,12 +665,19 @@ fn split_sizes(
         None => a.ints("split"),
     };
     if let Some(v) = given {
-        if v.iter().any(|&s| s < 0) || v.iter().sum::<i64>() != dim as i64 {
+        let sum: i128 = v.iter().map(|&s| i128::from(s)).sum();
+        if v.iter().any(|&s| s < 0) || sum != dim as i128 {
             return Err(format!("split sizes {v:?} do not add up to {dim}"));
         }
         return Ok(v.iter().map(|&s| s as usize).collect());
     }
-    let parts = a.int("num_outputs", outputs as i64).max(1) as usize;
+    let parts = a.int("num_outputs", outputs as i64);
+    if parts != outputs as i64 || parts < 1 {
+        return Err(format!(
+            "Split's num_outputs is {parts}, but the node has {outputs} outputs"
+        ));
+    }
+    let parts = outputs;
     let each = dim.div_ceil(parts);
     Ok((0..parts)
         .map(|i| each.min(dim.saturating_sub(i * each)))
@@ -688,7 +699,14 @@ fn slice_box(
         .ok_or("Slice needs ends")?;
     let ax = match int_input(imp, ins, 3, "the axes")?.or_else(|| a.ints("axes")) {
         Some(v) => axes(&v, shape.len())?,
-        None => (0..starts.len()).collect(),
+        None if starts.len() <= shape.len() => (0..starts.len()).collect(),
+        None => {
+            return Err(format!(
+                "Slice has {} starts for an input of rank {}",
+                starts.len(),
+                shape.len()
+            ));
+        }
     };
     let steps = int_input(imp, ins, 4, "the steps")?.unwrap_or_else(|| vec![1; starts.len()]);
     if starts.len() != ends.len() || starts.len() != ax.len() || steps.len() != ax.len() {
@@ -1035,7 +1053,7 @@ fn erf(imp: &mut Importer, x: ValueId) -> R<ValueId> {
 
 /// erf's Maclaurin coefficients `2/√π · (−1)ⁿ / (n! (2n+1))` of `x^(2n+1)`.
 const SERIES: [f64; 6] = [
-    1.128_379_167_095_512_6,
+    std::f64::consts::FRAC_2_SQRT_PI,
     -0.376_126_389_031_837_5,
     0.112_837_916_709_551_26,
     -0.026_866_170_645_131_25,
@@ -1221,6 +1239,14 @@ fn gather(imp: &mut Importer, a: &Attrs, ins: &[Option<Val>]) -> R<Val> {
             }
         })
         .collect::<R<_>>()?;
+    let runs = 1 + list.windows(2).filter(|w| w[1] != w[0] + 1).count();
+    if runs > MAX_GATHER_RUNS {
+        return Err(format!(
+            "Gather with {} constant indices in {runs} runs is too large to import as slices \
+             (at most {MAX_GATHER_RUNS})",
+            list.len()
+        ));
+    }
     let mut parts = Vec::new();
     let mut i = 0;
     while i < list.len() {
@@ -1246,6 +1272,10 @@ fn gather(imp: &mut Importer, a: &Attrs, ins: &[Option<Val>]) -> R<Val> {
     let id = imp.reshape(joined, &out)?;
     Ok(Val::Node { id, dtype })
 }
+
+/// The most runs of consecutive constant indices a graph-value Gather
+/// becomes slices for (one node each).
+const MAX_GATHER_RUNS: usize = 1 << 14;
 
 /// Ops with no graph form: they import only when they fold.
 const FOLD_ONLY: &[&str] = &[

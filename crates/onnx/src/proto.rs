@@ -1,4 +1,6 @@
-//! The part of the ONNX protobuf schema the importer reads.
+//! The part of the ONNX protobuf schema the importer reads, public so
+//! that tools and tests can build and inspect models with the same
+//! declarations (`prost::Message::encode_to_vec` writes one).
 //!
 //! Messages are declared with `prost`'s derive, field numbers and types
 //! as the ONNX specification (`onnx.proto`, IR version 10) gives them;

@@ -87,13 +87,17 @@ pub(crate) fn shape_of(dims: &[i64], what: &str) -> Result<Vec<usize>, String> {
         ));
     }
     let mut shape = Vec::with_capacity(dims.len());
-    let mut count: u64 = 1;
+    // Each axis within the limit and the product in u128: a zero after
+    // huge axes must not hide them (`[2^32, 2^32, 0]`).
+    let mut count: u128 = 1;
+    let mut too_large = false;
     for &d in dims {
         let d = u64::try_from(d).map_err(|_| format!("{what} has a negative dimension {d}"))?;
-        count = count.saturating_mul(d);
-        shape.push(d as usize);
+        too_large |= d > MAX_ELEMENTS;
+        count = count.saturating_mul(u128::from(d.max(1)));
+        shape.push(usize::try_from(d).map_err(|_| format!("{what}: dimension {d} is too large"))?);
     }
-    if count > MAX_ELEMENTS {
+    if too_large || count > u128::from(MAX_ELEMENTS) {
         return Err(format!(
             "{what} of shape {dims:?} is too large: more than the IR's 2^40 elements"
         ));
