@@ -758,23 +758,7 @@ fn reduce(imp: &mut Importer, op: &str, a: &Attrs, ins: &[Option<Val>]) -> R<Val
         "ReduceLogSumExp" => {
             // log Σ exp(x) = m + log Σ exp(x − m), m the maximum: finite
             // where the plain sum overflows.
-            let m = imp.add(
-                Op::ReduceMax {
-                    axes: ax.clone(),
-                    keepdims: true,
-                },
-                &[id],
-            )?;
-            let mb = imp.broadcast(m, &shape)?;
-            let shifted = imp.add(Op::Sub, &[id, mb])?;
-            let e = imp.add(Op::Exp, &[shifted])?;
-            let s = imp.add(
-                Op::ReduceSum {
-                    axes: ax,
-                    keepdims: keep,
-                },
-                &[e],
-            )?;
+            let (m, _, s) = shifted_exp_sum(imp, id, &ax, keep)?;
             let l = imp.add(Op::Log, &[s])?;
             let out = imp.ty(l).shape.clone();
             let m = imp.reshape(m, &out)?;
@@ -890,26 +874,39 @@ fn activation(imp: &mut Importer, op: &str, a: &Attrs, x: ValueId) -> R<ValueId>
 /// (finite where `log(softmax(x))` would underflow).
 fn log_softmax(imp: &mut Importer, x: ValueId, axis: usize) -> R<ValueId> {
     let shape = imp.ty(x).shape.clone();
+    let (_, shifted, s) = shifted_exp_sum(imp, x, &[axis], true)?;
+    let l = imp.add(Op::Log, &[s])?;
+    let l = imp.broadcast(l, &shape)?;
+    imp.add(Op::Sub, &[shifted, l])
+}
+
+/// `(m, x − m, Σ exp(x − m))` over `axes`, `m` the maximum (keepdims);
+/// the sum keeps its axes when `keep`.
+fn shifted_exp_sum(
+    imp: &mut Importer,
+    x: ValueId,
+    axes: &[usize],
+    keep: bool,
+) -> R<(ValueId, ValueId, ValueId)> {
+    let shape = imp.ty(x).shape.clone();
     let m = imp.add(
         Op::ReduceMax {
-            axes: vec![axis],
+            axes: axes.to_vec(),
             keepdims: true,
         },
         &[x],
     )?;
-    let m = imp.broadcast(m, &shape)?;
-    let shifted = imp.add(Op::Sub, &[x, m])?;
+    let mb = imp.broadcast(m, &shape)?;
+    let shifted = imp.add(Op::Sub, &[x, mb])?;
     let e = imp.add(Op::Exp, &[shifted])?;
     let s = imp.add(
         Op::ReduceSum {
-            axes: vec![axis],
-            keepdims: true,
+            axes: axes.to_vec(),
+            keepdims: keep,
         },
         &[e],
     )?;
-    let l = imp.add(Op::Log, &[s])?;
-    let l = imp.broadcast(l, &shape)?;
-    imp.add(Op::Sub, &[shifted, l])
+    Ok((m, shifted, s))
 }
 
 /// LayerNormalization and RMSNormalization over the axes from `axis` on.

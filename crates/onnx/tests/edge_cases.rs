@@ -11,6 +11,8 @@
 //! or a hang run in a child process with its address space capped and a
 //! time limit (see [`in_capped_child`]).
 
+mod common;
+use common::MEMORY_LIMIT_KIB;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -95,9 +97,6 @@ fn weights() -> Vec<u8> {
 
 const CHILD_ENV: &str = "BIRKHOFF_ONNX_EDGE_CHILD";
 
-/// Address-space cap of [`in_capped_child`] (4 GiB).
-const MEMORY_LIMIT_KIB: u64 = 4 << 20;
-
 /// On Unix and outside a child: runs test `name` of this binary in a
 /// child process whose address space is capped at 4 GiB and which is
 /// killed after `limit`, and asserts that it passed (returns true: the
@@ -111,25 +110,9 @@ fn in_capped_child(name: &str, limit: Duration) -> bool {
     if std::env::var_os(CHILD_ENV).is_some() || !cfg!(unix) {
         return false;
     }
-    let exe = std::env::current_exe().expect("the test binary's path");
     let dir = tempfile::tempdir().expect("a temporary directory");
     let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
-    let mut child = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -v {MEMORY_LIMIT_KIB} 2>/dev/null; exec \"$0\" \"$@\""
-        ))
-        .arg(exe)
-        .args([
-            name,
-            "--exact",
-            "--include-ignored",
-            "--test-threads=1",
-            "--nocapture",
-        ])
-        .env(CHILD_ENV, "1")
-        // Backtraces would push the abort message out of the tail shown.
-        .env("RUST_BACKTRACE", "0")
+    let mut child = common::capped_test_command(name, CHILD_ENV)
         .stdout(std::fs::File::create(&out_path).expect("a stdout file"))
         .stderr(std::fs::File::create(&err_path).expect("a stderr file"))
         .spawn()

@@ -14,7 +14,7 @@
 //! replays it. `PROPTEST_CASES` sets the cases per property (default
 //! 256, about a second for all; 50000 take about a minute). On Unix each
 //! property runs in a child process whose address space is capped
-//! ([`MEMORY_LIMIT_KIB`]), so a case that allocates without bound aborts
+//! (`common::MEMORY_LIMIT_KIB`), so a case that allocates without bound aborts
 //! that child (its seed is printed first) instead of exhausting the
 //! machine; a case that runs past [`CASE_TIMEOUT`] fails as a hang.
 //!
@@ -25,6 +25,7 @@
 //! pass over listed ones so that they keep finding new ones. Set
 //! `BIRKHOFF_ONNX_FUZZ_STRICT=1` to count them as failures too.
 
+mod common;
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -42,11 +43,6 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 /// small seed models take milliseconds; this is far above that, so a
 /// busy machine does not make the test flaky.
 const CASE_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Address-space cap of the child processes (4 GiB): far more than any
-/// small model needs, far less than an allocation sized by a corrupted
-/// count.
-const MEMORY_LIMIT_KIB: u64 = 4 << 20;
 
 /// Seed models larger than this are left out, so one case stays fast.
 const MAX_SEED_BYTES: u64 = 20 << 10;
@@ -466,23 +462,7 @@ fn spawn_limited_child(name: &str) -> bool {
     if std::env::var_os(CHILD_ENV).is_some() || !cfg!(unix) {
         return false;
     }
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -v {MEMORY_LIMIT_KIB} 2>/dev/null; exec \"$0\" \"$@\""
-        ))
-        .arg(exe)
-        .args([
-            name,
-            "--exact",
-            "--include-ignored",
-            "--test-threads=1",
-            "--nocapture",
-        ])
-        .env(CHILD_ENV, "1")
-        // Backtraces would push the abort message out of the tail shown.
-        .env("RUST_BACKTRACE", "0")
+    let out = common::capped_test_command(name, CHILD_ENV)
         .output()
         .expect("runs the child");
     let stdout = String::from_utf8_lossy(&out.stdout);
