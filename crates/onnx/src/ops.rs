@@ -1017,13 +1017,7 @@ fn erf(imp: &mut Importer, x: ValueId) -> R<ValueId> {
     let h = imp.add(Op::Mul, &[ax, half])?;
     let d = imp.add(Op::Add, &[h, one])?;
     let t = imp.add(Op::Recip, &[d])?;
-    // Horner from the highest coefficient down.
-    let mut p = c(imp, P[9])?;
-    for &k in P[..9].iter().rev() {
-        let m = imp.add(Op::Mul, &[p, t])?;
-        let kk = c(imp, k)?;
-        p = imp.add(Op::Add, &[m, kk])?;
-    }
+    let p = horner(imp, &P, t)?;
     let sq = imp.add(Op::Mul, &[ax, ax])?;
     let arg = imp.add(Op::Sub, &[p, sq])?;
     let e = imp.add(Op::Exp, &[arg])?;
@@ -1037,15 +1031,24 @@ fn erf(imp: &mut Importer, x: ValueId) -> R<ValueId> {
     // its first omitted term is below 3e-8 of erf(x) for |x| < 1/2, and
     // erf(0) is 0 exactly.
     let x2 = imp.add(Op::Mul, &[x, x])?;
-    let mut series = c(imp, SERIES[5])?;
-    for &k in SERIES[..5].iter().rev() {
-        let m = imp.add(Op::Mul, &[series, x2])?;
-        let kk = c(imp, k)?;
-        series = imp.add(Op::Add, &[m, kk])?;
-    }
+    let series = horner(imp, &SERIES, x2)?;
     let near = imp.add(Op::Mul, &[series, x])?;
     let is_near = imp.add(Op::Lt, &[ax, half])?;
     imp.add(Op::Select, &[is_near, near, far])
+}
+
+/// `Σ_i coeffs[i] · t^i` by Horner's rule, from the highest coefficient
+/// down, each coefficient a splat of `t`'s type.
+fn horner(imp: &mut Importer, coeffs: &[f64], t: ValueId) -> R<ValueId> {
+    let ty = imp.ty(t).clone();
+    let (&last, rest) = coeffs.split_last().ok_or("no coefficients")?;
+    let mut p = imp.splat(ty.dtype, &ty.shape, last)?;
+    for &k in rest.iter().rev() {
+        let m = imp.add(Op::Mul, &[p, t])?;
+        let kk = imp.splat(ty.dtype, &ty.shape, k)?;
+        p = imp.add(Op::Add, &[m, kk])?;
+    }
+    Ok(p)
 }
 
 /// erf's Maclaurin coefficients `2/√π · (−1)ⁿ / (n! (2n+1))` of `x^(2n+1)`.
@@ -1222,6 +1225,13 @@ fn gather(imp: &mut Importer, a: &Attrs, ins: &[Option<Val>]) -> R<Val> {
         return Ok(Val::Node { id, dtype });
     }
     let ic = imp.constant(idx, "the indices")?;
+    if ic.data.len() > MAX_GATHER_INDICES {
+        return Err(format!(
+            "Gather with {} constant indices on a graph value is too large to import \
+             (at most {MAX_GATHER_INDICES})",
+            ic.data.len()
+        ));
+    }
     let list: Vec<usize> = ic
         .as_ints()
         .iter()
@@ -1269,6 +1279,9 @@ fn gather(imp: &mut Importer, a: &Attrs, ins: &[Option<Val>]) -> R<Val> {
     let id = imp.reshape(joined, &out)?;
     Ok(Val::Node { id, dtype })
 }
+
+/// The most constant indices a graph-value Gather takes.
+const MAX_GATHER_INDICES: usize = 1 << 20;
 
 /// The most runs of consecutive constant indices a graph-value Gather
 /// becomes slices for (one node each).

@@ -13,6 +13,7 @@
 
 mod common;
 use common::MEMORY_LIMIT_KIB;
+use common::read_varint;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -283,18 +284,6 @@ fn replace_location(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
             }
             out.push(b | 0x80);
         }
-    }
-    fn read_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
-        let mut x = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = *b.get(*pos)?;
-            *pos += 1;
-            x |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Some(x);
-            }
-        }
-        None
     }
     fn rewrite(b: &[u8], from: &[u8], to: &[u8], depth: usize) -> Option<Vec<u8>> {
         let mut pos = 0;

@@ -26,6 +26,7 @@
 //! `BIRKHOFF_ONNX_FUZZ_STRICT=1` to count them as failures too.
 
 mod common;
+use common::read_varint;
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -46,6 +47,15 @@ const CASE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Seed models larger than this are left out, so one case stays fast.
 const MAX_SEED_BYTES: u64 = 20 << 10;
+
+/// Small seed models left out because refusing them (and most of their
+/// mutations) takes the importer up to seconds in a test build: it stops
+/// only at its limits (2^20 nodes inlined from local functions, 2^24
+/// folded Gather indices). They stay in `edge_cases.rs`.
+const SLOW_SEEDS: &[&str] = &[
+    "data/function_blowup.onnx",
+    "data/gather_constant_huge.onnx",
+];
 
 /// Set in a child process: run the property here.
 const CHILD_ENV: &str = "BIRKHOFF_ONNX_FUZZ_CHILD";
@@ -243,7 +253,14 @@ fn known_bug(p: &Panic) -> Option<&'static str> {
 /// Imports `case` on a worker thread; `Err` says how it misbehaved
 /// (panic, hang, a malformed error message).
 fn run(case: &Case) -> Result<(), String> {
-    match outcome(case)? {
+    // A case that times out is tried once more: on a loaded machine the
+    // whole process can stall past the limit (a real hang stalls twice).
+    let first = outcome(case);
+    let result = match first {
+        Ok(o) => o,
+        Err(why) => outcome(case).map_err(|again| format!("{why}; tried again: {again}"))?,
+    };
+    match result {
         Outcome::Imported => Ok(()),
         Outcome::Refused(msg) => check_message(&msg, &case.bytes),
         Outcome::Panicked(p) => match known_bug(&p) {
@@ -537,7 +554,8 @@ fn seeds() -> &'static [Seed] {
                     let Ok(meta) = std::fs::metadata(&model) else {
                         continue;
                     };
-                    if meta.len() > MAX_SEED_BYTES {
+                    if meta.len() > MAX_SEED_BYTES || SLOW_SEEDS.iter().any(|f| model.ends_with(f))
+                    {
                         continue;
                     }
                     let bytes = std::fs::read(&model).expect("reads a seed model");
@@ -712,19 +730,6 @@ enum Value {
 struct Field {
     tag: u32,
     value: Value,
-}
-
-fn read_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut x = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *b.get(*pos)?;
-        *pos += 1;
-        x |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(x);
-        }
-    }
-    None
 }
 
 /// `b` as a list of fields, if it parses as one (a message).

@@ -30,3 +30,18 @@ pub fn capped_test_command(name: &str, child_env: &str) -> Command {
         .env("RUST_BACKTRACE", "0");
     cmd
 }
+
+/// A protobuf varint at `pos` (advanced past it), or `None` if the bytes
+/// end first or it is longer than ten bytes.
+pub fn read_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut x = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*pos)?;
+        *pos += 1;
+        x |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(x);
+        }
+    }
+    None
+}
