@@ -19,6 +19,19 @@ fn req(ins: &[Option<Val>], i: usize) -> R<&Val> {
         .ok_or_else(|| format!("input {i} is required"))
 }
 
+/// Input 0 of a float-only op, with its element type.
+fn float_input<'v>(imp: &Importer, ins: &'v [Option<Val>], op: &str) -> R<(&'v Val, i32)> {
+    let x = req(ins, 0)?;
+    let dtype = imp.dtype(x);
+    if !is_float(dtype) {
+        return Err(format!(
+            "{op} of {} values is not supported",
+            dt::name(dtype)
+        ));
+    }
+    Ok((x, dtype))
+}
+
 /// Input `i` if given.
 fn opt(ins: &[Option<Val>], i: usize) -> Option<&Val> {
     ins.get(i).and_then(Option::as_ref)
@@ -156,14 +169,7 @@ pub(crate) fn import_node(
             ])
         }
         "Neg" | "Abs" | "Exp" | "Log" | "Sqrt" | "Reciprocal" | "Sigmoid" | "Tanh" => {
-            let x = req(ins, 0)?;
-            let dtype = imp.dtype(x);
-            if !is_float(dtype) {
-                return Err(format!(
-                    "{op} of {} values is not supported",
-                    dt::name(dtype)
-                ));
-            }
+            let (x, dtype) = float_input(imp, ins, op)?;
             let ir_op = match op {
                 "Neg" => Op::Neg,
                 "Abs" => Op::Abs,
@@ -362,14 +368,7 @@ pub(crate) fn import_node(
         "ReduceSum" | "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceSumSquare" | "ReduceL2"
         | "ReduceL1" | "ReduceLogSum" | "ReduceLogSumExp" => one(reduce(imp, op, a, ins)?),
         "Softplus" | "LeakyRelu" | "Elu" | "HardSigmoid" | "HardSwish" | "Mish" => {
-            let x = req(ins, 0)?;
-            let dtype = imp.dtype(x);
-            if !is_float(dtype) {
-                return Err(format!(
-                    "{op} of {} values is not supported",
-                    dt::name(dtype)
-                ));
-            }
+            let (x, dtype) = float_input(imp, ins, op)?;
             let id = imp.id(x)?;
             one(Val::Node {
                 id: activation(imp, op, a, id)?,
