@@ -1538,13 +1538,7 @@ fn fold_slice(c: &Const, lo: &[usize], hi: &[usize], steps: &[i64]) -> Const {
     for _ in 0..count {
         let off: usize = (0..shape.len()).map(|k| idx[k][pos[k]] * strides[k]).sum();
         data.push(c.data[off]);
-        for k in (0..shape.len()).rev() {
-            pos[k] += 1;
-            if pos[k] < shape[k] {
-                break;
-            }
-            pos[k] = 0;
-        }
+        crate::tensor::advance(&mut pos, &shape);
     }
     Const::new(c.dtype, shape, data)
 }

@@ -364,6 +364,18 @@ pub(crate) struct Const {
     pub data: Vec<f64>,
 }
 
+/// Steps the row-major multi-index `idx` within `shape` to the next
+/// element (back to all zeros after the last).
+pub(crate) fn advance(idx: &mut [usize], shape: &[usize]) {
+    for k in (0..shape.len()).rev() {
+        idx[k] += 1;
+        if idx[k] < shape[k] {
+            return;
+        }
+        idx[k] = 0;
+    }
+}
+
 /// Row-major strides of `shape`.
 fn strides(shape: &[usize]) -> Vec<usize> {
     birkhoff_ir::strides(shape)
@@ -444,13 +456,7 @@ impl Const {
                 }
             }
             data.push(self.data[off]);
-            for k in (0..rank).rev() {
-                idx[k] += 1;
-                if idx[k] < shape[k] {
-                    break;
-                }
-                idx[k] = 0;
-            }
+            advance(&mut idx, shape);
         }
         Const::new(self.dtype, shape.to_vec(), data)
     }
@@ -495,13 +501,7 @@ impl Const {
         for _ in 0..n {
             let off: usize = idx.iter().zip(perm).map(|(&i, &p)| i * src[p]).sum();
             data.push(self.data[off]);
-            for k in (0..shape.len()).rev() {
-                idx[k] += 1;
-                if idx[k] < shape[k] {
-                    break;
-                }
-                idx[k] = 0;
-            }
+            advance(&mut idx, &shape);
         }
         Const::new(self.dtype, shape, data)
     }
@@ -516,13 +516,7 @@ impl Const {
         for _ in 0..n {
             let off: usize = (0..shape.len()).map(|k| (idx[k] + start[k]) * src[k]).sum();
             data.push(self.data[off]);
-            for k in (0..shape.len()).rev() {
-                idx[k] += 1;
-                if idx[k] < shape[k] {
-                    break;
-                }
-                idx[k] = 0;
-            }
+            advance(&mut idx, &shape);
         }
         Const::new(self.dtype, shape, data)
     }
@@ -564,13 +558,7 @@ impl Const {
                 .map(|k| idx[k] * out_strides[k])
                 .sum();
             out[off] = f(out[off], x);
-            for k in (0..rank).rev() {
-                idx[k] += 1;
-                if idx[k] < self.shape[k] {
-                    break;
-                }
-                idx[k] = 0;
-            }
+            advance(&mut idx, &self.shape);
         }
         let shape = if keepdims {
             kept
