@@ -22,6 +22,8 @@
 
 pub mod compare;
 mod compile;
+#[cfg(feature = "gpu")]
+pub mod gpu_audit;
 
 pub use birkhoff_autodiff as autodiff;
 pub use birkhoff_cpu as cpu;

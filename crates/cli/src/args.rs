@@ -40,6 +40,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Describe a CUDA device and measure its device-to-device copy bandwidth.
     GpuInfo(GpuInfoArgs),
+    /// Check the generated GPU code without a GPU: spills, launch plans, a time model.
+    GpuAudit(GpuAuditArgs),
     /// Train the byte-level language model; write metrics, charts and a checkpoint.
     Train(TrainArgs),
     /// Draw several training runs (their --out directories) on shared charts.
@@ -602,6 +604,52 @@ pub struct BenchArgs {
     /// the slowest, with their share of the run (on stderr).
     #[arg(long)]
     pub profile: bool,
+}
+
+/// `birkhoff gpu-audit`.
+#[derive(Args, Debug)]
+pub struct GpuAuditArgs {
+    /// Tokens of the mHC stages and backward ops.
+    #[arg(long, value_name = "T", default_value_t = 8192)]
+    pub tokens: usize,
+    /// Hidden width of the mHC stages and backward ops.
+    #[arg(long, value_name = "C", default_value_t = 4096)]
+    pub hidden: usize,
+    /// Residual streams.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub streams: usize,
+    /// Tokens of the transformer blocks.
+    #[arg(long, value_name = "T", default_value_t = 2048)]
+    pub block_tokens: usize,
+    /// Hidden width of the transformer blocks.
+    #[arg(long, value_name = "C", default_value_t = 2048)]
+    pub block_hidden: usize,
+    /// Attention heads of the transformer blocks.
+    #[arg(long, value_name = "H", default_value_t = 16)]
+    pub heads: usize,
+    /// The ptxas to assemble with [default: $PTXAS, else ptxas on PATH].
+    #[arg(long, value_name = "PATH")]
+    pub ptxas: Option<PathBuf>,
+    /// Fail when no ptxas is found (else spills are not checked).
+    #[arg(long)]
+    pub require_ptxas: bool,
+    /// Audit only the programs whose name contains this (repeatable).
+    #[arg(long, value_name = "TEXT")]
+    pub only: Vec<String>,
+    /// Report this finding but do not fail on it (repeatable): spills,
+    /// serial-matmul, small-grid, replicated-scalar-work, over-floor.
+    #[arg(long, value_name = "FINDING")]
+    pub allow: Vec<String>,
+    /// Known findings (program, entry, finding per line) not to fail on;
+    /// a listed finding that no longer occurs fails until removed.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Write the findings that count to FILE, in the baseline's format.
+    #[arg(long, value_name = "FILE")]
+    pub write_baseline: Option<PathBuf>,
+    /// Print one JSON array: per program its launches, their figures and findings.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

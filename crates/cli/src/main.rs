@@ -11,6 +11,7 @@ mod compile;
 mod demo;
 mod dump;
 mod filetest;
+mod gpu_audit;
 mod gpu_info;
 mod import;
 mod models;
@@ -71,6 +72,7 @@ fn main() -> ExitCode {
         args::Command::Bench(a) => bench::main(&a),
         args::Command::Demo(a) => demo::main(&a),
         args::Command::GpuInfo(a) => gpu_info::main(&a),
+        args::Command::GpuAudit(a) => gpu_audit::main(&a),
         args::Command::Train(a) => train::main(&a),
         args::Command::TrainCompare(a) => train::compare(&a.runs, &a.out),
         args::Command::Plan(a) => plan::main(&a),

@@ -19,6 +19,7 @@
 //! Every entry takes the device address of the buffer-address table (see
 //! `module.rs`), so the runtime launches all of them the same way.
 
+pub mod audit;
 mod emulate;
 mod entry;
 mod gemm;
