@@ -60,6 +60,7 @@ fn emulated(
         gemm: GemmSupport {
             bf16_operands: true,
             row_sumsq: true,
+            bf16_results: true,
         },
         ..LowerOptions::default()
     };
@@ -360,5 +361,184 @@ fn math_routines_across_their_ranges() {
             false,
             2,
         );
+    }
+}
+
+/// bf16 matrix products, which the GPU runs on its tiled kernel with f32
+/// accumulation and one rounding per element, on sizes that are no
+/// multiple of its 16-wide tiles (a single element, `K = 1`, partial
+/// tiles in every direction), batched, with each operand read through a
+/// transposed view and the right one through a batch broadcast, against
+/// the reference. (Lowering never asks a bf16 product to accumulate into
+/// its result; `bf16_gemm_kernel_rounds_once_bit_for_bit` covers that.)
+#[test]
+fn bf16_matrix_products_on_ragged_shapes() {
+    for (batch, m, k, n) in [
+        (1, 1, 1, 1),
+        (3, 17, 1, 9),
+        (2, 5, 23, 18),
+        (2, 33, 40, 7),
+        (1, 70, 300, 35),
+    ] {
+        let b = birkhoff::dsl::Builder::new("bf16_products");
+        let x = b.input("x", DType::Bf16, &[batch, m, k]);
+        let w = b.input("w", DType::Bf16, &[batch, k, n]);
+        let wt = b.input("wt", DType::Bf16, &[batch, n, k]);
+        let xt = b.input("xt", DType::Bf16, &[batch, k, m]);
+        let shared = b.input("shared", DType::Bf16, &[k, n]);
+        b.output("xw", x.matmul(w));
+        b.output("x_wt", x.matmul(wt.transpose()));
+        b.output("xt_w", xt.transpose().matmul(w));
+        b.output("x_shared", x.matmul(shared.broadcast_to(&[batch, k, n])));
+        let model = uniform_inputs(b.build().unwrap());
+        for fused in [false, true] {
+            let name = format!("bf16 products {batch}x[{m}x{k}]x[{k}x{n}]");
+            check_bf16(&name, &model, fused, 13);
+        }
+    }
+}
+
+/// The tiled kernel on a bf16 result, for bf16 and f32 operands, with and
+/// without accumulating into it, bit for bit: each element is the f32
+/// fused multiply-add chain over `k` in order (what every thread of the
+/// kernel computes), plus the widened old value when accumulating, rounded
+/// to bf16 once (to nearest, ties to even).
+#[test]
+fn bf16_gemm_kernel_rounds_once_bit_for_bit() {
+    use birkhoff::dsl::{Init, Rng, random_tensor};
+    use birkhoff::ir::TensorType;
+    use birkhoff::ir::kernel::{
+        BufferDecl, BufferId, BufferKind, Expr, Gemm, Index, Kernel, LoopKind, Matrix, Program,
+        ScalarType, Stmt,
+    };
+    for operands in [DType::Bf16, DType::F32] {
+        for accumulate in [false, true] {
+            for (batch, m, n, k) in [(1, 1, 1, 1), (3, 17, 9, 1), (2, 33, 18, 40)] {
+                let what = format!("{operands} accumulate={accumulate} {batch}x{m}x{n}x{k}");
+                let decl = |name: &str, d, shape: [usize; 3], kind| BufferDecl {
+                    name: name.into(),
+                    ty: TensorType::new(d, shape),
+                    kind,
+                };
+                // a as stored; b stored transposed ([batch, n, k]).
+                let mut buffers = vec![
+                    decl("a", operands, [batch, m, k], BufferKind::Input),
+                    decl("bt", operands, [batch, n, k], BufferKind::Input),
+                    decl("c", DType::Bf16, [batch, m, n], BufferKind::Output),
+                ];
+                let mut inputs = vec![("a".to_string(), BufferId(0)), ("bt".into(), BufferId(1))];
+                let mut kernels = Vec::new();
+                if accumulate {
+                    // c starts as a copy of the input c0.
+                    buffers.push(decl("c0", DType::Bf16, [batch, m, n], BufferKind::Input));
+                    inputs.push(("c0".into(), BufferId(3)));
+                    let mut init = Kernel::new("k0_init");
+                    let i = init.var(ScalarType::Index);
+                    init.body = vec![Stmt::Loop {
+                        var: i,
+                        extent: batch * m * n,
+                        kind: LoopKind::Parallel,
+                        body: vec![Stmt::Store {
+                            buf: BufferId(2),
+                            index: Index::var(i, 1),
+                            value: Expr::load(BufferId(3), Index::var(i, 1)),
+                        }],
+                    }];
+                    kernels.push(init);
+                }
+                let mut gemm = Kernel::new("k1_gemm");
+                gemm.body = vec![Stmt::Gemm(Gemm {
+                    m,
+                    n,
+                    k,
+                    batch,
+                    a: Matrix {
+                        buf: BufferId(0),
+                        offset: 0,
+                        row_stride: k,
+                        col_stride: 1,
+                        batch_stride: m * k,
+                    },
+                    b: Matrix {
+                        buf: BufferId(1),
+                        offset: 0,
+                        row_stride: 1,
+                        col_stride: k,
+                        batch_stride: n * k,
+                    },
+                    c: Matrix {
+                        buf: BufferId(2),
+                        offset: 0,
+                        row_stride: n,
+                        col_stride: 1,
+                        batch_stride: m * n,
+                    },
+                    accumulate,
+                    row_sumsq: None,
+                })];
+                kernels.push(gemm);
+                let program = Program {
+                    name: "bf16_gemm".into(),
+                    buffers,
+                    inputs,
+                    outputs: vec![("c".into(), BufferId(2))],
+                    kernels,
+                    arena_bytes: 0,
+                };
+                // Values of several magnitudes, so that sums carry bits
+                // below bf16's precision and rounding decides the result.
+                let rng = Rng::new(17);
+                let init = Init::Uniform {
+                    low: -3.0,
+                    high: 3.0,
+                };
+                let ins: BTreeMap<String, Tensor> = program
+                    .inputs
+                    .iter()
+                    .map(|(name, buf)| {
+                        let ty = &program.buffer(*buf).ty;
+                        (name.clone(), random_tensor(ty, &init, &mut rng.fork(name)))
+                    })
+                    .collect();
+                let got = emulate(&program, &CodegenOptions::default(), &ins)
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                let f32s = |name: &str| -> Vec<f32> {
+                    ins[name].to_f64_vec().iter().map(|&x| x as f32).collect()
+                };
+                let (a, bt) = (f32s("a"), f32s("bt"));
+                let c0 = accumulate.then(|| f32s("c0"));
+                let mut want = Vec::with_capacity(batch * m * n);
+                for bi in 0..batch {
+                    for i in 0..m {
+                        for j in 0..n {
+                            let mut acc = 0.0f32;
+                            for kk in 0..k {
+                                let x = a[(bi * m + i) * k + kk];
+                                let y = bt[(bi * n + j) * k + kk];
+                                acc = x.mul_add(y, acc);
+                            }
+                            if let Some(c0) = &c0 {
+                                acc += c0[(bi * m + i) * n + j];
+                            }
+                            want.push(f64::from(acc));
+                        }
+                    }
+                }
+                // Tensor::from_f64 rounds to bf16 to nearest, ties to even;
+                // each value is an f32, so this is the f32 -> bf16 rounding.
+                let want = Tensor::from_f64(TensorType::new(DType::Bf16, [batch, m, n]), &want)
+                    .unwrap()
+                    .to_f64_vec();
+                assert_eq!(got.len(), 1, "{what}");
+                assert_eq!(got[0].1.dtype(), DType::Bf16, "{what}");
+                let got = got[0].1.to_f64_vec();
+                for (e, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        g.to_bits() == w.to_bits(),
+                        "{what}: element {e} is {g}, want {w}"
+                    );
+                }
+            }
+        }
     }
 }

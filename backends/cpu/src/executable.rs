@@ -200,8 +200,9 @@ pub fn compile(program: &Program, opts: &CpuOptions) -> Result<CpuExecutable> {
 }
 
 /// Rejects matrix products the runtime routine does not provide: it
-/// multiplies f32 or f64 memory and computes nothing besides (lowering for
-/// this backend widens bf16 operands first and sums squares in kernels).
+/// multiplies f32 or f64 memory into memory of the same type and computes
+/// nothing besides (lowering for this backend widens bf16 operands first,
+/// runs bf16 products as loop nests and sums squares in kernels).
 fn check_gemms(program: &Program) -> Result<()> {
     for k in &program.kernels {
         let mut bad = None;
@@ -209,6 +210,8 @@ fn check_gemms(program: &Program) -> Result<()> {
             if let Stmt::Gemm(g) = s {
                 if program.buffer(g.a.buf).dtype() == DType::Bf16 {
                     bad = Some("the runtime matrix product takes f32 or f64 operands, not bf16");
+                } else if program.buffer(g.c.buf).dtype() == DType::Bf16 {
+                    bad = Some("the runtime matrix product writes f32 or f64 results, not bf16");
                 } else if g.row_sumsq.is_some() {
                     bad = Some("the runtime matrix product does not compute row sums of squares");
                 }
@@ -927,6 +930,45 @@ mod tests {
             Err(CpuError::Unsupported { kernel, message }) => {
                 assert_eq!(kernel, "k1_gemm");
                 assert!(message.contains("row sums of squares"), "{message}");
+            }
+            Err(e) => panic!("expected unsupported, got {e}"),
+            Ok(_) => panic!("expected unsupported, got an executable"),
+        }
+    }
+
+    #[test]
+    fn bf16_matrix_product_results_are_rejected() {
+        let mut p = shifted(8, 0, LoopKind::Serial);
+        p.buffers.push(BufferDecl {
+            name: "c".into(),
+            ty: TensorType::new(DType::Bf16, [4]),
+            kind: BufferKind::Output,
+        });
+        p.outputs.push(("c".into(), BufferId(2)));
+        let m = |buf| Matrix {
+            buf: BufferId(buf),
+            offset: 0,
+            row_stride: 2,
+            col_stride: 1,
+            batch_stride: 0,
+        };
+        let mut k = Kernel::new("k1_gemm");
+        k.body = vec![Stmt::Gemm(Gemm {
+            m: 2,
+            n: 2,
+            k: 2,
+            batch: 1,
+            a: m(0),
+            b: m(0),
+            c: m(2),
+            accumulate: false,
+            row_sumsq: None,
+        })];
+        p.kernels.push(k);
+        match compile(&p, &CpuOptions::default()) {
+            Err(CpuError::Unsupported { kernel, message }) => {
+                assert_eq!(kernel, "k1_gemm");
+                assert!(message.contains("not bf16"), "{message}");
             }
             Err(e) => panic!("expected unsupported, got {e}"),
             Ok(_) => panic!("expected unsupported, got an executable"),

@@ -40,6 +40,7 @@ fn program(model: &str, dtype: DType, t: usize, c: usize, fused: bool) -> Progra
         gemm: GemmSupport {
             bf16_operands: true,
             row_sumsq: true,
+            bf16_results: true,
         },
         ..LowerOptions::default()
     };
@@ -300,4 +301,76 @@ fn ptxas_accepts_every_module() {
         }
     }
     assert_eq!(checked, 2 * models().len());
+}
+
+/// bf16 models' matrix products take the tiled kernel (f32 sums, one
+/// rounding per element), not serial loop nests: no kernel of the
+/// lowered program is a `matmul_loops`, and every launch of a matrix
+/// product is a GEMM launch — for every zoo model, fused and not, and for
+/// the sublayer with a linear layer inside.
+#[test]
+fn bf16_matrix_products_are_gemm_launches() {
+    use birkhoff_dsl::zoo::LayerFn;
+    use birkhoff_lower::PreMixProjection;
+    let linear_tanh = {
+        let args = ModelArgs {
+            tokens: Some(16),
+            streams: Some(4),
+            hidden: Some(64),
+            layer_fn: Some(LayerFn::LinearTanh),
+            dtype: Some(DType::Bf16),
+            ..ModelArgs::default()
+        };
+        let m = build_model("mhc-sublayer", &args).unwrap();
+        let g = birkhoff_opt::optimize(&m.graph, |_| false).unwrap().graph;
+        lower(&g, &LowerOptions::gpu(PreMixProjection::default())).unwrap()
+    };
+    let mut cases = vec![(
+        "mhc-sublayer --layer-fn linear-tanh".to_string(),
+        linear_tanh,
+    )];
+    for info in models() {
+        for fused in [true, false] {
+            let what = format!("{} fused={fused}", info.name);
+            cases.push((what, program(info.name, DType::Bf16, 16, 64, fused)));
+        }
+    }
+    for (what, p) in &cases {
+        let names: Vec<&str> = p.kernels.iter().map(|k| k.name.as_str()).collect();
+        assert!(
+            !names.iter().any(|n| n.contains("matmul_loops")),
+            "{what}: {names:?}"
+        );
+        let mut bf16_results = 0;
+        for k in &p.kernels {
+            birkhoff_ir::kernel::walk_stmts(&k.body, &mut |s| {
+                if let Stmt::Gemm(g) = s
+                    && p.buffer(g.c.buf).dtype() == DType::Bf16
+                {
+                    bf16_results += 1;
+                }
+            });
+        }
+        let launches = plan(p);
+        let products: Vec<&LaunchInfo> = launches
+            .iter()
+            .filter(|l| l.kernel.contains("matmul"))
+            .collect();
+        for l in &products {
+            assert_eq!(l.mode, Mode::Gemm, "{what}: {l:?}");
+            assert!(
+                !l.tensor_cores,
+                "{what}: a bf16 result is the tiled kernel's: {l:?}"
+            );
+        }
+        assert_eq!(products.len(), bf16_results, "{what}: {launches:#?}");
+        let has_products = what.starts_with("mhc-block")
+            || what.starts_with("hc-block")
+            || what.starts_with("residual-block")
+            || what.contains("linear-tanh");
+        if has_products {
+            assert!(bf16_results > 0, "{what}: {launches:#?}");
+        }
+        compile_module(p, &CodegenOptions::default()).unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
 }

@@ -59,6 +59,13 @@ pub struct GemmSupport {
     /// It writes the sum of squares of every row of `a` while reading it
     /// (else a kernel sweeps the rows again for it).
     pub row_sumsq: bool,
+    /// It writes a `bf16` result: products accumulate in `f32` and each
+    /// element is rounded to `bf16` once, when stored (as the graph's
+    /// semantics round a `bf16` matrix product). With it, `bf16` matrix
+    /// products take the routine (their operands read as `bf16` directly
+    /// with [`GemmSupport::bf16_operands`], else from `f32` copies); without
+    /// it they are loop nests. `i32` products are loop nests either way.
+    pub bf16_results: bool,
 }
 
 /// Lowering settings.
@@ -86,13 +93,16 @@ impl Default for LowerOptions {
 impl LowerOptions {
     /// How the GPU target lowers: its matrix product reads bf16 operands
     /// and sums each row's squares from the same loads, so the pre-mix
-    /// streams a token's row once for its projection and once to apply it.
+    /// streams a token's row once for its projection and once to apply it;
+    /// it also writes bf16 results, so bf16 models' matrix products run on
+    /// its tiled kernel rather than as loop nests.
     pub fn gpu(projection: PreMixProjection) -> LowerOptions {
         LowerOptions {
             projection,
             gemm: GemmSupport {
                 bf16_operands: true,
                 row_sumsq: true,
+                bf16_results: true,
             },
             ..LowerOptions::default()
         }

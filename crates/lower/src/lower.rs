@@ -26,7 +26,8 @@
 //!    several kernels, which keeps every recursive walk of an expression
 //!    shallow.
 //! 4. Reductions, matrix products (`f32`/`f64` through the runtime GEMM,
-//!    other types as loop nests), `concat` and every semantic or fused op
+//!    `bf16` too where the backend's GEMM writes `bf16` results, other
+//!    types as loop nests), `concat` and every semantic or fused op
 //!    (hand-written templates) are kernels of their own.
 //!
 //! Output: a verified [`Program`] whose outermost loops are parallel where
@@ -518,8 +519,28 @@ impl<'g> Lowerer<'g> {
         let batch: usize = out_ty.shape[..r - 2].iter().product();
         let buf = self.result_buffer(v);
         let out = Access::contiguous(buf, &out_ty.shape);
-        if matches!(dtype, DType::F32 | DType::F64) {
+        // bf16 results where the backend's GEMM accumulates them in f32 and
+        // rounds once on the store, which is the graph's semantics.
+        let gemm = match dtype {
+            DType::F32 | DType::F64 => true,
+            DType::Bf16 => self.opts.gemm.bf16_results,
+            _ => false,
+        };
+        if gemm {
+            // bf16 operands the routine cannot read are widened (exactly)
+            // into f32 copies first.
+            let widen = dtype == DType::Bf16 && !self.opts.gemm.bf16_operands;
             let operand = |s: &mut Self, x: ValueId| -> Matrix {
+                if widen {
+                    let shape = s.ty(x).shape.clone();
+                    let wide = s.pb.temp(
+                        format!("{x}.f32"),
+                        TensorType::new(DType::F32, shape.clone()),
+                    );
+                    let at = Access::contiguous(wide, &shape);
+                    s.copy_kernel(&format!("widen_{}", x.index()), x, &at);
+                    return Self::matrix(&at).expect("contiguous operands collapse");
+                }
                 if let Some(mx) = s.stored(x).and_then(Self::matrix) {
                     return mx;
                 }
@@ -543,7 +564,8 @@ impl<'g> Lowerer<'g> {
             })];
             self.pb.push(k);
         } else {
-            // Integer and bf16 products as loop nests (the runtime GEMM is float-only).
+            // Integer products, and bf16 ones where the backend's GEMM
+            // writes only f32/f64, as loop nests.
             let mut k = self.pb.kernel("matmul_loops");
             let vars = loop_nest(&mut k, &out_ty.shape);
             let kv = k.var(ScalarType::Index);

@@ -136,6 +136,7 @@ fn gemm_extras_and_unfused_kernels_lower_to_equivalent_programs() {
     let everything = GemmSupport {
         bf16_operands: true,
         row_sumsq: true,
+        bf16_results: true,
     };
     for name in ["mhc-pre", "hc-pre", "mhc-sublayer", "mhc-block"] {
         for dtype in [DType::F64, DType::Bf16] {
@@ -192,4 +193,82 @@ fn f32_interpreter_modes_agree_closely() {
         .zip(&g)
         .fold(0.0f64, |m, (a, b)| m.max((a - b).abs() / a.abs().max(1.0)));
     assert!(worst < 1e-4, "f32 lowering vs f32 interpreter: {worst}");
+}
+
+/// bf16 matrix products lower to the matrix-product routine where the
+/// backend writes bf16 results — reading the operands as bf16, or from
+/// f32 copies a kernel widens first — and to loop nests where it does not
+/// (the CPU), computing the same either way; i32 products stay loops.
+#[test]
+fn bf16_products_take_the_gemm_where_the_backend_writes_bf16() {
+    use birkhoff_dsl::{Builder, Init};
+    use birkhoff_ir::kernel::{Stmt, walk_stmts};
+    let b = Builder::new("products");
+    let x = b.input("x", DType::Bf16, &[2, 5, 7]);
+    let w = b.input("w", DType::Bf16, &[7, 3]);
+    let y = b.input("y", DType::Bf16, &[2, 3, 7]);
+    b.output("xw", x.matmul(w.broadcast_to(&[2, 7, 3])));
+    b.output("xyt", x.matmul(y.transpose()));
+    let xi = (x * 100.0).cast(DType::I32);
+    let yi = (y * 100.0).cast(DType::I32);
+    b.output("ints", xi.matmul(yi.transpose()));
+    let graph = b.build().unwrap();
+    let root = Rng::new(5);
+    let init = Init::Uniform {
+        low: -1.0,
+        high: 1.0,
+    };
+    let inputs: BTreeMap<String, Tensor> = graph
+        .inputs()
+        .iter()
+        .map(|&v| {
+            let name = graph.input_name(v).unwrap_or_default().to_string();
+            let t = random_tensor(graph.ty(v), &init, &mut root.fork(&name));
+            (name, t)
+        })
+        .collect();
+    for (bf16_operands, bf16_results) in [(true, true), (false, true), (true, false)] {
+        let opts = LowerOptions {
+            gemm: GemmSupport {
+                bf16_operands,
+                row_sumsq: false,
+                bf16_results,
+            },
+            ..LowerOptions::default()
+        };
+        let program = lower(&graph, &opts).unwrap();
+        // Kernel fusion may merge loop nests into one kernel, named after all.
+        let loops: usize = program
+            .kernels
+            .iter()
+            .map(|k| k.name.matches("matmul_loops").count())
+            .sum();
+        let mut gemms = Vec::new();
+        for k in &program.kernels {
+            walk_stmts(&k.body, &mut |s| {
+                if let Stmt::Gemm(g) = s {
+                    gemms.push((
+                        program.buffer(g.a.buf).dtype(),
+                        program.buffer(g.c.buf).dtype(),
+                    ));
+                }
+            });
+        }
+        let what = format!("operands {bf16_operands}, results {bf16_results}:\n{program}");
+        if bf16_results {
+            let a = if bf16_operands {
+                DType::Bf16
+            } else {
+                DType::F32
+            };
+            assert_eq!(loops, 1, "{what}");
+            assert_eq!(gemms, [(a, DType::Bf16); 2], "{what}");
+            let widened = program.kernels.iter().any(|k| k.name.contains("widen"));
+            assert_eq!(widened, !bf16_operands, "{what}");
+        } else {
+            assert_eq!(loops, 3, "{what}");
+            assert!(gemms.is_empty(), "{what}");
+        }
+        check(&graph, &inputs, &opts).unwrap_or_else(|e| panic!("{what}\n{e}"));
+    }
 }

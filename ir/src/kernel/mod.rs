@@ -351,8 +351,10 @@ pub enum LoopKind {
 /// operand addressed by an offset and row/column strides in elements.
 ///
 /// Operands: `a` and `b` of one storage type — `f32`, `f64`, or `bf16`
-/// (widened exactly to `f32`) — and `c` of their compute type. Products
-/// are summed in the compute type in any order.
+/// (widened exactly to `f32`) — and `c` of their compute type, or `bf16`
+/// for `f32`/`bf16` operands (summed in `f32`, rounded once on the store;
+/// not with `row_sumsq`). Products are summed in the compute type in any
+/// order.
 ///
 /// With `row_sumsq`, the routine also writes `Σ_k a[i,k]²` for every row
 /// `i` (of every product) — the sum of squares an RMS normalization of the

@@ -237,23 +237,30 @@ impl Checker<'_> {
         let a = self.matrix("a", &g.a, g.m, g.k, g.batch, false);
         let b = self.matrix("b", &g.b, g.k, g.n, g.batch, false);
         let c = self.matrix("c", &g.c, g.m, g.n, g.batch, true);
-        // a and b of one storage type, c of its compute type.
+        // a and b of one storage type; c of its compute type, or bf16
+        // (summed in f32, rounded once when stored) for f32 or bf16 operands.
         if let (Some(a), Some(b), Some(c)) = (a, b, c) {
             let compute = match a {
                 DType::F32 | DType::Bf16 => Some(DType::F32),
                 DType::F64 => Some(DType::F64),
                 _ => None,
             };
-            if a != b || compute != Some(c) {
+            let rounded = c == DType::Bf16 && compute == Some(DType::F32);
+            if a != b || !(compute == Some(c) || rounded) {
                 self.err(format!(
-                    "gemm on {a}, {b} and {c} buffers (needs f32, f32, f32; bf16, bf16, f32; or f64, f64, f64)"
+                    "gemm on {a}, {b} and {c} buffers (needs f32 or bf16 operands with an f32 or bf16 result, or f64, f64, f64)"
                 ));
             }
             if let Some(sq) = &g.row_sumsq
                 && let Some(t) = self.matrix("row_sumsq", sq, g.m, 1, g.batch, true)
-                && t != c
             {
-                self.err(format!("gemm row_sumsq is {t}, not the result type {c}"));
+                if rounded {
+                    self.err(format!(
+                        "gemm on {a}, {b} and {c} buffers with row_sumsq (a bf16 result takes none)"
+                    ));
+                } else if t != c {
+                    self.err(format!("gemm row_sumsq is {t}, not the result type {c}"));
+                }
             }
         }
     }
@@ -539,6 +546,83 @@ mod tests {
             [
                 "kernel k0_strided: gemm operand a reaches element 18446744073709551616 of a buffer of 8"
             ]
+        );
+    }
+
+    /// `c[2×2] = a[2×3] · b[3×2]` on buffers of the given dtypes, with the
+    /// sums of squares of `a`'s rows into `sq` if it is given.
+    fn typed_gemm(ab: DType, c: DType, sq: Option<DType>) -> Program {
+        let m = |buf, row_stride, col_stride| Matrix {
+            buf: BufferId(buf),
+            offset: 0,
+            row_stride,
+            col_stride,
+            batch_stride: 0,
+        };
+        let mut k = Kernel::new("k0_gemm");
+        k.body = vec![Stmt::Gemm(Gemm {
+            m: 2,
+            n: 2,
+            k: 3,
+            batch: 1,
+            a: m(0, 3, 1),
+            b: m(1, 2, 1),
+            c: m(2, 2, 1),
+            accumulate: true,
+            row_sumsq: sq.map(|_| m(3, 1, 1)),
+        })];
+        let decl = |name: &str, d, n: usize, kind| BufferDecl {
+            name: name.into(),
+            ty: TensorType::new(d, [n]),
+            kind,
+        };
+        let mut buffers = vec![
+            decl("a", ab, 6, BufferKind::Input),
+            decl("b", ab, 6, BufferKind::Input),
+            decl("c", c, 4, BufferKind::Output),
+        ];
+        buffers.extend(sq.map(|d| decl("sq", d, 2, BufferKind::Output)));
+        Program {
+            name: "g".into(),
+            buffers,
+            inputs: vec![("a".into(), BufferId(0)), ("b".into(), BufferId(1))],
+            outputs: vec![("c".into(), BufferId(2))],
+            kernels: vec![k],
+            arena_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn gemm_results_may_be_bf16_without_row_sums() {
+        use DType::{Bf16, F32, F64, I32};
+        for (ab, c) in [
+            (F32, F32),
+            (Bf16, F32),
+            (F64, F64),
+            (Bf16, Bf16),
+            (F32, Bf16),
+        ] {
+            assert_eq!(
+                messages(&typed_gemm(ab, c, None)),
+                Vec::<String>::new(),
+                "{ab} x {ab} -> {c}"
+            );
+        }
+        for (ab, c) in [(F64, Bf16), (F64, F32), (I32, I32), (Bf16, F64)] {
+            let errs = messages(&typed_gemm(ab, c, None));
+            assert!(
+                errs.len() == 1 && errs[0].contains(&format!("gemm on {ab}, {ab} and {c}")),
+                "{ab} x {ab} -> {c}: {errs:?}"
+            );
+        }
+        let errs = messages(&typed_gemm(Bf16, Bf16, Some(Bf16)));
+        assert!(
+            errs.len() == 1 && errs[0].contains("a bf16 result takes none"),
+            "{errs:?}"
+        );
+        assert_eq!(
+            messages(&typed_gemm(Bf16, F32, Some(F32))),
+            Vec::<String>::new()
         );
     }
 }

@@ -5,9 +5,16 @@
 //! in steps of 16, each thread staging one element of the `a` tile and
 //! one of the `b` tile in shared memory (zero outside the matrices), then
 //! every thread adds its row-times-column of the two tiles with fused
-//! multiply-adds in `c`'s type. Blocks in the first column of tiles also
-//! sum the squares of their `a` rows from the staged tiles when the
-//! product asks for `row_sumsq`. The grid is `(⌈N/16⌉, ⌈M/16⌉, batch)`.
+//! multiply-adds in `c`'s compute type. Blocks in the first column of
+//! tiles also sum the squares of their `a` rows from the staged tiles
+//! when the product asks for `row_sumsq`. The grid is
+//! `(⌈N/16⌉, ⌈M/16⌉, batch)`.
+//!
+//! A `bf16` result (of `bf16` or `f32` operands, the graph's `bf16`
+//! matrix products) is summed in `f32` and rounded to nearest-even once,
+//! on the store, bit for bit as the backend's other `bf16` stores round;
+//! accumulating into it widens the old value, adds in `f32`, and rounds.
+//! The verifier gives such a product no `row_sumsq`.
 //!
 //! The mHC projections do not come here: their `bf16` tall-and-skinny
 //! products take the tensor-core kernel ([`super::skinny`]). This one
@@ -197,13 +204,29 @@ pub(crate) fn module_ir(entry: &str, p: &Program, g: &Gemm) -> String {
     w!("  %c.c = mul i64 %col, {}", g.c.col_stride);
     w!("  %c.rc = add i64 %c.r, %c.c");
     w!("  %c.i = add i64 %c.rc, %c.off");
-    w!("  %c.p = getelementptr inbounds {t}, ptr addrspace(1) %c.ptr, i64 %c.i");
-    if g.accumulate {
-        w!("  %c.old = load {t}, ptr addrspace(1) %c.p");
-        w!("  %c.new = fadd {t} %c.old, %acc.16");
-        w!("  store {t} %c.new, ptr addrspace(1) %c.p");
+    if cd == DType::Bf16 {
+        w!("  %c.p = getelementptr inbounds i16, ptr addrspace(1) %c.ptr, i64 %c.i");
+        let sum = if g.accumulate {
+            w!("  %c.oldh = load i16, ptr addrspace(1) %c.p, align 2");
+            w!("  %c.oldw = zext i16 %c.oldh to i32");
+            w!("  %c.olds = shl i32 %c.oldw, 16");
+            w!("  %c.old = bitcast i32 %c.olds to float");
+            w!("  %c.new = fadd float %c.old, %acc.16");
+            "%c.new"
+        } else {
+            "%acc.16"
+        };
+        round_bf16(&mut o, "c.h", sum);
+        w!("  store i16 %c.h, ptr addrspace(1) %c.p, align 2");
     } else {
-        w!("  store {t} %acc.16, ptr addrspace(1) %c.p");
+        w!("  %c.p = getelementptr inbounds {t}, ptr addrspace(1) %c.ptr, i64 %c.i");
+        if g.accumulate {
+            w!("  %c.old = load {t}, ptr addrspace(1) %c.p");
+            w!("  %c.new = fadd {t} %c.old, %acc.16");
+            w!("  store {t} %c.new, ptr addrspace(1) %c.p");
+        } else {
+            w!("  store {t} %acc.16, ptr addrspace(1) %c.p");
+        }
     }
     w!("  br label %c.done");
     w!("c.done:");
@@ -276,6 +299,28 @@ fn load(o: &mut String, name: &str, d: DType, t: &str) {
             }
         }
     }
+}
+
+/// `%{out}`: the `f32` value `x` rounded to bf16 bits (`i16`): to
+/// nearest, ties to even, NaN quieted — the same bits as the backend's
+/// other bf16 stores.
+fn round_bf16(o: &mut String, out: &str, x: &str) {
+    let mut w = |s: String| {
+        o.push_str(&s);
+        o.push('\n');
+    };
+    w(format!("  %{out}.u = bitcast float {x} to i32"));
+    w(format!("  %{out}.hi = lshr i32 %{out}.u, 16"));
+    w(format!("  %{out}.odd = and i32 %{out}.hi, 1"));
+    w(format!("  %{out}.b = add i32 %{out}.u, 32767"));
+    w(format!("  %{out}.r = add i32 %{out}.b, %{out}.odd"));
+    w(format!("  %{out}.rn = lshr i32 %{out}.r, 16"));
+    w(format!("  %{out}.qn = or i32 %{out}.hi, 64"));
+    w(format!("  %{out}.nan = fcmp uno float {x}, {x}"));
+    w(format!(
+        "  %{out}.bits = select i1 %{out}.nan, i32 %{out}.qn, i32 %{out}.rn"
+    ));
+    w(format!("  %{out} = trunc i32 %{out}.bits to i16"));
 }
 
 fn fma_suffix(t: &str) -> &'static str {
