@@ -208,7 +208,9 @@ fn check_gemms(program: &Program) -> Result<()> {
         let mut bad = None;
         birkhoff_ir::kernel::walk_stmts(&k.body, &mut |s| {
             if let Stmt::Gemm(g) = s {
-                if program.buffer(g.a.buf).dtype() == DType::Bf16 {
+                if program.buffer(g.a.buf).dtype() == DType::Bf16
+                    || program.buffer(g.b.buf).dtype() == DType::Bf16
+                {
                     bad = Some("the runtime matrix product takes f32 or f64 operands, not bf16");
                 } else if program.buffer(g.c.buf).dtype() == DType::Bf16 {
                     bad = Some("the runtime matrix product writes f32 or f64 results, not bf16");

@@ -53,8 +53,8 @@ pub enum PreMixProjection {
 /// the extras only where they are switched on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GemmSupport {
-    /// It reads `bf16` operands directly (else they are widened to `f32`
-    /// copies by a kernel first).
+    /// It reads `bf16` operands directly, one or both (the other `f32`),
+    /// else they are widened to `f32` copies by a kernel first.
     pub bf16_operands: bool,
     /// It writes the sum of squares of every row of `a` while reading it
     /// (else a kernel sweeps the rows again for it).

@@ -351,7 +351,8 @@ pub enum LoopKind {
 /// operand addressed by an offset and row/column strides in elements.
 ///
 /// Operands: `a` and `b` of one storage type — `f32`, `f64`, or `bf16`
-/// (widened exactly to `f32`) — and `c` of their compute type, or `bf16`
+/// (widened exactly to `f32`), or one `f32` and one `bf16` — and `c` of
+/// their compute type, or `bf16`
 /// for `f32`/`bf16` operands (summed in `f32`, rounded once on the store;
 /// not with `row_sumsq`). Products are summed in the compute type in any
 /// order.

@@ -237,8 +237,9 @@ impl Checker<'_> {
         let a = self.matrix("a", &g.a, g.m, g.k, g.batch, false);
         let b = self.matrix("b", &g.b, g.k, g.n, g.batch, false);
         let c = self.matrix("c", &g.c, g.m, g.n, g.batch, true);
-        // a and b of one storage type; c of its compute type, or bf16
-        // (summed in f32, rounded once when stored) for f32 or bf16 operands.
+        // a and b of one storage type, or f32 and bf16 mixed; c of their
+        // compute type, or bf16 (summed in f32, rounded once when stored)
+        // for f32 or bf16 operands.
         if let (Some(a), Some(b), Some(c)) = (a, b, c) {
             let compute = match a {
                 DType::F32 | DType::Bf16 => Some(DType::F32),
@@ -246,7 +247,10 @@ impl Checker<'_> {
                 _ => None,
             };
             let rounded = c == DType::Bf16 && compute == Some(DType::F32);
-            if a != b || !(compute == Some(c) || rounded) {
+            // f32 and bf16 operands may mix: both widen exactly to f32.
+            let narrow = |d: DType| matches!(d, DType::F32 | DType::Bf16);
+            let operands_agree = a == b || (narrow(a) && narrow(b));
+            if !operands_agree || !(compute == Some(c) || rounded) {
                 self.err(format!(
                     "gemm on {a}, {b} and {c} buffers (needs f32 or bf16 operands with an f32 or bf16 result, or f64, f64, f64)"
                 ));
@@ -624,5 +628,25 @@ mod tests {
             messages(&typed_gemm(Bf16, F32, Some(F32))),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn gemm_operands_may_mix_f32_and_bf16_only() {
+        use DType::{Bf16, F32, F64};
+        let mixed = |a: DType, b: DType, c: DType| {
+            let mut p = typed_gemm(a, c, None);
+            p.buffers[1].ty = TensorType::new(b, [6]);
+            messages(&p)
+        };
+        for (a, b, c) in [(F32, Bf16, F32), (Bf16, F32, F32), (F32, Bf16, Bf16)] {
+            assert_eq!(mixed(a, b, c), Vec::<String>::new(), "{a} x {b} -> {c}");
+        }
+        for (a, b, c) in [(F64, F32, F64), (F32, F64, F32), (Bf16, F64, F32)] {
+            let errs = mixed(a, b, c);
+            assert!(
+                errs.len() == 1 && errs[0].contains(&format!("gemm on {a}, {b} and {c}")),
+                "{a} x {b} -> {c}: {errs:?}"
+            );
+        }
     }
 }

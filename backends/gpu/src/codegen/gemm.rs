@@ -56,6 +56,7 @@ pub(crate) fn grid(kernel: &str, g: &Gemm) -> Result<[u32; 3]> {
 /// over the program's buffer-address table (the backend's kernel ABI).
 pub(crate) fn module_ir(entry: &str, p: &Program, g: &Gemm) -> String {
     let ad = p.buffer(g.a.buf).dtype();
+    let bd = p.buffer(g.b.buf).dtype();
     let cd = p.buffer(g.c.buf).dtype();
     let t = if cd == DType::F64 { "double" } else { "float" };
     let zero = "0.0";
@@ -150,7 +151,7 @@ pub(crate) fn module_ir(entry: &str, p: &Program, g: &Gemm) -> String {
     w!("  %b.c = mul i64 %col, {}", g.b.col_stride);
     w!("  %b.rc = add i64 %b.r, %b.c");
     w!("  %b.i = add i64 %b.rc, %b.off");
-    load(&mut o, "b", ad, t);
+    load(&mut o, "b", bd, t);
     w!("  br label %b.done");
     w!("b.done:");
     w!("  %b.v = phi {t} [ %b.x, %b.load ], [ {zero}, %a.done ]");

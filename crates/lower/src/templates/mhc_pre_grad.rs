@@ -33,9 +33,13 @@
 //! projection `x·fnᵀ`, `g·fn` (accumulated into `d_x` after step 3) and
 //! `d_fn = gᵀ·x` — are the runtime's blocked matrix product
 //! (`Stmt::Gemm`), and steps 1, 3 and 4 keep only their per-token and
-//! per-row parts. For `bf16` they are loops in kernel IR as described
-//! above, so `bf16` operands need no widened copies (the `d_fn` kernel then
-//! reads `x` once per row of `fn`).
+//! per-row parts; step 4's sums over tokens are then vector loops, which a
+//! backend may split into partial sums. For `bf16` the first two are loops
+//! in kernel IR as described above, so `bf16` operands need no widened
+//! copies; `d_fn = gᵀ·x` is a product as well where the backend's routine
+//! reads an `f32` `g` beside a `bf16` `x` and rounds a `bf16` result
+//! ([`GemmSupport`]: the GPU), else a loop in step 4 (which then reads
+//! `x` once per row of `fn`).
 //!
 //! Rounding: the forward is recomputed with `mhc_pre`'s operations in its
 //! order; the backward's sums start from zero and run in index order (a
@@ -50,6 +54,7 @@ use super::kernel_builder::{
     KernelBuilder, add, at, div, index_coeff, join, load, mul, set, store, unary, var,
 };
 use super::sinkhorn_grad::lower_sinkhorn_grad;
+use crate::GemmSupport;
 use crate::builder::ProgramBuilder;
 use crate::error::Result;
 
@@ -97,7 +102,11 @@ fn dsig(s: VarId, z: Expr) -> Expr {
 ///
 /// # Errors
 /// As [`lower_sinkhorn_grad`] for the Sinkhorn backward.
-pub(crate) fn lower_pre_mix_grad(pb: &mut ProgramBuilder, p: &PreMixGrad) -> Result<()> {
+pub(crate) fn lower_pre_mix_grad(
+    pb: &mut ProgramBuilder,
+    p: &PreMixGrad,
+    support: GemmSupport,
+) -> Result<()> {
     let (t, n, c) = p.dims;
     let (m, k, nn) = (n * (n + 2), n * c, n * n);
     let [d_li, d_post, d_comb] = p.cots;
@@ -121,16 +130,20 @@ pub(crate) fn lower_pre_mix_grad(pb: &mut ProgramBuilder, p: &PreMixGrad) -> Res
     let dz_buf = temp(pb, "dz", &[t, m]);
     let dzm_buf = temp(pb, "dz_mixes", &[t, m]);
     let partial = temp(pb, "d_scale_rows", &[m]);
-    let acc = if dt == p.dtype {
+    // f32 and f64 take the runtime's matrix product for the three products
+    // with fn (the projection, g·fn and gᵀ·x): blocked and vectorized, far
+    // faster than m dot products per token in a sweep. bf16 keeps the loops
+    // for the first two, which read bf16 directly instead of widening
+    // copies; its d_fn = gᵀ·x is a product too where the backend's routine
+    // takes an f32 `g` with a bf16 `x` and rounds a bf16 result (the GPU),
+    // so no kernel streams x once per row of fn.
+    let gemm = p.dtype != DType::Bf16;
+    let dfn_gemm = gemm || (support.bf16_operands && support.bf16_results);
+    let acc = if dt == p.dtype || dfn_gemm {
         d_fn
     } else {
         temp(pb, "d_fn", &[m, k])
     };
-    // f32 and f64 take the runtime's matrix product for the three products
-    // with fn (the projection, g·fn and gᵀ·x): blocked and vectorized, far
-    // faster than m dot products per token in a sweep. bf16 keeps the loops,
-    // which read bf16 directly instead of widening copies.
-    let gemm = p.dtype != DType::Bf16;
     if gemm {
         // dots[T×m] = x[T×k] · fnᵀ, fnᵀ read in place.
         push_gemm(
@@ -350,7 +363,45 @@ pub(crate) fn lower_pre_mix_grad(pb: &mut ProgramBuilder, p: &PreMixGrad) -> Res
         );
     }
 
+    if dfn_gemm && !gemm {
+        // d_fn[m×k] = gᵀ[m×T] · x[T×k]: g in f32, x in bf16, d_fn rounded
+        // to bf16 once.
+        push_gemm(
+            pb,
+            "mhc_pre_grad_dfn",
+            dt,
+            (m, k, t),
+            [mat(g_buf, 1, m), mat(p.x, k, 1), mat(d_fn, k, 1)],
+            false,
+        );
+    }
+
     // ---- 4: the reductions over tokens, per row of fn ----------------------
+    if dfn_gemm {
+        // Only d_base and the d_scale partials are left: a vector loop over
+        // the tokens, which a backend may split into partial sums (a GPU
+        // spreads it over a block) instead of one serial chain of T adds.
+        let mut kb = KernelBuilder::new(pb, "mhc_pre_grad_fn", p.dtype);
+        let zero = kb.c(0.0);
+        let body = vec![kb.parallel(m, |kb, r| {
+            let (db, ds) = (kb.value(), kb.value());
+            vec![
+                set(db, zero.clone()),
+                set(ds, zero.clone()),
+                kb.vector(t, |_, tok| {
+                    let tr = join(&Index::var(tok, index_coeff(m)), &Index::var(r, 1));
+                    vec![
+                        set(db, add(var(db), load(dz_buf, tr.clone()))),
+                        set(ds, add(var(ds), load(dzm_buf, tr))),
+                    ]
+                }),
+                store(d_base, Index::var(r, 1), var(db)),
+                store(partial, Index::var(r, 1), var(ds)),
+            ]
+        })];
+        pb.push(kb.finish(body));
+        return lower_d_scale(pb, p, partial, d_scale, m, n);
+    }
     let mut kb = KernelBuilder::new(pb, "mhc_pre_grad_fn", p.dtype);
     let zero = kb.c(0.0);
     let body = vec![kb.parallel(m, |kb, r| {
@@ -393,7 +444,18 @@ pub(crate) fn lower_pre_mix_grad(pb: &mut ProgramBuilder, p: &PreMixGrad) -> Res
     })];
     pb.push(kb.finish(body));
 
-    // ---- 5: d_scale ----------------------------------------------------------
+    lower_d_scale(pb, p, partial, d_scale, m, n)
+}
+
+/// Step 5: `d_scale[s]`, the sum of its segment's per-row partials.
+fn lower_d_scale(
+    pb: &mut ProgramBuilder,
+    p: &PreMixGrad,
+    partial: BufferId,
+    d_scale: BufferId,
+    m: usize,
+    n: usize,
+) -> Result<()> {
     let mut kb = KernelBuilder::new(pb, "mhc_pre_grad_scale", p.dtype);
     let body = vec![kb.parallel(1, |kb, _| {
         (0..3)

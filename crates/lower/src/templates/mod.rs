@@ -170,7 +170,7 @@ pub fn lower_composite_reading(
                 dtype,
                 attrs: *attrs,
             };
-            mhc_pre_grad::lower_pre_mix_grad(pb, &p)?;
+            mhc_pre_grad::lower_pre_mix_grad(pb, &p, opts.gemm)?;
         }
         _ if let Some((norm_eps, gates)) = op.pre_mix() => {
             let p = pre_mix(args, outs, layer_input_only);
