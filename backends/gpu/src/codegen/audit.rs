@@ -22,7 +22,8 @@
 //! loop extents are all static, with the launch's mapping: a
 //! thread-per-iteration launch runs its body once per thread; a
 //! block-per-iteration or single-block launch runs its scalar statements
-//! on every thread of the block, and spreads each distributed vector loop
+//! on every thread of the block, or on warp 0 alone where code generation
+//! put them there (a warp-0 run), and spreads each distributed vector loop
 //! over the threads in chunks (as [`super::launch`] decides). Each
 //! operation is priced in PTX instructions ([`op_cost`]): the inline math
 //! routines at the instruction counts of their PTX, `div.rn` and `sqrt.rn`
@@ -39,7 +40,7 @@ use birkhoff_ir::Op;
 use birkhoff_ir::kernel::{BufferId, Expr, Gemm, Kernel, LoopKind, Program, ScalarType, Stmt};
 
 use super::launch::{Mode, Work, distribute, pieces};
-use super::{LaunchInfo, launch_plan};
+use super::{LaunchInfo, launch_plan_with_warp0};
 use crate::{CodegenOptions, GpuError};
 
 /// Why an audit could not be made.
@@ -387,7 +388,7 @@ pub fn audit(
     ptxas: Option<&Path>,
     device: &DeviceModel,
 ) -> Result<Vec<LaunchAudit>> {
-    let plan = launch_plan(program, opts)?;
+    let plan = launch_plan_with_warp0(program, opts)?;
     let (stats, counts) = match ptxas {
         Some(p) => {
             let module = super::compile(program, opts)?;
@@ -412,11 +413,12 @@ pub fn audit(
         ))));
     }
     let mut out = Vec::new();
-    for ((k, w, mode), launch) in work.into_iter().zip(plan) {
+    for ((k, w, mode), (launch, warp0)) in work.into_iter().zip(plan) {
         let model = Model {
             p: program,
             k,
             block: launch.block,
+            warp0: &warp0,
         };
         let t = model.launch(w, mode, launch.tensor_cores, &launch.grid);
         let ptxas = stats.as_ref().and_then(|s| s.get(&launch.entry).cloned());
@@ -543,6 +545,8 @@ struct Model<'a> {
     p: &'a Program,
     k: &'a Kernel,
     block: u32,
+    /// Statements (by address) code generation put on warp 0 alone.
+    warp0: &'a HashSet<usize>,
 }
 
 /// What a statement list costs when run by one thread in order.
@@ -606,9 +610,9 @@ impl Model<'_> {
     fn finish_block(&self, u: &Uniform, blocks: f64, per: u64, t: &mut Tally) {
         let warps = f64::from(self.block.div_ceil(32));
         let scalar_warps = u.scalar * warps;
-        t.warp_instructions = blocks * (scalar_warps + u.spread);
+        t.warp_instructions = blocks * (scalar_warps + u.warp0 + u.spread);
         t.replicated = blocks * u.scalar * (warps - 1.0);
-        t.chain = u.scalar + u.spread_chain;
+        t.chain = u.scalar + u.warp0 + u.spread_chain;
         t.parts = per * u.max_parts.max(1);
         t.serial_macs = u.serial_macs;
     }
@@ -650,6 +654,16 @@ impl Model<'_> {
         u: &mut Uniform,
     ) {
         for s in body {
+            if self.warp0.contains(&(std::ptr::from_ref(s) as usize)) {
+                // A warp-0 run's statement: one warp runs it.
+                let c = self.serial(std::slice::from_ref(s));
+                u.warp0 += mult * c.instructions;
+                u.serial_macs += (mult as u64).saturating_mul(c.macs);
+                if let Stmt::Set { var, .. } = s {
+                    defined.insert(var.0);
+                }
+                continue;
+            }
             match s {
                 Stmt::Loop {
                     var,
@@ -812,6 +826,8 @@ impl Model<'_> {
 struct Uniform {
     /// Scalar instructions every thread runs.
     scalar: f64,
+    /// Scalar instructions warp 0 alone runs.
+    warp0: f64,
     /// Warp instructions of the distributed loops.
     spread: f64,
     /// Their instructions along one thread.

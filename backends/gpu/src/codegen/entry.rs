@@ -10,10 +10,12 @@
 //!
 //! * **thread** (mode T): one parallel iteration per thread; everything
 //!   runs serially in the thread, stores go straight to memory;
-//! * **uniform** (modes B and S): every thread of the block runs the code
-//!   and computes the same values; stores (to buffers and to scratch
-//!   arrays the block shares) are done by thread 0 alone, and a vector
-//!   loop that [`distribute`] accepts is spread over the threads;
+//! * **uniform** (modes B and S): the code computes the same values for
+//!   the whole block; stores (to buffers and to scratch arrays the block
+//!   shares) are done by thread 0 alone, a vector loop that
+//!   [`distribute`] accepts is spread over the threads, and the scalar
+//!   statements between run either on every thread or on warp 0 alone
+//!   (see *Warp-0 runs*);
 //! * **lane**: one iteration of a distributed loop, on the thread that
 //!   owns it. With a chunk width `W > 1`, the chunk's `W` iterations are
 //!   emitted one after another, every load that moves with the loop index
@@ -42,6 +44,29 @@
 //! a barrier first. A serial loop enters with its whole body's accesses
 //! recorded, standing for the previous iteration.
 //!
+//! **Warp-0 runs.** A uniform statement list is cut into *runs*: maximal
+//! stretches of statements that hold no distributed loop, none of which
+//! conflicts with itself or with an earlier statement of the stretch (in
+//! the sense above — e.g. a load of what thread 0 stored in the same
+//! stretch ends it), so no barrier can fall inside one. Statements that
+//! hold a distributed loop are emitted as themselves (their lists cut
+//! again). A run executes on *warp 0 alone* (`if (tid < 32) { run }`)
+//! when the block has more than one warp, the run computes at least one
+//! arithmetic operation ([`scalar_ops`]), and either nothing outside it
+//! reads what it sets, or it computes at least [`WARP_RUN_MIN_OPS`]
+//! operations and hands over at most [`WARP_RUN_MAX_SLOTS`] values. What
+//! it hands over: every variable it sets that a statement outside the run
+//! reads, and every element of each per-thread scratch array it writes
+//! that a statement outside the run reads. Lane 0 writes them to the
+//! run's shared-memory slots at the end of the run; after the branch joins
+//! there is a barrier (uniform control flow), and every thread reads them
+//! back. All lanes of warp 0 compute the same bits every thread computed
+//! before, so the results are unchanged. The run's accesses (with the
+//! slot write, made by thread 0) are recorded before the branch, so any
+//! barrier they need comes before it; the slot read is an access by
+//! every thread, so a run met again (a loop) waits for the previous
+//! readers. Cheaper runs stay on every thread: they need no barrier.
+//!
 //! Scratch arrays a distributed loop writes live in shared memory; all
 //! others are per-thread `alloca`s. Loops whose index selects scratch
 //! elements are unrolled (up to [`UNROLL_MAX_EXTENT`] iterations) so the
@@ -52,7 +77,7 @@ use std::collections::{HashMap, HashSet};
 use birkhoff_ir::DType;
 use birkhoff_ir::kernel::{
     BufferId, Expr, Index, Kernel, LocalId, LoopKind, Program, ScalarType, Scopes, Stmt, VarId,
-    buffers_used, locals_used, walk_stmts,
+    buffers_used, locals_used, walk_exprs, walk_stmts,
 };
 use inkwell::basic_block::BasicBlock;
 use inkwell::types::{BasicType, BasicTypeEnum, VectorType};
@@ -62,8 +87,8 @@ use inkwell::values::{
 use inkwell::{AddressSpace, IntPredicate};
 
 use super::launch::{
-    Acc, Dist, Mem, Mode, Piece, UNROLL_MAX_EXTENT, UNROLL_MAX_STMTS, Work, distribute,
-    indexes_locals, survey, unrolled_size,
+    Acc, Dist, Mem, Mode, Piece, UNROLL_MAX_EXTENT, UNROLL_MAX_STMTS, WARP_RUN_MAX_SLOTS,
+    WARP_RUN_MIN_OPS, Work, distribute, indexes_locals, scalar_ops, survey, unrolled_size,
 };
 use super::ops::{Cx, OrLlvm};
 use crate::{GpuError, Result};
@@ -88,6 +113,9 @@ pub(crate) struct Emitted {
     pub vectorized: usize,
     /// Barriers emitted (static count).
     pub barriers: usize,
+    /// The statements emitted on warp 0 alone (a warp-0 run's top-level
+    /// statements, by address in the program), for the audit's model.
+    pub warp0_stmts: HashSet<usize>,
 }
 
 /// Who makes a shared-memory access.
@@ -122,6 +150,66 @@ fn same_thread(a: Owner, b: Owner) -> bool {
         (Owner::Dist { .. }, Owner::Dist { .. }) => a == b,
         _ => false,
     }
+}
+
+/// Whether `a` and `b` need a barrier between them: the same memory, one
+/// of them a write, not provably made by the same thread.
+fn conflict(a: &Access, b: &Access) -> bool {
+    a.mem == b.mem && (a.write || b.write) && !same_thread(a.owner, b.owner)
+}
+
+/// Whether some access of `a` conflicts with some access of `b`.
+fn conflicting<'x>(a: impl IntoIterator<Item = &'x Access>, b: &HashSet<Access>) -> bool {
+    a.into_iter().any(|x| b.iter().any(|y| conflict(x, y)))
+}
+
+/// A piece of a uniform statement list (see *Warp-0 runs*).
+#[derive(Clone, Debug)]
+enum Seg {
+    /// One statement emitted as itself: it holds a distributed loop (or
+    /// conflicts with itself).
+    Stmt(usize),
+    /// The statements `start..end`: on every thread (`warp0: None`) or on
+    /// warp 0, handing over what [`HandOver`] lists.
+    Run {
+        start: usize,
+        end: usize,
+        warp0: Option<HandOver>,
+    },
+}
+
+/// What a warp-0 run hands to the rest of its block, in slot order.
+#[derive(Clone, Debug, Default)]
+struct HandOver {
+    /// Variables, by id.
+    vars: Vec<VarId>,
+    /// Per-thread scratch arrays, by id, every element.
+    locals: Vec<LocalId>,
+}
+
+impl HandOver {
+    /// Slots needed (one per variable and scratch-array element).
+    fn slots(&self, k: &Kernel) -> usize {
+        self.vars.len()
+            + self
+                .locals
+                .iter()
+                .map(|l| k.locals[l.0 as usize].len)
+                .sum::<usize>()
+    }
+}
+
+/// How often each variable is read and each scratch array loaded in
+/// `body`.
+fn reads(body: &[Stmt]) -> (HashMap<VarId, usize>, HashMap<LocalId, usize>) {
+    let mut vars: HashMap<VarId, usize> = HashMap::new();
+    let mut locals: HashMap<LocalId, usize> = HashMap::new();
+    walk_exprs(body, &mut |e| match e {
+        Expr::Var(v) => *vars.entry(*v).or_default() += 1,
+        Expr::LocalLoad { local, .. } => *locals.entry(*local).or_default() += 1,
+        _ => {}
+    });
+    (vars, locals)
 }
 
 /// The owner of `ix` in a distributed loop over `j` (see the module docs).
@@ -206,6 +294,17 @@ pub(crate) struct Gen<'a, 'm, 'ctx> {
     tid: Option<IntValue<'ctx>>,
     block: u32,
     slots: Option<(PointerValue<'ctx>, usize)>,
+    /// Reads of each variable and scratch array in the whole launch.
+    var_reads: HashMap<VarId, usize>,
+    local_reads: HashMap<LocalId, usize>,
+    /// Inside a run (see *Warp-0 runs*): lists are not cut again.
+    in_run: bool,
+    /// Inside a warp-0 run: a barrier here would be a bug.
+    warp0: bool,
+    /// Each warp-0 run's hand-over slots, by run key, with their count.
+    handover: HashMap<usize, (PointerValue<'ctx>, usize)>,
+    /// Bytes of shared memory taken so far.
+    shared_bytes: usize,
     stats: Emitted,
 }
 
@@ -294,6 +393,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 written.insert(*buf);
             }
         });
+        let (var_reads, local_reads) = reads(body);
         let mut g = Gen {
             cx,
             p,
@@ -316,12 +416,19 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             tid: None,
             block,
             slots: None,
+            var_reads,
+            local_reads,
+            in_run: false,
+            warp0: false,
+            handover: HashMap::new(),
+            shared_bytes: 0,
             stats: Emitted {
                 grid: [grid, 1, 1],
                 block,
                 distributed: 0,
                 vectorized: 0,
                 barriers: 0,
+                warp0_stmts: HashSet::new(),
             },
         };
         g.prologue(body, &sv.shared, sv.max_accs)?;
@@ -426,7 +533,6 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             self.bases.insert(b, ptr);
         }
         let used = locals_used(body);
-        let mut shared_bytes = 0usize;
         let mut zero_shared = Vec::new();
         for l in used {
             let d = &self.k.locals[l.0 as usize];
@@ -436,7 +542,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             let aty = ety.array_type(len);
             let bytes = d.len * d.ty.size_bytes();
             if shared.contains(&l) {
-                shared_bytes += bytes.next_multiple_of(16);
+                self.shared_bytes += bytes.next_multiple_of(16);
                 let gv = self.cx.module.add_global(
                     aty,
                     Some(AddressSpace::from(SHARED)),
@@ -466,7 +572,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         let nwarps = (self.block / 32) as usize;
         if max_accs > 0 {
             let n = max_accs * nwarps;
-            shared_bytes += n * 8;
+            self.shared_bytes += n * 8;
             let aty = i64t.array_type(n as u32);
             let gv = self.cx.module.add_global(
                 aty,
@@ -478,9 +584,10 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             gv.set_linkage(inkwell::module::Linkage::Internal);
             self.slots = Some((gv.as_pointer_value(), nwarps));
         }
-        if shared_bytes > MAX_SHARED_BYTES {
+        if self.shared_bytes > MAX_SHARED_BYTES {
             return Err(self.unsupported(format!(
-                "{shared_bytes} bytes of shared memory (at most {MAX_SHARED_BYTES})"
+                "{} bytes of shared memory (at most {MAX_SHARED_BYTES})",
+                self.shared_bytes
             )));
         }
         if !zero_shared.is_empty() {
@@ -536,6 +643,12 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
 
     /// `__syncthreads()`; forgets every recorded access.
     fn barrier(&mut self) -> Result<()> {
+        if self.warp0 {
+            return Err(GpuError::Llvm(format!(
+                "{}: a barrier inside a warp-0 run",
+                self.name
+            )));
+        }
         self.cx.intrinsic_void("llvm.nvvm.barrier0", &[])?;
         self.pending.clear();
         self.stats.barriers += 1;
@@ -545,11 +658,9 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
     /// Records `accesses`, with a barrier first if one conflicts with an
     /// access recorded since the last barrier.
     fn order(&mut self, accesses: &[Access]) -> Result<()> {
-        let conflict = accesses.iter().any(|a| {
-            self.pending
-                .iter()
-                .any(|p| p.mem == a.mem && (p.write || a.write) && !same_thread(p.owner, a.owner))
-        });
+        let conflict = accesses
+            .iter()
+            .any(|a| self.pending.iter().any(|p| conflict(p, a)));
         if conflict {
             self.barrier()?;
         }
@@ -631,46 +742,326 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         out
     }
 
-    /// Every shared-memory access `body` may make in uniform context.
-    fn summary(&self, body: &[Stmt], sc: &mut Scopes, out: &mut Vec<Access>) {
+    /// Every shared-memory access `body` may make in uniform context, its
+    /// lists cut into runs (see *Warp-0 runs*) when `cut`.
+    fn summary(&self, body: &[Stmt], sc: &mut Scopes, out: &mut Vec<Access>, cut: bool) {
         sc.push();
-        for s in body {
-            match s {
-                Stmt::Loop {
-                    var,
-                    extent,
-                    kind: LoopKind::Vector,
-                    body,
-                } => match distribute(self.p, self.k, *var, *extent, body, &|v| sc.defined(v)) {
-                    Ok(d) => out.extend(self.lane_accesses(*var, *extent, d.width, body)),
-                    Err(_) => {
-                        sc.push();
-                        for s in body {
-                            out.extend(self.uniform_accesses(s));
-                            if let Stmt::Set { var, .. } = s {
-                                sc.set(*var);
-                            }
+        if cut {
+            for seg in self.plan(body, sc) {
+                match seg {
+                    Seg::Stmt(i) => self.summary_stmt(&body[i], sc, out, true),
+                    Seg::Run { start, end, warp0 } => {
+                        let run = &body[start..end];
+                        for s in run {
+                            self.summary_stmt(s, sc, out, false);
                         }
-                        sc.pop();
+                        if warp0.is_some_and(|h| h.slots(self.k) > 0) {
+                            out.extend(slot_accesses(run));
+                        }
                     }
-                },
-                Stmt::Loop { body, .. } => self.summary(body, sc, out),
-                Stmt::Set { var, .. } => {
-                    out.extend(self.uniform_accesses(s));
-                    sc.set(*var);
                 }
-                _ => out.extend(self.uniform_accesses(s)),
+            }
+        } else {
+            for s in body {
+                self.summary_stmt(s, sc, out, false);
             }
         }
         sc.pop();
     }
 
+    /// Every shared-memory access statement `s` may make in uniform
+    /// context (see [`Self::summary`]).
+    fn summary_stmt(&self, s: &Stmt, sc: &mut Scopes, out: &mut Vec<Access>, cut: bool) {
+        match s {
+            Stmt::Loop {
+                var,
+                extent,
+                kind,
+                body,
+            } => {
+                if *kind == LoopKind::Vector
+                    && let Ok(d) =
+                        distribute(self.p, self.k, *var, *extent, body, &|v| sc.defined(v))
+                {
+                    out.extend(self.lane_accesses(*var, *extent, d.width, body));
+                } else {
+                    self.summary(body, sc, out, cut);
+                }
+            }
+            Stmt::Set { var, .. } => {
+                out.extend(self.uniform_accesses(s));
+                sc.set(*var);
+            }
+            _ => out.extend(self.uniform_accesses(s)),
+        }
+    }
+
+    /// Whether `s`, in uniform context, holds a distributed loop.
+    fn holds_distributed(&self, s: &Stmt, sc: &mut Scopes) -> bool {
+        match s {
+            Stmt::Loop {
+                var,
+                extent,
+                kind,
+                body,
+            } => {
+                if *kind == LoopKind::Vector
+                    && distribute(self.p, self.k, *var, *extent, body, &|v| sc.defined(v)).is_ok()
+                {
+                    return true;
+                }
+                sc.push();
+                let mut hit = false;
+                for s in body {
+                    if self.holds_distributed(s, sc) {
+                        hit = true;
+                        break;
+                    }
+                    if let Stmt::Set { var, .. } = s {
+                        sc.set(*var);
+                    }
+                }
+                sc.pop();
+                hit
+            }
+            Stmt::Gemm(_) => true,
+            Stmt::Set { .. } | Stmt::Store { .. } | Stmt::LocalStore { .. } => false,
+        }
+    }
+
+    /// A uniform statement list cut into runs and the statements between
+    /// (see *Warp-0 runs*); `scopes` as at the list's start (opened).
+    fn plan(&self, body: &[Stmt], scopes: &Scopes) -> Vec<Seg> {
+        let mut sc = scopes.clone();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < body.len() {
+            let start = i;
+            let mut seen: HashSet<Access> = HashSet::new();
+            while let Some(s) = body.get(i) {
+                if self.holds_distributed(s, &mut sc.clone()) {
+                    break;
+                }
+                let mut acc = Vec::new();
+                self.summary_stmt(s, &mut sc.clone(), &mut acc, false);
+                let acc: HashSet<Access> = acc.into_iter().collect();
+                if conflicting(&acc, &acc) || conflicting(&seen, &acc) {
+                    break;
+                }
+                seen.extend(acc);
+                if let Stmt::Set { var, .. } = s {
+                    sc.set(*var);
+                }
+                i += 1;
+            }
+            if i == start {
+                if let Stmt::Set { var, .. } = &body[i] {
+                    sc.set(*var);
+                }
+                out.push(Seg::Stmt(i));
+                i += 1;
+            } else {
+                let run = &body[start..i];
+                out.push(Seg::Run {
+                    start,
+                    end: i,
+                    warp0: self.delegate(run),
+                });
+            }
+        }
+        out
+    }
+
+    /// What run `run` hands over if it executes on warp 0, or `None` if it
+    /// stays on every thread (the rule is in *Warp-0 runs*).
+    fn delegate(&self, run: &[Stmt]) -> Option<HandOver> {
+        if self.block <= 32 {
+            return None;
+        }
+        let ops = scalar_ops(run);
+        if ops == 0 {
+            return None;
+        }
+        let (var_reads, local_reads) = reads(run);
+        let outside = |all: Option<&usize>, inside: usize| all.copied().unwrap_or(0) > inside;
+        let mut h = HandOver::default();
+        let mut set: HashSet<VarId> = HashSet::new();
+        let mut written: HashSet<LocalId> = HashSet::new();
+        walk_stmts(run, &mut |s| match s {
+            Stmt::Set { var, .. } => {
+                set.insert(*var);
+            }
+            Stmt::LocalStore { local, .. } => {
+                written.insert(*local);
+            }
+            _ => {}
+        });
+        for v in set {
+            if outside(
+                self.var_reads.get(&v),
+                var_reads.get(&v).copied().unwrap_or(0),
+            ) {
+                h.vars.push(v);
+            }
+        }
+        for l in written {
+            if !self.is_shared(l)
+                && outside(
+                    self.local_reads.get(&l),
+                    local_reads.get(&l).copied().unwrap_or(0),
+                )
+            {
+                h.locals.push(l);
+            }
+        }
+        h.vars.sort_unstable();
+        h.locals.sort_unstable();
+        let slots = h.slots(self.k);
+        (slots == 0 || (ops >= WARP_RUN_MIN_OPS && slots <= WARP_RUN_MAX_SLOTS)).then_some(h)
+    }
+
     fn stmts(&mut self, body: &[Stmt]) -> Result<()> {
         self.scopes.push();
-        for s in body {
-            self.stmt(s)?;
+        if self.place == Place::Uniform && !self.in_run {
+            for seg in self.plan(body, &self.scopes) {
+                match seg {
+                    Seg::Stmt(i) => self.stmt(&body[i])?,
+                    Seg::Run { start, end, warp0 } => self.run(&body[start..end], warp0)?,
+                }
+            }
+        } else {
+            for s in body {
+                self.stmt(s)?;
+            }
         }
         self.scopes.pop();
+        Ok(())
+    }
+
+    /// A run of scalar statements, on every thread or on warp 0 (see
+    /// *Warp-0 runs*).
+    fn run(&mut self, run: &[Stmt], warp0: Option<HandOver>) -> Result<()> {
+        let slots = match &warp0 {
+            Some(h) if h.slots(self.k) > 0 => self.handover_slots(run, h.slots(self.k))?,
+            _ => None,
+        };
+        let handover = match warp0 {
+            // No room for its slots: it stays on every thread.
+            Some(h) if h.slots(self.k) == 0 || slots.is_some() => h,
+            _ => {
+                self.in_run = true;
+                for s in run {
+                    self.stmt(s)?;
+                }
+                self.in_run = false;
+                return Ok(());
+            }
+        };
+        // Every access of the run (and its slot write) is recorded before
+        // the branch, so a barrier it needs is placed in uniform control
+        // flow; the run conflicts with none of its own.
+        let mut acc = Vec::new();
+        let mut sc = self.scopes.clone();
+        for s in run {
+            self.summary_stmt(s, &mut sc, &mut acc, false);
+        }
+        if slots.is_some() {
+            acc.extend(slot_accesses(run).into_iter().filter(|a| a.write));
+        }
+        self.order(&acc)?;
+        let tid = self.tid()?;
+        let first = self.cx.icmp(IntPredicate::ULT, tid, self.cx.i32c(32))?;
+        let then = self.cx.ctx.append_basic_block(self.f, "warp.run");
+        let cont = self.cx.ctx.append_basic_block(self.f, "warp.run.end");
+        self.cx.b.build_conditional_branch(first, then, cont).ll()?;
+        self.cx.b.position_at_end(then);
+        self.in_run = true;
+        self.warp0 = true;
+        for s in run {
+            self.stats
+                .warp0_stmts
+                .insert(std::ptr::from_ref(s) as usize);
+            self.stmt(s)?;
+        }
+        if let Some(at) = slots {
+            // All lanes hold the same values: lane 0 writes them.
+            self.guarded(true, |g| g.hand_over(&handover, at, true))?;
+        }
+        self.in_run = false;
+        self.warp0 = false;
+        self.cx.b.build_unconditional_branch(cont).ll()?;
+        // Keep the run's blocks between its branch and its join.
+        cont.move_after(self.cur()?)
+            .map_err(|()| GpuError::Llvm("moving a block".into()))?;
+        self.cx.b.position_at_end(cont);
+        if let Some(at) = slots {
+            self.barrier()?;
+            let read: Vec<Access> = slot_accesses(run)
+                .into_iter()
+                .filter(|a| !a.write)
+                .collect();
+            self.order(&read)?;
+            self.hand_over(&handover, at, false)?;
+        }
+        Ok(())
+    }
+
+    /// The shared-memory slots of warp-0 run `run` (`n` of them), made on
+    /// first use; `None` when they would not fit in shared memory.
+    fn handover_slots(&mut self, run: &[Stmt], n: usize) -> Result<Option<PointerValue<'ctx>>> {
+        let key = run_key(run);
+        if let Some(&(at, m)) = self.handover.get(&key) {
+            return if m == n {
+                Ok(Some(at))
+            } else {
+                Err(GpuError::Llvm("a run planned two ways".into()))
+            };
+        }
+        if self.shared_bytes + n * 8 > MAX_SHARED_BYTES {
+            return Ok(None);
+        }
+        self.shared_bytes += n * 8;
+        let i64t = self.cx.ctx.i64_type();
+        let aty = i64t.array_type(n as u32);
+        let gv = self.cx.module.add_global(
+            aty,
+            Some(AddressSpace::from(SHARED)),
+            &format!("{}.pub{}", self.name, self.handover.len()),
+        );
+        gv.set_initializer(&aty.get_undef());
+        gv.set_alignment(8);
+        gv.set_linkage(inkwell::module::Linkage::Internal);
+        let at = gv.as_pointer_value();
+        self.handover.insert(key, (at, n));
+        Ok(Some(at))
+    }
+
+    /// Copies what `h` lists into its slots at `at` (`put`), or back out
+    /// of them.
+    fn hand_over(&mut self, h: &HandOver, at: PointerValue<'ctx>, put: bool) -> Result<()> {
+        let i64t = self.cx.ctx.i64_type();
+        let mut items: Vec<(BasicTypeEnum<'ctx>, PointerValue<'ctx>)> = Vec::new();
+        for v in &h.vars {
+            let ty = self.cx.ty(self.k.vars[v.0 as usize].ty);
+            items.push((ty, self.var_slot(*v)?));
+        }
+        for l in &h.locals {
+            let d = &self.k.locals[l.0 as usize];
+            let ety = self.cx.local_ty(d.ty);
+            let base =
+                self.locals.get(l).map(|s| s.ptr).ok_or_else(|| {
+                    GpuError::Llvm(format!("scratch array %l{} has no storage", l.0))
+                })?;
+            for e in 0..d.len {
+                items.push((ety, gep(&self.cx.b, ety, base, self.cx.i64c(e as i64))?));
+            }
+        }
+        for (i, (ty, reg)) in items.into_iter().enumerate() {
+            let slot = gep(&self.cx.b, i64t.into(), at, self.cx.i64c(i as i64))?;
+            let (from, to) = if put { (reg, slot) } else { (slot, reg) };
+            let x = self.cx.b.build_load(ty, from, "").ll()?;
+            self.cx.b.build_store(to, x).ll()?;
+        }
         Ok(())
     }
 
@@ -793,7 +1184,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             // Entering stands for the previous iteration too.
             let mut sc = self.scopes.clone();
             let mut acc = Vec::new();
-            self.summary(body, &mut sc, &mut acc);
+            self.summary(body, &mut sc, &mut acc, !self.in_run);
             self.order(&acc)?;
         }
         let ctx = self.cx.ctx;
@@ -1294,6 +1685,30 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         let st = self.cx.b.build_store(at, v).ll()?;
         set_align(st, ty_bytes(d) * w as u32)
     }
+}
+
+/// The key of a run: its first statement's address (a run is cut the
+/// same way wherever its list is emitted).
+fn run_key(run: &[Stmt]) -> usize {
+    run.as_ptr() as usize
+}
+
+/// A warp-0 run's slot write (by thread 0) and slot read (by every
+/// thread).
+fn slot_accesses(run: &[Stmt]) -> Vec<Access> {
+    let mem = Mem::Slots(run_key(run));
+    vec![
+        Access {
+            mem,
+            write: true,
+            owner: Owner::Thread0,
+        },
+        Access {
+            mem,
+            write: false,
+            owner: Owner::All,
+        },
+    ]
 }
 
 /// Bytes of a buffer element.

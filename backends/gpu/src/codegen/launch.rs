@@ -19,8 +19,10 @@
 //!   one iteration per thread, everything in it serial.
 //! * [`Mode::Block`] — one parallel loop whose body holds a
 //!   distributable vector loop: one iteration per block; the block runs
-//!   the body in *uniform context* (every thread computes the same scalar
-//!   values, thread 0 alone stores) and distributes its big vector loops.
+//!   the body in *uniform context* (the scalar statements compute the
+//!   same values for the whole block, thread 0 alone stores; costly runs
+//!   of them execute on warp 0 alone, see `entry`) and distributes its
+//!   big vector loops.
 //! * [`Mode::Single`] — anything else: one block runs the whole body in
 //!   uniform context, parallel loops included (as serial loops).
 //!
@@ -55,6 +57,17 @@ pub const UNROLL_MAX_EXTENT: usize = 32;
 
 /// Most statements a full unroll may produce.
 pub const UNROLL_MAX_STMTS: usize = 4096;
+
+/// Fewest arithmetic operations ([`scalar_ops`]) a run of scalar
+/// statements in uniform context needs before it executes on warp 0
+/// alone when the rest of the block needs some of its results: below
+/// this, every thread computing the run costs less than the barrier and
+/// the shared-memory round trip that hand the results over.
+pub const WARP_RUN_MIN_OPS: usize = 32;
+
+/// Most values (variables and scratch-array elements, one 8-byte slot
+/// each) a warp-0 run hands to the rest of its block.
+pub const WARP_RUN_MAX_SLOTS: usize = 128;
 
 /// How a launch runs a kernel body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -122,6 +135,9 @@ pub(crate) struct Dist {
 pub(crate) enum Mem {
     Buf(BufferId),
     Local(LocalId),
+    /// The shared-memory slots through which a warp-0 run hands its
+    /// results to the block (keyed by the run's first statement).
+    Slots(usize),
 }
 
 /// Bytes of a buffer element as stored.
@@ -476,6 +492,31 @@ pub(crate) fn unrolled_size(body: &[Stmt]) -> usize {
         .map(|s| match s {
             Stmt::Loop { extent, body, .. } => extent.saturating_mul(unrolled_size(body)),
             _ => 1,
+        })
+        .fold(0, usize::saturating_add)
+}
+
+/// Arithmetic operations (unary, binary, select, cast; not loads or
+/// constants) one execution of `body` computes, loops multiplied out.
+pub(crate) fn scalar_ops(body: &[Stmt]) -> usize {
+    body.iter()
+        .map(|s| match s {
+            Stmt::Loop { extent, body, .. } => extent.saturating_mul(scalar_ops(body)),
+            _ => s.value().map_or(0, |e| {
+                let mut n = 0usize;
+                e.walk(&mut |x| {
+                    if matches!(
+                        x,
+                        Expr::Unary { .. }
+                            | Expr::Binary { .. }
+                            | Expr::Select { .. }
+                            | Expr::Cast { .. }
+                    ) {
+                        n += 1;
+                    }
+                });
+                n
+            }),
         })
         .fold(0, usize::saturating_add)
 }

@@ -118,8 +118,21 @@ pub fn emit_llvm(program: &Program, opts: &CodegenOptions) -> Result<String> {
 /// The launch plan of a kernel program: what [`compile`] would launch,
 /// with each launch's mode and code statistics.
 pub fn launch_plan(program: &Program, opts: &CodegenOptions) -> Result<Vec<LaunchInfo>> {
+    Ok(launch_plan_with_warp0(program, opts)?
+        .into_iter()
+        .map(|(info, _)| info)
+        .collect())
+}
+
+/// [`launch_plan`], with each launch's statements that run on warp 0
+/// alone (by address in `program`; see `entry.rs`, *Warp-0 runs*).
+pub(crate) fn launch_plan_with_warp0(
+    program: &Program,
+    opts: &CodegenOptions,
+) -> Result<Vec<(LaunchInfo, HashSet<usize>)>> {
     let ctx = Context::create();
-    Ok(build(&ctx, program, opts)?.1)
+    let (_, infos, warp0) = build_recording(&ctx, program, opts)?;
+    Ok(infos.into_iter().zip(warp0).collect())
 }
 
 /// The program's module built and optimized for the target, with its
@@ -174,6 +187,18 @@ fn build<'ctx>(
     program: &Program,
     opts: &CodegenOptions,
 ) -> Result<(Module<'ctx>, Vec<LaunchInfo>)> {
+    let (module, infos, _) = build_recording(ctx, program, opts)?;
+    Ok((module, infos))
+}
+
+/// [`build`], with each launch's warp-0 statements (see
+/// [`launch_plan_with_warp0`]).
+#[allow(clippy::type_complexity, reason = "one private helper's result")]
+fn build_recording<'ctx>(
+    ctx: &'ctx Context,
+    program: &Program,
+    opts: &CodegenOptions,
+) -> Result<(Module<'ctx>, Vec<LaunchInfo>, Vec<HashSet<usize>>)> {
     let sm = sm_version(&opts.arch)?;
     if !(32..=1024).contains(&opts.block_threads) || !opts.block_threads.is_multiple_of(32) {
         return Err(GpuError::InvalidArgument(format!(
@@ -189,6 +214,7 @@ fn build<'ctx>(
     module.set_triple(&tm.get_triple());
     module.set_data_layout(&tm.get_target_data().get_data_layout());
     let mut infos = Vec::new();
+    let mut warp0 = Vec::new();
     let mut taken: HashSet<String> = HashSet::new();
     for k in &program.kernels {
         let parts = pieces(program, k)?;
@@ -212,6 +238,7 @@ fn build<'ctx>(
                         ),
                     };
                     link_text(ctx, &module, &tm, &entry, &text)?;
+                    warp0.push(HashSet::new());
                     LaunchInfo {
                         entry,
                         kernel: k.name.clone(),
@@ -228,6 +255,7 @@ fn build<'ctx>(
                     let cx = Cx::new(ctx, &module);
                     let (f, st) = Gen::launch(cx, program, k, piece, &entry, opts.block_threads)?;
                     annotate(ctx, &module, f, st.block)?;
+                    warp0.push(st.warp0_stmts);
                     LaunchInfo {
                         entry,
                         kernel: k.name.clone(),
@@ -247,7 +275,7 @@ fn build<'ctx>(
     module
         .verify()
         .map_err(|e| GpuError::Llvm(format!("invalid LLVM IR: {e}")))?;
-    Ok((module, infos))
+    Ok((module, infos, warp0))
 }
 
 /// Marks `f` a kernel entry launched with at most `block` threads.
