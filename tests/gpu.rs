@@ -29,7 +29,7 @@ use birkhoff::compare::{
     CheckError, OutputError, Rule, compare_cases, compare_compiled, compare_with, random_inputs,
 };
 use birkhoff::dsl::zoo::{Flag, ModelArgs, build_model, model_info, models};
-use birkhoff::gpu::{GpuError, GpuModule, copy_bandwidth};
+use birkhoff::gpu::{GpuError, GpuExecutable, GpuModule, copy_bandwidth};
 use birkhoff::ir::{DType, Graph, Tensor};
 use birkhoff::{
     CompileError, CompileOptions, GpuCode, Target, compile_with, gpu_code, gpu_module,
@@ -356,6 +356,43 @@ fn device_timings_are_measured() {
         launches.len()
     );
     assert!(bw > 0.0 && bw.is_finite(), "{bw}");
+}
+
+/// The driver's JIT: a loaded module has its JIT time measured, and PTX the
+/// driver rejects fails with the JIT compiler's error log in the message,
+/// on one line.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn the_jit_is_timed_and_rejected_ptx_carries_the_jit_log() {
+    let model = sublayer();
+    let exe = compile_gpu(&model.graph, true).unwrap();
+    let gpu = exe.gpu().expect("a GPU executable");
+    let jit = gpu.jit_seconds();
+    assert!(jit > 0.0 && jit.is_finite(), "{jit}");
+    println!(
+        "@{}: JIT {jit:.3} s; info log: {:?}",
+        model.graph.name(),
+        gpu.jit_log()
+    );
+    // An instruction that does not exist, first in the first entry's body.
+    let mut module = gpu_module(&model.graph, &gpu_options(true)).unwrap();
+    let entry = module.ptx.find(".entry").expect("an entry");
+    let body = entry + module.ptx[entry..].find('{').expect("a body") + 1;
+    module
+        .ptx
+        .insert_str(body, "\n\tno_such_instruction.u32 %r0;\n");
+    match GpuExecutable::load(module, gpu.device()) {
+        Err(GpuError::Jit(j)) => {
+            println!("{j}");
+            assert_eq!(j.module, model.graph.name());
+            assert!(!j.log.is_empty(), "no JIT log: {j}");
+            assert!(
+                !j.log.contains('\n') && j.log.chars().count() <= 2100,
+                "{j}"
+            );
+        }
+        other => panic!("expected the JIT's rejection, got {other:?}"),
+    }
 }
 
 /// Training with recomputation on the device: a two-layer mHC language

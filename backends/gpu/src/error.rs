@@ -49,6 +49,10 @@ pub enum GpuError {
     /// The CUDA driver reported an error.
     #[error("CUDA: {0}")]
     Cuda(String),
+    /// The driver's JIT compiler rejected a module's PTX (boxed: the
+    /// details are large and rare).
+    #[error("CUDA: {0}")]
+    Jit(Box<JitError>),
     /// A module is internally inconsistent (buffer indices out of range,
     /// empty launch dimensions, an entry missing from the PTX, …).
     #[error("invalid GPU module: {0}")]
@@ -56,4 +60,26 @@ pub enum GpuError {
     /// A caller passed an unusable argument (zero runs, zero bytes).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+}
+
+/// Why the driver's JIT compiler rejected a module's PTX
+/// ([`GpuError::Jit`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the driver rejected the PTX of @{module} (target {target}) on {device}: {cause}; JIT log: {}",
+    if log.is_empty() { "(empty)" } else { log.as_str() }
+)]
+pub struct JitError {
+    /// The module's name (its graph's).
+    pub module: String,
+    /// The PTX target it was generated for (`sm_90`).
+    pub target: String,
+    /// The device's architecture (`sm_90`).
+    pub device: String,
+    /// The driver's error: its name and description.
+    pub cause: String,
+    /// The JIT compiler's error log (or, if that is empty, its info log)
+    /// on one line: control characters escaped (a newline reads `\n`), at
+    /// most 2000 characters kept.
+    pub log: String,
 }

@@ -2,13 +2,20 @@
 //! [`GpuBackend`] that compiles kernel programs into one.
 //!
 //! Loading validates the module, checks it fits the device (architecture,
-//! shared memory), loads the PTX, looks every launched entry up once,
+//! shared memory), loads the PTX (`cuModuleLoadDataEx`: the driver's JIT
+//! compiles it to machine code, with its info and error logs captured and
+//! its wall time measured), looks every launched entry up once,
 //! allocates one device buffer per input, output and constant (constants
 //! uploaded once), one arena for every temporary, and the address table
 //! the kernel ABI passes to every entry (see [`crate::module`]). A run
 //! checks its inputs on the host first, uploads them, launches every
 //! [`Launch`](crate::Launch) in order on the device's stream, waits, and
 //! downloads the outputs. Device memory is reused by every run.
+//!
+//! A module the driver rejects fails with [`GpuError::Jit`], which carries
+//! the JIT compiler's error log on one line ([`one_line_log`]); a loaded
+//! one keeps its JIT seconds and verbose info log
+//! ([`GpuExecutable::jit_seconds`], [`GpuExecutable::jit_log`]).
 
 use std::fmt;
 
@@ -39,6 +46,76 @@ impl LaunchTiming {
     pub fn median_s(&self) -> f64 {
         crate::runtime::median(&self.times)
     }
+}
+
+/// Most characters of a JIT log that an error message keeps.
+#[cfg_attr(
+    not(feature = "cuda"),
+    allow(dead_code, reason = "the CUDA runtime's; unit-tested in every build")
+)]
+pub(crate) const JIT_LOG_MAX_CHARS: usize = 2000;
+
+/// The text the driver wrote into a JIT log buffer.
+///
+/// `filled` is the byte count the driver reported back through the
+/// buffer's size option. It is not trusted: drivers differ on whether it
+/// counts the terminating NUL, and it could exceed the buffer. The text
+/// ends at the end of the buffer, at `filled` or at the first NUL,
+/// whichever comes first; bytes that are not UTF-8 are replaced (U+FFFD),
+/// and leading and trailing whitespace is trimmed.
+#[cfg_attr(
+    not(feature = "cuda"),
+    allow(dead_code, reason = "the CUDA runtime's; unit-tested in every build")
+)]
+pub(crate) fn decode_jit_log(buf: &[u8], filled: usize) -> String {
+    let bytes = &buf[..filled.min(buf.len())];
+    let bytes = bytes
+        .iter()
+        .position(|&b| b == 0)
+        .map_or(bytes, |nul| &bytes[..nul]);
+    String::from_utf8_lossy(bytes).trim().to_string()
+}
+
+/// A (multi-line) log as one line of an error message: trailing
+/// whitespace cut from every line, blank lines dropped, the lines joined
+/// by newlines, and every control character escaped (a newline reads
+/// `\n`, a tab `\t`), as the project's other one-line errors do. At most
+/// `max_chars` characters are kept; a longer log is cut between two
+/// characters of the input (never inside an escape) and ends with
+/// `… (N more characters)`.
+#[cfg_attr(
+    not(feature = "cuda"),
+    allow(dead_code, reason = "the CUDA runtime's; unit-tested in every build")
+)]
+pub(crate) fn one_line_log(log: &str, max_chars: usize) -> String {
+    let joined = log
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut out = String::new();
+    let mut kept = 0;
+    let mut cut = 0;
+    for c in joined.chars() {
+        let piece: String = if c.is_control() {
+            c.escape_default().collect()
+        } else {
+            c.to_string()
+        };
+        let n = piece.chars().count();
+        if cut > 0 || kept + n > max_chars {
+            cut += n;
+        } else {
+            kept += n;
+            out.push_str(&piece);
+        }
+    }
+    if cut > 0 {
+        let s = if cut == 1 { "" } else { "s" };
+        out.push_str(&format!("… ({cut} more character{s})"));
+    }
+    out
 }
 
 /// The GPU backend: kernel IR to PTX (needs the `gpu` feature), loaded on
@@ -84,19 +161,192 @@ impl Artifact for GpuExecutable {
 #[cfg(feature = "cuda")]
 mod imp {
     use std::collections::BTreeMap;
-    use std::sync::{Mutex, MutexGuard};
+    use std::ffi::{CString, c_uint, c_void};
+    use std::sync::{Arc, Mutex, MutexGuard};
+    use std::time::Instant;
 
     use birkhoff_ir::Tensor;
-    use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg, sys};
-    use cudarc::nvrtc::Ptx;
+    use cudarc::driver::{CudaContext, CudaSlice, DevicePtr, DriverError, result, sys};
 
-    use super::LaunchTiming;
-    use crate::error::{GpuError, Result};
+    use super::{JIT_LOG_MAX_CHARS, LaunchTiming, decode_jit_log, one_line_log};
+    use crate::error::{GpuError, JitError, Result};
     use crate::module::{GpuModule, const_storage, from_storage, to_storage};
-    use crate::runtime::{GpuDevice, arch_runs_on, cuda_error, elapsed_s};
+    use crate::runtime::{GpuDevice, arch_runs_on, cuda_error, driver_error_text, elapsed_s};
 
     /// Dynamic shared memory a launch may use without opting in.
     const DEFAULT_SHARED_BYTES: u32 = 48 << 10;
+
+    /// Bytes of each of the two log buffers the JIT compiler gets (info
+    /// and error); a longer log is cut by the driver.
+    const JIT_LOG_BYTES: usize = 64 << 10;
+
+    /// A module the driver loaded into a context (`cuModuleLoadDataEx`),
+    /// unloaded when dropped, as cudarc's own modules are.
+    struct LoadedModule {
+        handle: sys::CUmodule,
+        ctx: Arc<CudaContext>,
+    }
+
+    // SAFETY: a CUmodule is a handle to driver state, not host memory the
+    // handle's owner could race on: the driver API may use it from any
+    // thread on which its context is current, and every use here binds the
+    // context first (cudarc's modules are `Send` and `Sync` for the same
+    // reason).
+    #[expect(unsafe_code, reason = "a driver handle, usable from any thread")]
+    unsafe impl Send for LoadedModule {}
+    // SAFETY: as for `Send`; nothing here mutates the handle.
+    #[expect(unsafe_code, reason = "a driver handle, usable from any thread")]
+    unsafe impl Sync for LoadedModule {}
+
+    impl Drop for LoadedModule {
+        #[expect(unsafe_code, reason = "cuModuleUnload of the handle this value owns")]
+        fn drop(&mut self) {
+            // A drop cannot return errors: like cudarc, record them on the
+            // context, which reports them at its next use.
+            self.ctx.record_err(self.ctx.bind_to_thread());
+            // Work still queued may run this module's code (a run that
+            // failed halfway returns before synchronizing); its error, if
+            // any, was that run's to report.
+            let _ = result::ctx::synchronize();
+            // SAFETY: `handle` came from a successful cuModuleLoadDataEx
+            // (`load_ptx`) and is unloaded only here, once. The entries
+            // looked up in it live in the same executable and are not used
+            // after it drops.
+            self.ctx
+                .record_err(unsafe { result::module::unload(self.handle) });
+        }
+    }
+
+    /// A kernel entry of a [`LoadedModule`], valid while that module is
+    /// loaded: the executable holds both and uses the entry only while it
+    /// lives.
+    #[derive(Clone, Copy)]
+    struct Entry(sys::CUfunction);
+
+    // SAFETY: as for `LoadedModule`: a driver handle, used only with its
+    // context current.
+    #[expect(unsafe_code, reason = "a driver handle, usable from any thread")]
+    unsafe impl Send for Entry {}
+    // SAFETY: as for `Send`.
+    #[expect(unsafe_code, reason = "a driver handle, usable from any thread")]
+    unsafe impl Sync for Entry {}
+
+    /// What one `cuModuleLoadDataEx` call did.
+    struct JitOutcome {
+        /// The module, or the driver's error.
+        module: std::result::Result<LoadedModule, DriverError>,
+        /// Wall time of the call.
+        seconds: f64,
+        /// The JIT compiler's (verbose) info log, decoded.
+        info_log: String,
+        /// Its error log, decoded.
+        error_log: String,
+    }
+
+    /// Loads `ptx` into `ctx` through `cuModuleLoadDataEx`, with the JIT
+    /// compiler's info and error logs (verbose) captured in buffers owned
+    /// here and the call's wall time measured. The safe face of the one
+    /// unsafe call: the source is NUL-terminated, every option value is a
+    /// buffer that outlives the call or an integer in a pointer-sized slot,
+    /// and the byte counts the driver writes back are checked against the
+    /// buffers ([`decode_jit_log`]).
+    #[expect(
+        unsafe_code,
+        reason = "cuModuleLoadDataEx has no safe wrapper in cudarc; the wrapper is this function"
+    )]
+    fn load_ptx(ctx: &Arc<CudaContext>, ptx: &str) -> Result<JitOutcome> {
+        let src = CString::new(ptx).map_err(|e| {
+            GpuError::InvalidModule(format!(
+                "the PTX holds a NUL byte at offset {}",
+                e.nul_position()
+            ))
+        })?;
+        ctx.bind_to_thread()
+            .map_err(|e| cuda_error("cannot make the device's context current", &e))?;
+        let mut info = vec![0u8; JIT_LOG_BYTES];
+        let mut error = vec![0u8; JIT_LOG_BYTES];
+        use sys::CUjit_option as O;
+        let mut options = [
+            O::CU_JIT_INFO_LOG_BUFFER,
+            O::CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES,
+            O::CU_JIT_ERROR_LOG_BUFFER,
+            O::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
+            O::CU_JIT_LOG_VERBOSE,
+        ];
+        // One pointer-sized slot per option: a buffer's address, or an
+        // integer cast to a pointer (the driver API's convention). The
+        // driver overwrites each size slot with the bytes it wrote.
+        let mut values: [*mut c_void; 5] = [
+            info.as_mut_ptr().cast(),
+            std::ptr::without_provenance_mut(info.len()),
+            error.as_mut_ptr().cast(),
+            std::ptr::without_provenance_mut(error.len()),
+            std::ptr::without_provenance_mut(1),
+        ];
+        let mut handle: sys::CUmodule = std::ptr::null_mut();
+        let start = Instant::now();
+        // SAFETY: `handle` is writable; `src` is a NUL-terminated string
+        // that outlives the call (the driver reads it as PTX text); the two
+        // arrays hold `options.len()` entries each; each log buffer is
+        // writable for the size its size slot gives (the driver writes at
+        // most that many bytes, the NUL included) and lives until after
+        // the call; the context is current on this thread.
+        let r = unsafe {
+            sys::cuModuleLoadDataEx(
+                &mut handle,
+                src.as_ptr().cast(),
+                options.len() as c_uint,
+                options.as_mut_ptr(),
+                values.as_mut_ptr(),
+            )
+        };
+        let seconds = start.elapsed().as_secs_f64();
+        let info_log = decode_jit_log(&info, values[1].addr());
+        let error_log = decode_jit_log(&error, values[3].addr());
+        let module = r.result().map(|()| LoadedModule {
+            handle,
+            ctx: ctx.clone(),
+        });
+        Ok(JitOutcome {
+            module,
+            seconds,
+            info_log,
+            error_log,
+        })
+    }
+
+    /// Looks entry `name` up in `module` (its context current).
+    #[expect(
+        unsafe_code,
+        reason = "cuModuleGetFunction on a module this crate loaded"
+    )]
+    fn entry(module: &LoadedModule, name: &str) -> Result<Entry> {
+        let c = CString::new(name).map_err(|_| {
+            GpuError::InvalidModule(format!("entry name {name:?} holds a NUL byte"))
+        })?;
+        // SAFETY: `module.handle` is loaded for as long as `module` lives
+        // (`LoadedModule`'s invariant).
+        let f = unsafe { result::module::get_function(module.handle, c) }
+            .map_err(|e| cuda_error(&format!("cannot find entry {name} in the loaded PTX"), &e))?;
+        Ok(Entry(f))
+    }
+
+    /// Lets `f` use up to `bytes` of dynamic shared memory.
+    #[expect(
+        unsafe_code,
+        reason = "cuFuncSetAttribute on an entry of a module this crate loaded"
+    )]
+    fn opt_in_shared(f: Entry, bytes: u32) -> std::result::Result<(), DriverError> {
+        // SAFETY: `f` belongs to a module that is loaded (the caller holds
+        // it), and the attribute takes a byte count.
+        unsafe {
+            result::function::set_function_attribute(
+                f.0,
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                i32::try_from(bytes).unwrap_or(i32::MAX),
+            )
+        }
+    }
 
     /// Device memory of an executable; one run at a time holds it.
     struct State {
@@ -106,7 +356,9 @@ mod imp {
         /// Every temporary, at its offset; kept alive for the table.
         _arena: Option<CudaSlice<u8>>,
         /// The kernel ABI's argument: one device address per buffer.
-        table: CudaSlice<u64>,
+        _table: CudaSlice<u64>,
+        /// The table's device address, the one parameter of every entry.
+        table_addr: sys::CUdeviceptr,
     }
 
     /// A module loaded on a device.
@@ -116,8 +368,14 @@ mod imp {
     pub struct GpuExecutable {
         module: GpuModule,
         device: GpuDevice,
-        /// One function per launch, in launch order.
-        functions: Vec<CudaFunction>,
+        /// One entry per launch, in launch order (valid while `_loaded` is).
+        functions: Vec<Entry>,
+        /// The module as the driver loaded it.
+        _loaded: LoadedModule,
+        /// Wall time of loading the PTX (the JIT), seconds.
+        jit_seconds: f64,
+        /// The JIT compiler's verbose info log.
+        jit_log: String,
         state: Mutex<State>,
     }
 
@@ -148,30 +406,27 @@ mod imp {
                     info.arch()
                 )));
             }
-            let ptx = Ptx::from_src(module.ptx.clone());
-            let cu_module = device.ctx.load_module(ptx).map_err(|e| {
-                cuda_error(
-                    &format!(
-                        "the driver rejected the PTX of @{} (target {}) on {}",
-                        module.name,
-                        module.arch,
-                        info.arch()
-                    ),
-                    &e,
-                )
+            let jit = load_ptx(&device.ctx, &module.ptx)?;
+            let loaded = jit.module.map_err(|e| {
+                let log = if jit.error_log.is_empty() {
+                    &jit.info_log
+                } else {
+                    &jit.error_log
+                };
+                GpuError::Jit(Box::new(JitError {
+                    module: module.name.clone(),
+                    target: module.arch.clone(),
+                    device: info.arch(),
+                    cause: driver_error_text(&e),
+                    log: one_line_log(log, JIT_LOG_MAX_CHARS),
+                }))
             })?;
             // One lookup per entry; the largest dynamic shared memory any
             // launch of it asks for decides its opt-in.
-            let mut by_entry: BTreeMap<&str, (CudaFunction, u32)> = BTreeMap::new();
+            let mut by_entry: BTreeMap<&str, (Entry, u32)> = BTreeMap::new();
             for l in &module.launches {
                 if !by_entry.contains_key(l.entry.as_str()) {
-                    let f = cu_module.load_function(&l.entry).map_err(|e| {
-                        cuda_error(
-                            &format!("cannot find entry {} in the loaded PTX", l.entry),
-                            &e,
-                        )
-                    })?;
-                    by_entry.insert(&l.entry, (f, 0));
+                    by_entry.insert(&l.entry, (entry(&loaded, &l.entry)?, 0));
                 }
                 let slot = by_entry.get_mut(l.entry.as_str()).expect("inserted above");
                 slot.1 = slot.1.max(l.shared_bytes);
@@ -184,11 +439,7 @@ mod imp {
                     )));
                 }
                 if *shared > DEFAULT_SHARED_BYTES {
-                    f.set_attribute(
-                        sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                        i32::try_from(*shared).unwrap_or(i32::MAX),
-                    )
-                    .map_err(|e| {
+                    opt_in_shared(*f, *shared).map_err(|e| {
                         cuda_error(
                             &format!("cannot give entry {entry} {shared} bytes of shared memory"),
                             &e,
@@ -199,15 +450,36 @@ mod imp {
             let functions = module
                 .launches
                 .iter()
-                .map(|l| by_entry[l.entry.as_str()].0.clone())
+                .map(|l| by_entry[l.entry.as_str()].0)
                 .collect();
             let state = allocate(&module, device)?;
             Ok(GpuExecutable {
                 module,
                 device: device.clone(),
                 functions,
+                _loaded: loaded,
+                jit_seconds: jit.seconds,
+                jit_log: jit.info_log,
                 state: Mutex::new(state),
             })
+        }
+
+        /// Wall-clock seconds the driver took to load the module's PTX:
+        /// its JIT compilation to the device's machine code, every entry
+        /// at once (one `cuModuleLoadDataEx`). Birkhoff's own code
+        /// generation is not included, nor are entry lookups or memory
+        /// allocation. The driver may serve a module it compiled before
+        /// from its compute cache (`CUDA_CACHE_DISABLE=1` turns that off),
+        /// so a repeated load can take almost no time.
+        pub fn jit_seconds(&self) -> f64 {
+            self.jit_seconds
+        }
+
+        /// The JIT compiler's verbose info log for this module, trimmed
+        /// (often empty; with `ptxas`-style lines such as registers used
+        /// and spill stores per entry where the driver writes them).
+        pub fn jit_log(&self) -> &str {
+            &self.jit_log
         }
 
         /// The loaded module.
@@ -356,25 +628,11 @@ mod imp {
 
         #[expect(
             unsafe_code,
-            reason = "launching generated code: cudarc cannot check kernel arguments"
+            reason = "launching generated code: nothing can check kernel arguments"
         )]
         fn launch(&self, state: &State, i: usize) -> Result<()> {
             let l = &self.module.launches[i];
-            let cfg = LaunchConfig {
-                grid_dim: (l.grid[0], l.grid[1], l.grid[2]),
-                block_dim: (l.block[0], l.block[1], l.block[2]),
-                shared_mem_bytes: l.shared_bytes,
-            };
-            let mut args = self.device.stream.launch_builder(&self.functions[i]);
-            args.arg(&state.table);
-            // SAFETY: every entry takes exactly one parameter, the address
-            // table (the kernel ABI of `crate::module`); the table holds one
-            // address per buffer of this module, each pointing into memory
-            // this executable owns, sized by the buffer plan that code
-            // generation indexed against (`validate` checked the temps fit
-            // the arena). The memory outlives the launch: it is freed only
-            // when the executable drops, on the same stream.
-            unsafe { args.launch(cfg) }.map_err(|e| {
+            let failed = |e: DriverError| {
                 cuda_error(
                     &format!(
                         "cannot launch {} (grid {:?}, block {:?}, {} bytes shared)",
@@ -382,8 +640,33 @@ mod imp {
                     ),
                     &e,
                 )
-            })?;
-            Ok(())
+            };
+            self.device.ctx.bind_to_thread().map_err(failed)?;
+            // cuLaunchKernel takes the address of each parameter's value.
+            let mut table = state.table_addr;
+            let mut params = [std::ptr::from_mut(&mut table).cast::<c_void>()];
+            // SAFETY: the entry belongs to the module this executable keeps
+            // loaded, and its context is current. Every entry takes exactly
+            // one parameter, the address table (the kernel ABI of
+            // `crate::module`), passed by the address of a local that
+            // outlives the call (the driver copies parameters at launch);
+            // the table holds one address per buffer of this module, each
+            // pointing into memory this executable owns, sized by the
+            // buffer plan that code generation indexed against (`validate`
+            // checked the temps fit the arena). The memory outlives the
+            // launch: it is freed only when the executable drops, on the
+            // same stream, after the work queued before it.
+            unsafe {
+                result::launch_kernel(
+                    self.functions[i].0,
+                    (l.grid[0], l.grid[1], l.grid[2]),
+                    (l.block[0], l.block[1], l.block[2]),
+                    l.shared_bytes,
+                    self.device.stream.cu_stream(),
+                    &mut params,
+                )
+            }
+            .map_err(failed)
         }
 
         /// The error of a launch sequence that failed on the device (the
@@ -441,10 +724,12 @@ mod imp {
             s.clone_htod(&table)
         }
         .map_err(|e| cuda_error("cannot upload the buffer address table", &e))?;
+        let table_addr = table.device_ptr(s).0;
         Ok(State {
             buffers,
             _arena: arena,
-            table,
+            _table: table,
+            table_addr,
         })
     }
 }
@@ -484,6 +769,16 @@ mod stub {
             match self.never {}
         }
 
+        /// Seconds the driver took to load the PTX.
+        pub fn jit_seconds(&self) -> f64 {
+            match self.never {}
+        }
+
+        /// The JIT compiler's info log.
+        pub fn jit_log(&self) -> &str {
+            match self.never {}
+        }
+
         /// Runs on `inputs`.
         pub fn run(&self, inputs: &BTreeMap<String, Tensor>) -> Result<Vec<(String, Tensor)>> {
             let _ = inputs;
@@ -511,5 +806,82 @@ mod stub {
             let _ = (inputs, warmup, runs);
             match self.never {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decode_jit_log, one_line_log};
+
+    #[test]
+    fn a_log_ends_at_the_reported_size_the_first_nul_or_the_buffer() {
+        let mut buf = b"ptxas error : bad\0garbage".to_vec();
+        // The reported size counting the NUL, not counting it, or past it.
+        assert_eq!(decode_jit_log(&buf, 18), "ptxas error : bad");
+        assert_eq!(decode_jit_log(&buf, 17), "ptxas error : bad");
+        assert_eq!(decode_jit_log(&buf, 25), "ptxas error : bad");
+        // Less than the text: cut there.
+        assert_eq!(decode_jit_log(&buf, 5), "ptxas");
+        // More than the buffer, and no NUL at all: the whole buffer.
+        buf.truncate(11);
+        assert_eq!(decode_jit_log(&buf, 1 << 20), "ptxas error");
+        // Nothing written: the zeroed buffer decodes to nothing.
+        assert_eq!(decode_jit_log(&[0u8; 64], 0), "");
+        assert_eq!(decode_jit_log(&[0u8; 64], 64), "");
+        assert_eq!(decode_jit_log(&[], 10), "");
+    }
+
+    #[test]
+    fn a_log_is_trimmed_and_invalid_utf8_replaced() {
+        assert_eq!(decode_jit_log(b"\n  info : ok \r\n\0", 99), "info : ok");
+        assert_eq!(decode_jit_log(b"a\xffb", 3), "a\u{fffd}b");
+    }
+
+    #[test]
+    fn a_log_becomes_one_line_with_control_characters_escaped() {
+        let log = "ptxas application ptx input, line 12; error   : Unknown symbol 'x'\r\n\n\
+                   ptxas fatal   : Ptx assembly aborted due to errors   \n";
+        let line = one_line_log(log, 2000);
+        assert_eq!(
+            line,
+            "ptxas application ptx input, line 12; error   : Unknown symbol 'x'\\n\
+             ptxas fatal   : Ptx assembly aborted due to errors"
+        );
+        assert!(!line.chars().any(char::is_control), "{line}");
+        assert_eq!(one_line_log("a\tb\0c\u{1b}", 100), "a\\tb\\u{0}c\\u{1b}");
+        assert_eq!(one_line_log("", 100), "");
+        assert_eq!(one_line_log(" \n\n", 100), "");
+    }
+
+    #[test]
+    fn a_long_log_is_cut_between_characters_and_says_how_much_is_left() {
+        let log = "x".repeat(50);
+        assert_eq!(one_line_log(&log, 50), log);
+        assert_eq!(one_line_log(&log, 10), "xxxxxxxxxx… (40 more characters)");
+        // Never inside an escape: `\n` is kept whole or not at all.
+        assert_eq!(one_line_log("abc\ndef", 4), "abc… (5 more characters)");
+        assert_eq!(one_line_log("abc\ndef", 5), "abc\\n… (3 more characters)");
+        // Characters, not bytes.
+        assert_eq!(one_line_log("ééé", 2), "éé… (1 more character)");
+        assert_eq!(one_line_log(&log, 0), "… (50 more characters)");
+    }
+
+    #[test]
+    fn a_rejected_module_says_which_where_why_and_what_the_jit_said() {
+        let e = |log: &str| {
+            crate::GpuError::Jit(Box::new(crate::JitError {
+                module: "mhc_pre".into(),
+                target: "sm_90".into(),
+                device: "sm_90".into(),
+                cause: "CUDA_ERROR_INVALID_PTX (a PTX JIT compilation failed)".into(),
+                log: log.into(),
+            }))
+        };
+        assert_eq!(
+            e("ptxas fatal : bad").to_string(),
+            "CUDA: the driver rejected the PTX of @mhc_pre (target sm_90) on sm_90: \
+             CUDA_ERROR_INVALID_PTX (a PTX JIT compilation failed); JIT log: ptxas fatal : bad"
+        );
+        assert!(e("").to_string().ends_with("; JIT log: (empty)"));
     }
 }

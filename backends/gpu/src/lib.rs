@@ -27,7 +27,7 @@ mod runtime;
 
 use birkhoff_ir::kernel::Program;
 
-pub use error::{GpuError, Result};
+pub use error::{GpuError, JitError, Result};
 pub use executable::{GpuBackend, GpuExecutable, LaunchTiming};
 pub use module::{
     ARTIFACT_MAGIC, ARTIFACT_VERSION, BufferInfo, GpuModule, Launch, MAX_BLOCK_THREADS,

@@ -110,15 +110,21 @@ mod imp {
     /// A driver error as a one-line message: what failed, the error's name
     /// and the driver's description of it.
     pub(crate) fn cuda_error(what: &str, e: &DriverError) -> GpuError {
+        GpuError::Cuda(format!("{what}: {}", driver_error_text(e)))
+    }
+
+    /// A driver error's name and, where the driver has one, its
+    /// description: `CUDA_ERROR_INVALID_PTX (a PTX JIT compilation failed)`.
+    pub(crate) fn driver_error_text(e: &DriverError) -> String {
         let desc = e
             .error_string()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        GpuError::Cuda(if desc.is_empty() {
-            format!("{what}: {:?}", e.0)
+        if desc.is_empty() {
+            format!("{:?}", e.0)
         } else {
-            format!("{what}: {:?} ({desc})", e.0)
-        })
+            format!("{:?} ({desc})", e.0)
+        }
     }
 
     /// Whether the CUDA driver library can be loaded on this machine.

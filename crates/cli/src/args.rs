@@ -38,7 +38,7 @@ pub enum Command {
     Bench(BenchArgs),
     /// Build the default mHC transformer block, run it, and report.
     Demo(DemoArgs),
-    /// Describe a CUDA device and measure its device-to-device copy bandwidth.
+    /// Describe a CUDA device and measure its copy bandwidth (or, with --jit, its JIT times).
     GpuInfo(GpuInfoArgs),
     /// Check the generated GPU code without a GPU: spills, launch plans, a time model.
     GpuAudit(GpuAuditArgs),
@@ -648,8 +648,11 @@ pub struct GpuAuditArgs {
     #[arg(long, value_name = "FILE")]
     pub write_baseline: Option<PathBuf>,
     /// Print one JSON array: per program its launches, their figures and findings.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "markdown")]
     pub json: bool,
+    /// Print one markdown table, a row per program (model time, floor, spills, findings).
+    #[arg(long)]
+    pub markdown: bool,
 }
 
 #[derive(Args, Debug)]
@@ -663,9 +666,21 @@ pub struct GpuInfoArgs {
     /// Timed copies (the median is reported).
     #[arg(long, default_value_t = 20)]
     pub runs: usize,
-    /// Print one JSON object: {"device", "sms", "memory_bytes", "copy_gbps",
-    /// "copy_bytes", ...}; copy_gbps counts bytes read plus bytes written,
-    /// copy_bytes is the size of the copied buffer.
+    /// Print one JSON object: {"device", "sms", "memory_bytes",
+    /// "driver_version", "copy_gbps", "copy_bytes", ...}; copy_gbps counts
+    /// bytes read plus bytes written, copy_bytes is the size of the copied
+    /// buffer. With --jit: the device fields and "jit" [{model, dtype,
+    /// fused, launches, ptx_bytes, codegen_s, jit_s, error, jit_log}],
+    /// "jit_modules", "jit_failed", "jit_total_s", "jit_max_s".
     #[arg(long)]
     pub json: bool,
+    /// Instead of the copy bandwidth: generate the PTX of every zoo model
+    /// (f32 and bf16, fused and unfused, at the zoo's default shapes) and
+    /// load each on the device, reporting the seconds the driver's JIT
+    /// compiler took per module; a module the driver rejects is reported
+    /// with its JIT log and the command fails after the others ran. Needs a
+    /// build with `--features gpu`. Set CUDA_CACHE_DISABLE=1 to time cold
+    /// compiles (the driver caches what it compiled before).
+    #[arg(long, conflicts_with_all = ["copy_mib", "runs"])]
+    pub jit: bool,
 }

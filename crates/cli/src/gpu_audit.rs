@@ -124,6 +124,7 @@ mod enabled {
         let mut failed = 0usize;
         let mut known_count = 0usize;
         let mut json = Vec::new();
+        let mut markdown = Vec::new();
         if !a.json {
             println!(
                 "GPU audit on {} ({} SMs, {:.3} GHz, {:.0} GB/s): model times, not measurements",
@@ -152,6 +153,10 @@ mod enabled {
             }
             if a.json {
                 json.push(program_json(&r, &device, &a.allow, &baseline));
+                continue;
+            }
+            if a.markdown {
+                markdown.push(program_row(&r));
                 continue;
             }
             let model: f64 = r.launches.iter().map(|l| l.model_s()).sum();
@@ -237,6 +242,14 @@ mod enabled {
         }
         if a.json {
             println!("[{}]", json.join(",\n"));
+        } else if a.markdown {
+            println!(
+                "| program | launches | model µs | floor µs | model / floor | spill bytes | findings |"
+            );
+            println!("|---|---:|---:|---:|---:|---:|---|");
+            for row in &markdown {
+                println!("{row}");
+            }
         } else {
             println!();
             for (p, e, f) in &stale {
@@ -258,6 +271,35 @@ mod enabled {
         } else {
             ExitCode::FAILURE
         })
+    }
+
+    /// One program as a row of the `--markdown` table.
+    fn program_row(r: &ProgramAudit) -> String {
+        let model: f64 = r.launches.iter().map(LaunchAudit::model_s).sum();
+        let floor: f64 = r.launches.iter().map(|l| l.floor_s).sum();
+        let spills: Option<u64> = r
+            .launches
+            .iter()
+            .map(|l| l.ptxas.as_ref().map(|s| s.spill_stores + s.spill_loads))
+            .sum();
+        let mut kinds: Vec<&str> = r.failures().iter().map(|(_, f)| f.name()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        format!(
+            "| {} | {} | {:.1} | {:.1} | {:.2}{} | {} | {} |",
+            r.name,
+            r.launches.len(),
+            model * 1e6,
+            floor * 1e6,
+            r.ratio(),
+            if r.mhc { "" } else { " (not held)" },
+            spills.map_or("—".into(), |s| s.to_string()),
+            if kinds.is_empty() {
+                "none".into()
+            } else {
+                kinds.join(", ")
+            }
+        )
     }
 
     fn program_json(
