@@ -381,3 +381,94 @@ fn bad_artifacts_are_one_line_errors_naming_the_file() {
     let o = birkhoff(&["run", "mhc-pre", "--artifact", &junk]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// Whether this binary has `gpu-audit` (its own `gpu` feature): without
+/// it, the command says how to rebuild and nothing else.
+fn audit_built() -> bool {
+    let o = birkhoff(&["gpu-audit", "--only", "no such program"]);
+    let err = common::stderr(&o);
+    if err.contains(REBUILD) {
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn gpu_audit_refuses_bad_arguments_before_compiling() {
+    if !audit_built() {
+        return;
+    }
+    let s = Scratch::new("audit-args");
+    std::fs::write(s.path("bad.txt"), "mhc-post f32 T=64 C=128 k0 spills\n").unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["gpu-audit", "--allow", "bogus"], "not a finding"),
+        (
+            &["gpu-audit", "--tokens", "0"],
+            "--tokens must be at least 1",
+        ),
+        (&["gpu-audit", "--only", "no such program"], "matched none"),
+        (
+            &["gpu-audit", "--baseline", &s.s("missing.txt")],
+            "missing.txt",
+        ),
+        (
+            &["gpu-audit", "--baseline", &s.s("bad.txt")],
+            "bad.txt:1: expected program<TAB>entry<TAB>finding",
+        ),
+    ];
+    for (args, want) in cases {
+        let e = fails(args);
+        assert!(e.contains(want), "{args:?}: {e}");
+    }
+}
+
+#[test]
+fn gpu_audit_passes_a_clean_program_and_its_baseline_only_shrinks() {
+    if !audit_built() {
+        return;
+    }
+    let s = Scratch::new("audit");
+    let small = [
+        "gpu-audit",
+        "--only",
+        "mhc-post f32",
+        "--tokens",
+        "64",
+        "--hidden",
+        "128",
+    ];
+    // One streaming kernel at its floor: nothing to report.
+    let mut args = small.to_vec();
+    let written = s.s("written.txt");
+    args.extend(["--write-baseline", &written]);
+    let out = ok(&args);
+    assert!(out.contains("every check passed (1 programs"), "{out}");
+    let text = std::fs::read_to_string(&written).unwrap();
+    assert!(text.lines().all(|l| l.starts_with('#')), "{text}");
+    // A baseline line for that program whose finding does not occur fails.
+    std::fs::write(
+        s.path("stale.txt"),
+        "# known\nmhc-post f32 T=64 C=128\tk0_mhc_post\tspills\n",
+    )
+    .unwrap();
+    let mut args = small.to_vec();
+    let stale = s.s("stale.txt");
+    args.extend(["--baseline", &stale]);
+    let o = birkhoff(&args);
+    let out = common::stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(
+            "fixed, remove from the baseline: mhc-post f32 T=64 C=128\tk0_mhc_post\tspills"
+        ),
+        "{out}"
+    );
+    // JSON: one array, a program with its launches.
+    let mut args = small.to_vec();
+    args.push("--json");
+    let v: Value = serde_json::from_str(&ok(&args)).unwrap();
+    let p = &v.as_array().unwrap()[0];
+    assert_eq!(p["program"], "mhc-post f32 T=64 C=128");
+    assert!(!p["launches"].as_array().unwrap().is_empty());
+}
