@@ -275,7 +275,9 @@ pub enum Finding {
         /// Independent parts of the work (threads' worth).
         parts: u64,
     },
-    /// Scalar work every thread of a block repeats while one stores it.
+    /// Scalar work every warp of a block repeats while one thread stores
+    /// it, taking more than [`REPLICATED_MAX_SHARE`] of the launch's warp
+    /// instructions and of its time.
     Replicated {
         /// Share of the launch's warp instructions that repeat it.
         share: f64,
@@ -487,7 +489,14 @@ fn findings(a: &LaunchAudit, t: &Tally, d: &DeviceModel) -> Vec<Finding> {
     }
     if t.warp_instructions > 0.0 {
         let share = t.replicated / t.warp_instructions;
-        if model > NEGLIGIBLE_S && share > REPLICATED_MAX_SHARE {
+        // Replication that only fills issue slots a memory-bound launch
+        // leaves idle costs nothing: it counts when it is also a share of
+        // the launch's time.
+        let replicated_s = a.issue_s * share;
+        if model > NEGLIGIBLE_S
+            && share > REPLICATED_MAX_SHARE
+            && replicated_s > REPLICATED_MAX_SHARE * model
+        {
             f.push(Finding::Replicated { share });
         }
     }
@@ -504,7 +513,8 @@ fn findings(a: &LaunchAudit, t: &Tally, d: &DeviceModel) -> Vec<Finding> {
 pub const SERIAL_MATMUL_MIN_MACS: u64 = 1 << 16;
 
 /// Replicated scalar work above this share of a launch's warp
-/// instructions is reported ([`Finding::Replicated`]).
+/// instructions, and of its model time, is reported
+/// ([`Finding::Replicated`]).
 pub const REPLICATED_MAX_SHARE: f64 = 0.10;
 
 /// What the model counts for one launch.
