@@ -8,8 +8,8 @@
 //! one after another, so a shared-memory array is private to the block
 //! running), and every NVVM intrinsic becomes a call into this file —
 //! thread and block indices from thread-local state, `barrier0` a real
-//! barrier over the block's threads, `shfl.sync.bfly` an exchange within
-//! the warp, and `mma.sync.m16n8k16` a warp-wide product computed from the
+//! barrier over the block's threads, `bar.warp.sync` one over the warp's,
+//! `shfl.sync.bfly` an exchange within the warp, and `mma.sync.m16n8k16` a warp-wide product computed from the
 //! 32 lanes' fragments with the PTX ISA's fragment layout. The module is
 //! then JIT-compiled for the host and every launch run in order, each
 //! block's threads in parallel.
@@ -232,6 +232,7 @@ fn intrinsic_address(name: &str) -> Option<usize> {
         "emu.nvvm.read.ptx.sreg.ctaid.y" => emu_ctaid_y as extern "C" fn() -> u32 as usize,
         "emu.nvvm.read.ptx.sreg.ctaid.z" => emu_ctaid_z as extern "C" fn() -> u32 as usize,
         "emu.nvvm.barrier0" => emu_barrier as extern "C" fn() as usize,
+        "emu.nvvm.bar.warp.sync" => emu_warp_sync as extern "C" fn(u32) as usize,
         "emu.nvvm.shfl.sync.bfly.i32" => {
             emu_shfl_i32 as extern "C" fn(u32, u32, u32, u32) -> u32 as usize
         }
@@ -409,6 +410,12 @@ extern "C" fn emu_ctaid_z() -> u32 {
 extern "C" fn emu_barrier() {
     let b = with_me(|m| Arc::clone(&m.block));
     b.bar.wait("bar.sync");
+}
+
+/// `bar.warp.sync` over the whole warp (the only mask the code uses).
+extern "C" fn emu_warp_sync(_mask: u32) {
+    let (tid, b) = with_me(|m| (m.tid, Arc::clone(&m.block)));
+    b.warps[(tid / 32) as usize].bar.wait("bar.warp.sync");
 }
 
 /// `shfl.sync.bfly.b32` over the whole warp.

@@ -66,11 +66,55 @@
 //! barrier they need comes before it; the slot read is an access by
 //! every thread, so a run met again (a loop) waits for the previous
 //! readers. Cheaper runs stay on every thread: they need no barrier.
+//! Thread 0's stores in a warp-0 run are masked stores rather than
+//! branches around a store (see [`Gen::store_t0`]).
 //!
-//! Scratch arrays a distributed loop writes live in shared memory; all
-//! others are per-thread `alloca`s. Loops whose index selects scratch
-//! elements are unrolled (up to [`UNROLL_MAX_EXTENT`] iterations) so the
-//! indices are constants and the arrays become registers.
+//! **Scratch arrays.** One a distributed loop writes lives in shared
+//! memory (the block shares it; uniform code stores to it from thread 0).
+//! In uniform code, a per-thread array bigger than
+//! [`REGISTER_SCRATCH_MAX_WORDS`] is a *shared copy* (below) when it fits
+//! in shared memory; all others are per-thread `alloca`s. Loops whose
+//! index selects scratch elements are unrolled (up to
+//! [`UNROLL_MAX_EXTENT`] iterations) so the indices are constants and the
+//! `alloca`s become registers.
+//!
+//! **Shared copies.** A per-thread array of uniform code holds the same
+//! values in every thread, so the block keeps one copy of it in shared
+//! memory (zeroed by the block at the start, like the others) and every
+//! thread that runs a statement makes its accesses itself: all of them
+//! store the same bits, with no branch, and each reads back what it
+//! stored itself or what another thread stored with the same bits. What
+//! can go wrong is a thread reading a later value another thread stored
+//! already, or a lagging thread's store landing after a later one — so a
+//! store waits until every thread that may still read or store the
+//! element has done so, and a read waits for a store made by warp 0
+//! alone. The generator keeps a log per copy of the elements accessed
+//! since the last barrier (constant indices, as unrolled loops give; any
+//! other index stands for every element), by the whole block or by warp 0
+//! in a warp-0 run, and of warp 0's since its last `bar.warp.sync`:
+//!
+//! * a store by the whole block waits (barrier) for any access since the
+//!   last barrier; a read by the whole block (in uniform code or a
+//!   distributed loop) waits (barrier) for a store by warp 0 alone;
+//! * in a warp-0 run, a store waits for warp 0's own accesses with a
+//!   `bar.warp.sync` (all its lanes run the run: control flow in it is
+//!   uniform), and a read needs nothing. The whole block's accesses are
+//!   waited for before the run's branch: a barrier there when the run
+//!   stores to a copy the block accessed since the last barrier;
+//! * a serial loop that is not unrolled enters with its body's accesses
+//!   logged at every element (standing for the previous iteration), as a
+//!   warp-0 run's in a warp-0 run and as both kinds outside one.
+//!
+//! Every barrier clears the log; a `bar.warp.sync` clears warp 0's part
+//! of it. A copy is not handed over by a warp-0 run: the block reads it
+//! where it is, after the barrier its log asks for. Stores to a copy are
+//! volatile: the optimizer would otherwise forward a stored value to the
+//! loads that read it back, however far apart, and keep it in a register
+//! all the way — the pressure the copy is there to remove. (A
+//! shared-memory store is not cached either way; volatile only keeps
+//! stores from merging into wider ones.) The values and their order of
+//! operations are the same as in registers: only where they live
+//! changes.
 
 use std::collections::{HashMap, HashSet};
 
@@ -87,8 +131,9 @@ use inkwell::values::{
 use inkwell::{AddressSpace, IntPredicate};
 
 use super::launch::{
-    Acc, Dist, Mem, Mode, Piece, UNROLL_MAX_EXTENT, UNROLL_MAX_STMTS, WARP_RUN_MAX_SLOTS,
-    WARP_RUN_MIN_OPS, Work, distribute, indexes_locals, scalar_ops, survey, unrolled_size,
+    Acc, Dist, Mem, Mode, Piece, REGISTER_SCRATCH_MAX_WORDS, UNROLL_MAX_EXTENT, UNROLL_MAX_STMTS,
+    WARP_RUN_MAX_SLOTS, WARP_RUN_MIN_OPS, Work, distribute, indexes_locals, scalar_ops,
+    scratch_words, survey, unrolled_size,
 };
 use super::ops::{Cx, OrLlvm};
 use crate::{GpuError, Result};
@@ -100,6 +145,11 @@ pub(crate) const SHARED: u16 = 3;
 
 /// Bytes of static shared memory a block may use.
 pub(crate) const MAX_SHARED_BYTES: usize = 48 * 1024;
+
+/// Bytes of shared memory the shared copies leave free for warp-0 runs'
+/// hand-over slots (made later, while emitting): four runs of
+/// [`WARP_RUN_MAX_SLOTS`] 8-byte slots.
+const COPY_RESERVE_BYTES: usize = 4 * WARP_RUN_MAX_SLOTS * 8;
 
 /// A launch as emitted.
 #[derive(Clone, Debug)]
@@ -244,11 +294,87 @@ enum Place {
     Lane,
 }
 
+/// Where a scratch array lives (see *Scratch arrays*).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Home {
+    /// A per-thread `alloca`.
+    Private,
+    /// Shared memory, written by a distributed loop (and by thread 0 in
+    /// uniform code).
+    Shared,
+    /// A shared copy: one per block, accessed by every thread that runs
+    /// the code (see *Shared copies*).
+    Copy,
+}
+
 /// A scratch array's storage.
 #[derive(Clone, Copy, Debug)]
 struct Slot<'ctx> {
     ptr: PointerValue<'ctx>,
-    shared: bool,
+    home: Home,
+}
+
+/// Elements of a scratch array: some, by index, or every one.
+#[derive(Clone, Debug, Default)]
+struct Elems {
+    every: bool,
+    some: HashSet<i64>,
+}
+
+impl Elems {
+    /// Adds element `e` (`None`: every element).
+    fn add(&mut self, e: Option<i64>) {
+        match e {
+            Some(e) if !self.every => {
+                self.some.insert(e);
+            }
+            Some(_) => {}
+            None => {
+                self.every = true;
+                self.some.clear();
+            }
+        }
+    }
+
+    /// Whether element `e` (`None`: some element) may be in the set.
+    fn hits(&self, e: Option<i64>) -> bool {
+        self.every
+            || match e {
+                Some(e) => self.some.contains(&e),
+                None => !self.some.is_empty(),
+            }
+    }
+}
+
+/// The accesses to one shared copy since the last barrier (see *Shared
+/// copies*).
+#[derive(Clone, Debug, Default)]
+struct CopyLog {
+    /// By the whole block.
+    block_read: Elems,
+    block_written: Elems,
+    /// By warp 0 alone, in warp-0 runs.
+    warp_read: Elems,
+    warp_written: Elems,
+    /// By warp 0 alone since its last `bar.warp.sync`.
+    unsynced_read: Elems,
+    unsynced_written: Elems,
+}
+
+impl CopyLog {
+    /// Whether the whole block accessed some element since the last
+    /// barrier.
+    fn block_busy(&self) -> bool {
+        self.block_read.hits(None) || self.block_written.hits(None)
+    }
+}
+
+/// What must come before an access to a shared copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Wait {
+    Nothing,
+    WarpSync,
+    Barrier,
 }
 
 /// An element stream of a chunk: a buffer and its (normalized) index.
@@ -305,6 +431,8 @@ pub(crate) struct Gen<'a, 'm, 'ctx> {
     handover: HashMap<usize, (PointerValue<'ctx>, usize)>,
     /// Bytes of shared memory taken so far.
     shared_bytes: usize,
+    /// Each shared copy's accesses since the last barrier.
+    copies: HashMap<LocalId, CopyLog>,
     stats: Emitted,
 }
 
@@ -422,6 +550,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             warp0: false,
             handover: HashMap::new(),
             shared_bytes: 0,
+            copies: HashMap::new(),
             stats: Emitted {
                 grid: [grid, 1, 1],
                 block,
@@ -431,7 +560,8 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 warp0_stmts: HashSet::new(),
             },
         };
-        g.prologue(body, &sv.shared, sv.max_accs)?;
+        let uniform = matches!(piece.mode, Mode::Block | Mode::Single);
+        g.prologue(body, &sv.shared, sv.max_accs, uniform)?;
         match (piece.mode, parallel) {
             (Mode::Thread, Some((var, extent))) => {
                 let tid = g.special("tid.x")?;
@@ -511,11 +641,13 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
     }
 
     /// Buffer base pointers, scratch arrays (zeroed), reduction slots.
+    /// `uniform`: the launch runs uniform code (shared copies allowed).
     fn prologue(
         &mut self,
         body: &[Stmt],
         shared: &HashSet<LocalId>,
         max_accs: usize,
+        uniform: bool,
     ) -> Result<()> {
         let ctx = self.cx.ctx;
         let bufs = buffers_used(body);
@@ -533,6 +665,36 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             self.bases.insert(b, ptr);
         }
         let used = locals_used(body);
+        let nwarps = (self.block / 32) as usize;
+        // Where each array lives: shared arrays and the reduction slots
+        // first, then shared copies while they fit (see *Scratch arrays*).
+        let bytes_of = |l: LocalId| {
+            let d = &self.k.locals[l.0 as usize];
+            (d.len * d.ty.size_bytes()).next_multiple_of(16)
+        };
+        let mut taken = max_accs * nwarps * 8;
+        let mut homes: HashMap<LocalId, Home> = HashMap::new();
+        for &l in &used {
+            if shared.contains(&l) {
+                taken += bytes_of(l);
+                homes.insert(l, Home::Shared);
+            }
+        }
+        for &l in &used {
+            if homes.contains_key(&l) {
+                continue;
+            }
+            let d = &self.k.locals[l.0 as usize];
+            let big = d.len.saturating_mul(scratch_words(d.ty)) > REGISTER_SCRATCH_MAX_WORDS;
+            let fits = taken + bytes_of(l) + COPY_RESERVE_BYTES <= MAX_SHARED_BYTES;
+            let home = if uniform && big && fits {
+                taken += bytes_of(l);
+                Home::Copy
+            } else {
+                Home::Private
+            };
+            homes.insert(l, home);
+        }
         let mut zero_shared = Vec::new();
         for l in used {
             let d = &self.k.locals[l.0 as usize];
@@ -541,7 +703,8 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 .map_err(|_| self.unsupported(format!("scratch array %l{} is too long", l.0)))?;
             let aty = ety.array_type(len);
             let bytes = d.len * d.ty.size_bytes();
-            if shared.contains(&l) {
+            let home = homes.get(&l).copied().unwrap_or(Home::Private);
+            if home != Home::Private {
                 self.shared_bytes += bytes.next_multiple_of(16);
                 let gv = self.cx.module.add_global(
                     aty,
@@ -552,7 +715,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 gv.set_alignment(16);
                 gv.set_linkage(inkwell::module::Linkage::Internal);
                 let ptr = gv.as_pointer_value();
-                self.locals.insert(l, Slot { ptr, shared: true });
+                self.locals.insert(l, Slot { ptr, home });
                 zero_shared.push((ptr, ety, d.len));
             } else {
                 let ptr = self.alloca_b.build_alloca(aty, &format!("l{}", l.0)).ll()?;
@@ -566,10 +729,9 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                         self.cx.i64c(bytes as i64),
                     )
                     .ll()?;
-                self.locals.insert(l, Slot { ptr, shared: false });
+                self.locals.insert(l, Slot { ptr, home });
             }
         }
-        let nwarps = (self.block / 32) as usize;
         if max_accs > 0 {
             let n = max_accs * nwarps;
             self.shared_bytes += n * 8;
@@ -651,8 +813,135 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         }
         self.cx.intrinsic_void("llvm.nvvm.barrier0", &[])?;
         self.pending.clear();
+        self.copies.clear();
         self.stats.barriers += 1;
         Ok(())
+    }
+
+    /// `__syncwarp()` on warp 0 in a warp-0 run; forgets warp 0's
+    /// accesses to shared copies since the last one.
+    fn warp_sync(&mut self) -> Result<()> {
+        if !self.warp0 {
+            return Err(GpuError::Llvm(format!(
+                "{}: a warp sync outside a warp-0 run",
+                self.name
+            )));
+        }
+        let all = self.cx.i32c(-1);
+        self.cx
+            .intrinsic_void("llvm.nvvm.bar.warp.sync", &[all.into()])?;
+        for log in self.copies.values_mut() {
+            log.unsynced_read = Elems::default();
+            log.unsynced_written = Elems::default();
+        }
+        Ok(())
+    }
+
+    /// What an access to element `e` (`None`: any) of shared copy `l` by
+    /// the threads running the current code must wait for (see *Shared
+    /// copies*).
+    fn copy_wait(&self, l: LocalId, e: Option<i64>, write: bool) -> Result<Wait> {
+        let Some(log) = self.copies.get(&l) else {
+            return Ok(Wait::Nothing);
+        };
+        if self.warp0 {
+            if !write {
+                return Ok(Wait::Nothing);
+            }
+            if log.block_read.hits(e) || log.block_written.hits(e) {
+                // The run's branch waits for the block (see `run`).
+                return Err(GpuError::Llvm(format!(
+                    "{}: warp 0 stores to shared copy %l{} the block may still use",
+                    self.name, l.0
+                )));
+            }
+            let busy = log.unsynced_read.hits(e) || log.unsynced_written.hits(e);
+            return Ok(if busy { Wait::WarpSync } else { Wait::Nothing });
+        }
+        let busy = if write {
+            log.block_read.hits(e)
+                || log.block_written.hits(e)
+                || log.warp_read.hits(e)
+                || log.warp_written.hits(e)
+        } else {
+            log.warp_written.hits(e)
+        };
+        Ok(if busy { Wait::Barrier } else { Wait::Nothing })
+    }
+
+    /// Logs an access to element `e` (`None`: any) of shared copy `l` by
+    /// the threads running the current code; `both`: as the whole
+    /// block's and as warp 0's (a loop body that may hold warp-0 runs).
+    fn copy_log(&mut self, l: LocalId, e: Option<i64>, write: bool, both: bool) {
+        let warp0 = self.warp0;
+        let log = self.copies.entry(l).or_default();
+        if !warp0 {
+            if write {
+                log.block_written.add(e);
+            } else {
+                log.block_read.add(e);
+            }
+        }
+        if warp0 || both {
+            if write {
+                log.warp_written.add(e);
+                log.unsynced_written.add(e);
+            } else {
+                log.warp_read.add(e);
+                log.unsynced_read.add(e);
+            }
+        }
+    }
+
+    /// Waits as `accesses` (shared copy, element, store) need (the
+    /// strongest wait of them), then logs them (see *Shared copies*).
+    fn copy_order(&mut self, accesses: &[(LocalId, Option<i64>, bool)], both: bool) -> Result<()> {
+        let mut wait = Wait::Nothing;
+        for &(l, e, write) in accesses {
+            wait = wait.max(self.copy_wait(l, e, write)?);
+        }
+        match wait {
+            Wait::Nothing => {}
+            Wait::WarpSync => self.warp_sync()?,
+            Wait::Barrier => self.barrier()?,
+        }
+        for &(l, e, write) in accesses {
+            self.copy_log(l, e, write, both);
+        }
+        Ok(())
+    }
+
+    /// Every shared-copy access of `body`, at any element, without
+    /// repeats: (copy, `None`, store).
+    fn copy_accesses(&self, body: &[Stmt]) -> Vec<(LocalId, Option<i64>, bool)> {
+        let mut out = Vec::new();
+        let mut add = |l: LocalId, write: bool| {
+            if self.is_copy(l) && !out.contains(&(l, None, write)) {
+                out.push((l, None, write));
+            }
+        };
+        walk_exprs(body, &mut |e| {
+            if let Expr::LocalLoad { local, .. } = e {
+                add(*local, false);
+            }
+        });
+        walk_stmts(body, &mut |s| {
+            if let Stmt::LocalStore { local, .. } = s {
+                add(*local, true);
+            }
+        });
+        out
+    }
+
+    /// The element `ix` selects when every loop index in it is a
+    /// constant (an unrolled loop's), else `None`.
+    fn const_index(&self, ix: &Index) -> Option<i64> {
+        let mut at = ix.offset;
+        for &(v, c) in &ix.terms {
+            let x = self.loops.get(&v)?.get_sign_extended_constant()?;
+            at = at.checked_add(c.checked_mul(x)?)?;
+        }
+        Some(at)
     }
 
     /// Records `accesses`, with a barrier first if one conflicts with an
@@ -669,7 +958,12 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
     }
 
     fn is_shared(&self, l: LocalId) -> bool {
-        self.locals.get(&l).is_some_and(|s| s.shared)
+        self.locals.get(&l).is_some_and(|s| s.home == Home::Shared)
+    }
+
+    /// Whether scratch array `l` is a shared copy (see *Shared copies*).
+    fn is_copy(&self, l: LocalId) -> bool {
+        self.locals.get(&l).is_some_and(|s| s.home == Home::Copy)
     }
 
     /// The shared-memory loads of `e`, made by every thread.
@@ -904,20 +1198,25 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 h.vars.push(v);
             }
         }
+        // Shared copies read outside are not handed over, but the block
+        // waits for them as for slots.
+        let mut copies_out = false;
         for l in written {
-            if !self.is_shared(l)
-                && outside(
-                    self.local_reads.get(&l),
-                    local_reads.get(&l).copied().unwrap_or(0),
-                )
-            {
+            let read_outside = outside(
+                self.local_reads.get(&l),
+                local_reads.get(&l).copied().unwrap_or(0),
+            );
+            if self.is_copy(l) {
+                copies_out |= read_outside;
+            } else if !self.is_shared(l) && read_outside {
                 h.locals.push(l);
             }
         }
         h.vars.sort_unstable();
         h.locals.sort_unstable();
         let slots = h.slots(self.k);
-        (slots == 0 || (ops >= WARP_RUN_MIN_OPS && slots <= WARP_RUN_MAX_SLOTS)).then_some(h)
+        let hands = slots > 0 || copies_out;
+        (!hands || (ops >= WARP_RUN_MIN_OPS && slots <= WARP_RUN_MAX_SLOTS)).then_some(h)
     }
 
     fn stmts(&mut self, body: &[Stmt]) -> Result<()> {
@@ -969,6 +1268,15 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             acc.extend(slot_accesses(run).into_iter().filter(|a| a.write));
         }
         self.order(&acc)?;
+        // Warp 0 stores to a shared copy only once the whole block is
+        // done with it.
+        let block_busy = self
+            .copy_accesses(run)
+            .iter()
+            .any(|&(l, _, write)| write && self.copies.get(&l).is_some_and(CopyLog::block_busy));
+        if block_busy {
+            self.barrier()?;
+        }
         let tid = self.tid()?;
         let first = self.cx.icmp(IntPredicate::ULT, tid, self.cx.i32c(32))?;
         let then = self.cx.ctx.append_basic_block(self.f, "warp.run");
@@ -985,7 +1293,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         }
         if let Some(at) = slots {
             // All lanes hold the same values: lane 0 writes them.
-            self.guarded(true, |g| g.hand_over(&handover, at, true))?;
+            self.on_thread0(|g| g.hand_over(&handover, at, true))?;
         }
         self.in_run = false;
         self.warp0 = false;
@@ -1119,10 +1427,11 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                     return Ok(());
                 }
                 let at = self.elem_ptr(*buf, index)?;
-                self.guarded(self.place == Place::Uniform, |g| {
-                    let st = g.cx.b.build_store(at, x).ll()?;
-                    set_align(st, ty_bytes(d))
-                })
+                if self.place == Place::Uniform {
+                    return self.store_t0(at, x, ty_bytes(d));
+                }
+                let st = self.cx.b.build_store(at, x).ll()?;
+                set_align(st, ty_bytes(d))
             }
             Stmt::LocalStore {
                 local,
@@ -1137,11 +1446,23 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 let x = self.expr(value)?;
                 let t = self.k.locals[local.0 as usize].ty;
                 let x = self.cx.to_local(t, x)?;
+                if self.is_copy(*local) {
+                    // After the value's reads: a store waits for them.
+                    let e = self.const_index(index);
+                    self.copy_order(&[(*local, e, true)], false)?;
+                }
                 let at = self.local_ptr(*local, index)?;
-                self.guarded(shared && self.place == Place::Uniform, |g| {
-                    g.cx.b.build_store(at, x).ll()?;
-                    Ok(())
-                })
+                if shared && self.place == Place::Uniform {
+                    let align = self.k.locals[local.0 as usize].ty.size_bytes() as u32;
+                    return self.store_t0(at, x, align);
+                }
+                let st = self.cx.b.build_store(at, x).ll()?;
+                if self.is_copy(*local) {
+                    // Not forwarded to the loads that read it back: see
+                    // *Shared copies*.
+                    st.set_volatile(true).ll()?;
+                }
+                Ok(())
             }
             Stmt::Gemm(_) => Err(GpuError::Llvm(
                 "a matrix product inside a statement launch".into(),
@@ -1149,11 +1470,56 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         }
     }
 
-    /// Runs `f` on thread 0 only when `guard`, else on every thread.
-    fn guarded(&mut self, guard: bool, f: impl FnOnce(&mut Self) -> Result<()>) -> Result<()> {
-        if !guard {
-            return f(self);
+    /// `*at = x` by thread 0 alone (`align`: the store's alignment).
+    ///
+    /// In a warp-0 run the store is masked (`llvm.masked.store`, mask
+    /// `tid == 0`) rather than branched around: the optimizer sinks into
+    /// such a branch everything only its store uses — for the Sinkhorn
+    /// backward, the whole cotangent chain — while the shared-copy loads
+    /// that chain reads cannot follow it past warp syncs, so their values
+    /// would stay live across everything between. Warp 0's lanes run in
+    /// step, so the branch saved nothing there.
+    fn store_t0(
+        &mut self,
+        at: PointerValue<'ctx>,
+        x: BasicValueEnum<'ctx>,
+        align: u32,
+    ) -> Result<()> {
+        if !self.warp0 {
+            return self.on_thread0(|g| {
+                let st = g.cx.b.build_store(at, x).ll()?;
+                set_align(st, align)
+            });
         }
+        let tid = self.tid()?;
+        let is0 = self.cx.icmp(IntPredicate::EQ, tid, self.cx.i32c(0))?;
+        let zero = self.cx.i32c(0);
+        let vty = vec_of(x.get_type(), 1)
+            .ok_or_else(|| GpuError::Llvm("a masked store of a pointer".into()))?;
+        let v = self
+            .cx
+            .b
+            .build_insert_element(vty.get_undef(), x, zero, "")
+            .ll()?;
+        let mty = self.cx.ctx.bool_type().vec_type(1);
+        let mask = self
+            .cx
+            .b
+            .build_insert_element(mty.get_undef(), is0, zero, "")
+            .ll()?;
+        let f = inkwell::intrinsics::Intrinsic::find("llvm.masked.store")
+            .and_then(|i| i.get_declaration(self.cx.module, &[vty.into(), at.get_type().into()]))
+            .ok_or_else(|| GpuError::Llvm("no intrinsic llvm.masked.store".into()))?;
+        let align = self.cx.i32c(align as i32);
+        self.cx
+            .b
+            .build_call(f, &[v.into(), at.into(), align.into(), mask.into()], "")
+            .ll()?;
+        Ok(())
+    }
+
+    /// Runs `f` on thread 0 only.
+    fn on_thread0(&mut self, f: impl FnOnce(&mut Self) -> Result<()>) -> Result<()> {
         let tid = self.tid()?;
         let is0 = self.cx.icmp(IntPredicate::EQ, tid, self.cx.i32c(0))?;
         let then = self.cx.ctx.append_basic_block(self.f, "t0");
@@ -1186,6 +1552,9 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             let mut acc = Vec::new();
             self.summary(body, &mut sc, &mut acc, !self.in_run);
             self.order(&acc)?;
+            // Outside a run the body may hold warp-0 runs.
+            let copies = self.copy_accesses(body);
+            self.copy_order(&copies, !self.in_run)?;
         }
         let ctx = self.cx.ctx;
         let pre = self.cur()?;
@@ -1217,6 +1586,10 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         let w = d.width;
         let acc = self.lane_accesses(j, extent, w, body);
         self.order(&acc)?;
+        // The loop reads shared copies (it cannot write them) at elements
+        // that move with it.
+        let copies = self.copy_accesses(body);
+        self.copy_order(&copies, false)?;
         self.stats.distributed += 1;
         self.stats.vectorized += usize::from(w > 1);
         // Per-thread partials, from the identity.
@@ -1525,6 +1898,11 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 self.cx.value_of_stored(d, x)
             }
             Expr::LocalLoad { local, index } => {
+                if self.is_copy(*local) && self.place == Place::Uniform {
+                    // A distributed loop's reads are logged before it.
+                    let e = self.const_index(index);
+                    self.copy_order(&[(*local, e, false)], false)?;
+                }
                 let t = self.k.locals[local.0 as usize].ty;
                 let at = self.local_ptr(*local, index)?;
                 let x = self.cx.b.build_load(self.cx.local_ty(t), at, "").ll()?;

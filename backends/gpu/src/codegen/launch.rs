@@ -69,6 +69,24 @@ pub const WARP_RUN_MIN_OPS: usize = 32;
 /// each) a warp-0 run hands to the rest of its block.
 pub const WARP_RUN_MAX_SLOTS: usize = 128;
 
+/// Most 32-bit registers' worth of values (an `f64` or index element
+/// counts two) a per-thread scratch array of uniform code — block per
+/// iteration, single block — may hold and stay in registers; a larger one
+/// lives in shared memory, one copy per block (see `entry`, *Shared
+/// copies*). A thread has at most 255 registers and the code around the
+/// array needs its own (the fused mHC kernels use 40 to 130), so an
+/// array of 128 values already takes half of what is there. Every array
+/// the zoo's uniform code is meant to keep in registers stays below: the
+/// mHC mixes (`n(n+2)`: 24 values for four streams, 80 for eight), a
+/// Sinkhorn matrix (`n²`); the Sinkhorn backward's state history
+/// (`(K+1)·n²`: 640 values for four streams and 20 rounds) is far above.
+pub const REGISTER_SCRATCH_MAX_WORDS: usize = 128;
+
+/// 32-bit registers one element of a scratch array of type `t` takes.
+pub(crate) fn scratch_words(t: ScalarType) -> usize {
+    t.size_bytes().div_ceil(4)
+}
+
 /// How a launch runs a kernel body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Mode {
