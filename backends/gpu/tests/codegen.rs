@@ -106,8 +106,9 @@ fn mhc_pre_is_a_tensor_core_projection_and_one_per_token_kernel() {
     let (gemm, token) = (&launches[0], &launches[1]);
     assert_eq!(gemm.mode, Mode::Gemm);
     assert!(gemm.tensor_cores, "{gemm:?}");
-    // 64 rows per block.
-    assert_eq!(gemm.grid, [4, 1, 1]);
+    // 16 rows (one tensor-core tile) per block: blocks of 32 or 64 rows
+    // would be far fewer than 264.
+    assert_eq!(gemm.grid, [16, 1, 1]);
     assert_eq!(token.mode, Mode::Block, "{token:?}");
     assert_eq!(token.grid, [256, 1, 1], "one block per token");
     assert!(token.vectorized >= 1, "{token:?}");
@@ -116,10 +117,10 @@ fn mhc_pre_is_a_tensor_core_projection_and_one_per_token_kernel() {
         .ptx
         .matches("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32")
         .count();
-    // ceil(n(n+2) / 8) = 3 column tiles x 4 row tiles x 2 steps per
+    // ceil(n(n+2) / 8) = 3 column tiles x 1 row tile x 2 steps per
     // 32-element chunk, for 3 chunk bodies: two per trip of the main loop
     // and one in its tail.
-    assert_eq!(mma, 3 * 4 * 2 * 3, "{mma} mma instructions");
+    assert_eq!(mma, 3 * 2 * 3, "{mma} mma instructions");
     let gemm_ptx = entry_text(&m.ptx, &gemm.entry);
     assert!(
         gemm_ptx.contains("ld.global.nc.v4.u32"),
@@ -157,10 +158,53 @@ fn mhc_post_is_one_vectorized_block_per_token() {
     }
 }
 
+/// The tall-and-skinny launch rule: 16-row tiles per block, the most of
+/// 4, 2 and 1 that still give 264 blocks (two per SM of an H100), for
+/// both flavours; fewer rows per block, fewer accumulators.
 #[test]
-fn f32_projections_and_older_gpus_take_the_general_product() {
-    let p = program("mhc-pre", DType::F32, 64, 64, true);
-    assert!(!plan(&p)[0].tensor_cores);
+fn projections_take_as_many_rows_per_block_as_fill_an_h100() {
+    for dtype in [DType::Bf16, DType::F32] {
+        for (t, rows) in [(2048, 16), (8192, 16), (8448, 32), (16384, 32), (16896, 64)] {
+            let p = program("mhc-pre", dtype, t, 64, true);
+            let gemm = &plan(&p)[0];
+            assert_eq!(gemm.mode, Mode::Gemm, "{dtype} T={t}");
+            assert_eq!(gemm.tensor_cores, dtype == DType::Bf16, "{dtype} T={t}");
+            let blocks = t.div_ceil(rows) as u32;
+            assert_eq!(gemm.grid, [blocks, 1, 1], "{dtype} T={t}: {rows} rows");
+            assert_eq!(gemm.block, 256, "{dtype} T={t}");
+        }
+    }
+}
+
+/// The f32 projection is the f32 tall-and-skinny kernel: one launch of
+/// 16-row blocks, 16-byte vector loads of `x` and `fn`, fused
+/// multiply-adds, no tensor cores, and no tiled staging through shared
+/// memory in the loop — on sm_75 too, since it needs no tensor cores.
+#[test]
+fn f32_projections_take_the_fma_skinny_kernel() {
+    for arch in ["sm_90", "sm_75"] {
+        let opts = CodegenOptions {
+            arch: arch.into(),
+            ..CodegenOptions::default()
+        };
+        let p = program("mhc-pre", DType::F32, 256, 512, true);
+        let launches = launch_plan(&p, &opts).unwrap();
+        assert_eq!(launches.len(), 2, "{launches:#?}");
+        let gemm = &launches[0];
+        assert_eq!(gemm.mode, Mode::Gemm);
+        assert!(!gemm.tensor_cores, "{gemm:?}");
+        assert_eq!(gemm.grid, [16, 1, 1], "{arch}: {gemm:?}");
+        let m = compile_module(&p, &opts).unwrap();
+        let ptx = entry_text(&m.ptx, &gemm.entry);
+        assert!(ptx.contains("ld.global.nc.v4.f32"), "{arch}: 16-byte loads");
+        assert!(ptx.contains("fma.rn.f32"), "{arch}");
+        assert!(!ptx.contains("mma.sync"), "{arch}");
+        assert!(ptx.contains("shfl.sync.bfly"), "{arch}: the reduce-scatter");
+    }
+}
+
+#[test]
+fn bf16_on_older_gpus_and_other_shapes_take_the_general_product() {
     let p = program("mhc-pre", DType::Bf16, 64, 64, true);
     let opts = CodegenOptions {
         arch: "sm_75".into(),
@@ -169,11 +213,18 @@ fn f32_projections_and_older_gpus_take_the_general_product() {
     let l = launch_plan(&p, &opts).unwrap();
     assert_eq!(l[0].mode, Mode::Gemm);
     assert!(!l[0].tensor_cores, "no bf16 mma before sm_80");
+    // The general kernel's grid: ceil(24 / 16) column tiles, ceil(64 / 16)
+    // row tiles.
+    assert_eq!(l[0].grid, [2, 4, 1]);
     let m = compile_module(&p, &opts).unwrap();
     assert!(m.ptx.contains(".target sm_75") && !m.ptx.contains("mma.sync"));
-    // A row that is not a whole number of 32-element chunks.
-    let p = program("mhc-pre", DType::Bf16, 64, 36, true);
-    assert!(!plan(&p)[0].tensor_cores);
+    // A row that is not a whole number of 32-element chunks, either type.
+    for dtype in [DType::Bf16, DType::F32] {
+        let p = program("mhc-pre", dtype, 64, 36, true);
+        let l = &plan(&p)[0];
+        assert!(!l.tensor_cores, "{dtype}");
+        assert_eq!(l.grid, [2, 4, 1], "{dtype}: the general kernel");
+    }
 }
 
 #[test]
@@ -301,6 +352,53 @@ fn ptxas_accepts_every_module() {
         }
     }
     assert_eq!(checked, 2 * models().len());
+}
+
+/// The projections at full size, for every tile count the rule picks
+/// (T = 8192: one 16-row tile per block; 16384: two; 32768: four), both
+/// flavours: ptxas assembles them without spilling.
+#[test]
+fn ptxas_assembles_the_projections_without_spills() {
+    let Some(ptxas) = ptxas() else {
+        assert!(
+            std::env::var_os("BIRKHOFF_REQUIRE_PTXAS").is_none(),
+            "BIRKHOFF_REQUIRE_PTXAS is set but no ptxas was found (set PTXAS)"
+        );
+        eprintln!("note: no ptxas found; PTX not assembled (set PTXAS to check it)");
+        return;
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
+    for dtype in [DType::Bf16, DType::F32] {
+        for t in [8192, 16384, 32768] {
+            let what = format!("mhc-pre {dtype} T={t}");
+            let p = program("mhc-pre", dtype, t, 4096, true);
+            let m = compile_module(&p, &CodegenOptions::default()).unwrap();
+            let entry = &m.launches[0].entry;
+            let path = dir.join(format!("{dtype}-{t}.ptx"));
+            std::fs::write(&path, &m.ptx).unwrap();
+            let out = Command::new(&ptxas)
+                .args(["-arch=sm_90", "-v", "-o"])
+                .arg(dir.join("out.cubin"))
+                .arg(&path)
+                .output()
+                .expect("ptxas runs");
+            let log = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{what}: ptxas failed:\n{log}");
+            let mine: Vec<&str> = log
+                .lines()
+                .skip_while(|l| !l.contains(&format!("'{entry}'")))
+                .take(4)
+                .collect();
+            let spills = mine.iter().find(|l| l.contains("spill")).expect(&what);
+            assert!(
+                spills.contains("0 bytes spill stores, 0 bytes spill loads"),
+                "{what}: {spills}"
+            );
+            let regs = mine.iter().find(|l| l.contains("Used")).expect(&what);
+            eprintln!("{what}: {}", regs.trim());
+        }
+    }
 }
 
 /// bf16 models' matrix products take the tiled kernel (f32 sums, one

@@ -16,10 +16,12 @@
 //! accumulating into it widens the old value, adds in `f32`, and rounds.
 //! The verifier gives such a product no `row_sumsq`.
 //!
-//! The mHC projections do not come here: their `bf16` tall-and-skinny
-//! products take the tensor-core kernel ([`super::skinny`]). This one
-//! serves the rest (attention scores, linear layers, `f32` models), where
-//! correctness for every layout matters more than peak speed.
+//! The mHC projections do not come here: their tall-and-skinny products
+//! take [`super::skinny`] (tensor cores for `bf16` operands, a
+//! register-blocked multiply-add kernel for `f32` ones). This one serves
+//! the rest (attention scores, linear layers, `f32` models' other
+//! products, `bf16` on GPUs before sm_80), where correctness for every
+//! layout matters more than peak speed.
 
 use std::fmt::Write;
 

@@ -10,9 +10,10 @@
 //!    block, or a matrix product);
 //! 2. statement launches are emitted through inkwell by [`entry::Gen`]
 //!    (scalar semantics in [`ops`], inline math routines in [`math`]);
-//!    matrix products are written as LLVM IR text — the tensor-core
-//!    tall-and-skinny kernel ([`skinny`]) where it applies, the general
-//!    tiled one ([`gemm`]) elsewhere — parsed and linked in;
+//!    matrix products are written as LLVM IR text — the tall-and-skinny
+//!    kernels ([`skinny`]: bf16 on tensor cores, f32 with fused
+//!    multiply-adds in [`skinny_fma`]) where they apply, the general tiled
+//!    one ([`gemm`]) elsewhere — parsed and linked in;
 //! 3. the module is verified, optimized at `O3` for the target
 //!    architecture and printed as PTX by LLVM's NVPTX backend.
 //!
@@ -27,6 +28,7 @@ mod launch;
 mod math;
 mod ops;
 mod skinny;
+mod skinny_fma;
 
 use std::collections::HashSet;
 
@@ -228,7 +230,7 @@ fn build_recording<'ctx>(
             }
             let info = match piece.work {
                 Work::Gemm(g) => {
-                    let sk = (sm >= 80).then(|| skinny::applies(program, g)).flatten();
+                    let sk = skinny::applies(program, g, sm);
                     let (text, grid, block) = match &sk {
                         Some(s) => (skinny::module_ir(&entry, s), s.grid(), skinny::THREADS),
                         None => (
@@ -245,7 +247,7 @@ fn build_recording<'ctx>(
                         mode: piece.mode,
                         grid,
                         block,
-                        tensor_cores: sk.is_some(),
+                        tensor_cores: sk.as_ref().is_some_and(skinny::Skinny::tensor_cores),
                         distributed: 0,
                         vectorized: 0,
                         barriers: 0,

@@ -1,17 +1,48 @@
-//! The tall-and-skinny matrix product on tensor cores: `c[M×N] = a[M×K] ·
-//! b[K×N]` for `bf16` operands with `N ≤ 32` and long rows (`K` a multiple
-//! of 32) — the mHC pre-mix's projection `x · fnᵀ`, which has only
-//! `n(n+2)` columns, reads every token's `n·C` row once, and is therefore
-//! bound by memory, not arithmetic. Optionally it also writes each row's
-//! sum of squares (`Gemm::row_sumsq`) from the same loads.
+//! The tall-and-skinny matrix products: `c[M×N] = a[M×K] · b[K×N]` with
+//! `N ≤ 32`, rows of `a` and columns of `b` contiguous and long (`K` a
+//! multiple of 32) — the mHC pre-mix's projection `x · fnᵀ`, which has
+//! only `n(n+2)` columns, reads every token's `n·C` row once, and is
+//! therefore bound by memory, not arithmetic. Optionally it also writes
+//! each row's sum of squares (`Gemm::row_sumsq`) from the same loads. Two
+//! flavours share the launch shape and the choice of rows per block, and
+//! both add the warps' partial sums in warp order:
 //!
-//! **Mapping.** One block of 8 warps owns 64 rows of `a` (four 16-row
-//! tiles) and every column; the row's `K` is cut into 32-element chunks
-//! dealt to the warps in turn, so at any moment the block streams 8
-//! neighbouring chunks (512 contiguous bytes) of each of its rows. A lane
-//! `(g, t)` (`g = lane / 4`, `t = lane % 4`) loads 16 bytes — 8 elements
-//! at `8t` — of rows `g` and `g + 8` of each tile and of rows `g`,
-//! `g + 8`, `g + 16`, `g + 24` of `bᵀ` (`fn`), and feeds them to
+//! * `bf16` operands on tensor cores (sm_80 and later), this file;
+//! * `f32` operands with fused multiply-adds on the CUDA cores
+//!   ([`super::skinny_fma`]).
+//!
+//! **Rows per block.** A block of 8 warps owns `16·tiles` rows of `a` and
+//! every column of `c`; the 8 warps share the rows and deal the row's `K`
+//! among themselves, piece by piece. `tiles` (1, 2 or 4) is chosen
+//! per product at compile time: the most that still give at least
+//! [`MIN_BLOCKS`] blocks (two per SM of a 132-SM H100), else 1. Fewer
+//! rows per block also mean fewer accumulators per thread, so more blocks
+//! fit on an SM. The price is `b`: each block streams its own rows of `a`
+//! once but reads all of `b` (`fn`, `n(n+2) · nC` elements: 786 KB in
+//! `bf16` at C = 4096, n = 4), from L2 after the first block, so `b` is
+//! read `⌈M / 16·tiles⌉ · batch` times, and that traffic is `N / (16·tiles)`
+//! of `a`'s: 0.375× at 64 rows, 0.75× at 32, 1.5× at 16. At T = 8192,
+//! C = 4096 the rule picks 16 rows: 512 blocks instead of 128 (which left
+//! 4 of 132 SMs idle and one 8-warp block on each of the others; the
+//! tensor-core kernel's registers drop from 190 to 58 per thread), for
+//! 403 MB of `fn` through L2 beside the 268 MB of `x` from DRAM (101 MB at
+//! 64 rows; in `f32` both double). L2 serves that faster than DRAM serves
+//! `x`, and blocks resident on one SM walk `fn` in the same order, so part
+//! of it hits L1; that it stays hidden is a model, not a measurement.
+//! Below 264 · 16 rows (T = 2048: 128 blocks) the grid stays smaller than
+//! [`MIN_BLOCKS`]: splitting `K` across blocks would need a reduction
+//! across blocks, and a deterministic one (partials, then the last block
+//! of a row group sums them in order) needs a device-wide fence between
+//! the partials and an atomic ticket, which LLVM 19's NVPTX backend does
+//! not select from plain IR (`fence`; atomic orderings become relaxed
+//! `atom`) and the host emulator cannot run as inline PTX.
+//!
+//! **Tensor-core mapping.** The row's 32-element chunks are dealt to the
+//! warps in turn, so at any moment the block streams 8 neighbouring
+//! chunks (512 contiguous bytes) of each of its rows. A lane `(g, t)` (`g = lane / 4`,
+//! `t = lane % 4`) loads 16 bytes — 8 elements at `8t` — of rows `g` and
+//! `g + 8` of each tile and of rows `g`, `g + 8`, `g + 16`, `g + 24` of
+//! `bᵀ` (`fn`), and feeds them to
 //! `mma.sync.m16n8k16.row.col.f32.bf16.bf16.f32` twice. The tensor core's
 //! fragment wants lane `t` to hold `k = 2t, 2t+1` and `2t+8, 2t+9` of a
 //! 16-wide step; a dot product does not care which `k` pairs with which as
@@ -26,7 +57,7 @@
 //! order). Partial sums of the 8 warps are added in warp order through
 //! shared memory, so results are deterministic run to run.
 //!
-//! The kernel is written as LLVM IR text from this template and linked
+//! The kernels are written as LLVM IR text from these templates and linked
 //! into the program's module; every loop over tiles is unrolled here, so
 //! fragments live in registers.
 
@@ -35,50 +66,84 @@ use std::fmt::Write;
 use birkhoff_ir::DType;
 use birkhoff_ir::kernel::{Gemm, Program};
 
-/// Rows of `a` per block (four 16-row tensor-core tiles).
-const ROWS: usize = 64;
+/// Blocks a product should launch at least: two per SM of an H100 (132
+/// SMs), the largest GPU the launch shapes are tuned for.
+pub(crate) const MIN_BLOCKS: usize = 2 * 132;
 /// Warps per block.
-const WARPS: usize = 8;
+pub(crate) const WARPS: usize = 8;
 /// Threads per block.
 pub(crate) const THREADS: u32 = (WARPS * 32) as u32;
+
+/// Which kernel computes the product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flavor {
+    /// `bf16` operands on tensor cores.
+    TensorCore,
+    /// `f32` operands with fused multiply-adds.
+    Fma,
+}
 
 /// The compile-time facts of one product, once [`applies`] accepted it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Skinny {
-    m: usize,
-    n: usize,
-    k: usize,
-    batch: usize,
+    pub(crate) flavor: Flavor,
+    /// 16-row tiles per block: 1, 2 or 4 ([`tiles_for`]).
+    pub(crate) tiles: usize,
+    pub(crate) m: usize,
+    pub(crate) n: usize,
+    pub(crate) k: usize,
+    pub(crate) batch: usize,
     /// `(buffer index, offset, row stride, batch stride)` of `a`.
-    a: (usize, usize, usize, usize),
+    pub(crate) a: (usize, usize, usize, usize),
     /// `(buffer index, offset, stride between columns of b, batch stride)`.
-    b: (usize, usize, usize, usize),
+    pub(crate) b: (usize, usize, usize, usize),
     /// `(buffer index, offset, row stride, column stride, batch stride)`.
-    c: (usize, usize, usize, usize, usize),
+    pub(crate) c: (usize, usize, usize, usize, usize),
     /// `(buffer index, offset, row stride, batch stride)` of the sums.
-    sumsq: Option<(usize, usize, usize, usize)>,
-    accumulate: bool,
+    pub(crate) sumsq: Option<(usize, usize, usize, usize)>,
+    pub(crate) accumulate: bool,
 }
 
-/// Whether `g` fits the tensor-core kernel: `bf16` operands, `a` rows and
-/// `b` columns contiguous and 16-byte aligned, `N ≤ 32`, `K % 32 == 0`.
-pub(crate) fn applies(program: &Program, g: &Gemm) -> Option<Skinny> {
+/// 16-row tiles per block for `m` rows in each of `batch` products: the
+/// most of 4, 2 and 1 that give at least [`MIN_BLOCKS`] blocks, else 1.
+pub(crate) fn tiles_for(m: usize, batch: usize) -> usize {
+    [4, 2]
+        .into_iter()
+        .find(|&t| m.div_ceil(16 * t).saturating_mul(batch) >= MIN_BLOCKS)
+        .unwrap_or(1)
+}
+
+/// Whether `g` fits a tall-and-skinny kernel on `sm_{sm}`: `bf16`
+/// operands (sm_80 and later, tensor cores) or `f32` ones (fused
+/// multiply-adds), an `f32` result, `a` rows and `b` columns contiguous
+/// and 16-byte aligned, `1 ≤ N ≤ 32`, `K` a positive multiple of 32.
+pub(crate) fn applies(program: &Program, g: &Gemm, sm: u32) -> Option<Skinny> {
     let dtype = |b: birkhoff_ir::kernel::BufferId| program.buffer(b).dtype();
-    let aligned = |x: usize| x.is_multiple_of(8);
-    let ok = dtype(g.a.buf) == DType::Bf16
-        && dtype(g.b.buf) == DType::Bf16
-        && dtype(g.c.buf) == DType::F32
+    let flavor = match (dtype(g.a.buf), dtype(g.b.buf)) {
+        (DType::Bf16, DType::Bf16) if sm >= 80 => Flavor::TensorCore,
+        (DType::F32, DType::F32) => Flavor::Fma,
+        _ => return None,
+    };
+    // Elements per 16 bytes.
+    let vector = 16 / dtype(g.a.buf).size_bytes();
+    let aligned = |x: usize| x.is_multiple_of(vector);
+    let tiles = tiles_for(g.m, g.batch);
+    let ok = dtype(g.c.buf) == DType::F32
         && g.a.col_stride == 1
         && g.b.row_stride == 1
-        && g.n <= 32
+        && (1..=32).contains(&g.n)
+        && g.m >= 1
+        && g.k >= 32
         && g.k.is_multiple_of(32)
         && [g.a.offset, g.a.row_stride, g.a.batch_stride]
             .into_iter()
             .chain([g.b.offset, g.b.col_stride, g.b.batch_stride])
             .all(aligned)
-        && u32::try_from(g.m.div_ceil(ROWS)).is_ok()
+        && i32::try_from(g.m.div_ceil(16 * tiles)).is_ok()
         && u16::try_from(g.batch).is_ok();
     ok.then(|| Skinny {
+        flavor,
+        tiles,
         m: g.m,
         n: g.n,
         k: g.k,
@@ -113,7 +178,17 @@ pub(crate) fn applies(program: &Program, g: &Gemm) -> Option<Skinny> {
 impl Skinny {
     /// Blocks per grid `(x, y, z)`: row blocks, then the batch.
     pub(crate) fn grid(&self) -> [u32; 3] {
-        [self.m.div_ceil(ROWS) as u32, self.batch as u32, 1]
+        [self.m.div_ceil(self.rows()) as u32, self.batch as u32, 1]
+    }
+
+    /// Rows of `a` per block.
+    pub(crate) fn rows(&self) -> usize {
+        16 * self.tiles
+    }
+
+    /// Whether the product runs on tensor cores.
+    pub(crate) fn tensor_cores(&self) -> bool {
+        self.flavor == Flavor::TensorCore
     }
 
     /// Column tiles of 8.
@@ -127,8 +202,18 @@ impl Skinny {
 /// kernel ABI) and must be launched with [`Skinny::grid`] blocks of
 /// [`THREADS`] threads.
 pub(crate) fn module_ir(entry: &str, s: &Skinny) -> String {
+    match s.flavor {
+        Flavor::TensorCore => tensor_core_ir(entry, s),
+        Flavor::Fma => super::skinny_fma::module_ir(entry, s),
+    }
+}
+
+/// [`module_ir`] of the tensor-core flavour.
+fn tensor_core_ir(entry: &str, s: &Skinny) -> String {
     let mut o = String::new();
     let nt = s.ntiles();
+    let tiles = s.tiles;
+    let rows = s.rows();
     let chunks = s.k / 32;
     // `write!` into a String cannot fail.
     macro_rules! w {
@@ -142,9 +227,9 @@ pub(crate) fn module_ir(entry: &str, s: &Skinny) -> String {
     );
     w!(
         "@{entry}.red = internal addrspace(3) global [{} x float] undef, align 16",
-        ROWS * 32
+        rows * 32
     );
-    w!("@{entry}.redsq = internal addrspace(3) global [{ROWS} x float] undef, align 16");
+    w!("@{entry}.redsq = internal addrspace(3) global [{rows} x float] undef, align 16");
     w!("define void @{entry}(ptr addrspace(1) noalias readonly %tab) {{");
     w!("entry:");
     w!("  %tid = call i32 @llvm.nvvm.read.ptx.sreg.tid.x()");
@@ -157,7 +242,7 @@ pub(crate) fn module_ir(entry: &str, s: &Skinny) -> String {
     w!("  %g = zext i32 %g32 to i64");
     w!("  %t = zext i32 %t32 to i64");
     w!("  %batch = zext i32 %by to i64");
-    w!("  %rowbase32 = mul i32 %bx, {ROWS}");
+    w!("  %rowbase32 = mul i32 %bx, {rows}");
     w!("  %rowbase = zext i32 %rowbase32 to i64");
     // Buffer base addresses from the table.
     let mut base = |name: &str, buf: usize| {
@@ -173,17 +258,20 @@ pub(crate) fn module_ir(entry: &str, s: &Skinny) -> String {
     }
     // Accumulators and sums of squares: allocas with constant indices,
     // which SROA turns into registers.
-    w!("  %acc = alloca [{} x float], align 4", 4 * nt * 4);
-    w!("  %sq = alloca [8 x float], align 4");
-    for i in 0..4 * nt * 4 {
+    w!("  %acc = alloca [{} x float], align 4", tiles * nt * 4);
+    w!("  %sq = alloca [{} x float], align 4", 2 * tiles);
+    for i in 0..tiles * nt * 4 {
         w!(
             "  %acc.{i} = getelementptr [{} x float], ptr %acc, i64 0, i64 {i}",
-            4 * nt * 4
+            tiles * nt * 4
         );
         w!("  store float 0.0, ptr %acc.{i}");
     }
-    for i in 0..8 {
-        w!("  %sq.{i} = getelementptr [8 x float], ptr %sq, i64 0, i64 {i}");
+    for i in 0..2 * tiles {
+        w!(
+            "  %sq.{i} = getelementptr [{} x float], ptr %sq, i64 0, i64 {i}",
+            2 * tiles
+        );
         w!("  store float 0.0, ptr %sq.{i}");
     }
     // Element offsets (in elements of a and b) of this lane's rows at
@@ -192,7 +280,7 @@ pub(crate) fn module_ir(entry: &str, s: &Skinny) -> String {
     w!("  %a.batch = mul i64 %batch, {}", s.a.3);
     w!("  %b.batch = mul i64 %batch, {}", s.b.3);
     w!("  %t8 = mul i64 %t, 8");
-    for mt in 0..4 {
+    for mt in 0..tiles {
         for h in 0..2 {
             let r = format!("{mt}.{h}");
             w!("  %ar.{r} = add i64 %rowbase, {}", mt * 16 + h * 8);
@@ -241,25 +329,25 @@ pub(crate) fn module_ir(entry: &str, s: &Skinny) -> String {
     w!("  br label %reduce");
     // Cross-warp reduction in warp order through shared memory.
     w!("reduce:");
-    for i in 0..(ROWS * 32) / (WARPS * 32) {
+    for i in 0..(rows * 32) / (WARPS * 32) {
         w!("  %z.{i} = add i32 %tid, {}", i * WARPS * 32);
         w!(
             "  %zp.{i} = getelementptr [{} x float], ptr addrspace(3) @{entry}.red, i32 0, i32 %z.{i}",
-            ROWS * 32
+            rows * 32
         );
         w!("  store float 0.0, ptr addrspace(3) %zp.{i}");
     }
-    w!("  %zsq = icmp ult i32 %tid, {ROWS}");
+    w!("  %zsq = icmp ult i32 %tid, {rows}");
     w!("  br i1 %zsq, label %zsq.do, label %zsq.done");
     w!("zsq.do:");
     w!(
-        "  %zsqp = getelementptr [{ROWS} x float], ptr addrspace(3) @{entry}.redsq, i32 0, i32 %tid"
+        "  %zsqp = getelementptr [{rows} x float], ptr addrspace(3) @{entry}.redsq, i32 0, i32 %tid"
     );
     w!("  store float 0.0, ptr addrspace(3) %zsqp");
     w!("  br label %zsq.done");
     w!("zsq.done:");
     // Quad sums of the squares (lanes t = 0..3 of a row group).
-    for i in 0..8 {
+    for i in 0..2 * tiles {
         w!("  %sqv.{i} = load float, ptr %sq.{i}");
         w!(
             "  %sqx.{i} = call float @llvm.nvvm.shfl.sync.bfly.f32(i32 -1, float %sqv.{i}, i32 1, i32 31)"
@@ -275,7 +363,7 @@ pub(crate) fn module_ir(entry: &str, s: &Skinny) -> String {
         w!("  %mine.{wi} = icmp eq i32 %warp, {wi}");
         w!("  br i1 %mine.{wi}, label %add.{wi}, label %added.{wi}");
         w!("add.{wi}:");
-        for mt in 0..4 {
+        for mt in 0..tiles {
             for j in 0..nt {
                 for e in 0..4 {
                     let i = (mt * nt + j) * 4 + e;
@@ -290,7 +378,7 @@ pub(crate) fn module_ir(entry: &str, s: &Skinny) -> String {
                     w!("  %fi.{v} = add i32 %fi0.{v}, %fc.{v}");
                     w!(
                         "  %fp.{v} = getelementptr [{} x float], ptr addrspace(3) @{entry}.red, i32 0, i32 %fi.{v}",
-                        ROWS * 32
+                        rows * 32
                     );
                     w!("  %fo.{v} = load float, ptr addrspace(3) %fp.{v}");
                     w!("  %fs.{v} = fadd float %fo.{v}, %fv.{v}");
@@ -301,13 +389,13 @@ pub(crate) fn module_ir(entry: &str, s: &Skinny) -> String {
         w!("  %lead.{wi} = icmp eq i32 %t32, 0");
         w!("  br i1 %lead.{wi}, label %addsq.{wi}, label %added.{wi}");
         w!("addsq.{wi}:");
-        for mt in 0..4 {
+        for mt in 0..tiles {
             for h in 0..2 {
                 let i = mt * 2 + h;
                 let v = format!("{wi}.{i}");
                 w!("  %qr.{v} = add i32 %g32, {}", mt * 16 + h * 8);
                 w!(
-                    "  %qp.{v} = getelementptr [{ROWS} x float], ptr addrspace(3) @{entry}.redsq, i32 0, i32 %qr.{v}"
+                    "  %qp.{v} = getelementptr [{rows} x float], ptr addrspace(3) @{entry}.redsq, i32 0, i32 %qr.{v}"
                 );
                 w!("  %qo.{v} = load float, ptr addrspace(3) %qp.{v}");
                 w!("  %qs.{v} = fadd float %qo.{v}, %sqs.{i}");
@@ -320,11 +408,11 @@ pub(crate) fn module_ir(entry: &str, s: &Skinny) -> String {
     }
     // Results: thread i writes elements i, i + 256, … of the 64 × N tile.
     w!("  %c.batch = mul i64 %batch, {}", s.c.4);
-    let per = (ROWS * s.n).div_ceil(WARPS * 32);
+    let per = (rows * s.n).div_ceil(WARPS * 32);
     for i in 0..per {
         let v = format!("o{i}");
         w!("  %{v}.e = add i32 %tid, {}", i * WARPS * 32);
-        w!("  %{v}.in = icmp ult i32 %{v}.e, {}", ROWS * s.n);
+        w!("  %{v}.in = icmp ult i32 %{v}.e, {}", rows * s.n);
         w!("  %{v}.r = udiv i32 %{v}.e, {}", s.n);
         w!("  %{v}.col = urem i32 %{v}.e, {}", s.n);
         w!("  %{v}.row = add i32 %rowbase32, %{v}.r");
@@ -336,7 +424,7 @@ pub(crate) fn module_ir(entry: &str, s: &Skinny) -> String {
         w!("  %{v}.si = add i32 %{v}.si0, %{v}.col");
         w!(
             "  %{v}.sp = getelementptr [{} x float], ptr addrspace(3) @{entry}.red, i32 0, i32 %{v}.si",
-            ROWS * 32
+            rows * 32
         );
         w!("  %{v}.x = load float, ptr addrspace(3) %{v}.sp");
         w!("  %{v}.row64 = zext i32 %{v}.row to i64");
@@ -359,13 +447,13 @@ pub(crate) fn module_ir(entry: &str, s: &Skinny) -> String {
     }
     if let Some(sq) = s.sumsq {
         w!("  %sqrow = add i32 %rowbase32, %tid");
-        w!("  %sqok0 = icmp ult i32 %tid, {ROWS}");
+        w!("  %sqok0 = icmp ult i32 %tid, {rows}");
         w!("  %sqok1 = icmp ult i32 %sqrow, {}", s.m);
         w!("  %sqok = and i1 %sqok0, %sqok1");
         w!("  br i1 %sqok, label %sqw.do, label %sqw.done");
         w!("sqw.do:");
         w!(
-            "  %sqwp = getelementptr [{ROWS} x float], ptr addrspace(3) @{entry}.redsq, i32 0, i32 %tid"
+            "  %sqwp = getelementptr [{rows} x float], ptr addrspace(3) @{entry}.redsq, i32 0, i32 %tid"
         );
         w!("  %sqwx = load float, ptr addrspace(3) %sqwp");
         w!("  %sqrow64 = zext i32 %sqrow to i64");
@@ -389,13 +477,14 @@ pub(crate) fn module_ir(entry: &str, s: &Skinny) -> String {
 /// together); `p` keeps value names unique.
 fn chunk_bodies(o: &mut String, s: &Skinny, p: &str, chunks: &[&str]) {
     let nt = s.ntiles();
+    let tiles = s.tiles;
     macro_rules! w {
         ($($t:tt)*) => { let _ = writeln!(o, $($t)*); };
     }
     for (ci, c) in chunks.iter().enumerate() {
         let q = format!("{p}{ci}");
         w!("  %k0.{q} = mul i64 {c}, 32");
-        for mt in 0..4 {
+        for mt in 0..tiles {
             for h in 0..2 {
                 let r = format!("{mt}.{h}");
                 w!("  %ae.{q}.{r} = add i64 %aoff.{r}, %k0.{q}");
@@ -422,7 +511,7 @@ fn chunk_bodies(o: &mut String, s: &Skinny, p: &str, chunks: &[&str]) {
     for (ci, _) in chunks.iter().enumerate() {
         let q = format!("{p}{ci}");
         // Squares: each 32-bit word holds two bf16, low element first.
-        for mt in 0..4 {
+        for mt in 0..tiles {
             for h in 0..2 {
                 let r = format!("{mt}.{h}");
                 let i = mt * 2 + h;
@@ -447,7 +536,7 @@ fn chunk_bodies(o: &mut String, s: &Skinny, p: &str, chunks: &[&str]) {
             }
         }
         for step in 0..2 {
-            for mt in 0..4 {
+            for mt in 0..tiles {
                 for j in 0..nt {
                     let v = format!("{q}.{step}.{mt}.{j}");
                     let (w0, w1) = (2 * step, 2 * step + 1);
