@@ -40,6 +40,7 @@ use birkhoff_ir::Op;
 use birkhoff_ir::kernel::{BufferId, Expr, Gemm, Kernel, LoopKind, Program, ScalarType, Stmt};
 
 use super::launch::{Mode, Work, distribute, pieces};
+use super::skinny::Flavor;
 use super::{LaunchInfo, launch_plan_with_warp0};
 use crate::{CodegenOptions, GpuError};
 
@@ -391,6 +392,7 @@ pub fn audit(
     device: &DeviceModel,
 ) -> Result<Vec<LaunchAudit>> {
     let plan = launch_plan_with_warp0(program, opts)?;
+    let sm = super::sm_version(&opts.arch)?;
     let (stats, counts) = match ptxas {
         Some(p) => {
             let module = super::compile(program, opts)?;
@@ -421,8 +423,9 @@ pub fn audit(
             k,
             block: launch.block,
             warp0: &warp0,
+            sm,
         };
-        let t = model.launch(w, mode, launch.tensor_cores, &launch.grid);
+        let t = model.launch(w, mode, &launch.grid);
         let ptxas = stats.as_ref().and_then(|s| s.get(&launch.entry).cloned());
         let regs = ptxas.as_ref().map_or(64, |s| s.registers.max(1));
         let resident = resident_blocks(device, launch.block, regs);
@@ -557,6 +560,8 @@ struct Model<'a> {
     block: u32,
     /// Statements (by address) code generation put on warp 0 alone.
     warp0: &'a HashSet<usize>,
+    /// The target's compute capability (which matrix-product kernel runs).
+    sm: u32,
 }
 
 /// What a statement list costs when run by one thread in order.
@@ -567,13 +572,14 @@ struct Serial {
 }
 
 impl Model<'_> {
-    fn launch(&self, w: Work<'_>, mode: Mode, tensor_cores: bool, grid: &[u32; 3]) -> Tally {
+    fn launch(&self, w: Work<'_>, mode: Mode, grid: &[u32; 3]) -> Tally {
         let mut t = Tally::default();
         let mut reads = HashSet::new();
         let mut writes = HashSet::new();
         match w {
             Work::Gemm(g) => {
-                self.gemm(g, tensor_cores, &mut t);
+                let blocks: f64 = grid.iter().map(|&g| f64::from(g)).product();
+                self.gemm(g, blocks, &mut t);
                 reads.extend([g.a.buf, g.b.buf]);
                 writes.insert(g.c.buf);
                 if g.accumulate {
@@ -632,23 +638,32 @@ impl Model<'_> {
         (d.len() * d.dtype().size_bytes()) as u64
     }
 
-    fn gemm(&self, g: &Gemm, tensor_cores: bool, t: &mut Tally) {
+    fn gemm(&self, g: &Gemm, blocks: f64, t: &mut Tally) {
         let macs = (g.m * g.n * g.k * g.batch) as f64;
-        // Tensor cores: one m16n8k16 per 2048 multiply-adds, plus one
-        // 16-byte load per lane for each 8 bf16 of `a` and of `b` staged.
-        // The general kernel: a fused multiply-add and two shared-memory
-        // loads per multiply-add and thread, its tile staging on top.
-        t.warp_instructions = if tensor_cores {
-            macs / 2048.0 + ((g.m + g.n) * g.k * g.batch) as f64 / 8.0 / 32.0
-        } else {
-            macs * 3.25 / 32.0
+        t.warp_instructions = match super::skinny::applies(self.p, g, self.sm) {
+            // Tensor cores: one m16n8k16 per 2048 multiply-adds, plus one
+            // 16-byte load per lane for each 8 bf16 of `a` and of `b`.
+            Some(s) if s.flavor == Flavor::TensorCore => {
+                macs / 2048.0 + ((g.m + g.n) * g.k * g.batch) as f64 / 8.0 / 32.0
+            }
+            // The f32 tall-and-skinny kernel: per step of 4 elements, a lane
+            // loads its R rows and the N rows of `b`, does 4·R·N
+            // multiply-adds, 4·R more for the row sums, and 5 of
+            // bookkeeping (counted from its PTX loop).
+            Some(s) => {
+                let rows = 16 * s.tiles;
+                let r = if s.tiles == 4 { 4.0 } else { 2.0 };
+                let padded = (g.m.div_ceil(rows) * rows * g.k * g.batch) as f64;
+                let n = g.n as f64;
+                let sq = if g.row_sumsq.is_some() { 4.0 * r } else { 0.0 };
+                padded / (4.0 * r) / 32.0 * (r + n + 4.0 * r * n + sq + 4.0 * r + 5.0)
+            }
+            // The general kernel: a fused multiply-add and two shared-memory
+            // loads per multiply-add and thread, its tile staging on top.
+            None => macs * 3.25 / 32.0,
         };
-        let tiles = if tensor_cores {
-            g.m.div_ceil(64) * g.batch
-        } else {
-            g.m.div_ceil(16) * g.n.div_ceil(16) * g.batch
-        };
-        t.chain = t.warp_instructions / tiles.max(1) as f64 / 8.0;
+        // A block's 8 warps share its work.
+        t.chain = t.warp_instructions / blocks.max(1.0) / 8.0;
         t.parts = (g.m * g.n * g.batch) as u64 * (g.k as u64 / 64).max(1);
     }
 
