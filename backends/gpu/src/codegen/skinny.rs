@@ -427,23 +427,7 @@ fn tensor_core_ir(entry: &str, s: &Skinny) -> String {
             rows * 32
         );
         w!("  %{v}.x = load float, ptr addrspace(3) %{v}.sp");
-        w!("  %{v}.row64 = zext i32 %{v}.row to i64");
-        w!("  %{v}.col64 = zext i32 %{v}.col to i64");
-        w!("  %{v}.ro = mul i64 %{v}.row64, {}", s.c.2);
-        w!("  %{v}.co = mul i64 %{v}.col64, {}", s.c.3);
-        w!("  %{v}.o0 = add i64 %{v}.ro, %{v}.co");
-        w!("  %{v}.o1 = add i64 %{v}.o0, %c.batch");
-        w!("  %{v}.o = add i64 %{v}.o1, {}", s.c.1);
-        w!("  %{v}.p = getelementptr float, ptr addrspace(1) %pc, i64 %{v}.o");
-        if s.accumulate {
-            w!("  %{v}.old = load float, ptr addrspace(1) %{v}.p");
-            w!("  %{v}.y = fadd float %{v}.old, %{v}.x");
-            w!("  store float %{v}.y, ptr addrspace(1) %{v}.p");
-        } else {
-            w!("  store float %{v}.x, ptr addrspace(1) %{v}.p");
-        }
-        w!("  br label %{v}.done");
-        w!("{v}.done:");
+        store_c(&mut o, s, &v);
     }
     if let Some(sq) = s.sumsq {
         w!("  %sqrow = add i32 %rowbase32, %tid");
@@ -456,20 +440,57 @@ fn tensor_core_ir(entry: &str, s: &Skinny) -> String {
             "  %sqwp = getelementptr [{rows} x float], ptr addrspace(3) @{entry}.redsq, i32 0, i32 %tid"
         );
         w!("  %sqwx = load float, ptr addrspace(3) %sqwp");
-        w!("  %sqrow64 = zext i32 %sqrow to i64");
-        w!("  %sqo0 = mul i64 %sqrow64, {}", sq.2);
-        w!("  %sqob = mul i64 %batch, {}", sq.3);
-        w!("  %sqo1 = add i64 %sqo0, %sqob");
-        w!("  %sqo = add i64 %sqo1, {}", sq.1);
-        w!("  %sqp = getelementptr float, ptr addrspace(1) %ps, i64 %sqo");
-        w!("  store float %sqwx, ptr addrspace(1) %sqp");
-        w!("  br label %sqw.done");
-        w!("sqw.done:");
+        store_sumsq(&mut o, sq, "%sqwx");
     }
     w!("  ret void");
     w!("}}");
     o.push_str(&super::text_epilogue(entry, THREADS));
     o
+}
+
+/// The end of a result element's store, shared by both flavours: `%{v}.x`
+/// (its value) goes to `c` at row `%{v}.row`, column `%{v}.col` of product
+/// `%c.batch` (added to the old value when accumulating), then control
+/// reaches `{v}.done`.
+pub(crate) fn store_c(o: &mut String, s: &Skinny, v: &str) {
+    macro_rules! w {
+        ($($t:tt)*) => { let _ = writeln!(o, $($t)*); };
+    }
+    w!("  %{v}.row64 = zext i32 %{v}.row to i64");
+    w!("  %{v}.col64 = zext i32 %{v}.col to i64");
+    w!("  %{v}.ro = mul i64 %{v}.row64, {}", s.c.2);
+    w!("  %{v}.co = mul i64 %{v}.col64, {}", s.c.3);
+    w!("  %{v}.o0 = add i64 %{v}.ro, %{v}.co");
+    w!("  %{v}.o1 = add i64 %{v}.o0, %c.batch");
+    w!("  %{v}.o = add i64 %{v}.o1, {}", s.c.1);
+    w!("  %{v}.p = getelementptr float, ptr addrspace(1) %pc, i64 %{v}.o");
+    if s.accumulate {
+        w!("  %{v}.old = load float, ptr addrspace(1) %{v}.p");
+        w!("  %{v}.y = fadd float %{v}.old, %{v}.x");
+        w!("  store float %{v}.y, ptr addrspace(1) %{v}.p");
+    } else {
+        w!("  store float %{v}.x, ptr addrspace(1) %{v}.p");
+    }
+    w!("  br label %{v}.done");
+    w!("{v}.done:");
+}
+
+/// The end of a row sum's store, shared by both flavours: `x` goes to the
+/// sums `sq` at row `%sqrow` of product `%batch`, then control reaches
+/// `sqw.done`.
+pub(crate) fn store_sumsq(o: &mut String, sq: (usize, usize, usize, usize), x: &str) {
+    macro_rules! w {
+        ($($t:tt)*) => { let _ = writeln!(o, $($t)*); };
+    }
+    w!("  %sqrow64 = zext i32 %sqrow to i64");
+    w!("  %sqo0 = mul i64 %sqrow64, {}", sq.2);
+    w!("  %sqob = mul i64 %batch, {}", sq.3);
+    w!("  %sqo1 = add i64 %sqo0, %sqob");
+    w!("  %sqo = add i64 %sqo1, {}", sq.1);
+    w!("  %sqp = getelementptr float, ptr addrspace(1) %ps, i64 %sqo");
+    w!("  store float {x}, ptr addrspace(1) %sqp");
+    w!("  br label %sqw.done");
+    w!("sqw.done:");
 }
 
 /// Loads, squares and tensor-core products of the chunks whose indices

@@ -43,7 +43,7 @@
 
 use std::fmt::Write;
 
-use super::skinny::{Skinny, THREADS, WARPS};
+use super::skinny::{Skinny, THREADS, WARPS, store_c, store_sumsq};
 
 /// Rows of `a` per lane (`R`) for blocks of `tiles` 16-row tiles.
 fn rows_per_lane(tiles: usize) -> usize {
@@ -249,23 +249,7 @@ pub(crate) fn module_ir(entry: &str, s: &Skinny) -> String {
             g_n * vp
         );
         w!("  %{v}.x = load float, ptr addrspace(3) %{v}.sp");
-        w!("  %{v}.row64 = zext i32 %{v}.row to i64");
-        w!("  %{v}.col64 = zext i32 %{v}.col to i64");
-        w!("  %{v}.ro = mul i64 %{v}.row64, {}", s.c.2);
-        w!("  %{v}.co = mul i64 %{v}.col64, {}", s.c.3);
-        w!("  %{v}.o0 = add i64 %{v}.ro, %{v}.co");
-        w!("  %{v}.o1 = add i64 %{v}.o0, %c.batch");
-        w!("  %{v}.o = add i64 %{v}.o1, {}", s.c.1);
-        w!("  %{v}.p = getelementptr float, ptr addrspace(1) %pc, i64 %{v}.o");
-        if s.accumulate {
-            w!("  %{v}.old = load float, ptr addrspace(1) %{v}.p");
-            w!("  %{v}.y = fadd float %{v}.old, %{v}.x");
-            w!("  store float %{v}.y, ptr addrspace(1) %{v}.p");
-        } else {
-            w!("  store float %{v}.x, ptr addrspace(1) %{v}.p");
-        }
-        w!("  br label %{v}.done");
-        w!("{v}.done:");
+        store_c(&mut o, s, &v);
     }
     if let Some(sq) = s.sumsq {
         w!("  %sqrow = add i32 %rowbase32, %tid");
@@ -280,15 +264,7 @@ pub(crate) fn module_ir(entry: &str, s: &Skinny) -> String {
             g_n * vp
         );
         w!("  %q.x = load float, ptr addrspace(3) %q.sp");
-        w!("  %sqrow64 = zext i32 %sqrow to i64");
-        w!("  %sqo0 = mul i64 %sqrow64, {}", sq.2);
-        w!("  %sqob = mul i64 %batch, {}", sq.3);
-        w!("  %sqo1 = add i64 %sqo0, %sqob");
-        w!("  %sqo = add i64 %sqo1, {}", sq.1);
-        w!("  %sqp = getelementptr float, ptr addrspace(1) %ps, i64 %sqo");
-        w!("  store float %q.x, ptr addrspace(1) %sqp");
-        w!("  br label %sqw.done");
-        w!("sqw.done:");
+        store_sumsq(&mut o, sq, "%q.x");
     }
     w!("  ret void");
     w!("}}");
