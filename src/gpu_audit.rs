@@ -174,17 +174,17 @@ pub fn suite(shapes: &AuditShapes) -> Result<Vec<AuditProgram>, SuiteError> {
         out.push(AuditProgram {
             name: format!("mhc_pre_grad {dtype} T={t} C={c}"),
             mhc: true,
-            graph: pre_grad(dtype, t, n, c, variant),
+            graph: pre_grad(dtype, t, n, c, variant)?,
         });
         out.push(AuditProgram {
             name: format!("sinkhorn_grad {dtype} T={t}"),
             mhc: true,
-            graph: sinkhorn_grad(dtype, t, n, variant),
+            graph: sinkhorn_grad(dtype, t, n, variant)?,
         });
         out.push(AuditProgram {
             name: format!("mhc_post_grad {dtype} T={t} C={c}"),
             mhc: true,
-            graph: post_grad(dtype, t, n, c),
+            graph: post_grad(dtype, t, n, c)?,
         });
         for model in ["mhc-block", "hc-block", "residual-block"] {
             let args = ModelArgs {
@@ -208,7 +208,22 @@ pub fn suite(shapes: &AuditShapes) -> Result<Vec<AuditProgram>, SuiteError> {
     Ok(out)
 }
 
-fn pre_grad(d: DType, t: usize, n: usize, c: usize, v: SinkhornVariant) -> Graph {
+/// A backward op's graph from its IR text: shapes the parser or the type
+/// checker refuses are an error of the suite, not a panic.
+fn parsed(program: &str, text: &str) -> Result<Graph, SuiteError> {
+    birkhoff_ir::parse_graph(text).map_err(|e| SuiteError::Build {
+        program: program.to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn pre_grad(
+    d: DType,
+    t: usize,
+    n: usize,
+    c: usize,
+    v: SinkhornVariant,
+) -> Result<Graph, SuiteError> {
     let m = n * (n + 2);
     let k = n * c;
     let text = format!(
@@ -223,10 +238,10 @@ fn pre_grad(d: DType, t: usize, n: usize, c: usize, v: SinkhornVariant) -> Graph
         v = v.name(),
         e = v.default_eps(),
     );
-    birkhoff_ir::parse_graph(&text).expect("the suite's mhc_pre_grad graph parses")
+    parsed("mhc_pre_grad", &text)
 }
 
-fn sinkhorn_grad(d: DType, t: usize, n: usize, v: SinkhornVariant) -> Graph {
+fn sinkhorn_grad(d: DType, t: usize, n: usize, v: SinkhornVariant) -> Result<Graph, SuiteError> {
     let text = format!(
         "graph @sinkhorn_grad(%x: {d}[{t},{n},{n}], %dy: {d}[{t},{n},{n}]) -> (dx: {d}[{t},{n},{n}]) {{
   %2 = sinkhorn_grad %x, %dy, variant={v}, iters=20, eps={e} : {d}[{t},{n},{n}]
@@ -235,10 +250,10 @@ fn sinkhorn_grad(d: DType, t: usize, n: usize, v: SinkhornVariant) -> Graph {
         v = v.name(),
         e = v.default_eps(),
     );
-    birkhoff_ir::parse_graph(&text).expect("the suite's sinkhorn_grad graph parses")
+    parsed("sinkhorn_grad", &text)
 }
 
-fn post_grad(d: DType, t: usize, n: usize, c: usize) -> Graph {
+fn post_grad(d: DType, t: usize, n: usize, c: usize) -> Result<Graph, SuiteError> {
     let text = format!(
         "graph @mhc_post_grad(%f: {d}[{t},{c}], %x: {d}[{t},{n},{c}], %post: {d}[{t},{n}], %comb: {d}[{t},{n},{n}], %dy: {d}[{t},{n},{c}]) -> (d_f: {d}[{t},{c}], d_x: {d}[{t},{n},{c}], d_post: {d}[{t},{n}], d_comb: {d}[{t},{n},{n}]) {{
   %5 = mhc_post_grad %f, %x, %post, %comb, %dy : ({d}[{t},{c}], {d}[{t},{n},{c}], {d}[{t},{n}], {d}[{t},{n},{n}])
@@ -249,7 +264,7 @@ fn post_grad(d: DType, t: usize, n: usize, c: usize) -> Graph {
   return %6, %7, %8, %9
 }}"
     );
-    birkhoff_ir::parse_graph(&text).expect("the suite's mhc_post_grad graph parses")
+    parsed("mhc_post_grad", &text)
 }
 
 /// Compiles one program for the GPU (optimized, as `compile --target gpu`
