@@ -9,7 +9,10 @@
 //! crate's `gpu_emulated` (host emulation) and `gpu` (device) tests.
 #![cfg(feature = "gpu")]
 
-use std::path::PathBuf;
+mod common;
+
+use common::ptxas_or_note;
+
 use std::process::Command;
 
 use birkhoff_dsl::zoo::{Flag, ModelArgs, build_model, model_info, models};
@@ -300,23 +303,9 @@ fn invalid_programs_are_refused_by_the_verifier() {
     }
 }
 
-/// `ptxas`, if this machine has it.
-fn ptxas() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("PTXAS") {
-        return Some(PathBuf::from(p));
-    }
-    let found = Command::new("ptxas").arg("--version").output().is_ok();
-    found.then(|| PathBuf::from("ptxas"))
-}
-
 #[test]
 fn ptxas_accepts_every_module() {
-    let Some(ptxas) = ptxas() else {
-        assert!(
-            std::env::var_os("BIRKHOFF_REQUIRE_PTXAS").is_none(),
-            "BIRKHOFF_REQUIRE_PTXAS is set but no ptxas was found (set PTXAS)"
-        );
-        eprintln!("note: no ptxas found; PTX not assembled (set PTXAS to check it)");
+    let Some(ptxas) = ptxas_or_note("PTX assembly") else {
         return;
     };
     let scratch = tempfile::tempdir().unwrap();
@@ -359,12 +348,7 @@ fn ptxas_accepts_every_module() {
 /// flavours: ptxas assembles them without spilling.
 #[test]
 fn ptxas_assembles_the_projections_without_spills() {
-    let Some(ptxas) = ptxas() else {
-        assert!(
-            std::env::var_os("BIRKHOFF_REQUIRE_PTXAS").is_none(),
-            "BIRKHOFF_REQUIRE_PTXAS is set but no ptxas was found (set PTXAS)"
-        );
-        eprintln!("note: no ptxas found; PTX not assembled (set PTXAS to check it)");
+    let Some(ptxas) = ptxas_or_note("PTX assembly") else {
         return;
     };
     let scratch = tempfile::tempdir().unwrap();

@@ -13,18 +13,20 @@
 //! interpreter's bit for bit.
 #![cfg(feature = "gpu")]
 
+mod common;
+
+use common::{add, buffer, by_place, f32c, function, mul, ptxas_or_note};
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
 
 use birkhoff_gpu::codegen::audit::ptxas_stats;
 use birkhoff_gpu::codegen::{Mode, launch_plan};
 use birkhoff_gpu::{CodegenOptions, compile_module, emit_llvm, emulate};
 use birkhoff_ir::kernel::{
-    BufferDecl, BufferId, BufferKind, Expr, Index, Kernel, LocalId, LoopKind, Program, ScalarType,
-    Stmt, VarId, run_program,
+    BufferId, BufferKind, Expr, Index, Kernel, LocalId, LoopKind, Program, ScalarType, Stmt, VarId,
+    run_program,
 };
-use birkhoff_ir::{DType, Op, Precision, Tensor, TensorType};
+use birkhoff_ir::{DType, Precision, Tensor, TensorType};
 use birkhoff_lower::{LowerOptions, PreMixProjection, lower};
 
 /// `mhc_pre_grad` with four streams, the TileKernels Sinkhorn and 20
@@ -68,35 +70,6 @@ fn per_token(p: &Program) -> (String, LocalId) {
     (l.entry.clone(), LocalId(states as u32))
 }
 
-/// The text of function `@name` in a printed LLVM module.
-fn function<'a>(ir: &'a str, name: &str) -> &'a str {
-    let start = ir
-        .find(&format!("define void @{name}("))
-        .unwrap_or_else(|| panic!("no function {name}"));
-    let rest = &ir[start..];
-    &rest[..rest.find("\n}\n").expect("function end")]
-}
-
-/// Splits a function's text into the parts inside warp-0 runs (from a
-/// `warp.run` block to its `warp.run.end` block) and the parts outside.
-fn by_place(f: &str) -> (String, String) {
-    let (mut inside, mut outside) = (String::new(), String::new());
-    let mut warp0 = false;
-    for line in f.lines() {
-        if let Some(label) = line.split(':').next().filter(|_| !line.starts_with(' ')) {
-            if label.starts_with("warp.run.end") {
-                warp0 = false;
-            } else if label.starts_with("warp.run") {
-                warp0 = true;
-            }
-        }
-        let out = if warp0 { &mut inside } else { &mut outside };
-        out.push_str(line);
-        out.push('\n');
-    }
-    (inside, outside)
-}
-
 #[test]
 fn the_sinkhorn_state_history_lives_in_shared_memory() {
     for dtype in [DType::F32, DType::Bf16] {
@@ -127,23 +100,9 @@ fn the_sinkhorn_state_history_lives_in_shared_memory() {
     }
 }
 
-/// `ptxas`, if this machine has one (`PTXAS` names it, or one on `PATH`).
-fn ptxas() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("PTXAS") {
-        return Some(PathBuf::from(p));
-    }
-    let found = Command::new("ptxas").arg("--version").output().is_ok();
-    found.then(|| PathBuf::from("ptxas"))
-}
-
 #[test]
 fn the_per_token_kernel_does_not_spill_at_a_production_width() {
-    let Some(ptxas) = ptxas() else {
-        assert!(
-            std::env::var_os("BIRKHOFF_REQUIRE_PTXAS").is_none(),
-            "BIRKHOFF_REQUIRE_PTXAS is set but no ptxas was found (set PTXAS)"
-        );
-        eprintln!("note: no ptxas found; spills not checked (set PTXAS to check them)");
+    let Some(ptxas) = ptxas_or_note("spills") else {
         return;
     };
     for dtype in [DType::F32, DType::Bf16] {
@@ -160,26 +119,6 @@ fn the_per_token_kernel_does_not_spill_at_a_production_width() {
             "{dtype}: {entry} spills ({} registers)",
             s.registers
         );
-    }
-}
-
-fn f32c(v: f64) -> Expr {
-    Expr::constant(ScalarType::F32, v)
-}
-
-fn add(a: Expr, b: Expr) -> Expr {
-    Expr::binary(Op::Add, a, b)
-}
-
-fn mul(a: Expr, b: Expr) -> Expr {
-    Expr::binary(Op::Mul, a, b)
-}
-
-fn buffer(name: &str, shape: &[usize], kind: BufferKind) -> BufferDecl {
-    BufferDecl {
-        name: name.into(),
-        ty: TensorType::new(DType::F32, shape),
-        kind,
     }
 }
 

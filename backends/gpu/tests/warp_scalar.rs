@@ -10,16 +10,19 @@
 //! f32, so the results must equal the kernel interpreter's bit for bit.
 #![cfg(feature = "gpu")]
 
+mod common;
+
+use common::{add, buffer, by_place, f32c, function, mul};
+
 use std::collections::BTreeMap;
 
 use birkhoff_dsl::zoo::{Flag, ModelArgs, build_model, model_info};
 use birkhoff_gpu::codegen::{Mode, launch_plan};
 use birkhoff_gpu::{CodegenOptions, emit_llvm, emulate};
 use birkhoff_ir::kernel::{
-    BufferDecl, BufferId, BufferKind, Expr, Index, Kernel, LoopKind, Program, ScalarType, Stmt,
-    run_program,
+    BufferId, BufferKind, Expr, Index, Kernel, LoopKind, Program, ScalarType, Stmt, run_program,
 };
-use birkhoff_ir::{DType, Op, Precision, Tensor, TensorType};
+use birkhoff_ir::{DType, Precision, Tensor, TensorType};
 use birkhoff_lower::{GemmSupport, LowerOptions, lower};
 
 fn program(model: &str, dtype: DType, t: usize, c: usize) -> Program {
@@ -43,35 +46,6 @@ fn program(model: &str, dtype: DType, t: usize, c: usize) -> Program {
         ..LowerOptions::default()
     };
     lower(&g, &lo).unwrap_or_else(|e| panic!("{model}: {e}"))
-}
-
-/// The text of function `@name` in a printed LLVM module.
-fn function<'a>(ir: &'a str, name: &str) -> &'a str {
-    let start = ir
-        .find(&format!("define void @{name}("))
-        .unwrap_or_else(|| panic!("no function {name}"));
-    let rest = &ir[start..];
-    &rest[..rest.find("\n}\n").expect("function end")]
-}
-
-/// Splits a function's text into the parts inside warp-0 runs (from a
-/// `warp.run` block to its `warp.run.end` block) and the parts outside.
-fn by_place(f: &str) -> (String, String) {
-    let (mut inside, mut outside) = (String::new(), String::new());
-    let mut warp0 = false;
-    for line in f.lines() {
-        if let Some(label) = line.split(':').next().filter(|_| !line.starts_with(' ')) {
-            if label.starts_with("warp.run.end") {
-                warp0 = false;
-            } else if label.starts_with("warp.run") {
-                warp0 = true;
-            }
-        }
-        let out = if warp0 { &mut inside } else { &mut outside };
-        out.push_str(line);
-        out.push('\n');
-    }
-    (inside, outside)
 }
 
 #[test]
@@ -126,26 +100,6 @@ fn runs_of_loads_stay_on_every_thread() {
     assert_eq!(launches[0].barriers, 0, "{:?}", launches[0]);
     let ir = emit_llvm(&p, &opts).unwrap();
     assert!(!ir.contains("warp.run"), "{ir}");
-}
-
-fn f32c(v: f64) -> Expr {
-    Expr::constant(ScalarType::F32, v)
-}
-
-fn add(a: Expr, b: Expr) -> Expr {
-    Expr::binary(Op::Add, a, b)
-}
-
-fn mul(a: Expr, b: Expr) -> Expr {
-    Expr::binary(Op::Mul, a, b)
-}
-
-fn buffer(name: &str, shape: &[usize], kind: BufferKind) -> BufferDecl {
-    BufferDecl {
-        name: name.into(),
-        ty: TensorType::new(DType::F32, shape),
-        kind,
-    }
 }
 
 /// How [`handover_program`] is laid out.
