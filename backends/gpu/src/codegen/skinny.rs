@@ -244,18 +244,7 @@ fn tensor_core_ir(entry: &str, s: &Skinny) -> String {
     w!("  %batch = zext i32 %by to i64");
     w!("  %rowbase32 = mul i32 %bx, {rows}");
     w!("  %rowbase = zext i32 %rowbase32 to i64");
-    // Buffer base addresses from the table.
-    let mut base = |name: &str, buf: usize| {
-        w!("  %{name}.slot = getelementptr i64, ptr addrspace(1) %tab, i64 {buf}");
-        w!("  %{name}.addr = load i64, ptr addrspace(1) %{name}.slot, align 8, !invariant.load !0");
-        w!("  %{name} = inttoptr i64 %{name}.addr to ptr addrspace(1)");
-    };
-    base("pa", s.a.0);
-    base("pb", s.b.0);
-    base("pc", s.c.0);
-    if let Some(sq) = s.sumsq {
-        base("ps", sq.0);
-    }
+    buffer_bases(&mut o, s);
     // Accumulators and sums of squares: allocas with constant indices,
     // which SROA turns into registers.
     w!("  %acc = alloca [{} x float], align 4", tiles * nt * 4);
@@ -446,6 +435,25 @@ fn tensor_core_ir(entry: &str, s: &Skinny) -> String {
     w!("}}");
     o.push_str(&super::text_epilogue(entry, THREADS));
     o
+}
+
+/// `%pa`, `%pb`, `%pc` (and `%ps` with row sums): the operands' base
+/// addresses from the buffer-address table, shared by both flavours.
+pub(crate) fn buffer_bases(o: &mut String, s: &Skinny) {
+    macro_rules! w {
+        ($($t:tt)*) => { let _ = writeln!(o, $($t)*); };
+    }
+    let mut base = |name: &str, buf: usize| {
+        w!("  %{name}.slot = getelementptr i64, ptr addrspace(1) %tab, i64 {buf}");
+        w!("  %{name}.addr = load i64, ptr addrspace(1) %{name}.slot, align 8, !invariant.load !0");
+        w!("  %{name} = inttoptr i64 %{name}.addr to ptr addrspace(1)");
+    };
+    base("pa", s.a.0);
+    base("pb", s.b.0);
+    base("pc", s.c.0);
+    if let Some(sq) = s.sumsq {
+        base("ps", sq.0);
+    }
 }
 
 /// The end of a result element's store, shared by both flavours: `%{v}.x`

@@ -43,7 +43,7 @@
 
 use std::fmt::Write;
 
-use super::skinny::{Skinny, THREADS, WARPS, store_c, store_sumsq};
+use super::skinny::{Skinny, THREADS, WARPS, buffer_bases, store_c, store_sumsq};
 
 /// Rows of `a` per lane (`R`) for blocks of `tiles` 16-row tiles.
 fn rows_per_lane(tiles: usize) -> usize {
@@ -88,17 +88,7 @@ pub(crate) fn module_ir(entry: &str, s: &Skinny) -> String {
     w!("  %batch = zext i32 %by to i64");
     w!("  %rowbase32 = mul i32 %bx, {rows}");
     w!("  %rowbase = zext i32 %rowbase32 to i64");
-    let mut base = |name: &str, buf: usize| {
-        w!("  %{name}.slot = getelementptr i64, ptr addrspace(1) %tab, i64 {buf}");
-        w!("  %{name}.addr = load i64, ptr addrspace(1) %{name}.slot, align 8, !invariant.load !0");
-        w!("  %{name} = inttoptr i64 %{name}.addr to ptr addrspace(1)");
-    };
-    base("pa", s.a.0);
-    base("pb", s.b.0);
-    base("pc", s.c.0);
-    if let Some(sq) = s.sumsq {
-        base("ps", sq.0);
-    }
+    buffer_bases(&mut o, s);
     // Accumulators: value i·np + j is row i's column j (j = n: its sum of
     // squares); an alloca with constant indices, which SROA turns into
     // registers.
