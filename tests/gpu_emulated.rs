@@ -141,6 +141,20 @@ fn mhc_kernels_on_ragged_shapes() {
     }
 }
 
+/// Attention blocks whose mask rows are long enough to spread over a
+/// block (T ≥ 64): the mask's two heads put its rows on the grid (a block
+/// per row, the heads on y), and bf16's scale and mask loops run as
+/// launches of their own.
+#[test]
+fn attention_blocks_with_mask_rows_on_the_grid() {
+    for model in ["residual-block", "mhc-block"] {
+        let m = build(model, &args_for(model, DType::F32, 70, 4, 32));
+        check_f32(&format!("{model} T=70"), &m, true, 13);
+        let m = build(model, &args_for(model, DType::Bf16, 70, 4, 32));
+        check_bf16(&format!("{model} T=70"), &m, true, 17);
+    }
+}
+
 /// `graph` as a model whose every input is drawn uniformly from [-1, 1].
 fn uniform_inputs(graph: Graph) -> Model {
     let inits = graph

@@ -39,7 +39,7 @@ use std::process::Command;
 use birkhoff_ir::Op;
 use birkhoff_ir::kernel::{BufferId, Expr, Gemm, Kernel, LoopKind, Program, ScalarType, Stmt};
 
-use super::launch::{Mode, Work, distribute, pieces};
+use super::launch::{Mode, Piece, Work, distribute, pieces};
 use super::skinny::Flavor;
 use super::{LaunchInfo, launch_plan_with_warp0};
 use crate::{CodegenOptions, GpuError};
@@ -406,7 +406,7 @@ pub fn audit(
     let mut work = Vec::new();
     for k in &program.kernels {
         for piece in pieces(program, k).map_err(AuditError::Gpu)? {
-            work.push((k, piece.work, piece.mode));
+            work.push((k, piece));
         }
     }
     if work.len() != plan.len() {
@@ -417,7 +417,7 @@ pub fn audit(
         ))));
     }
     let mut out = Vec::new();
-    for ((k, w, mode), (launch, warp0)) in work.into_iter().zip(plan) {
+    for ((k, piece), (launch, warp0)) in work.into_iter().zip(plan) {
         let model = Model {
             p: program,
             k,
@@ -425,7 +425,7 @@ pub fn audit(
             warp0: &warp0,
             sm,
         };
-        let t = model.launch(w, mode, &launch.grid);
+        let t = model.launch(&piece, &launch.grid);
         let ptxas = stats.as_ref().and_then(|s| s.get(&launch.entry).cloned());
         let regs = ptxas.as_ref().map_or(64, |s| s.registers.max(1));
         let resident = resident_blocks(device, launch.block, regs);
@@ -572,7 +572,10 @@ struct Serial {
 }
 
 impl Model<'_> {
-    fn launch(&self, w: Work<'_>, mode: Mode, grid: &[u32; 3]) -> Tally {
+    fn launch(&self, piece: &Piece<'_>, grid: &[u32; 3]) -> Tally {
+        let (w, mode) = (piece.work, piece.mode);
+        // One iteration of the grid's loops, and how many there are.
+        let iteration = |body| piece.nest.map_or((1, body), |n| (n.iterations(), n.body));
         let mut t = Tally::default();
         let mut reads = HashSet::new();
         let mut writes = HashSet::new();
@@ -594,7 +597,7 @@ impl Model<'_> {
                 let blocks: f64 = grid.iter().map(|&g| f64::from(g)).product();
                 match mode {
                     Mode::Thread => {
-                        let (extent, inner) = parallel_loop(body);
+                        let (extent, inner) = iteration(body);
                         let s = self.serial(inner);
                         t.warp_instructions = (extent as f64 / 32.0).ceil() * s.instructions;
                         t.chain = s.instructions;
@@ -602,7 +605,7 @@ impl Model<'_> {
                         t.serial_macs = s.macs * extent as u64;
                     }
                     Mode::Block => {
-                        let (extent, inner) = parallel_loop(body);
+                        let (extent, inner) = iteration(body);
                         let mut u = Uniform::default();
                         self.uniform(inner, 1.0, 1, &mut HashSet::new(), &mut u);
                         self.finish_block(&u, blocks, extent as u64, &mut t);
@@ -862,22 +865,6 @@ struct Uniform {
     max_parts: u64,
     /// Multiply-adds of serial loop nests.
     serial_macs: u64,
-}
-
-/// The extent and body of a launch's parallel loop (a body that is not
-/// one parallel loop counts as one iteration of itself).
-fn parallel_loop(body: &[Stmt]) -> (usize, &[Stmt]) {
-    match body {
-        [
-            Stmt::Loop {
-                extent,
-                kind: LoopKind::Parallel,
-                body,
-                ..
-            },
-        ] => (*extent, body),
-        _ => (1, body),
-    }
 }
 
 /// Whether the iterations of a serial loop over `var` could run apart:

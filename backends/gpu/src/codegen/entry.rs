@@ -470,24 +470,21 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             .ok_or_else(|| GpuError::Llvm("missing parameter".into()))?
             .into_pointer_value();
 
-        let (parallel, inner) = match body {
-            [
-                Stmt::Loop {
-                    var,
-                    extent,
-                    kind: LoopKind::Parallel,
-                    body,
-                },
-            ] => (Some((*var, *extent)), &body[..]),
-            _ => (None, body),
-        };
+        let inner = piece.nest.map_or(body, |n| n.body);
         let sv = match piece.mode {
             Mode::Block => survey(p, k, inner),
             Mode::Single => survey(p, k, body),
             _ => Default::default(),
         };
         let warp = 32u32;
-        let (grid, block) = match (piece.mode, parallel) {
+        // The loop on the grid's x dimension: the nest's inner loop when it
+        // has one (the parallel loop is then on y).
+        let x_loop = piece.nest.map(|n| n.inner.unwrap_or(n.outer));
+        let y_extent = piece
+            .nest
+            .and_then(|n| n.inner.map(|_| n.outer.1))
+            .unwrap_or(1);
+        let (grid, block) = match (piece.mode, x_loop) {
             (Mode::Thread, Some((_, extent))) => {
                 let block = block_threads.min((extent as u64).next_multiple_of(32) as u32);
                 let grid = (extent as u64).div_ceil(u64::from(block));
@@ -514,14 +511,18 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             .ok()
             .filter(|&g| g <= i32::MAX as u32)
             .ok_or_else(|| unsupported(format!("{grid} blocks exceed the grid limit")))?;
+        let grid_y = u32::try_from(y_extent)
+            .ok()
+            .filter(|&g| g <= 65535)
+            .ok_or_else(|| unsupported(format!("{y_extent} blocks exceed the grid's y limit")))?;
 
         let mut written = HashSet::new();
-        walk_stmts(body, &mut |s| {
+        walk_stmts(inner, &mut |s| {
             if let Stmt::Store { buf, .. } = s {
                 written.insert(*buf);
             }
         });
-        let (var_reads, local_reads) = reads(body);
+        let (var_reads, local_reads) = reads(inner);
         let mut g = Gen {
             cx,
             p,
@@ -552,7 +553,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             shared_bytes: 0,
             copies: HashMap::new(),
             stats: Emitted {
-                grid: [grid, 1, 1],
+                grid: [grid, grid_y, 1],
                 block,
                 distributed: 0,
                 vectorized: 0,
@@ -561,8 +562,16 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             },
         };
         let uniform = matches!(piece.mode, Mode::Block | Mode::Single);
-        g.prologue(body, &sv.shared, sv.max_accs, uniform)?;
-        match (piece.mode, parallel) {
+        g.prologue(inner, &sv.shared, sv.max_accs, uniform)?;
+        if let Some((var, _)) = piece.nest.and_then(|n| n.inner.map(|_| n.outer)) {
+            let ctaid = g.special("ctaid.y")?;
+            let iter =
+                g.cx.b
+                    .build_int_z_extend(ctaid, ctx.i64_type(), "outer")
+                    .ll()?;
+            g.loops.insert(var, iter);
+        }
+        match (piece.mode, x_loop) {
             (Mode::Thread, Some((var, extent))) => {
                 let tid = g.special("tid.x")?;
                 let ctaid = g.special("ctaid.x")?;

@@ -13,6 +13,12 @@
 //! own. A variable or scratch array used on both sides of a cut is
 //! [`GpuError::Unsupported`] (lowering never produces one).
 //!
+//! A parallel loop shorter than [`GRID_MIN_ITERATIONS`] is split into a
+//! launch per loop of its body when its body is several loops with
+//! nothing flowing between them, and a serial loop that is a launch's
+//! whole parallel body, with independent iterations, runs as the grid's
+//! second dimension ([`Nest`]).
+//!
 //! **Modes** of a non-`gemm` launch:
 //!
 //! * [`Mode::Thread`] — one parallel loop with nothing to distribute:
@@ -129,6 +135,207 @@ pub(crate) struct Piece<'a> {
     pub work: Work<'a>,
     /// How.
     pub mode: Mode,
+    /// The loops its grid runs and one iteration's statements
+    /// ([`Mode::Thread`] and [`Mode::Block`]; a part of `work` when a
+    /// parallel loop was split, see [`nests`]).
+    pub nest: Option<Nest<'a>>,
+}
+
+/// Fewest iterations a launch's parallel loop needs before it alone is
+/// spread over the grid: two blocks for each of an H100's 132 SMs. Below
+/// it, a serial loop that is the parallel loop's whole body and whose
+/// iterations are independent ([`independent_iterations`]) becomes a
+/// second grid dimension (the causal mask of 16 heads: 16 blocks, or
+/// 16 × 2048 with its rows spread).
+pub const GRID_MIN_ITERATIONS: usize = 264;
+
+/// Fewest iterations a thread-per-iteration launch's parallel loop needs
+/// before it alone is spread over the grid: the threads an H100 holds at
+/// once (132 SMs × 2048). Below it, an independent serial loop inside
+/// becomes a grid dimension as for [`GRID_MIN_ITERATIONS`] (column sums
+/// over 1024 outer rows: 1024 threads, or 1024 × 4096 with the columns
+/// spread, and consecutive threads then read consecutive elements).
+pub const GRID_MIN_THREADS: usize = 132 * 2048;
+
+/// The loops a thread- or block-per-iteration launch spreads over its
+/// grid, and the statements of one iteration.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Nest<'a> {
+    /// The parallel loop: the grid's `y` dimension when `inner` is set,
+    /// else its `x`.
+    pub outer: (VarId, usize),
+    /// A serial loop that is the parallel loop's whole body, its
+    /// iterations independent: the grid's `x` dimension.
+    pub inner: Option<(VarId, usize)>,
+    /// One iteration's statements.
+    pub body: &'a [Stmt],
+}
+
+impl Nest<'_> {
+    /// Iterations the grid runs in all.
+    pub fn iterations(&self) -> usize {
+        self.outer.1 * self.inner.map_or(1, |(_, n)| n)
+    }
+}
+
+/// The launches of a run `body` that is one parallel loop, each with its
+/// nest; empty when `body` is anything else.
+///
+/// A parallel loop of fewer than [`GRID_MIN_ITERATIONS`] iterations whose
+/// body is several loops, with no variable set between them and no
+/// scratch array shared by two, becomes one launch per loop (each over
+/// the same parallel range, in order), so that each loop may become a
+/// grid dimension of its own. That is legal because the parallel loop's
+/// iterations are independent: what statement 2 of iteration `i` reads
+/// of statement 1's results, iteration `i` wrote, and that launch ran
+/// before.
+fn nests<'a>(p: &Program, k: &Kernel, body: &'a [Stmt]) -> Vec<Nest<'a>> {
+    let [
+        Stmt::Loop {
+            var,
+            extent,
+            kind: LoopKind::Parallel,
+            body: inner,
+        },
+    ] = body
+    else {
+        return Vec::new();
+    };
+    let outer = (*var, *extent);
+    let all_loops = inner.iter().all(|s| matches!(s, Stmt::Loop { .. }));
+    let mut seen: HashSet<LocalId> = HashSet::new();
+    let disjoint_locals = inner.iter().all(|s| {
+        let used = locals_used(std::slice::from_ref(s));
+        let ok = !used.iter().any(|l| seen.contains(l));
+        seen.extend(used);
+        ok
+    });
+    let parts: Vec<&'a [Stmt]> =
+        if *extent < GRID_MIN_ITERATIONS && inner.len() > 1 && all_loops && disjoint_locals {
+            inner.chunks(1).collect()
+        } else {
+            vec![&inner[..]]
+        };
+    parts
+        .into_iter()
+        .map(|part| {
+            let mut n = Nest {
+                outer,
+                inner: None,
+                body: part,
+            };
+            let short = match mode(p, k, &n) {
+                Mode::Thread => *extent < GRID_MIN_THREADS,
+                _ => *extent < GRID_MIN_ITERATIONS,
+            };
+            if short
+                && let [
+                    Stmt::Loop {
+                        var: j,
+                        extent: m,
+                        kind: LoopKind::Serial,
+                        body: iteration,
+                    },
+                ] = part
+                && *m > 1
+                && independent_iterations(k, *j, iteration)
+            {
+                n.inner = Some((*j, *m));
+                n.body = iteration;
+            }
+            n
+        })
+        .collect()
+}
+
+/// Whether the iterations of a serial loop over `j` with body `body` may
+/// run in any order, on different blocks: no gemm and no scratch array;
+/// no variable read before the same iteration sets it (nothing carried
+/// from one iteration to the next); every store's `j` coefficient larger
+/// than the span the loops inside it move its index over (so iterations
+/// write disjoint elements); and a buffer it writes read only at an index
+/// some store writes (so only by the iteration that writes it).
+pub(crate) fn independent_iterations(k: &Kernel, j: VarId, body: &[Stmt]) -> bool {
+    fn walk(
+        k: &Kernel,
+        body: &[Stmt],
+        extents: &mut HashMap<VarId, usize>,
+        set: &mut HashSet<VarId>,
+        stores: &mut HashMap<BufferId, HashSet<Index>>,
+        spans: &mut Vec<(i64, i64)>,
+        j: VarId,
+    ) -> bool {
+        for s in body {
+            let mut read_ok = true;
+            if let Some(e) = s.value() {
+                e.walk(&mut |x| {
+                    if let Expr::Var(v) = x
+                        && k.vars[v.0 as usize].ty != ScalarType::Index
+                        && !set.contains(v)
+                    {
+                        read_ok = false;
+                    }
+                    if matches!(x, Expr::LocalLoad { .. }) {
+                        read_ok = false;
+                    }
+                });
+            }
+            if !read_ok {
+                return false;
+            }
+            match s {
+                Stmt::Set { var, .. } => {
+                    set.insert(*var);
+                }
+                Stmt::Store { buf, index, .. } => {
+                    let span = index
+                        .terms
+                        .iter()
+                        .filter_map(|(v, c)| {
+                            let n = *extents.get(v)? as i64;
+                            Some(c.abs() * (n - 1))
+                        })
+                        .sum();
+                    spans.push((index.coeff(j).abs(), span));
+                    stores.entry(*buf).or_default().insert(index.normalized());
+                }
+                Stmt::Loop {
+                    var, extent, body, ..
+                } => {
+                    extents.insert(*var, *extent);
+                    if !walk(k, body, extents, set, stores, spans, j) {
+                        return false;
+                    }
+                }
+                Stmt::LocalStore { .. } | Stmt::Gemm(_) => return false,
+            }
+        }
+        true
+    }
+    let mut stores: HashMap<BufferId, HashSet<Index>> = HashMap::new();
+    let mut spans = Vec::new();
+    let fresh = walk(
+        k,
+        body,
+        &mut HashMap::new(),
+        &mut HashSet::new(),
+        &mut stores,
+        &mut spans,
+        j,
+    );
+    if !fresh || !spans.iter().all(|&(c, span)| c > span) {
+        return false;
+    }
+    let mut reads_own = true;
+    walk_exprs(body, &mut |e| {
+        if let Expr::Load { buf, index } = e
+            && let Some(at) = stores.get(buf)
+            && !at.contains(&index.normalized())
+        {
+            reads_own = false;
+        }
+    });
+    reads_own
 }
 
 /// An accumulator of a distributed loop.
@@ -428,13 +635,25 @@ pub(crate) fn pieces<'a>(p: &Program, k: &'a Kernel) -> Result<Vec<Piece<'a>>> {
             Work::Gemm(g) => out.push(Piece {
                 work: Work::Gemm(g),
                 mode: Mode::Gemm,
+                nest: None,
             }),
             Work::Body(body) => {
                 for part in split(body) {
-                    out.push(Piece {
-                        work: Work::Body(part),
-                        mode: mode(p, k, part),
-                    });
+                    let nests = nests(p, k, part);
+                    if nests.is_empty() {
+                        out.push(Piece {
+                            work: Work::Body(part),
+                            mode: Mode::Single,
+                            nest: None,
+                        });
+                    }
+                    for n in nests {
+                        out.push(Piece {
+                            work: Work::Body(part),
+                            mode: mode(p, k, &n),
+                            nest: Some(n),
+                        });
+                    }
                 }
             }
         }
@@ -470,23 +689,12 @@ fn split(body: &[Stmt]) -> Vec<&[Stmt]> {
     }
 }
 
-/// The mode of a launch running `body`.
-fn mode(p: &Program, k: &Kernel, body: &[Stmt]) -> Mode {
-    match body {
-        [
-            Stmt::Loop {
-                kind: LoopKind::Parallel,
-                body: inner,
-                ..
-            },
-        ] => {
-            if survey(p, k, inner).distributed > 0 {
-                Mode::Block
-            } else {
-                Mode::Thread
-            }
-        }
-        _ => Mode::Single,
+/// The mode of a launch whose grid runs `nest`.
+fn mode(p: &Program, k: &Kernel, nest: &Nest<'_>) -> Mode {
+    if survey(p, k, nest.body).distributed > 0 {
+        Mode::Block
+    } else {
+        Mode::Thread
     }
 }
 
