@@ -61,6 +61,7 @@ fn emulated(
             bf16_operands: true,
             row_sumsq: true,
             bf16_results: true,
+            min_row_blocks: 264,
         },
         ..LowerOptions::default()
     };

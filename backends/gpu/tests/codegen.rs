@@ -44,6 +44,7 @@ fn program(model: &str, dtype: DType, t: usize, c: usize, fused: bool) -> Progra
             bf16_operands: true,
             row_sumsq: true,
             bf16_results: true,
+            min_row_blocks: 264,
         },
         ..LowerOptions::default()
     };

@@ -66,6 +66,26 @@ pub struct GemmSupport {
     /// with [`GemmSupport::bf16_operands`], else from `f32` copies); without
     /// it they are loop nests. `i32` products are loop nests either way.
     pub bf16_results: bool,
+    /// The fewest blocks of 16 rows an `mhc` projection (`x · fnᵀ`, a
+    /// product of at most 32 columns) should run as: with fewer, its long
+    /// inner dimension is split into partial products, a batch that a
+    /// kernel sums afterwards, so the device has enough independent work
+    /// (0: never split). The GPU: 264, two per SM of an H100.
+    pub min_row_blocks: usize,
+}
+
+impl GemmSupport {
+    /// How many partial products a projection of `rows` rows and inner
+    /// dimension `k` is split into ([`GemmSupport::min_row_blocks`]): a
+    /// power of two, each part at least 512 long and a multiple of 32.
+    pub fn k_splits(&self, rows: usize, k: usize) -> usize {
+        let blocks = rows.div_ceil(16);
+        let mut s = 1;
+        while blocks * s < self.min_row_blocks && k % (64 * s) == 0 && k / (2 * s) >= 512 {
+            s *= 2;
+        }
+        s
+    }
 }
 
 /// Lowering settings.
@@ -103,6 +123,7 @@ impl LowerOptions {
                 bf16_operands: true,
                 row_sumsq: true,
                 bf16_results: true,
+                min_row_blocks: 264,
             },
             ..LowerOptions::default()
         }

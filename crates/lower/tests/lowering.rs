@@ -137,6 +137,7 @@ fn gemm_extras_and_unfused_kernels_lower_to_equivalent_programs() {
         bf16_operands: true,
         row_sumsq: true,
         bf16_results: true,
+        min_row_blocks: 264,
     };
     for name in ["mhc-pre", "hc-pre", "mhc-sublayer", "mhc-block"] {
         for dtype in [DType::F64, DType::Bf16] {
@@ -233,6 +234,7 @@ fn bf16_products_take_the_gemm_where_the_backend_writes_bf16() {
                 bf16_operands,
                 row_sumsq: false,
                 bf16_results,
+                min_row_blocks: 0,
             },
             ..LowerOptions::default()
         };
@@ -270,5 +272,35 @@ fn bf16_products_take_the_gemm_where_the_backend_writes_bf16() {
             assert!(gemms.is_empty(), "{what}");
         }
         check(&graph, &inputs, &opts).unwrap_or_else(|e| panic!("{what}\n{e}"));
+    }
+}
+
+/// A projection of few rows and a long inner dimension, lowered for a
+/// backend that wants 264 blocks of 16 rows: split into 8 partial products
+/// (a batch) that a kernel sums, with the graph's results in f64 and bf16.
+#[test]
+fn short_projections_split_their_inner_dimension() {
+    for name in ["mhc-pre", "hc-pre", "mhc-sublayer"] {
+        for dtype in [DType::F64, DType::Bf16] {
+            let args = ModelArgs {
+                dtype: Some(dtype),
+                tokens: Some(24),
+                hidden: Some(1024),
+                ..ModelArgs::default()
+            };
+            let model = build_model(name, &args).unwrap();
+            let fused = birkhoff_opt::optimize(&model.graph, |_| false)
+                .unwrap()
+                .graph;
+            let opts = LowerOptions::gpu(PreMixProjection::Gemm);
+            let program = lower(&fused, &opts).unwrap();
+            let text = program.to_string();
+            assert!(
+                text.contains("k=512 batch=8") && text.contains("_proj_sum"),
+                "{name} {dtype}:\n{text}"
+            );
+            check(&fused, &zoo_inputs(&model, 5), &opts)
+                .unwrap_or_else(|e| panic!("{name} {dtype}: {e}"));
+        }
     }
 }

@@ -269,28 +269,83 @@ fn gemm_projection(
     let sumsq = support
         .row_sumsq
         .then(|| pb.temp(format!("{what}_sumsq"), TensorType::new(dt, [t])));
+    let splits = support.k_splits(t, k);
+    // Split: part s of the product covers columns s·k/S.. of x and of fn,
+    // into its own slice of a [S, T, m] temporary (and [S, T] sums).
+    let (parts, part_sq) = if splits > 1 {
+        let parts = pb.temp(
+            format!("{what}_mix_parts"),
+            TensorType::new(dt, [splits, t, m]),
+        );
+        let sq = sumsq.map(|_| {
+            pb.temp(
+                format!("{what}_sumsq_parts"),
+                TensorType::new(dt, [splits, t]),
+            )
+        });
+        (parts, sq)
+    } else {
+        (tmp, sumsq)
+    };
+    let part = k / splits;
     let kb = KernelBuilder::new(pb, &format!("{what}_proj"), dt);
-    let full = |buf, row_stride, col_stride| Matrix {
+    let matrix = |buf, row_stride, col_stride, batch_stride| Matrix {
         buf,
         offset: 0,
         row_stride,
         col_stride,
-        batch_stride: 0,
+        batch_stride,
     };
     // mixes[T×m] = x[T×nC] · fnᵀ, fnᵀ read in place (column stride nC).
     let body = vec![Stmt::Gemm(Gemm {
         m: t,
         n: m,
-        k,
-        batch: 1,
-        a: full(x, k, 1),
-        b: full(proj, 1, k),
-        c: full(tmp, m, 1),
+        k: part,
+        batch: splits,
+        a: matrix(x, k, 1, part),
+        b: matrix(proj, 1, k, part),
+        c: matrix(parts, m, 1, t * m),
         accumulate: false,
-        row_sumsq: sumsq.map(|sq| full(sq, 1, 1)),
+        row_sumsq: part_sq.map(|sq| matrix(sq, 1, 1, t)),
     })];
     pb.push(kb.finish(body));
+    if splits > 1 {
+        sum_parts(pb, what, dt, (t, m, splits), (parts, part_sq), (tmp, sumsq));
+    }
     (tmp, sumsq)
+}
+
+/// The kernel summing a split projection's parts, in order:
+/// `out[t, r] = Σ_s parts[s, t, r]` and `sumsq[t] = Σ_s sq_parts[s, t]`.
+fn sum_parts(
+    pb: &mut ProgramBuilder,
+    what: &str,
+    dt: DType,
+    (t, m, splits): (usize, usize, usize),
+    (parts, part_sq): (BufferId, Option<BufferId>),
+    (out, sumsq): (BufferId, Option<BufferId>),
+) {
+    let mut kb = KernelBuilder::new(pb, &format!("{what}_proj_sum"), dt);
+    let body = vec![kb.parallel(t, |kb, tok| {
+        let total = |row: Index, stride: usize| {
+            (1..splits).fold(load(parts, row.clone()), |acc, s| {
+                add(acc, load(parts, row.clone().shifted(index_coeff(s * stride))))
+            })
+        };
+        let row = Index::var(tok, index_coeff(m));
+        let mut body = vec![kb.vector(m, |_, r| {
+            vec![store(out, at(&row, r, 1), total(at(&row, r, 1), t * m))]
+        })];
+        if let (Some(sq), Some(out_sq)) = (part_sq, sumsq) {
+            let at_tok = Index::var(tok, 1);
+            let sum = (1..splits).fold(load(sq, at_tok.clone()), |acc, s| {
+                add(acc, load(sq, at_tok.clone().shifted(index_coeff(s * t))))
+            });
+            body.push(store(out_sq, at_tok, sum));
+        }
+        body
+    })];
+    pb.push(kb.finish(body));
 }
 
 /// `f = rsqrt(ss / len + eps)`.
