@@ -331,3 +331,49 @@ fn shared_copies_are_ordered_within_warp_0_and_across_the_block() {
         }
     }
 }
+
+/// The Sinkhorn backward alone, `[t, 4, 4]` in `dtype`, 20 rounds.
+fn sinkhorn_grad(d: DType, t: usize) -> Program {
+    let text = format!(
+        "graph @g(%x: {d}[{t},4,4], %dy: {d}[{t},4,4]) -> (dx: {d}[{t},4,4]) {{
+  %2 = sinkhorn_grad %x, %dy, variant=tilekernels, iters=20, eps=1e-6 : {d}[{t},4,4]
+  return %2
+}}"
+    );
+    let g = birkhoff_ir::parse_graph(&text).expect("the graph parses");
+    lower(&g, &LowerOptions::gpu(PreMixProjection::default())).unwrap()
+}
+
+#[test]
+fn a_thread_per_matrix_keeps_its_state_history_in_a_shared_slice() {
+    for dtype in [DType::F32, DType::Bf16] {
+        let p = sinkhorn_grad(dtype, 8192);
+        let opts = CodegenOptions::default();
+        let launches = launch_plan(&p, &opts).unwrap();
+        assert_eq!(launches.len(), 1, "{dtype}: {launches:?}");
+        let l = &launches[0];
+        assert_eq!(l.mode, Mode::Thread, "{dtype}: {l:?}");
+        // 640 f32 states a thread: 2560 bytes, 19 slices in 48 KB.
+        assert_eq!(l.block, 19, "{dtype}: {l:?}");
+        assert_eq!(l.grid, [8192u32.div_ceil(19), 1, 1], "{dtype}: {l:?}");
+        let ir = emit_llvm(&p, &opts).unwrap();
+        let f = function(&ir, &l.entry);
+        assert!(
+            ir.contains("internal addrspace(3) global [12160 x float] undef"),
+            "{dtype}: no shared slices"
+        );
+        assert!(!f.contains("alloca [640 x float]"), "{dtype}");
+        if let Some(ptxas) = ptxas_or_note("spills") {
+            let m = compile_module(&p, &opts).unwrap();
+            let stats = ptxas_stats(&ptxas, &m.ptx, &opts.arch).unwrap();
+            let s = &stats[&l.entry];
+            assert_eq!(
+                (s.spill_stores, s.spill_loads),
+                (0, 0),
+                "{dtype}: {} spills ({} registers)",
+                l.entry,
+                s.registers
+            );
+        }
+    }
+}

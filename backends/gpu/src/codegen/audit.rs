@@ -91,6 +91,8 @@ pub struct DeviceModel {
     pub threads_per_sm: u32,
     /// Resident blocks per SM.
     pub blocks_per_sm: u32,
+    /// Shared memory per SM that blocks may use, bytes.
+    pub shared_per_sm: u32,
 }
 
 impl DeviceModel {
@@ -109,6 +111,9 @@ impl DeviceModel {
             registers_per_sm: 65536,
             threads_per_sm: 2048,
             blocks_per_sm: 32,
+            // 228 KB, less the 1 KB the driver reserves per resident block
+            // (charged per block below).
+            shared_per_sm: 228 * 1024,
         }
     }
 }
@@ -124,6 +129,8 @@ pub struct PtxasStats {
     pub spill_loads: u64,
     /// Bytes of stack frame.
     pub stack_bytes: u64,
+    /// Bytes of static shared memory per block.
+    pub shared_bytes: u64,
 }
 
 /// Assembles `ptx` for `arch` with `ptxas -v` and returns each entry's
@@ -182,6 +189,9 @@ pub fn parse_ptxas_log(log: &str) -> BTreeMap<String, PtxasStats> {
         }
         if let Some(n) = number_before(line, " bytes stack frame") {
             st.stack_bytes = n;
+        }
+        if let Some(n) = number_before(line, " bytes smem") {
+            st.shared_bytes = n;
         }
         if let Some(rest) = line.split("Used ").nth(1)
             && let Some(n) = rest.split(' ').next().and_then(|n| n.parse().ok())
@@ -428,7 +438,8 @@ pub fn audit(
         let t = model.launch(&piece, &launch.grid);
         let ptxas = stats.as_ref().and_then(|s| s.get(&launch.entry).cloned());
         let regs = ptxas.as_ref().map_or(64, |s| s.registers.max(1));
-        let resident = resident_blocks(device, launch.block, regs);
+        let smem = ptxas.as_ref().map_or(0, |s| s.shared_bytes);
+        let resident = resident_blocks(device, launch.block, regs, smem);
         let blocks: u64 = launch.grid.iter().map(|&g| u64::from(g)).product();
         let hz = device.clock_ghz * 1e9;
         let busy_sms = blocks.min(u64::from(device.sms)) as f64;
@@ -457,14 +468,25 @@ pub fn audit(
     Ok(out)
 }
 
-/// Blocks of `block` threads at `regs` registers each that fit on one SM.
-fn resident_blocks(d: &DeviceModel, block: u32, regs: u32) -> u32 {
+/// Blocks of `block` threads at `regs` registers each, with `smem` bytes
+/// of shared memory per block, that fit on one SM.
+fn resident_blocks(d: &DeviceModel, block: u32, regs: u32, smem: u64) -> u32 {
     // Registers are allocated per warp in units of 256.
     let warp_regs = (regs * 32).div_ceil(256) * 256;
     let warps = block.div_ceil(32);
     let by_regs = d.registers_per_sm / (warp_regs * warps).max(1);
     let by_threads = d.threads_per_sm / block.max(1);
-    by_regs.min(by_threads).min(d.blocks_per_sm).max(1)
+    let by_shared = if smem > 0 {
+        u64::from(d.shared_per_sm) / (smem + 1024)
+    } else {
+        u64::from(d.blocks_per_sm)
+    };
+    let by_shared = u32::try_from(by_shared).unwrap_or(u32::MAX);
+    by_regs
+        .min(by_threads)
+        .min(by_shared)
+        .min(d.blocks_per_sm)
+        .max(1)
 }
 
 fn findings(a: &LaunchAudit, t: &Tally, d: &DeviceModel) -> Vec<Finding> {
@@ -964,10 +986,12 @@ ptxas info    : Used 190 registers, used 1 barriers, 8448 bytes smem
                 registers: 48,
                 spill_stores: 8,
                 spill_loads: 12,
-                stack_bytes: 8
+                stack_bytes: 8,
+                shared_bytes: 0,
             }
         );
         assert_eq!(s["k1_post"].registers, 190);
+        assert_eq!(s["k1_post"].shared_bytes, 8448);
         assert_eq!(s["k1_post"].spill_stores, 0);
     }
 
@@ -998,11 +1022,14 @@ $L__BB0_1:
     }
 
     #[test]
-    fn occupancy_follows_registers() {
+    fn occupancy_follows_registers_and_shared_memory() {
         let d = DeviceModel::h100();
-        assert_eq!(resident_blocks(&d, 256, 32), 8);
-        assert_eq!(resident_blocks(&d, 256, 64), 4);
-        assert_eq!(resident_blocks(&d, 256, 170), 1);
-        assert_eq!(resident_blocks(&d, 256, 255), 1);
+        assert_eq!(resident_blocks(&d, 256, 32, 0), 8);
+        assert_eq!(resident_blocks(&d, 256, 64, 0), 4);
+        assert_eq!(resident_blocks(&d, 256, 170, 0), 1);
+        assert_eq!(resident_blocks(&d, 256, 255, 0), 1);
+        // 48 KB blocks: four fit in 228 KB with the driver's 1 KB each.
+        assert_eq!(resident_blocks(&d, 32, 32, 48 * 1024), 4);
+        assert_eq!(resident_blocks(&d, 32, 32, 8 * 1024), 25);
     }
 }

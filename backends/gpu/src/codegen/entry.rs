@@ -78,6 +78,14 @@
 //! [`UNROLL_MAX_EXTENT`] iterations) so the indices are constants and the
 //! `alloca`s become registers.
 //!
+//! **Shared slices.** In thread-per-iteration code, a per-thread array
+//! bigger than [`REGISTER_SCRATCH_MAX_WORDS`] (the Sinkhorn backward's
+//! state history) is a slice of a shared array, one slice per thread,
+//! rather than an `alloca` that unrolling turns into registers that
+//! spill; the block is cut to as many threads as the slices fit in
+//! shared memory. Each thread zeroes and uses only its own slice, so no
+//! ordering is needed; stores are volatile, as for shared copies.
+//!
 //! **Shared copies.** A per-thread array of uniform code holds the same
 //! values in every thread, so the block keeps one copy of it in shared
 //! memory (zeroed by the block at the start, like the others) and every
@@ -305,6 +313,9 @@ enum Home {
     /// A shared copy: one per block, accessed by every thread that runs
     /// the code (see *Shared copies*).
     Copy,
+    /// A thread's own slice of a shared array, one slice per thread of
+    /// the block (see *Shared slices*).
+    Slice,
 }
 
 /// A scratch array's storage.
@@ -486,7 +497,17 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             .unwrap_or(1);
         let (grid, block) = match (piece.mode, x_loop) {
             (Mode::Thread, Some((_, extent))) => {
-                let block = block_threads.min((extent as u64).next_multiple_of(32) as u32);
+                let mut block = block_threads.min((extent as u64).next_multiple_of(32) as u32);
+                // Big scratch arrays take a slice of shared memory per
+                // thread: as many threads as their slices fit.
+                if let Some(fit) = MAX_SHARED_BYTES.checked_div(slice_bytes(k, inner)) {
+                    let fit = u32::try_from(fit).unwrap_or(u32::MAX);
+                    if fit >= 32 {
+                        block = block.min(fit / 32 * 32);
+                    } else if fit >= 1 {
+                        block = block.min(fit);
+                    }
+                }
                 let grid = (extent as u64).div_ceil(u64::from(block));
                 (grid, block)
             }
@@ -696,9 +717,13 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             let d = &self.k.locals[l.0 as usize];
             let big = d.len.saturating_mul(scratch_words(d.ty)) > REGISTER_SCRATCH_MAX_WORDS;
             let fits = taken + bytes_of(l) + COPY_RESERVE_BYTES <= MAX_SHARED_BYTES;
+            let slices = bytes_of(l) * self.block as usize;
             let home = if uniform && big && fits {
                 taken += bytes_of(l);
                 Home::Copy
+            } else if !uniform && big && taken + slices <= MAX_SHARED_BYTES {
+                taken += slices;
+                Home::Slice
             } else {
                 Home::Private
             };
@@ -713,7 +738,37 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             let aty = ety.array_type(len);
             let bytes = d.len * d.ty.size_bytes();
             let home = homes.get(&l).copied().unwrap_or(Home::Private);
-            if home != Home::Private {
+            if home == Home::Slice {
+                let all = ety.array_type(len * self.block);
+                self.shared_bytes += bytes.next_multiple_of(16) * self.block as usize;
+                let gv = self.cx.module.add_global(
+                    all,
+                    Some(AddressSpace::from(SHARED)),
+                    &format!("{}.l{}", self.name, l.0),
+                );
+                gv.set_initializer(&all.get_undef());
+                gv.set_alignment(16);
+                gv.set_linkage(inkwell::module::Linkage::Internal);
+                // This thread's slice starts at tid·len, computed where it
+                // dominates every use.
+                let tid = self.tid()?;
+                let b_ = &self.alloca_b;
+                let tid = b_.build_int_z_extend(tid, i64t, "").ll()?;
+                let first = b_
+                    .build_int_mul(tid, self.cx.i64c(i64::from(len)), "")
+                    .ll()?;
+                let ptr = gep(b_, ety, gv.as_pointer_value(), first)?;
+                self.cx
+                    .b
+                    .build_memset(
+                        ptr,
+                        4,
+                        ctx.i8_type().const_zero(),
+                        self.cx.i64c(bytes as i64),
+                    )
+                    .ll()?;
+                self.locals.insert(l, Slot { ptr, home });
+            } else if home != Home::Private {
                 self.shared_bytes += bytes.next_multiple_of(16);
                 let gv = self.cx.module.add_global(
                     aty,
@@ -971,6 +1026,10 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
     }
 
     /// Whether scratch array `l` is a shared copy (see *Shared copies*).
+    fn is_slice(&self, l: LocalId) -> bool {
+        self.locals.get(&l).is_some_and(|s| s.home == Home::Slice)
+    }
+
     fn is_copy(&self, l: LocalId) -> bool {
         self.locals.get(&l).is_some_and(|s| s.home == Home::Copy)
     }
@@ -1466,7 +1525,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                     return self.store_t0(at, x, align);
                 }
                 let st = self.cx.b.build_store(at, x).ll()?;
-                if self.is_copy(*local) {
+                if self.is_copy(*local) || self.is_slice(*local) {
                     // Not forwarded to the loads that read it back: see
                     // *Shared copies*.
                     st.set_volatile(true).ll()?;
@@ -2076,6 +2135,17 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
 
 /// The key of a run: its first statement's address (a run is cut the
 /// same way wherever its list is emitted).
+/// Bytes of shared memory one thread's slices of the big scratch arrays
+/// of thread-per-iteration code `body` take (see *Shared slices*).
+fn slice_bytes(k: &Kernel, body: &[Stmt]) -> usize {
+    locals_used(body)
+        .iter()
+        .map(|l| &k.locals[l.0 as usize])
+        .filter(|d| d.len.saturating_mul(scratch_words(d.ty)) > REGISTER_SCRATCH_MAX_WORDS)
+        .map(|d| (d.len * d.ty.size_bytes()).next_multiple_of(16))
+        .sum()
+}
+
 fn run_key(run: &[Stmt]) -> usize {
     run.as_ptr() as usize
 }

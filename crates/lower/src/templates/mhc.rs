@@ -329,7 +329,10 @@ fn sum_parts(
     let body = vec![kb.parallel(t, |kb, tok| {
         let total = |row: Index, stride: usize| {
             (1..splits).fold(load(parts, row.clone()), |acc, s| {
-                add(acc, load(parts, row.clone().shifted(index_coeff(s * stride))))
+                add(
+                    acc,
+                    load(parts, row.clone().shifted(index_coeff(s * stride))),
+                )
             })
         };
         let row = Index::var(tok, index_coeff(m));
