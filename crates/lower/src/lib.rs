@@ -81,7 +81,7 @@ impl GemmSupport {
     pub fn k_splits(&self, rows: usize, k: usize) -> usize {
         let blocks = rows.div_ceil(16);
         let mut s = 1;
-        while blocks * s < self.min_row_blocks && k % (64 * s) == 0 && k / (2 * s) >= 512 {
+        while blocks * s < self.min_row_blocks && k.is_multiple_of(64 * s) && k / (2 * s) >= 512 {
             s *= 2;
         }
         s
