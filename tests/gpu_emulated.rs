@@ -22,7 +22,7 @@ use birkhoff::dsl::zoo::{Flag, Model, ModelArgs, build_model, model_info, models
 use birkhoff::gpu::CodegenOptions;
 use birkhoff::gpu::codegen::emulate;
 use birkhoff::ir::{DType, Graph, Tensor, interpret};
-use birkhoff::lower::{GemmSupport, LowerOptions, lower};
+use birkhoff::lower::{LowerOptions, PreMixProjection, lower};
 
 /// Whole models chain dozens of ops per layer (see `tests/cpu_backend.rs`).
 const MODEL_FACTOR: f64 = 10.0;
@@ -56,16 +56,7 @@ fn emulated(
     } else {
         graph.clone()
     };
-    let lo = LowerOptions {
-        gemm: GemmSupport {
-            bf16_operands: true,
-            row_sumsq: true,
-            bf16_results: true,
-            min_row_blocks: 264,
-        },
-        ..LowerOptions::default()
-    };
-    let program = lower(&g, &lo).unwrap();
+    let program = lower(&g, &LowerOptions::gpu(PreMixProjection::Gemm)).unwrap();
     emulate(&program, &CodegenOptions::default(), inputs)
         .unwrap_or_else(|e| panic!("{}: {e}", graph.name()))
 }

@@ -20,7 +20,7 @@ use birkhoff_gpu::codegen::{LaunchInfo, Mode, launch_plan};
 use birkhoff_gpu::{CodegenOptions, GpuError, GpuModule, compile_module, emit_llvm, ptx_entries};
 use birkhoff_ir::DType;
 use birkhoff_ir::kernel::{Expr, Index, Kernel, LoopKind, Program, ScalarType, Stmt};
-use birkhoff_lower::{GemmSupport, LowerOptions, lower};
+use birkhoff_lower::{LowerOptions, PreMixProjection, lower};
 
 fn program(model: &str, dtype: DType, t: usize, c: usize, fused: bool) -> Program {
     let info = model_info(model).expect("a zoo model");
@@ -39,16 +39,7 @@ fn program(model: &str, dtype: DType, t: usize, c: usize, fused: bool) -> Progra
     } else {
         m.graph
     };
-    let lo = LowerOptions {
-        gemm: GemmSupport {
-            bf16_operands: true,
-            row_sumsq: true,
-            bf16_results: true,
-            min_row_blocks: 264,
-        },
-        ..LowerOptions::default()
-    };
-    lower(&g, &lo).unwrap_or_else(|e| panic!("{model}: {e}"))
+    lower(&g, &LowerOptions::gpu(PreMixProjection::Gemm)).unwrap_or_else(|e| panic!("{model}: {e}"))
 }
 
 fn plan(p: &Program) -> Vec<LaunchInfo> {
@@ -102,17 +93,22 @@ fn every_zoo_model_compiles_to_the_planned_entries() {
     }
 }
 
+/// `mhc_pre`: the tensor-core projection, the gates (a thread per token:
+/// every token's Sinkhorn at once) and one block per token applying them.
 #[test]
-fn mhc_pre_is_a_tensor_core_projection_and_one_per_token_kernel() {
+fn mhc_pre_is_a_tensor_core_projection_a_gates_kernel_and_a_sweep_per_token() {
     let p = program("mhc-pre", DType::Bf16, 256, 512, true);
     let launches = plan(&p);
-    assert_eq!(launches.len(), 2, "{launches:#?}");
-    let (gemm, token) = (&launches[0], &launches[1]);
+    assert_eq!(launches.len(), 3, "{launches:#?}");
+    let (gemm, gates, token) = (&launches[0], &launches[1], &launches[2]);
     assert_eq!(gemm.mode, Mode::Gemm);
     assert!(gemm.tensor_cores, "{gemm:?}");
     // 16 rows (one tensor-core tile) per block: blocks of 32 or 64 rows
-    // would be far fewer than 264.
-    assert_eq!(gemm.grid, [16, 1, 1]);
+    // would be far fewer than 264; so are 16 blocks of rows, so the inner
+    // dimension (2048) is split in 4 parts of 512, a batch on y.
+    assert_eq!(gemm.grid, [16, 4, 1]);
+    assert_eq!(gates.mode, Mode::Thread, "{gates:?}");
+    assert_eq!(gates.grid[0] * gates.block, 256, "a thread per token");
     assert_eq!(token.mode, Mode::Block, "{token:?}");
     assert_eq!(token.grid, [256, 1, 1], "one block per token");
     assert!(token.vectorized >= 1, "{token:?}");
@@ -122,9 +118,9 @@ fn mhc_pre_is_a_tensor_core_projection_and_one_per_token_kernel() {
         .matches("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32")
         .count();
     // ceil(n(n+2) / 8) = 3 column tiles x 1 row tile x 2 steps per
-    // 32-element chunk, for 3 chunk bodies: two per trip of the main loop
-    // and one in its tail.
-    assert_eq!(mma, 3 * 2 * 3, "{mma} mma instructions");
+    // 32-element chunk, for 2 chunk bodies: two per trip of the main loop
+    // and no tail (a part of 512 is 16 chunks, an even count).
+    assert_eq!(mma, 3 * 2 * 2, "{mma} mma instructions");
     let gemm_ptx = entry_text(&m.ptx, &gemm.entry);
     assert!(
         gemm_ptx.contains("ld.global.nc.v4.u32"),
@@ -138,13 +134,14 @@ fn mhc_pre_is_a_tensor_core_projection_and_one_per_token_kernel() {
 }
 
 #[test]
-fn the_mhc_sublayer_is_a_projection_and_one_fused_per_token_kernel() {
+fn the_mhc_sublayer_is_a_projection_the_gates_and_one_fused_sweep_per_token() {
     let p = program("mhc-sublayer", DType::Bf16, 128, 256, true);
     let launches = plan(&p);
-    assert_eq!(launches.len(), 2, "{launches:#?}");
+    assert_eq!(launches.len(), 3, "{launches:#?}");
     assert!(launches[0].tensor_cores);
-    assert_eq!(launches[1].mode, Mode::Block);
-    assert_eq!(launches[1].grid, [128, 1, 1]);
+    assert_eq!(launches[1].mode, Mode::Thread);
+    assert_eq!(launches[2].mode, Mode::Block);
+    assert_eq!(launches[2].grid, [128, 1, 1]);
 }
 
 #[test]
@@ -193,11 +190,11 @@ fn f32_projections_take_the_fma_skinny_kernel() {
         };
         let p = program("mhc-pre", DType::F32, 256, 512, true);
         let launches = launch_plan(&p, &opts).unwrap();
-        assert_eq!(launches.len(), 2, "{launches:#?}");
+        assert_eq!(launches.len(), 3, "{launches:#?}");
         let gemm = &launches[0];
         assert_eq!(gemm.mode, Mode::Gemm);
         assert!(!gemm.tensor_cores, "{gemm:?}");
-        assert_eq!(gemm.grid, [16, 1, 1], "{arch}: {gemm:?}");
+        assert_eq!(gemm.grid, [16, 4, 1], "{arch}: {gemm:?}");
         let m = compile_module(&p, &opts).unwrap();
         let ptx = entry_text(&m.ptx, &gemm.entry);
         assert!(ptx.contains("ld.global.nc.v4.f32"), "{arch}: 16-byte loads");

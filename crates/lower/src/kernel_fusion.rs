@@ -46,12 +46,17 @@ use birkhoff_ir::kernel::{
 };
 use birkhoff_ir::{DType, Op};
 
-/// Applies the three rewrites to the whole program.
-pub(crate) fn fuse(p: &mut Program) {
+/// Applies the three rewrites to the whole program. With `apart`
+/// ([`crate::LowerOptions::scalar_kernels_apart`]), a kernel whose rows
+/// hold long scalar work ([`scalar_heavy`]) and one that streams its rows
+/// ([`streams`]) stay apart.
+pub(crate) fn fuse(p: &mut Program, apart: bool) {
     let mut out: Vec<Kernel> = Vec::with_capacity(p.kernels.len());
     for k in std::mem::take(&mut p.kernels) {
         match out.last_mut() {
-            Some(prev) if can_fuse(prev, &k) => *prev = fuse_pair(prev, &k),
+            Some(prev) if can_fuse(prev, &k) && !(apart && kept_apart(prev, &k)) => {
+                *prev = fuse_pair(prev, &k);
+            }
             _ => out.push(k),
         }
     }
@@ -213,6 +218,72 @@ fn can_fuse(a: &Kernel, b: &Kernel) -> bool {
         }
     }
     true
+}
+
+/// Fewest iterations of a vector loop that streams a row: what a GPU
+/// spreads over a block's threads.
+const STREAM_MIN: usize = 64;
+
+/// Fewest scalar operations per row (loops multiplied out, streaming loops
+/// left out) that make a row's work a long chain: a Sinkhorn projection of
+/// 20 rounds has about 1400, the pre-mix's other per-token work under 300.
+const SCALAR_HEAVY_OPS: usize = 512;
+
+/// Whether fusing `a` and `b` would put long scalar work into a kernel that
+/// streams rows (see [`fuse`]).
+fn kept_apart(a: &Kernel, b: &Kernel) -> bool {
+    (scalar_heavy(a) && streams(b)) || (streams(a) && scalar_heavy(b))
+}
+
+/// Whether some vector loop of `k` has at least [`STREAM_MIN`] iterations.
+fn streams(k: &Kernel) -> bool {
+    let mut any = false;
+    walk_stmts(&k.body, &mut |s| {
+        if let Stmt::Loop {
+            kind: LoopKind::Vector,
+            extent,
+            ..
+        } = s
+        {
+            any |= *extent >= STREAM_MIN;
+        }
+    });
+    any
+}
+
+/// Whether the scalar work of `k`'s rows reaches [`SCALAR_HEAVY_OPS`].
+fn scalar_heavy(k: &Kernel) -> bool {
+    fn ops(body: &[Stmt]) -> usize {
+        body.iter()
+            .map(|s| match s {
+                Stmt::Loop {
+                    kind: LoopKind::Vector,
+                    extent,
+                    ..
+                } if *extent >= STREAM_MIN => 0,
+                Stmt::Loop {
+                    kind: LoopKind::Parallel,
+                    body,
+                    ..
+                } => ops(body),
+                Stmt::Loop { extent, body, .. } => extent.saturating_mul(ops(body)),
+                _ => s.value().map_or(0, |e| {
+                    let mut n = 0usize;
+                    e.walk(&mut |x| {
+                        n += usize::from(matches!(
+                            x,
+                            Expr::Unary { .. }
+                                | Expr::Binary { .. }
+                                | Expr::Select { .. }
+                                | Expr::Cast { .. }
+                        ));
+                    });
+                    n
+                }),
+            })
+            .fold(0, usize::saturating_add)
+    }
+    ops(&k.body) >= SCALAR_HEAVY_OPS
 }
 
 /// How [`remap`] renames things.
@@ -797,7 +868,7 @@ mod tests {
     #[test]
     fn same_row_kernels_fuse_and_the_temporary_disappears() {
         let mut p = program(4, |i, j| Index::var(i, 4).plus(j, 1));
-        fuse(&mut p);
+        fuse(&mut p, false);
         assert_eq!(p.kernels.len(), 1, "{p}");
         assert_eq!(p.kernels[0].name, "k0_exp+add");
         assert_eq!(p.buffers.len(), 2, "t is never read after forwarding:\n{p}");
@@ -814,7 +885,7 @@ mod tests {
     fn a_consumer_reading_the_next_row_does_not_fuse() {
         let mut p = program(5, |i, j| Index::var(i, 4).plus(j, 1).shifted(4));
         let before = p.clone();
-        fuse(&mut p);
+        fuse(&mut p, false);
         assert_eq!(p, before);
     }
 
@@ -823,7 +894,7 @@ mod tests {
         // Same row, but the consumer reads the row reversed: iteration j
         // needs what iteration 3 - j of the producer stores.
         let mut p = program(4, |i, j| Index::var(i, 4).plus(j, -1).shifted(3));
-        fuse(&mut p);
+        fuse(&mut p, false);
         assert_eq!(p.kernels.len(), 1, "rows still match:\n{p}");
         let text = p.to_string();
         assert_eq!(text.matches("vector").count(), 2, "two sweeps:\n{text}");

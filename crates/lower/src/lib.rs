@@ -98,6 +98,13 @@ pub struct LowerOptions {
     /// Fuse consecutive per-row kernels and merge their sweeps (see
     /// `kernel_fusion.rs`); on by default, off to look at the unfused kernels.
     pub fuse_kernels: bool,
+    /// Keep a token's long scalar work — the Sinkhorn projection of the
+    /// pre-mix and its backward — in a kernel of its own, apart from the
+    /// kernels that stream the token's rows (the GPU: a thread per token
+    /// runs all tokens' chains at once, where inside a block per token one
+    /// warp would run each chain while the row's other warps wait). The
+    /// pre-mix then hands its gates over in a `[T, n]` temporary.
+    pub scalar_kernels_apart: bool,
 }
 
 impl Default for LowerOptions {
@@ -106,6 +113,7 @@ impl Default for LowerOptions {
             projection: PreMixProjection::default(),
             gemm: GemmSupport::default(),
             fuse_kernels: true,
+            scalar_kernels_apart: false,
         }
     }
 }
@@ -115,7 +123,9 @@ impl LowerOptions {
     /// and sums each row's squares from the same loads, so the pre-mix
     /// streams a token's row once for its projection and once to apply it;
     /// it also writes bf16 results, so bf16 models' matrix products run on
-    /// its tiled kernel rather than as loop nests.
+    /// its tiled kernel rather than as loop nests; short projections split
+    /// their inner dimension; and long per-token scalar work is a kernel of
+    /// its own ([`LowerOptions::scalar_kernels_apart`]).
     pub fn gpu(projection: PreMixProjection) -> LowerOptions {
         LowerOptions {
             projection,
@@ -125,6 +135,7 @@ impl LowerOptions {
                 bf16_results: true,
                 min_row_blocks: 264,
             },
+            scalar_kernels_apart: true,
             ..LowerOptions::default()
         }
     }

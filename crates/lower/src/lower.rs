@@ -843,7 +843,7 @@ pub fn lower(graph: &Graph, opts: &LowerOptions) -> Result<birkhoff_ir::kernel::
     let mut program = l.pb.finish();
     split_parallel(&mut program);
     if opts.fuse_kernels {
-        crate::kernel_fusion::fuse(&mut program);
+        crate::kernel_fusion::fuse(&mut program, opts.scalar_kernels_apart);
     }
     memory::place_temporaries(&mut program);
     verify_program(&program).map_err(LowerError::Invalid)?;

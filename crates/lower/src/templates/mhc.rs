@@ -128,7 +128,15 @@ pub(crate) fn lower_pre_mix(
         };
         gemm_projection(pb, what, &project, opts.gemm, None)
     });
-    pre_mix_kernel(pb, what, p, norm_eps, gates, proj);
+    pre_mix_kernel(
+        pb,
+        what,
+        p,
+        norm_eps,
+        gates,
+        proj,
+        opts.scalar_kernels_apart,
+    );
 }
 
 /// Appends the kernel of an `mhc_pre_projected` (named `what`): the
@@ -140,13 +148,20 @@ pub(crate) fn lower_pre_mix_projected(
     p: &PreMix,
     norm_eps: f64,
     gates: &PreMixGates,
+    apart: bool,
 ) {
-    pre_mix_kernel(pb, what, p, norm_eps, gates, Some((p.proj, None)));
+    let proj = Some((p.proj, None));
+    pre_mix_kernel(pb, what, p, norm_eps, gates, proj, apart);
 }
 
 /// The per-token pre-mix kernel. `proj` is the projection's result and,
 /// when the product summed them, each token's sum of squares; `None`
 /// computes the projection in the kernel from the weights `p.proj`.
+///
+/// With `apart` ([`LowerOptions::scalar_kernels_apart`]), a projected
+/// pre-mix whose gates include the Sinkhorn projection is two kernels: the
+/// gates (`{what}_gates`, storing the pre gates to a `[T, n]` temporary in
+/// the compute type) and the sweep that applies them.
 fn pre_mix_kernel(
     pb: &mut ProgramBuilder,
     what: &str,
@@ -154,13 +169,26 @@ fn pre_mix_kernel(
     norm_eps: f64,
     gates: &PreMixGates,
     proj: Option<(BufferId, Option<BufferId>)>,
+    apart: bool,
 ) {
     let (t, n, c) = p.dims;
     let (m, k) = (n * (n + 2), n * c);
-    let mut kb = KernelBuilder::new(pb, what, p.dtype);
+    let sinkhorn = matches!(gates, PreMixGates::Constrained { .. }) && !p.layer_input_only;
+    let handed = (apart && sinkhorn && proj.is_some()).then(|| {
+        let dt = if p.dtype == DType::Bf16 {
+            DType::F32
+        } else {
+            p.dtype
+        };
+        pb.temp(format!("{what}_pre_gates"), TensorType::new(dt, [t, n]))
+    });
+    let name = match handed {
+        Some(_) => format!("{what}_gates"),
+        None => what.to_string(),
+    };
+    let mut kb = KernelBuilder::new(pb, &name, p.dtype);
     let mixes = kb.local(m);
-    let sc = (matches!(gates, PreMixGates::Constrained { .. }) && !p.layer_input_only)
-        .then(|| Scratch::new(&mut kb, n));
+    let sc = sinkhorn.then(|| Scratch::new(&mut kb, n));
     let body = vec![kb.parallel(t, |kb, tok| {
         let row = Index::var(tok, index_coeff(k));
         let (ss, f) = (kb.value(), kb.value());
@@ -213,10 +241,34 @@ fn pre_mix_kernel(
             }
         }
         let pre = epilogue(kb, p, &mut body, tok, mixes, gates, sc);
-        body.push(apply_mix(kb, p, tok, &pre));
+        match handed {
+            Some(g) => body.extend(pre.iter().enumerate().map(|(i, &v)| {
+                store(
+                    g,
+                    Index::var(tok, index_coeff(n)).shifted(index_coeff(i)),
+                    var(v),
+                )
+            })),
+            None => body.push(apply_mix(kb, p, tok, &pre)),
+        }
         body
     })];
     pb.push(kb.finish(body));
+    if let Some(g) = handed {
+        let mut kb = KernelBuilder::new(pb, what, p.dtype);
+        let body = vec![kb.parallel(t, |kb, tok| {
+            let pre: Vec<VarId> = (0..n).map(|_| kb.value()).collect();
+            let row = Index::var(tok, index_coeff(n));
+            let mut body: Vec<Stmt> = pre
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| set(v, load(g, row.clone().shifted(index_coeff(i)))))
+                .collect();
+            body.push(apply_mix(kb, p, tok, &pre));
+            body
+        })];
+        pb.push(kb.finish(body));
+    }
 }
 
 /// Appends the kernels computing `mixes [T, m] = x · fnᵀ` with the
@@ -228,7 +280,7 @@ fn pre_mix_kernel(
 /// a dot product before scaling it either. A routine that cannot read
 /// `bf16` gets `f32` copies of the operands, widened (exactly) by a copy
 /// kernel first.
-fn gemm_projection(
+pub(crate) fn gemm_projection(
     pb: &mut ProgramBuilder,
     what: &str,
     p: &Project,
@@ -289,12 +341,13 @@ fn gemm_projection(
     };
     let part = k / splits;
     let kb = KernelBuilder::new(pb, &format!("{what}_proj"), dt);
-    let matrix = |buf, row_stride, col_stride, batch_stride| Matrix {
+    // One part has no batch to stride over.
+    let matrix = |buf, row_stride, col_stride, batch_stride: usize| Matrix {
         buf,
         offset: 0,
         row_stride,
         col_stride,
-        batch_stride,
+        batch_stride: if splits > 1 { batch_stride } else { 0 },
     };
     // mixes[T×m] = x[T×nC] · fnᵀ, fnᵀ read in place (column stride nC).
     let body = vec![Stmt::Gemm(Gemm {

@@ -34,8 +34,12 @@
 //! `d_fn = gᵀ·x` — are the runtime's blocked matrix product
 //! (`Stmt::Gemm`), and steps 1, 3 and 4 keep only their per-token and
 //! per-row parts; step 4's sums over tokens are then vector loops, which a
-//! backend may split into partial sums. For `bf16` the first two are loops
-//! in kernel IR as described above, so `bf16` operands need no widened
+//! backend may split into partial sums. The projection is `mhc_pre`'s own
+//! (`super::mhc::gemm_projection`: split along its inner dimension and
+//! summing each row's squares where the backend does, so step 1 then
+//! streams nothing). For `bf16` it is that product too where the backend
+//! reads `bf16` operands (the GPU); `g·fn` stays a loop in step 3, as does
+//! the projection on other backends, so `bf16` operands need no widened
 //! copies; `d_fn = gᵀ·x` is a product as well where the backend's routine
 //! reads an `f32` `g` beside a `bf16` `x` and rounds a `bf16` result
 //! ([`GemmSupport`]: the GPU), else a loop in step 4 (which then reads
@@ -53,6 +57,7 @@ use birkhoff_ir::{DType, Op, PreMixSpec, TensorType};
 use super::kernel_builder::{
     KernelBuilder, add, at, div, index_coeff, join, load, mul, set, store, unary, var,
 };
+use super::mhc::{Project, gemm_projection};
 use super::sinkhorn_grad::lower_sinkhorn_grad;
 use crate::GemmSupport;
 use crate::builder::ProgramBuilder;
@@ -139,22 +144,30 @@ pub(crate) fn lower_pre_mix_grad(
     // so no kernel streams x once per row of fn.
     let gemm = p.dtype != DType::Bf16;
     let dfn_gemm = gemm || (support.bf16_operands && support.bf16_results);
+    // The projection is the pre-mix's own (split and summing squares as
+    // the backend's product allows) wherever the product reads the
+    // operands as they are.
+    let proj_gemm = gemm || support.bf16_operands;
     let acc = if dt == p.dtype || dfn_gemm {
         d_fn
     } else {
         temp(pb, "d_fn", &[m, k])
     };
-    if gemm {
-        // dots[T×m] = x[T×k] · fnᵀ, fnᵀ read in place.
-        push_gemm(
-            pb,
-            "mhc_pre_grad_proj",
-            dt,
-            (t, m, k),
-            [mat(p.x, k, 1), mat(p.proj, 1, k), mat(dots, m, 1)],
-            false,
-        );
-    }
+    // dots[T×m] = x[T×k] · fnᵀ, with each row's sum of squares where the
+    // product gives it.
+    let sumsq = if proj_gemm {
+        let project = Project {
+            x: p.x,
+            weights: p.proj,
+            out: dots,
+            dims: p.dims,
+            rows: m,
+            dtype: p.dtype,
+        };
+        gemm_projection(pb, "mhc_pre_grad", &project, support, Some(dots)).1
+    } else {
+        None
+    };
 
     // ---- 1: the forward up to the logits ---------------------------------
     let mut kb = KernelBuilder::new(pb, "mhc_pre_grad_fwd", p.dtype);
@@ -163,22 +176,25 @@ pub(crate) fn lower_pre_mix_grad(
         let (ss, f, xv) = (kb.value(), kb.value(), kb.value());
         let dv: Vec<VarId> = (0..m).map(|_| kb.value()).collect();
         let mut body = vec![set(ss, kb.c(0.0))];
-        if !gemm {
+        if !proj_gemm {
             body.extend(dv.iter().map(|&d| set(d, kb.c(0.0))));
         }
-        body.push(kb.vector(k, |_, j| {
-            let mut b = vec![
-                set(xv, load(p.x, at(&row, j, 1))),
-                set(ss, add(var(ss), mul(var(xv), var(xv)))),
-            ];
-            if !gemm {
-                b.extend(dv.iter().enumerate().map(|(r, &d)| {
-                    let w = load(p.proj, Index::var(j, 1).shifted(index_coeff(r * k)));
-                    set(d, add(var(d), mul(var(xv), w)))
-                }));
-            }
-            b
-        }));
+        match sumsq {
+            Some(sq) => body.push(set(ss, load(sq, Index::var(tok, 1)))),
+            None => body.push(kb.vector(k, |_, j| {
+                let mut b = vec![
+                    set(xv, load(p.x, at(&row, j, 1))),
+                    set(ss, add(var(ss), mul(var(xv), var(xv)))),
+                ];
+                if !proj_gemm {
+                    b.extend(dv.iter().enumerate().map(|(r, &d)| {
+                        let w = load(p.proj, Index::var(j, 1).shifted(index_coeff(r * k)));
+                        set(d, add(var(d), mul(var(xv), w)))
+                    }));
+                }
+                b
+            })),
+        }
         body.push(set(
             f,
             unary(
@@ -191,7 +207,7 @@ pub(crate) fn lower_pre_mix_grad(
         let lrow = Index::var(tok, index_coeff(nn));
         let s2 = load(p.scale, Index::constant(2));
         for (r, &d) in dv.iter().enumerate() {
-            if gemm {
+            if proj_gemm {
                 body.push(set(d, load(dots, drow.clone().shifted(index_coeff(r)))));
             } else {
                 body.push(store(dots, drow.clone().shifted(index_coeff(r)), var(d)));

@@ -176,7 +176,8 @@ pub fn lower_composite_reading(
             let p = pre_mix(args, outs, layer_input_only);
             let (what, norm_eps) = (op.mnemonic(), norm_eps.get());
             if matches!(op, Op::MhcPreProjected(_)) {
-                mhc::lower_pre_mix_projected(pb, what, &p, norm_eps, &gates);
+                let apart = opts.scalar_kernels_apart;
+                mhc::lower_pre_mix_projected(pb, what, &p, norm_eps, &gates, apart);
             } else {
                 mhc::lower_pre_mix(pb, what, &p, norm_eps, &gates, opts);
             }
