@@ -77,11 +77,11 @@ pub struct GemmSupport {
 impl GemmSupport {
     /// How many partial products a projection of `rows` rows and inner
     /// dimension `k` is split into ([`GemmSupport::min_row_blocks`]): a
-    /// power of two, each part at least 512 long and a multiple of 32.
+    /// power of two, each part at least 256 long and a multiple of 32.
     pub fn k_splits(&self, rows: usize, k: usize) -> usize {
         let blocks = rows.div_ceil(16);
         let mut s = 1;
-        while blocks * s < self.min_row_blocks && k.is_multiple_of(64 * s) && k / (2 * s) >= 512 {
+        while blocks * s < self.min_row_blocks && k.is_multiple_of(64 * s) && k / (2 * s) >= 256 {
             s *= 2;
         }
         s

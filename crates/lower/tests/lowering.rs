@@ -277,7 +277,7 @@ fn bf16_products_take_the_gemm_where_the_backend_writes_bf16() {
 }
 
 /// A projection of few rows and a long inner dimension, lowered for a
-/// backend that wants 264 blocks of 16 rows: split into 8 partial products
+/// backend that wants 264 blocks of 16 rows: split into 16 partial products
 /// (a batch) that a kernel sums, with the graph's results in f64 and bf16.
 #[test]
 fn short_projections_split_their_inner_dimension() {
@@ -297,7 +297,7 @@ fn short_projections_split_their_inner_dimension() {
             let program = lower(&fused, &opts).unwrap();
             let text = program.to_string();
             assert!(
-                text.contains("k=512 batch=8") && text.contains("_proj_sum"),
+                text.contains("k=256 batch=16") && text.contains("_proj_sum"),
                 "{name} {dtype}:\n{text}"
             );
             check(&fused, &zoo_inputs(&model, 5), &opts)
