@@ -741,14 +741,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             if home == Home::Slice {
                 let all = ety.array_type(len * self.block);
                 self.shared_bytes += bytes.next_multiple_of(16) * self.block as usize;
-                let gv = self.cx.module.add_global(
-                    all,
-                    Some(AddressSpace::from(SHARED)),
-                    &format!("{}.l{}", self.name, l.0),
-                );
-                gv.set_initializer(&all.get_undef());
-                gv.set_alignment(16);
-                gv.set_linkage(inkwell::module::Linkage::Internal);
+                let gv = self.shared_array(all, l);
                 // This thread's slice starts at tid·len, computed where it
                 // dominates every use.
                 let tid = self.tid()?;
@@ -757,42 +750,18 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 let first = b_
                     .build_int_mul(tid, self.cx.i64c(i64::from(len)), "")
                     .ll()?;
-                let ptr = gep(b_, ety, gv.as_pointer_value(), first)?;
-                self.cx
-                    .b
-                    .build_memset(
-                        ptr,
-                        4,
-                        ctx.i8_type().const_zero(),
-                        self.cx.i64c(bytes as i64),
-                    )
-                    .ll()?;
+                let ptr = gep(b_, ety, gv, first)?;
+                self.zero(ptr, bytes)?;
                 self.locals.insert(l, Slot { ptr, home });
             } else if home != Home::Private {
                 self.shared_bytes += bytes.next_multiple_of(16);
-                let gv = self.cx.module.add_global(
-                    aty,
-                    Some(AddressSpace::from(SHARED)),
-                    &format!("{}.l{}", self.name, l.0),
-                );
-                gv.set_initializer(&aty.get_undef());
-                gv.set_alignment(16);
-                gv.set_linkage(inkwell::module::Linkage::Internal);
-                let ptr = gv.as_pointer_value();
+                let ptr = self.shared_array(aty, l);
                 self.locals.insert(l, Slot { ptr, home });
                 zero_shared.push((ptr, ety, d.len));
             } else {
                 let ptr = self.alloca_b.build_alloca(aty, &format!("l{}", l.0)).ll()?;
                 // Scratch arrays start at zero, as in the interpreter.
-                self.cx
-                    .b
-                    .build_memset(
-                        ptr,
-                        4,
-                        ctx.i8_type().const_zero(),
-                        self.cx.i64c(bytes as i64),
-                    )
-                    .ll()?;
+                self.zero(ptr, bytes)?;
                 self.locals.insert(l, Slot { ptr, home });
             }
         }
@@ -829,6 +798,34 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             }
             self.barrier()?;
         }
+        Ok(())
+    }
+
+    /// A shared-memory array of type `aty` for scratch array `l`.
+    fn shared_array(&self, aty: inkwell::types::ArrayType<'ctx>, l: LocalId) -> PointerValue<'ctx> {
+        let gv = self.cx.module.add_global(
+            aty,
+            Some(AddressSpace::from(SHARED)),
+            &format!("{}.l{}", self.name, l.0),
+        );
+        gv.set_initializer(&aty.get_undef());
+        gv.set_alignment(16);
+        gv.set_linkage(inkwell::module::Linkage::Internal);
+        gv.as_pointer_value()
+    }
+
+    /// Zeroes `bytes` bytes at `ptr`, this thread alone.
+    fn zero(&self, ptr: PointerValue<'ctx>, bytes: usize) -> Result<()> {
+        let ctx = self.cx.ctx;
+        self.cx
+            .b
+            .build_memset(
+                ptr,
+                4,
+                ctx.i8_type().const_zero(),
+                self.cx.i64c(bytes as i64),
+            )
+            .ll()?;
         Ok(())
     }
 
