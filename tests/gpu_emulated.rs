@@ -231,9 +231,18 @@ fn sinkhorn_grad_on_the_gpu() {
 #[test]
 fn mhc_pre_grad_on_the_gpu() {
     use birkhoff::ir::SinkhornVariant;
-    for variant in [SinkhornVariant::Paper, SinkhornVariant::TileKernels] {
+    // The second shape's d_fn (24 × 544, over 520 tokens) takes the
+    // short-and-wide kernel, a partial second block of columns, with the
+    // tokens split in two parts.
+    let shapes = [
+        (SinkhornVariant::Paper, 37, 40),
+        (SinkhornVariant::TileKernels, 37, 40),
+    ]
+    .into_iter()
+    .chain([(SinkhornVariant::TileKernels, 520, 136)]);
+    for (variant, t, c) in shapes {
         for dtype in [DType::F32, DType::Bf16] {
-            let (t, n, c) = (37, 4, 40);
+            let n = 4;
             let m = n * (n + 2);
             let text = format!(
                 "graph @pre_grad(%x: {d}[{t},{n},{c}], %fn: {d}[{m},{k}], %scale: {d}[3], %base: {d}[{m}], %dl: {d}[{t},{c}], %dp: {d}[{t},{n}], %dc: {d}[{t},{n},{n}]) -> (d_x: {d}[{t},{n},{c}], d_fn: {d}[{m},{k}], d_scale: {d}[3], d_base: {d}[{m}]) {{
@@ -254,7 +263,7 @@ fn mhc_pre_grad_on_the_gpu() {
             );
             let graph = birkhoff::ir::parse_graph(&text).unwrap();
             let m = uniform_inputs(graph);
-            let name = format!("mhc_pre_grad {variant:?}");
+            let name = format!("mhc_pre_grad {variant:?} T={t} C={c}");
             match dtype {
                 DType::Bf16 => check_bf16(&name, &m, false, 3),
                 _ => check_f32(&name, &m, false, 5),

@@ -305,3 +305,43 @@ fn short_projections_split_their_inner_dimension() {
         }
     }
 }
+
+/// `mhc_pre_grad`'s `d_fn = gᵀ·x` (24 rows, 544 columns, 520 tokens)
+/// lowered for a backend that wants 264 blocks of 512 columns: the tokens
+/// split in two parts (a batch) that a kernel sums, with the graph's
+/// results.
+#[test]
+fn short_wide_products_split_their_tokens() {
+    let (t, n, c) = (520, 4, 136);
+    let (m, k) = (n * (n + 2), n * c);
+    let text = format!(
+        "graph @pre_grad(%x: f32[{t},{n},{c}], %fn: f32[{m},{k}], %scale: f32[3], %base: f32[{m}], %dl: f32[{t},{c}], %dp: f32[{t},{n}], %dc: f32[{t},{n},{n}]) -> (d_x: f32[{t},{n},{c}], d_fn: f32[{m},{k}], d_scale: f32[3], d_base: f32[{m}]) {{
+  %7 = mhc_pre_grad %x, %fn, %scale, %base, %dl, %dp, %dc, norm_eps=1e-6, pre_eps=0.01, post_mult=2.0, variant=tilekernels, iters=20, eps=1e-6 : (f32[{t},{n},{c}], f32[{m},{k}], f32[3], f32[{m}])
+  %8 = get %7, index=0 : f32[{t},{n},{c}]
+  %9 = get %7, index=1 : f32[{m},{k}]
+  %10 = get %7, index=2 : f32[3]
+  %11 = get %7, index=3 : f32[{m}]
+  return %8, %9, %10, %11
+}}"
+    );
+    let graph = birkhoff_ir::parse_graph(&text).unwrap();
+    let opts = LowerOptions::gpu(PreMixProjection::Gemm);
+    let program = lower(&graph, &opts).unwrap();
+    let printed = program.to_string();
+    assert!(
+        printed.contains(&format!("gemm m={m} n={k} k=260 batch=2"))
+            && printed.contains("mhc_pre_grad_dfn_sum"),
+        "{printed}"
+    );
+    let root = Rng::new(9);
+    let inputs = graph
+        .inputs()
+        .iter()
+        .map(|&v| {
+            let name = graph.input_name(v).unwrap_or_default().to_string();
+            let x = random_tensor(graph.ty(v), &Default::default(), &mut root.fork(&name));
+            (name, x)
+        })
+        .collect();
+    check(&graph, &inputs, &opts).unwrap();
+}

@@ -683,12 +683,25 @@ impl Model<'_> {
                 let sq = if g.row_sumsq.is_some() { 4.0 * r } else { 0.0 };
                 padded / (4.0 * r) / 32.0 * (r + n + 4.0 * r * n + sq + 4.0 * r + 5.0)
             }
-            // The general kernel: a fused multiply-add and two shared-memory
-            // loads per multiply-add and thread, its tile staging on top.
-            None => macs * 3.25 / 32.0,
+            None => match super::wide::applies(self.p, g) {
+                // The short-and-wide kernel: per step of K, a thread loads
+                // 4 elements of `b` (4 more to widen bf16) and `a`'s column
+                // in M/4 loads, does 4·M multiply-adds, and 3 of loop.
+                Some(w) => {
+                    let m = w.m as f64;
+                    let widen = if w.b_bf16 { 4.0 } else { 0.0 };
+                    let threads = (w.n / 4 * w.k * w.batch) as f64;
+                    threads / 32.0 * (1.0 + widen + m / 4.0 + 4.0 * m + 3.0)
+                }
+                // The general kernel: a fused multiply-add and two
+                // shared-memory loads per multiply-add and thread, its
+                // tile staging on top.
+                None => macs * 3.25 / 32.0,
+            },
         };
-        // A block's 8 warps share its work.
-        t.chain = t.warp_instructions / blocks.max(1.0) / 8.0;
+        // A block's warps share its work.
+        let warps = f64::from(self.block.div_ceil(32)).max(1.0);
+        t.chain = t.warp_instructions / blocks.max(1.0) / warps;
         t.parts = (g.m * g.n * g.batch) as u64 * (g.k as u64 / 64).max(1);
     }
 

@@ -307,7 +307,7 @@ fn load(o: &mut String, name: &str, d: DType, t: &str) {
 /// `%{out}`: the `f32` value `x` rounded to bf16 bits (`i16`): to
 /// nearest, ties to even, NaN quieted — the same bits as the backend's
 /// other bf16 stores.
-fn round_bf16(o: &mut String, out: &str, x: &str) {
+pub(crate) fn round_bf16(o: &mut String, out: &str, x: &str) {
     let mut w = |s: String| {
         o.push_str(&s);
         o.push('\n');

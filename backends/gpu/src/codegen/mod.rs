@@ -29,6 +29,7 @@ mod math;
 mod ops;
 mod skinny;
 mod skinny_fma;
+mod wide;
 
 use std::collections::HashSet;
 
@@ -233,11 +234,14 @@ fn build_recording<'ctx>(
                     let sk = skinny::applies(program, g, sm);
                     let (text, grid, block) = match &sk {
                         Some(s) => (skinny::module_ir(&entry, s), s.grid(), skinny::THREADS),
-                        None => (
-                            gemm::module_ir(&entry, program, g),
-                            gemm::grid(&k.name, g)?,
-                            gemm::THREADS,
-                        ),
+                        None => match wide::applies(program, g) {
+                            Some(w) => (wide::module_ir(&entry, &w), w.grid(), wide::THREADS),
+                            None => (
+                                gemm::module_ir(&entry, program, g),
+                                gemm::grid(&k.name, g)?,
+                                gemm::THREADS,
+                            ),
+                        },
                     };
                     link_text(ctx, &module, &tm, &entry, &text)?;
                     warp0.push(HashSet::new());

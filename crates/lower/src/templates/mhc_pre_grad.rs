@@ -368,28 +368,12 @@ pub(crate) fn lower_pre_mix_grad(
             [mat(g_buf, m, 1), mat(p.proj, k, 1), mat(d_x, k, 1)],
             true,
         );
-        // d_fn[m×k] = gᵀ[m×T] · x[T×k], gᵀ read in place.
-        push_gemm(
-            pb,
-            "mhc_pre_grad_dfn",
-            dt,
-            (m, k, t),
-            [mat(g_buf, 1, m), mat(p.x, k, 1), mat(d_fn, k, 1)],
-            false,
-        );
+        push_dfn(pb, support, dt, (m, k, t), [g_buf, p.x, d_fn]);
     }
 
     if dfn_gemm && !gemm {
-        // d_fn[m×k] = gᵀ[m×T] · x[T×k]: g in f32, x in bf16, d_fn rounded
-        // to bf16 once.
-        push_gemm(
-            pb,
-            "mhc_pre_grad_dfn",
-            dt,
-            (m, k, t),
-            [mat(g_buf, 1, m), mat(p.x, k, 1), mat(d_fn, k, 1)],
-            false,
-        );
+        // g in f32, x in bf16, d_fn rounded to bf16 once.
+        push_dfn(pb, support, dt, (m, k, t), [g_buf, p.x, d_fn]);
     }
 
     // ---- 4: the reductions over tokens, per row of fn ----------------------
@@ -497,6 +481,77 @@ fn mat(buf: BufferId, row_stride: usize, col_stride: usize) -> Matrix {
         col_stride,
         batch_stride: 0,
     }
+}
+
+/// Pushes the kernels computing `d_fn[m×k] = gᵀ[m×T] · x[T×k]`, `gᵀ` read
+/// in place. Where the backend wants more blocks than the product's
+/// columns give ([`GemmSupport::wide_splits`]; `f32` sums only), the
+/// tokens are split into parts, a batch of products into an `f32`
+/// `[S, m, k]` temporary, and a kernel sums the parts in order.
+fn push_dfn(
+    pb: &mut ProgramBuilder,
+    support: GemmSupport,
+    dt: DType,
+    (m, k, t): (usize, usize, usize),
+    [g, x, d_fn]: [BufferId; 3],
+) {
+    let splits = if dt == DType::F32 {
+        support.wide_splits(k, t)
+    } else {
+        1
+    };
+    if splits == 1 {
+        push_gemm(
+            pb,
+            "mhc_pre_grad_dfn",
+            dt,
+            (m, k, t),
+            [mat(g, 1, m), mat(x, k, 1), mat(d_fn, k, 1)],
+            false,
+        );
+        return;
+    }
+    let part = t / splits;
+    let parts = pb.temp(
+        "mhc_pre_grad_dfn_parts",
+        TensorType::new(dt, [splits, m, k]),
+    );
+    let kb = KernelBuilder::new(pb, "mhc_pre_grad_dfn", dt);
+    let batched = |buf, row_stride, col_stride, batch_stride| Matrix {
+        buf,
+        offset: 0,
+        row_stride,
+        col_stride,
+        batch_stride,
+    };
+    let body = vec![Stmt::Gemm(Gemm {
+        m,
+        n: k,
+        k: part,
+        batch: splits,
+        a: batched(g, 1, m, part * m),
+        b: batched(x, k, 1, part * k),
+        c: batched(parts, k, 1, m * k),
+        accumulate: false,
+        row_sumsq: None,
+    })];
+    pb.push(kb.finish(body));
+    // A thread per element: rows × columns, the columns a serial loop the
+    // GPU spreads over its grid.
+    let mut kb = KernelBuilder::new(pb, "mhc_pre_grad_dfn_sum", dt);
+    let body = vec![kb.parallel(m, |kb, r| {
+        vec![kb.serial(k, |_, j| {
+            let at_rj = Index::var(r, index_coeff(k)).plus(j, 1);
+            let sum = (1..splits).fold(load(parts, at_rj.clone()), |acc, s| {
+                add(
+                    acc,
+                    load(parts, at_rj.clone().shifted(index_coeff(s * m * k))),
+                )
+            });
+            vec![store(d_fn, at_rj, sum)]
+        })]
+    })];
+    pb.push(kb.finish(body));
 }
 
 /// Pushes a kernel computing `c = a·b` (`c += a·b` if `accumulate`) for
