@@ -232,8 +232,8 @@ fn sinkhorn_grad_on_the_gpu() {
 fn mhc_pre_grad_on_the_gpu() {
     use birkhoff::ir::SinkhornVariant;
     // The second shape's d_fn (24 × 544, over 520 tokens) takes the
-    // short-and-wide kernel, a partial second block of columns, with the
-    // tokens split in two parts.
+    // short-and-wide kernel, a partial last block of columns, with the
+    // tokens split in four parts.
     let shapes = [
         (SinkhornVariant::Paper, 37, 40),
         (SinkhornVariant::TileKernels, 37, 40),

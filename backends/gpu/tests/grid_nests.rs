@@ -12,17 +12,16 @@
 
 mod common;
 
-use common::{add, buffer, f32c, mul};
+use common::{add, buffer, emulates_bit_for_bit, f32c, mul};
 
 use std::collections::BTreeMap;
 
+use birkhoff_gpu::CodegenOptions;
 use birkhoff_gpu::codegen::{LaunchInfo, Mode, launch_plan};
-use birkhoff_gpu::{CodegenOptions, emulate};
 use birkhoff_ir::kernel::{
     BufferId, BufferKind, Expr, Index, Kernel, LoopKind, Program, ScalarType, Stmt, VarId,
-    run_program,
 };
-use birkhoff_ir::{DType, Op, Precision, Tensor, TensorType};
+use birkhoff_ir::{DType, Op, Tensor, TensorType};
 
 /// Heads, rows, columns of the test tensors.
 const H: usize = 3;
@@ -166,19 +165,7 @@ fn emulates_exactly(p: &Program, cols: usize, what: &str) {
         "x".to_string(),
         Tensor::from_f64(TensorType::new(DType::F32, [H, R, cols]), &xs).unwrap(),
     )]);
-    let want = run_program(p, &inputs, Precision::F32).unwrap();
-    let got = emulate(p, &CodegenOptions::default(), &inputs).unwrap();
-    assert_eq!(want.len(), got.len(), "{what}");
-    for ((wn, w), (gn, g)) in want.iter().zip(&got) {
-        assert_eq!(wn, gn, "{what}");
-        let (w, g) = (w.to_f64_vec(), g.to_f64_vec());
-        if let Some(i) = (0..w.len()).find(|&i| w[i].to_bits() != g[i].to_bits()) {
-            panic!(
-                "{what}: {wn}[{i}] is {} where the interpreter has {}",
-                g[i], w[i]
-            );
-        }
-    }
+    emulates_bit_for_bit(p, &inputs, what);
 }
 
 #[test]

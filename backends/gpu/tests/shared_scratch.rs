@@ -15,18 +15,17 @@
 
 mod common;
 
-use common::{add, buffer, by_place, f32c, function, mul, ptxas_or_note};
+use common::{add, buffer, by_place, emulates_bit_for_bit, f32c, function, mul, ptxas_or_note};
 
 use std::collections::BTreeMap;
 
 use birkhoff_gpu::codegen::audit::ptxas_stats;
 use birkhoff_gpu::codegen::{Mode, launch_plan};
-use birkhoff_gpu::{CodegenOptions, compile_module, emit_llvm, emulate};
+use birkhoff_gpu::{CodegenOptions, compile_module, emit_llvm};
 use birkhoff_ir::kernel::{
     BufferId, BufferKind, Expr, Index, Kernel, LocalId, LoopKind, Program, ScalarType, Stmt, VarId,
-    run_program,
 };
-use birkhoff_ir::{DType, Precision, Tensor, TensorType};
+use birkhoff_ir::{DType, Tensor, TensorType};
 use birkhoff_lower::{LowerOptions, PreMixProjection, lower};
 
 /// `mhc_pre_grad` with four streams, the TileKernels Sinkhorn and 20
@@ -329,13 +328,7 @@ fn shared_copies_are_ordered_within_warp_0_and_across_the_block() {
             "x".to_string(),
             Tensor::from_f64(TensorType::new(DType::F32, [t, L]), &xs).unwrap(),
         );
-        let want = run_program(&p, &inputs, Precision::F32).unwrap();
-        let got = emulate(&p, &opts, &inputs).unwrap();
-        assert_eq!(want.len(), got.len());
-        for ((wn, w), (gn, g)) in want.iter().zip(&got) {
-            assert_eq!(wn, gn);
-            assert_eq!(w.to_f64_vec(), g.to_f64_vec(), "{what}: {wn}");
-        }
+        emulates_bit_for_bit(&p, &inputs, &what);
     }
 }
 

@@ -79,25 +79,25 @@ impl GemmSupport {
     /// dimension `k` is split into ([`GemmSupport::min_row_blocks`]): a
     /// power of two, each part at least 256 long and a multiple of 32.
     pub fn k_splits(&self, rows: usize, k: usize) -> usize {
-        self.splits(rows.div_ceil(16), k, 32)
+        self.splits(rows.div_ceil(16), k, 32, 256)
     }
 
     /// How many partial products a short, wide product (`d_fn = gᵀ·x`:
     /// at most 32 rows, `cols` columns, inner dimension `k`) is split into,
-    /// for the same number of blocks when a block covers 512 columns: a
-    /// power of two, each part at least 256 long.
+    /// for the same number of blocks when a block covers 256 columns: a
+    /// power of two, each part at least 128 long.
     pub fn wide_splits(&self, cols: usize, k: usize) -> usize {
-        self.splits(cols.div_ceil(512), k, 1)
+        self.splits(cols.div_ceil(256), k, 1, 128)
     }
 
     /// Doubles the parts of `k` while `blocks` times them stays under
     /// [`GemmSupport::min_row_blocks`] and halves leave parts of at least
-    /// 256, each a multiple of `quantum`.
-    fn splits(&self, blocks: usize, k: usize, quantum: usize) -> usize {
+    /// `min`, each a multiple of `quantum`.
+    fn splits(&self, blocks: usize, k: usize, quantum: usize, min: usize) -> usize {
         let mut s = 1;
         while blocks * s < self.min_row_blocks
             && k.is_multiple_of(2 * s * quantum)
-            && k / (2 * s) >= 256
+            && k / (2 * s) >= min
         {
             s *= 2;
         }

@@ -139,9 +139,9 @@ use inkwell::values::{
 use inkwell::{AddressSpace, IntPredicate};
 
 use super::launch::{
-    Acc, Dist, Mem, Mode, Piece, REGISTER_SCRATCH_MAX_WORDS, UNROLL_MAX_EXTENT, UNROLL_MAX_STMTS,
-    WARP_RUN_MAX_SLOTS, WARP_RUN_MIN_OPS, Work, distribute, indexes_locals, scalar_ops,
-    scratch_words, survey, unrolled_size,
+    Acc, Dist, GRID_MIN_ITERATIONS, Mem, Mode, Piece, REGISTER_SCRATCH_MAX_WORDS,
+    UNROLL_MAX_EXTENT, UNROLL_MAX_STMTS, WARP_RUN_MAX_SLOTS, WARP_RUN_MIN_OPS, Work, distribute,
+    indexes_locals, scalar_ops, scratch_words, survey, unrolled_size,
 };
 use super::ops::{Cx, OrLlvm};
 use crate::{GpuError, Result};
@@ -498,6 +498,11 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         let (grid, block) = match (piece.mode, x_loop) {
             (Mode::Thread, Some((_, extent))) => {
                 let mut block = block_threads.min((extent as u64).next_multiple_of(32) as u32);
+                // Few iterations in all: blocks small enough that there
+                // are GRID_MIN_ITERATIONS of them, spread over every SM.
+                let total = piece.nest.map_or(extent, |n| n.iterations());
+                let spread = (total / GRID_MIN_ITERATIONS / 32 * 32).max(32);
+                block = block.min(u32::try_from(spread).unwrap_or(u32::MAX));
                 // Big scratch arrays take a slice of shared memory per
                 // thread: as many threads as their slices fit.
                 if let Some(fit) = MAX_SHARED_BYTES.checked_div(slice_bytes(k, inner)) {

@@ -64,7 +64,7 @@
 use std::fmt::Write;
 
 use birkhoff_ir::DType;
-use birkhoff_ir::kernel::{Gemm, Program};
+use birkhoff_ir::kernel::{Gemm, Matrix, Program};
 
 /// Blocks a product should launch at least: two per SM of an H100 (132
 /// SMs), the largest GPU the launch shapes are tuned for.
@@ -148,18 +148,8 @@ pub(crate) fn applies(program: &Program, g: &Gemm, sm: u32) -> Option<Skinny> {
         n: g.n,
         k: g.k,
         batch: g.batch,
-        a: (
-            g.a.buf.0 as usize,
-            g.a.offset,
-            g.a.row_stride,
-            g.a.batch_stride,
-        ),
-        b: (
-            g.b.buf.0 as usize,
-            g.b.offset,
-            g.b.col_stride,
-            g.b.batch_stride,
-        ),
+        a: operand(&g.a, g.a.row_stride),
+        b: operand(&g.b, g.b.col_stride),
         c: (
             g.c.buf.0 as usize,
             g.c.offset,
@@ -173,6 +163,12 @@ pub(crate) fn applies(program: &Program, g: &Gemm, sm: u32) -> Option<Skinny> {
             .map(|s| (s.buf.0 as usize, s.offset, s.row_stride, s.batch_stride)),
         accumulate: g.accumulate,
     })
+}
+
+/// `(buffer, offset, stride, batch stride)` of an operand whose other
+/// stride is 1, as the generated kernels take them.
+pub(crate) fn operand(m: &Matrix, stride: usize) -> (usize, usize, usize, usize) {
+    (m.buf.0 as usize, m.offset, stride, m.batch_stride)
 }
 
 impl Skinny {

@@ -10,7 +10,8 @@
 //! loads whose address the whole block shares, so the memory system
 //! broadcasts them), then does `4·M` fused multiply-adds: at `M = 24`
 //! about 1.1 instructions per multiply-add. Blocks of [`THREADS`] threads
-//! cover 512 columns; the grid's `y` is the batch (the parts of a `K`
+//! cover 256 columns (small blocks, so that more of them fill the device);
+//! the grid's `y` is the batch (the parts of a `K`
 //! that lowering split so that the grid fills the device). Each sum runs
 //! over `K` in order, in `f32`; a `bf16` result is rounded once, on the
 //! store.
@@ -26,8 +27,10 @@ use std::fmt::Write;
 use birkhoff_ir::DType;
 use birkhoff_ir::kernel::{Gemm, Program};
 
+use super::skinny::operand;
+
 /// Threads per block.
-pub(crate) const THREADS: u32 = 128;
+pub(crate) const THREADS: u32 = 64;
 
 /// Columns of `c` per thread.
 const COLS: usize = 4;
@@ -80,24 +83,9 @@ pub(crate) fn applies(p: &Program, g: &Gemm) -> Option<Wide> {
         n: g.n,
         k: g.k,
         batch: g.batch,
-        a: (
-            g.a.buf.0 as usize,
-            g.a.offset,
-            g.a.col_stride,
-            g.a.batch_stride,
-        ),
-        b: (
-            g.b.buf.0 as usize,
-            g.b.offset,
-            g.b.row_stride,
-            g.b.batch_stride,
-        ),
-        c: (
-            g.c.buf.0 as usize,
-            g.c.offset,
-            g.c.row_stride,
-            g.c.batch_stride,
-        ),
+        a: operand(&g.a, g.a.col_stride),
+        b: operand(&g.b, g.b.row_stride),
+        c: operand(&g.c, g.c.row_stride),
         b_bf16: dtype(g.b.buf) == DType::Bf16,
         c_bf16: dtype(g.c.buf) == DType::Bf16,
     })

@@ -2,11 +2,13 @@
 //! out of printed LLVM IR, and building small f32 kernels by hand.
 #![allow(dead_code, reason = "each test file uses its own subset")]
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
-use birkhoff_ir::kernel::{BufferDecl, BufferKind, Expr, ScalarType};
-use birkhoff_ir::{DType, Op, TensorType};
+use birkhoff_gpu::{CodegenOptions, emulate};
+use birkhoff_ir::kernel::{BufferDecl, BufferKind, Expr, Program, ScalarType, run_program};
+use birkhoff_ir::{DType, Op, Precision, Tensor, TensorType};
 
 /// `ptxas` (`PTXAS` names it, or one on `PATH`), or `None` after a note
 /// that `what` is not checked. `BIRKHOFF_REQUIRE_PTXAS` (CI sets it)
@@ -79,5 +81,24 @@ pub fn buffer(name: &str, shape: &[usize], kind: BufferKind) -> BufferDecl {
         name: name.into(),
         ty: TensorType::new(DType::F32, shape),
         kind,
+    }
+}
+
+/// Runs `p` on `inputs` in the host emulator and in the kernel
+/// interpreter (f32) and panics at the first output element whose bits
+/// differ.
+pub fn emulates_bit_for_bit(p: &Program, inputs: &BTreeMap<String, Tensor>, what: &str) {
+    let want = run_program(p, inputs, Precision::F32).unwrap();
+    let got = emulate(p, &CodegenOptions::default(), inputs).unwrap();
+    assert_eq!(want.len(), got.len(), "{what}");
+    for ((wn, w), (gn, g)) in want.iter().zip(&got) {
+        assert_eq!(wn, gn, "{what}");
+        let (w, g) = (w.to_f64_vec(), g.to_f64_vec());
+        if let Some(i) = (0..w.len()).find(|&i| w[i].to_bits() != g[i].to_bits()) {
+            panic!(
+                "{what}: {wn}[{i}] is {} where the interpreter has {}",
+                g[i], w[i]
+            );
+        }
     }
 }
