@@ -436,20 +436,22 @@ fn tensor_core_ir(entry: &str, s: &Skinny) -> String {
 /// `%pa`, `%pb`, `%pc` (and `%ps` with row sums): the operands' base
 /// addresses from the buffer-address table, shared by both flavours.
 pub(crate) fn buffer_bases(o: &mut String, s: &Skinny) {
+    base_pointer(o, "pa", s.a.0);
+    base_pointer(o, "pb", s.b.0);
+    base_pointer(o, "pc", s.c.0);
+    if let Some(sq) = s.sumsq {
+        base_pointer(o, "ps", sq.0);
+    }
+}
+
+/// `%{name}`: buffer `buf`'s device address, read from the table `%tab`.
+pub(crate) fn base_pointer(o: &mut String, name: &str, buf: usize) {
     macro_rules! w {
         ($($t:tt)*) => { let _ = writeln!(o, $($t)*); };
     }
-    let mut base = |name: &str, buf: usize| {
-        w!("  %{name}.slot = getelementptr i64, ptr addrspace(1) %tab, i64 {buf}");
-        w!("  %{name}.addr = load i64, ptr addrspace(1) %{name}.slot, align 8, !invariant.load !0");
-        w!("  %{name} = inttoptr i64 %{name}.addr to ptr addrspace(1)");
-    };
-    base("pa", s.a.0);
-    base("pb", s.b.0);
-    base("pc", s.c.0);
-    if let Some(sq) = s.sumsq {
-        base("ps", sq.0);
-    }
+    w!("  %{name}.slot = getelementptr i64, ptr addrspace(1) %tab, i64 {buf}");
+    w!("  %{name}.addr = load i64, ptr addrspace(1) %{name}.slot, align 8, !invariant.load !0");
+    w!("  %{name} = inttoptr i64 %{name}.addr to ptr addrspace(1)");
 }
 
 /// The end of a result element's store, shared by both flavours: `%{v}.x`

@@ -27,7 +27,7 @@ use std::fmt::Write;
 use birkhoff_ir::DType;
 use birkhoff_ir::kernel::{Gemm, Program};
 
-use super::skinny::operand;
+use super::skinny::{base_pointer, operand};
 
 /// Threads per block.
 pub(crate) const THREADS: u32 = 64;
@@ -125,9 +125,7 @@ pub(crate) fn module_ir(entry: &str, w: &Wide) -> String {
     w!("  br i1 %in, label %go, label %done");
     w!("go:");
     for (name, buf) in [("pa", w.a.0), ("pb", w.b.0), ("pc", w.c.0)] {
-        w!("  %{name}.slot = getelementptr i64, ptr addrspace(1) %tab, i64 {buf}");
-        w!("  %{name}.addr = load i64, ptr addrspace(1) %{name}.slot, align 8, !invariant.load !0");
-        w!("  %{name} = inttoptr i64 %{name}.addr to ptr addrspace(1)");
+        base_pointer(&mut o, name, buf);
     }
     w!("  %a.bo = mul i64 %batch, {}", w.a.3);
     w!("  %a.base = add i64 %a.bo, {}", w.a.1);
