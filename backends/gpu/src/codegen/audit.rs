@@ -615,7 +615,9 @@ impl Model<'_> {
                 }
             }
             Work::Body(body) => {
-                buffers(body, &mut reads, &mut writes);
+                // A launch split off a parallel loop moves only its part's
+                // buffers.
+                buffers(piece.nest.map_or(body, |n| n.body), &mut reads, &mut writes);
                 let blocks: f64 = grid.iter().map(|&g| f64::from(g)).product();
                 match mode {
                     Mode::Thread => {
