@@ -93,8 +93,9 @@ fn every_zoo_model_compiles_to_the_planned_entries() {
     }
 }
 
-/// `mhc_pre`: the tensor-core projection, the gates (a thread per token:
-/// every token's Sinkhorn at once) and one block per token applying them.
+/// `mhc_pre`: the tensor-core projection, the gates (four lanes per
+/// token, a Sinkhorn column each: every token's Sinkhorn at once) and one
+/// block per token applying them.
 #[test]
 fn mhc_pre_is_a_tensor_core_projection_a_gates_kernel_and_a_sweep_per_token() {
     let p = program("mhc-pre", DType::Bf16, 256, 512, true);
@@ -107,8 +108,8 @@ fn mhc_pre_is_a_tensor_core_projection_a_gates_kernel_and_a_sweep_per_token() {
     // would be far fewer than 264; so are 16 blocks of rows, so the inner
     // dimension (2048) is split in 8 parts of 256, a batch on y.
     assert_eq!(gemm.grid, [16, 8, 1]);
-    assert_eq!(gates.mode, Mode::Thread, "{gates:?}");
-    assert_eq!(gates.grid[0] * gates.block, 256, "a thread per token");
+    assert_eq!(gates.mode, Mode::Lanes(4), "{gates:?}");
+    assert_eq!(gates.grid[0] * gates.block, 4 * 256, "four lanes per token");
     assert_eq!(token.mode, Mode::Block, "{token:?}");
     assert_eq!(token.grid, [256, 1, 1], "one block per token");
     assert!(token.vectorized >= 1, "{token:?}");
@@ -139,7 +140,7 @@ fn the_mhc_sublayer_is_a_projection_the_gates_and_one_fused_sweep_per_token() {
     let launches = plan(&p);
     assert_eq!(launches.len(), 3, "{launches:#?}");
     assert!(launches[0].tensor_cores);
-    assert_eq!(launches[1].mode, Mode::Thread);
+    assert_eq!(launches[1].mode, Mode::Lanes(4));
     assert_eq!(launches[2].mode, Mode::Block);
     assert_eq!(launches[2].grid, [128, 1, 1]);
 }

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{add, buffer, emulates_bit_for_bit, f32c, mul};
+use common::{add, buffer, emulates_bit_for_bit, f32c, mul, serial, vector};
 
 use std::collections::BTreeMap;
 
@@ -32,24 +32,6 @@ fn at(h: VarId, r: VarId, j: VarId, cols: usize) -> Index {
     Index::var(h, (R * cols) as i64)
         .plus(r, cols as i64)
         .plus(j, 1)
-}
-
-fn serial(var: VarId, extent: usize, body: Vec<Stmt>) -> Stmt {
-    Stmt::Loop {
-        var,
-        extent,
-        kind: LoopKind::Serial,
-        body,
-    }
-}
-
-fn vector(var: VarId, extent: usize, body: Vec<Stmt>) -> Stmt {
-    Stmt::Loop {
-        var,
-        extent,
-        kind: LoopKind::Vector,
-        body,
-    }
 }
 
 /// `i32(var)` as an f32.

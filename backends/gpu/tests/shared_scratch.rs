@@ -345,24 +345,26 @@ fn sinkhorn_grad(d: DType, t: usize) -> Program {
 }
 
 #[test]
-fn a_thread_per_matrix_keeps_its_state_history_in_a_shared_slice() {
+fn each_lane_keeps_its_share_of_the_state_history_in_a_shared_slice() {
     for dtype in [DType::F32, DType::Bf16] {
         let p = sinkhorn_grad(dtype, 8192);
         let opts = CodegenOptions::default();
         let launches = launch_plan(&p, &opts).unwrap();
         assert_eq!(launches.len(), 1, "{dtype}: {launches:?}");
         let l = &launches[0];
-        assert_eq!(l.mode, Mode::Thread, "{dtype}: {l:?}");
-        // 640 f32 states a thread: 2560 bytes, 19 slices in 48 KB.
-        assert_eq!(l.block, 19, "{dtype}: {l:?}");
-        assert_eq!(l.grid, [8192u32.div_ceil(19), 1, 1], "{dtype}: {l:?}");
+        // Four lanes a matrix, a column each: 640 states / 4 = 160 f32
+        // a lane, 640 bytes, 76 slices in 48 KB, so 64 threads a block.
+        assert_eq!(l.mode, Mode::Lanes(4), "{dtype}: {l:?}");
+        assert_eq!(l.block, 64, "{dtype}: {l:?}");
+        assert_eq!(l.grid, [8192 * 4 / 64, 1, 1], "{dtype}: {l:?}");
         let ir = emit_llvm(&p, &opts).unwrap();
         let f = function(&ir, &l.entry);
         assert!(
-            ir.contains("internal addrspace(3) global [12160 x float] undef"),
+            ir.contains("internal addrspace(3) global [10240 x float] undef"),
             "{dtype}: no shared slices"
         );
-        assert!(!f.contains("alloca [640 x float]"), "{dtype}");
+        assert!(!f.contains("alloca [160 x float]"), "{dtype}");
+        assert!(f.contains("shfl.sync.bfly"), "{dtype}: no lane butterfly");
         if let Some(ptxas) = ptxas_or_note("spills") {
             let m = compile_module(&p, &opts).unwrap();
             let stats = ptxas_stats(&ptxas, &m.ptx, &opts.arch).unwrap();

@@ -37,9 +37,11 @@ use std::path::Path;
 use std::process::Command;
 
 use birkhoff_ir::Op;
-use birkhoff_ir::kernel::{BufferId, Expr, Gemm, Kernel, LoopKind, Program, ScalarType, Stmt};
+use birkhoff_ir::kernel::{
+    BufferId, Expr, Gemm, Kernel, LoopKind, Program, ScalarType, Stmt, VarId,
+};
 
-use super::launch::{Mode, Piece, Work, distribute, pieces};
+use super::launch::{LanePlan, Mode, Piece, Work, distribute, lane_plan, pieces, unrolls};
 use super::skinny::Flavor;
 use super::{LaunchInfo, launch_plan_with_warp0};
 use crate::{CodegenOptions, GpuError};
@@ -628,6 +630,19 @@ impl Model<'_> {
                         t.parts = extent as u64;
                         t.serial_macs = s.macs * extent as u64;
                     }
+                    Mode::Lanes(l) => {
+                        let (extent, inner) = iteration(body);
+                        let plan = lane_plan(self.k, inner).unwrap_or_default();
+                        let s = self.lanes(inner, &plan);
+                        let lanes = f64::from(l);
+                        let warps = (extent as f64 * lanes / 32.0).ceil();
+                        t.warp_instructions = warps * s.instructions;
+                        t.chain = s.instructions;
+                        // The scalar statements every lane but one repeats.
+                        t.replicated = warps * s.scalar * (lanes - 1.0) / lanes;
+                        t.parts = extent as u64 * u64::from(l);
+                        t.serial_macs = s.macs * extent as u64;
+                    }
                     Mode::Block => {
                         let (extent, inner) = iteration(body);
                         let mut u = Uniform::default();
@@ -822,16 +837,59 @@ impl Model<'_> {
         }
     }
 
+    /// A statement list run by one lane of a lane group: a spread loop
+    /// runs `1/L` of its iterations there, unrolled, and a butterfly of
+    /// `log2 L` shuffles and operations per accumulator.
+    fn lanes(&self, body: &[Stmt], plan: &LanePlan) -> LaneCost {
+        let mut out = LaneCost::default();
+        for s in body {
+            match s {
+                Stmt::Loop {
+                    var,
+                    extent,
+                    body: b,
+                    ..
+                } => {
+                    if let Some(accs) = plan.loops.get(&(std::ptr::from_ref(s) as usize)) {
+                        let inner = self.serial(b);
+                        let rounds = (*extent / plan.lanes.max(1)) as f64;
+                        let steps = f64::from(plan.lanes.trailing_zeros());
+                        out.instructions +=
+                            rounds * inner.instructions + accs.len() as f64 * (2.0 * steps + 1.0);
+                        out.macs += inner.macs * rounds as u64;
+                    } else {
+                        let inner = self.lanes(b, plan);
+                        let n = *extent as f64;
+                        let o = overhead(*var, *extent, b);
+                        out.instructions += n * (inner.instructions + o);
+                        out.scalar += n * (inner.scalar + o);
+                        out.macs += inner.macs * *extent as u64;
+                    }
+                }
+                _ => {
+                    let c = self.stmt_cost(s);
+                    out.instructions += c;
+                    out.scalar += c;
+                }
+            }
+        }
+        out
+    }
+
     /// A statement list run in order by one thread.
     fn serial(&self, body: &[Stmt]) -> Serial {
         let mut out = Serial::default();
         for s in body {
             match s {
                 Stmt::Loop {
-                    extent, body: b, ..
+                    var,
+                    extent,
+                    body: b,
+                    ..
                 } => {
                     let inner = self.serial(b);
-                    out.instructions += *extent as f64 * (inner.instructions + 2.0);
+                    out.instructions +=
+                        *extent as f64 * (inner.instructions + overhead(*var, *extent, b));
                     let mut macs = inner.macs * *extent as u64;
                     if macs == 0 && multiplies_loads(b) {
                         macs = *extent as u64;
@@ -884,6 +942,21 @@ impl Model<'_> {
             Expr::Cast { to, .. } => *to,
         }
     }
+}
+
+/// Instructions per iteration a loop's control costs: none when code
+/// generation unrolls it, an increment, a compare and a branch else.
+fn overhead(var: VarId, extent: usize, body: &[Stmt]) -> f64 {
+    if unrolls(var, extent, body) { 0.0 } else { 2.0 }
+}
+
+/// What one lane of a lane group runs ([`Model::lanes`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct LaneCost {
+    instructions: f64,
+    /// Of which outside spread loops: every lane of the group runs them.
+    scalar: f64,
+    macs: u64,
 }
 
 /// What the uniform-context walk adds up for one block.

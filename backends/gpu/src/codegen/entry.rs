@@ -139,9 +139,9 @@ use inkwell::values::{
 use inkwell::{AddressSpace, IntPredicate};
 
 use super::launch::{
-    Acc, Dist, GRID_MIN_ITERATIONS, Mem, Mode, Piece, REGISTER_SCRATCH_MAX_WORDS,
-    UNROLL_MAX_EXTENT, UNROLL_MAX_STMTS, WARP_RUN_MAX_SLOTS, WARP_RUN_MIN_OPS, Work, distribute,
-    indexes_locals, scalar_ops, scratch_words, survey, unrolled_size,
+    Acc, Dist, GRID_MIN_ITERATIONS, LanePlan, Mem, Mode, Piece, REGISTER_SCRATCH_MAX_WORDS,
+    UNROLL_MAX_EXTENT, WARP_RUN_MAX_SLOTS, WARP_RUN_MIN_OPS, Work, distribute, lane_plan,
+    scalar_ops, scratch_words, survey, unrolls,
 };
 use super::ops::{Cx, OrLlvm};
 use crate::{GpuError, Result};
@@ -405,6 +405,24 @@ struct Chunk<'ctx> {
     stores: Vec<(Stream, Lanes<'ctx>)>,
 }
 
+/// A lanes-per-iteration launch's state (see `launch`, *Lane groups*).
+struct LaneGroup<'ctx> {
+    plan: LanePlan,
+    /// This thread's lane in its group (`i64`).
+    lane: IntValue<'ctx>,
+    /// Whether the group's iteration is in range (`i1`): a group past the
+    /// end runs the last iteration again, for its lanes' shuffles, and
+    /// stores nothing.
+    valid: IntValue<'ctx>,
+    /// The spread loop being emitted: its index and this lane's round.
+    spreading: Option<(VarId, i64)>,
+    /// Buffers the iteration both writes and reads, and whether some lane
+    /// read or wrote one since the last warp sync.
+    exchanged: HashSet<BufferId>,
+    read: bool,
+    wrote: bool,
+}
+
 /// The code generator of one launch.
 pub(crate) struct Gen<'a, 'm, 'ctx> {
     pub cx: Cx<'m, 'ctx>,
@@ -444,6 +462,8 @@ pub(crate) struct Gen<'a, 'm, 'ctx> {
     shared_bytes: usize,
     /// Each shared copy's accesses since the last barrier.
     copies: HashMap<LocalId, CopyLog>,
+    /// Set in a lanes-per-iteration launch.
+    group: Option<LaneGroup<'ctx>>,
     stats: Emitted,
 }
 
@@ -482,6 +502,10 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             .into_pointer_value();
 
         let inner = piece.nest.map_or(body, |n| n.body);
+        let plan = match piece.mode {
+            Mode::Lanes(_) => lane_plan(k, inner),
+            _ => None,
+        };
         let sv = match piece.mode {
             Mode::Block => survey(p, k, inner),
             Mode::Single => survey(p, k, body),
@@ -505,7 +529,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 block = block.min(u32::try_from(spread).unwrap_or(u32::MAX));
                 // Big scratch arrays take a slice of shared memory per
                 // thread: as many threads as their slices fit.
-                if let Some(fit) = MAX_SHARED_BYTES.checked_div(slice_bytes(k, inner)) {
+                if let Some(fit) = MAX_SHARED_BYTES.checked_div(slice_bytes(k, inner, None)) {
                     let fit = u32::try_from(fit).unwrap_or(u32::MAX);
                     if fit >= 32 {
                         block = block.min(fit / 32 * 32);
@@ -515,6 +539,28 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 }
                 let grid = (extent as u64).div_ceil(u64::from(block));
                 (grid, block)
+            }
+            (Mode::Lanes(lanes), Some((_, extent))) => {
+                let plan = plan
+                    .as_ref()
+                    .ok_or_else(|| unsupported("no lane plan".into()))?;
+                let threads = (extent as u64).saturating_mul(u64::from(lanes));
+                let mut block = block_threads.min(threads.next_multiple_of(32) as u32);
+                let spread = (threads / GRID_MIN_ITERATIONS as u64 / 32 * 32).max(32);
+                block = block.min(u32::try_from(spread).unwrap_or(u32::MAX));
+                if let Some(fit) = MAX_SHARED_BYTES.checked_div(slice_bytes(k, inner, Some(plan))) {
+                    let fit = u32::try_from(fit).unwrap_or(u32::MAX);
+                    if fit >= 32 {
+                        block = block.min(fit / 32 * 32);
+                    } else if fit >= lanes {
+                        block = block.min(fit / lanes * lanes);
+                    } else {
+                        return Err(unsupported(format!(
+                            "the scratch arrays of {lanes} lanes exceed {MAX_SHARED_BYTES} bytes"
+                        )));
+                    }
+                }
+                (threads.div_ceil(u64::from(block)), block)
             }
             (Mode::Block, Some((_, extent))) => {
                 let want = (sv.max_chunks as u64).next_multiple_of(32).max(32);
@@ -578,6 +624,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             handover: HashMap::new(),
             shared_bytes: 0,
             copies: HashMap::new(),
+            group: None,
             stats: Emitted {
                 grid: [grid, grid_y, 1],
                 block,
@@ -588,6 +635,24 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             },
         };
         let uniform = matches!(piece.mode, Mode::Block | Mode::Single);
+        if let Some(plan) = plan {
+            let zero = g.cx.i64c(0);
+            let mut read = HashSet::new();
+            walk_exprs(inner, &mut |e| {
+                if let Expr::Load { buf, .. } = e {
+                    read.insert(*buf);
+                }
+            });
+            g.group = Some(LaneGroup {
+                plan,
+                lane: zero,
+                valid: g.cx.ctx.bool_type().const_int(1, false),
+                spreading: None,
+                exchanged: g.written.intersection(&read).copied().collect(),
+                read: false,
+                wrote: false,
+            });
+        }
         g.prologue(inner, &sv.shared, sv.max_accs, uniform)?;
         if let Some((var, _)) = piece.nest.and_then(|n| n.inner.map(|_| n.outer)) {
             let ctaid = g.special("ctaid.y")?;
@@ -599,16 +664,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         }
         match (piece.mode, x_loop) {
             (Mode::Thread, Some((var, extent))) => {
-                let tid = g.special("tid.x")?;
-                let ctaid = g.special("ctaid.x")?;
-                let i64t = ctx.i64_type();
-                let b = &g.cx.b;
-                let tid = b.build_int_z_extend(tid, i64t, "").ll()?;
-                let ctaid = b.build_int_z_extend(ctaid, i64t, "").ll()?;
-                let base = b
-                    .build_int_mul(ctaid, g.cx.i64c(i64::from(block)), "")
-                    .ll()?;
-                let iter = b.build_int_add(base, tid, "iter").ll()?;
+                let iter = g.global_thread(block, "iter")?;
                 let inside =
                     g.cx.icmp(IntPredicate::ULT, iter, g.cx.i64c(extent as i64))?;
                 let then = ctx.append_basic_block(f, "iter");
@@ -620,6 +676,23 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 g.stmts(inner)?;
                 g.cx.b.build_unconditional_branch(done).ll()?;
                 g.cx.b.position_at_end(done);
+            }
+            (Mode::Lanes(lanes), Some((var, extent))) => {
+                let gid = g.global_thread(block, "")?;
+                let b = &g.cx.b;
+                let l = g.cx.i64c(i64::from(lanes));
+                let iter = b.build_int_unsigned_div(gid, l, "iter").ll()?;
+                let lane = b.build_int_unsigned_rem(gid, l, "lane").ll()?;
+                let last = g.cx.i64c(extent as i64 - 1);
+                let valid = g.cx.icmp(IntPredicate::ULE, iter, last)?;
+                let iter = g.cx.b.build_select(valid, iter, last, "").ll()?;
+                if let Some(gr) = &mut g.group {
+                    gr.lane = lane;
+                    gr.valid = valid;
+                }
+                g.loops.insert(var, iter.into_int_value());
+                g.place = Place::Thread;
+                g.stmts(inner)?;
             }
             (Mode::Block, Some((var, _))) => {
                 let ctaid = g.special("ctaid.x")?;
@@ -639,6 +712,21 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         g.cx.b.build_return(None).ll()?;
         g.alloca_b.build_unconditional_branch(start).ll()?;
         Ok((g.f, g.stats))
+    }
+
+    /// This thread's index in the grid's x dimension (`i64`), for blocks
+    /// of `block` threads.
+    fn global_thread(&self, block: u32, name: &str) -> Result<IntValue<'ctx>> {
+        let tid = self.special("tid.x")?;
+        let ctaid = self.special("ctaid.x")?;
+        let i64t = self.cx.ctx.i64_type();
+        let b = &self.cx.b;
+        let tid = b.build_int_z_extend(tid, i64t, "").ll()?;
+        let ctaid = b.build_int_z_extend(ctaid, i64t, "").ll()?;
+        let base = b
+            .build_int_mul(ctaid, self.cx.i64c(i64::from(block)), "")
+            .ll()?;
+        b.build_int_add(base, tid, name).ll()
     }
 
     fn unsupported(&self, message: String) -> GpuError {
@@ -703,9 +791,11 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         let nwarps = (self.block / 32) as usize;
         // Where each array lives: shared arrays and the reduction slots
         // first, then shared copies while they fit (see *Scratch arrays*).
+        let plan = self.group.as_ref().map(|g| &g.plan);
+        let len_of = |l: LocalId| thread_len(self.k, l, plan);
         let bytes_of = |l: LocalId| {
             let d = &self.k.locals[l.0 as usize];
-            (d.len * d.ty.size_bytes()).next_multiple_of(16)
+            (len_of(l) * d.ty.size_bytes()).next_multiple_of(16)
         };
         let mut taken = max_accs * nwarps * 8;
         let mut homes: HashMap<LocalId, Home> = HashMap::new();
@@ -720,7 +810,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 continue;
             }
             let d = &self.k.locals[l.0 as usize];
-            let big = d.len.saturating_mul(scratch_words(d.ty)) > REGISTER_SCRATCH_MAX_WORDS;
+            let big = len_of(l).saturating_mul(scratch_words(d.ty)) > REGISTER_SCRATCH_MAX_WORDS;
             let fits = taken + bytes_of(l) + COPY_RESERVE_BYTES <= MAX_SHARED_BYTES;
             let slices = bytes_of(l) * self.block as usize;
             let home = if uniform && big && fits {
@@ -735,13 +825,15 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             homes.insert(l, home);
         }
         let mut zero_shared = Vec::new();
+        let lens: HashMap<LocalId, usize> = used.iter().map(|&l| (l, len_of(l))).collect();
         for l in used {
             let d = &self.k.locals[l.0 as usize];
             let ety = self.cx.local_ty(d.ty);
-            let len = u32::try_from(d.len)
+            let elems = lens[&l];
+            let len = u32::try_from(elems)
                 .map_err(|_| self.unsupported(format!("scratch array %l{} is too long", l.0)))?;
             let aty = ety.array_type(len);
-            let bytes = d.len * d.ty.size_bytes();
+            let bytes = elems * d.ty.size_bytes();
             let home = homes.get(&l).copied().unwrap_or(Home::Private);
             if home == Home::Slice {
                 let all = ety.array_type(len * self.block);
@@ -762,7 +854,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 self.shared_bytes += bytes.next_multiple_of(16);
                 let ptr = self.shared_array(aty, l);
                 self.locals.insert(l, Slot { ptr, home });
-                zero_shared.push((ptr, ety, d.len));
+                zero_shared.push((ptr, ety, elems));
             } else {
                 let ptr = self.alloca_b.build_alloca(aty, &format!("l{}", l.0)).ll()?;
                 // Scratch arrays start at zero, as in the interpreter.
@@ -1451,6 +1543,12 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 kind,
                 body,
             } => {
+                if let Some(gr) = &self.group
+                    && let Some(accs) = gr.plan.loops.get(&(std::ptr::from_ref(s) as usize))
+                {
+                    let accs = accs.clone();
+                    return self.lane_loop(*var, *extent, body, &accs);
+                }
                 if self.place == Place::Uniform && *kind == LoopKind::Vector {
                     let sc = &self.scopes;
                     if let Ok(d) =
@@ -1499,6 +1597,17 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 let at = self.elem_ptr(*buf, index)?;
                 if self.place == Place::Uniform {
                     return self.store_t0(at, x, ty_bytes(d));
+                }
+                self.lane_order(*buf, true)?;
+                if let Some(gr) = &self.group {
+                    // A spread loop's lane stores its own elements; lane 0
+                    // stores for the group elsewhere.
+                    let mut ok = gr.valid;
+                    if gr.spreading.is_none() {
+                        let lane0 = self.cx.icmp(IntPredicate::EQ, gr.lane, self.cx.i64c(0))?;
+                        ok = self.cx.b.build_and(ok, lane0, "").ll()?;
+                    }
+                    return self.store_if(ok, at, x, ty_bytes(d));
                 }
                 let st = self.cx.b.build_store(at, x).ll()?;
                 set_align(st, ty_bytes(d))
@@ -1588,6 +1697,107 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         Ok(())
     }
 
+    /// In a lane group, a warp sync before an access to `buf` when
+    /// another lane may have made a conflicting one since the last (see
+    /// `launch`, *Lane groups*).
+    fn lane_order(&mut self, buf: BufferId, write: bool) -> Result<()> {
+        let Some(gr) = &mut self.group else {
+            return Ok(());
+        };
+        if !gr.exchanged.contains(&buf) {
+            return Ok(());
+        }
+        let conflict = if write { gr.read || gr.wrote } else { gr.wrote };
+        if conflict {
+            gr.read = false;
+            gr.wrote = false;
+            let all = self.cx.i32c(-1);
+            self.cx
+                .intrinsic_void("llvm.nvvm.bar.warp.sync", &[all.into()])?;
+        }
+        if let Some(gr) = &mut self.group {
+            if write {
+                gr.wrote = true;
+            } else {
+                gr.read = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// `*at = x` where `ok` holds.
+    fn store_if(
+        &mut self,
+        ok: IntValue<'ctx>,
+        at: PointerValue<'ctx>,
+        x: BasicValueEnum<'ctx>,
+        align: u32,
+    ) -> Result<()> {
+        let then = self.cx.ctx.append_basic_block(self.f, "st");
+        let cont = self.cx.ctx.append_basic_block(self.f, "st.end");
+        self.cx.b.build_conditional_branch(ok, then, cont).ll()?;
+        self.cx.b.position_at_end(then);
+        let st = self.cx.b.build_store(at, x).ll()?;
+        set_align(st, align)?;
+        self.cx.b.build_unconditional_branch(cont).ll()?;
+        self.cx.b.position_at_end(cont);
+        Ok(())
+    }
+
+    /// A vector loop spread over a lane group: lane `l` runs iterations
+    /// `l, l + L, …` (unrolled), then the group combines the accumulators
+    /// (see `launch`, *Lane groups*).
+    fn lane_loop(&mut self, j: VarId, extent: usize, body: &[Stmt], accs: &[Acc]) -> Result<()> {
+        let (lanes, lane) = match &self.group {
+            Some(gr) => (gr.plan.lanes, gr.lane),
+            None => return Err(GpuError::Llvm("a spread loop outside a lane group".into())),
+        };
+        let rounds = extent / lanes;
+        if rounds > UNROLL_MAX_EXTENT {
+            return Err(self.unsupported(format!("a spread loop of {extent} iterations")));
+        }
+        let mut partials = Vec::new();
+        for a in accs {
+            let ty = self.cx.ty(a.ty);
+            let slot = self.alloca_b.build_alloca(ty, "partial").ll()?;
+            let id = self.cx.konst(a.ty, a.op.identity(a.ty));
+            self.cx.b.build_store(slot, id).ll()?;
+            self.redirect.insert(a.var, slot);
+            partials.push(slot);
+        }
+        for r in 0..rounds {
+            let at = self
+                .cx
+                .b
+                .build_int_add(lane, self.cx.i64c((r * lanes) as i64), "")
+                .ll()?;
+            self.loops.insert(j, at);
+            if let Some(gr) = &mut self.group {
+                gr.spreading = Some((j, r as i64));
+            }
+            self.stmts(body)?;
+        }
+        if let Some(gr) = &mut self.group {
+            gr.spreading = None;
+        }
+        self.loops.remove(&j);
+        for (a, slot) in accs.iter().zip(partials) {
+            self.redirect.remove(&a.var);
+            let mut x = self.cx.b.build_load(self.cx.ty(a.ty), slot, "").ll()?;
+            let mut m = lanes / 2;
+            while m >= 1 {
+                let other = self.shfl_bfly(a.ty, x, m as i32)?;
+                x = self.cx.binary(&a.op.op(), a.ty, x, other)?;
+                m /= 2;
+            }
+            let slot = self.var_slot(a.var)?;
+            let before = self.cx.b.build_load(self.cx.ty(a.ty), slot, "").ll()?;
+            let after = self.cx.binary(&a.op.op(), a.ty, before, x)?;
+            self.cx.b.build_store(slot, after).ll()?;
+        }
+        Ok(())
+    }
+
     /// Runs `f` on thread 0 only.
     fn on_thread0(&mut self, f: impl FnOnce(&mut Self) -> Result<()>) -> Result<()> {
         let tid = self.tid()?;
@@ -1604,11 +1814,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
 
     /// A loop run in order by every thread that reaches it.
     fn serial_loop(&mut self, var: VarId, extent: usize, body: &[Stmt]) -> Result<()> {
-        let unroll = extent <= 1
-            || (extent <= UNROLL_MAX_EXTENT
-                && indexes_locals(body, var)
-                && extent.saturating_mul(unrolled_size(body)) <= UNROLL_MAX_STMTS);
-        if unroll {
+        if unrolls(var, extent, body) {
             for i in 0..extent {
                 self.loops.insert(var, self.cx.i64c(i as i64));
                 self.stmts(body)?;
@@ -1626,6 +1832,14 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             let copies = self.copy_accesses(body);
             self.copy_order(&copies, !self.in_run)?;
         }
+        // The previous iteration's accesses stand before the body's.
+        let mark = |g: &mut Self| {
+            if let Some(gr) = &mut g.group {
+                gr.read = true;
+                gr.wrote = true;
+            }
+        };
+        mark(self);
         let ctx = self.cx.ctx;
         let pre = self.cur()?;
         let head = ctx.append_basic_block(self.f, "loop");
@@ -1646,6 +1860,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         i.add_incoming(&[(&zero, pre), (&next, latch)]);
         self.cx.b.position_at_end(exit);
         self.loops.remove(&var);
+        mark(self);
         Ok(())
     }
 
@@ -1958,6 +2173,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                         return Ok(lanes[ch.lane]);
                     }
                 }
+                self.lane_order(*buf, false)?;
                 let d = self.p.buffer(*buf).dtype();
                 let at = self.elem_ptr(*buf, index)?;
                 let x = self.cx.b.build_load(self.cx.storage_ty(d), at, "").ll()?;
@@ -2058,7 +2274,27 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             .get(&local)
             .ok_or_else(|| GpuError::Llvm(format!("scratch array %l{} has no storage", local.0)))?;
         let t = self.k.locals[local.0 as usize].ty;
-        let at = self.index(ix)?;
+        let at = match &self.group {
+            Some(gr) if gr.plan.spread.contains(&local) => {
+                // Element `j + L·q` of the lane running round `r` (`j =
+                // lane + L·r`) is its slot `r + q`.
+                let Some((j, r)) = gr.spreading else {
+                    return Err(GpuError::Llvm(format!(
+                        "spread scratch array %l{} outside its loops",
+                        local.0
+                    )));
+                };
+                let l = gr.plan.lanes as i64;
+                let mut q = Index::constant(ix.offset.div_euclid(l) + r);
+                for &(v, c) in &ix.terms {
+                    if v != j {
+                        q = q.plus(v, c.div_euclid(l));
+                    }
+                }
+                self.index(&q)?
+            }
+            _ => self.index(ix)?,
+        };
         gep(&self.cx.b, self.cx.local_ty(t), slot.ptr, at)
     }
 
@@ -2139,13 +2375,23 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
 /// same way wherever its list is emitted).
 /// Bytes of shared memory one thread's slices of the big scratch arrays
 /// of thread-per-iteration code `body` take (see *Shared slices*).
-fn slice_bytes(k: &Kernel, body: &[Stmt]) -> usize {
+fn slice_bytes(k: &Kernel, body: &[Stmt], plan: Option<&LanePlan>) -> usize {
     locals_used(body)
         .iter()
-        .map(|l| &k.locals[l.0 as usize])
-        .filter(|d| d.len.saturating_mul(scratch_words(d.ty)) > REGISTER_SCRATCH_MAX_WORDS)
-        .map(|d| (d.len * d.ty.size_bytes()).next_multiple_of(16))
+        .map(|&l| (k.locals[l.0 as usize].ty, thread_len(k, l, plan)))
+        .filter(|(t, len)| len.saturating_mul(scratch_words(*t)) > REGISTER_SCRATCH_MAX_WORDS)
+        .map(|(t, len)| (len * t.size_bytes()).next_multiple_of(16))
         .sum()
+}
+
+/// Elements of scratch array `l` one thread holds: a spread array's
+/// share of a lane.
+fn thread_len(k: &Kernel, l: LocalId, plan: Option<&LanePlan>) -> usize {
+    let len = k.locals[l.0 as usize].len;
+    match plan {
+        Some(p) if p.spread.contains(&l) => len.div_ceil(p.lanes),
+        _ => len,
+    }
 }
 
 fn run_key(run: &[Stmt]) -> usize {

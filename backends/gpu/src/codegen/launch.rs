@@ -29,6 +29,10 @@
 //!   same values for the whole block, thread 0 alone stores; costly runs
 //!   of them execute on warp 0 alone, see `entry`) and distributes its
 //!   big vector loops.
+//! * [`Mode::Lanes`] — one parallel loop with nothing to distribute over
+//!   a block, but whose arithmetic sits mostly in small vector loops
+//!   that can be spread over a few lanes ([`lane_plan`]): one iteration
+//!   per group of lanes (see *Lane groups*).
 //! * [`Mode::Single`] — anything else: one block runs the whole body in
 //!   uniform context, parallel loops included (as serial loops).
 //!
@@ -44,6 +48,30 @@
 //! widest element the loop moves, when every such access is at
 //! coefficient 1 and `W`-aligned, so each chunk is one 16-byte access per
 //! stream; else `W` = 1), chunk `c` on thread `c mod blockDim`.
+
+//!
+//! **Lane groups.** A per-token chain of small vector loops — a Sinkhorn
+//! projection's row and column normalizations, `n` wide, repeated for
+//! every round — is too short for a block and too long for one thread.
+//! [`lane_plan`] gives each iteration a group of `L` lanes (a power of
+//! two from [`LANES_MIN`] to 32, dividing every spread loop's extent;
+//! groups never straddle a warp). A spread vector loop runs iteration
+//! `j` on lane `j mod L`; its accumulators start from their identity on
+//! every lane and are combined by a butterfly over the group's lanes
+//! (`shfl.sync.bfly` with masks below `L`, so every lane ends with the
+//! same bits), then folded into the accumulator. A scratch array stays
+//! *spread* — element `e` on lane `e mod L` alone, `1/L` of it per
+//! lane — when every access to it is in a spread loop over `j` at an
+//! index `j + L·(…)`; others are replicated, every lane holding all of
+//! it, and a loop that writes a replicated array is not spread.
+//! Everything else runs on every lane, which computes the same values;
+//! its buffer stores are made by lane 0. A buffer the iteration both
+//! writes and reads may be written by one lane and read by another, so
+//! a warp sync (`bar.warp.sync`, which orders the lanes' memory
+//! accesses) separates a store from a later load of such a buffer, and a
+//! load from a later store. The plan is taken when the spread
+//! loops hold at least [`LANES_MIN_SHARE`] of the iteration's
+//! arithmetic.
 
 use std::collections::{HashMap, HashSet};
 
@@ -101,6 +129,10 @@ pub enum Mode {
     /// One iteration of the parallel loop per block, big vector loops
     /// spread over its threads.
     Block,
+    /// One iteration of the parallel loop per group of this many lanes
+    /// of a warp, small vector loops spread over them (see *Lane
+    /// groups*).
+    Lanes(u32),
     /// The whole body in one block.
     Single,
     /// A generated matrix-product kernel.
@@ -113,6 +145,7 @@ impl Mode {
         match self {
             Mode::Thread => "thread-per-iteration",
             Mode::Block => "block-per-iteration",
+            Mode::Lanes(_) => "lanes-per-iteration",
             Mode::Single => "single-block",
             Mode::Gemm => "gemm",
         }
@@ -226,6 +259,7 @@ fn nests<'a>(p: &Program, k: &Kernel, body: &'a [Stmt]) -> Vec<Nest<'a>> {
             };
             let short = match mode(p, k, &n) {
                 Mode::Thread => *extent < GRID_MIN_THREADS,
+                Mode::Lanes(l) => extent.saturating_mul(l as usize) < GRID_MIN_THREADS,
                 _ => *extent < GRID_MIN_ITERATIONS,
             };
             if short
@@ -409,6 +443,27 @@ pub(crate) fn distribute(
     if extent < DISTRIBUTE_MIN {
         return Err(format!("{extent} iterations (fewer than {DISTRIBUTE_MIN})"));
     }
+    let accs = spreadable(k, j, body, defined, false)?;
+    Ok(Dist {
+        width: width(p, j, extent, &accesses(body)),
+        accs,
+    })
+}
+
+/// Whether the iterations of the vector loop over `j` with body `body`
+/// may run on different threads (the rules of *Distributed loops*), and
+/// its accumulators, in order of first update; `Err` says why not.
+/// With `by_lane`, a scratch array may be read at an index other than
+/// the one written: in a lane group such an array is spread, so every
+/// element an iteration touches lives on its own lane, which runs its
+/// iterations in order.
+fn spreadable(
+    k: &Kernel,
+    j: VarId,
+    body: &[Stmt],
+    defined: &dyn Fn(VarId) -> bool,
+    by_lane: bool,
+) -> std::result::Result<Vec<Acc>, String> {
     let mut accs: Vec<Acc> = Vec::new();
     // Value expressions other than the accumulators' own operand.
     let mut others: Vec<&Expr> = Vec::new();
@@ -454,16 +509,178 @@ pub(crate) fn distribute(
         }
     }
     for (_, m, ix, st) in &acc {
+        let own_lane = by_lane && matches!(m, Mem::Local(_));
         if !*st
+            && !own_lane
             && let Some(at) = stored.get(m)
             && !at.contains(&ix.normalized())
         {
             return Err("it reads what it writes at another index".into());
         }
     }
-    Ok(Dist {
-        width: width(p, j, extent, &acc),
-        accs,
+    Ok(accs)
+}
+
+/// Fewest lanes a lanes-per-iteration launch gives each iteration.
+pub const LANES_MIN: usize = 4;
+
+/// Share of a body's arithmetic ([`scalar_ops`]) its spread vector loops
+/// must hold for the body to run lanes-per-iteration: everything else
+/// runs on every lane of the group.
+pub const LANES_MIN_SHARE: f64 = 0.75;
+
+/// How a [`Mode::Lanes`] launch spreads one iteration over its lanes
+/// (see *Lane groups* in the module documentation).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct LanePlan {
+    /// Lanes per iteration: a power of two from [`LANES_MIN`] to 32.
+    pub lanes: usize,
+    /// The spread vector loops (statement addresses), with their
+    /// accumulators.
+    pub loops: HashMap<usize, Vec<Acc>>,
+    /// Scratch arrays whose element `e` lives on lane `e mod lanes` only.
+    pub spread: HashSet<LocalId>,
+}
+
+/// A memory access: where, at which index, whether a store, and the
+/// innermost vector loop around it (statement address and index).
+type Located = (Mem, Index, bool, Option<(usize, VarId)>);
+
+/// Every memory access of `body` with the innermost vector loop around
+/// it, if any.
+fn accesses_in(body: &[Stmt], around: Option<(usize, VarId)>, out: &mut Vec<Located>) {
+    for s in body {
+        match s {
+            Stmt::Loop {
+                var, kind, body, ..
+            } => {
+                let inner = if *kind == LoopKind::Vector {
+                    Some((std::ptr::from_ref(s) as usize, *var))
+                } else {
+                    around
+                };
+                accesses_in(body, inner, out);
+            }
+            _ => {
+                for (_, m, ix, st) in accesses(std::slice::from_ref(s)) {
+                    out.push((m, ix, st, around));
+                }
+            }
+        }
+    }
+}
+
+/// The lane plan of a thread-per-iteration candidate's iteration `body`,
+/// or `None` when it is not worth one (see *Lane groups*).
+pub(crate) fn lane_plan(k: &Kernel, body: &[Stmt]) -> Option<LanePlan> {
+    struct Candidate {
+        addr: usize,
+        extent: usize,
+        accs: Option<Vec<Acc>>,
+        ops: usize,
+    }
+    fn walk(k: &Kernel, body: &[Stmt], mult: usize, sc: &mut Scopes, out: &mut Vec<Candidate>) {
+        sc.push();
+        for s in body {
+            match s {
+                Stmt::Loop {
+                    var,
+                    extent,
+                    kind: LoopKind::Vector,
+                    body: b,
+                } => out.push(Candidate {
+                    addr: std::ptr::from_ref(s) as usize,
+                    extent: *extent,
+                    accs: spreadable(k, *var, b, &|v| sc.defined(v), true).ok(),
+                    ops: mult.saturating_mul(scalar_ops(std::slice::from_ref(s))),
+                }),
+                Stmt::Loop {
+                    extent, body: b, ..
+                } => {
+                    walk(k, b, mult.saturating_mul(*extent), sc, out);
+                }
+                Stmt::Set { var, .. } => sc.set(*var),
+                _ => {}
+            }
+        }
+        sc.pop();
+    }
+    let mut cands = Vec::new();
+    walk(k, body, 1, &mut Scopes::default(), &mut cands);
+    let pow2 = |e: usize| 1usize << e.trailing_zeros().min(5);
+    let lanes = cands
+        .iter()
+        .filter(|c| c.accs.is_some())
+        .map(|c| pow2(c.extent))
+        .filter(|&w| w >= LANES_MIN)
+        .min()?;
+    let mut loops: HashMap<usize, Vec<Acc>> = HashMap::new();
+    let mut ops = HashMap::new();
+    for c in cands {
+        if let Some(a) = c.accs
+            && c.extent.is_multiple_of(lanes)
+        {
+            loops.insert(c.addr, a);
+            ops.insert(c.addr, c.ops);
+        }
+    }
+    let mut acc = Vec::new();
+    accesses_in(body, None, &mut acc);
+    let l = lanes as i64;
+    let mut spread: HashSet<LocalId> = acc
+        .iter()
+        .filter_map(|(m, ..)| match m {
+            Mem::Local(x) => Some(*x),
+            _ => None,
+        })
+        .collect();
+    // An array stays spread while every access is in a spread loop at an
+    // element its own lane holds; a loop that writes a replicated array
+    // is not spread.
+    loop {
+        let mut changed = false;
+        for (m, ix, _, around) in &acc {
+            if let Mem::Local(x) = m
+                && spread.contains(x)
+            {
+                let own = match around {
+                    Some((a, v)) if loops.contains_key(a) => {
+                        ix.coeff(*v) == 1
+                            && ix.offset.rem_euclid(l) == 0
+                            && ix
+                                .terms
+                                .iter()
+                                .all(|&(t, c)| t == *v || c.rem_euclid(l) == 0)
+                    }
+                    _ => false,
+                };
+                if !own {
+                    spread.remove(x);
+                    changed = true;
+                }
+            }
+        }
+        for (m, _, st, around) in &acc {
+            if let (Mem::Local(x), true, Some((a, _))) = (m, *st, around)
+                && !spread.contains(x)
+                && loops.remove(a).is_some()
+            {
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let spread_ops: usize = loops.keys().filter_map(|a| ops.get(a)).sum();
+    let all = scalar_ops(body);
+    if spread_ops == 0 || (spread_ops as f64) < LANES_MIN_SHARE * all as f64 {
+        return None;
+    }
+    Some(LanePlan {
+        lanes,
+        loops,
+        spread,
     })
 }
 
@@ -693,6 +910,10 @@ fn split(body: &[Stmt]) -> Vec<&[Stmt]> {
 fn mode(p: &Program, k: &Kernel, nest: &Nest<'_>) -> Mode {
     if survey(p, k, nest.body).distributed > 0 {
         Mode::Block
+    } else if nest.inner.is_none()
+        && let Some(plan) = lane_plan(k, nest.body)
+    {
+        Mode::Lanes(plan.lanes as u32)
     } else {
         Mode::Thread
     }
@@ -745,6 +966,16 @@ pub(crate) fn scalar_ops(body: &[Stmt]) -> usize {
             }),
         })
         .fold(0, usize::saturating_add)
+}
+
+/// Whether code generation unrolls the serial loop `for var in
+/// 0..extent { body }`: so its scratch-array indices become constants
+/// (and the arrays registers), when that stays small.
+pub(crate) fn unrolls(var: VarId, extent: usize, body: &[Stmt]) -> bool {
+    extent <= 1
+        || (extent <= UNROLL_MAX_EXTENT
+            && indexes_locals(body, var)
+            && extent.saturating_mul(unrolled_size(body)) <= UNROLL_MAX_STMTS)
 }
 
 /// Whether some scratch-array index in `body` uses `var`.

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use birkhoff_gpu::{CodegenOptions, emulate};
-use birkhoff_ir::kernel::{BufferDecl, BufferKind, Expr, Program, ScalarType, run_program};
+use birkhoff_ir::kernel::{
+    BufferDecl, BufferKind, Expr, LoopKind, Program, ScalarType, Stmt, VarId, run_program,
+};
 use birkhoff_ir::{DType, Op, Precision, Tensor, TensorType};
 
 /// `ptxas` (`PTXAS` names it, or one on `PATH`), or `None` after a note
@@ -100,5 +102,25 @@ pub fn emulates_bit_for_bit(p: &Program, inputs: &BTreeMap<String, Tensor>, what
                 g[i], w[i]
             );
         }
+    }
+}
+
+/// `for var in 0..extent { body }`, serial.
+pub fn serial(var: VarId, extent: usize, body: Vec<Stmt>) -> Stmt {
+    Stmt::Loop {
+        var,
+        extent,
+        kind: LoopKind::Serial,
+        body,
+    }
+}
+
+/// `for var in 0..extent { body }`, a vector loop.
+pub fn vector(var: VarId, extent: usize, body: Vec<Stmt>) -> Stmt {
+    Stmt::Loop {
+        var,
+        extent,
+        kind: LoopKind::Vector,
+        body,
     }
 }

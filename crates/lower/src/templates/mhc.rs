@@ -240,16 +240,9 @@ fn pre_mix_kernel(
                 }));
             }
         }
-        let pre = epilogue(kb, p, &mut body, tok, mixes, gates, sc);
-        match handed {
-            Some(g) => body.extend(pre.iter().enumerate().map(|(i, &v)| {
-                store(
-                    g,
-                    Index::var(tok, index_coeff(n)).shifted(index_coeff(i)),
-                    var(v),
-                )
-            })),
-            None => body.push(apply_mix(kb, p, tok, &pre)),
+        let pre = epilogue(kb, p, &mut body, (tok, handed), mixes, gates, sc);
+        if handed.is_none() {
+            body.push(apply_mix(kb, p, tok, &pre));
         }
         body
     })];
@@ -414,12 +407,14 @@ fn rms_factor(kb: &KernelBuilder, f: VarId, ss: VarId, len: usize, eps: f64) -> 
 
 /// The split, gates and projection of one token whose `m` mixes are in
 /// the scratch array `mixes`: writes `post_mix` and `comb_mix` and returns
-/// the variables holding the `n` pre gates.
+/// the variables holding the `n` pre gates — or, for Sinkhorn gates with
+/// a buffer `pre_to` (`[T, n]`), stores them there in a vector loop, as
+/// every other gate is, and returns no variables.
 fn epilogue(
     kb: &mut KernelBuilder,
     p: &PreMix,
     body: &mut Vec<Stmt>,
-    tok: VarId,
+    (tok, pre_to): (VarId, Option<BufferId>),
     mixes: LocalId,
     gates: &PreMixGates,
     sc: Option<Scratch>,
@@ -436,7 +431,7 @@ fn epilogue(
     // Mix `r` and its bias (`r` indexes both `mixes` and `base`).
     let mix = |r: Index| load_local(mixes, r);
     let base = |r: Index| load(p.base, r);
-    let pre: Vec<VarId> = (0..n).map(|_| kb.value()).collect();
+    let mut pre: Vec<VarId> = (0..n).map(|_| kb.value()).collect();
     let post_row = Index::var(tok, index_coeff(n));
     let comb_row = Index::var(tok, index_coeff(nn));
     match gates {
@@ -449,14 +444,25 @@ fn epilogue(
             let z = |seg: usize, r: Index| add(mul(mix(r.clone()), var(scale[seg])), base(r));
             // A sigmoid is never -0, so adding a zero pre_eps is the identity.
             let pre_eps = (pre_eps.get() != 0.0).then(|| kb.c(pre_eps.get()));
-            body.extend(pre.iter().enumerate().map(|(i, &v)| {
-                let gate = unary(Op::Sigmoid, z(0, Index::constant(index_coeff(i))));
-                let gate = match &pre_eps {
+            let pre_gate = |r: Index| {
+                let gate = unary(Op::Sigmoid, z(0, r));
+                match &pre_eps {
                     Some(e) => add(gate, e.clone()),
                     None => gate,
-                };
-                set(v, gate)
-            }));
+                }
+            };
+            if let Some(g) = pre_to {
+                body.push(kb.vector(n, |_, j| {
+                    vec![store(g, at(&post_row, j, 1), pre_gate(Index::var(j, 1)))]
+                }));
+                pre.clear();
+            } else {
+                body.extend(
+                    pre.iter()
+                        .enumerate()
+                        .map(|(i, &v)| set(v, pre_gate(Index::constant(index_coeff(i))))),
+                );
+            }
             if p.layer_input_only {
                 return pre;
             }
