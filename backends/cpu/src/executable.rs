@@ -463,6 +463,8 @@ fn compile_inner(program: &Program, opts: &CpuOptions, verify: bool) -> Result<C
     })
 }
 
+/// A zeroed output tensor; a big one is advised onto huge pages before
+/// its first touch (its zeroed pages come fresh from the system, untouched).
 fn zeros(ty: &TensorType) -> Tensor {
     let n = ty.num_elements();
     let data = match ty.dtype {
@@ -472,6 +474,7 @@ fn zeros(ty: &TensorType) -> Tensor {
         DType::I32 => TensorData::I32(vec![0; n]),
         DType::Bool => TensorData::Bool(vec![false; n]),
     };
+    runtime::advise_huge_pages(data_addr(&data) as *const u8, ty.size_bytes());
     Tensor::new(ty.shape.clone(), data).expect("element count matches the shape")
 }
 

@@ -426,47 +426,97 @@ pub(crate) fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>, rayon::Thre
     Ok(p)
 }
 
-/// A 64-byte aligned, zeroed byte buffer.
-#[derive(Debug, Default)]
+/// Zeroed memory at a 64-byte boundary (2 MiB for big buffers), freed on
+/// drop: a program's arena and the buffers an executable owns.
 pub(crate) struct Aligned {
-    lines: Vec<Line>,
+    ptr: std::ptr::NonNull<u8>,
+    layout: std::alloc::Layout,
 }
 
-#[derive(Clone, Copy, Debug)]
-#[repr(C, align(64))]
-struct Line([u8; 64]);
+// SAFETY: `Aligned` owns its bytes like a `Vec<u8>`; access goes through
+// `&self` / `&mut self`.
+unsafe impl Send for Aligned {}
+// SAFETY: as for `Send`: shared references only read.
+unsafe impl Sync for Aligned {}
+
+/// Buffers of at least this many bytes are placed on transparent huge
+/// pages where the kernel offers them ([`advise_huge_pages`]).
+pub const HUGE_PAGE_MIN_BYTES: usize = 4 << 20;
+
+/// The size of a transparent huge page on x86-64 and most AArch64 Linux.
+const HUGE_PAGE: usize = 2 << 20;
+
+/// Asks the kernel to back the whole 2 MiB pages inside `len` bytes at
+/// `ptr` with transparent huge pages (`madvise(MADV_HUGEPAGE)`), when
+/// `len` is at least [`HUGE_PAGE_MIN_BYTES`]. Done before the memory is
+/// first touched, the first touch maps a 2 MiB page at once: a fresh
+/// output of 168 MiB then costs a few hundred faults instead of 43,000.
+/// Advice only: where the kernel has huge pages off, or on other
+/// systems, nothing changes.
+pub(crate) fn advise_huge_pages(ptr: *const u8, len: usize) {
+    if len < HUGE_PAGE_MIN_BYTES {
+        return;
+    }
+    let start = (ptr as usize).next_multiple_of(HUGE_PAGE);
+    let end = (ptr as usize + len) / HUGE_PAGE * HUGE_PAGE;
+    if end <= start {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    // SAFETY: `[start, end)` lies inside the caller's live allocation;
+    // MADV_HUGEPAGE changes how its pages are backed, never its contents.
+    unsafe {
+        libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+    }
+}
 
 impl Aligned {
-    /// `bytes` zeroed bytes (at least one line, so the address is valid).
+    /// `bytes` zeroed bytes (at least one line, so the address is valid),
+    /// on huge pages when big.
     pub fn zeroed(bytes: usize) -> Aligned {
-        Aligned {
-            lines: vec![Line([0; 64]); bytes.div_ceil(64).max(1)],
-        }
+        let size = bytes.max(1).next_multiple_of(64);
+        let align = if size >= HUGE_PAGE_MIN_BYTES {
+            HUGE_PAGE
+        } else {
+            64
+        };
+        let layout = std::alloc::Layout::from_size_align(size, align)
+            .unwrap_or_else(|_| panic!("{size} bytes exceed the address space"));
+        // SAFETY: `size` is at least 64. Allocated without zeroing, so the
+        // advice comes before the first touch.
+        let raw = unsafe { std::alloc::alloc(layout) };
+        let Some(ptr) = std::ptr::NonNull::new(raw) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        advise_huge_pages(raw, size);
+        // SAFETY: `raw` holds `size` writable bytes.
+        unsafe { raw.write_bytes(0, size) };
+        Aligned { ptr, layout }
     }
 
     /// The base address.
     pub fn addr(&mut self) -> usize {
-        self.lines.as_mut_ptr() as usize
+        self.ptr.as_ptr() as usize
     }
 
     /// The bytes.
     pub fn bytes(&self) -> &[u8] {
-        // SAFETY: `Line` is `repr(C)` and holds only bytes, so the lines are
-        // one contiguous run of `64 * len` initialized bytes.
-        unsafe {
-            std::slice::from_raw_parts(self.lines.as_ptr().cast::<u8>(), self.lines.len() * 64)
-        }
+        // SAFETY: `ptr` holds `layout.size()` initialized bytes (zeroed at
+        // allocation) for as long as `self` lives.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
     }
 
     /// The bytes, mutably.
     pub fn bytes_mut(&mut self) -> &mut [u8] {
         // SAFETY: as for `bytes`, with exclusive access through `&mut self`.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                self.lines.as_mut_ptr().cast::<u8>(),
-                self.lines.len() * 64,
-            )
-        }
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
+    }
+}
+
+impl Drop for Aligned {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `zeroed` with this layout, freed once.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
     }
 }
 
@@ -498,6 +548,49 @@ impl Drop for Code {
             // function pointer into this memory; no call can be running
             // (calls borrow the executable).
             unsafe { m.free_memory() };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kilobytes of `AnonHugePages` in the mapping of `/proc/self/smaps`
+    /// that holds `addr`.
+    fn huge_kb(addr: usize) -> Option<u64> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ')
+                && let Some((a, b)) = range.split_once('-')
+                && let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+            {
+                inside = (a..b).contains(&addr);
+                continue;
+            }
+            if inside && let Some(kb) = line.strip_prefix("AnonHugePages:") {
+                return kb.trim().trim_end_matches(" kB").trim().parse().ok();
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn big_buffers_are_zeroed_at_huge_page_boundaries() {
+        let mut a = Aligned::zeroed(9 << 20);
+        assert_eq!(a.addr() % HUGE_PAGE, 0);
+        assert!(a.bytes().len() >= 9 << 20);
+        assert!(a.bytes().iter().all(|&b| b == 0));
+        let small = Aligned::zeroed(100);
+        assert_eq!(small.bytes().len(), 128);
+        // Where the kernel offers transparent huge pages on request, the
+        // advice before the first touch gets them.
+        let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+            .unwrap_or_default();
+        if thp.contains("[madvise]") || thp.contains("[always]") {
+            let kb = huge_kb(a.addr()).expect("the buffer's mapping is in smaps");
+            assert!(kb >= 2048, "{kb} kB of huge pages under a 9 MiB buffer");
         }
     }
 }

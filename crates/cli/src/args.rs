@@ -597,7 +597,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
     /// Allocate fresh output tensors on every call (as eager peers do)
-    /// instead of reusing the previous call's.
+    /// instead of reusing the previous call's. The previous call's
+    /// outputs are freed before the clock starts, as in the peers' timers.
     #[arg(long)]
     pub fresh_outputs: bool,
     /// After timing, run once more timing every kernel (CPU) and print
