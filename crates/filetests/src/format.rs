@@ -20,9 +20,11 @@ pub(crate) enum Command {
         precise: bool,
         run: bool,
     },
-    /// Lowering to kernel IR (after every optimizer pass when `fuse`).
+    /// Lowering to kernel IR (after every optimizer pass when `fuse`;
+    /// with the GPU's lowering options when `gpu`).
     Lower {
         fuse: bool,
+        gpu: bool,
         precise: bool,
         run: bool,
     },
@@ -332,20 +334,26 @@ fn parse_command<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command
             })
         }
         "lower" => {
-            let (mut fuse, mut precise, mut run) = (false, false, false);
+            let (mut fuse, mut gpu, mut precise, mut run) = (false, false, false, false);
             for o in options {
                 match o {
                     "fuse" => fuse = true,
+                    "gpu" => gpu = true,
                     "precise-output" => precise = true,
                     "run" => run = true,
                     _ => {
                         return Err(format!(
-                            "unknown option '{o}' for 'test lower' (options: fuse, precise-output, run)"
+                            "unknown option '{o}' for 'test lower' (options: fuse, gpu, precise-output, run)"
                         ));
                     }
                 }
             }
-            Ok(Command::Lower { fuse, precise, run })
+            Ok(Command::Lower {
+                fuse,
+                gpu,
+                precise,
+                run,
+            })
         }
         "llvm" => {
             let (mut fuse, mut ptx, mut precise, mut run) = (false, false, false, false);

@@ -10,8 +10,9 @@
 //!   `; error: <substring>` line right after an IR line expects an error
 //!   located on that line; every error must be expected.
 //! * `test print` — printing the parsed graph must give back its text.
-//! * `test lower [fuse] [precise-output] [run]` — lower to kernel IR and
-//!   match the printed program; `run` interprets it against the graph.
+//! * `test lower [fuse] [gpu] [precise-output] [run]` — lower to kernel IR
+//!   (with the GPU target's lowering options when `gpu`) and match the
+//!   printed program; `run` interprets it against the graph.
 //! * `test llvm [fuse] [ptx] [precise-output] [run]` — lower as the GPU
 //!   target does and match its LLVM IR (before optimization), or its PTX
 //!   with `ptx`; `run` runs the generated code in the GPU emulator against
@@ -248,12 +249,20 @@ fn run(file: &str, text: &str, bless: bool) -> Result<(Outcome, Option<String>),
                 run_opt(&mut r, c, Transform::NearMiss, *precise, false, bless)?;
             }
         }
-        Command::Lower { fuse, precise, run } => {
+        Command::Lower {
+            fuse,
+            gpu,
+            precise,
+            run,
+        } => {
             for &c in &chunks {
                 run_opt(
                     &mut r,
                     c,
-                    Transform::Lower { fuse: *fuse },
+                    Transform::Lower {
+                        fuse: *fuse,
+                        gpu: *gpu,
+                    },
                     *precise,
                     *run,
                     bless,

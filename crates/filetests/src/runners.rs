@@ -22,6 +22,7 @@ pub(crate) enum Transform<'a> {
     NearMiss,
     Lower {
         fuse: bool,
+        gpu: bool,
     },
     Llvm {
         fuse: bool,
@@ -353,7 +354,7 @@ fn apply(graph: &Graph, t: Transform<'_>) -> Result<(String, Candidate), String>
                 .graph;
             Ok((g.to_string(), Candidate::Graph(g)))
         }
-        Transform::Lower { fuse } => {
+        Transform::Lower { fuse, gpu } => {
             let g = if fuse {
                 birkhoff_opt::optimize(graph, |_| false)
                     .map_err(|e| format!("optimizer failed: {e}"))?
@@ -361,8 +362,13 @@ fn apply(graph: &Graph, t: Transform<'_>) -> Result<(String, Candidate), String>
             } else {
                 graph.clone()
             };
-            let p = birkhoff_lower::lower(&g, &birkhoff_lower::LowerOptions::default())
-                .map_err(|e| format!("lowering failed: {e}"))?;
+            let opts = if gpu {
+                birkhoff_lower::LowerOptions::gpu(Default::default())
+            } else {
+                birkhoff_lower::LowerOptions::default()
+            };
+            let p =
+                birkhoff_lower::lower(&g, &opts).map_err(|e| format!("lowering failed: {e}"))?;
             Ok((p.to_string(), Candidate::Program(p)))
         }
         Transform::Llvm { fuse, ptx } => {

@@ -10,6 +10,8 @@ pub struct ProgramBuilder {
     inputs: Vec<(String, BufferId)>,
     outputs: Vec<(String, BufferId)>,
     kernels: Vec<Kernel>,
+    /// [`crate::LowerOptions::column_reductions`], for the templates.
+    pub(crate) column_reductions: bool,
 }
 
 impl ProgramBuilder {
@@ -21,6 +23,7 @@ impl ProgramBuilder {
             inputs: Vec::new(),
             outputs: Vec::new(),
             kernels: Vec::new(),
+            column_reductions: false,
         }
     }
 

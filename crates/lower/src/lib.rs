@@ -122,6 +122,14 @@ pub struct LowerOptions {
     /// warp would run each chain while the row's other warps wait). The
     /// pre-mix then hands its gates over in a `[T, n]` temporary.
     pub scalar_kernels_apart: bool,
+    /// Spell a Sinkhorn column normalization as one vector reduction per
+    /// column (and its backward likewise), not as rows added into a
+    /// scratch row of column sums. The sums are the same terms in the
+    /// same order when run in order; a backend that spreads vector loops
+    /// over lanes can then run a matrix element per lane, a row's and a
+    /// column's sum each a reduction across `n` of them (the GPU). Off on
+    /// the CPU, which keeps the row-wise form its vector loops suit.
+    pub column_reductions: bool,
 }
 
 impl Default for LowerOptions {
@@ -131,6 +139,7 @@ impl Default for LowerOptions {
             gemm: GemmSupport::default(),
             fuse_kernels: true,
             scalar_kernels_apart: false,
+            column_reductions: false,
         }
     }
 }
@@ -141,8 +150,9 @@ impl LowerOptions {
     /// streams a token's row once for its projection and once to apply it;
     /// it also writes bf16 results, so bf16 models' matrix products run on
     /// its tiled kernel rather than as loop nests; short projections split
-    /// their inner dimension; and long per-token scalar work is a kernel of
-    /// its own ([`LowerOptions::scalar_kernels_apart`]).
+    /// their inner dimension; long per-token scalar work is a kernel of
+    /// its own ([`LowerOptions::scalar_kernels_apart`]); and Sinkhorn's
+    /// column sums are reductions ([`LowerOptions::column_reductions`]).
     pub fn gpu(projection: PreMixProjection) -> LowerOptions {
         LowerOptions {
             projection,
@@ -153,6 +163,7 @@ impl LowerOptions {
                 min_row_blocks: 264,
             },
             scalar_kernels_apart: true,
+            column_reductions: true,
             ..LowerOptions::default()
         }
     }

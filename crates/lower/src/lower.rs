@@ -801,6 +801,7 @@ pub fn lower(graph: &Graph, opts: &LowerOptions) -> Result<birkhoff_ir::kernel::
         output_elem: HashMap::new(),
         copies: (HashMap::new(), 0),
     };
+    l.pb.column_reductions = opts.column_reductions;
     for &v in g.inputs() {
         let name = g.input_name(v).unwrap_or_default().to_string();
         let b = l.pb.input(&name, g.ty(v).clone());

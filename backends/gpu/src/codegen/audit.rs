@@ -632,7 +632,7 @@ impl Model<'_> {
                     }
                     Mode::Lanes(l) => {
                         let (extent, inner) = iteration(body);
-                        let plan = lane_plan(self.k, inner).unwrap_or_default();
+                        let plan = lane_plan(self.p, self.k, inner, extent).unwrap_or_default();
                         let s = self.lanes(inner, &plan);
                         let lanes = f64::from(l);
                         let warps = (extent as f64 * lanes / 32.0).ceil();
@@ -850,13 +850,23 @@ impl Model<'_> {
                     body: b,
                     ..
                 } => {
-                    if let Some(accs) = plan.loops.get(&(std::ptr::from_ref(s) as usize)) {
+                    let addr = std::ptr::from_ref(s) as usize;
+                    if let Some(sp) = plan.loops.get(&addr) {
                         let inner = self.serial(b);
-                        let rounds = (*extent / plan.lanes.max(1)) as f64;
-                        let steps = f64::from(plan.lanes.trailing_zeros());
-                        out.instructions +=
-                            rounds * inner.instructions + accs.len() as f64 * (2.0 * steps + 1.0);
+                        let (rounds, width) = match sp.stride {
+                            Some(_) => (1.0, *extent),
+                            None => ((*extent / plan.lanes.max(1)) as f64, plan.lanes),
+                        };
+                        let steps = f64::from(width.trailing_zeros());
+                        out.instructions += rounds * inner.instructions
+                            + sp.accs.len() as f64 * (2.0 * steps + 1.0);
                         out.macs += inner.macs * rounds as u64;
+                    } else if plan.split.contains_key(&addr) {
+                        // Each lane runs one iteration, its own: nothing
+                        // in it is repeated across the group.
+                        let inner = self.lanes(b, plan);
+                        out.instructions += inner.instructions;
+                        out.macs += inner.macs;
                     } else {
                         let inner = self.lanes(b, plan);
                         let n = *extent as f64;
@@ -941,6 +951,32 @@ impl Model<'_> {
             Expr::Select { then, .. } => self.ty(then),
             Expr::Cast { to, .. } => *to,
         }
+    }
+}
+
+/// The model's instructions for one lane of a lane group running `body`
+/// under `plan`, and of those the ones every lane repeats; for one thread
+/// running it alone (`plan` `None`), all of them and none.
+pub(crate) fn lane_instructions(
+    p: &Program,
+    k: &Kernel,
+    body: &[Stmt],
+    plan: Option<&LanePlan>,
+) -> (f64, f64) {
+    let none = HashSet::new();
+    let model = Model {
+        p,
+        k,
+        block: 32,
+        warp0: &none,
+        sm: 90,
+    };
+    match plan {
+        Some(plan) => {
+            let c = model.lanes(body, plan);
+            (c.instructions, c.scalar)
+        }
+        None => (model.serial(body).instructions, 0.0),
     }
 }
 

@@ -139,7 +139,7 @@ use inkwell::values::{
 use inkwell::{AddressSpace, IntPredicate};
 
 use super::launch::{
-    Acc, Dist, GRID_MIN_ITERATIONS, LanePlan, Mem, Mode, Piece, REGISTER_SCRATCH_MAX_WORDS,
+    Acc, Dist, GRID_MIN_ITERATIONS, LanePlan, Mem, Mode, Piece, REGISTER_SCRATCH_MAX_WORDS, Spread,
     UNROLL_MAX_EXTENT, WARP_RUN_MAX_SLOTS, WARP_RUN_MIN_OPS, Work, distribute, lane_plan,
     scalar_ops, scratch_words, survey, unrolls,
 };
@@ -416,6 +416,8 @@ struct LaneGroup<'ctx> {
     valid: IntValue<'ctx>,
     /// The spread loop being emitted: its index and this lane's round.
     spreading: Option<(VarId, i64)>,
+    /// The indices of the split loops being emitted.
+    split_vars: Vec<VarId>,
     /// Buffers the iteration both writes and reads, and whether some lane
     /// read or wrote one since the last warp sync.
     exchanged: HashSet<BufferId>,
@@ -503,7 +505,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
 
         let inner = piece.nest.map_or(body, |n| n.body);
         let plan = match piece.mode {
-            Mode::Lanes(_) => lane_plan(k, inner),
+            Mode::Lanes(_) => lane_plan(p, k, inner, piece.nest.map_or(1, |n| n.outer.1)),
             _ => None,
         };
         let sv = match piece.mode {
@@ -648,6 +650,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 lane: zero,
                 valid: g.cx.ctx.bool_type().const_int(1, false),
                 spreading: None,
+                split_vars: Vec::new(),
                 exchanged: g.written.intersection(&read).copied().collect(),
                 read: false,
                 wrote: false,
@@ -1543,11 +1546,15 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 kind,
                 body,
             } => {
-                if let Some(gr) = &self.group
-                    && let Some(accs) = gr.plan.loops.get(&(std::ptr::from_ref(s) as usize))
-                {
-                    let accs = accs.clone();
-                    return self.lane_loop(*var, *extent, body, &accs);
+                let addr = std::ptr::from_ref(s) as usize;
+                if let Some(gr) = &self.group {
+                    if let Some(sp) = gr.plan.loops.get(&addr) {
+                        let sp = sp.clone();
+                        return self.lane_loop(*var, *extent, body, &sp);
+                    }
+                    if let Some(&stride) = gr.plan.split.get(&addr) {
+                        return self.split_loop(*var, *extent, body, stride);
+                    }
                 }
                 if self.place == Place::Uniform && *kind == LoopKind::Vector {
                     let sc = &self.scopes;
@@ -1744,15 +1751,61 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         Ok(())
     }
 
+    /// `(lane / stride) mod extent` for this lane (`i64`).
+    fn lane_coordinate(&self, stride: usize, extent: usize) -> Result<IntValue<'ctx>> {
+        let lane = match &self.group {
+            Some(gr) => gr.lane,
+            None => {
+                return Err(GpuError::Llvm(
+                    "a lane coordinate outside a lane group".into(),
+                ));
+            }
+        };
+        let b = &self.cx.b;
+        let q = b
+            .build_int_unsigned_div(lane, self.cx.i64c(stride as i64), "")
+            .ll()?;
+        b.build_int_unsigned_rem(q, self.cx.i64c(extent as i64), "")
+            .ll()
+    }
+
+    /// A split serial loop: this lane runs iteration `(lane / stride) mod
+    /// extent` alone (see `launch`, *Lane groups*).
+    fn split_loop(
+        &mut self,
+        var: VarId,
+        extent: usize,
+        body: &[Stmt],
+        stride: usize,
+    ) -> Result<()> {
+        let at = self.lane_coordinate(stride, extent)?;
+        self.loops.insert(var, at);
+        if let Some(gr) = &mut self.group {
+            gr.split_vars.push(var);
+        }
+        self.stmts(body)?;
+        if let Some(gr) = &mut self.group {
+            gr.split_vars.pop();
+        }
+        self.loops.remove(&var);
+        Ok(())
+    }
+
     /// A vector loop spread over a lane group: lane `l` runs iterations
-    /// `l, l + L, …` (unrolled), then the group combines the accumulators
-    /// (see `launch`, *Lane groups*).
-    fn lane_loop(&mut self, j: VarId, extent: usize, body: &[Stmt], accs: &[Acc]) -> Result<()> {
+    /// `l, l + L, …` (unrolled), or in a split loop iteration `(l /
+    /// stride) mod extent`, then the lanes combine the accumulators (see
+    /// `launch`, *Lane groups*).
+    fn lane_loop(&mut self, j: VarId, extent: usize, body: &[Stmt], sp: &Spread) -> Result<()> {
+        let accs = &sp.accs;
         let (lanes, lane) = match &self.group {
             Some(gr) => (gr.plan.lanes, gr.lane),
             None => return Err(GpuError::Llvm("a spread loop outside a lane group".into())),
         };
-        let rounds = extent / lanes;
+        let rounds = if sp.stride.is_some() {
+            1
+        } else {
+            extent / lanes
+        };
         if rounds > UNROLL_MAX_EXTENT {
             return Err(self.unsupported(format!("a spread loop of {extent} iterations")));
         }
@@ -1766,11 +1819,14 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             partials.push(slot);
         }
         for r in 0..rounds {
-            let at = self
-                .cx
-                .b
-                .build_int_add(lane, self.cx.i64c((r * lanes) as i64), "")
-                .ll()?;
+            let at = match sp.stride {
+                Some(stride) => self.lane_coordinate(stride, extent)?,
+                None => self
+                    .cx
+                    .b
+                    .build_int_add(lane, self.cx.i64c((r * lanes) as i64), "")
+                    .ll()?,
+            };
             self.loops.insert(j, at);
             if let Some(gr) = &mut self.group {
                 gr.spreading = Some((j, r as i64));
@@ -1784,8 +1840,13 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         for (a, slot) in accs.iter().zip(partials) {
             self.redirect.remove(&a.var);
             let mut x = self.cx.b.build_load(self.cx.ty(a.ty), slot, "").ll()?;
-            let mut m = lanes / 2;
-            while m >= 1 {
+            // The lanes that differ in this loop's bits: all of them, or
+            // `stride · [0, extent)` in a split loop.
+            let (low, mut m) = match sp.stride {
+                Some(stride) => (stride, stride * extent / 2),
+                None => (1, lanes / 2),
+            };
+            while m >= low {
                 let other = self.shfl_bfly(a.ty, x, m as i32)?;
                 x = self.cx.binary(&a.op.op(), a.ty, x, other)?;
                 m /= 2;
@@ -2277,17 +2338,22 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         let at = match &self.group {
             Some(gr) if gr.plan.spread.contains(&local) => {
                 // Element `j + L·q` of the lane running round `r` (`j =
-                // lane + L·r`) is its slot `r + q`.
-                let Some((j, r)) = gr.spreading else {
-                    return Err(GpuError::Llvm(format!(
-                        "spread scratch array %l{} outside its loops",
-                        local.0
-                    )));
+                // lane + L·r`) is its slot `r + q`; in a split loop, the
+                // split and spread indices together make the lane.
+                let (j, r) = match gr.spreading {
+                    Some(at) => (Some(at.0), at.1),
+                    None if !gr.split_vars.is_empty() => (None, 0),
+                    None => {
+                        return Err(GpuError::Llvm(format!(
+                            "spread scratch array %l{} outside its loops",
+                            local.0
+                        )));
+                    }
                 };
                 let l = gr.plan.lanes as i64;
                 let mut q = Index::constant(ix.offset.div_euclid(l) + r);
                 for &(v, c) in &ix.terms {
-                    if v != j {
+                    if Some(v) != j && !gr.split_vars.contains(&v) {
                         q = q.plus(v, c.div_euclid(l));
                     }
                 }

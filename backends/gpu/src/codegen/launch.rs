@@ -54,24 +54,34 @@
 //! projection's row and column normalizations, `n` wide, repeated for
 //! every round — is too short for a block and too long for one thread.
 //! [`lane_plan`] gives each iteration a group of `L` lanes (a power of
-//! two from [`LANES_MIN`] to 32, dividing every spread loop's extent;
-//! groups never straddle a warp). A spread vector loop runs iteration
-//! `j` on lane `j mod L`; its accumulators start from their identity on
-//! every lane and are combined by a butterfly over the group's lanes
-//! (`shfl.sync.bfly` with masks below `L`, so every lane ends with the
-//! same bits), then folded into the accumulator. A scratch array stays
-//! *spread* — element `e` on lane `e mod L` alone, `1/L` of it per
-//! lane — when every access to it is in a spread loop over `j` at an
-//! index `j + L·(…)`; others are replicated, every lane holding all of
-//! it, and a loop that writes a replicated array is not spread.
-//! Everything else runs on every lane, which computes the same values;
-//! its buffer stores are made by lane 0. A buffer the iteration both
-//! writes and reads may be written by one lane and read by another, so
-//! a warp sync (`bar.warp.sync`, which orders the lanes' memory
-//! accesses) separates a store from a later load of such a buffer, and a
-//! load from a later store. The plan is taken when the spread
-//! loops hold at least [`LANES_MIN_SHARE`] of the iteration's
-//! arithmetic.
+//! two from [`LANES_MIN`] to 32; groups never straddle a warp). A spread
+//! vector loop whose extent `L` divides runs iteration `j` on lane
+//! `j mod L`, unrolled; its accumulators start from their identity on
+//! every lane and are combined by a butterfly over the lanes
+//! (`shfl.sync.bfly`, so every lane ends with the same bits), then folded
+//! into the accumulator. A serial loop whose body is only fresh variables
+//! and vector loops may be *split*: with `e_s · e_v = L`, lane `l` runs
+//! its iteration `(l / σ_s) mod e_s` and its vector loops' iteration
+//! `(l / σ_v) mod e_v`, the strides read off the indices of the arrays
+//! they access (row `i`, element `j` of an `n × n` matrix: `σ = n, 1`;
+//! a column: `1, n`), a sum combining only the lanes that differ in the
+//! vector loop's bits; with `e_s = L` and indices that move by 1 with the
+//! serial loop, lane `l` runs iteration `l` alone and its vector loops in
+//! order. A scratch array stays *spread* — element `e` on lane `e mod L`
+//! alone — when every access to it is at an element of the lane running
+//! it; others are replicated, every lane holding all of it, and a loop
+//! that writes a replicated array is neither spread nor split. Everything
+//! else runs on every lane, which computes the same values; its buffer
+//! stores are made by lane 0. A buffer the iteration both writes and
+//! reads may be written by one lane and read by another, so a warp sync
+//! (`bar.warp.sync`, which orders the lanes' memory accesses) separates a
+//! store from a later load of such a buffer, and a load from a later
+//! store. Among the widths some loop can fill, the plan takes the one the
+//! audit's model times shortest (issue or chain, whichever is longer),
+//! when that beats a thread per iteration, its spread loops hold at
+//! least [`LANES_MIN_SHARE`] of the arithmetic, the audit would not
+//! report its repeated scalar work, and no replicated array is indexed by
+//! a lane's own position (which would put it in local memory).
 
 use std::collections::{HashMap, HashSet};
 
@@ -535,51 +545,112 @@ pub const LANES_MIN_SHARE: f64 = 0.75;
 pub(crate) struct LanePlan {
     /// Lanes per iteration: a power of two from [`LANES_MIN`] to 32.
     pub lanes: usize,
-    /// The spread vector loops (statement addresses), with their
-    /// accumulators.
-    pub loops: HashMap<usize, Vec<Acc>>,
+    /// The spread vector loops (statement addresses).
+    pub loops: HashMap<usize, Spread>,
+    /// The split serial loops (statement addresses): lane `l` runs
+    /// iteration `(l / stride) mod extent` alone; the value is `stride`.
+    pub split: HashMap<usize, usize>,
     /// Scratch arrays whose element `e` lives on lane `e mod lanes` only.
     pub spread: HashSet<LocalId>,
 }
 
-/// A memory access: where, at which index, whether a store, and the
-/// innermost vector loop around it (statement address and index).
-type Located = (Mem, Index, bool, Option<(usize, VarId)>);
+/// How one vector loop is spread over a lane group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Spread {
+    /// Its accumulators, in order of first update.
+    pub accs: Vec<Acc>,
+    /// `None`: lane `l` runs iterations `l, l + L, …`. `Some(stride)`: the
+    /// loop sits in a split serial loop and lane `l` runs iteration
+    /// `(l / stride) mod extent` alone; its accumulators combine over the
+    /// lanes that differ in those bits.
+    pub stride: Option<usize>,
+}
 
-/// Every memory access of `body` with the innermost vector loop around
-/// it, if any.
-fn accesses_in(body: &[Stmt], around: Option<(usize, VarId)>, out: &mut Vec<Located>) {
+/// A memory access: where, at which index, whether a store, the innermost
+/// vector loop around it and the serial loop directly around that (each
+/// by statement address and index).
+type Located = (
+    Mem,
+    Index,
+    bool,
+    Option<(usize, VarId)>,
+    Option<(usize, VarId)>,
+);
+
+/// Every memory access of `body` with the vector loop around it and the
+/// serial loop around that, if any.
+fn accesses_in(
+    body: &[Stmt],
+    serial: Option<(usize, VarId)>,
+    around: Option<(usize, VarId)>,
+    out: &mut Vec<Located>,
+) {
     for s in body {
+        let addr = std::ptr::from_ref(s) as usize;
         match s {
             Stmt::Loop {
                 var, kind, body, ..
             } => {
-                let inner = if *kind == LoopKind::Vector {
-                    Some((std::ptr::from_ref(s) as usize, *var))
+                if *kind == LoopKind::Vector {
+                    accesses_in(body, serial, Some((addr, *var)), out);
                 } else {
-                    around
-                };
-                accesses_in(body, inner, out);
+                    accesses_in(body, Some((addr, *var)), None, out);
+                }
             }
             _ => {
                 for (_, m, ix, st) in accesses(std::slice::from_ref(s)) {
-                    out.push((m, ix, st, around));
+                    out.push((m, ix, st, around, serial.filter(|_| around.is_some())));
                 }
             }
         }
     }
 }
 
+/// A vector loop a lane plan may spread.
+struct Candidate {
+    addr: usize,
+    extent: usize,
+    accs: Option<Vec<Acc>>,
+    ops: usize,
+    /// The serial loop directly around it, when that loop's body is only
+    /// variables and vector loops, and none of those variables is set
+    /// before it: `(address, extent)`.
+    split: Option<(usize, usize)>,
+}
+
+impl Candidate {
+    /// Lanes it can keep busy: its extent's largest power-of-two factor
+    /// (at most 32), or both extents' product in a splittable loop.
+    fn span(&self) -> usize {
+        match self.split {
+            Some((_, e))
+                if e.is_power_of_two()
+                    && self.extent.is_power_of_two()
+                    && e * self.extent <= 32 =>
+            {
+                e * self.extent
+            }
+            _ => 1usize << self.extent.trailing_zeros().min(5),
+        }
+    }
+}
+
 /// The lane plan of a thread-per-iteration candidate's iteration `body`,
 /// or `None` when it is not worth one (see *Lane groups*).
-pub(crate) fn lane_plan(k: &Kernel, body: &[Stmt]) -> Option<LanePlan> {
-    struct Candidate {
-        addr: usize,
-        extent: usize,
-        accs: Option<Vec<Acc>>,
-        ops: usize,
-    }
-    fn walk(k: &Kernel, body: &[Stmt], mult: usize, sc: &mut Scopes, out: &mut Vec<Candidate>) {
+pub(crate) fn lane_plan(
+    p: &Program,
+    k: &Kernel,
+    body: &[Stmt],
+    iterations: usize,
+) -> Option<LanePlan> {
+    fn walk(
+        k: &Kernel,
+        body: &[Stmt],
+        mult: usize,
+        split: Option<(usize, usize)>,
+        sc: &mut Scopes,
+        out: &mut Vec<Candidate>,
+    ) {
         sc.push();
         for s in body {
             match s {
@@ -593,11 +664,21 @@ pub(crate) fn lane_plan(k: &Kernel, body: &[Stmt]) -> Option<LanePlan> {
                     extent: *extent,
                     accs: spreadable(k, *var, b, &|v| sc.defined(v), true).ok(),
                     ops: mult.saturating_mul(scalar_ops(std::slice::from_ref(s))),
+                    split,
                 }),
                 Stmt::Loop {
                     extent, body: b, ..
                 } => {
-                    walk(k, b, mult.saturating_mul(*extent), sc, out);
+                    let fresh = b.iter().all(|x| match x {
+                        Stmt::Set { var, .. } => !sc.defined(*var),
+                        Stmt::Loop {
+                            kind: LoopKind::Vector,
+                            ..
+                        } => true,
+                        _ => false,
+                    });
+                    let split = fresh.then_some((std::ptr::from_ref(s) as usize, *extent));
+                    walk(k, b, mult.saturating_mul(*extent), split, sc, out);
                 }
                 Stmt::Set { var, .. } => sc.set(*var),
                 _ => {}
@@ -606,26 +687,145 @@ pub(crate) fn lane_plan(k: &Kernel, body: &[Stmt]) -> Option<LanePlan> {
         sc.pop();
     }
     let mut cands = Vec::new();
-    walk(k, body, 1, &mut Scopes::default(), &mut cands);
-    let pow2 = |e: usize| 1usize << e.trailing_zeros().min(5);
-    let lanes = cands
+    walk(k, body, 1, None, &mut Scopes::default(), &mut cands);
+    // Every width some loop can fill: its own extent's, both extents'
+    // with its split loop's, or the split loop's alone.
+    let mut widths: Vec<usize> = cands
         .iter()
         .filter(|c| c.accs.is_some())
-        .map(|c| pow2(c.extent))
+        .flat_map(|c| {
+            let alone = c.split.map_or(1, |(_, e)| e);
+            [
+                c.span(),
+                1usize << c.extent.trailing_zeros().min(5),
+                if alone.is_power_of_two() {
+                    alone.min(32)
+                } else {
+                    1
+                },
+            ]
+        })
         .filter(|&w| w >= LANES_MIN)
-        .min()?;
-    let mut loops: HashMap<usize, Vec<Acc>> = HashMap::new();
+        .collect();
+    widths.sort_unstable();
+    widths.dedup();
+    let all = scalar_ops(body);
+    // The width the audit's model gives the shortest time: the larger of
+    // the instructions all lanes issue and one lane's chain. More lanes
+    // shorten the chain and add butterflies and repeated scalar work; a
+    // width whose repeated work the audit would report is not taken.
+    let d = super::audit::DeviceModel::h100();
+    let time = |lanes: usize, (per_lane, scalar): (f64, f64)| {
+        let warps = iterations.saturating_mul(lanes).div_ceil(32) as f64;
+        let issue = warps * per_lane / (f64::from(d.sms) * d.issue_per_clock);
+        let t = issue.max(per_lane * d.chain_cycles);
+        let share = scalar * (lanes as f64 - 1.0) / (lanes as f64 * per_lane.max(1.0));
+        let repeats = share > super::audit::REPLICATED_MAX_SHARE
+            && issue * share > super::audit::REPLICATED_MAX_SHARE * t;
+        (t, repeats)
+    };
+    let (thread, _) = time(1, super::audit::lane_instructions(p, k, body, None));
+    let mut best: Option<(f64, LanePlan)> = None;
+    for lanes in widths {
+        let Some((plan, spread_ops)) = plan_for(body, &cands, lanes) else {
+            continue;
+        };
+        if (spread_ops as f64) < LANES_MIN_SHARE * all as f64 {
+            continue;
+        }
+        let cost = super::audit::lane_instructions(p, k, body, Some(&plan));
+        let (t, repeats) = time(lanes, cost);
+        if !repeats && t < thread && best.as_ref().is_none_or(|(b, _)| t < *b) {
+            best = Some((t, plan));
+        }
+    }
+    best.map(|(_, p)| p)
+}
+
+/// The plan for `lanes` lanes per iteration, and the arithmetic its
+/// spread loops hold; `None` when a split loop's variable is read after
+/// it.
+fn plan_for(body: &[Stmt], cands: &[Candidate], lanes: usize) -> Option<(LanePlan, usize)> {
+    let mut loops: HashMap<usize, Spread> = HashMap::new();
     let mut ops = HashMap::new();
+    let mut split: HashMap<usize, usize> = HashMap::new();
+    let mut acc = Vec::new();
+    accesses_in(body, None, None, &mut acc);
+    // Split candidates lose a loop they cannot spread with them: none of
+    // theirs is spread across both.
+    let mut unsplit: HashSet<usize> = HashSet::new();
     for c in cands {
-        if let Some(a) = c.accs
-            && c.extent.is_multiple_of(lanes)
+        if let Some((s, e)) = c.split
+            && (c.accs.is_none() || e * c.extent != lanes)
         {
-            loops.insert(c.addr, a);
+            unsplit.insert(s);
+        }
+    }
+    // Such a loop of exactly `lanes` iterations whose scratch accesses
+    // move by 1 with it (a column of a row-major matrix) runs one
+    // iteration a lane instead, its vector loops in order on that lane.
+    let mut alone: HashSet<usize> = HashSet::new();
+    for c in cands {
+        if let Some((s, e)) = c.split
+            && unsplit.contains(&s)
+            && e == lanes
+            && acc.iter().any(|(m, ix, _, _, serial)| {
+                matches!(m, Mem::Local(_))
+                    && serial.is_some_and(|(a, v)| a == s && ix.coeff(v) == 1)
+            })
+        {
+            alone.insert(s);
+        }
+    }
+    for &s in &alone {
+        split.insert(s, 1);
+    }
+    for c in cands {
+        let Some(accs) = c.accs.clone() else { continue };
+        let stride = match c.split {
+            Some((s, _)) if alone.contains(&s) => continue,
+            Some((s, _)) if !unsplit.contains(&s) => {
+                split.insert(s, 0);
+                Some(0)
+            }
+            _ if c.extent.is_multiple_of(lanes) => None,
+            _ => continue,
+        };
+        loops.insert(c.addr, Spread { accs, stride });
+        ops.insert(c.addr, c.ops);
+    }
+    for c in cands {
+        if let Some((s, _)) = c.split
+            && alone.contains(&s)
+        {
             ops.insert(c.addr, c.ops);
         }
     }
-    let mut acc = Vec::new();
-    accesses_in(body, None, &mut acc);
+    // A split loop's stores to a buffer must reach a different element
+    // from every lane: the split index moves the element, over a span the
+    // vector index's (spread too, or in order on the lane) does not
+    // overlap.
+    for (m, ix, st, around, serial) in &acc {
+        if let (Mem::Buf(_), true, Some((a, v)), Some((s_addr, sv))) = (m, *st, around, serial)
+            && split.contains_key(s_addr)
+        {
+            let (cv, cs) = (ix.coeff(*v).abs(), ix.coeff(*sv).abs());
+            let (ev, es) = (
+                loop_extent(body, *a) as i64,
+                loop_extent(body, *s_addr) as i64,
+            );
+            let in_lane_ok = alone.contains(s_addr) && cv == 0;
+            let apart = cs != 0 && (in_lane_ok || (cv != 0 && (cs >= cv * ev || cv >= cs * es)));
+            if !apart {
+                split.remove(s_addr);
+                alone.remove(s_addr);
+                for inner in loops_in(body, *s_addr) {
+                    loops.remove(&inner);
+                    ops.remove(&inner);
+                }
+            }
+        }
+    }
     let l = lanes as i64;
     let mut spread: HashSet<LocalId> = acc
         .iter()
@@ -634,54 +834,238 @@ pub(crate) fn lane_plan(k: &Kernel, body: &[Stmt]) -> Option<LanePlan> {
             _ => None,
         })
         .collect();
+    // Strides: a split loop's and its vector loops' come from the indices
+    // of the spread arrays they access (the row or the column of an n × n
+    // matrix); the first access sets them.
+    let mut strides: HashMap<usize, usize> = HashMap::new();
     // An array stays spread while every access is in a spread loop at an
     // element its own lane holds; a loop that writes a replicated array
-    // is not spread.
+    // is not spread, nor is any loop of a split loop that loses one.
     loop {
         let mut changed = false;
-        for (m, ix, _, around) in &acc {
-            if let Mem::Local(x) = m
-                && spread.contains(x)
-            {
-                let own = match around {
-                    Some((a, v)) if loops.contains_key(a) => {
-                        ix.coeff(*v) == 1
-                            && ix.offset.rem_euclid(l) == 0
-                            && ix
-                                .terms
-                                .iter()
-                                .all(|&(t, c)| t == *v || c.rem_euclid(l) == 0)
-                    }
-                    _ => false,
-                };
-                if !own {
-                    spread.remove(x);
-                    changed = true;
+        for (m, ix, _, around, serial) in &acc {
+            let Mem::Local(x) = m else { continue };
+            if !spread.contains(x) {
+                continue;
+            }
+            let rest_ok = |skip: &[VarId]| {
+                ix.offset.rem_euclid(l) == 0
+                    && ix
+                        .terms
+                        .iter()
+                        .all(|&(t, c)| skip.contains(&t) || c.rem_euclid(l) == 0)
+            };
+            let own = match (around, serial) {
+                (Some((a, v)), Some((s, sv)))
+                    if loops.get(a).is_some_and(|sp| sp.stride.is_some())
+                        && split.contains_key(s) =>
+                {
+                    let (cv, cs) = (ix.coeff(*v), ix.coeff(*sv));
+                    let ev = loop_extent(body, *a);
+                    let es = loop_extent(body, *s);
+                    let fits = (cv == 1 && cs == ev as i64) || (cs == 1 && cv == es as i64);
+                    let agree = |addr: usize, c: i64, strides: &mut HashMap<usize, usize>| {
+                        *strides.entry(addr).or_insert(c as usize) == c as usize
+                    };
+                    fits && rest_ok(&[*v, *sv])
+                        && agree(*a, cv, &mut strides)
+                        && agree(*s, cs, &mut strides)
                 }
+                (Some((a, v)), _) if loops.get(a).is_some_and(|sp| sp.stride.is_none()) => {
+                    ix.coeff(*v) == 1 && rest_ok(&[*v])
+                }
+                (Some(_), Some((s, sv))) if alone.contains(s) => {
+                    ix.coeff(*sv) == 1 && rest_ok(&[*sv])
+                }
+                _ => false,
+            };
+            if !own {
+                spread.remove(x);
+                changed = true;
             }
         }
-        for (m, _, st, around) in &acc {
+        for (m, _, st, around, serial) in &acc {
+            // A loop that runs one iteration a lane must not write what
+            // every lane keeps whole.
+            if let (Mem::Local(x), true, Some((s, _))) = (m, *st, serial)
+                && !spread.contains(x)
+                && alone.remove(s)
+            {
+                split.remove(s);
+                changed = true;
+            }
             if let (Mem::Local(x), true, Some((a, _))) = (m, *st, around)
                 && !spread.contains(x)
-                && loops.remove(a).is_some()
+                && let Some(sp) = loops.remove(a)
             {
                 changed = true;
+                if sp.stride.is_some() {
+                    // Its split loop is split no more.
+                    let gone: Vec<usize> = split.keys().copied().collect();
+                    for s in gone {
+                        if loops_in(body, s).contains(a) {
+                            split.remove(&s);
+                            for inner in loops_in(body, s) {
+                                loops.remove(&inner);
+                            }
+                        }
+                    }
+                }
             }
         }
         if !changed {
             break;
         }
     }
-    let spread_ops: usize = loops.keys().filter_map(|a| ops.get(a)).sum();
-    let all = scalar_ops(body);
-    if spread_ops == 0 || (spread_ops as f64) < LANES_MIN_SHARE * all as f64 {
+    // A split loop's stride is what its accesses say, or follows from its
+    // vector loops' (one of the two is 1), or else the vector loops take
+    // the low lanes; its vector loops take the other bits.
+    let splits: Vec<usize> = split
+        .keys()
+        .copied()
+        .filter(|s| !alone.contains(s))
+        .collect();
+    for s_addr in splits {
+        let inner = loops_in(body, s_addr);
+        let es = loop_extent(body, s_addr);
+        let ev = lanes / es.max(1);
+        let sigma = strides
+            .get(&s_addr)
+            .copied()
+            .or_else(|| {
+                inner
+                    .iter()
+                    .find_map(|v| strides.get(v))
+                    .map(|&sv| if sv == 1 { ev } else { 1 })
+            })
+            .unwrap_or(ev);
+        split.insert(s_addr, sigma);
+        for v in inner {
+            if let Some(sp) = loops.get_mut(&v) {
+                sp.stride = Some(if sigma == 1 { es } else { 1 });
+            }
+        }
+    }
+    // A split loop's variables must not be read after it: its lanes end
+    // with different values.
+    if split.keys().any(|&s| read_after(body, s)) {
         return None;
     }
-    Some(LanePlan {
-        lanes,
-        loops,
-        spread,
-    })
+    // Nor may a replicated array be indexed by a lane's own loop
+    // position: that index is only known at run time, which puts the
+    // array in local memory.
+    for (m, ix, _, around, serial) in &acc {
+        if let Mem::Local(x) = m
+            && !spread.contains(x)
+        {
+            let by_lane = |at: &Option<(usize, VarId)>, lanes_run: bool| {
+                at.is_some_and(|(_, v)| lanes_run && ix.coeff(v) != 0)
+            };
+            let spread_loop = around.is_some_and(|(a, _)| loops.contains_key(&a));
+            let split_loop = serial.is_some_and(|(s, _)| split.contains_key(&s));
+            if by_lane(around, spread_loop) || by_lane(serial, split_loop) {
+                return None;
+            }
+        }
+    }
+    let in_lanes = alone.iter().flat_map(|&s| loops_in(body, s));
+    let spread_ops: usize = loops
+        .keys()
+        .copied()
+        .chain(in_lanes)
+        .filter_map(|a| ops.get(&a))
+        .sum();
+    if spread_ops == 0 {
+        return None;
+    }
+    Some((
+        LanePlan {
+            lanes,
+            loops,
+            split,
+            spread,
+        },
+        spread_ops,
+    ))
+}
+
+/// Whether a variable the loop at address `addr` sets at its top level
+/// is read outside that loop.
+fn read_after(body: &[Stmt], addr: usize) -> bool {
+    let mut set = HashSet::new();
+    walk_stmts(body, &mut |s| {
+        if std::ptr::from_ref(s) as usize == addr
+            && let Stmt::Loop { body, .. } = s
+        {
+            for x in body {
+                if let Stmt::Set { var, .. } = x {
+                    set.insert(*var);
+                }
+            }
+        }
+    });
+    fn walk(body: &[Stmt], addr: usize, set: &HashSet<VarId>, hit: &mut bool) {
+        for s in body {
+            if std::ptr::from_ref(s) as usize == addr {
+                continue;
+            }
+            if let Some(e) = s.value() {
+                e.walk(&mut |x| {
+                    if let Expr::Var(v) = x
+                        && set.contains(v)
+                    {
+                        *hit = true;
+                    }
+                });
+            }
+            if let Stmt::Loop { body, .. } = s {
+                walk(body, addr, set, hit);
+            }
+        }
+    }
+    let mut hit = false;
+    walk(body, addr, &set, &mut hit);
+    hit
+}
+
+/// The extent of the loop at statement address `addr` in `body` (0 when
+/// there is none).
+fn loop_extent(body: &[Stmt], addr: usize) -> usize {
+    let mut out = 0;
+    walk_stmts(body, &mut |s| {
+        if std::ptr::from_ref(s) as usize == addr
+            && let Stmt::Loop { extent, .. } = s
+        {
+            out = *extent;
+        }
+    });
+    out
+}
+
+/// The statement addresses of the vector loops directly in the loop at
+/// address `addr`.
+fn loops_in(body: &[Stmt], addr: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    walk_stmts(body, &mut |s| {
+        if std::ptr::from_ref(s) as usize == addr
+            && let Stmt::Loop { body, .. } = s
+        {
+            out = body
+                .iter()
+                .filter(|x| {
+                    matches!(
+                        x,
+                        Stmt::Loop {
+                            kind: LoopKind::Vector,
+                            ..
+                        }
+                    )
+                })
+                .map(|x| std::ptr::from_ref(x) as usize)
+                .collect();
+        }
+    });
+    out
 }
 
 /// The chunk width of a distributed loop (see the module documentation).
@@ -911,7 +1295,7 @@ fn mode(p: &Program, k: &Kernel, nest: &Nest<'_>) -> Mode {
     if survey(p, k, nest.body).distributed > 0 {
         Mode::Block
     } else if nest.inner.is_none()
-        && let Some(plan) = lane_plan(k, nest.body)
+        && let Some(plan) = lane_plan(p, k, nest.body, nest.outer.1)
     {
         Mode::Lanes(plan.lanes as u32)
     } else {

@@ -23,6 +23,8 @@ pub(crate) struct KernelBuilder {
     /// Whether results are stored as bf16 (so a result buffer is no exact
     /// scratch space: storing rounds).
     pub bf16: bool,
+    /// [`crate::LowerOptions::column_reductions`].
+    pub column_reductions: bool,
 }
 
 impl KernelBuilder {
@@ -32,6 +34,7 @@ impl KernelBuilder {
             k: pb.kernel(what),
             compute_type: ScalarType::of(dtype),
             bf16: dtype == DType::Bf16,
+            column_reductions: pb.column_reductions,
         }
     }
 

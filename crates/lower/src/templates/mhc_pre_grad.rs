@@ -206,12 +206,22 @@ pub(crate) fn lower_pre_mix_grad(
         let drow = Index::var(tok, index_coeff(m));
         let lrow = Index::var(tok, index_coeff(nn));
         let s2 = load(p.scale, Index::constant(2));
+        if proj_gemm {
+            // The comb logits straight from the product's dots, one vector
+            // loop (a backend may spread it over a token's lanes).
+            let comb = drow.shifted(index_coeff(2 * n));
+            let base = Index::constant(index_coeff(2 * n));
+            body.push(kb.vector(nn, |_, q| {
+                let z = add(
+                    mul(mul(load(dots, at(&comb, q, 1)), var(f)), s2.clone()),
+                    load(p.base, at(&base, q, 1)),
+                );
+                vec![store(logits, at(&lrow, q, 1), z)]
+            }));
+            return body;
+        }
         for (r, &d) in dv.iter().enumerate() {
-            if proj_gemm {
-                body.push(set(d, load(dots, drow.clone().shifted(index_coeff(r)))));
-            } else {
-                body.push(store(dots, drow.clone().shifted(index_coeff(r)), var(d)));
-            }
+            body.push(store(dots, drow.clone().shifted(index_coeff(r)), var(d)));
             if r >= 2 * n {
                 let z = add(
                     mul(mul(var(d), var(f)), s2.clone()),

@@ -100,7 +100,7 @@ pub(crate) fn project(
         }
     };
     let round = |kb: &mut KernelBuilder| {
-        let mut r = vec![row_normalize(kb, n, eps, sc.mat)];
+        let mut r = vec![line_normalize(kb, n, eps, sc.mat, Lines::Rows)];
         r.extend(col_normalize(kb, n, eps, sc));
         r
     };
@@ -151,17 +151,38 @@ pub(crate) fn softmax_row(
     ]
 }
 
-/// Divides every row of `mat` by its sum plus `eps`.
-fn row_normalize(kb: &mut KernelBuilder, n: usize, eps: f64, mat: LocalId) -> Stmt {
+/// The lines of an `n × n` row-major matrix: rows or columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lines {
+    Rows,
+    Cols,
+}
+
+impl Lines {
+    /// The index coefficients of (which line, which element of it).
+    pub fn coeffs(self, n: usize) -> (i64, i64) {
+        match self {
+            Lines::Rows => (index_coeff(n), 1),
+            Lines::Cols => (1, index_coeff(n)),
+        }
+    }
+}
+
+/// Divides every line of `mat` by its sum plus `eps`, each sum a vector
+/// reduction along the line from zero (for rows the reference's order:
+/// `0 + x` is exact; for columns the same terms, in order when the loop
+/// runs in order).
+fn line_normalize(kb: &mut KernelBuilder, n: usize, eps: f64, mat: LocalId, lines: Lines) -> Stmt {
     let eps = nonzero(kb, eps);
     let zero = kb.c(0.0);
+    let (outer, inner) = lines.coeffs(n);
     kb.serial(n, |kb, i| {
-        let row = Index::var(i, index_coeff(n));
+        let line = Index::var(i, outer);
         let s = kb.value();
         let mut body = vec![
             set(s, zero),
             kb.vector(n, |_, j| {
-                vec![set(s, add(var(s), load_local(mat, at(&row, j, 1))))]
+                vec![set(s, add(var(s), load_local(mat, at(&line, j, inner))))]
             }),
         ];
         if let Some(eps) = eps {
@@ -170,17 +191,22 @@ fn row_normalize(kb: &mut KernelBuilder, n: usize, eps: f64, mat: LocalId) -> St
         body.push(kb.vector(n, |_, j| {
             vec![store_local(
                 mat,
-                at(&row, j, 1),
-                div(load_local(mat, at(&row, j, 1)), var(s)),
+                at(&line, j, inner),
+                div(load_local(mat, at(&line, j, inner)), var(s)),
             )]
         }));
         body
     })
 }
 
-/// Divides every column of `sc.mat` by its sum plus `eps`; the sums are
-/// built row by row in `sc.cols` so every loop runs along a row.
+/// Divides every column of `sc.mat` by its sum plus `eps`: with
+/// [`crate::LowerOptions::column_reductions`] a reduction per column,
+/// else the sums are built row by row in `sc.cols` so every loop runs
+/// along a row.
 fn col_normalize(kb: &mut KernelBuilder, n: usize, eps: f64, sc: Scratch) -> Vec<Stmt> {
+    if kb.column_reductions {
+        return vec![line_normalize(kb, n, eps, sc.mat, Lines::Cols)];
+    }
     let eps = nonzero(kb, eps);
     let col = |j| Index::var(j, 1);
     let (mat, cols) = (sc.mat, sc.cols);

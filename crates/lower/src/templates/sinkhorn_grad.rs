@@ -36,7 +36,7 @@ use super::kernel_builder::{
     KernelBuilder, add, at, div, index_coeff, load, load_local, mul, set, store, store_local, sub,
     unary, var,
 };
-use super::sinkhorn::softmax_row;
+use super::sinkhorn::{Lines, softmax_row};
 use crate::builder::ProgramBuilder;
 use crate::error::{LowerError, Result};
 
@@ -125,7 +125,7 @@ pub(crate) fn lower_sinkhorn_grad(
                 let a = Index::var(r, index_coeff(2 * nn)).shifted(index_coeff(first * nn));
                 let a1 = a.clone().shifted(index_coeff(nn));
                 let a2 = a.clone().shifted(index_coeff(2 * nn));
-                let mut s = vec![row_norm_to(kb, n, eps, sc.states, &a, &a1)];
+                let mut s = vec![line_norm_to(kb, n, eps, sc.states, (&a, &a1), Lines::Rows)];
                 s.extend(col_norm_to(kb, n, eps, sc, &a1, &a2));
                 s
             }));
@@ -143,7 +143,7 @@ pub(crate) fn lower_sinkhorn_grad(
                 let a1 = a.clone().shifted(index_coeff(nn));
                 let a2 = a.clone().shifted(index_coeff(2 * nn));
                 let mut s = col_grad(kb, n, eps, sc, &a1, &a2);
-                s.push(row_grad(kb, n, eps, sc, &a, &a1));
+                s.push(line_grad(kb, n, eps, sc, (&a, &a1), Lines::Rows));
                 s
             }));
         }
@@ -197,25 +197,27 @@ fn join_b(a: &Index, b: &Index) -> Index {
     super::kernel_builder::join(a, b)
 }
 
-/// Row `i` of the state at `dst` := row `i` of the state at `src` divided
-/// by its sum plus `eps` (the forward's `row_normalize`, out of place).
-fn row_norm_to(
+/// Every line of the state at `dst` := that line of the state at `src`
+/// divided by its sum plus `eps` (the forward's row normalization, or its
+/// column normalization as reductions, out of place).
+fn line_norm_to(
     kb: &mut KernelBuilder,
     n: usize,
     eps: f64,
     st: LocalId,
-    src: &Index,
-    dst: &Index,
+    (src, dst): (&Index, &Index),
+    lines: Lines,
 ) -> Stmt {
     let eps = (eps != 0.0).then(|| kb.c(eps));
     let zero = kb.c(0.0);
+    let (outer, inner) = lines.coeffs(n);
     kb.serial(n, |kb, i| {
-        let (zr, yr) = (at(src, i, index_coeff(n)), at(dst, i, index_coeff(n)));
+        let (zr, yr) = (at(src, i, outer), at(dst, i, outer));
         let s = kb.value();
         let mut body = vec![
             set(s, zero),
             kb.vector(n, |_, j| {
-                vec![set(s, add(var(s), load_local(st, at(&zr, j, 1))))]
+                vec![set(s, add(var(s), load_local(st, at(&zr, j, inner))))]
             }),
         ];
         if let Some(eps) = eps {
@@ -224,8 +226,8 @@ fn row_norm_to(
         body.push(kb.vector(n, |_, j| {
             vec![store_local(
                 st,
-                at(&yr, j, 1),
-                div(load_local(st, at(&zr, j, 1)), var(s)),
+                at(&yr, j, inner),
+                div(load_local(st, at(&zr, j, inner)), var(s)),
             )]
         }));
         body
@@ -275,6 +277,9 @@ fn col_norm_to(
     src: &Index,
     dst: &Index,
 ) -> Vec<Stmt> {
+    if kb.column_reductions {
+        return vec![line_norm_to(kb, n, eps, sc.states, (src, dst), Lines::Cols)];
+    }
     let mut body = col_sums(kb, n, eps, sc, src);
     body.push(kb.serial(n, |kb, i| {
         let (zr, yr) = (at(src, i, index_coeff(n)), at(dst, i, index_coeff(n)));
@@ -293,18 +298,29 @@ fn col_norm_to(
 }
 
 /// `sc.d` := the cotangent of the state at `z`, given that of the state at
-/// `y = row_normalize(z)`: per row `(d − Σ d·y) / (Σ z + eps)`.
-fn row_grad(kb: &mut KernelBuilder, n: usize, eps: f64, sc: Scratch, z: &Index, y: &Index) -> Stmt {
+/// `y`, its lines normalized: per line `(d − Σ d·y) / (Σ z + eps)`.
+fn line_grad(
+    kb: &mut KernelBuilder,
+    n: usize,
+    eps: f64,
+    sc: Scratch,
+    (z, y): (&Index, &Index),
+    lines: Lines,
+) -> Stmt {
     let eps = (eps != 0.0).then(|| kb.c(eps));
     let zero = kb.c(0.0);
+    let (outer, inner) = lines.coeffs(n);
     kb.serial(n, |kb, i| {
-        let row = Index::var(i, index_coeff(n));
+        let row = Index::var(i, outer);
         let (zr, yr) = (join_b(z, &row), join_b(y, &row));
         let (s, t) = (kb.value(), kb.value());
         let mut body = vec![
             set(s, zero.clone()),
             kb.vector(n, |_, j| {
-                vec![set(s, add(var(s), load_local(sc.states, at(&zr, j, 1))))]
+                vec![set(
+                    s,
+                    add(var(s), load_local(sc.states, at(&zr, j, inner))),
+                )]
             }),
         ];
         if let Some(eps) = eps {
@@ -316,14 +332,14 @@ fn row_grad(kb: &mut KernelBuilder, n: usize, eps: f64, sc: Scratch, z: &Index, 
             // The product goes through a variable so that no backend
             // contracts it into a fused multiply-add (see the module docs).
             let prod = mul(
-                load_local(sc.d, at(&row, j, 1)),
-                load_local(sc.states, at(&yr, j, 1)),
+                load_local(sc.d, at(&row, j, inner)),
+                load_local(sc.states, at(&yr, j, inner)),
             );
             vec![set(p, prod), set(t, add(var(t), var(p)))]
         }));
         body.push(kb.vector(n, |_, j| {
-            let g = sub(load_local(sc.d, at(&row, j, 1)), var(t));
-            vec![store_local(sc.d, at(&row, j, 1), div(g, var(s)))]
+            let g = sub(load_local(sc.d, at(&row, j, inner)), var(t));
+            vec![store_local(sc.d, at(&row, j, inner), div(g, var(s)))]
         }));
         body
     })
@@ -331,7 +347,8 @@ fn row_grad(kb: &mut KernelBuilder, n: usize, eps: f64, sc: Scratch, z: &Index, 
 
 /// `sc.d` := the cotangent of the state at `z`, given that of the state at
 /// `y = col_normalize(z)`: per column `(d − Σ d·y) / (Σ z + eps)`, both
-/// column sums built row by row.
+/// column sums built row by row (or, with
+/// [`crate::LowerOptions::column_reductions`], reductions per column).
 fn col_grad(
     kb: &mut KernelBuilder,
     n: usize,
@@ -340,6 +357,9 @@ fn col_grad(
     z: &Index,
     y: &Index,
 ) -> Vec<Stmt> {
+    if kb.column_reductions {
+        return vec![line_grad(kb, n, eps, sc, (z, y), Lines::Cols)];
+    }
     let col = |j| Index::var(j, 1);
     let mut body = col_sums(kb, n, eps, sc, z);
     body.push(kb.vector(n, |_, j| {
