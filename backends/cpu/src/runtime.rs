@@ -277,16 +277,7 @@ extern "C" fn gemm_entry(ctx: *const Runtime, id: i64, ptrs: *const usize) -> i6
         unsafe { *ptrs.add(o.buf) }
     };
     let (pa, pb, pc) = (base(&g.a), base(&g.b), base(&g.c));
-    // A short-and-tall product (the mHC projection: T rows, n(n+2)
-    // columns) is split by rows across the workers, each running the
-    // routine on its rows alone: the routine's own threading splits
-    // along columns first, which such a product has too few of.
-    let row_parts = if rt.threads > 1 && g.n <= SKINNY_MAX_COLUMNS {
-        (g.m / SKINNY_MIN_ROWS_PER_PART).clamp(1, rt.threads)
-    } else {
-        1
-    };
-    let par = if rt.threads > 1 && row_parts == 1 {
+    let par = if rt.threads > 1 {
         gemm::Parallelism::Rayon(rt.threads)
     } else {
         gemm::Parallelism::None
@@ -294,113 +285,73 @@ extern "C" fn gemm_entry(ctx: *const Runtime, id: i64, ptrs: *const usize) -> i6
     for bi in 0..g.batch {
         let at =
             |o: &Operand, base: usize, size: usize| base + (o.offset + bi * o.batch_stride) * size;
-        let size = if g.f64 { 8 } else { 4 };
-        let (a0, b0, c0) = (at(&g.a, pa, size), at(&g.b, pb, size), at(&g.c, pc, size));
-        let rows = |part: usize| {
-            let lo = g.m * part / row_parts;
-            let hi = g.m * (part + 1) / row_parts;
-            // SAFETY: rows [lo, hi) of a and c, inside the product the
-            // verifier (or the check above) bounded; parts write disjoint
-            // rows of c.
-            unsafe { gemm_rows(g, (lo, hi), (a0, b0, c0), par) };
-        };
-        if row_parts > 1 {
-            (0..row_parts).into_par_iter().for_each(rows);
+        if g.f64 {
+            // SAFETY: the verifier (or the check above) keeps every element
+            // of a, b and c inside its buffer; c is writable and distinct
+            // from inputs; strides are in elements, as gemm expects.
+            unsafe {
+                gemm::gemm::<f64>(
+                    g.m,
+                    g.n,
+                    g.k,
+                    at(&g.c, pc, 8) as *mut f64,
+                    g.c.col_stride,
+                    g.c.row_stride,
+                    g.accumulate,
+                    at(&g.a, pa, 8) as *const f64,
+                    g.a.col_stride,
+                    g.a.row_stride,
+                    at(&g.b, pb, 8) as *const f64,
+                    g.b.col_stride,
+                    g.b.row_stride,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
+                );
+            }
         } else {
-            rows(0);
+            // SAFETY: as for f64 above.
+            unsafe {
+                gemm::gemm::<f32>(
+                    g.m,
+                    g.n,
+                    g.k,
+                    at(&g.c, pc, 4) as *mut f32,
+                    g.c.col_stride,
+                    g.c.row_stride,
+                    g.accumulate,
+                    at(&g.a, pa, 4) as *const f32,
+                    g.a.col_stride,
+                    g.a.row_stride,
+                    at(&g.b, pb, 4) as *const f32,
+                    g.b.col_stride,
+                    g.b.row_stride,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
+                );
+            }
         }
         if !g.accumulate {
-            // SAFETY: the operands the GEMM calls above read and wrote.
+            let size = if g.f64 { 8 } else { 4 };
+            let (a, b, c) = (at(&g.a, pa, size), at(&g.b, pb, size), at(&g.c, pc, size));
+            // SAFETY: the operands the GEMM call above read and wrote.
             unsafe {
                 if g.f64 {
-                    restore_negative_zeros::<f64>(g, a0, b0, c0, -0.0);
+                    restore_negative_zeros::<f64>(g, a, b, c, -0.0);
                 } else {
-                    restore_negative_zeros::<f32>(g, a0, b0, c0, -0.0);
+                    restore_negative_zeros::<f32>(g, a, b, c, -0.0);
                 }
             }
         }
     }
     0
-}
-
-/// A product with at most this many columns is split by rows across
-/// worker threads (see `gemm_entry`).
-const SKINNY_MAX_COLUMNS: usize = 64;
-
-/// Fewest rows a worker's part of a split product gets: below this the
-/// call's fixed cost outweighs the work.
-const SKINNY_MIN_ROWS_PER_PART: usize = 128;
-
-/// `c[lo..hi] (+)= a[lo..hi] · b` for one product of `g` whose operands
-/// start at the byte addresses `(a, b, c)`.
-///
-/// # Safety
-/// The operands hold `g`'s product (every element inside its buffer),
-/// `c` is writable, and no other thread touches rows `lo..hi` of `c`.
-unsafe fn gemm_rows(
-    g: &GemmCall,
-    (lo, hi): (usize, usize),
-    (a, b, c): (usize, usize, usize),
-    par: gemm::Parallelism,
-) {
-    let size = if g.f64 { 8 } else { 4 };
-    let (a, c) = (
-        (a as isize + lo as isize * g.a.row_stride * size) as usize,
-        (c as isize + lo as isize * g.c.row_stride * size) as usize,
-    );
-    let m = hi - lo;
-    if g.f64 {
-        // SAFETY: the caller's contract; strides are in elements, as gemm
-        // expects.
-        unsafe {
-            gemm::gemm::<f64>(
-                m,
-                g.n,
-                g.k,
-                c as *mut f64,
-                g.c.col_stride,
-                g.c.row_stride,
-                g.accumulate,
-                a as *const f64,
-                g.a.col_stride,
-                g.a.row_stride,
-                b as *const f64,
-                g.b.col_stride,
-                g.b.row_stride,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                par,
-            );
-        }
-    } else {
-        // SAFETY: as for f64 above.
-        unsafe {
-            gemm::gemm::<f32>(
-                m,
-                g.n,
-                g.k,
-                c as *mut f32,
-                g.c.col_stride,
-                g.c.row_stride,
-                g.accumulate,
-                a as *const f32,
-                g.a.col_stride,
-                g.a.row_stride,
-                b as *const f32,
-                g.b.col_stride,
-                g.b.row_stride,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                par,
-            );
-        }
-    }
 }
 
 /// The address of a compiled segment function.

@@ -406,18 +406,7 @@ fn accumulators_sum_max_min_and_dot() {
 }
 
 fn gemm_program(d: DType, batch: usize, transpose_b: bool, accumulate: bool) -> Program {
-    gemm_rows_program(d, 5, batch, transpose_b, accumulate)
-}
-
-/// [`gemm_program`] with `m` rows.
-fn gemm_rows_program(
-    d: DType,
-    m: usize,
-    batch: usize,
-    transpose_b: bool,
-    accumulate: bool,
-) -> Program {
-    let (n, kk) = (7, 9);
+    let (m, n, kk) = (5, 7, 9);
     let mat = |buf: u32, rs: usize, cs: usize, bs: usize, offset: usize| Matrix {
         buf: BufferId(buf),
         offset,
@@ -478,19 +467,6 @@ fn gemm_strided_batched_and_accumulating() {
                     check_reduction(&p, &inputs(&p, 7, false));
                 }
             }
-        }
-    }
-}
-
-/// A product with few columns and 300 rows: with several threads its
-/// rows are split between them (two parts of 150 at three threads), each
-/// part writing its own rows of a strided, batched, accumulated `c`.
-#[test]
-fn gemm_with_few_columns_split_by_rows() {
-    for d in [DType::F32, DType::F64] {
-        for accumulate in [false, true] {
-            let p = gemm_rows_program(d, 300, 2, true, accumulate);
-            check_reduction(&p, &inputs(&p, 11, false));
         }
     }
 }
