@@ -233,7 +233,7 @@ fn mhc_pre_grad_on_the_gpu() {
     use birkhoff::ir::SinkhornVariant;
     // The second shape's d_fn (24 × 544, over 520 tokens) takes the
     // short-and-wide kernel, a partial last block of columns, with the
-    // tokens split in four parts.
+    // tokens split in eight parts.
     let shapes = [
         (SinkhornVariant::Paper, 37, 40),
         (SinkhornVariant::TileKernels, 37, 40),

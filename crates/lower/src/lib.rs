@@ -85,9 +85,11 @@ impl GemmSupport {
     /// How many partial products a short, wide product (`d_fn = gᵀ·x`:
     /// at most 32 rows, `cols` columns, inner dimension `k`) is split into,
     /// for the same number of blocks when a block covers 256 columns: a
-    /// power of two, each part at least 128 long.
+    /// power of two, each part at least 64 long (at T = 1024, C = 2048:
+    /// 16 parts, 512 blocks; parts of 128 left 256 blocks, and twice the
+    /// chain per thread).
     pub fn wide_splits(&self, cols: usize, k: usize) -> usize {
-        self.splits(cols.div_ceil(256), k, 1, 128)
+        self.splits(cols.div_ceil(256), k, 1, 64)
     }
 
     /// Doubles the parts of `k` while `blocks` times them stays under

@@ -309,7 +309,7 @@ fn short_projections_split_their_inner_dimension() {
 
 /// `mhc_pre_grad`'s `d_fn = gᵀ·x` (24 rows, 544 columns, 520 tokens)
 /// lowered for a backend that wants 264 blocks of 256 columns: the tokens
-/// split in four parts (a batch) that a kernel sums, with the graph's
+/// split in eight parts of 65 (a batch) that a kernel sums, with the graph's
 /// results.
 #[test]
 fn short_wide_products_split_their_tokens() {
@@ -330,7 +330,7 @@ fn short_wide_products_split_their_tokens() {
     let program = lower(&graph, &opts).unwrap();
     let printed = program.to_string();
     assert!(
-        printed.contains(&format!("gemm m={m} n={k} k=130 batch=4"))
+        printed.contains(&format!("gemm m={m} n={k} k=65 batch=8"))
             && printed.contains("mhc_pre_grad_dfn_sum"),
         "{printed}"
     );
