@@ -1607,10 +1607,11 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 }
                 self.lane_order(*buf, true)?;
                 if let Some(gr) = &self.group {
-                    // A spread loop's lane stores its own elements; lane 0
-                    // stores for the group elsewhere.
+                    // A spread loop's lane stores its own elements, as does
+                    // a lane running its own iteration of a split loop;
+                    // lane 0 stores for the group elsewhere.
                     let mut ok = gr.valid;
-                    if gr.spreading.is_none() {
+                    if gr.spreading.is_none() && gr.split_vars.is_empty() {
                         let lane0 = self.cx.icmp(IntPredicate::EQ, gr.lane, self.cx.i64c(0))?;
                         ok = self.cx.b.build_and(ok, lane0, "").ll()?;
                     }
