@@ -691,21 +691,7 @@ impl<'a, 'f> Gen<'a, 'f> {
         if !self.cfg.fma || !matches!(t, ScalarType::F32 | ScalarType::F64) {
             return None;
         }
-        let mul = |e: &'e Expr| match e {
-            Expr::Binary {
-                op: Op::Mul,
-                lhs,
-                rhs,
-            } => Some((&**lhs, &**rhs)),
-            _ => None,
-        };
-        match op {
-            Op::Add => mul(lhs)
-                .map(|(a, b)| (a, b, rhs, false))
-                .or_else(|| mul(rhs).map(|(a, b)| (a, b, lhs, false))),
-            Op::Sub => mul(rhs).map(|(a, b)| (a, b, lhs, true)),
-            _ => None,
-        }
+        birkhoff_ir::kernel::contraction(op, lhs, rhs)
     }
 
     /// `a * b + c`, or `c - a * b` when `negate_product`, with one rounding.

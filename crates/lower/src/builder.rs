@@ -12,6 +12,8 @@ pub struct ProgramBuilder {
     kernels: Vec<Kernel>,
     /// [`crate::LowerOptions::column_reductions`], for the templates.
     pub(crate) column_reductions: bool,
+    /// [`crate::LowerOptions::reciprocal_lines`], for the templates.
+    pub(crate) reciprocal_lines: bool,
 }
 
 impl ProgramBuilder {
@@ -24,6 +26,7 @@ impl ProgramBuilder {
             outputs: Vec::new(),
             kernels: Vec::new(),
             column_reductions: false,
+            reciprocal_lines: false,
         }
     }
 

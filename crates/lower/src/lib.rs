@@ -132,6 +132,12 @@ pub struct LowerOptions {
     /// column's sum each a reduction across `n` of them (the GPU). Off on
     /// the CPU, which keeps the row-wise form its vector loops suit.
     pub column_reductions: bool,
+    /// Divide a Sinkhorn line (forward and backward) by its sum through
+    /// the sum's reciprocal, one per line, and a multiply per element: two
+    /// roundings instead of one, within the numerics contract, for a
+    /// backend whose exact division costs several instructions and whose
+    /// line sums land on one lane (the GPU). Off on the CPU, which divides.
+    pub reciprocal_lines: bool,
 }
 
 impl Default for LowerOptions {
@@ -142,6 +148,7 @@ impl Default for LowerOptions {
             fuse_kernels: true,
             scalar_kernels_apart: false,
             column_reductions: false,
+            reciprocal_lines: false,
         }
     }
 }
@@ -154,7 +161,9 @@ impl LowerOptions {
     /// its tiled kernel rather than as loop nests; short projections split
     /// their inner dimension; long per-token scalar work is a kernel of
     /// its own ([`LowerOptions::scalar_kernels_apart`]); and Sinkhorn's
-    /// column sums are reductions ([`LowerOptions::column_reductions`]).
+    /// column sums are reductions ([`LowerOptions::column_reductions`]),
+    /// its lines divided through reciprocals
+    /// ([`LowerOptions::reciprocal_lines`]).
     pub fn gpu(projection: PreMixProjection) -> LowerOptions {
         LowerOptions {
             projection,
@@ -166,6 +175,7 @@ impl LowerOptions {
             },
             scalar_kernels_apart: true,
             column_reductions: true,
+            reciprocal_lines: true,
             ..LowerOptions::default()
         }
     }

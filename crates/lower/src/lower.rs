@@ -802,6 +802,7 @@ pub fn lower(graph: &Graph, opts: &LowerOptions) -> Result<birkhoff_ir::kernel::
         copies: (HashMap::new(), 0),
     };
     l.pb.column_reductions = opts.column_reductions;
+    l.pb.reciprocal_lines = opts.reciprocal_lines;
     for &v in g.inputs() {
         let name = g.input_name(v).unwrap_or_default().to_string();
         let b = l.pb.input(&name, g.ty(v).clone());

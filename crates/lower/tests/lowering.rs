@@ -160,6 +160,7 @@ fn gemm_extras_and_unfused_kernels_lower_to_equivalent_programs() {
                     fuse_kernels,
                     scalar_kernels_apart: fuse_kernels,
                     column_reductions: fuse_kernels,
+                    reciprocal_lines: fuse_kernels,
                 };
                 let program = lower(&fused, &opts).unwrap();
                 let text = program.to_string();

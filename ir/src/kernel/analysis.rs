@@ -137,6 +137,34 @@ impl Expr {
     }
 }
 
+/// The operands of a multiply-add that backends contract into one fused
+/// multiply-add (one rounding instead of two): `(a, b, c, negate)` for
+/// `op(lhs, rhs)` equal to `a * b + c`, or `c - a * b` when `negate`.
+/// `add(mul(a, b), c)` fuses its left product when both operands are
+/// products. Backends apply it to float types only; sharing the rule keeps
+/// their roundings the same.
+pub fn contraction<'e>(
+    op: &Op,
+    lhs: &'e Expr,
+    rhs: &'e Expr,
+) -> Option<(&'e Expr, &'e Expr, &'e Expr, bool)> {
+    let mul = |e: &'e Expr| match e {
+        Expr::Binary {
+            op: Op::Mul,
+            lhs,
+            rhs,
+        } => Some((&**lhs, &**rhs)),
+        _ => None,
+    };
+    match op {
+        Op::Add => mul(lhs)
+            .map(|(a, b)| (a, b, rhs, false))
+            .or_else(|| mul(rhs).map(|(a, b)| (a, b, lhs, false))),
+        Op::Sub => mul(rhs).map(|(a, b)| (a, b, lhs, true)),
+        _ => None,
+    }
+}
+
 /// The value variables in scope while walking a kernel's statements, by
 /// the verifier's rule: a `Set` declares its variable in the innermost
 /// open statement list unless an enclosing one already has it, and the

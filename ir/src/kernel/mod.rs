@@ -28,7 +28,7 @@ pub mod math_consts;
 mod print;
 mod verify;
 
-pub use analysis::{AccOp, Scopes, acc_form, buffers_used, locals_used};
+pub use analysis::{AccOp, Scopes, acc_form, buffers_used, contraction, locals_used};
 pub use backend::{Artifact, Backend};
 pub use interp::{KernelInterpError, run_program};
 pub use verify::{KernelVerifyError, verify_program};

@@ -42,6 +42,7 @@ use birkhoff_ir::kernel::{
 };
 
 use super::launch::{LanePlan, Mode, Piece, Work, distribute, lane_plan, pieces, unrolls};
+use super::ops::fused_operands;
 use super::skinny::Flavor;
 use super::{LaunchInfo, launch_plan_with_warp0};
 use crate::{CodegenOptions, GpuError};
@@ -867,6 +868,10 @@ impl Model<'_> {
                         let inner = self.lanes(b, plan);
                         out.instructions += inner.instructions;
                         out.macs += inner.macs;
+                    } else if plan.transposed.contains(&addr) {
+                        let t = self.transposed(b, plan);
+                        out.instructions += t.instructions;
+                        out.macs += t.macs;
                     } else {
                         let inner = self.lanes(b, plan);
                         let n = *extent as f64;
@@ -881,6 +886,47 @@ impl Model<'_> {
                     out.instructions += c;
                     out.scalar += c;
                 }
+            }
+        }
+        out
+    }
+
+    /// One lane of a transposed loop over `plan.lanes` lines: its own
+    /// line's variables once; every line's element of each vector loop,
+    /// with a shuffle for each line value it reads and, per accumulator,
+    /// a reduce-scatter (`L - 1` exchanges, each two selects, a shuffle
+    /// and the operation) and the fold into the variable.
+    fn transposed(&self, body: &[Stmt], plan: &LanePlan) -> LaneCost {
+        let lines = plan.lanes as f64;
+        let own: HashSet<VarId> = body
+            .iter()
+            .filter_map(|s| match s {
+                Stmt::Set { var, .. } => Some(*var),
+                _ => None,
+            })
+            .collect();
+        let mut out = LaneCost::default();
+        for s in body {
+            if let Stmt::Loop { body: b, .. } = s {
+                let inner = self.serial(b);
+                let accs = plan
+                    .loops
+                    .get(&(std::ptr::from_ref(s) as usize))
+                    .map_or(0, |sp| sp.accs.len()) as f64;
+                let mut reads = HashSet::new();
+                birkhoff_ir::kernel::walk_exprs(b, &mut |e| {
+                    if let Expr::Var(v) = e
+                        && own.contains(v)
+                    {
+                        reads.insert(*v);
+                    }
+                });
+                let gathered = reads.len() as f64 - accs;
+                out.instructions += lines * (inner.instructions + gathered.max(0.0))
+                    + accs * (4.0 * (lines - 1.0) + 1.0);
+                out.macs += inner.macs * plan.lanes as u64;
+            } else {
+                out.instructions += self.stmt_cost(s);
             }
         }
         out
@@ -935,6 +981,12 @@ impl Model<'_> {
             // Scratch arrays live in registers once their loops unroll.
             Expr::LocalLoad { .. } => 0.0,
             Expr::Unary { op, arg } => op_cost(op, self.ty(arg)),
+            // A multiply-add is one `fma`: its multiply counts it.
+            Expr::Binary { op, lhs, rhs }
+                if fused_operands(op, self.ty(lhs), lhs, rhs).is_some() =>
+            {
+                0.0
+            }
             Expr::Binary { op, lhs, .. } => op_cost(op, self.ty(lhs)),
             Expr::Select { .. } | Expr::Cast { .. } => 1.0,
         }

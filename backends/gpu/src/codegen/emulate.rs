@@ -9,7 +9,7 @@
 //! running), and every NVVM intrinsic becomes a call into this file —
 //! thread and block indices from thread-local state, `barrier0` a real
 //! barrier over the block's threads, `bar.warp.sync` one over the warp's,
-//! `shfl.sync.bfly` an exchange within the warp, and `mma.sync.m16n8k16` a warp-wide product computed from the
+//! `shfl.sync.bfly` and `shfl.sync.idx` exchanges within the warp, and `mma.sync.m16n8k16` a warp-wide product computed from the
 //! 32 lanes' fragments with the PTX ISA's fragment layout. The module is
 //! then JIT-compiled for the host and every launch run in order, each
 //! block's threads in parallel.
@@ -239,6 +239,12 @@ fn intrinsic_address(name: &str) -> Option<usize> {
         "emu.nvvm.shfl.sync.bfly.f32" => {
             emu_shfl_f32 as extern "C" fn(u32, f32, u32, u32) -> f32 as usize
         }
+        "emu.nvvm.shfl.sync.idx.i32" => {
+            emu_shfl_idx_i32 as extern "C" fn(u32, u32, u32, u32) -> u32 as usize
+        }
+        "emu.nvvm.shfl.sync.idx.f32" => {
+            emu_shfl_idx_f32 as extern "C" fn(u32, f32, u32, u32) -> f32 as usize
+        }
         "emu.mma.impl" => emu_mma as MmaFn as usize,
         _ => return None,
     };
@@ -420,12 +426,36 @@ extern "C" fn emu_warp_sync(_mask: u32) {
 
 /// `shfl.sync.bfly.b32` over the whole warp.
 extern "C" fn emu_shfl_i32(_mask: u32, v: u32, lane_mask: u32, _clamp: u32) -> u32 {
+    exchange(v, |lane| lane ^ (lane_mask as usize & 31))
+}
+
+/// `shfl.sync.idx.b32` over the whole warp, by the PTX ISA's rule: `c`
+/// holds the segment mask (bits 8–12) and the clamp (bits 0–4); a source
+/// past the segment's last lane reads the lane's own value.
+extern "C" fn emu_shfl_idx_i32(_mask: u32, v: u32, b: u32, c: u32) -> u32 {
+    let seg = ((c >> 8) & 31) as usize;
+    let clamp = (c & 31) as usize;
+    exchange(v, |lane| {
+        let min = lane & seg;
+        let max = min | (clamp & !seg);
+        let j = min | (b as usize & !seg & 31);
+        if j > max { lane } else { j }
+    })
+}
+
+extern "C" fn emu_shfl_idx_f32(mask: u32, v: f32, b: u32, c: u32) -> f32 {
+    f32::from_bits(emu_shfl_idx_i32(mask, v.to_bits(), b, c))
+}
+
+/// Every lane of the warp offers `v` and reads the value lane `source(own
+/// lane)` offered.
+fn exchange(v: u32, source: impl Fn(usize) -> usize) -> u32 {
     let (tid, b) = with_me(|m| (m.tid, Arc::clone(&m.block)));
     let w = &b.warps[(tid / 32) as usize];
     let lane = (tid % 32) as usize;
     w.vals.lock().unwrap_or_else(|e| e.into_inner())[lane] = v;
     w.bar.wait("shfl.sync");
-    let r = w.vals.lock().unwrap_or_else(|e| e.into_inner())[lane ^ (lane_mask as usize & 31)];
+    let r = w.vals.lock().unwrap_or_else(|e| e.into_inner())[source(lane)];
     w.bar.wait("shfl.sync");
     r
 }

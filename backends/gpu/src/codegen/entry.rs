@@ -135,15 +135,16 @@ use inkwell::basic_block::BasicBlock;
 use inkwell::types::{BasicType, BasicTypeEnum, VectorType};
 use inkwell::values::{
     BasicValue, BasicValueEnum, FunctionValue, InstructionValue, IntValue, PointerValue,
+    VectorValue,
 };
 use inkwell::{AddressSpace, IntPredicate};
 
 use super::launch::{
     Acc, Dist, GRID_MIN_ITERATIONS, LanePlan, Mem, Mode, Piece, REGISTER_SCRATCH_MAX_WORDS, Spread,
     UNROLL_MAX_EXTENT, WARP_RUN_MAX_SLOTS, WARP_RUN_MIN_OPS, Work, distribute, lane_plan,
-    scalar_ops, scratch_words, survey, unrolls,
+    scalar_ops, scratch_words, slice_bytes, survey, thread_len, unrolls,
 };
-use super::ops::{Cx, OrLlvm};
+use super::ops::{Cx, OrLlvm, fused_operands};
 use crate::{GpuError, Result};
 
 /// Global memory.
@@ -1555,6 +1556,9 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                     if let Some(&stride) = gr.plan.split.get(&addr) {
                         return self.split_loop(*var, *extent, body, stride);
                     }
+                    if gr.plan.transposed.contains(&addr) {
+                        return self.transposed_loop(*var, *extent, body);
+                    }
                 }
                 if self.place == Place::Uniform && *kind == LoopKind::Vector {
                     let sc = &self.scopes;
@@ -1860,6 +1864,165 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         Ok(())
     }
 
+    /// A transposed serial loop over `lines` lines (see `launch`,
+    /// `transposable`): this lane runs its own line's variables; each
+    /// vector loop runs for every line, this lane its own element.
+    fn transposed_loop(&mut self, i: VarId, lines: usize, body: &[Stmt]) -> Result<()> {
+        let (lane, plan) = match &self.group {
+            Some(gr) => (gr.lane, gr.plan.clone()),
+            None => {
+                return Err(GpuError::Llvm(
+                    "a transposed loop outside a lane group".into(),
+                ));
+            }
+        };
+        let own: Vec<VarId> = body
+            .iter()
+            .filter_map(|s| match s {
+                Stmt::Set { var, .. } => Some(*var),
+                _ => None,
+            })
+            .collect();
+        for s in body {
+            let addr = std::ptr::from_ref(s) as usize;
+            match s {
+                Stmt::Set { .. } => {
+                    self.loops.insert(i, lane);
+                    self.stmt(s)?;
+                }
+                Stmt::Loop { var, body: b, .. } => {
+                    let sp = plan.loops.get(&addr).cloned().ok_or_else(|| {
+                        GpuError::Llvm("a transposed loop's vector loop is not spread".into())
+                    })?;
+                    self.transposed_lines(i, lines, *var, b, &sp.accs, &own)?;
+                }
+                _ => {
+                    return Err(GpuError::Llvm(
+                        "a transposed loop holds more than variables and vector loops".into(),
+                    ));
+                }
+            }
+        }
+        self.loops.remove(&i);
+        Ok(())
+    }
+
+    /// One vector loop of a transposed loop, for every line `r`: this
+    /// lane runs element `lane` with line `r`'s values of `own` shuffled
+    /// from lane `r`, each accumulator into a partial of its own per line;
+    /// a reduce-scatter then leaves line `lane`'s totals on this lane.
+    fn transposed_lines(
+        &mut self,
+        i: VarId,
+        lines: usize,
+        j: VarId,
+        body: &[Stmt],
+        accs: &[Acc],
+        own: &[VarId],
+    ) -> Result<()> {
+        let lane = match &self.group {
+            Some(gr) => gr.lane,
+            None => {
+                return Err(GpuError::Llvm(
+                    "a transposed loop outside a lane group".into(),
+                ));
+            }
+        };
+        let mut reads = HashSet::new();
+        walk_exprs(body, &mut |e| {
+            if let Expr::Var(v) = e
+                && own.contains(v)
+                && !accs.iter().any(|a| a.var == *v)
+            {
+                reads.insert(*v);
+            }
+        });
+        let mut reads: Vec<VarId> = reads.into_iter().collect();
+        reads.sort_unstable_by_key(|v| v.0);
+        let mut partials: Vec<Vec<PointerValue<'ctx>>> = Vec::with_capacity(lines);
+        self.loops.insert(j, lane);
+        if let Some(gr) = &mut self.group {
+            gr.spreading = Some((j, 0));
+        }
+        for r in 0..lines {
+            let mut gathered = Vec::with_capacity(reads.len());
+            for &v in &reads {
+                let ty = self.k.vars[v.0 as usize].ty;
+                let slot = self.var_slot(v)?;
+                let x = self.cx.b.build_load(self.cx.ty(ty), slot, "").ll()?;
+                let x = self.shfl_from(ty, x, r, lines)?;
+                let at = self.alloca_b.build_alloca(self.cx.ty(ty), "line").ll()?;
+                self.cx.b.build_store(at, x).ll()?;
+                gathered.push(at);
+            }
+            let mut line = Vec::with_capacity(accs.len());
+            for a in accs {
+                let ty = self.cx.ty(a.ty);
+                let slot = self.alloca_b.build_alloca(ty, "partial").ll()?;
+                let id = self.cx.konst(a.ty, a.op.identity(a.ty));
+                self.cx.b.build_store(slot, id).ll()?;
+                self.redirect.insert(a.var, slot);
+                line.push(slot);
+            }
+            for (&v, &at) in reads.iter().zip(&gathered) {
+                self.redirect.insert(v, at);
+            }
+            self.loops.insert(i, self.cx.i64c(r as i64));
+            self.stmts(body)?;
+            for v in reads.iter().chain(accs.iter().map(|a| &a.var)) {
+                self.redirect.remove(v);
+            }
+            partials.push(line);
+        }
+        if let Some(gr) = &mut self.group {
+            gr.spreading = None;
+        }
+        self.loops.remove(&j);
+        for (n, a) in accs.iter().enumerate() {
+            let mut vals = Vec::with_capacity(lines);
+            for line in &partials {
+                vals.push(self.cx.b.build_load(self.cx.ty(a.ty), line[n], "").ll()?);
+            }
+            let total = self.reduce_scatter(a, vals, lane)?;
+            let slot = self.var_slot(a.var)?;
+            let before = self.cx.b.build_load(self.cx.ty(a.ty), slot, "").ll()?;
+            let after = self.cx.binary(&a.op.op(), a.ty, before, total)?;
+            self.cx.b.build_store(slot, after).ll()?;
+        }
+        Ok(())
+    }
+
+    /// Combines `vals` (one per line, a power of two of them) over the
+    /// lane group so that lane `l` ends with line `l`'s total: at each
+    /// step, on the top bit of the lines left, a lane keeps the half its
+    /// own bit names and adds the half its partner sends.
+    fn reduce_scatter(
+        &mut self,
+        a: &Acc,
+        mut vals: Vec<BasicValueEnum<'ctx>>,
+        lane: IntValue<'ctx>,
+    ) -> Result<BasicValueEnum<'ctx>> {
+        while vals.len() > 1 {
+            let half = vals.len() / 2;
+            let bit = self
+                .cx
+                .b
+                .build_and(lane, self.cx.i64c(half as i64), "")
+                .ll()?;
+            let high = self.cx.icmp(IntPredicate::NE, bit, self.cx.i64c(0))?;
+            let mut next = Vec::with_capacity(half);
+            for k in 0..half {
+                let (lo, hi) = (vals[k], vals[half + k]);
+                let send = self.cx.select(high, lo, hi)?;
+                let keep = self.cx.select(high, hi, lo)?;
+                let got = self.shfl_bfly(a.ty, send, half as i32)?;
+                next.push(self.cx.binary(&a.op.op(), a.ty, keep, got)?);
+            }
+            vals = next;
+        }
+        Ok(vals[0])
+    }
+
     /// Runs `f` on thread 0 only.
     fn on_thread0(&mut self, f: impl FnOnce(&mut Self) -> Result<()>) -> Result<()> {
         let tid = self.tid()?;
@@ -2109,18 +2272,40 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         x: BasicValueEnum<'ctx>,
         m: i32,
     ) -> Result<BasicValueEnum<'ctx>> {
+        self.shfl("llvm.nvvm.shfl.sync.bfly.i32", t, x, m, 31)
+    }
+
+    /// `shfl.sync.idx` of a value of type `t` from lane `src` of this
+    /// lane's group of `lanes` (the segment the operand `c` names).
+    fn shfl_from(
+        &self,
+        t: ScalarType,
+        x: BasicValueEnum<'ctx>,
+        src: usize,
+        lanes: usize,
+    ) -> Result<BasicValueEnum<'ctx>> {
+        let c = (((32 - lanes) << 8) | 31) as i32;
+        self.shfl("llvm.nvvm.shfl.sync.idx.i32", t, x, src as i32, c)
+    }
+
+    /// A shuffle `name` of a value of type `t` with operands `b` and `c`,
+    /// over every lane of the warp.
+    fn shfl(
+        &self,
+        name: &str,
+        t: ScalarType,
+        x: BasicValueEnum<'ctx>,
+        b: i32,
+        c: i32,
+    ) -> Result<BasicValueEnum<'ctx>> {
         let ctx = self.cx.ctx;
         let i32t = ctx.i32_type();
         let full = self.cx.i32c(-1);
-        let clamp = self.cx.i32c(31);
+        let (b, c) = (self.cx.i32c(b), self.cx.i32c(c));
         let shfl = |v: IntValue<'ctx>| -> Result<IntValue<'ctx>> {
             Ok(self
                 .cx
-                .intrinsic(
-                    "llvm.nvvm.shfl.sync.bfly.i32",
-                    &[],
-                    &[full.into(), v.into(), self.cx.i32c(m).into(), clamp.into()],
-                )?
+                .intrinsic(name, &[], &[full.into(), v.into(), b.into(), c.into()])?
                 .into_int_value())
         };
         match t {
@@ -2263,6 +2448,13 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             }
             Expr::Binary { op, lhs, rhs } => {
                 let t = lhs.ty(self.p, self.k);
+                if let Some((a, b, c, negate)) = fused_operands(op, t, lhs, rhs) {
+                    let a = self.expr(a)?.into_float_value();
+                    let b = self.expr(b)?.into_float_value();
+                    let c = self.expr(c)?.into_float_value();
+                    let a = if negate { self.cx.fneg(a)? } else { a };
+                    return Ok(self.cx.fma(a, b, c)?.into());
+                }
                 let a = self.expr(lhs)?;
                 let b = self.expr(rhs)?;
                 self.cx.binary(op, t, a, b)
@@ -2392,6 +2584,9 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         if !self.written.contains(&buf) {
             mark_invariant(&self.cx, v)?;
         }
+        if words && d == DType::Bf16 {
+            return self.bf16_words(v.into_vector_value());
+        }
         let v = if words {
             self.cx.b.build_bit_cast(v, vty, "").ll()?
         } else {
@@ -2406,6 +2601,31 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 .build_extract_element(v, self.cx.i32c(lane as i32), "")
                 .ll()?;
             out.push(self.cx.value_of_stored(d, x)?);
+        }
+        Ok(out)
+    }
+
+    /// Eight bf16 elements from four loaded words, widened to `f32` with
+    /// one instruction each: the low half (the earlier element) shifted
+    /// up, the high half masked (unpacking to 16-bit values first, as
+    /// `bf16_widen` does for one element, costs three).
+    fn bf16_words(&self, v: VectorValue<'ctx>) -> Result<Vec<BasicValueEnum<'ctx>>> {
+        let b = &self.cx.b;
+        let splat = |x: u32| {
+            VectorType::const_vector(&[self.cx.ctx.i32_type().const_int(u64::from(x), false); 4])
+        };
+        // Whole-vector operations keep the load whole (and on the
+        // read-only path); element-wise ones let LLVM split it.
+        let lo = b.build_left_shift(v, splat(16), "").ll()?;
+        let hi = b.build_and(v, splat(0xffff_0000), "").ll()?;
+        let f32v = self.cx.ctx.f32_type().vec_type(4);
+        let lo = self.cx.bitcast(lo, f32v)?.into_vector_value();
+        let hi = self.cx.bitcast(hi, f32v)?.into_vector_value();
+        let mut out = Vec::with_capacity(8);
+        for word in 0..4 {
+            for half in [lo, hi] {
+                out.push(b.build_extract_element(half, self.cx.i32c(word), "").ll()?);
+            }
         }
         Ok(out)
     }
@@ -2440,27 +2660,6 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
 
 /// The key of a run: its first statement's address (a run is cut the
 /// same way wherever its list is emitted).
-/// Bytes of shared memory one thread's slices of the big scratch arrays
-/// of thread-per-iteration code `body` take (see *Shared slices*).
-fn slice_bytes(k: &Kernel, body: &[Stmt], plan: Option<&LanePlan>) -> usize {
-    locals_used(body)
-        .iter()
-        .map(|&l| (k.locals[l.0 as usize].ty, thread_len(k, l, plan)))
-        .filter(|(t, len)| len.saturating_mul(scratch_words(*t)) > REGISTER_SCRATCH_MAX_WORDS)
-        .map(|(t, len)| (len * t.size_bytes()).next_multiple_of(16))
-        .sum()
-}
-
-/// Elements of scratch array `l` one thread holds: a spread array's
-/// share of a lane.
-fn thread_len(k: &Kernel, l: LocalId, plan: Option<&LanePlan>) -> usize {
-    let len = k.locals[l.0 as usize].len;
-    match plan {
-        Some(p) if p.spread.contains(&l) => len.div_ceil(p.lanes),
-        _ => len,
-    }
-}
-
 fn run_key(run: &[Stmt]) -> usize {
     run.as_ptr() as usize
 }

@@ -67,7 +67,14 @@
 //! a column: `1, n`), a sum combining only the lanes that differ in the
 //! vector loop's bits; with `e_s = L` and indices that move by 1 with the
 //! serial loop, lane `l` runs iteration `l` alone and its vector loops in
-//! order. A scratch array stays *spread* — element `e` on lane `e mod L`
+//! order. A serial loop of `L` iterations over lines whose elements each
+//! live on another lane (the rows of a matrix held a column a lane) may
+//! run *transposed* instead: lane `l` runs line `l`'s scalar statements
+//! once, every lane runs its own element of every line's vector loops,
+//! each line's sums reach the line's lane by a reduce-scatter (`L - 1`
+//! exchanges for all lines, not a butterfly each), and the line values
+//! the vector loops read come from their lanes by `shfl.sync.idx` (see
+//! [`transposable`]). A scratch array stays *spread* — element `e` on lane `e mod L`
 //! alone — when every access to it is at an element of the lane running
 //! it; others are replicated, every lane holding all of it, and a loop
 //! that writes a replicated array is neither spread nor split. Everything
@@ -76,7 +83,8 @@
 //! reads may be written by one lane and read by another, so a warp sync
 //! (`bar.warp.sync`, which orders the lanes' memory accesses) separates a
 //! store from a later load of such a buffer, and a load from a later
-//! store. Among the widths some loop can fill, the plan takes the one the
+//! store. Among the widths some loop can fill, each with and without its
+//! transposable loops transposed, the plan takes the one the
 //! audit's model times shortest (issue or chain, whichever is longer),
 //! when that beats a thread per iteration, its spread loops hold at
 //! least [`LANES_MIN_SHARE`] of the arithmetic, the audit would not
@@ -552,6 +560,11 @@ pub(crate) struct LanePlan {
     pub split: HashMap<usize, usize>,
     /// Scratch arrays whose element `e` lives on lane `e mod lanes` only.
     pub spread: HashSet<LocalId>,
+    /// Serial loops of `lanes` iterations run *transposed* (statement
+    /// addresses): lane `l` runs iteration `l`'s scalar statements, every
+    /// lane its own element of every iteration's vector loops (see
+    /// [`transposable`]).
+    pub transposed: HashSet<usize>,
 }
 
 /// How one vector loop is spread over a lane group.
@@ -715,16 +728,34 @@ pub(crate) fn lane_plan(
     // shorten the chain and add butterflies and repeated scalar work; a
     // width whose repeated work the audit would report is not taken.
     let d = super::audit::DeviceModel::h100();
-    let time = |lanes: usize, (per_lane, scalar): (f64, f64)| {
+    // A chain runs once per wave of resident threads, as many as the
+    // shared-memory slices of big scratch arrays leave room for.
+    let waves = |lanes: usize, plan: Option<&LanePlan>| {
+        let threads = iterations.saturating_mul(lanes) as f64;
+        let slice = slice_bytes(k, body, plan) as f64;
+        let per_sm = if slice > 0.0 {
+            (f64::from(d.shared_per_sm) / slice).min(f64::from(d.threads_per_sm))
+        } else {
+            f64::from(d.threads_per_sm)
+        };
+        (threads / (f64::from(d.sms) * per_sm.max(1.0)))
+            .ceil()
+            .max(1.0)
+    };
+    let time = |lanes: usize, waves: f64, (per_lane, scalar): (f64, f64)| {
         let warps = iterations.saturating_mul(lanes).div_ceil(32) as f64;
         let issue = warps * per_lane / (f64::from(d.sms) * d.issue_per_clock);
-        let t = issue.max(per_lane * d.chain_cycles);
+        let t = issue.max(waves * per_lane * d.chain_cycles);
         let share = scalar * (lanes as f64 - 1.0) / (lanes as f64 * per_lane.max(1.0));
         let repeats = share > super::audit::REPLICATED_MAX_SHARE
             && issue * share > super::audit::REPLICATED_MAX_SHARE * t;
         (t, repeats)
     };
-    let (thread, _) = time(1, super::audit::lane_instructions(p, k, body, None));
+    let (thread, _) = time(
+        1,
+        waves(1, None),
+        super::audit::lane_instructions(p, k, body, None),
+    );
     let mut best: Option<(f64, LanePlan)> = None;
     for lanes in widths {
         let Some((plan, spread_ops)) = plan_for(body, &cands, lanes) else {
@@ -733,13 +764,153 @@ pub(crate) fn lane_plan(
         if (spread_ops as f64) < LANES_MIN_SHARE * all as f64 {
             continue;
         }
-        let cost = super::audit::lane_instructions(p, k, body, Some(&plan));
-        let (t, repeats) = time(lanes, cost);
-        if !repeats && t < thread && best.as_ref().is_none_or(|(b, _)| t < *b) {
-            best = Some((t, plan));
+        // Each width with and without its transposable loops transposed.
+        let mut acc = Vec::new();
+        accesses_in(body, None, None, &mut acc);
+        let transposed = LanePlan {
+            transposed: transposable(body, &plan, &acc),
+            ..plan.clone()
+        };
+        for plan in [plan, transposed] {
+            let cost = super::audit::lane_instructions(p, k, body, Some(&plan));
+            let (t, repeats) = time(lanes, waves(lanes, Some(&plan)), cost);
+            if !repeats && t < thread && best.as_ref().is_none_or(|(b, _)| t < *b) {
+                best = Some((t, plan));
+            }
         }
     }
     best.map(|(_, p)| p)
+}
+
+/// The serial loops `plan` may run transposed: loops of `plan.lanes`
+/// iterations (lines) whose body is fresh variables, computed from
+/// variables and constants, and vector loops of `plan.lanes` iterations
+/// spread one a lane; their accesses touch no buffer, and every scratch
+/// element one line writes is one no other line touches. Then lane `l`
+/// runs line `l`'s variables, and each vector loop runs for every line,
+/// a lane its own element (the element of vector index `j` lives on lane
+/// `j`); a line's sums reach its lane by a reduce-scatter, and the line
+/// values a vector loop reads come from their lanes by shuffles. A row
+/// normalization of an `n × n` matrix on `n` lanes (a lane a column)
+/// then sums with `n - 1` exchanges for all rows together, and each row's
+/// scalar work runs once, not on every lane.
+fn transposable(body: &[Stmt], plan: &LanePlan, acc: &[Located]) -> HashSet<usize> {
+    let lanes = plan.lanes;
+    let mut out = HashSet::new();
+    walk_stmts(body, &mut |s| {
+        let Stmt::Loop {
+            var,
+            extent,
+            kind: LoopKind::Serial,
+            body: lines,
+        } = s
+        else {
+            return;
+        };
+        let addr = std::ptr::from_ref(s) as usize;
+        if *extent != lanes || plan.split.contains_key(&addr) {
+            return;
+        }
+        // Variables set at the top of the body, before any read (so no
+        // line reads another's).
+        let mut set: HashSet<VarId> = HashSet::new();
+        let mut fresh = true;
+        let own: HashSet<VarId> = lines
+            .iter()
+            .filter_map(|x| match x {
+                Stmt::Set { var, .. } => Some(*var),
+                _ => None,
+            })
+            .collect();
+        let mut vectors = 0;
+        for x in lines {
+            let mut reads_ok = |e: &Expr| {
+                e.walk(&mut |y| {
+                    if let Expr::Var(v) = y
+                        && own.contains(v)
+                        && !set.contains(v)
+                    {
+                        fresh = false;
+                    }
+                });
+            };
+            match x {
+                Stmt::Set { var: v, value } => {
+                    let mut pure = value.reads(*var) == 0;
+                    value.walk(&mut |y| {
+                        pure &= !matches!(y, Expr::Load { .. } | Expr::LocalLoad { .. });
+                    });
+                    reads_ok(value);
+                    if !pure {
+                        return;
+                    }
+                    set.insert(*v);
+                }
+                Stmt::Loop {
+                    kind: LoopKind::Vector,
+                    extent,
+                    body: b,
+                    ..
+                } if *extent == lanes
+                    && plan
+                        .loops
+                        .get(&(std::ptr::from_ref(x) as usize))
+                        .is_some_and(|sp| sp.stride.is_none()) =>
+                {
+                    vectors += 1;
+                    walk_exprs(b, &mut |e| reads_ok(e));
+                }
+                _ => return,
+            }
+        }
+        let mine: Vec<&Located> = acc
+            .iter()
+            .filter(|a| a.4.is_some_and(|(s_addr, _)| s_addr == addr))
+            .collect();
+        let apart = mine.iter().all(|w| match w.0 {
+            Mem::Buf(_) | Mem::Slots(_) => false,
+            Mem::Local(x) if w.2 => mine
+                .iter()
+                .filter(|o| o.0 == Mem::Local(x))
+                .all(|o| lines_apart(&w.1, &o.1, *var, w.3, o.3, lanes)),
+            Mem::Local(_) => true,
+        });
+        if fresh && vectors > 0 && apart && !read_after(body, addr) {
+            out.insert(addr);
+        }
+    });
+    out
+}
+
+/// Whether accesses `a` and `b` (one a write) of a transposable loop over
+/// `i` reach the same element only on the same line: both move by one
+/// with their vector loop's index (`0..lanes`), by the same non-zero step
+/// with `i`, and alike with every other variable, and no two lines'
+/// elements meet.
+fn lines_apart(
+    a: &Index,
+    b: &Index,
+    i: VarId,
+    va: Option<(usize, VarId)>,
+    vb: Option<(usize, VarId)>,
+    lanes: usize,
+) -> bool {
+    let (Some((_, ja)), Some((_, jb))) = (va, vb) else {
+        return false;
+    };
+    let step = a.coeff(i);
+    let others_alike = a
+        .terms
+        .iter()
+        .chain(&b.terms)
+        .all(|&(v, _)| v == i || v == ja || v == jb || a.coeff(v) == b.coeff(v));
+    if step == 0 || b.coeff(i) != step || a.coeff(ja) != 1 || b.coeff(jb) != 1 || !others_alike {
+        return false;
+    }
+    let (l, d) = (lanes as i64, b.offset - a.offset);
+    (1 - l..l)
+        .filter(|&r| r != 0)
+        .all(|r| (step * r - d).abs() >= l)
 }
 
 /// The plan for `lanes` lanes per iteration, and the arithmetic its
@@ -984,6 +1155,7 @@ fn plan_for(body: &[Stmt], cands: &[Candidate], lanes: usize) -> Option<(LanePla
             loops,
             split,
             spread,
+            transposed: HashSet::new(),
         },
         spread_ops,
     ))
@@ -1380,4 +1552,26 @@ pub(crate) fn indexes_locals(body: &[Stmt], var: VarId) -> bool {
         }
     });
     hit
+}
+
+/// Bytes of shared memory one thread's slices of the big scratch arrays
+/// of thread-per-iteration code `body` take (see *Shared slices* in
+/// `entry`).
+pub(crate) fn slice_bytes(k: &Kernel, body: &[Stmt], plan: Option<&LanePlan>) -> usize {
+    locals_used(body)
+        .iter()
+        .map(|&l| (k.locals[l.0 as usize].ty, thread_len(k, l, plan)))
+        .filter(|(t, len)| len.saturating_mul(scratch_words(*t)) > REGISTER_SCRATCH_MAX_WORDS)
+        .map(|(t, len)| (len * t.size_bytes()).next_multiple_of(16))
+        .sum()
+}
+
+/// Elements of scratch array `l` one thread holds: a spread array's
+/// share of a lane.
+pub(crate) fn thread_len(k: &Kernel, l: LocalId, plan: Option<&LanePlan>) -> usize {
+    let len = k.locals[l.0 as usize].len;
+    match plan {
+        Some(p) if p.spread.contains(&l) => len.div_ceil(p.lanes),
+        _ => len,
+    }
 }

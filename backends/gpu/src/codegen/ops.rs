@@ -10,7 +10,9 @@
 //!
 //! * floats: `add`/`sub`/`mul`/`div`/`sqrt` are the correctly rounded IEEE
 //!   operations (no fast-math flags, so NVPTX emits `div.rn`/`sqrt.rn`
-//!   and `.rn` multiplies that `ptxas` may not contract); `rsqrt` is
+//!   and `.rn` multiplies that `ptxas` may not contract), except that a
+//!   multiply-add written as one expression is one `fma`, by the CPU
+//!   backend's rule ([`fused_operands`]); `rsqrt` is
 //!   `1 / sqrt(x)` and `recip` is `1 / x`, two and one roundings as on the
 //!   CPU; `max`/`min` are `llvm.maximum`/`llvm.minimum` (NaN wins, and
 //!   `-0 < +0`), the interpreter's `nan_max`/`nan_min`; `exp`, `log`,
@@ -26,7 +28,7 @@
 //!   the integer trick the CPU backend uses (NaN stays NaN, quieted), so
 //!   both backends store identical bits.
 
-use birkhoff_ir::kernel::ScalarType;
+use birkhoff_ir::kernel::{Expr, ScalarType};
 use birkhoff_ir::{DType, Op};
 use inkwell::FloatPredicate;
 use inkwell::IntPredicate;
@@ -39,6 +41,22 @@ use inkwell::values::{BasicMetadataValueEnum, BasicValueEnum, FloatValue, IntVal
 
 use super::math;
 use crate::{GpuError, Result};
+
+/// The operands of `op(lhs, rhs)` (of type `t`) when code generation fuses
+/// it into one `fma` (see [`birkhoff_ir::kernel::contraction`]): floats
+/// only, the CPU backend's rule, so that both round alike.
+pub(crate) fn fused_operands<'e>(
+    op: &Op,
+    t: ScalarType,
+    lhs: &'e Expr,
+    rhs: &'e Expr,
+) -> Option<(&'e Expr, &'e Expr, &'e Expr, bool)> {
+    if matches!(t, ScalarType::F32 | ScalarType::F64) {
+        birkhoff_ir::kernel::contraction(op, lhs, rhs)
+    } else {
+        None
+    }
+}
 
 /// Turns an LLVM-side error into [`GpuError::Llvm`].
 pub(crate) trait OrLlvm<T> {
@@ -246,6 +264,11 @@ impl<'m, 'ctx> Cx<'m, 'ctx> {
     /// `a - b`.
     pub fn fsub(&self, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> Result<FloatValue<'ctx>> {
         self.b.build_float_sub(a, b, "").ll()
+    }
+
+    /// `-a` (the sign flipped, exactly).
+    pub fn fneg(&self, a: FloatValue<'ctx>) -> Result<FloatValue<'ctx>> {
+        self.b.build_float_neg(a, "").ll()
     }
 
     /// `a * b`.

@@ -25,6 +25,8 @@ pub(crate) struct KernelBuilder {
     pub bf16: bool,
     /// [`crate::LowerOptions::column_reductions`].
     pub column_reductions: bool,
+    /// [`crate::LowerOptions::reciprocal_lines`].
+    pub reciprocal_lines: bool,
 }
 
 impl KernelBuilder {
@@ -35,6 +37,7 @@ impl KernelBuilder {
             compute_type: ScalarType::of(dtype),
             bf16: dtype == DType::Bf16,
             column_reductions: pb.column_reductions,
+            reciprocal_lines: pb.reciprocal_lines,
         }
     }
 
@@ -114,6 +117,38 @@ impl KernelBuilder {
     pub fn finish(mut self, body: Vec<Stmt>) -> Kernel {
         self.k.body = body;
         self.k
+    }
+
+    /// How a line's elements are divided by its sum `s`, and the statement
+    /// that sets the sum's reciprocal when the line divides through one
+    /// ([`crate::LowerOptions::reciprocal_lines`]).
+    pub fn line_divisor(&mut self, s: VarId) -> (LineDivisor, Option<Stmt>) {
+        if self.reciprocal_lines {
+            let r = self.value();
+            let recip = set(r, unary(Op::Recip, var(s)));
+            (LineDivisor::Reciprocal(r), Some(recip))
+        } else {
+            (LineDivisor::Exact(s), None)
+        }
+    }
+}
+
+/// A line's divisor: its sum, or the sum's reciprocal.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum LineDivisor {
+    /// Divide by the sum in this variable.
+    Exact(VarId),
+    /// Multiply by the reciprocal in this variable.
+    Reciprocal(VarId),
+}
+
+impl LineDivisor {
+    /// `x` divided by the line's sum.
+    pub fn apply(self, x: Expr) -> Expr {
+        match self {
+            LineDivisor::Exact(s) => div(x, var(s)),
+            LineDivisor::Reciprocal(r) => mul(x, var(r)),
+        }
     }
 }
 

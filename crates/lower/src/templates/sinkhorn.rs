@@ -94,7 +94,7 @@ pub(crate) fn project(
             spec.iters
         }
         SinkhornVariant::TileKernels => {
-            body.push(kb.serial(n, |kb, i| softmax_row(kb, n, eps, src, sc.mat, i)));
+            body.push(kb.serial(n, |kb, i| softmax_row(kb, n, eps, src, (sc.mat, None), i)));
             body.extend(col_normalize(kb, n, eps, sc));
             spec.iters - 1
         }
@@ -112,13 +112,14 @@ pub(crate) fn project(
     body
 }
 
-/// Row `i` of `mat` := `softmax(src row i) + eps` (the `tilekernels` start).
+/// Row `i` of `mat` := `softmax(src row i) + eps` (the `tilekernels`
+/// start), and row `i` of `keep`, when given, := the softmax itself.
 pub(crate) fn softmax_row(
     kb: &mut KernelBuilder,
     n: usize,
     eps: f64,
     src: &dyn Fn(Index) -> Expr,
-    mat: LocalId,
+    (mat, keep): (LocalId, Option<LocalId>),
     i: VarId,
 ) -> Vec<Stmt> {
     let row = Index::var(i, index_coeff(n));
@@ -137,16 +138,24 @@ pub(crate) fn softmax_row(
                 set(s, add(var(s), var(e))),
             ]
         }),
-        kb.vector(n, |_, j| {
-            let p = div(load_local(mat, at(&row, j, 1)), var(s));
-            vec![store_local(
+        kb.vector(n, |kb, j| {
+            let mut p = div(load_local(mat, at(&row, j, 1)), var(s));
+            let mut out = Vec::new();
+            if let Some(keep) = keep {
+                let v = kb.value();
+                out.push(set(v, p));
+                out.push(store_local(keep, at(&row, j, 1), var(v)));
+                p = var(v);
+            }
+            out.push(store_local(
                 mat,
                 at(&row, j, 1),
                 match eps {
                     Some(eps) => add(p, eps),
                     None => p,
                 },
-            )]
+            ));
+            out
         }),
     ]
 }
@@ -188,11 +197,13 @@ fn line_normalize(kb: &mut KernelBuilder, n: usize, eps: f64, mat: LocalId, line
         if let Some(eps) = eps {
             body.push(set(s, add(var(s), eps)));
         }
+        let (by, recip) = kb.line_divisor(s);
+        body.extend(recip);
         body.push(kb.vector(n, |_, j| {
             vec![store_local(
                 mat,
                 at(&line, j, inner),
-                div(load_local(mat, at(&line, j, inner)), var(s)),
+                by.apply(load_local(mat, at(&line, j, inner))),
             )]
         }));
         body

@@ -11,8 +11,11 @@
 //! forward's. The backward then walks the states last first, keeping the
 //! cotangent in an `n²` scratch array: for `y = z / s` along a line,
 //! `dz = (dy − Σ dy·y) / s`, with `s = Σ z + eps` summed again from the
-//! kept `z` exactly as the forward summed it. Nothing but `dx` is written
-//! to memory.
+//! kept `z` exactly as the forward summed it (with
+//! [`crate::LowerOptions::reciprocal_lines`] both divisions are products
+//! with `1 / s`, one reciprocal a line). The `tilekernels` start keeps its
+//! softmax in an `n²` array of its own for the last step, rather than
+//! computing it again. Nothing but `dx` is written to memory.
 //!
 //! Rounding: the backward's `dy − Σ dy·y` is a cancellation — a cotangent
 //! constant along a line gives exactly 0, since a normalization is scale
@@ -22,7 +25,8 @@
 //! variable first, so no backend contracts it into a fused multiply-add.
 //!
 //! Keeping whole states costs `(K + 1)·n²` scratch values per matrix: 656
-//! floats (2.6 KiB) for the paper's `n = 4`, 20 rounds. A spec whose
+//! floats (2.6 KiB) for the paper's `n = 4`, 20 rounds (and `n²` more for
+//! the softmax). A spec whose
 //! scratch would exceed [`SCRATCH_BUDGET_BYTES`] is refused with
 //! [`LowerError::Unsupported`] rather than overflowing a backend's stack
 //! budget (the CPU backend allows 256 KiB per kernel); keeping only each
@@ -55,6 +59,9 @@ struct Scratch {
     sums: LocalId,
     /// Column dot products `Σ_i dy·y`.
     dots: LocalId,
+    /// The softmax the `tilekernels` start takes, kept for its backward
+    /// (unused by `paper`).
+    probs: LocalId,
 }
 
 /// Appends the kernel computing `dx` (into `out`) from `x` and `dy`, all
@@ -77,7 +84,7 @@ pub(crate) fn lower_sinkhorn_grad(
     let rounds = spec.iters - first;
     let norms = first + 2 * rounds;
     let width = if dtype == DType::F64 { 8 } else { 4 };
-    let values = (norms + 2) * nn + 2 * n;
+    let values = (norms + 3) * nn + 2 * n;
     if values.saturating_mul(width) > SCRATCH_BUDGET_BYTES {
         return Err(LowerError::Unsupported {
             op: "sinkhorn_grad".to_string(),
@@ -98,6 +105,7 @@ pub(crate) fn lower_sinkhorn_grad(
         d: kb.local(nn),
         sums: kb.local(n),
         dots: kb.local(n),
+        probs: kb.local(nn),
     };
     let slot = |k: usize| Index::constant(index_coeff(k * nn));
     let body = vec![kb.parallel(batch, |kb, b| {
@@ -115,7 +123,9 @@ pub(crate) fn lower_sinkhorn_grad(
                 )]
             })),
             SinkhornVariant::TileKernels => {
-                body.push(kb.serial(n, |kb, i| softmax_row(kb, n, eps, &src, sc.states, i)));
+                body.push(kb.serial(n, |kb, i| {
+                    softmax_row(kb, n, eps, &src, (sc.states, Some(sc.probs)), i)
+                }));
                 body.extend(col_norm_to(kb, n, eps, sc, &slot(0), &slot(1)));
             }
         }
@@ -161,8 +171,8 @@ pub(crate) fn lower_sinkhorn_grad(
                 )]
             })),
             SinkhornVariant::TileKernels => {
-                // p = softmax(x) again, over slot 0 (no state is needed now).
-                body.push(kb.serial(n, |kb, i| softmax_row(kb, n, 0.0, &src, sc.states, i)));
+                // p = softmax(x), kept by the forward.
+                let probs = sc.probs;
                 let zero = kb.c(0.0);
                 body.push(kb.serial(n, |kb, i| {
                     let row = Index::var(i, index_coeff(n));
@@ -171,14 +181,14 @@ pub(crate) fn lower_sinkhorn_grad(
                         set(t, zero.clone()),
                         kb.vector(n, |_, j| {
                             // Not contracted, as in `row_grad`.
-                            let p = load_local(sc.states, at(&row, j, 1));
+                            let p = load_local(probs, at(&row, j, 1));
                             vec![
                                 set(prod, mul(p, load_local(sc.d, at(&row, j, 1)))),
                                 set(t, add(var(t), var(prod))),
                             ]
                         }),
                         kb.vector(n, |_, j| {
-                            let p = load_local(sc.states, at(&row, j, 1));
+                            let p = load_local(probs, at(&row, j, 1));
                             let g = sub(load_local(sc.d, at(&row, j, 1)), var(t));
                             vec![store(out, join_b(&start, &at(&row, j, 1)), mul(p, g))]
                         }),
@@ -223,11 +233,13 @@ fn line_norm_to(
         if let Some(eps) = eps {
             body.push(set(s, add(var(s), eps)));
         }
+        let (by, recip) = kb.line_divisor(s);
+        body.extend(recip);
         body.push(kb.vector(n, |_, j| {
             vec![store_local(
                 st,
                 at(&yr, j, inner),
-                div(load_local(st, at(&zr, j, inner)), var(s)),
+                by.apply(load_local(st, at(&zr, j, inner))),
             )]
         }));
         body
@@ -337,9 +349,11 @@ fn line_grad(
             );
             vec![set(p, prod), set(t, add(var(t), var(p)))]
         }));
+        let (by, recip) = kb.line_divisor(s);
+        body.extend(recip);
         body.push(kb.vector(n, |_, j| {
             let g = sub(load_local(sc.d, at(&row, j, inner)), var(t));
-            vec![store_local(sc.d, at(&row, j, inner), div(g, var(s)))]
+            vec![store_local(sc.d, at(&row, j, inner), by.apply(g))]
         }));
         body
     })
