@@ -856,7 +856,7 @@ impl Model<'_> {
                         let inner = self.serial(b);
                         let (rounds, width) = match sp.stride {
                             Some(_) => (1.0, *extent),
-                            None => ((*extent / plan.lanes.max(1)) as f64, plan.lanes),
+                            None => (extent.div_ceil(plan.lanes.max(1)) as f64, plan.lanes),
                         };
                         let steps = f64::from(width.trailing_zeros());
                         out.instructions += rounds * inner.instructions

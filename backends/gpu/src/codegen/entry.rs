@@ -1797,7 +1797,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
     }
 
     /// A vector loop spread over a lane group: lane `l` runs iterations
-    /// `l, l + L, …` (unrolled), or in a split loop iteration `(l /
+    /// `l, l + L, …` below its extent (unrolled), or in a split loop iteration `(l /
     /// stride) mod extent`, then the lanes combine the accumulators (see
     /// `launch`, *Lane groups*).
     fn lane_loop(&mut self, j: VarId, extent: usize, body: &[Stmt], sp: &Spread) -> Result<()> {
@@ -1809,7 +1809,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         let rounds = if sp.stride.is_some() {
             1
         } else {
-            extent / lanes
+            extent.div_ceil(lanes)
         };
         if rounds > UNROLL_MAX_EXTENT {
             return Err(self.unsupported(format!("a spread loop of {extent} iterations")));
@@ -1836,7 +1836,24 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             if let Some(gr) = &mut self.group {
                 gr.spreading = Some((j, r as i64));
             }
-            self.stmts(body)?;
+            if sp.stride.is_none() && (r + 1) * lanes > extent {
+                // The last round of a loop `lanes` does not divide: the
+                // lanes past its end skip it.
+                let ok = self
+                    .cx
+                    .b
+                    .build_int_compare(IntPredicate::ULT, at, self.cx.i64c(extent as i64), "")
+                    .ll()?;
+                let then = self.cx.ctx.append_basic_block(self.f, "lane.round");
+                let cont = self.cx.ctx.append_basic_block(self.f, "lane.round.end");
+                self.cx.b.build_conditional_branch(ok, then, cont).ll()?;
+                self.cx.b.position_at_end(then);
+                self.stmts(body)?;
+                self.cx.b.build_unconditional_branch(cont).ll()?;
+                self.cx.b.position_at_end(cont);
+            } else {
+                self.stmts(body)?;
+            }
         }
         if let Some(gr) = &mut self.group {
             gr.spreading = None;

@@ -55,8 +55,9 @@
 //! every round — is too short for a block and too long for one thread.
 //! [`lane_plan`] gives each iteration a group of `L` lanes (a power of
 //! two from [`LANES_MIN`] to 32; groups never straddle a warp). A spread
-//! vector loop whose extent `L` divides runs iteration `j` on lane
-//! `j mod L`, unrolled; its accumulators start from their identity on
+//! vector loop runs iteration `j` on lane `j mod L`, unrolled (when `L`
+//! does not divide its extent, the lanes past the end skip the last
+//! round); its accumulators start from their identity on
 //! every lane and are combined by a butterfly over the lanes
 //! (`shfl.sync.bfly`, so every lane ends with the same bits), then folded
 //! into the accumulator. A serial loop whose body is only fresh variables
@@ -959,8 +960,7 @@ fn plan_for(body: &[Stmt], cands: &[Candidate], lanes: usize) -> Option<(LanePla
                 split.insert(s, 0);
                 Some(0)
             }
-            _ if c.extent.is_multiple_of(lanes) => None,
-            _ => continue,
+            _ => None,
         };
         loops.insert(c.addr, Spread { accs, stride });
         ops.insert(c.addr, c.ops);
