@@ -231,15 +231,21 @@ fn sinkhorn_grad_on_the_gpu() {
 #[test]
 fn mhc_pre_grad_on_the_gpu() {
     use birkhoff::ir::SinkhornVariant;
-    // The second shape's d_fn (24 × 544, over 520 tokens) takes the
+    // The third shape's d_fn (24 × 544, over 520 tokens) takes the
     // short-and-wide kernel, a partial last block of columns, with the
-    // tokens split in eight parts.
+    // tokens split in eight parts. The fourth's projection splits its
+    // inner dimension, so the Sinkhorn kernel first sums the parts of its
+    // 24 projections: a loop its 16 lanes do not divide (the lanes past
+    // its end skip the second round).
     let shapes = [
         (SinkhornVariant::Paper, 37, 40),
         (SinkhornVariant::TileKernels, 37, 40),
     ]
     .into_iter()
-    .chain([(SinkhornVariant::TileKernels, 520, 136)]);
+    .chain([
+        (SinkhornVariant::TileKernels, 520, 136),
+        (SinkhornVariant::TileKernels, 64, 512),
+    ]);
     for (variant, t, c) in shapes {
         for dtype in [DType::F32, DType::Bf16] {
             let n = 4;

@@ -74,6 +74,10 @@ pub struct GemmSupport {
     pub min_row_blocks: usize,
 }
 
+/// The longest part, in tokens, a split short-and-wide product leaves one
+/// thread to sum ([`GemmSupport::wide_splits`]).
+pub const WIDE_PART_MAX: usize = 1024;
+
 impl GemmSupport {
     /// How many partial products a projection of `rows` rows and inner
     /// dimension `k` is split into ([`GemmSupport::min_row_blocks`]): a
@@ -88,8 +92,21 @@ impl GemmSupport {
     /// power of two, each part at least 64 long (at T = 1024, C = 2048:
     /// 16 parts, 512 blocks; parts of 128 left 256 blocks, and twice the
     /// chain per thread).
+    ///
+    /// Parts are also halved while longer than [`WIDE_PART_MAX`] (when
+    /// splitting at all): a thread sums one part in order, so past that
+    /// its chain, not the device's width, limits the product (at
+    /// T = 16384, C = 2560: 16 parts where 8 fill the device).
     pub fn wide_splits(&self, cols: usize, k: usize) -> usize {
-        self.splits(cols.div_ceil(256), k, 1, 64)
+        let mut s = self.splits(cols.div_ceil(256), k, 1, 64);
+        while self.min_row_blocks > 0
+            && k / s > WIDE_PART_MAX
+            && k.is_multiple_of(2 * s)
+            && k / (2 * s) >= 64
+        {
+            s *= 2;
+        }
+        s
     }
 
     /// Doubles the parts of `k` while `blocks` times them stays under

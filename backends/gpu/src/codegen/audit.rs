@@ -761,12 +761,16 @@ impl Model<'_> {
                             let per_chunk = self.chunk_cost(inner, d.width);
                             let threads = f64::from(self.block);
                             let rounds = (chunks / threads).ceil();
-                            let active_warps = (chunks.min(threads) / 32.0).ceil();
+                            // Chunk `c` runs on thread `c mod threads`: a
+                            // warp none of whose threads has a chunk left
+                            // leaves the loop, so a partial last round
+                            // issues only for the warps it reaches.
+                            let warp_rounds = (chunks / 32.0).ceil();
                             // Each accumulator: a 5-step butterfly, a slot
                             // store, a barrier and the warps' totals.
                             let warps = threads / 32.0;
                             let reduce = d.accs.len() as f64 * (12.0 + warps);
-                            u.spread += mult * (active_warps * rounds * per_chunk + reduce * warps);
+                            u.spread += mult * (warp_rounds * per_chunk + reduce * warps);
                             u.spread_chain += mult * (rounds * per_chunk + reduce);
                             u.max_parts = u.max_parts.max(independent * chunks as u64);
                         }

@@ -424,6 +424,12 @@ struct LaneGroup<'ctx> {
     exchanged: HashSet<BufferId>,
     read: bool,
     wrote: bool,
+    /// Inside a spread loop, whose lanes touch only their own elements
+    /// (one sync before the loop orders it after earlier accesses): its
+    /// accesses are recorded, and no sync is placed among them (a sync in
+    /// the last round of a loop the group's width does not divide would
+    /// be reached by some lanes only).
+    quiet: bool,
 }
 
 /// The code generator of one launch.
@@ -655,6 +661,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 exchanged: g.written.intersection(&read).copied().collect(),
                 read: false,
                 wrote: false,
+                quiet: false,
             });
         }
         g.prologue(inner, &sv.shared, sv.max_accs, uniform)?;
@@ -1720,7 +1727,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             return Ok(());
         }
         let conflict = if write { gr.read || gr.wrote } else { gr.wrote };
-        if conflict {
+        if conflict && !gr.quiet {
             gr.read = false;
             gr.wrote = false;
             let all = self.cx.i32c(-1);
@@ -1814,15 +1821,8 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         if rounds > UNROLL_MAX_EXTENT {
             return Err(self.unsupported(format!("a spread loop of {extent} iterations")));
         }
-        let mut partials = Vec::new();
-        for a in accs {
-            let ty = self.cx.ty(a.ty);
-            let slot = self.alloca_b.build_alloca(ty, "partial").ll()?;
-            let id = self.cx.konst(a.ty, a.op.identity(a.ty));
-            self.cx.b.build_store(slot, id).ll()?;
-            self.redirect.insert(a.var, slot);
-            partials.push(slot);
-        }
+        let partials = self.partials(accs)?;
+        let quiet = sp.stride.is_none() && self.quiet_loop(body)?;
         for r in 0..rounds {
             let at = match sp.stride {
                 Some(stride) => self.lane_coordinate(stride, extent)?,
@@ -1857,6 +1857,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         }
         if let Some(gr) = &mut self.group {
             gr.spreading = None;
+            gr.quiet &= !quiet;
         }
         self.loops.remove(&j);
         for (a, slot) in accs.iter().zip(partials) {
@@ -1972,15 +1973,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 self.cx.b.build_store(at, x).ll()?;
                 gathered.push(at);
             }
-            let mut line = Vec::with_capacity(accs.len());
-            for a in accs {
-                let ty = self.cx.ty(a.ty);
-                let slot = self.alloca_b.build_alloca(ty, "partial").ll()?;
-                let id = self.cx.konst(a.ty, a.op.identity(a.ty));
-                self.cx.b.build_store(slot, id).ll()?;
-                self.redirect.insert(a.var, slot);
-                line.push(slot);
-            }
+            let line = self.partials(accs)?;
             for (&v, &at) in reads.iter().zip(&gathered) {
                 self.redirect.insert(v, at);
             }
@@ -2007,6 +2000,60 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
             self.cx.b.build_store(slot, after).ll()?;
         }
         Ok(())
+    }
+
+    /// Before a spread loop: the one warp sync its first access to a
+    /// buffer other lanes also touch would need, then the group goes quiet
+    /// (see `LaneGroup::quiet`). Whether it went quiet (so the loop's end
+    /// turns it back).
+    fn quiet_loop(&mut self, body: &[Stmt]) -> Result<bool> {
+        let Some(gr) = &self.group else {
+            return Ok(false);
+        };
+        if gr.quiet {
+            return Ok(false);
+        }
+        let (mut write, mut read) = (None, None);
+        walk_stmts(body, &mut |s| {
+            if let Stmt::Store { buf, .. } = s
+                && gr.exchanged.contains(buf)
+            {
+                write = Some(*buf);
+            }
+            if let Some(e) = s.value() {
+                e.walk(&mut |x| {
+                    if let Expr::Load { buf, .. } = x
+                        && gr.exchanged.contains(buf)
+                    {
+                        read = Some(*buf);
+                    }
+                });
+            }
+        });
+        match (write, read) {
+            (Some(b), _) => self.lane_order(b, true)?,
+            (None, Some(b)) => self.lane_order(b, false)?,
+            (None, None) => {}
+        }
+        if let Some(gr) = &mut self.group {
+            gr.quiet = true;
+        }
+        Ok(true)
+    }
+
+    /// A partial of each accumulator, from its identity, that the
+    /// accumulator's updates go to until the redirect is removed.
+    fn partials(&mut self, accs: &[Acc]) -> Result<Vec<PointerValue<'ctx>>> {
+        let mut out = Vec::with_capacity(accs.len());
+        for a in accs {
+            let ty = self.cx.ty(a.ty);
+            let slot = self.alloca_b.build_alloca(ty, "partial").ll()?;
+            let id = self.cx.konst(a.ty, a.op.identity(a.ty));
+            self.cx.b.build_store(slot, id).ll()?;
+            self.redirect.insert(a.var, slot);
+            out.push(slot);
+        }
+        Ok(out)
     }
 
     /// Combines `vals` (one per line, a power of two of them) over the
@@ -2119,16 +2166,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         self.copy_order(&copies, false)?;
         self.stats.distributed += 1;
         self.stats.vectorized += usize::from(w > 1);
-        // Per-thread partials, from the identity.
-        let mut partials = Vec::new();
-        for a in &d.accs {
-            let ty = self.cx.ty(a.ty);
-            let slot = self.alloca_b.build_alloca(ty, "partial").ll()?;
-            let id = self.cx.konst(a.ty, a.op.identity(a.ty));
-            self.cx.b.build_store(slot, id).ll()?;
-            self.redirect.insert(a.var, slot);
-            partials.push(slot);
-        }
+        let partials = self.partials(&d.accs)?;
         let tid = self.tid()?;
         let first = self.cx.b.build_int_z_extend(tid, i64t, "").ll()?;
         let chunks = (extent / w) as i64;
