@@ -215,9 +215,10 @@ pub struct TrainArgs {
     /// mHC connections).
     #[arg(long, default_value = "none", value_name = "MODE")]
     pub recompute: birkhoff_train::Recompute,
-    /// After training, time every kernel of one gradient step (CPU) and
-    /// write the profile to DIR/profile.txt (the slowest kernels are
-    /// printed too).
+    /// After training, print where the steps' time went (the gradient
+    /// program, the host's work, the AdamW program; medians), then time
+    /// every kernel of one gradient step (CPU) and write the profile to
+    /// DIR/profile.txt (the slowest kernels are printed too).
     #[arg(long)]
     pub profile: bool,
 }

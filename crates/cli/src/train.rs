@@ -20,7 +20,7 @@ use birkhoff::dsl::zoo::Connection;
 use birkhoff::ir::Tensor;
 use birkhoff::write_atomic;
 use birkhoff_train::data::{Batches, Corpus, builtin_corpus, load_corpus};
-use birkhoff_train::{StepMetrics, TrainOptions, Trainer};
+use birkhoff_train::{StepMetrics, StepSplit, TrainOptions, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
@@ -149,9 +149,11 @@ pub fn main(a: &TrainArgs) -> Result<ExitCode> {
     let end = a
         .stop_after
         .map_or(a.steps, |n| (trainer.step_index() + n).min(a.steps));
+    let mut splits = Vec::new();
     while trainer.step_index() < end {
         let (tokens, targets) = batches.next();
         let m = trainer.step(&tokens, &targets)?;
+        splits.push(trainer.last_split());
         let step = m.step;
         let is_last = trainer.step_index() == a.steps;
         let stopping = trainer.step_index() == end;
@@ -184,6 +186,7 @@ pub fn main(a: &TrainArgs) -> Result<ExitCode> {
     write_metrics(&a.out, a, &cfg, &opts, &rows, &memory)?;
     plot_run(&a.out, &rows)?;
     if a.profile {
+        print_split(&splits);
         let (tokens, targets) = batches.next();
         profile_step(&mut trainer, &tokens, &targets, &a.out)?;
     }
@@ -234,6 +237,36 @@ fn memory_report(t: &Trainer) -> Value {
         "keep_all_peak_bytes": plan.map(|p| p.keep_all_peak_bytes),
         "recompute_cost": plan.map(|p| p.recompute_cost),
     })
+}
+
+/// Prints where the updates' time went: each part's median over the
+/// steps after the first (which touches fresh memory), and its share of
+/// the sum of the medians.
+fn print_split(splits: &[StepSplit]) {
+    let kept = splits.get(1..).filter(|s| !s.is_empty()).unwrap_or(splits);
+    if kept.is_empty() {
+        return;
+    }
+    let median = |f: fn(&StepSplit) -> f64| {
+        let mut v: Vec<f64> = kept.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let parts = [
+        ("gradient program", median(|s| s.gradient)),
+        ("host (batch, norm, checks, gains)", median(|s| s.host)),
+        ("AdamW program", median(|s| s.update)),
+    ];
+    let total: f64 = parts.iter().map(|p| p.1).sum();
+    let text: Vec<String> = parts
+        .iter()
+        .map(|(what, t)| format!("{what} {:.2} ms ({:.1}%)", t * 1e3, 100.0 * t / total))
+        .collect();
+    println!(
+        "step time, median of {} steps: {}",
+        kept.len(),
+        text.join(", ")
+    );
 }
 
 /// Kernels `--profile` prints (all go to the file).

@@ -292,6 +292,19 @@ pub struct StepMetrics {
     pub seconds: f64,
 }
 
+/// Where one update's wall time went, in seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepSplit {
+    /// Running the compiled gradient program (forward and backward).
+    pub gradient: f64,
+    /// The host's work around it: taking the batch in, the gradients'
+    /// global norm and finiteness checks, the Amax gains.
+    pub host: f64,
+    /// The compiled AdamW program over all parameters, with moving the
+    /// parameters and moments in and out of it.
+    pub update: f64,
+}
+
 /// A model being trained: compiled gradient and update graphs, the
 /// parameters and the AdamW moments.
 pub struct Trainer {
@@ -310,6 +323,8 @@ pub struct Trainer {
     /// The update graph's persistent inputs: `m.k`, `v.k`.
     moments: BTreeMap<String, Tensor>,
     step: usize,
+    /// The last update's [`StepSplit`].
+    split: StepSplit,
 }
 
 impl Trainer {
@@ -390,6 +405,7 @@ impl Trainer {
             inputs,
             moments,
             step: 0,
+            split: StepSplit::default(),
         })
     }
 
@@ -410,7 +426,9 @@ impl Trainer {
         let start = Instant::now();
         let step = self.step;
         self.set_batch(batch)?;
+        let batched = start.elapsed();
         let out = self.train.run(&self.inputs)?;
+        let ran = start.elapsed();
         let mut out: HashMap<String, Tensor> = out.into_iter().collect();
         let loss = scalar(&out["loss"]);
         if !loss.is_finite() {
@@ -444,7 +462,14 @@ impl Trainer {
         let lr = lr_at(&self.opts, step);
         let (bc1, bc2) = bias_corrections(&self.opts, step);
         let clip = clip_scale(self.opts.grad_clip, grad_norm);
+        let checked = start.elapsed();
         self.update(grads, [lr, bc1, bc2, clip])?;
+        let done = start.elapsed();
+        self.split = StepSplit {
+            gradient: (ran - batched).as_secs_f64(),
+            host: (batched + (checked - ran)).as_secs_f64(),
+            update: (done - checked).as_secs_f64(),
+        };
         self.step += 1;
         Ok(StepMetrics {
             step,
@@ -542,6 +567,12 @@ impl Trainer {
             self.inputs.insert(name.clone(), t.clone());
         }
         Ok(())
+    }
+
+    /// Where the last update's time went ([`StepSplit`]; zeros before
+    /// the first).
+    pub fn last_split(&self) -> StepSplit {
+        self.split
     }
 
     /// Updates done so far (0 for a fresh trainer; a loaded one continues

@@ -9,8 +9,8 @@ use birkhoff::ir::tolerance::Tolerance;
 use birkhoff::ir::{DType, Tensor, TensorData, TensorType};
 use birkhoff::{Target, compile};
 use birkhoff_train::{
-    StepMetrics, TrainError, TrainGraph, TrainOptions, Trainer, adamw_graph, amax_gain, clip_scale,
-    decays, lr_at,
+    StepMetrics, StepSplit, TrainError, TrainGraph, TrainOptions, Trainer, adamw_graph, amax_gain,
+    clip_scale, decays, lr_at,
 };
 
 const VOCAB: usize = 16;
@@ -131,6 +131,23 @@ fn loss_falls_deterministically() {
     );
     assert_eq!(a[0].lr, lr_at(&opts, 0));
     assert!(a[0].amax_forward.is_empty() && a[0].composite_forward == 1.0);
+}
+
+/// The split of an update's time covers its parts once each: every part
+/// is measured, and together they are no more than the update's wall
+/// time (taken after them).
+#[test]
+fn step_split_parts_add_up_to_the_step() {
+    let model = classifier(16, false);
+    let mut t = Trainer::new(&model, &options(3)).unwrap();
+    assert_eq!(t.last_split(), StepSplit::default());
+    for k in 0..3 {
+        let (x, y) = batch(k);
+        let m = t.step(&x, &y).unwrap();
+        let s = t.last_split();
+        assert!(s.gradient > 0.0 && s.update > 0.0 && s.host >= 0.0, "{s:?}");
+        assert!(s.gradient + s.host + s.update <= m.seconds, "{s:?} {m:?}");
+    }
 }
 
 /// AdamW in f64, as the optim module documents it.
