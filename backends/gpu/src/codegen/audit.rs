@@ -41,7 +41,9 @@ use birkhoff_ir::kernel::{
     BufferId, Expr, Gemm, Kernel, LoopKind, Program, ScalarType, Stmt, VarId,
 };
 
-use super::launch::{LanePlan, Mode, Piece, Work, distribute, lane_plan, pieces, unrolls};
+use super::launch::{
+    LanePlan, Mode, Piece, Work, distribute, lane_plan, line_vars, pieces, unrolls,
+};
 use super::ops::fused_operands;
 use super::skinny::Flavor;
 use super::{LaunchInfo, launch_plan_with_warp0};
@@ -902,13 +904,7 @@ impl Model<'_> {
     /// and the operation) and the fold into the variable.
     fn transposed(&self, body: &[Stmt], plan: &LanePlan) -> LaneCost {
         let lines = plan.lanes as f64;
-        let own: HashSet<VarId> = body
-            .iter()
-            .filter_map(|s| match s {
-                Stmt::Set { var, .. } => Some(*var),
-                _ => None,
-            })
-            .collect();
+        let own = line_vars(body);
         let mut out = LaneCost::default();
         for s in body {
             if let Stmt::Loop { body: b, .. } = s {

@@ -142,7 +142,7 @@ use inkwell::{AddressSpace, IntPredicate};
 use super::launch::{
     Acc, Dist, GRID_MIN_ITERATIONS, LanePlan, Mem, Mode, Piece, REGISTER_SCRATCH_MAX_WORDS, Spread,
     UNROLL_MAX_EXTENT, WARP_RUN_MAX_SLOTS, WARP_RUN_MIN_OPS, Work, distribute, lane_plan,
-    scalar_ops, scratch_words, slice_bytes, survey, thread_len, unrolls,
+    line_vars, scalar_ops, scratch_words, slice_bytes, survey, thread_len, unrolls,
 };
 use super::ops::{Cx, OrLlvm, fused_operands};
 use crate::{GpuError, Result};
@@ -1894,13 +1894,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 ));
             }
         };
-        let own: Vec<VarId> = body
-            .iter()
-            .filter_map(|s| match s {
-                Stmt::Set { var, .. } => Some(*var),
-                _ => None,
-            })
-            .collect();
+        let own = line_vars(body);
         for s in body {
             let addr = std::ptr::from_ref(s) as usize;
             match s {
@@ -1936,7 +1930,7 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
         j: VarId,
         body: &[Stmt],
         accs: &[Acc],
-        own: &[VarId],
+        own: &HashSet<VarId>,
     ) -> Result<()> {
         let lane = match &self.group {
             Some(gr) => gr.lane,

@@ -758,6 +758,8 @@ pub(crate) fn lane_plan(
         super::audit::lane_instructions(p, k, body, None),
     );
     let mut best: Option<(f64, LanePlan)> = None;
+    let mut acc = Vec::new();
+    accesses_in(body, None, None, &mut acc);
     for lanes in widths {
         let Some((plan, spread_ops)) = plan_for(body, &cands, lanes) else {
             continue;
@@ -766,8 +768,6 @@ pub(crate) fn lane_plan(
             continue;
         }
         // Each width with and without its transposable loops transposed.
-        let mut acc = Vec::new();
-        accesses_in(body, None, None, &mut acc);
         let transposed = LanePlan {
             transposed: transposable(body, &plan, &acc),
             ..plan.clone()
@@ -816,13 +816,7 @@ fn transposable(body: &[Stmt], plan: &LanePlan, acc: &[Located]) -> HashSet<usiz
         // line reads another's).
         let mut set: HashSet<VarId> = HashSet::new();
         let mut fresh = true;
-        let own: HashSet<VarId> = lines
-            .iter()
-            .filter_map(|x| match x {
-                Stmt::Set { var, .. } => Some(*var),
-                _ => None,
-            })
-            .collect();
+        let own = line_vars(lines);
         let mut vectors = 0;
         for x in lines {
             let mut reads_ok = |e: &Expr| {
@@ -881,6 +875,17 @@ fn transposable(body: &[Stmt], plan: &LanePlan, acc: &[Located]) -> HashSet<usiz
         }
     });
     out
+}
+
+/// The variables a transposable loop's `body` sets at its top level: its
+/// line values, each lane holding its own line's.
+pub(crate) fn line_vars(body: &[Stmt]) -> HashSet<VarId> {
+    body.iter()
+        .filter_map(|s| match s {
+            Stmt::Set { var, .. } => Some(*var),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Whether accesses `a` and `b` (one a write) of a transposable loop over
