@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use std::path::Path;
 
-use birkhoff_cpu::{CpuBackend, CpuExecutable, CpuOptions, KernelTime};
+use birkhoff_cpu::{CpuBackend, CpuExecutable, CpuOptions, ElementsRef, KernelTime, TensorRef};
 use birkhoff_gpu::{CodegenOptions, GpuDevice, GpuError, GpuExecutable, GpuModule};
 use birkhoff_ir::kernel::Program;
-use birkhoff_ir::{Graph, InterpOptions, Tensor, interpret};
+use birkhoff_ir::{Graph, InterpOptions, Tensor, TensorData, interpret};
 use birkhoff_lower::{LowerOptions, PreMixProjection, lower};
 use birkhoff_opt::Report;
 use birkhoff_recompute::{Recompute, TrainingPlan, plan_training};
@@ -125,6 +125,18 @@ enum Runner {
     Interp,
     Cpu(Box<CpuExecutable>),
     Gpu(Box<GpuExecutable>),
+}
+
+/// A copy of a borrowed tensor.
+fn owned_tensor(t: &TensorRef<'_>) -> Result<Tensor, birkhoff_ir::Error> {
+    let data = match t.elements {
+        ElementsRef::F32(v) => TensorData::F32(v.to_vec()),
+        ElementsRef::Bf16(v) => TensorData::Bf16(v.to_vec()),
+        ElementsRef::F64(v) => TensorData::F64(v.to_vec()),
+        ElementsRef::I32(v) => TensorData::I32(v.to_vec()),
+        ElementsRef::Bool(v) => TensorData::Bool(v.to_vec()),
+    };
+    Tensor::new(t.shape, data)
 }
 
 /// What [`gpu_code`] returns.
@@ -304,6 +316,22 @@ impl Executable {
             Runner::Cpu(exe) => Ok(exe.run(inputs)?),
             Runner::Gpu(exe) => Ok(exe.run(inputs)?),
         }
+    }
+
+    /// Like [`run`](Self::run) on inputs the caller owns. The CPU target
+    /// reads them in place; the interpreter and the GPU copy them first.
+    pub fn run_borrowed(
+        &self,
+        inputs: &BTreeMap<String, TensorRef<'_>>,
+    ) -> Result<Vec<(String, Tensor)>, CompileError> {
+        if let Runner::Cpu(exe) = &self.runner {
+            return Ok(exe.run_borrowed(inputs)?);
+        }
+        let owned = inputs
+            .iter()
+            .map(|(name, t)| Ok((name.clone(), owned_tensor(t)?)))
+            .collect::<Result<BTreeMap<_, _>, CompileError>>()?;
+        self.run(&owned)
     }
 
     /// Like [`run`](Self::run), reusing the tensors in `outputs` when they

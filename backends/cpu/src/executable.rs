@@ -463,6 +463,71 @@ fn compile_inner(program: &Program, opts: &CpuOptions, verify: bool) -> Result<C
     })
 }
 
+/// Elements the caller owns, borrowed for one run (see
+/// [`CpuExecutable::run_borrowed`]).
+#[derive(Clone, Copy, Debug)]
+pub enum ElementsRef<'a> {
+    /// `f32` elements.
+    F32(&'a [f32]),
+    /// `bf16` elements.
+    Bf16(&'a [half::bf16]),
+    /// `f64` elements.
+    F64(&'a [f64]),
+    /// `i32` elements.
+    I32(&'a [i32]),
+    /// `bool` elements.
+    Bool(&'a [bool]),
+}
+
+impl ElementsRef<'_> {
+    fn dtype(self) -> DType {
+        match self {
+            ElementsRef::F32(_) => DType::F32,
+            ElementsRef::Bf16(_) => DType::Bf16,
+            ElementsRef::F64(_) => DType::F64,
+            ElementsRef::I32(_) => DType::I32,
+            ElementsRef::Bool(_) => DType::Bool,
+        }
+    }
+
+    fn len(self) -> usize {
+        match self {
+            ElementsRef::F32(v) => v.len(),
+            ElementsRef::Bf16(v) => v.len(),
+            ElementsRef::F64(v) => v.len(),
+            ElementsRef::I32(v) => v.len(),
+            ElementsRef::Bool(v) => v.len(),
+        }
+    }
+
+    fn addr(self) -> usize {
+        match self {
+            ElementsRef::F32(v) => v.as_ptr() as usize,
+            ElementsRef::Bf16(v) => v.as_ptr() as usize,
+            ElementsRef::F64(v) => v.as_ptr() as usize,
+            ElementsRef::I32(v) => v.as_ptr() as usize,
+            ElementsRef::Bool(v) => v.as_ptr() as usize,
+        }
+    }
+}
+
+/// A row-major input tensor whose elements the caller owns: run without
+/// copying them into a [`Tensor`].
+#[derive(Clone, Copy, Debug)]
+pub struct TensorRef<'a> {
+    /// The shape.
+    pub shape: &'a [usize],
+    /// The elements, as many as the shape holds.
+    pub elements: ElementsRef<'a>,
+}
+
+impl TensorRef<'_> {
+    /// Its type.
+    pub fn ty(&self) -> TensorType {
+        TensorType::new(self.elements.dtype(), self.shape)
+    }
+}
+
 /// A zeroed output tensor; a big one is advised onto huge pages before
 /// its first touch (its zeroed pages come fresh from the system, untouched).
 fn zeros(ty: &TensorType) -> Tensor {
@@ -476,6 +541,14 @@ fn zeros(ty: &TensorType) -> Tensor {
     };
     runtime::advise_huge_pages(data_addr(&data) as *const u8, ty.size_bytes());
     Tensor::new(ty.shape.clone(), data).expect("element count matches the shape")
+}
+
+/// Owned inputs as [`CpuExecutable::run_timed`] takes them.
+fn owned_inputs(inputs: &BTreeMap<String, Tensor>) -> BTreeMap<&str, (TensorType, usize)> {
+    inputs
+        .iter()
+        .map(|(name, t)| (name.as_str(), (t.ty().clone(), data_addr(t.data()))))
+        .collect()
 }
 
 fn data_addr(d: &TensorData) -> usize {
@@ -521,7 +594,32 @@ impl CpuExecutable {
         inputs: &BTreeMap<String, Tensor>,
         outputs: &mut Vec<(String, Tensor)>,
     ) -> Result<()> {
-        self.run_timed(inputs, outputs, None)
+        self.run_timed(&owned_inputs(inputs), outputs, None)
+    }
+
+    /// Like [`run`](Self::run) on inputs the caller owns, read in place
+    /// (no copy): what a binding to another array library wants. The
+    /// element slices must hold as many elements as their shapes; a
+    /// mismatch is an [`CpuError::InputType`] error.
+    pub fn run_borrowed(
+        &self,
+        inputs: &BTreeMap<String, TensorRef<'_>>,
+    ) -> Result<Vec<(String, Tensor)>> {
+        let mut given = BTreeMap::new();
+        for (name, t) in inputs {
+            let ty = t.ty();
+            if birkhoff_ir::num_elements(t.shape) != Some(t.elements.len()) {
+                return Err(CpuError::InputType {
+                    name: name.clone(),
+                    expected: ty.clone(),
+                    got: TensorType::new(ty.dtype, [t.elements.len()]),
+                });
+            }
+            given.insert(name.as_str(), (ty, t.elements.addr()));
+        }
+        let mut outputs = Vec::new();
+        self.run_timed(&given, &mut outputs, None)?;
+        Ok(outputs)
     }
 
     /// Runs once like [`CpuExecutable::run`], discarding the outputs, and
@@ -533,21 +631,23 @@ impl CpuExecutable {
     pub fn profile(&self, inputs: &BTreeMap<String, Tensor>) -> Result<Vec<KernelTime>> {
         let mut outputs = Vec::new();
         let mut times = Vec::with_capacity(self.kernels.len());
-        self.run_timed(inputs, &mut outputs, Some(&mut times))?;
+        self.run_timed(&owned_inputs(inputs), &mut outputs, Some(&mut times))?;
         Ok(times)
     }
 
+    /// Runs on `inputs`: each input's type and the address of its
+    /// elements, which the caller keeps alive and unchanged for the call.
     fn run_timed(
         &self,
-        inputs: &BTreeMap<String, Tensor>,
+        inputs: &BTreeMap<&str, (TensorType, usize)>,
         outputs: &mut Vec<(String, Tensor)>,
         mut times: Option<&mut Vec<KernelTime>>,
     ) -> Result<()> {
         let p = &self.program;
-        for name in inputs.keys() {
+        for &name in inputs.keys() {
             if !p.inputs.iter().any(|(n, _)| n == name) {
                 return Err(CpuError::UnknownInput {
-                    name: name.clone(),
+                    name: name.to_string(),
                     known: p
                         .inputs
                         .iter()
@@ -560,18 +660,20 @@ impl CpuExecutable {
         let mut input_addrs = Vec::with_capacity(p.inputs.len());
         for (name, b) in &p.inputs {
             let expected = &p.buffer(*b).ty;
-            let t = inputs.get(name).ok_or_else(|| CpuError::MissingInput {
-                name: name.clone(),
-                expected: expected.clone(),
-            })?;
-            if t.ty() != expected {
+            let (ty, addr) = inputs
+                .get(name.as_str())
+                .ok_or_else(|| CpuError::MissingInput {
+                    name: name.clone(),
+                    expected: expected.clone(),
+                })?;
+            if ty != expected {
                 return Err(CpuError::InputType {
                     name: name.clone(),
                     expected: expected.clone(),
-                    got: t.ty().clone(),
+                    got: ty.clone(),
                 });
             }
-            input_addrs.push((*b, data_addr(t.data())));
+            input_addrs.push((*b, *addr));
         }
         let reusable = outputs.len() == p.outputs.len()
             && outputs

@@ -64,7 +64,8 @@ mod vector;
 
 pub use error::{CpuError, Result};
 pub use executable::{
-    CpuExecutable, CpuOptions, KernelStats, KernelTime, MAX_LOCAL_BYTES, compile,
+    CpuExecutable, CpuOptions, ElementsRef, KernelStats, KernelTime, MAX_LOCAL_BYTES, TensorRef,
+    compile,
 };
 
 /// The CPU backend as a [`birkhoff_ir::kernel::Backend`]: [`compile`] with

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use birkhoff_cpu::{CpuError, CpuOptions, compile};
+use birkhoff_cpu::{CpuError, CpuOptions, ElementsRef, TensorRef, compile};
 use birkhoff_ir::kernel::{
     BufferId, BufferKind, Expr, Gemm, Index, Kernel, LocalId, LoopKind, Matrix, Program,
     ScalarType, Stmt,
@@ -681,6 +681,59 @@ fn inputs_are_validated_without_panicking() {
     );
     assert!(matches!(exe.run(&wrong), Err(CpuError::InputType { .. })));
     assert!(exe.run(&good).is_ok());
+}
+
+#[test]
+fn borrowed_inputs_run_like_owned_ones() {
+    let p = scale_program();
+    let exe = compile(&p, &CpuOptions::default()).unwrap();
+    let owned = inputs(&p, 3, false);
+    let want = exe.run(&owned).unwrap();
+    fn as_ref(t: &Tensor) -> TensorRef<'_> {
+        TensorRef {
+            shape: t.shape(),
+            elements: match t.data() {
+                TensorData::F32(v) => ElementsRef::F32(v),
+                other => panic!("scale_program takes f32, got {:?}", other.dtype()),
+            },
+        }
+    }
+    let borrowed: BTreeMap<String, TensorRef<'_>> =
+        owned.iter().map(|(n, t)| (n.clone(), as_ref(t))).collect();
+    assert_eq!(exe.run_borrowed(&borrowed).unwrap(), want);
+
+    // The same checks as owned inputs get, and one more: a slice that does
+    // not hold its shape's elements.
+    let short = [0.0f32; 7];
+    let mut bad = borrowed.clone();
+    bad.insert(
+        "a".into(),
+        TensorRef {
+            shape: &[8],
+            elements: ElementsRef::F32(&short),
+        },
+    );
+    assert!(matches!(
+        exe.run_borrowed(&bad),
+        Err(CpuError::InputType { ref name, .. }) if name == "a"
+    ));
+    let wide = [0.0f64; 8];
+    bad.insert(
+        "a".into(),
+        TensorRef {
+            shape: &[8],
+            elements: ElementsRef::F64(&wide),
+        },
+    );
+    assert_eq!(
+        exe.run_borrowed(&bad).unwrap_err().to_string(),
+        "input 'a': expected f32[8], got f64[8]"
+    );
+    bad.remove("a");
+    assert!(matches!(
+        exe.run_borrowed(&bad),
+        Err(CpuError::MissingInput { ref name, .. }) if name == "a"
+    ));
 }
 
 #[test]

@@ -1,0 +1,551 @@
+//! `birkhoff._native`: the Python extension module under the `birkhoff`
+//! package (`python/birkhoff`).
+//!
+//! It is deliberately small: [`compile`] turns a source (a zoo model name,
+//! IR text, a `.bir` file or an `.onnx` file) into a [`Module`], and
+//! [`Module::run`] takes and returns NumPy arrays by name. Everything
+//! else array-shaped (torch conversion, bf16 rounding, positional
+//! arguments, the torch custom ops and their autograd) is the Python
+//! package's, where those libraries live. Nothing is copied: the CPU
+//! backend reads the input arrays in place, and each output array takes
+//! over the memory the program wrote.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use birkhoff::cpu::{ElementsRef, TensorRef};
+use birkhoff::dsl::zoo::{LayerFn, ModelArgs, build_model, model_info};
+use birkhoff::ir::{DType, Graph, InputKind, Op, SinkhornVariant, Tensor, TensorData};
+use birkhoff::lower::PreMixProjection;
+use birkhoff::{CompileOptions, Executable, Target, compile_with};
+use half::slice::HalfBitsSliceExt;
+use half::vec::HalfFloatVecExt;
+use numpy::{PyArray1, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+/// A compiled graph, ready to run many times.
+#[pyclass(module = "birkhoff._native", frozen)]
+struct Module {
+    exe: Executable,
+    /// Values for inputs the caller may leave out (an ONNX model's
+    /// initializers).
+    defaults: BTreeMap<String, Tensor>,
+}
+
+/// One input or output as Python sees it: name, dtype name, shape.
+type Signature = (String, &'static str, Vec<usize>);
+
+#[pymethods]
+impl Module {
+    /// The graph's inputs in order: `(name, kind, dtype, shape,
+    /// has_default)`, where kind is `"data"` or `"param"`.
+    fn inputs(&self) -> Vec<(String, &'static str, &'static str, Vec<usize>, bool)> {
+        let g = self.exe.graph();
+        g.inputs()
+            .iter()
+            .filter_map(|&v| match &g.node(v).op {
+                Op::Input { name, kind, ty } => Some((
+                    name.clone(),
+                    match kind {
+                        InputKind::Data => "data",
+                        InputKind::Param => "param",
+                    },
+                    ty.dtype.name(),
+                    ty.shape.clone(),
+                    self.defaults.contains_key(name),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The graph's outputs in order: `(name, dtype, shape)`.
+    fn outputs(&self) -> Vec<Signature> {
+        let g = self.exe.graph();
+        g.outputs()
+            .iter()
+            .map(|o| {
+                let ty = g.ty(o.value);
+                (o.name.clone(), ty.dtype.name(), ty.shape.clone())
+            })
+            .collect()
+    }
+
+    /// Runs the graph. `inputs` are `(name, array)` pairs, each a
+    /// C-contiguous NumPy array of the input's declared dtype (bf16 as
+    /// `uint16` bit patterns), read in place. Returns `(name, dtype,
+    /// array)` per output, each array owning the memory the program wrote
+    /// (bf16 again as `uint16`). The interpreter lock is released while
+    /// the compiled code runs; the caller must not change the inputs
+    /// meanwhile.
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        inputs: Vec<(String, Bound<'py, PyAny>)>,
+    ) -> PyResult<Vec<(String, &'static str, Bound<'py, PyAny>)>> {
+        let g = self.exe.graph();
+        let mut held = Vec::with_capacity(inputs.len());
+        for (name, obj) in inputs {
+            let Some(v) = g.input_by_name(&name) else {
+                return Err(PyKeyError::new_err(format!(
+                    "{name:?} is not an input of graph @{}; its inputs are {}",
+                    g.name(),
+                    input_names(g)
+                )));
+            };
+            let ty = g.ty(v);
+            let array = Held::extract(&obj, ty.dtype).map_err(|e| {
+                PyValueError::new_err(format!("input {name:?}: {e} (declared {ty})"))
+            })?;
+            held.push((name, array));
+        }
+        let mut refs = BTreeMap::new();
+        for (name, array) in &held {
+            let r = array
+                .tensor_ref()
+                .map_err(|e| PyValueError::new_err(format!("input {name:?}: {e}")))?;
+            if refs.insert(name.clone(), r).is_some() {
+                return Err(PyValueError::new_err(format!(
+                    "input {name:?} is given twice"
+                )));
+            }
+        }
+        for (name, t) in &self.defaults {
+            refs.entry(name.clone()).or_insert_with(|| tensor_ref(t));
+        }
+        let missing: Vec<&str> = g
+            .inputs()
+            .iter()
+            .filter_map(|&v| g.input_name(v))
+            .filter(|n| !refs.contains_key(*n))
+            .collect();
+        if !missing.is_empty() {
+            return Err(PyValueError::new_err(format!(
+                "graph @{} needs inputs it was not given: {}",
+                g.name(),
+                missing.join(", ")
+            )));
+        }
+        let outputs = py
+            .detach(|| self.exe.run_borrowed(&refs))
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        drop(refs);
+        drop(held);
+        outputs
+            .into_iter()
+            .map(|(name, t)| {
+                let dtype = t.dtype().name();
+                let shape = t.shape().to_vec();
+                Ok((name, dtype, owned_array(py, t.into_data(), shape)?))
+            })
+            .collect()
+    }
+
+    /// The graph that runs, after the optimizer, as IR text.
+    fn ir(&self) -> String {
+        self.exe.graph().to_string()
+    }
+
+    /// The lowered kernel program as text (CPU and GPU targets).
+    fn kernel_ir(&self) -> Option<String> {
+        self.exe.program().map(|p| p.to_string())
+    }
+
+    /// What the optimizer fused, as text (`None` without the optimizer).
+    fn fusion_report(&self) -> Option<String> {
+        self.exe.fusion_report().map(|r| r.to_string())
+    }
+
+    /// Seconds the compilation took.
+    fn compile_seconds(&self) -> f64 {
+        self.exe.compile_time().as_secs_f64()
+    }
+}
+
+fn input_names(g: &Graph) -> String {
+    let names: Vec<&str> = g.inputs().iter().filter_map(|&v| g.input_name(v)).collect();
+    names.join(", ")
+}
+
+/// An input array, borrowed read-only for one run.
+enum Held<'py> {
+    F32(PyReadonlyArrayDyn<'py, f32>),
+    F64(PyReadonlyArrayDyn<'py, f64>),
+    Bf16(PyReadonlyArrayDyn<'py, u16>),
+    I32(PyReadonlyArrayDyn<'py, i32>),
+    Bool(PyReadonlyArrayDyn<'py, bool>),
+}
+
+impl<'py> Held<'py> {
+    fn extract(obj: &Bound<'py, PyAny>, dtype: DType) -> Result<Held<'py>, String> {
+        let want = match dtype {
+            DType::F32 => "float32",
+            DType::F64 => "float64",
+            DType::Bf16 => "uint16 (bf16 bit patterns)",
+            DType::I32 => "int32",
+            DType::Bool => "bool",
+        };
+        let held = match dtype {
+            DType::F32 => obj.extract().map(Held::F32),
+            DType::F64 => obj.extract().map(Held::F64),
+            DType::Bf16 => obj.extract().map(Held::Bf16),
+            DType::I32 => obj.extract().map(Held::I32),
+            DType::Bool => obj.extract().map(Held::Bool),
+        };
+        held.map_err(|_| format!("expected a NumPy array of {want}"))
+    }
+
+    /// The array as the runtime reads it; fails unless C-contiguous.
+    fn tensor_ref(&self) -> Result<TensorRef<'_>, String> {
+        let contiguous = |e| format!("the array is not C-contiguous ({e})");
+        let (shape, elements) = match self {
+            Held::F32(a) => (
+                a.shape(),
+                ElementsRef::F32(a.as_slice().map_err(contiguous)?),
+            ),
+            Held::F64(a) => (
+                a.shape(),
+                ElementsRef::F64(a.as_slice().map_err(contiguous)?),
+            ),
+            Held::Bf16(a) => (
+                a.shape(),
+                ElementsRef::Bf16(a.as_slice().map_err(contiguous)?.reinterpret_cast()),
+            ),
+            Held::I32(a) => (
+                a.shape(),
+                ElementsRef::I32(a.as_slice().map_err(contiguous)?),
+            ),
+            Held::Bool(a) => (
+                a.shape(),
+                ElementsRef::Bool(a.as_slice().map_err(contiguous)?),
+            ),
+        };
+        Ok(TensorRef { shape, elements })
+    }
+}
+
+/// An owned tensor, borrowed.
+fn tensor_ref(t: &Tensor) -> TensorRef<'_> {
+    let elements = match t.data() {
+        TensorData::F32(v) => ElementsRef::F32(v),
+        TensorData::F64(v) => ElementsRef::F64(v),
+        TensorData::Bf16(v) => ElementsRef::Bf16(v),
+        TensorData::I32(v) => ElementsRef::I32(v),
+        TensorData::Bool(v) => ElementsRef::Bool(v),
+    };
+    TensorRef {
+        shape: t.shape(),
+        elements,
+    }
+}
+
+/// A NumPy array of `shape` that takes over `data`'s memory (no copy).
+fn owned_array<'py>(
+    py: Python<'py>,
+    data: TensorData,
+    shape: Vec<usize>,
+) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match data {
+        TensorData::F32(v) => PyArray1::from_vec(py, v).reshape(shape)?.into_any(),
+        TensorData::F64(v) => PyArray1::from_vec(py, v).reshape(shape)?.into_any(),
+        TensorData::Bf16(v) => PyArray1::from_vec(py, v.reinterpret_into())
+            .reshape(shape)?
+            .into_any(),
+        TensorData::I32(v) => PyArray1::from_vec(py, v).reshape(shape)?.into_any(),
+        TensorData::Bool(v) => PyArray1::from_vec(py, v).reshape(shape)?.into_any(),
+    })
+}
+
+/// Compiles `source` for `backend` (`"cpu"`, `"gpu"` or `"interp"`).
+///
+/// `source` is a zoo model name, a path to a `.bir` or `.onnx` file, or IR
+/// text holding one graph. `flags` are the zoo's model flags (`tokens`,
+/// `hidden`, `sinkhorn`, …, as the command line spells them with `_` for
+/// `-`) for a zoo model, and `threads` / `projection` for the compiler.
+#[pyfunction]
+#[pyo3(signature = (source, backend = "cpu", optimize = true, flags = None))]
+fn compile(
+    py: Python<'_>,
+    source: &str,
+    backend: &str,
+    optimize: bool,
+    flags: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Module> {
+    let target = match backend {
+        "cpu" => Target::Cpu,
+        "gpu" => Target::Gpu,
+        "interp" => Target::Interp,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown backend {other:?}: expected \"cpu\", \"gpu\" or \"interp\""
+            )));
+        }
+    };
+    let mut flags = Flags::from_dict(flags)?;
+    let mut opts = CompileOptions {
+        target,
+        optimize,
+        ..CompileOptions::default()
+    };
+    opts.threads = flags.take_usize("threads")?;
+    if let Some(p) = flags.take_str("projection")? {
+        opts.projection = Some(match p.as_str() {
+            "gemm" => PreMixProjection::Gemm,
+            "in-kernel" | "in_kernel" => PreMixProjection::InKernel,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown projection {other:?}: expected \"gemm\" or \"in-kernel\""
+                )));
+            }
+        });
+    }
+    let (graph, defaults) = load(source, &mut flags)?;
+    flags.finish()?;
+    let exe = py
+        .detach(|| compile_with(&graph, &opts))
+        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    Ok(Module { exe, defaults })
+}
+
+/// The graph `source` names and its default input values.
+fn load(source: &str, flags: &mut Flags) -> PyResult<(Graph, BTreeMap<String, Tensor>)> {
+    let trimmed = source.trim_start();
+    if trimmed.starts_with("graph") || trimmed.starts_with(';') || source.contains('\n') {
+        flags.no_model_flags("IR text")?;
+        let mut graphs = birkhoff::ir::parse_and_verify(source)
+            .map_err(|e| PyValueError::new_err(format!("IR text: {e}")))?;
+        return match graphs.len() {
+            1 => Ok((graphs.remove(0), BTreeMap::new())),
+            n => Err(PyValueError::new_err(format!(
+                "IR text holds {n} graphs; compile takes exactly one"
+            ))),
+        };
+    }
+    let path = Path::new(source);
+    if source.ends_with(".onnx") {
+        flags.no_model_flags("an ONNX model")?;
+        let imported = birkhoff::onnx::import_file(path, &birkhoff::onnx::ImportOptions::default())
+            .map_err(|e| PyValueError::new_err(format!("{source}: {e}")))?;
+        return Ok((imported.graph, imported.weights));
+    }
+    if model_info(source).is_ok() {
+        let args = flags.model_args()?;
+        let model = build_model(source, &args).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        return Ok((model.graph, BTreeMap::new()));
+    }
+    if source.ends_with(".bir") || path.is_file() {
+        flags.no_model_flags("an IR file")?;
+        let text = birkhoff::read_text(path)
+            .map_err(|e| PyValueError::new_err(format!("cannot read {source}: {e}")))?;
+        let mut graphs = birkhoff::ir::parse_and_verify(&text)
+            .map_err(|e| PyValueError::new_err(format!("{source}:{e}")))?;
+        return match graphs.len() {
+            1 => Ok((graphs.remove(0), BTreeMap::new())),
+            n => Err(PyValueError::new_err(format!(
+                "{source} holds {n} graphs; compile takes exactly one"
+            ))),
+        };
+    }
+    let names: Vec<&str> = birkhoff::dsl::zoo::models()
+        .iter()
+        .map(|m| m.name)
+        .collect();
+    Err(PyValueError::new_err(format!(
+        "{source:?} is neither a zoo model ({}), IR text, nor an existing .bir or .onnx file",
+        names.join(", ")
+    )))
+}
+
+/// A keyword flag's value.
+#[derive(Clone, Debug)]
+enum FlagValue {
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+impl std::fmt::Display for FlagValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FlagValue::Int(i) => write!(f, "{i}"),
+            FlagValue::Float(x) => write!(f, "{x}"),
+            FlagValue::Str(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// Keyword flags not yet consumed, by name (`-` spelled `_`).
+struct Flags(BTreeMap<String, FlagValue>);
+
+impl Flags {
+    fn from_dict(d: Option<&Bound<'_, PyDict>>) -> PyResult<Flags> {
+        let mut map = BTreeMap::new();
+        for (k, v) in d.into_iter().flat_map(|d| d.iter()) {
+            let key: String = k.extract()?;
+            // bool is an int in Python; no flag takes one.
+            let value = if let Ok(i) = v.extract::<i64>() {
+                FlagValue::Int(i)
+            } else if let Ok(x) = v.extract::<f64>() {
+                FlagValue::Float(x)
+            } else if let Ok(s) = v.extract::<String>() {
+                FlagValue::Str(s)
+            } else {
+                return Err(PyValueError::new_err(format!(
+                    "flag {key}: expected an int, a float or a str"
+                )));
+            };
+            map.insert(key.replace('-', "_"), value);
+        }
+        Ok(Flags(map))
+    }
+
+    fn take_usize(&mut self, name: &str) -> PyResult<Option<usize>> {
+        match self.0.remove(name) {
+            None => Ok(None),
+            Some(FlagValue::Int(i)) if i >= 0 => Ok(Some(i as usize)),
+            Some(v) => Err(PyValueError::new_err(format!(
+                "flag {name}: expected a non-negative int, got {v}"
+            ))),
+        }
+    }
+
+    fn take_f64(&mut self, name: &str) -> PyResult<Option<f64>> {
+        match self.0.remove(name) {
+            None => Ok(None),
+            Some(FlagValue::Int(i)) => Ok(Some(i as f64)),
+            Some(FlagValue::Float(x)) => Ok(Some(x)),
+            Some(v) => Err(PyValueError::new_err(format!(
+                "flag {name}: expected a number, got {v}"
+            ))),
+        }
+    }
+
+    fn take_str(&mut self, name: &str) -> PyResult<Option<String>> {
+        match self.0.remove(name) {
+            None => Ok(None),
+            Some(FlagValue::Str(s)) => Ok(Some(s)),
+            Some(v) => Err(PyValueError::new_err(format!(
+                "flag {name}: expected a str, got {v}"
+            ))),
+        }
+    }
+
+    fn take_parsed<T: std::str::FromStr>(&mut self, name: &str) -> PyResult<Option<T>>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.take_str(name)?
+            .map(|s| {
+                s.parse()
+                    .map_err(|e| PyValueError::new_err(format!("flag {name}: {e}")))
+            })
+            .transpose()
+    }
+
+    /// The zoo's model flags, consumed.
+    fn model_args(&mut self) -> PyResult<ModelArgs> {
+        let dtype = match self.take_str("dtype")? {
+            None => None,
+            Some(name) => Some(DType::from_name(&name).ok_or_else(|| {
+                PyValueError::new_err(format!("flag dtype: {name:?} is not f32, bf16 or f64"))
+            })?),
+        };
+        Ok(ModelArgs {
+            tokens: self.take_usize("tokens")?,
+            streams: self.take_usize("streams")?,
+            hidden: self.take_usize("hidden")?,
+            heads: self.take_usize("heads")?,
+            ffn: self.take_usize("ffn")?,
+            layers: self.take_usize("layers")?,
+            sinkhorn: self.take_parsed::<SinkhornVariant>("sinkhorn")?,
+            iters: self.take_usize("iters")?,
+            eps: self.take_f64("eps")?,
+            norm_eps: self.take_f64("norm_eps")?,
+            pre_eps: self.take_f64("pre_eps")?,
+            post_mult: self.take_f64("post_mult")?,
+            layer_fn: self.take_parsed::<LayerFn>("layer_fn")?,
+            dtype,
+        })
+    }
+
+    /// Fails if any model flag is given for a source that takes none.
+    fn no_model_flags(&mut self, what: &str) -> PyResult<()> {
+        let before = self.0.len();
+        let args = self.model_args()?;
+        if let Some(f) = args.given().first() {
+            return Err(PyValueError::new_err(format!(
+                "{} is a model flag; it does not apply to {what}",
+                f.name()
+            )));
+        }
+        debug_assert_eq!(before, self.0.len());
+        Ok(())
+    }
+
+    /// Fails on flags nobody consumed.
+    fn finish(self) -> PyResult<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = self.0.keys().map(String::as_str).collect();
+        Err(PyValueError::new_err(format!(
+            "unknown flag(s): {}",
+            names.join(", ")
+        )))
+    }
+}
+
+/// birkhoff's recomputation plan for a stack of `layers` mHC layers (what
+/// `birkhoff plan` prints): the block size and the blocks as `(start, end)`
+/// layer ranges, each block keeping only the stream at its start, with the
+/// predicted resident, transient and peak activation bytes. `budget` is in
+/// bytes; `boundaries` are layers where a block must start (pipeline
+/// stages).
+#[pyfunction]
+#[expect(
+    clippy::too_many_arguments,
+    clippy::needless_pass_by_value,
+    reason = "a Python function's keyword arguments, extracted as owned values"
+)]
+#[pyo3(signature = (layers, streams, hidden, tokens, bytes_per_element = 4, budget = None, boundaries = None))]
+fn plan_blocks<'py>(
+    py: Python<'py>,
+    layers: usize,
+    streams: usize,
+    hidden: usize,
+    tokens: usize,
+    bytes_per_element: usize,
+    budget: Option<u64>,
+    boundaries: Option<Vec<usize>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let stack = birkhoff::recompute::MhcStack {
+        layers,
+        streams,
+        hidden,
+        tokens,
+        bytes_per_element,
+    };
+    let plan = stack
+        .plan(budget, boundaries.as_deref())
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let d = PyDict::new(py);
+    d.set_item("block", plan.block)?;
+    let blocks: Vec<(usize, usize)> = plan.blocks.iter().map(|r| (r.start, r.end)).collect();
+    d.set_item("blocks", blocks)?;
+    d.set_item("resident_bytes", plan.estimate.resident_bytes)?;
+    d.set_item("transient_bytes", plan.estimate.transient_bytes)?;
+    d.set_item("peak_bytes", plan.estimate.peak_bytes)?;
+    Ok(d)
+}
+
+/// The `birkhoff._native` extension module.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(compile, m)?)?;
+    m.add_function(wrap_pyfunction!(plan_blocks, m)?)?;
+    m.add_class::<Module>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,572 @@
+"""birkhoff's fused mHC kernels as PyTorch custom ops, with autograd.
+
+* :func:`mhc_pre` (``birkhoff::mhc_pre``): the pre-mix of the mHC paper,
+  ``x [..., n, C]`` with ``fn [n(n+2), n·C]``, ``scale [3]`` and
+  ``base [n(n+2)]`` to ``(layer_input [..., C], post [..., n],
+  comb [..., n, n])``. Its backward is birkhoff's fused ``mhc_pre_grad``.
+* :func:`mhc_post` (``birkhoff::mhc_post``): ``x_next[t, j, c] = post[t, j]
+  · f[t, c] + Σ_i comb[t, i, j] · x[t, i, c]``; backward ``mhc_post_grad``.
+* :func:`sinkhorn` (``birkhoff::sinkhorn``): the Sinkhorn-Knopp projection
+  of ``[..., n, n]`` logits; backward ``sinkhorn_grad``.
+* :class:`MHC`: an ``nn.Module`` that wraps any sublayer ``F`` in an mHC
+  connection (pre → F → post), initialized as the paper does.
+
+The ops are registered with ``torch.library`` (fake implementations
+included, so ``torch.compile`` traces through them as single nodes). Each
+distinct shape, dtype and setting compiles once per process; later calls
+reuse the compiled program. They run on CPU tensors through birkhoff's
+Cranelift backend, in float32, float64, or bfloat16 storage with float32
+math. CUDA tensors raise ``NotImplementedError`` in this release.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import threading
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import _native
+
+__all__ = [
+    "mhc_pre",
+    "mhc_post",
+    "sinkhorn",
+    "MHC",
+    "expand_streams",
+    "amax_gain",
+    "gate_bias",
+    "plan_blocks",
+    "CheckpointedStack",
+    "keep_matmuls",
+]
+
+_IR_DTYPES = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16"}
+
+_programs: dict[str, object] = {}
+_programs_lock = threading.Lock()
+
+
+def _program(text: str):
+    """The compiled program of IR ``text``, compiled on first use."""
+    with _programs_lock:
+        prog = _programs.get(text)
+        if prog is None:
+            prog = _native.compile(text, "cpu", True, None)
+            _programs[text] = prog
+        return prog
+
+
+def _ty(dtype: str, shape) -> str:
+    return f"{dtype}[{','.join(str(d) for d in shape)}]"
+
+
+def _ir_dtype(name: str, *tensors: Tensor) -> str:
+    dt = tensors[0].dtype
+    for t in tensors:
+        if t.dtype != dt:
+            raise TypeError(f"birkhoff.torch.{name}: operands must share one dtype, got {dt} and {t.dtype}")
+        if t.device.type != "cpu":
+            raise NotImplementedError(
+                f"birkhoff.torch.{name}: tensors on {t.device} are not supported in this "
+                "release (CPU tensors run birkhoff's Cranelift kernels)"
+            )
+    if dt not in _IR_DTYPES:
+        raise TypeError(f"birkhoff.torch.{name}: dtype {dt} is not float32, float64 or bfloat16")
+    return _IR_DTYPES[dt]
+
+
+def _attr(x: float) -> str:
+    x = float(x)
+    if not math.isfinite(x):
+        raise ValueError(f"attribute {x} is not finite")
+    return repr(x)
+
+
+def _sinkhorn_attrs(sinkhorn: str, iters: int, eps: float) -> str:
+    if sinkhorn not in ("paper", "tilekernels"):
+        raise ValueError(f"sinkhorn must be 'paper' or 'tilekernels', got {sinkhorn!r}")
+    if int(iters) < 1:
+        raise ValueError(f"iters must be at least 1, got {iters}")
+    return f"variant={sinkhorn}, iters={int(iters)}, eps={_attr(eps)}"
+
+
+def _run(text: str, *tensors: Tensor):
+    """Runs the program of ``text`` on ``tensors`` (its inputs, in order)
+    and returns its outputs as tensors, copying neither."""
+    prog = _program(text)
+    arrays = []
+    for i, t in enumerate(tensors):
+        # `.numpy()` marks a tensor's storage as never resizable again, and
+        # FSDP frees its gathered parameters by resizing their storage to
+        # zero: parameters (small) are copied first, activations are not.
+        t = t.detach().clone() if isinstance(t, nn.Parameter) else t.detach().contiguous()
+        if t.dtype == torch.bfloat16:
+            arrays.append((f"a{i}", t.view(torch.int16).numpy().view(np.uint16)))
+        else:
+            arrays.append((f"a{i}", t.numpy()))
+    out = []
+    for _, dtype, array in prog.run(arrays):
+        if dtype == "bf16":
+            out.append(torch.from_numpy(array.view(np.int16)).view(torch.bfloat16))
+        else:
+            out.append(torch.from_numpy(array))
+    return out
+
+
+def _graph(name: str, ins, outs, op_line: str) -> str:
+    """IR text of a graph ``@name`` whose inputs are ``%a0, %a1, ...`` with
+    the types ``ins``, computing ``op_line`` as ``%r`` and returning its
+    tuple elements (or itself) as ``outs`` = [(name, type)]."""
+    params = ", ".join(f"%a{i}: {t}" for i, t in enumerate(ins))
+    results = ", ".join(f"{n}: {t}" for n, t in outs)
+    body = [f"  %r = {op_line}"]
+    if len(outs) == 1:
+        ret = "%r"
+    else:
+        for i, (_, t) in enumerate(outs):
+            body.append(f"  %g{i} = get %r, index={i} : {t}")
+        ret = ", ".join(f"%g{i}" for i in range(len(outs)))
+    return f"graph @{name}({params}) -> ({results}) {{\n" + "\n".join(body) + f"\n  return {ret}\n}}\n"
+
+
+def _operands(*names):
+    return ", ".join(f"%a{i}" for i in range(len(names)))
+
+
+# ---- the pre-mix ------------------------------------------------------------
+
+
+def _pre_dims(x: Tensor, fn: Tensor, scale: Tensor, base: Tensor):
+    if x.dim() != 3:
+        raise ValueError(f"mhc_pre: x must be [T, n, C], got {list(x.shape)}")
+    t, n, c = x.shape
+    m = n * (n + 2)
+    want = {"fn": [m, n * c], "scale": [3], "base": [m]}
+    for name, v in (("fn", fn), ("scale", scale), ("base", base)):
+        if list(v.shape) != want[name]:
+            raise ValueError(f"mhc_pre: {name} must be {want[name]} for x {list(x.shape)}, got {list(v.shape)}")
+    return t, n, c, m
+
+
+def _pre_spec(norm_eps, pre_eps, post_mult, sinkhorn, iters, eps) -> str:
+    return (
+        f"norm_eps={_attr(norm_eps)}, pre_eps={_attr(pre_eps)}, post_mult={_attr(post_mult)}, "
+        + _sinkhorn_attrs(sinkhorn, iters, eps)
+    )
+
+
+@torch.library.custom_op("birkhoff::mhc_pre", mutates_args=())
+def _mhc_pre_op(
+    x: Tensor,
+    fn: Tensor,
+    scale: Tensor,
+    base: Tensor,
+    norm_eps: float,
+    pre_eps: float,
+    post_mult: float,
+    sinkhorn: str,
+    iters: int,
+    eps: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    d = _ir_dtype("mhc_pre", x, fn, scale, base)
+    t, n, c, m = _pre_dims(x, fn, scale, base)
+    ins = [_ty(d, s) for s in ([t, n, c], [m, n * c], [3], [m])]
+    outs = [("layer_input", _ty(d, [t, c])), ("post_mix", _ty(d, [t, n])), ("comb_mix", _ty(d, [t, n, n]))]
+    spec = _pre_spec(norm_eps, pre_eps, post_mult, sinkhorn, iters, eps)
+    line = f"mhc_pre {_operands(*ins)}, {spec} : ({', '.join(t for _, t in outs)})"
+    li, post, comb = _run(_graph("mhc_pre", ins, outs, line), x, fn, scale, base)
+    return li, post, comb
+
+
+@_mhc_pre_op.register_fake
+def _(x, fn, scale, base, norm_eps, pre_eps, post_mult, sinkhorn, iters, eps):
+    t, n, c = x.shape
+    return x.new_empty((t, c)), x.new_empty((t, n)), x.new_empty((t, n, n))
+
+
+@torch.library.custom_op("birkhoff::mhc_pre_grad", mutates_args=())
+def _mhc_pre_grad_op(
+    x: Tensor,
+    fn: Tensor,
+    scale: Tensor,
+    base: Tensor,
+    d_li: Tensor,
+    d_post: Tensor,
+    d_comb: Tensor,
+    norm_eps: float,
+    pre_eps: float,
+    post_mult: float,
+    sinkhorn: str,
+    iters: int,
+    eps: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    d = _ir_dtype("mhc_pre_grad", x, fn, scale, base, d_li, d_post, d_comb)
+    t, n, c, m = _pre_dims(x, fn, scale, base)
+    shapes = ([t, n, c], [m, n * c], [3], [m], [t, c], [t, n], [t, n, n])
+    ins = [_ty(d, s) for s in shapes]
+    outs = [(f"d_{k}", ins[i]) for i, k in enumerate(("x", "fn", "scale", "base"))]
+    spec = _pre_spec(norm_eps, pre_eps, post_mult, sinkhorn, iters, eps)
+    line = f"mhc_pre_grad {_operands(*ins)}, {spec} : ({', '.join(t for _, t in outs)})"
+    dx, dfn, dscale, dbase = _run(_graph("mhc_pre_grad", ins, outs, line), x, fn, scale, base, d_li, d_post, d_comb)
+    return dx, dfn, dscale, dbase
+
+
+@_mhc_pre_grad_op.register_fake
+def _(x, fn, scale, base, d_li, d_post, d_comb, norm_eps, pre_eps, post_mult, sinkhorn, iters, eps):
+    return torch.empty_like(x), torch.empty_like(fn), torch.empty_like(scale), torch.empty_like(base)
+
+
+def _pre_setup(ctx, inputs, output):
+    x, fn, scale, base, *attrs = inputs
+    ctx.save_for_backward(x, fn, scale, base)
+    ctx.attrs = attrs
+
+
+def _pre_backward(ctx, d_li, d_post, d_comb):
+    x, fn, scale, base = ctx.saved_tensors
+    t, n, c = x.shape
+    zeros = lambda shape: x.new_zeros(shape)  # noqa: E731
+    d_li = zeros((t, c)) if d_li is None else d_li
+    d_post = zeros((t, n)) if d_post is None else d_post
+    d_comb = zeros((t, n, n)) if d_comb is None else d_comb
+    grads = _mhc_pre_grad_op(x, fn, scale, base, d_li, d_post, d_comb, *ctx.attrs)
+    return (*grads, None, None, None, None, None, None)
+
+
+_mhc_pre_op.register_autograd(_pre_backward, setup_context=_pre_setup)
+
+
+def mhc_pre(
+    x: Tensor,
+    fn: Tensor,
+    scale: Tensor,
+    base: Tensor,
+    *,
+    norm_eps: float = 1e-6,
+    pre_eps: float = 1e-6,
+    post_mult: float = 2.0,
+    sinkhorn: str = "tilekernels",
+    iters: int = 20,
+    eps: float | None = None,
+):
+    """The mHC pre-mix, fused: returns ``(layer_input [..., C], post
+    [..., n], comb [..., n, n])`` for ``x [..., n, C]``.
+
+    ``layer_input = Σ_i pre_i · x_i`` with ``pre = sigmoid(...) + pre_eps``,
+    ``post = post_mult · sigmoid(...)``, and ``comb`` the Sinkhorn
+    projection (``sinkhorn="tilekernels"``: a row softmax, then ``iters``
+    column/row rounds as DeepSeek's kernels do; ``"paper"``: exp, then
+    ``iters`` row/column rounds). ``eps`` defaults to the variant's (1e-6
+    for tilekernels, 0 for paper). Leading dimensions of ``x`` are
+    flattened into tokens and restored.
+    """
+    if x.dim() < 3:
+        raise ValueError(f"mhc_pre: x must be [..., n, C], got {list(x.shape)}")
+    if eps is None:
+        eps = 1e-6 if sinkhorn == "tilekernels" else 0.0
+    lead, (n, c) = x.shape[:-2], x.shape[-2:]
+    li, post, comb = _mhc_pre_op(
+        x.reshape(-1, n, c), fn, scale, base, norm_eps, pre_eps, post_mult, sinkhorn, iters, eps
+    )
+    return li.reshape(*lead, c), post.reshape(*lead, n), comb.reshape(*lead, n, n)
+
+
+# ---- the post-mix -----------------------------------------------------------
+
+
+def _post_dims(f: Tensor, x: Tensor, post: Tensor, comb: Tensor):
+    if x.dim() != 3:
+        raise ValueError(f"mhc_post: x must be [T, n, C], got {list(x.shape)}")
+    t, n, c = x.shape
+    want = {"f": [t, c], "post": [t, n], "comb": [t, n, n]}
+    for name, v in (("f", f), ("post", post), ("comb", comb)):
+        if list(v.shape) != want[name]:
+            raise ValueError(f"mhc_post: {name} must be {want[name]} for x {list(x.shape)}, got {list(v.shape)}")
+    return t, n, c
+
+
+@torch.library.custom_op("birkhoff::mhc_post", mutates_args=())
+def _mhc_post_op(f: Tensor, x: Tensor, post: Tensor, comb: Tensor) -> Tensor:
+    d = _ir_dtype("mhc_post", f, x, post, comb)
+    t, n, c = _post_dims(f, x, post, comb)
+    ins = [_ty(d, s) for s in ([t, c], [t, n, c], [t, n], [t, n, n])]
+    out = _ty(d, [t, n, c])
+    line = f"mhc_post {_operands(*ins)} : {out}"
+    (y,) = _run(_graph("mhc_post", ins, [("residual_out", out)], line), f, x, post, comb)
+    return y
+
+
+@_mhc_post_op.register_fake
+def _(f, x, post, comb):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("birkhoff::mhc_post_grad", mutates_args=())
+def _mhc_post_grad_op(
+    f: Tensor, x: Tensor, post: Tensor, comb: Tensor, d_out: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    d = _ir_dtype("mhc_post_grad", f, x, post, comb, d_out)
+    t, n, c = _post_dims(f, x, post, comb)
+    ins = [_ty(d, s) for s in ([t, c], [t, n, c], [t, n], [t, n, n], [t, n, c])]
+    outs = [(f"d_{k}", ins[i]) for i, k in enumerate(("f", "x", "post", "comb"))]
+    line = f"mhc_post_grad {_operands(*ins)} : ({', '.join(t for _, t in outs)})"
+    df, dx, dpost, dcomb = _run(_graph("mhc_post_grad", ins, outs, line), f, x, post, comb, d_out)
+    return df, dx, dpost, dcomb
+
+
+@_mhc_post_grad_op.register_fake
+def _(f, x, post, comb, d_out):
+    return torch.empty_like(f), torch.empty_like(x), torch.empty_like(post), torch.empty_like(comb)
+
+
+def _post_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _post_backward(ctx, d_out):
+    return _mhc_post_grad_op(*ctx.saved_tensors, d_out)
+
+
+_mhc_post_op.register_autograd(_post_backward, setup_context=_post_setup)
+
+
+def mhc_post(f: Tensor, x: Tensor, post: Tensor, comb: Tensor) -> Tensor:
+    """The mHC post-mix, fused: ``x_next[..., j, c] = post[..., j] ·
+    f[..., c] + Σ_i comb[..., i, j] · x[..., i, c]`` for ``f [..., C]``,
+    ``x [..., n, C]``, ``post [..., n]``, ``comb [..., n, n]``."""
+    if x.dim() < 3:
+        raise ValueError(f"mhc_post: x must be [..., n, C], got {list(x.shape)}")
+    lead, (n, c) = x.shape[:-2], x.shape[-2:]
+    y = _mhc_post_op(f.reshape(-1, c), x.reshape(-1, n, c), post.reshape(-1, n), comb.reshape(-1, n, n))
+    return y.reshape(*lead, n, c)
+
+
+# ---- Sinkhorn on its own ----------------------------------------------------
+
+
+@torch.library.custom_op("birkhoff::sinkhorn", mutates_args=())
+def _sinkhorn_op(logits: Tensor, variant: str, iters: int, eps: float) -> Tensor:
+    d = _ir_dtype("sinkhorn", logits)
+    ty = _ty(d, logits.shape)
+    line = f"sinkhorn %a0, {_sinkhorn_attrs(variant, iters, eps)} : {ty}"
+    (y,) = _run(_graph("sinkhorn", [ty], [("projected", ty)], line), logits)
+    return y
+
+
+@_sinkhorn_op.register_fake
+def _(logits, variant, iters, eps):
+    return torch.empty_like(logits)
+
+
+@torch.library.custom_op("birkhoff::sinkhorn_grad", mutates_args=())
+def _sinkhorn_grad_op(logits: Tensor, dy: Tensor, variant: str, iters: int, eps: float) -> Tensor:
+    d = _ir_dtype("sinkhorn_grad", logits, dy)
+    ty = _ty(d, logits.shape)
+    line = f"sinkhorn_grad %a0, %a1, {_sinkhorn_attrs(variant, iters, eps)} : {ty}"
+    (dx,) = _run(_graph("sinkhorn_grad", [ty, ty], [("d_logits", ty)], line), logits, dy)
+    return dx
+
+
+@_sinkhorn_grad_op.register_fake
+def _(logits, dy, variant, iters, eps):
+    return torch.empty_like(logits)
+
+
+def _sinkhorn_setup(ctx, inputs, output):
+    logits, *attrs = inputs
+    ctx.save_for_backward(logits)
+    ctx.attrs = attrs
+
+
+def _sinkhorn_backward(ctx, dy):
+    (logits,) = ctx.saved_tensors
+    return _sinkhorn_grad_op(logits, dy.contiguous(), *ctx.attrs), None, None, None
+
+
+_sinkhorn_op.register_autograd(_sinkhorn_backward, setup_context=_sinkhorn_setup)
+
+
+def sinkhorn(logits: Tensor, *, variant: str = "tilekernels", iters: int = 20, eps: float | None = None) -> Tensor:
+    """The Sinkhorn-Knopp projection of ``logits [..., n, n]`` (rows are
+    the last axis) onto doubly stochastic matrices, fused; its backward
+    recomputes the rounds from ``logits`` (birkhoff's ``sinkhorn_grad``)."""
+    if logits.dim() < 2 or logits.shape[-1] != logits.shape[-2]:
+        raise ValueError(f"sinkhorn: logits must be [..., n, n], got {list(logits.shape)}")
+    if eps is None:
+        eps = 1e-6 if variant == "tilekernels" else 0.0
+    return _sinkhorn_op(logits, variant, iters, eps)
+
+
+# ---- the module -------------------------------------------------------------
+
+#: The paper's initial gate scale α.
+GATE_SCALE_INIT = 0.01
+#: The diagonal of the residual mix at initialization (the rest of each row
+#: splits 0.05 evenly).
+RES_DIAGONAL_INIT = 0.95
+
+
+def gate_bias(n: int) -> list[float]:
+    """The initial ``base [n(n+2)]``: pre gates ``ln(1/(n-1))`` so that
+    ``sigmoid = 1/n``, post gates 0 so that ``2·sigmoid = 1``, and residual
+    logits ``ln(19(n-1))`` on the diagonal (0 elsewhere) so that the
+    projected ``H_res`` starts near ``0.95·I``."""
+    if n < 2:
+        raise ValueError(f"mHC needs at least 2 streams, got {n}")
+    rest = n - 1.0
+    diag = math.log(RES_DIAGONAL_INIT / (1 - RES_DIAGONAL_INIT) * rest)
+    b = [-math.log(rest)] * n + [0.0] * n + [0.0] * (n * n)
+    for i in range(n):
+        b[2 * n + i * n + i] = diag
+    return b
+
+
+def expand_streams(h: Tensor, n: int) -> Tensor:
+    """``h [..., C]`` copied into ``n`` residual streams: ``[..., n, C]``."""
+    return h.unsqueeze(-2).expand(*h.shape[:-1], n, h.shape[-1]).contiguous()
+
+
+def amax_gain(h_res) -> Tensor:
+    """The paper's Amax gain magnitude of a stack of residual mixes
+    ``[..., n, n]`` (applied in order): the largest absolute row sum and
+    column sum of their product, per token, maximized over tokens. 1 for
+    doubly stochastic mixes; HC's unconstrained mixes let it grow."""
+    prod = None
+    for h in h_res:
+        h = h.detach().double()
+        prod = h if prod is None else prod @ h
+    rows = prod.abs().sum(-1).amax()
+    cols = prod.abs().sum(-2).amax()
+    return torch.maximum(rows, cols)
+
+
+class MHC(nn.Module):
+    """An mHC connection around ``sublayer``: ``x [..., n, C]`` →
+    ``mhc_post(sublayer(layer_input), x, post, comb)`` with
+    ``(layer_input, post, comb) = mhc_pre(x, fn, scale, base)``.
+
+    Parameters ``fn [n(n+2), n·C]`` (normal, std ``1/sqrt(n·C)·init_std``),
+    ``scale [3]`` (the paper's α = 0.01) and ``base [n(n+2)]``
+    (:func:`gate_bias`), in the layout the ops take. Every forward pass
+    hands the residual mix ``comb`` (detached) to the hooks registered with
+    :meth:`register_h_res_hook` and keeps the last one in ``last_h_res``,
+    for the Amax gain metric (:func:`amax_gain`).
+    """
+
+    def __init__(
+        self,
+        sublayer: nn.Module,
+        hidden: int,
+        streams: int = 4,
+        *,
+        sinkhorn: str = "tilekernels",
+        iters: int = 20,
+        eps: float | None = None,
+        norm_eps: float = 1e-6,
+        pre_eps: float = 1e-6,
+        post_mult: float = 2.0,
+        init_std: float = 1.0,
+        dtype: torch.dtype | None = None,
+    ):
+        super().__init__()
+        n, c = streams, hidden
+        m = n * (n + 2)
+        self.sublayer = sublayer
+        self.streams, self.hidden = n, c
+        self.settings = dict(
+            norm_eps=norm_eps, pre_eps=pre_eps, post_mult=post_mult, sinkhorn=sinkhorn, iters=iters, eps=eps
+        )
+        dtype = dtype or torch.get_default_dtype()
+        self.fn = nn.Parameter(torch.randn(m, n * c, dtype=dtype) * (init_std / math.sqrt(n * c)))
+        self.scale = nn.Parameter(torch.full((3,), GATE_SCALE_INIT, dtype=dtype))
+        self.base = nn.Parameter(torch.tensor(gate_bias(n), dtype=dtype))
+        self.last_h_res: Tensor | None = None
+        self._h_res_hooks = []
+
+    def register_h_res_hook(self, hook):
+        """Calls ``hook(module, comb)`` with each forward pass's residual
+        mix ``[..., n, n]`` (detached). Returns a handle with ``remove()``."""
+        self._h_res_hooks.append(hook)
+        hooks = self._h_res_hooks
+
+        class _Handle:
+            def remove(self):
+                if hook in hooks:
+                    hooks.remove(hook)
+
+        return _Handle()
+
+    def forward(self, x: Tensor) -> Tensor:
+        li, post, comb = mhc_pre(x, self.fn, self.scale, self.base, **self.settings)
+        self.last_h_res = comb.detach()
+        for hook in list(self._h_res_hooks):
+            hook(self, self.last_h_res)
+        return mhc_post(self.sublayer(li), x, post, comb)
+
+
+# ---- recomputation ----------------------------------------------------------
+
+#: Ops whose results selective checkpointing keeps: the layer functions'
+#: matrix products, which birkhoff's plan never re-runs.
+_MATMULS = tuple(
+    getattr(torch.ops.aten, name).default
+    for name in ("mm", "addmm", "bmm", "baddbmm", "_scaled_dot_product_flash_attention_for_cpu")
+    if hasattr(torch.ops.aten, name)
+)
+
+
+def keep_matmuls(ctx, op, *args, **kwargs):
+    """A selective-checkpoint policy: keep matrix products, recompute the
+    rest (the mHC ops, norms, activations), as birkhoff's planner does."""
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    return CheckpointPolicy.MUST_SAVE if op in _MATMULS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def plan_blocks(layers, *, streams, hidden, tokens, bytes_per_element=4, budget=None, boundaries=None):
+    """birkhoff's recomputation plan for ``layers`` mHC layers (the plan
+    ``birkhoff plan`` prints): a dict with ``block``, ``blocks`` (``(start,
+    end)`` layer ranges) and the predicted ``resident_bytes``,
+    ``transient_bytes`` and ``peak_bytes`` of activations. ``budget`` is in
+    bytes; ``boundaries`` are layers where a block must start (pipeline
+    stages)."""
+    return _native.plan_blocks(layers, streams, hidden, tokens, bytes_per_element, budget, boundaries)
+
+
+class CheckpointedStack(nn.Module):
+    """Runs ``layers`` (each ``[..., n, C]`` → ``[..., n, C]``, such as
+    :class:`MHC`) in order, each block of ``blocks`` (``(start, end)``
+    ranges, e.g. ``plan_blocks(...)["blocks"]``) under
+    ``torch.utils.checkpoint``: a block keeps only the stream at its start
+    for the backward pass and recomputes the rest. With ``keep_matmuls``
+    (the default), matrix products are kept, so the sublayers' matmuls are
+    not re-run and only the cheap mHC work is, as in birkhoff's plan."""
+
+    def __init__(self, layers, blocks, keep_matmuls=True):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        ranges = [tuple(b) for b in blocks]
+        covered = [i for s, e in ranges for i in range(s, e)]
+        if covered != list(range(len(self.layers))):
+            raise ValueError(f"blocks {ranges} do not cover layers 0..{len(self.layers)} once, in order")
+        self.blocks = ranges
+        self.keep_matmuls = keep_matmuls
+
+    def _run(self, start, end, x):
+        for layer in self.layers[start:end]:
+            x = layer(x)
+        return x
+
+    def forward(self, x):
+        from torch.utils.checkpoint import checkpoint, create_selective_checkpoint_contexts
+
+        kwargs = {"use_reentrant": False}
+        if self.keep_matmuls:
+            kwargs["context_fn"] = functools.partial(create_selective_checkpoint_contexts, keep_matmuls)
+        for start, end in self.blocks:
+            x = checkpoint(self._run, start, end, x, **kwargs)
+        return x
