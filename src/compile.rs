@@ -21,7 +21,10 @@ use std::time::{Duration, Instant};
 
 use std::path::Path;
 
-use birkhoff_cpu::{CpuBackend, CpuExecutable, CpuOptions, ElementsRef, KernelTime, TensorRef};
+use birkhoff_cpu::{
+    CpuBackend, CpuExecutable, CpuOptions, ElementsMut, ElementsRef, KernelTime, TensorMut,
+    TensorRef,
+};
 use birkhoff_gpu::{CodegenOptions, GpuDevice, GpuError, GpuExecutable, GpuModule};
 use birkhoff_ir::kernel::Program;
 use birkhoff_ir::{Graph, InterpOptions, Tensor, TensorData, interpret};
@@ -137,6 +140,52 @@ fn owned_tensor(t: &TensorRef<'_>) -> Result<Tensor, birkhoff_ir::Error> {
         ElementsRef::Bool(v) => TensorData::Bool(v.to_vec()),
     };
     Tensor::new(t.shape, data)
+}
+
+/// Copies a result into caller memory of the same type.
+fn copy_into(name: &str, t: Tensor, out: &mut TensorMut<'_>) -> Result<(), CompileError> {
+    let ty = t.ty().clone();
+    let fits = out.shape == ty.shape.as_slice();
+    let copied = fits
+        && match (t.into_data(), &mut out.elements) {
+            (TensorData::F32(s), ElementsMut::F32(d)) if d.len() == s.len() => {
+                d.copy_from_slice(&s);
+                true
+            }
+            (TensorData::Bf16(s), ElementsMut::Bf16(d)) if d.len() == s.len() => {
+                d.copy_from_slice(&s);
+                true
+            }
+            (TensorData::F64(s), ElementsMut::F64(d)) if d.len() == s.len() => {
+                d.copy_from_slice(&s);
+                true
+            }
+            (TensorData::I32(s), ElementsMut::I32(d)) if d.len() == s.len() => {
+                d.copy_from_slice(&s);
+                true
+            }
+            (TensorData::Bool(s), ElementsMut::Bool(d)) if d.len() == s.len() => {
+                d.copy_from_slice(&s);
+                true
+            }
+            _ => false,
+        };
+    if copied {
+        return Ok(());
+    }
+    let dtype = match out.elements {
+        ElementsMut::F32(_) => birkhoff_ir::DType::F32,
+        ElementsMut::Bf16(_) => birkhoff_ir::DType::Bf16,
+        ElementsMut::F64(_) => birkhoff_ir::DType::F64,
+        ElementsMut::I32(_) => birkhoff_ir::DType::I32,
+        ElementsMut::Bool(_) => birkhoff_ir::DType::Bool,
+    };
+    Err(birkhoff_cpu::CpuError::OutputType {
+        name: name.to_string(),
+        expected: ty,
+        got: birkhoff_ir::TensorType::new(dtype, out.shape),
+    }
+    .into())
 }
 
 /// What [`gpu_code`] returns.
@@ -332,6 +381,32 @@ impl Executable {
             .map(|(name, t)| Ok((name.clone(), owned_tensor(t)?)))
             .collect::<Result<BTreeMap<_, _>, CompileError>>()?;
         self.run(&owned)
+    }
+
+    /// Like [`run_borrowed`](Self::run_borrowed), writing the outputs
+    /// into caller memory (one tensor per output, in signature order, of
+    /// the output's type). The CPU target writes them in place; the
+    /// interpreter and the GPU copy their results in.
+    pub fn run_borrowed_into(
+        &self,
+        inputs: &BTreeMap<String, TensorRef<'_>>,
+        outputs: &mut [TensorMut<'_>],
+    ) -> Result<(), CompileError> {
+        if let Runner::Cpu(exe) = &self.runner {
+            return Ok(exe.run_borrowed_into(inputs, outputs)?);
+        }
+        let results = self.run_borrowed(inputs)?;
+        if results.len() != outputs.len() {
+            return Err(birkhoff_cpu::CpuError::OutputCount {
+                expected: results.len(),
+                got: outputs.len(),
+            }
+            .into());
+        }
+        for ((name, t), out) in results.into_iter().zip(outputs.iter_mut()) {
+            copy_into(&name, t, out)?;
+        }
+        Ok(())
     }
 
     /// Like [`run`](Self::run), reusing the tensors in `outputs` when they

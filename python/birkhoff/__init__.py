@@ -159,10 +159,12 @@ def _to_numpy(name, value, dtype):
                 f"input {name!r} is on {value.device}; Module takes CPU tensors "
                 "(birkhoff.torch's ops dispatch on device)"
             )
+        # DLPack, not `.numpy()`, which would mark the tensor's storage as
+        # never resizable again.
         value = value.detach().contiguous()
         if dtype == "bf16":
-            return value.view(torch.int16).numpy().view(np.uint16)
-        return value.numpy()
+            return np.from_dlpack(value.view(torch.int16)).view(np.uint16)
+        return np.from_dlpack(value)
     array = np.asarray(value)
     if dtype == "bf16":
         if array.dtype != np.float32:

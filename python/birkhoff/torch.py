@@ -14,13 +14,17 @@
 The ops are registered with ``torch.library`` (fake implementations
 included, so ``torch.compile`` traces through them as single nodes). Each
 distinct shape, dtype and setting compiles once per process; later calls
-reuse the compiled program. They run on CPU tensors through birkhoff's
-Cranelift backend, in float32, float64, or bfloat16 storage with float32
-math. CUDA tensors raise ``NotImplementedError`` in this release.
+reuse the compiled program (the :data:`MAX_PROGRAMS` most recently used
+are kept). They run on CPU tensors through birkhoff's Cranelift backend,
+on as many threads as ``torch.get_num_threads()``, in float32, float64,
+or bfloat16 storage (float32 arithmetic inside, rounded once on store).
+Operands are read in place and results are not copied. CUDA tensors raise
+``NotImplementedError`` in this release.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 import threading
@@ -46,22 +50,12 @@ __all__ = [
 
 _IR_DTYPES = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16"}
 
-_programs: dict[str, object] = {}
+#: Compiled programs kept, least recently used dropped first: each holds
+#: its intermediate buffers, sized for its token count.
+MAX_PROGRAMS = 64
+
+_programs: collections.OrderedDict = collections.OrderedDict()
 _programs_lock = threading.Lock()
-
-
-def _program(text: str):
-    """The compiled program of IR ``text``, compiled on first use."""
-    with _programs_lock:
-        prog = _programs.get(text)
-        if prog is None:
-            prog = _native.compile(text, "cpu", True, None)
-            _programs[text] = prog
-        return prog
-
-
-def _ty(dtype: str, shape) -> str:
-    return f"{dtype}[{','.join(str(d) for d in shape)}]"
 
 
 def _ir_dtype(name: str, *tensors: Tensor) -> str:
@@ -79,62 +73,102 @@ def _ir_dtype(name: str, *tensors: Tensor) -> str:
     return _IR_DTYPES[dt]
 
 
-def _attr(x: float) -> str:
+def _check_float(name: str, x: float) -> float:
     x = float(x)
     if not math.isfinite(x):
-        raise ValueError(f"attribute {x} is not finite")
-    return repr(x)
+        raise ValueError(f"{name}={x} is not finite")
+    return x
 
 
-def _sinkhorn_attrs(sinkhorn: str, iters: int, eps: float) -> str:
+def _sinkhorn_attrs(sinkhorn: str, iters: int, eps: float):
     if sinkhorn not in ("paper", "tilekernels"):
         raise ValueError(f"sinkhorn must be 'paper' or 'tilekernels', got {sinkhorn!r}")
     if int(iters) < 1:
         raise ValueError(f"iters must be at least 1, got {iters}")
-    return f"variant={sinkhorn}, iters={int(iters)}, eps={_attr(eps)}"
+    return (("variant", sinkhorn), ("iters", int(iters)), ("eps", _check_float("eps", eps)))
 
 
-def _run(text: str, *tensors: Tensor):
-    """Runs the program of ``text`` on ``tensors`` (its inputs, in order)
-    and returns its outputs as tensors, copying neither."""
-    prog = _program(text)
-    arrays = []
-    for i, t in enumerate(tensors):
-        # `.numpy()` marks a tensor's storage as never resizable again, and
-        # FSDP frees its gathered parameters by resizing their storage to
-        # zero: parameters (small) are copied first, activations are not.
-        t = t.detach().clone() if isinstance(t, nn.Parameter) else t.detach().contiguous()
-        if t.dtype == torch.bfloat16:
-            arrays.append((f"a{i}", t.view(torch.int16).numpy().view(np.uint16)))
-        else:
-            arrays.append((f"a{i}", t.numpy()))
-    out = []
-    for _, dtype, array in prog.run(arrays):
-        if dtype == "bf16":
-            out.append(torch.from_numpy(array.view(np.int16)).view(torch.bfloat16))
-        else:
-            out.append(torch.from_numpy(array))
-    return out
+def _pre_attrs(norm_eps, pre_eps, post_mult, sinkhorn, iters, eps):
+    return (
+        ("norm_eps", _check_float("norm_eps", norm_eps)),
+        ("pre_eps", _check_float("pre_eps", pre_eps)),
+        ("post_mult", _check_float("post_mult", post_mult)),
+    ) + _sinkhorn_attrs(sinkhorn, iters, eps)
 
 
-def _graph(name: str, ins, outs, op_line: str) -> str:
-    """IR text of a graph ``@name`` whose inputs are ``%a0, %a1, ...`` with
-    the types ``ins``, computing ``op_line`` as ``%r`` and returning its
-    tuple elements (or itself) as ``outs`` = [(name, type)]."""
+def _ty(dtype: str, shape) -> str:
+    return f"{dtype}[{','.join(str(d) for d in shape)}]"
+
+
+def _text(op, dtype, in_shapes, outs, attrs) -> str:
+    """IR text of a graph ``@op`` whose inputs ``%a0, %a1, ...`` have
+    ``in_shapes``, computing one ``op`` with ``attrs`` and returning its
+    results ``outs`` = ((name, shape), ...)."""
+    ins = [_ty(dtype, s) for s in in_shapes]
     params = ", ".join(f"%a{i}: {t}" for i, t in enumerate(ins))
-    results = ", ".join(f"{n}: {t}" for n, t in outs)
-    body = [f"  %r = {op_line}"]
+    out_types = [_ty(dtype, shape) for _, shape in outs]
+    results = ", ".join(f"{name}: {t}" for (name, _), t in zip(outs, out_types))
+    operands = ", ".join(f"%a{i}" for i in range(len(ins)))
+    attr_text = "".join(f", {k}={repr(v) if isinstance(v, float) else v}" for k, v in attrs)
     if len(outs) == 1:
+        body = [f"  %r = {op} {operands}{attr_text} : {out_types[0]}"]
         ret = "%r"
     else:
-        for i, (_, t) in enumerate(outs):
-            body.append(f"  %g{i} = get %r, index={i} : {t}")
+        body = [f"  %r = {op} {operands}{attr_text} : ({', '.join(out_types)})"]
+        body += [f"  %g{i} = get %r, index={i} : {t}" for i, t in enumerate(out_types)]
         ret = ", ".join(f"%g{i}" for i in range(len(outs)))
-    return f"graph @{name}({params}) -> ({results}) {{\n" + "\n".join(body) + f"\n  return {ret}\n}}\n"
+    return f"graph @{op}({params}) -> ({results}) {{\n" + "\n".join(body) + f"\n  return {ret}\n}}\n"
 
 
-def _operands(*names):
-    return ", ".join(f"%a{i}" for i in range(len(names)))
+def _program(op, dtype, in_shapes, outs, attrs):
+    """The compiled one-op program, compiled on first use for this shape,
+    dtype, setting and torch's thread count (birkhoff runs on as many
+    threads as ``torch.get_num_threads()``)."""
+    threads = torch.get_num_threads()
+    key = (op, dtype, in_shapes, outs, attrs, threads)
+    with _programs_lock:
+        prog = _programs.get(key)
+        if prog is not None:
+            _programs.move_to_end(key)
+            return prog
+    # Compiled without the lock, so calls of other programs go on; two
+    # threads that miss at once both compile, and one result is kept.
+    prog = _native.compile(_text(op, dtype, in_shapes, outs, attrs), "cpu", True, {"threads": threads})
+    with _programs_lock:
+        prog = _programs.setdefault(key, prog)
+        while len(_programs) > MAX_PROGRAMS:
+            _programs.popitem(last=False)
+    return prog
+
+
+def _array(t: Tensor):
+    """A tensor's elements as a NumPy array, without a copy (bf16 as its
+    uint16 bit patterns). DLPack rather than ``.numpy()``, which would
+    mark the storage as never resizable again: FSDP frees gathered
+    parameters by resizing their storage to zero."""
+    t = t.detach()
+    if not t.is_contiguous():
+        t = t.contiguous()
+    if t.dtype == torch.bfloat16:
+        return np.from_dlpack(t.view(torch.int16)).view(np.uint16)
+    return np.from_dlpack(t)
+
+
+#: Allocates an op's results (a hook for tests: every element is written).
+_new_output = torch.empty
+
+
+def _call(name, op, attrs, tensors, outs):
+    """Runs the one-op graph of ``op`` on ``tensors`` (its operands, in
+    order) and returns its results: tensors that torch allocates and the
+    program writes in place. The operands are read in place while the call
+    runs, with Python's lock released: they must not change meanwhile."""
+    dtype = _ir_dtype(name, *tensors)
+    in_shapes = tuple(tuple(t.shape) for t in tensors)
+    prog = _program(op, dtype, in_shapes, outs, attrs)
+    results = [_new_output(shape, dtype=tensors[0].dtype) for _, shape in outs]
+    prog.run_into([(f"a{i}", _array(t)) for i, t in enumerate(tensors)], [_array(r) for r in results])
+    return results
 
 
 # ---- the pre-mix ------------------------------------------------------------
@@ -152,13 +186,6 @@ def _pre_dims(x: Tensor, fn: Tensor, scale: Tensor, base: Tensor):
     return t, n, c, m
 
 
-def _pre_spec(norm_eps, pre_eps, post_mult, sinkhorn, iters, eps) -> str:
-    return (
-        f"norm_eps={_attr(norm_eps)}, pre_eps={_attr(pre_eps)}, post_mult={_attr(post_mult)}, "
-        + _sinkhorn_attrs(sinkhorn, iters, eps)
-    )
-
-
 @torch.library.custom_op("birkhoff::mhc_pre", mutates_args=())
 def _mhc_pre_op(
     x: Tensor,
@@ -172,13 +199,10 @@ def _mhc_pre_op(
     iters: int,
     eps: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    d = _ir_dtype("mhc_pre", x, fn, scale, base)
-    t, n, c, m = _pre_dims(x, fn, scale, base)
-    ins = [_ty(d, s) for s in ([t, n, c], [m, n * c], [3], [m])]
-    outs = [("layer_input", _ty(d, [t, c])), ("post_mix", _ty(d, [t, n])), ("comb_mix", _ty(d, [t, n, n]))]
-    spec = _pre_spec(norm_eps, pre_eps, post_mult, sinkhorn, iters, eps)
-    line = f"mhc_pre {_operands(*ins)}, {spec} : ({', '.join(t for _, t in outs)})"
-    li, post, comb = _run(_graph("mhc_pre", ins, outs, line), x, fn, scale, base)
+    t, n, c, _ = _pre_dims(x, fn, scale, base)
+    attrs = _pre_attrs(norm_eps, pre_eps, post_mult, sinkhorn, iters, eps)
+    outs = (("layer_input", (t, c)), ("post_mix", (t, n)), ("comb_mix", (t, n, n)))
+    li, post, comb = _call("mhc_pre", "mhc_pre", attrs, (x, fn, scale, base), outs)
     return li, post, comb
 
 
@@ -204,14 +228,14 @@ def _mhc_pre_grad_op(
     iters: int,
     eps: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    d = _ir_dtype("mhc_pre_grad", x, fn, scale, base, d_li, d_post, d_comb)
-    t, n, c, m = _pre_dims(x, fn, scale, base)
-    shapes = ([t, n, c], [m, n * c], [3], [m], [t, c], [t, n], [t, n, n])
-    ins = [_ty(d, s) for s in shapes]
-    outs = [(f"d_{k}", ins[i]) for i, k in enumerate(("x", "fn", "scale", "base"))]
-    spec = _pre_spec(norm_eps, pre_eps, post_mult, sinkhorn, iters, eps)
-    line = f"mhc_pre_grad {_operands(*ins)}, {spec} : ({', '.join(t for _, t in outs)})"
-    dx, dfn, dscale, dbase = _run(_graph("mhc_pre_grad", ins, outs, line), x, fn, scale, base, d_li, d_post, d_comb)
+    t, n, c, _ = _pre_dims(x, fn, scale, base)
+    for name, v, want in (("d_li", d_li, (t, c)), ("d_post", d_post, (t, n)), ("d_comb", d_comb, (t, n, n))):
+        if tuple(v.shape) != want:
+            raise ValueError(f"mhc_pre_grad: {name} must be {list(want)}, got {list(v.shape)}")
+    attrs = _pre_attrs(norm_eps, pre_eps, post_mult, sinkhorn, iters, eps)
+    outs = tuple((f"d_{k}", tuple(v.shape)) for k, v in (("x", x), ("fn", fn), ("scale", scale), ("base", base)))
+    operands = (x, fn, scale, base, d_li, d_post, d_comb)
+    dx, dfn, dscale, dbase = _call("mhc_pre_grad", "mhc_pre_grad", attrs, operands, outs)
     return dx, dfn, dscale, dbase
 
 
@@ -291,12 +315,8 @@ def _post_dims(f: Tensor, x: Tensor, post: Tensor, comb: Tensor):
 
 @torch.library.custom_op("birkhoff::mhc_post", mutates_args=())
 def _mhc_post_op(f: Tensor, x: Tensor, post: Tensor, comb: Tensor) -> Tensor:
-    d = _ir_dtype("mhc_post", f, x, post, comb)
-    t, n, c = _post_dims(f, x, post, comb)
-    ins = [_ty(d, s) for s in ([t, c], [t, n, c], [t, n], [t, n, n])]
-    out = _ty(d, [t, n, c])
-    line = f"mhc_post {_operands(*ins)} : {out}"
-    (y,) = _run(_graph("mhc_post", ins, [("residual_out", out)], line), f, x, post, comb)
+    _post_dims(f, x, post, comb)
+    (y,) = _call("mhc_post", "mhc_post", (), (f, x, post, comb), (("residual_out", tuple(x.shape)),))
     return y
 
 
@@ -309,12 +329,12 @@ def _(f, x, post, comb):
 def _mhc_post_grad_op(
     f: Tensor, x: Tensor, post: Tensor, comb: Tensor, d_out: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    d = _ir_dtype("mhc_post_grad", f, x, post, comb, d_out)
-    t, n, c = _post_dims(f, x, post, comb)
-    ins = [_ty(d, s) for s in ([t, c], [t, n, c], [t, n], [t, n, n], [t, n, c])]
-    outs = [(f"d_{k}", ins[i]) for i, k in enumerate(("f", "x", "post", "comb"))]
-    line = f"mhc_post_grad {_operands(*ins)} : ({', '.join(t for _, t in outs)})"
-    df, dx, dpost, dcomb = _run(_graph("mhc_post_grad", ins, outs, line), f, x, post, comb, d_out)
+    _post_dims(f, x, post, comb)
+    if d_out.shape != x.shape:
+        raise ValueError(f"mhc_post_grad: d_out must be {list(x.shape)}, got {list(d_out.shape)}")
+    operands = (f, x, post, comb, d_out)
+    outs = tuple((f"d_{k}", tuple(v.shape)) for k, v in zip(("f", "x", "post", "comb"), operands))
+    df, dx, dpost, dcomb = _call("mhc_post_grad", "mhc_post_grad", (), operands, outs)
     return df, dx, dpost, dcomb
 
 
@@ -350,10 +370,8 @@ def mhc_post(f: Tensor, x: Tensor, post: Tensor, comb: Tensor) -> Tensor:
 
 @torch.library.custom_op("birkhoff::sinkhorn", mutates_args=())
 def _sinkhorn_op(logits: Tensor, variant: str, iters: int, eps: float) -> Tensor:
-    d = _ir_dtype("sinkhorn", logits)
-    ty = _ty(d, logits.shape)
-    line = f"sinkhorn %a0, {_sinkhorn_attrs(variant, iters, eps)} : {ty}"
-    (y,) = _run(_graph("sinkhorn", [ty], [("projected", ty)], line), logits)
+    attrs = _sinkhorn_attrs(variant, iters, eps)
+    (y,) = _call("sinkhorn", "sinkhorn", attrs, (logits,), (("projected", tuple(logits.shape)),))
     return y
 
 
@@ -364,10 +382,10 @@ def _(logits, variant, iters, eps):
 
 @torch.library.custom_op("birkhoff::sinkhorn_grad", mutates_args=())
 def _sinkhorn_grad_op(logits: Tensor, dy: Tensor, variant: str, iters: int, eps: float) -> Tensor:
-    d = _ir_dtype("sinkhorn_grad", logits, dy)
-    ty = _ty(d, logits.shape)
-    line = f"sinkhorn_grad %a0, %a1, {_sinkhorn_attrs(variant, iters, eps)} : {ty}"
-    (dx,) = _run(_graph("sinkhorn_grad", [ty, ty], [("d_logits", ty)], line), logits, dy)
+    if dy.shape != logits.shape:
+        raise ValueError(f"sinkhorn_grad: dy must be {list(logits.shape)}, got {list(dy.shape)}")
+    attrs = _sinkhorn_attrs(variant, iters, eps)
+    (dx,) = _call("sinkhorn_grad", "sinkhorn_grad", attrs, (logits, dy), (("d_logits", tuple(logits.shape)),))
     return dx
 
 
@@ -384,7 +402,7 @@ def _sinkhorn_setup(ctx, inputs, output):
 
 def _sinkhorn_backward(ctx, dy):
     (logits,) = ctx.saved_tensors
-    return _sinkhorn_grad_op(logits, dy.contiguous(), *ctx.attrs), None, None, None
+    return _sinkhorn_grad_op(logits, dy, *ctx.attrs), None, None, None
 
 
 _sinkhorn_op.register_autograd(_sinkhorn_backward, setup_context=_sinkhorn_setup)

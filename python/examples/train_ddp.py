@@ -1,6 +1,6 @@
 """An MLP wrapped in an mHC connection, trained with DDP: run with
 ``torchrun --nproc-per-node 2 train_ddp.py`` (gloo, CPU)."""
-import torch, torch.distributed as dist
+import os, torch, torch.distributed as dist
 from torch import nn
 import birkhoff.torch as bt
 
@@ -18,3 +18,4 @@ for step in range(5):
     if dist.get_rank() == 0:
         print(f"step {step}: loss {loss.item():.4f}")
 dist.destroy_process_group()
+os._exit(0)  # torch's gloo threads can outlive Python's teardown: docs/distributed.md

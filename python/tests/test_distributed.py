@@ -55,9 +55,17 @@ def test_two_processes_match_one(mode, tmp_path):
 def test_the_readme_example_runs_under_torchrun():
     example = HERE.parent / "examples" / "train_ddp.py"
     run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", str(example)],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(example)],
         capture_output=True, text=True, timeout=300,
     )
     assert run.returncode == 0, run.stdout + run.stderr
     losses = [float(line.rsplit(" ", 1)[1]) for line in run.stdout.splitlines() if line.startswith("step ")]
     assert len(losses) == 5 and all(l == l and l < 1.0 for l in losses), run.stdout
+
+
+def test_the_readme_shows_the_example_as_it_is():
+    readme = (HERE.parents[1] / "README.md").read_text()
+    shown = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    example = (HERE.parent / "examples" / "train_ddp.py").read_text()
+    body = example.split('"""', 2)[2].lstrip("\n")
+    assert shown == body

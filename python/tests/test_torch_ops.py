@@ -164,3 +164,26 @@ def test_opcheck_and_torch_compile():
 
     compiled = torch.compile(sublayer, fullgraph=True, backend="aot_eager")
     assert torch.allclose(compiled(x, fn, scale, base), sublayer(x, fn, scale, base), atol=1e-6)
+
+
+def test_every_element_of_every_result_is_written(monkeypatch):
+    """The ops write their results into memory torch allocates; filled with
+    NaN first, nothing of it may survive."""
+    import birkhoff.torch as module
+
+    def run_all():
+        x, fn, scale, base = pre_operands(5, 4, 12, torch.float32, seed=21)
+        li, post, comb = bt.mhc_pre(x, fn, scale, base, iters=4)
+        (li.sum() + post.sum() + (comb * comb).sum()).backward()
+        f, xx, p, c = post_operands(5, 4, 12, torch.float32, seed=22)
+        bt.mhc_post(f, xx, p, c).pow(2).sum().backward()
+        logits = torch.randn(6, 4, 4, generator=torch.Generator().manual_seed(23)).requires_grad_()
+        bt.sinkhorn(logits, iters=4).pow(2).sum().backward()
+        return [li, post, comb, x.grad, fn.grad, scale.grad, base.grad, f.grad, xx.grad, p.grad, c.grad, logits.grad]
+
+    want = run_all()
+    monkeypatch.setattr(module, "_new_output", lambda shape, dtype: torch.full(shape, float("nan"), dtype=dtype))
+    got = run_all()
+    for g, w in zip(got, want):
+        assert not g.isnan().any()
+        assert torch.equal(g, w)

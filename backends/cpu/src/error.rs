@@ -61,6 +61,24 @@ pub enum CpuError {
         /// The supplied tensor's type.
         got: TensorType,
     },
+    /// Caller memory for an output has the wrong dtype, shape or length.
+    #[error("output '{name}': expected {expected}, got {got}")]
+    OutputType {
+        /// The output's name.
+        name: String,
+        /// Its type.
+        expected: TensorType,
+        /// The supplied memory's type.
+        got: TensorType,
+    },
+    /// Caller memory was given for a different number of outputs.
+    #[error("the program has {expected} outputs, memory was given for {got}")]
+    OutputCount {
+        /// The program's outputs.
+        expected: usize,
+        /// The tensors given.
+        got: usize,
+    },
     /// Checked mode caught an access outside its buffer or scratch array.
     #[error("kernel {kernel}: out-of-bounds {access}")]
     OutOfBounds {

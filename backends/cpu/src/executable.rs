@@ -528,6 +528,91 @@ impl TensorRef<'_> {
     }
 }
 
+/// Caller memory that a run writes an output into (see
+/// [`CpuExecutable::run_borrowed_into`]).
+#[derive(Debug)]
+pub enum ElementsMut<'a> {
+    /// `f32` elements.
+    F32(&'a mut [f32]),
+    /// `bf16` elements.
+    Bf16(&'a mut [half::bf16]),
+    /// `f64` elements.
+    F64(&'a mut [f64]),
+    /// `i32` elements.
+    I32(&'a mut [i32]),
+    /// `bool` elements.
+    Bool(&'a mut [bool]),
+}
+
+/// A row-major output tensor in caller memory.
+#[derive(Debug)]
+pub struct TensorMut<'a> {
+    /// The shape.
+    pub shape: &'a [usize],
+    /// The elements, as many as the shape holds.
+    pub elements: ElementsMut<'a>,
+}
+
+/// Where one output of a run goes.
+enum Slot<'a, 'b> {
+    Owned(TensorData),
+    Borrowed(&'a mut ElementsMut<'b>),
+}
+
+impl Slot<'_, '_> {
+    fn addr_mut(&mut self) -> usize {
+        match self {
+            Slot::Owned(d) => data_addr_mut(d),
+            Slot::Borrowed(e) => match e {
+                ElementsMut::F32(v) => v.as_mut_ptr() as usize,
+                ElementsMut::Bf16(v) => v.as_mut_ptr() as usize,
+                ElementsMut::F64(v) => v.as_mut_ptr() as usize,
+                ElementsMut::I32(v) => v.as_mut_ptr() as usize,
+                ElementsMut::Bool(v) => v.as_mut_ptr() as usize,
+            },
+        }
+    }
+
+    /// Bool outputs are computed as bytes elsewhere and converted here.
+    fn set_bools(&mut self, bytes: &[u8]) {
+        let v = match self {
+            Slot::Owned(TensorData::Bool(v)) => v.as_mut_slice(),
+            Slot::Borrowed(ElementsMut::Bool(v)) => &mut **v,
+            _ => return,
+        };
+        for (x, &byte) in v.iter_mut().zip(bytes) {
+            *x = byte != 0;
+        }
+    }
+
+    fn to_data(&self) -> TensorData {
+        match self {
+            Slot::Owned(d) => d.clone(),
+            Slot::Borrowed(e) => match e {
+                ElementsMut::F32(v) => TensorData::F32(v.to_vec()),
+                ElementsMut::Bf16(v) => TensorData::Bf16(v.to_vec()),
+                ElementsMut::F64(v) => TensorData::F64(v.to_vec()),
+                ElementsMut::I32(v) => TensorData::I32(v.to_vec()),
+                ElementsMut::Bool(v) => TensorData::Bool(v.to_vec()),
+            },
+        }
+    }
+
+    /// Overwrites the elements with `src`'s (same type and length: two
+    /// outputs of one buffer).
+    fn fill(&mut self, src: TensorData) {
+        match (self, src) {
+            (Slot::Owned(d), src) => *d = src,
+            (Slot::Borrowed(ElementsMut::F32(d)), TensorData::F32(s)) => d.copy_from_slice(&s),
+            (Slot::Borrowed(ElementsMut::Bf16(d)), TensorData::Bf16(s)) => d.copy_from_slice(&s),
+            (Slot::Borrowed(ElementsMut::F64(d)), TensorData::F64(s)) => d.copy_from_slice(&s),
+            (Slot::Borrowed(ElementsMut::I32(d)), TensorData::I32(s)) => d.copy_from_slice(&s),
+            (Slot::Borrowed(ElementsMut::Bool(d)), TensorData::Bool(s)) => d.copy_from_slice(&s),
+            _ => unreachable!("outputs of one buffer share its type"),
+        }
+    }
+}
+
 /// A zeroed output tensor; a big one is advised onto huge pages before
 /// its first touch (its zeroed pages come fresh from the system, untouched).
 fn zeros(ty: &TensorType) -> Tensor {
@@ -541,6 +626,34 @@ fn zeros(ty: &TensorType) -> Tensor {
     };
     runtime::advise_huge_pages(data_addr(&data) as *const u8, ty.size_bytes());
     Tensor::new(ty.shape.clone(), data).expect("element count matches the shape")
+}
+
+/// Borrowed inputs as [`CpuExecutable::run_timed`] takes them, each
+/// checked to hold its shape's elements.
+fn borrowed_inputs<'a>(
+    inputs: &'a BTreeMap<String, TensorRef<'_>>,
+) -> Result<BTreeMap<&'a str, (TensorType, usize)>> {
+    let mut given = BTreeMap::new();
+    for (name, t) in inputs {
+        let ty = t.ty();
+        if birkhoff_ir::num_elements(t.shape) != Some(t.elements.len()) {
+            return Err(CpuError::InputType {
+                name: name.clone(),
+                expected: ty.clone(),
+                got: TensorType::new(ty.dtype, [t.elements.len()]),
+            });
+        }
+        given.insert(name.as_str(), (ty, t.elements.addr()));
+    }
+    Ok(given)
+}
+
+/// Where [`CpuExecutable::run_timed`] puts the outputs.
+enum Outputs<'a, 'b> {
+    /// Tensors reused when they fit, allocated otherwise.
+    Owned(&'a mut Vec<(String, Tensor)>),
+    /// Caller memory, checked against the program's output types.
+    Borrowed(&'a mut [TensorMut<'b>]),
 }
 
 /// Owned inputs as [`CpuExecutable::run_timed`] takes them.
@@ -594,7 +707,7 @@ impl CpuExecutable {
         inputs: &BTreeMap<String, Tensor>,
         outputs: &mut Vec<(String, Tensor)>,
     ) -> Result<()> {
-        self.run_timed(&owned_inputs(inputs), outputs, None)
+        self.run_timed(&owned_inputs(inputs), Outputs::Owned(outputs), None)
     }
 
     /// Like [`run`](Self::run) on inputs the caller owns, read in place
@@ -605,21 +718,59 @@ impl CpuExecutable {
         &self,
         inputs: &BTreeMap<String, TensorRef<'_>>,
     ) -> Result<Vec<(String, Tensor)>> {
-        let mut given = BTreeMap::new();
-        for (name, t) in inputs {
-            let ty = t.ty();
-            if birkhoff_ir::num_elements(t.shape) != Some(t.elements.len()) {
-                return Err(CpuError::InputType {
+        let given = borrowed_inputs(inputs)?;
+        let mut outputs = Vec::new();
+        self.run_timed(&given, Outputs::Owned(&mut outputs), None)?;
+        Ok(outputs)
+    }
+
+    /// Like [`run_borrowed`](Self::run_borrowed), writing the outputs into
+    /// caller memory: `outputs` holds one tensor per program output, in
+    /// signature order, each of the output's type. Every element is
+    /// written; none is read first.
+    pub fn run_borrowed_into(
+        &self,
+        inputs: &BTreeMap<String, TensorRef<'_>>,
+        outputs: &mut [TensorMut<'_>],
+    ) -> Result<()> {
+        let given = borrowed_inputs(inputs)?;
+        let p = &self.program;
+        if outputs.len() != p.outputs.len() {
+            return Err(CpuError::OutputCount {
+                expected: p.outputs.len(),
+                got: outputs.len(),
+            });
+        }
+        for ((name, b), t) in p.outputs.iter().zip(outputs.iter()) {
+            let expected = &p.buffer(*b).ty;
+            let len = match &t.elements {
+                ElementsMut::F32(v) => v.len(),
+                ElementsMut::Bf16(v) => v.len(),
+                ElementsMut::F64(v) => v.len(),
+                ElementsMut::I32(v) => v.len(),
+                ElementsMut::Bool(v) => v.len(),
+            };
+            let dtype = match &t.elements {
+                ElementsMut::F32(_) => DType::F32,
+                ElementsMut::Bf16(_) => DType::Bf16,
+                ElementsMut::F64(_) => DType::F64,
+                ElementsMut::I32(_) => DType::I32,
+                ElementsMut::Bool(_) => DType::Bool,
+            };
+            let got = if birkhoff_ir::num_elements(t.shape) == Some(len) {
+                TensorType::new(dtype, t.shape)
+            } else {
+                TensorType::new(dtype, [len])
+            };
+            if &got != expected {
+                return Err(CpuError::OutputType {
                     name: name.clone(),
-                    expected: ty.clone(),
-                    got: TensorType::new(ty.dtype, [t.elements.len()]),
+                    expected: expected.clone(),
+                    got,
                 });
             }
-            given.insert(name.as_str(), (ty, t.elements.addr()));
         }
-        let mut outputs = Vec::new();
-        self.run_timed(&given, &mut outputs, None)?;
-        Ok(outputs)
+        self.run_timed(&given, Outputs::Borrowed(outputs), None)
     }
 
     /// Runs once like [`CpuExecutable::run`], discarding the outputs, and
@@ -631,7 +782,11 @@ impl CpuExecutable {
     pub fn profile(&self, inputs: &BTreeMap<String, Tensor>) -> Result<Vec<KernelTime>> {
         let mut outputs = Vec::new();
         let mut times = Vec::with_capacity(self.kernels.len());
-        self.run_timed(&owned_inputs(inputs), &mut outputs, Some(&mut times))?;
+        self.run_timed(
+            &owned_inputs(inputs),
+            Outputs::Owned(&mut outputs),
+            Some(&mut times),
+        )?;
         Ok(times)
     }
 
@@ -640,7 +795,7 @@ impl CpuExecutable {
     fn run_timed(
         &self,
         inputs: &BTreeMap<&str, (TensorType, usize)>,
-        outputs: &mut Vec<(String, Tensor)>,
+        outputs: Outputs<'_, '_>,
         mut times: Option<&mut Vec<KernelTime>>,
     ) -> Result<()> {
         let p = &self.program;
@@ -675,22 +830,35 @@ impl CpuExecutable {
             }
             input_addrs.push((*b, *addr));
         }
-        let reusable = outputs.len() == p.outputs.len()
-            && outputs
-                .iter()
-                .zip(&p.outputs)
-                .all(|((n, t), (name, b))| n == name && t.ty() == &p.buffer(*b).ty);
-        if !reusable {
-            *outputs = p
-                .outputs
-                .iter()
-                .map(|(name, b)| (name.clone(), zeros(&p.buffer(*b).ty)))
-                .collect();
-        }
-        let mut datas: Vec<TensorData> = outputs
-            .iter_mut()
-            .map(|(_, t)| std::mem::replace(t, Tensor::scalar_f32(0.0)).into_data())
-            .collect();
+        let mut owned = None;
+        let mut datas: Vec<Slot<'_, '_>> = match outputs {
+            Outputs::Owned(outputs) => {
+                let reusable = outputs.len() == p.outputs.len()
+                    && outputs
+                        .iter()
+                        .zip(&p.outputs)
+                        .all(|((n, t), (name, b))| n == name && t.ty() == &p.buffer(*b).ty);
+                if !reusable {
+                    *outputs = p
+                        .outputs
+                        .iter()
+                        .map(|(name, b)| (name.clone(), zeros(&p.buffer(*b).ty)))
+                        .collect();
+                }
+                let datas = outputs
+                    .iter_mut()
+                    .map(|(_, t)| {
+                        Slot::Owned(std::mem::replace(t, Tensor::scalar_f32(0.0)).into_data())
+                    })
+                    .collect();
+                owned = Some(outputs);
+                datas
+            }
+            Outputs::Borrowed(outputs) => outputs
+                .iter_mut()
+                .map(|t| Slot::Borrowed(&mut t.elements))
+                .collect(),
+        };
 
         let mut guard = self
             .state
@@ -712,7 +880,7 @@ impl CpuExecutable {
         let mut first = HashMap::new();
         for (k, (_, b)) in p.outputs.iter().enumerate() {
             if st.bools[b.0 as usize].is_none() && first.insert(*b, k).is_none() {
-                st.ptrs[b.0 as usize] = data_addr_mut(&mut datas[k]);
+                st.ptrs[b.0 as usize] = datas[k].addr_mut();
             }
         }
         let status = {
@@ -743,22 +911,25 @@ impl CpuExecutable {
         };
         for (k, (_, b)) in p.outputs.iter().enumerate() {
             if let Some(a) = &st.bools[b.0 as usize] {
-                if let TensorData::Bool(v) = &mut datas[k] {
-                    for (x, &byte) in v.iter_mut().zip(a.bytes()) {
-                        *x = byte != 0;
-                    }
-                }
+                datas[k].set_bools(a.bytes());
             } else if let Some(&f) = first.get(b)
                 && f != k
             {
-                let copy = datas[f].clone();
-                datas[k] = copy;
+                let copy = datas[f].to_data();
+                datas[k].fill(copy);
             }
         }
         drop(guard);
-        for ((_, t), (data, (_, b))) in outputs.iter_mut().zip(datas.into_iter().zip(&p.outputs)) {
-            *t = Tensor::new(p.buffer(*b).ty.shape.clone(), data)
-                .expect("output data keeps its length");
+        if let Some(outputs) = owned {
+            for ((_, t), (slot, (_, b))) in
+                outputs.iter_mut().zip(datas.into_iter().zip(&p.outputs))
+            {
+                let Slot::Owned(data) = slot else {
+                    unreachable!("owned outputs have owned slots")
+                };
+                *t = Tensor::new(p.buffer(*b).ty.shape.clone(), data)
+                    .expect("output data keeps its length");
+            }
         }
         if status != 0 {
             return Err(self.status_error(status));

@@ -64,8 +64,8 @@ mod vector;
 
 pub use error::{CpuError, Result};
 pub use executable::{
-    CpuExecutable, CpuOptions, ElementsRef, KernelStats, KernelTime, MAX_LOCAL_BYTES, TensorRef,
-    compile,
+    CpuExecutable, CpuOptions, ElementsMut, ElementsRef, KernelStats, KernelTime, MAX_LOCAL_BYTES,
+    TensorMut, TensorRef, compile,
 };
 
 /// The CPU backend as a [`birkhoff_ir::kernel::Backend`]: [`compile`] with

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use birkhoff_cpu::{CpuError, CpuOptions, ElementsRef, TensorRef, compile};
+use birkhoff_cpu::{CpuError, CpuOptions, ElementsMut, ElementsRef, TensorMut, TensorRef, compile};
 use birkhoff_ir::kernel::{
     BufferId, BufferKind, Expr, Gemm, Index, Kernel, LocalId, LoopKind, Matrix, Program,
     ScalarType, Stmt,
@@ -733,6 +733,54 @@ fn borrowed_inputs_run_like_owned_ones() {
     assert!(matches!(
         exe.run_borrowed(&bad),
         Err(CpuError::MissingInput { ref name, .. }) if name == "a"
+    ));
+}
+
+#[test]
+fn outputs_written_into_caller_memory_match_owned_ones() {
+    let p = scale_program();
+    let exe = compile(&p, &CpuOptions::default()).unwrap();
+    let owned = inputs(&p, 4, false);
+    let want = exe.run(&owned).unwrap();
+    let borrowed: BTreeMap<String, TensorRef<'_>> = owned
+        .iter()
+        .map(|(n, t)| {
+            let TensorData::F32(v) = t.data() else {
+                panic!("scale_program takes f32")
+            };
+            let r = TensorRef {
+                shape: t.shape(),
+                elements: ElementsRef::F32(v),
+            };
+            (n.clone(), r)
+        })
+        .collect();
+    // NaN first: every element must be overwritten.
+    let mut out = vec![f32::NAN; 8];
+    let mut outs = [TensorMut {
+        shape: &[8],
+        elements: ElementsMut::F32(&mut out),
+    }];
+    exe.run_borrowed_into(&borrowed, &mut outs).unwrap();
+    assert_eq!(want[0].1.as_f32().unwrap(), out.as_slice());
+
+    let mut short = vec![0.0f32; 7];
+    let mut bad = [TensorMut {
+        shape: &[8],
+        elements: ElementsMut::F32(&mut short),
+    }];
+    assert_eq!(
+        exe.run_borrowed_into(&borrowed, &mut bad)
+            .unwrap_err()
+            .to_string(),
+        "output 'y': expected f32[8], got f32[7]"
+    );
+    assert!(matches!(
+        exe.run_borrowed_into(&borrowed, &mut []),
+        Err(CpuError::OutputCount {
+            expected: 1,
+            got: 0
+        })
     ));
 }
 

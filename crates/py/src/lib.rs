@@ -13,14 +13,16 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use birkhoff::cpu::{ElementsRef, TensorRef};
+use birkhoff::cpu::{ElementsMut, ElementsRef, TensorMut, TensorRef};
 use birkhoff::dsl::zoo::{LayerFn, ModelArgs, build_model, model_info};
 use birkhoff::ir::{DType, Graph, InputKind, Op, SinkhornVariant, Tensor, TensorData};
 use birkhoff::lower::PreMixProjection;
 use birkhoff::{CompileOptions, Executable, Target, compile_with};
 use half::slice::HalfBitsSliceExt;
 use half::vec::HalfFloatVecExt;
-use numpy::{PyArray1, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use numpy::{
+    PyArray1, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArrayMethods,
+};
 use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -85,6 +87,95 @@ impl Module {
         py: Python<'py>,
         inputs: Vec<(String, Bound<'py, PyAny>)>,
     ) -> PyResult<Vec<(String, &'static str, Bound<'py, PyAny>)>> {
+        let held = self.hold_inputs(inputs)?;
+        let refs = self.input_refs(&held)?;
+        let outputs = py
+            .detach(|| self.exe.run_borrowed(&refs))
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        drop(refs);
+        drop(held);
+        outputs
+            .into_iter()
+            .map(|(name, t)| {
+                let dtype = t.dtype().name();
+                let shape = t.shape().to_vec();
+                Ok((name, dtype, owned_array(py, t.into_data(), shape)?))
+            })
+            .collect()
+    }
+
+    /// Like `run`, writing the outputs into `outputs`: one writable
+    /// C-contiguous NumPy array per output, in order, of the output's
+    /// dtype and shape (bf16 as `uint16`). Every element is written.
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "Python arguments are extracted as owned values"
+    )]
+    fn run_into<'py>(
+        &self,
+        py: Python<'py>,
+        inputs: Vec<(String, Bound<'py, PyAny>)>,
+        outputs: Vec<Bound<'py, PyAny>>,
+    ) -> PyResult<()> {
+        let held = self.hold_inputs(inputs)?;
+        let refs = self.input_refs(&held)?;
+        let g = self.exe.graph();
+        if outputs.len() != g.outputs().len() {
+            return Err(PyValueError::new_err(format!(
+                "graph @{} has {} outputs, {} arrays were given",
+                g.name(),
+                g.outputs().len(),
+                outputs.len()
+            )));
+        }
+        let mut held_out = Vec::with_capacity(outputs.len());
+        for (o, obj) in g.outputs().iter().zip(&outputs) {
+            let ty = g.ty(o.value);
+            let array = HeldMut::extract(obj, ty.dtype).map_err(|e| {
+                PyValueError::new_err(format!("output {:?}: {e} (declared {ty})", o.name))
+            })?;
+            held_out.push((o.name.as_str(), array));
+        }
+        let mut muts = held_out
+            .iter_mut()
+            .zip(g.outputs())
+            .map(|((name, a), o)| {
+                a.tensor_mut(&g.ty(o.value).shape)
+                    .map_err(|e| PyValueError::new_err(format!("output {name:?}: {e}")))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        py.detach(|| self.exe.run_borrowed_into(&refs, &mut muts))
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))
+    }
+
+    /// The graph that runs, after the optimizer, as IR text.
+    fn ir(&self) -> String {
+        self.exe.graph().to_string()
+    }
+
+    /// The lowered kernel program as text (CPU and GPU targets).
+    fn kernel_ir(&self) -> Option<String> {
+        self.exe.program().map(|p| p.to_string())
+    }
+
+    /// What the optimizer fused, as text (`None` without the optimizer).
+    fn fusion_report(&self) -> Option<String> {
+        self.exe.fusion_report().map(|r| r.to_string())
+    }
+
+    /// Seconds the compilation took.
+    fn compile_seconds(&self) -> f64 {
+        self.exe.compile_time().as_secs_f64()
+    }
+}
+
+impl Module {
+    /// Each input array, borrowed read-only, after checking its name and
+    /// dtype against the graph.
+    fn hold_inputs<'py>(
+        &self,
+        inputs: Vec<(String, Bound<'py, PyAny>)>,
+    ) -> PyResult<Vec<(String, Held<'py>)>> {
         let g = self.exe.graph();
         let mut held = Vec::with_capacity(inputs.len());
         for (name, obj) in inputs {
@@ -101,8 +192,18 @@ impl Module {
             })?;
             held.push((name, array));
         }
+        Ok(held)
+    }
+
+    /// The held inputs and the defaults for the rest, as the runtime reads
+    /// them; fails if an input is given twice or missing.
+    fn input_refs<'a>(
+        &'a self,
+        held: &'a [(String, Held<'_>)],
+    ) -> PyResult<BTreeMap<String, TensorRef<'a>>> {
+        let g = self.exe.graph();
         let mut refs = BTreeMap::new();
-        for (name, array) in &held {
+        for (name, array) in held {
             let r = array
                 .tensor_ref()
                 .map_err(|e| PyValueError::new_err(format!("input {name:?}: {e}")))?;
@@ -128,39 +229,7 @@ impl Module {
                 missing.join(", ")
             )));
         }
-        let outputs = py
-            .detach(|| self.exe.run_borrowed(&refs))
-            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-        drop(refs);
-        drop(held);
-        outputs
-            .into_iter()
-            .map(|(name, t)| {
-                let dtype = t.dtype().name();
-                let shape = t.shape().to_vec();
-                Ok((name, dtype, owned_array(py, t.into_data(), shape)?))
-            })
-            .collect()
-    }
-
-    /// The graph that runs, after the optimizer, as IR text.
-    fn ir(&self) -> String {
-        self.exe.graph().to_string()
-    }
-
-    /// The lowered kernel program as text (CPU and GPU targets).
-    fn kernel_ir(&self) -> Option<String> {
-        self.exe.program().map(|p| p.to_string())
-    }
-
-    /// What the optimizer fused, as text (`None` without the optimizer).
-    fn fusion_report(&self) -> Option<String> {
-        self.exe.fusion_report().map(|r| r.to_string())
-    }
-
-    /// Seconds the compilation took.
-    fn compile_seconds(&self) -> f64 {
-        self.exe.compile_time().as_secs_f64()
+        Ok(refs)
     }
 }
 
@@ -180,13 +249,6 @@ enum Held<'py> {
 
 impl<'py> Held<'py> {
     fn extract(obj: &Bound<'py, PyAny>, dtype: DType) -> Result<Held<'py>, String> {
-        let want = match dtype {
-            DType::F32 => "float32",
-            DType::F64 => "float64",
-            DType::Bf16 => "uint16 (bf16 bit patterns)",
-            DType::I32 => "int32",
-            DType::Bool => "bool",
-        };
         let held = match dtype {
             DType::F32 => obj.extract().map(Held::F32),
             DType::F64 => obj.extract().map(Held::F64),
@@ -194,7 +256,7 @@ impl<'py> Held<'py> {
             DType::I32 => obj.extract().map(Held::I32),
             DType::Bool => obj.extract().map(Held::Bool),
         };
-        held.map_err(|_| format!("expected a NumPy array of {want}"))
+        held.map_err(|_| format!("expected a NumPy array of {}", array_dtype_name(dtype)))
     }
 
     /// The array as the runtime reads it; fails unless C-contiguous.
@@ -223,6 +285,70 @@ impl<'py> Held<'py> {
             ),
         };
         Ok(TensorRef { shape, elements })
+    }
+}
+
+/// The NumPy dtype that carries `dtype`.
+fn array_dtype_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F32 => "float32",
+        DType::F64 => "float64",
+        DType::Bf16 => "uint16 (bf16 bit patterns)",
+        DType::I32 => "int32",
+        DType::Bool => "bool",
+    }
+}
+
+/// An output array, borrowed writable for one run.
+enum HeldMut<'py> {
+    F32(PyReadwriteArrayDyn<'py, f32>),
+    F64(PyReadwriteArrayDyn<'py, f64>),
+    Bf16(PyReadwriteArrayDyn<'py, u16>),
+    I32(PyReadwriteArrayDyn<'py, i32>),
+    Bool(PyReadwriteArrayDyn<'py, bool>),
+}
+
+impl<'py> HeldMut<'py> {
+    fn extract(obj: &Bound<'py, PyAny>, dtype: DType) -> Result<HeldMut<'py>, String> {
+        let held = match dtype {
+            DType::F32 => obj.extract().map(HeldMut::F32),
+            DType::F64 => obj.extract().map(HeldMut::F64),
+            DType::Bf16 => obj.extract().map(HeldMut::Bf16),
+            DType::I32 => obj.extract().map(HeldMut::I32),
+            DType::Bool => obj.extract().map(HeldMut::Bool),
+        };
+        held.map_err(|_| {
+            format!(
+                "expected a writable NumPy array of {}",
+                array_dtype_name(dtype)
+            )
+        })
+    }
+
+    /// The array as the runtime writes it, as an output of `shape`;
+    /// fails unless it has that shape and is C-contiguous.
+    fn tensor_mut<'s>(&'s mut self, shape: &'s [usize]) -> Result<TensorMut<'s>, String> {
+        let got = match self {
+            HeldMut::F32(a) => a.shape().to_vec(),
+            HeldMut::F64(a) => a.shape().to_vec(),
+            HeldMut::Bf16(a) => a.shape().to_vec(),
+            HeldMut::I32(a) => a.shape().to_vec(),
+            HeldMut::Bool(a) => a.shape().to_vec(),
+        };
+        if got != shape {
+            return Err(format!("expected shape {shape:?}, got {got:?}"));
+        }
+        let contiguous = |e| format!("the array is not C-contiguous ({e})");
+        let elements = match self {
+            HeldMut::F32(a) => ElementsMut::F32(a.as_slice_mut().map_err(contiguous)?),
+            HeldMut::F64(a) => ElementsMut::F64(a.as_slice_mut().map_err(contiguous)?),
+            HeldMut::Bf16(a) => {
+                ElementsMut::Bf16(a.as_slice_mut().map_err(contiguous)?.reinterpret_cast_mut())
+            }
+            HeldMut::I32(a) => ElementsMut::I32(a.as_slice_mut().map_err(contiguous)?),
+            HeldMut::Bool(a) => ElementsMut::Bool(a.as_slice_mut().map_err(contiguous)?),
+        };
+        Ok(TensorMut { shape, elements })
     }
 }
 
