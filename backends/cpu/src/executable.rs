@@ -770,6 +770,13 @@ impl CpuExecutable {
                 });
             }
         }
+        // Caller memory for a big output is often fresh from the system
+        // (a new tensor each call); advised before the first touch, it is
+        // mapped in huge pages, as the outputs the executable allocates are.
+        for (t, (_, b)) in outputs.iter_mut().zip(&p.outputs) {
+            let addr = Slot::Borrowed(&mut t.elements).addr_mut();
+            runtime::advise_huge_pages(addr as *const u8, p.buffer(*b).ty.size_bytes());
+        }
         self.run_timed(&given, Outputs::Borrowed(outputs), None)
     }
 
