@@ -149,22 +149,14 @@ def _to_numpy(name, value, dtype):
     """A C-contiguous little-endian array of ``dtype``'s layout, without a
     copy where the value already has it."""
     if _is_torch(value):
-        import torch
-
         want = _torch_dtype(dtype)
         if value.dtype != want:
             raise TypeError(f"input {name!r}: expected torch.{str(want)[6:]}, got {value.dtype}")
         if value.device.type != "cpu":
             raise TypeError(
-                f"input {name!r} is on {value.device}; Module takes CPU tensors "
-                "(birkhoff.torch's ops dispatch on device)"
+                f"input {name!r} is on {value.device}; Module takes CPU tensors"
             )
-        # DLPack, not `.numpy()`, which would mark the tensor's storage as
-        # never resizable again.
-        value = value.detach().contiguous()
-        if dtype == "bf16":
-            return np.from_dlpack(value.view(torch.int16)).view(np.uint16)
-        return np.from_dlpack(value)
+        return _tensor_array(value)
     array = np.asarray(value)
     if dtype == "bf16":
         if array.dtype != np.float32:
@@ -177,6 +169,22 @@ def _to_numpy(name, value, dtype):
     if array.dtype != want:
         raise TypeError(f"input {name!r}: expected {want.name}, got {array.dtype}")
     return np.ascontiguousarray(array)
+
+
+def _tensor_array(t):
+    """A CPU tensor's elements as a C-contiguous NumPy array, without a copy
+    where it is contiguous (bf16 as its uint16 bit patterns). DLPack rather
+    than ``.numpy()``, which would mark the storage as never resizable
+    again: FSDP frees gathered parameters by resizing their storage to
+    zero."""
+    import torch
+
+    t = t.detach()
+    if not t.is_contiguous():
+        t = t.contiguous()
+    if t.dtype == torch.bfloat16:
+        return np.from_dlpack(t.view(torch.int16)).view(np.uint16)
+    return np.from_dlpack(t)
 
 
 def _torch_dtype(dtype):

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import _native
+from . import _native, _tensor_array
 
 __all__ = [
     "mhc_pre",
@@ -141,17 +141,7 @@ def _program(op, dtype, in_shapes, outs, attrs):
     return prog
 
 
-def _array(t: Tensor):
-    """A tensor's elements as a NumPy array, without a copy (bf16 as its
-    uint16 bit patterns). DLPack rather than ``.numpy()``, which would
-    mark the storage as never resizable again: FSDP frees gathered
-    parameters by resizing their storage to zero."""
-    t = t.detach()
-    if not t.is_contiguous():
-        t = t.contiguous()
-    if t.dtype == torch.bfloat16:
-        return np.from_dlpack(t.view(torch.int16)).view(np.uint16)
-    return np.from_dlpack(t)
+_array = _tensor_array
 
 
 #: Allocates an op's results (a hook for tests: every element is written).

@@ -511,6 +511,18 @@ impl ElementsRef<'_> {
     }
 }
 
+impl<'a> From<&'a TensorData> for ElementsRef<'a> {
+    fn from(d: &'a TensorData) -> Self {
+        match d {
+            TensorData::F32(v) => ElementsRef::F32(v),
+            TensorData::Bf16(v) => ElementsRef::Bf16(v),
+            TensorData::F64(v) => ElementsRef::F64(v),
+            TensorData::I32(v) => ElementsRef::I32(v),
+            TensorData::Bool(v) => ElementsRef::Bool(v),
+        }
+    }
+}
+
 /// A row-major input tensor whose elements the caller owns: run without
 /// copying them into a [`Tensor`].
 #[derive(Clone, Copy, Debug)]
@@ -665,13 +677,7 @@ fn owned_inputs(inputs: &BTreeMap<String, Tensor>) -> BTreeMap<&str, (TensorType
 }
 
 fn data_addr(d: &TensorData) -> usize {
-    match d {
-        TensorData::F32(v) => v.as_ptr() as usize,
-        TensorData::Bf16(v) => v.as_ptr() as usize,
-        TensorData::F64(v) => v.as_ptr() as usize,
-        TensorData::I32(v) => v.as_ptr() as usize,
-        TensorData::Bool(v) => v.as_ptr() as usize,
-    }
+    ElementsRef::from(d).addr()
 }
 
 fn data_addr_mut(d: &mut TensorData) -> usize {

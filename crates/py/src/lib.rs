@@ -354,16 +354,9 @@ impl<'py> HeldMut<'py> {
 
 /// An owned tensor, borrowed.
 fn tensor_ref(t: &Tensor) -> TensorRef<'_> {
-    let elements = match t.data() {
-        TensorData::F32(v) => ElementsRef::F32(v),
-        TensorData::F64(v) => ElementsRef::F64(v),
-        TensorData::Bf16(v) => ElementsRef::Bf16(v),
-        TensorData::I32(v) => ElementsRef::I32(v),
-        TensorData::Bool(v) => ElementsRef::Bool(v),
-    };
     TensorRef {
         shape: t.shape(),
-        elements,
+        elements: ElementsRef::from(t.data()),
     }
 }
 
