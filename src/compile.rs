@@ -21,13 +21,10 @@ use std::time::{Duration, Instant};
 
 use std::path::Path;
 
-use birkhoff_cpu::{
-    CpuBackend, CpuExecutable, CpuOptions, ElementsMut, ElementsRef, KernelTime, TensorMut,
-    TensorRef,
-};
+use birkhoff_cpu::{CpuBackend, CpuExecutable, CpuOptions, KernelTime, TensorMut, TensorRef};
 use birkhoff_gpu::{CodegenOptions, GpuDevice, GpuError, GpuExecutable, GpuModule};
 use birkhoff_ir::kernel::Program;
-use birkhoff_ir::{Graph, InterpOptions, Tensor, TensorData, interpret};
+use birkhoff_ir::{Graph, InterpOptions, Tensor, interpret};
 use birkhoff_lower::{LowerOptions, PreMixProjection, lower};
 use birkhoff_opt::Report;
 use birkhoff_recompute::{Recompute, TrainingPlan, plan_training};
@@ -130,60 +127,15 @@ enum Runner {
     Gpu(Box<GpuExecutable>),
 }
 
-/// A copy of a borrowed tensor.
-fn owned_tensor(t: &TensorRef<'_>) -> Result<Tensor, birkhoff_ir::Error> {
-    let data = match t.elements {
-        ElementsRef::F32(v) => TensorData::F32(v.to_vec()),
-        ElementsRef::Bf16(v) => TensorData::Bf16(v.to_vec()),
-        ElementsRef::F64(v) => TensorData::F64(v.to_vec()),
-        ElementsRef::I32(v) => TensorData::I32(v.to_vec()),
-        ElementsRef::Bool(v) => TensorData::Bool(v.to_vec()),
-    };
-    Tensor::new(t.shape, data)
-}
-
 /// Copies a result into caller memory of the same type.
-fn copy_into(name: &str, t: Tensor, out: &mut TensorMut<'_>) -> Result<(), CompileError> {
-    let ty = t.ty().clone();
-    let fits = out.shape == ty.shape.as_slice();
-    let copied = fits
-        && match (t.into_data(), &mut out.elements) {
-            (TensorData::F32(s), ElementsMut::F32(d)) if d.len() == s.len() => {
-                d.copy_from_slice(&s);
-                true
-            }
-            (TensorData::Bf16(s), ElementsMut::Bf16(d)) if d.len() == s.len() => {
-                d.copy_from_slice(&s);
-                true
-            }
-            (TensorData::F64(s), ElementsMut::F64(d)) if d.len() == s.len() => {
-                d.copy_from_slice(&s);
-                true
-            }
-            (TensorData::I32(s), ElementsMut::I32(d)) if d.len() == s.len() => {
-                d.copy_from_slice(&s);
-                true
-            }
-            (TensorData::Bool(s), ElementsMut::Bool(d)) if d.len() == s.len() => {
-                d.copy_from_slice(&s);
-                true
-            }
-            _ => false,
-        };
-    if copied {
+fn copy_into(name: &str, t: &Tensor, out: &mut TensorMut<'_>) -> Result<(), CompileError> {
+    if out.shape == t.shape() && out.elements.fill(t.data()) {
         return Ok(());
     }
-    let dtype = match out.elements {
-        ElementsMut::F32(_) => birkhoff_ir::DType::F32,
-        ElementsMut::Bf16(_) => birkhoff_ir::DType::Bf16,
-        ElementsMut::F64(_) => birkhoff_ir::DType::F64,
-        ElementsMut::I32(_) => birkhoff_ir::DType::I32,
-        ElementsMut::Bool(_) => birkhoff_ir::DType::Bool,
-    };
     Err(birkhoff_cpu::CpuError::OutputType {
         name: name.to_string(),
-        expected: ty,
-        got: birkhoff_ir::TensorType::new(dtype, out.shape),
+        expected: t.ty().clone(),
+        got: birkhoff_ir::TensorType::new(out.elements.as_ref().dtype(), out.shape),
     }
     .into())
 }
@@ -378,7 +330,7 @@ impl Executable {
         }
         let owned = inputs
             .iter()
-            .map(|(name, t)| Ok((name.clone(), owned_tensor(t)?)))
+            .map(|(name, t)| Ok((name.clone(), Tensor::new(t.shape, t.elements.to_data())?)))
             .collect::<Result<BTreeMap<_, _>, CompileError>>()?;
         self.run(&owned)
     }
@@ -404,7 +356,7 @@ impl Executable {
             .into());
         }
         for ((name, t), out) in results.into_iter().zip(outputs.iter_mut()) {
-            copy_into(&name, t, out)?;
+            copy_into(&name, &t, out)?;
         }
         Ok(())
     }

@@ -480,7 +480,8 @@ pub enum ElementsRef<'a> {
 }
 
 impl ElementsRef<'_> {
-    fn dtype(self) -> DType {
+    /// The element type.
+    pub fn dtype(self) -> DType {
         match self {
             ElementsRef::F32(_) => DType::F32,
             ElementsRef::Bf16(_) => DType::Bf16,
@@ -490,13 +491,30 @@ impl ElementsRef<'_> {
         }
     }
 
-    fn len(self) -> usize {
+    /// How many elements.
+    pub fn len(self) -> usize {
         match self {
             ElementsRef::F32(v) => v.len(),
             ElementsRef::Bf16(v) => v.len(),
             ElementsRef::F64(v) => v.len(),
             ElementsRef::I32(v) => v.len(),
             ElementsRef::Bool(v) => v.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+
+    /// A copy, owned.
+    pub fn to_data(self) -> TensorData {
+        match self {
+            ElementsRef::F32(v) => TensorData::F32(v.to_vec()),
+            ElementsRef::Bf16(v) => TensorData::Bf16(v.to_vec()),
+            ElementsRef::F64(v) => TensorData::F64(v.to_vec()),
+            ElementsRef::I32(v) => TensorData::I32(v.to_vec()),
+            ElementsRef::Bool(v) => TensorData::Bool(v.to_vec()),
         }
     }
 
@@ -565,6 +583,41 @@ pub struct TensorMut<'a> {
     pub elements: ElementsMut<'a>,
 }
 
+impl ElementsMut<'_> {
+    /// The same elements, read-only.
+    pub fn as_ref(&self) -> ElementsRef<'_> {
+        match self {
+            ElementsMut::F32(v) => ElementsRef::F32(v),
+            ElementsMut::Bf16(v) => ElementsRef::Bf16(v),
+            ElementsMut::F64(v) => ElementsRef::F64(v),
+            ElementsMut::I32(v) => ElementsRef::I32(v),
+            ElementsMut::Bool(v) => ElementsRef::Bool(v),
+        }
+    }
+
+    /// Overwrites the elements with `src`'s; false, changing nothing, when
+    /// its type or length differs.
+    pub fn fill(&mut self, src: &TensorData) -> bool {
+        match (self, src) {
+            (ElementsMut::F32(d), TensorData::F32(s)) if d.len() == s.len() => d.copy_from_slice(s),
+            (ElementsMut::Bf16(d), TensorData::Bf16(s)) if d.len() == s.len() => {
+                d.copy_from_slice(s);
+            }
+            (ElementsMut::F64(d), TensorData::F64(s)) if d.len() == s.len() => d.copy_from_slice(s),
+            (ElementsMut::I32(d), TensorData::I32(s)) if d.len() == s.len() => d.copy_from_slice(s),
+            (ElementsMut::Bool(d), TensorData::Bool(s)) if d.len() == s.len() => {
+                d.copy_from_slice(s);
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    fn addr_mut(&mut self) -> usize {
+        self.as_ref().addr()
+    }
+}
+
 /// Where one output of a run goes.
 enum Slot<'a, 'b> {
     Owned(TensorData),
@@ -575,13 +628,7 @@ impl Slot<'_, '_> {
     fn addr_mut(&mut self) -> usize {
         match self {
             Slot::Owned(d) => data_addr_mut(d),
-            Slot::Borrowed(e) => match e {
-                ElementsMut::F32(v) => v.as_mut_ptr() as usize,
-                ElementsMut::Bf16(v) => v.as_mut_ptr() as usize,
-                ElementsMut::F64(v) => v.as_mut_ptr() as usize,
-                ElementsMut::I32(v) => v.as_mut_ptr() as usize,
-                ElementsMut::Bool(v) => v.as_mut_ptr() as usize,
-            },
+            Slot::Borrowed(e) => e.addr_mut(),
         }
     }
 
@@ -600,27 +647,19 @@ impl Slot<'_, '_> {
     fn to_data(&self) -> TensorData {
         match self {
             Slot::Owned(d) => d.clone(),
-            Slot::Borrowed(e) => match e {
-                ElementsMut::F32(v) => TensorData::F32(v.to_vec()),
-                ElementsMut::Bf16(v) => TensorData::Bf16(v.to_vec()),
-                ElementsMut::F64(v) => TensorData::F64(v.to_vec()),
-                ElementsMut::I32(v) => TensorData::I32(v.to_vec()),
-                ElementsMut::Bool(v) => TensorData::Bool(v.to_vec()),
-            },
+            Slot::Borrowed(e) => e.as_ref().to_data(),
         }
     }
 
     /// Overwrites the elements with `src`'s (same type and length: two
     /// outputs of one buffer).
     fn fill(&mut self, src: TensorData) {
-        match (self, src) {
-            (Slot::Owned(d), src) => *d = src,
-            (Slot::Borrowed(ElementsMut::F32(d)), TensorData::F32(s)) => d.copy_from_slice(&s),
-            (Slot::Borrowed(ElementsMut::Bf16(d)), TensorData::Bf16(s)) => d.copy_from_slice(&s),
-            (Slot::Borrowed(ElementsMut::F64(d)), TensorData::F64(s)) => d.copy_from_slice(&s),
-            (Slot::Borrowed(ElementsMut::I32(d)), TensorData::I32(s)) => d.copy_from_slice(&s),
-            (Slot::Borrowed(ElementsMut::Bool(d)), TensorData::Bool(s)) => d.copy_from_slice(&s),
-            _ => unreachable!("outputs of one buffer share its type"),
+        match self {
+            Slot::Owned(d) => *d = src,
+            Slot::Borrowed(e) => {
+                let filled = e.fill(&src);
+                debug_assert!(filled, "outputs of one buffer share its type");
+            }
         }
     }
 }
@@ -749,20 +788,7 @@ impl CpuExecutable {
         }
         for ((name, b), t) in p.outputs.iter().zip(outputs.iter()) {
             let expected = &p.buffer(*b).ty;
-            let len = match &t.elements {
-                ElementsMut::F32(v) => v.len(),
-                ElementsMut::Bf16(v) => v.len(),
-                ElementsMut::F64(v) => v.len(),
-                ElementsMut::I32(v) => v.len(),
-                ElementsMut::Bool(v) => v.len(),
-            };
-            let dtype = match &t.elements {
-                ElementsMut::F32(_) => DType::F32,
-                ElementsMut::Bf16(_) => DType::Bf16,
-                ElementsMut::F64(_) => DType::F64,
-                ElementsMut::I32(_) => DType::I32,
-                ElementsMut::Bool(_) => DType::Bool,
-            };
+            let (dtype, len) = (t.elements.as_ref().dtype(), t.elements.as_ref().len());
             let got = if birkhoff_ir::num_elements(t.shape) == Some(len) {
                 TensorType::new(dtype, t.shape)
             } else {
@@ -780,7 +806,7 @@ impl CpuExecutable {
         // (a new tensor each call); advised before the first touch, it is
         // mapped in huge pages, as the outputs the executable allocates are.
         for (t, (_, b)) in outputs.iter_mut().zip(&p.outputs) {
-            let addr = Slot::Borrowed(&mut t.elements).addr_mut();
+            let addr = t.elements.addr_mut();
             runtime::advise_huge_pages(addr as *const u8, p.buffer(*b).ty.size_bytes());
         }
         self.run_timed(&given, Outputs::Borrowed(outputs), None)
