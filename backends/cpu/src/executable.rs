@@ -45,7 +45,9 @@ pub struct CpuOptions {
     /// of two) when the host has them.
     pub fma: bool,
     /// Parallel loops of kernels estimated to do fewer scalar operations
-    /// than this run on one thread: waking workers costs microseconds.
+    /// than this, and matrix products of fewer multiply-adds, run on one
+    /// thread: waking workers costs microseconds. A program left with
+    /// nothing to split never wakes them.
     pub min_parallel_work: u64,
     /// Keep the machine code listing of every function
     /// ([`CpuExecutable::disassembly`]).
@@ -436,7 +438,13 @@ fn compile_inner(program: &Program, opts: &CpuOptions, verify: bool) -> Result<C
                 .then(|| Aligned::zeroed(b.ty.size_bytes())),
         );
     }
-    let pool = if threads > 1 {
+    // A program with nothing to split runs on the calling thread: handing
+    // a run to the workers costs more than a small program takes.
+    let parallel = kernels
+        .iter()
+        .any(|k| k.segments.iter().any(|s| s.seg.split))
+        || gemms.iter().any(|g| g.work() >= opts.min_parallel_work);
+    let pool = if threads > 1 && parallel {
         Some(runtime::pool(threads)?)
     } else {
         None
@@ -447,6 +455,7 @@ fn compile_inner(program: &Program, opts: &CpuOptions, verify: bool) -> Result<C
         runtime: Box::new(Runtime {
             gemms,
             threads,
+            min_parallel_work: opts.min_parallel_work,
             checked: opts.checked,
         }),
         accesses,
@@ -1037,11 +1046,14 @@ impl fmt::Display for CpuExecutable {
     /// The Cranelift IR of every kernel, as generated (before Cranelift's
     /// own optimizations), with a header per function.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let threads = match (&self.pool, self.runtime.threads) {
+            (None, n) if n > 1 => format!("the calling thread ({n} asked for; nothing to split)"),
+            (_, n) => format!("{n} thread(s)"),
+        };
         writeln!(
             f,
-            "; program @{} on {} thread(s), compiled in {:.1} ms",
+            "; program @{} on {threads}, compiled in {:.1} ms",
             self.program.name,
-            self.runtime.threads,
             self.compile_time.as_secs_f64() * 1e3
         )?;
         for k in &self.kernels {
@@ -1166,6 +1178,33 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn programs_with_nothing_to_split_run_on_the_calling_thread() {
+        let p = shifted(7, 1, LoopKind::Parallel);
+        let small = CpuOptions {
+            threads: 2,
+            ..CpuOptions::default()
+        };
+        let split = CpuOptions {
+            min_parallel_work: 0,
+            ..small
+        };
+        let (small, split) = (compile(&p, &small).unwrap(), compile(&p, &split).unwrap());
+        assert!(small.pool.is_none() && split.pool.is_some());
+        let header = |e: &CpuExecutable| e.to_string().lines().next().unwrap().to_string();
+        assert!(
+            header(&small).contains("on the calling thread (2 asked for; nothing to split)"),
+            "{}",
+            header(&small)
+        );
+        assert!(
+            header(&split).contains("on 2 thread(s)"),
+            "{}",
+            header(&split)
+        );
+        assert_eq!(small.run(&x()).unwrap(), split.run(&x()).unwrap());
     }
 
     #[test]

@@ -195,6 +195,13 @@ impl GemmCall {
         }
     }
 
+    /// Its multiply-adds.
+    pub fn work(&self) -> u64 {
+        [self.m, self.n, self.k, self.batch]
+            .into_iter()
+            .fold(1u64, |w, d| w.saturating_mul(d as u64))
+    }
+
     /// Whether every operand stays inside its buffer.
     fn in_bounds(&self) -> bool {
         self.a.last(self.m, self.k, self.batch) < self.a.len
@@ -215,6 +222,8 @@ pub(crate) struct Runtime {
     pub gemms: Vec<GemmCall>,
     /// Worker threads (1: everything on the calling thread).
     pub threads: usize,
+    /// Matrix products with fewer multiply-adds run on one thread.
+    pub min_parallel_work: u64,
     /// Whether matrix products check their bounds.
     pub checked: bool,
 }
@@ -277,7 +286,7 @@ extern "C" fn gemm_entry(ctx: *const Runtime, id: i64, ptrs: *const usize) -> i6
         unsafe { *ptrs.add(o.buf) }
     };
     let (pa, pb, pc) = (base(&g.a), base(&g.b), base(&g.c));
-    let par = if rt.threads > 1 {
+    let par = if rt.threads > 1 && g.work() >= rt.min_parallel_work {
         gemm::Parallelism::Rayon(rt.threads)
     } else {
         gemm::Parallelism::None
