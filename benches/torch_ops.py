@@ -213,7 +213,7 @@ def overhead(args):
         results = [bt._array(torch.empty(shape)) for _, shape in outs]
         calls = {
             "op": lambda: bk(*inputs),
-            "call": lambda: bt._call(op, op, attrs, inputs, outs),
+            "call": lambda: bt._call(op, attrs, inputs, outs),
             "prog": lambda: prog.run_into(arrays, results),
         }
         with torch.no_grad():

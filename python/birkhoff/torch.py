@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import functools
 import math
+import operator
 import threading
 
 import numpy as np
@@ -80,6 +81,7 @@ def _check_float(name: str, x: float) -> float:
     return x
 
 
+@functools.lru_cache(maxsize=256)
 def _sinkhorn_attrs(sinkhorn: str, iters: int, eps: float):
     if sinkhorn not in ("paper", "tilekernels"):
         raise ValueError(f"sinkhorn must be 'paper' or 'tilekernels', got {sinkhorn!r}")
@@ -88,6 +90,7 @@ def _sinkhorn_attrs(sinkhorn: str, iters: int, eps: float):
     return (("variant", sinkhorn), ("iters", int(iters)), ("eps", _check_float("eps", eps)))
 
 
+@functools.lru_cache(maxsize=256)
 def _pre_attrs(norm_eps, pre_eps, post_mult, sinkhorn, iters, eps):
     return (
         ("norm_eps", _check_float("norm_eps", norm_eps)),
@@ -120,17 +123,26 @@ def _text(op, dtype, in_shapes, outs, attrs) -> str:
     return f"graph @{op}({params}) -> ({results}) {{\n" + "\n".join(body) + f"\n  return {ret}\n}}\n"
 
 
-def _program(op, dtype, in_shapes, outs, attrs):
+def _program(op, dtype, in_shapes, outs, attrs, check=None):
     """The compiled one-op program, compiled on first use for this shape,
     dtype, setting and torch's thread count (birkhoff runs on as many
-    threads as ``torch.get_num_threads()``)."""
+    threads as ``torch.get_num_threads()``). ``check`` validates the
+    operands' shapes before a compile: a program found under these shapes
+    was checked when it was compiled."""
     threads = torch.get_num_threads()
     key = (op, dtype, in_shapes, outs, attrs, threads)
-    with _programs_lock:
-        prog = _programs.get(key)
-        if prog is not None:
+    # A hit takes no lock: each dict operation is atomic under the
+    # interpreter lock, and a program another thread evicted meanwhile is
+    # still ours to run.
+    prog = _programs.get(key)
+    if prog is not None:
+        try:
             _programs.move_to_end(key)
-            return prog
+        except KeyError:
+            pass
+        return prog
+    if check is not None:
+        check()
     # Compiled without the lock, so calls of other programs go on; two
     # threads that miss at once both compile, and one result is kept.
     prog = _native.compile(_text(op, dtype, in_shapes, outs, attrs), "cpu", True, {"threads": threads})
@@ -144,24 +156,48 @@ def _program(op, dtype, in_shapes, outs, attrs):
 _array = _tensor_array
 
 
+_shape = operator.attrgetter("shape")
+
 #: Allocates an op's results (a hook for tests: every element is written).
 _new_output = torch.empty
 
 
-def _call(name, op, attrs, tensors, outs):
+def _call(op, attrs, tensors, outs, check=None):
     """Runs the one-op graph of ``op`` on ``tensors`` (its operands, in
     order) and returns its results: tensors that torch allocates and the
     program writes in place. The operands are read in place while the call
-    runs, with Python's lock released: they must not change meanwhile."""
-    dtype = _ir_dtype(name, *tensors)
-    in_shapes = tuple(tuple(t.shape) for t in tensors)
-    prog = _program(op, dtype, in_shapes, outs, attrs)
-    results = [_new_output(shape, dtype=tensors[0].dtype) for _, shape in outs]
+    runs, with Python's lock released: they must not change meanwhile.
+    ``check`` validates the operands' shapes (see :func:`_program`).
+
+    The common case costs a few microseconds over the kernels: the program
+    reads and writes the tensors' memory directly. What that path refuses
+    (mixed dtypes, another device, non-contiguous operands, tensor
+    subclasses) takes the checked path, which raises a clear error or
+    copies what must be copied."""
+    dt = tensors[0].dtype
+    dtype = _IR_DTYPES.get(dt)
+    if dtype is not None and tensors[0].is_cpu:
+        prog = _program(op, dtype, tuple(map(_shape, tensors)), outs, attrs, check)
+        results = [_new_output(shape, dtype=dt) for _, shape in outs]
+        if prog.run_tensors(tensors, results) is None:
+            return results
+    dtype = _ir_dtype(op, *tensors)
+    if check is not None:
+        check()
+    prog = _program(op, dtype, tuple(tuple(t.shape) for t in tensors), outs, attrs)
+    results = [_new_output(shape, dtype=dt) for _, shape in outs]
     prog.run_into([(f"a{i}", _array(t)) for i, t in enumerate(tensors)], [_array(r) for r in results])
     return results
 
 
 # ---- the pre-mix ------------------------------------------------------------
+
+
+def _tnc(op: str, x: Tensor):
+    """``x``'s ``(T, n, C)``; fails unless it has three dimensions."""
+    if x.dim() != 3:
+        raise ValueError(f"{op}: x must be [T, n, C], got {list(x.shape)}")
+    return x.shape
 
 
 def _pre_dims(x: Tensor, fn: Tensor, scale: Tensor, base: Tensor):
@@ -189,10 +225,10 @@ def _mhc_pre_op(
     iters: int,
     eps: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    t, n, c, _ = _pre_dims(x, fn, scale, base)
+    t, n, c = _tnc("mhc_pre", x)
     attrs = _pre_attrs(norm_eps, pre_eps, post_mult, sinkhorn, iters, eps)
     outs = (("layer_input", (t, c)), ("post_mix", (t, n)), ("comb_mix", (t, n, n)))
-    li, post, comb = _call("mhc_pre", "mhc_pre", attrs, (x, fn, scale, base), outs)
+    li, post, comb = _call("mhc_pre", attrs, (x, fn, scale, base), outs, lambda: _pre_dims(x, fn, scale, base))
     return li, post, comb
 
 
@@ -218,14 +254,18 @@ def _mhc_pre_grad_op(
     iters: int,
     eps: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    t, n, c, _ = _pre_dims(x, fn, scale, base)
-    for name, v, want in (("d_li", d_li, (t, c)), ("d_post", d_post, (t, n)), ("d_comb", d_comb, (t, n, n))):
-        if tuple(v.shape) != want:
-            raise ValueError(f"mhc_pre_grad: {name} must be {list(want)}, got {list(v.shape)}")
+    _tnc("mhc_pre_grad", x)
+
+    def check():
+        t, n, c, _ = _pre_dims(x, fn, scale, base)
+        for name, v, want in (("d_li", d_li, (t, c)), ("d_post", d_post, (t, n)), ("d_comb", d_comb, (t, n, n))):
+            if tuple(v.shape) != want:
+                raise ValueError(f"mhc_pre_grad: {name} must be {list(want)}, got {list(v.shape)}")
+
     attrs = _pre_attrs(norm_eps, pre_eps, post_mult, sinkhorn, iters, eps)
-    outs = tuple((f"d_{k}", tuple(v.shape)) for k, v in (("x", x), ("fn", fn), ("scale", scale), ("base", base)))
+    outs = tuple((k, tuple(v.shape)) for k, v in (("d_x", x), ("d_fn", fn), ("d_scale", scale), ("d_base", base)))
     operands = (x, fn, scale, base, d_li, d_post, d_comb)
-    dx, dfn, dscale, dbase = _call("mhc_pre_grad", "mhc_pre_grad", attrs, operands, outs)
+    dx, dfn, dscale, dbase = _call("mhc_pre_grad", attrs, operands, outs, check)
     return dx, dfn, dscale, dbase
 
 
@@ -282,6 +322,8 @@ def mhc_pre(
         raise ValueError(f"mhc_pre: x must be [..., n, C], got {list(x.shape)}")
     if eps is None:
         eps = 1e-6 if sinkhorn == "tilekernels" else 0.0
+    if x.dim() == 3:
+        return _mhc_pre_op(x, fn, scale, base, norm_eps, pre_eps, post_mult, sinkhorn, iters, eps)
     lead, (n, c) = x.shape[:-2], x.shape[-2:]
     li, post, comb = _mhc_pre_op(
         x.reshape(-1, n, c), fn, scale, base, norm_eps, pre_eps, post_mult, sinkhorn, iters, eps
@@ -305,8 +347,9 @@ def _post_dims(f: Tensor, x: Tensor, post: Tensor, comb: Tensor):
 
 @torch.library.custom_op("birkhoff::mhc_post", mutates_args=())
 def _mhc_post_op(f: Tensor, x: Tensor, post: Tensor, comb: Tensor) -> Tensor:
-    _post_dims(f, x, post, comb)
-    (y,) = _call("mhc_post", "mhc_post", (), (f, x, post, comb), (("residual_out", tuple(x.shape)),))
+    _tnc("mhc_post", x)
+    operands = (f, x, post, comb)
+    (y,) = _call("mhc_post", (), operands, (("residual_out", tuple(x.shape)),), lambda: _post_dims(*operands))
     return y
 
 
@@ -319,12 +362,16 @@ def _(f, x, post, comb):
 def _mhc_post_grad_op(
     f: Tensor, x: Tensor, post: Tensor, comb: Tensor, d_out: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    _post_dims(f, x, post, comb)
-    if d_out.shape != x.shape:
-        raise ValueError(f"mhc_post_grad: d_out must be {list(x.shape)}, got {list(d_out.shape)}")
+    _tnc("mhc_post_grad", x)
+
+    def check():
+        _post_dims(f, x, post, comb)
+        if d_out.shape != x.shape:
+            raise ValueError(f"mhc_post_grad: d_out must be {list(x.shape)}, got {list(d_out.shape)}")
+
     operands = (f, x, post, comb, d_out)
-    outs = tuple((f"d_{k}", tuple(v.shape)) for k, v in zip(("f", "x", "post", "comb"), operands))
-    df, dx, dpost, dcomb = _call("mhc_post_grad", "mhc_post_grad", (), operands, outs)
+    outs = tuple((k, tuple(v.shape)) for k, v in (("d_f", f), ("d_x", x), ("d_post", post), ("d_comb", comb)))
+    df, dx, dpost, dcomb = _call("mhc_post_grad", (), operands, outs, check)
     return df, dx, dpost, dcomb
 
 
@@ -350,6 +397,8 @@ def mhc_post(f: Tensor, x: Tensor, post: Tensor, comb: Tensor) -> Tensor:
     ``x [..., n, C]``, ``post [..., n]``, ``comb [..., n, n]``."""
     if x.dim() < 3:
         raise ValueError(f"mhc_post: x must be [..., n, C], got {list(x.shape)}")
+    if x.dim() == 3:
+        return _mhc_post_op(f, x, post, comb)
     lead, (n, c) = x.shape[:-2], x.shape[-2:]
     y = _mhc_post_op(f.reshape(-1, c), x.reshape(-1, n, c), post.reshape(-1, n), comb.reshape(-1, n, n))
     return y.reshape(*lead, n, c)
@@ -361,7 +410,7 @@ def mhc_post(f: Tensor, x: Tensor, post: Tensor, comb: Tensor) -> Tensor:
 @torch.library.custom_op("birkhoff::sinkhorn", mutates_args=())
 def _sinkhorn_op(logits: Tensor, variant: str, iters: int, eps: float) -> Tensor:
     attrs = _sinkhorn_attrs(variant, iters, eps)
-    (y,) = _call("sinkhorn", "sinkhorn", attrs, (logits,), (("projected", tuple(logits.shape)),))
+    (y,) = _call("sinkhorn", attrs, (logits,), (("projected", tuple(logits.shape)),))
     return y
 
 
@@ -372,10 +421,12 @@ def _(logits, variant, iters, eps):
 
 @torch.library.custom_op("birkhoff::sinkhorn_grad", mutates_args=())
 def _sinkhorn_grad_op(logits: Tensor, dy: Tensor, variant: str, iters: int, eps: float) -> Tensor:
-    if dy.shape != logits.shape:
-        raise ValueError(f"sinkhorn_grad: dy must be {list(logits.shape)}, got {list(dy.shape)}")
+    def check():
+        if dy.shape != logits.shape:
+            raise ValueError(f"sinkhorn_grad: dy must be {list(logits.shape)}, got {list(dy.shape)}")
+
     attrs = _sinkhorn_attrs(variant, iters, eps)
-    (dx,) = _call("sinkhorn_grad", "sinkhorn_grad", attrs, (logits, dy), (("d_logits", tuple(logits.shape)),))
+    (dx,) = _call("sinkhorn_grad", attrs, (logits, dy), (("d_logits", tuple(logits.shape)),), check)
     return dx
 
 

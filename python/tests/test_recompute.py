@@ -31,9 +31,9 @@ def count_runs(monkeypatch):
     counts = {}
     call = bt._call
 
-    def counting(name, op, *args):
+    def counting(op, *args):
         counts[op] = counts.get(op, 0) + 1
-        return call(name, op, *args)
+        return call(op, *args)
 
     monkeypatch.setattr(bt, "_call", counting)
     return counts

@@ -28,6 +28,9 @@ use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+mod torch_views;
+use torch_views::TensorMemory;
+
 /// A compiled graph, ready to run many times.
 #[pyclass(module = "birkhoff._native", frozen)]
 struct Module {
@@ -147,6 +150,82 @@ impl Module {
             .collect::<PyResult<Vec<_>>>()?;
         py.detach(|| self.exe.run_borrowed_into(&refs, &mut muts))
             .map_err(|e| PyRuntimeError::new_err(e.to_string()))
+    }
+
+    /// Runs the graph on torch tensors' memory in place: `inputs` are the
+    /// graph's inputs in order, `outputs` its outputs in order, each a
+    /// contiguous CPU `torch.Tensor` (or `nn.Parameter`) of the declared
+    /// dtype and shape; every output element is written. Returns `None`
+    /// on success, or, without running, why the tensors cannot be used in
+    /// place (the caller can then go through `run_into` with copies). The
+    /// interpreter lock is released while the compiled code runs; the
+    /// caller must keep the tensors unchanged meanwhile.
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "Python arguments are extracted as owned values"
+    )]
+    fn run_tensors<'py>(
+        &self,
+        py: Python<'py>,
+        inputs: Vec<Bound<'py, PyAny>>,
+        outputs: Vec<Bound<'py, PyAny>>,
+    ) -> PyResult<Option<String>> {
+        let g = self.exe.graph();
+        if inputs.len() != g.inputs().len() || outputs.len() != g.outputs().len() {
+            return Ok(Some(format!(
+                "graph @{} takes {} inputs and {} outputs, {} and {} were given",
+                g.name(),
+                g.inputs().len(),
+                g.outputs().len(),
+                inputs.len(),
+                outputs.len()
+            )));
+        }
+        let mut ins = Vec::with_capacity(inputs.len());
+        for (k, (obj, &v)) in inputs.iter().zip(g.inputs()).enumerate() {
+            match TensorMemory::of(obj, g.ty(v))? {
+                Ok(m) => ins.push(m),
+                Err(why) => return Ok(Some(format!("input {k}: {why}"))),
+            }
+        }
+        let mut outs = Vec::with_capacity(outputs.len());
+        for (k, (obj, o)) in outputs.iter().zip(g.outputs()).enumerate() {
+            match TensorMemory::of(obj, g.ty(o.value))? {
+                Ok(m) => outs.push(m),
+                Err(why) => return Ok(Some(format!("output {k}: {why}"))),
+            }
+        }
+        if let Err(why) = torch_views::check_disjoint(&ins, &outs) {
+            return Ok(Some(why));
+        }
+        let refs: BTreeMap<String, TensorRef<'_>> = ins
+            .iter()
+            .zip(g.inputs())
+            .filter_map(|(m, &v)| {
+                let name = g.input_name(v)?;
+                let shape = &g.ty(v).shape;
+                Some((
+                    name.to_string(),
+                    TensorRef {
+                        shape,
+                        elements: m.elements(),
+                    },
+                ))
+            })
+            .collect();
+        let mut muts: Vec<TensorMut<'_>> = outs
+            .iter_mut()
+            .zip(g.outputs())
+            .map(|(m, o)| TensorMut {
+                shape: &g.ty(o.value).shape,
+                elements: m.elements_mut(),
+            })
+            .collect();
+        // `inputs` and `outputs` hold the tensors, and so their storage,
+        // until the views are gone.
+        py.detach(|| self.exe.run_borrowed_into(&refs, &mut muts))
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        Ok(None)
     }
 
     /// The graph that runs, after the optimizer, as IR text.
