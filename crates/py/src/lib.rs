@@ -3,8 +3,9 @@
 //!
 //! It is deliberately small: `compile` turns a source (a zoo model name,
 //! IR text, a `.bir` file or an `.onnx` file) into a `Module`, whose `run`
-//! and `run_into` take and return NumPy arrays by name, and `plan_blocks`
-//! gives birkhoff's recompute plan. Everything
+//! and `run_into` take and return NumPy arrays by name and whose
+//! `run_tensors` reads and writes torch tensors in place (checked, in
+//! `torch_views`), and `plan_blocks` gives birkhoff's recompute plan. Everything
 //! else array-shaped (torch conversion, bf16 rounding, positional
 //! arguments, the torch custom ops and their autograd) is the Python
 //! package's, where those libraries live. Nothing is copied: the CPU
