@@ -21,7 +21,8 @@ Before timing, the reference and birkhoff are checked against each other in
 float64 at T=8, C=16 (forward outputs and input gradients, 1e-9 relative to
 each tensor's largest magnitude); the script stops if they disagree.
 
---overhead: at T=16, C=2560 (float32, forward), the median per-call time of
+--overhead: at T=16, C=2560 and C=16 (float32, forward; at C=16 the
+kernels take little time), the median per-call time of
 the public op, of birkhoff.torch's internal call (operands to results,
 without torch's dispatcher), and of the compiled program's `run_into` on
 prebuilt arrays, in microseconds: the Python side's cost per call is the
@@ -193,32 +194,34 @@ def one_op(stage, inputs):
 
 
 def overhead(args):
-    t, c = 16, 2560
+    t = 16
     runs = max(args.runs, 500)
     gen = torch.Generator().manual_seed(0)
-    print(f"per-call time, T={t}, C={c}, n={N}, float32, forward; median of {runs} calls after {args.warmup} "
+    print(f"per-call time, T={t}, n={N}, float32, forward; median of {runs} calls after {args.warmup} "
           "warm-up (µs)\n")
-    print("| stage | op call µs | internal call µs | program run µs | op − program µs |")
-    print("|---|---:|---:|---:|---:|")
-    for stage, bk, make in (("pre", bk_pre, pre_inputs), ("post", bk_post, post_inputs)):
-        inputs = make(t, c, torch.float32, gen)
-        with torch.no_grad():
-            bk(*inputs)
-        op, attrs, outs = one_op(stage, inputs)
-        key = (op, "f32", tuple(tuple(a.shape) for a in inputs), outs, attrs, torch.get_num_threads())
-        if key not in bt._programs:
-            sys.exit(f"overhead: the {stage} op compiled a program under another key than {key[:2]}")
-        prog = bt._programs[key]
-        arrays = [(f"a{i}", bt._array(a)) for i, a in enumerate(inputs)]
-        results = [bt._array(torch.empty(shape)) for _, shape in outs]
-        calls = {
-            "op": lambda: bk(*inputs),
-            "call": lambda: bt._call(op, attrs, inputs, outs),
-            "prog": lambda: prog.run_into(arrays, results),
-        }
-        with torch.no_grad():
-            us = {k: 1e6 * v for k, v in medians_s(calls, runs, args.warmup).items()}
-        print(f"| {stage} | {us['op']:.1f} | {us['call']:.1f} | {us['prog']:.1f} | {us['op'] - us['prog']:.1f} |")
+    print("| stage | C | op call µs | internal call µs | program run µs | op − program µs |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for c in (2560, 16):
+        for stage, bk, make in (("pre", bk_pre, pre_inputs), ("post", bk_post, post_inputs)):
+            inputs = make(t, c, torch.float32, gen)
+            with torch.no_grad():
+                bk(*inputs)
+            op, attrs, outs = one_op(stage, inputs)
+            key = (op, "f32", tuple(tuple(a.shape) for a in inputs), outs, attrs, torch.get_num_threads())
+            if key not in bt._programs:
+                sys.exit(f"overhead: the {stage} op compiled a program under another key than {key[:2]}")
+            prog = bt._programs[key]
+            arrays = [(f"a{i}", bt._array(a)) for i, a in enumerate(inputs)]
+            results = [bt._array(torch.empty(shape)) for _, shape in outs]
+            calls = {
+                "op": lambda: bk(*inputs),
+                "call": lambda: bt._call(op, attrs, inputs, outs),
+                "prog": lambda: prog.run_into(arrays, results),
+            }
+            with torch.no_grad():
+                us = {k: 1e6 * v for k, v in medians_s(calls, runs, args.warmup).items()}
+            print(f"| {stage} | {c} | {us['op']:.1f} | {us['call']:.1f} | {us['prog']:.1f} | "
+                  f"{us['op'] - us['prog']:.1f} |")
 
 
 def main():
@@ -228,7 +231,7 @@ def main():
     p.add_argument("--runs", type=int, default=10, help="timed calls per variant")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per variant")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    p.add_argument("--overhead", action="store_true", help="Python-side cost per op call at T=16, C=2560")
+    p.add_argument("--overhead", action="store_true", help="Python-side cost per op call at T=16, C=2560 and 16")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     # Compile in this process: inductor's pool of compile workers otherwise
