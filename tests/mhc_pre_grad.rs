@@ -119,6 +119,22 @@ proptest! {
     }
 }
 
+/// Enough tokens that the CPU runtime computes `d_fn = gᵀ·x` (24 rows,
+/// one column per element of a token's row, an inner dimension of 96
+/// tokens) with its AVX-512 row sweep where the CPU has it, including a
+/// ragged last block of columns (`n·C = 812`).
+#[test]
+fn mhc_pre_grad_over_many_tokens_matches_the_interpreter() {
+    let spec = SinkhornSpec {
+        variant: SinkhornVariant::TileKernels,
+        iters: 5,
+        eps: FloatAttr(SinkhornVariant::TileKernels.default_eps()),
+    };
+    let (t, n, c) = (96, 4, 203);
+    let g = op_graph(DType::F32, (t, n, c), spec);
+    check_cpu(&g, &random_inputs(&g, &inits(n * c), 17), Some(4)).unwrap();
+}
+
 /// The gradient of `Σ li ⊙ w_li + Σ comb ⊙ w_comb` (no post term: its
 /// cotangent is a zero constant) with respect to all four operands, as
 /// `grad` builds it (with `mhc_pre_grad`), compiled.

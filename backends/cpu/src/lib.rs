@@ -59,6 +59,8 @@ mod codegen;
 mod error;
 mod executable;
 mod math;
+#[cfg(target_arch = "x86_64")]
+mod row_sweep;
 mod runtime;
 mod vector;
 

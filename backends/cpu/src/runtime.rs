@@ -271,6 +271,46 @@ where
     }
 }
 
+/// Runs one batch of the `f32` product `g`, operands at the byte
+/// addresses `a`, `b`, `c`, with [`crate::row_sweep`] if that routine takes
+/// it on this CPU (few rows, contiguous columns in `b` and `c`); whether it
+/// did.
+///
+/// # Safety
+/// `a`, `b` and `c` address `g`'s operands as for the GEMM call: every
+/// element inside its buffer, `c` writable and distinct from the inputs.
+unsafe fn row_sweep(g: &GemmCall, a: usize, b: usize, c: usize, parallel: bool) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let stride = |s: isize| usize::try_from(s).ok();
+        let (Some(ars), Some(acs), Some(brs), Some(crs)) = (
+            stride(g.a.row_stride),
+            stride(g.a.col_stride),
+            stride(g.b.row_stride),
+            stride(g.c.row_stride),
+        ) else {
+            return false;
+        };
+        let p = crate::row_sweep::Product {
+            m: g.m,
+            n: g.n,
+            k: g.k,
+            a_strides: (ars, acs),
+            b_row_stride: brs,
+            c_row_stride: crs,
+            accumulate: g.accumulate,
+        };
+        let contiguous = g.b.col_stride == 1 && g.c.col_stride == 1;
+        if contiguous && p.fits() && crate::row_sweep::available() {
+            // SAFETY: the caller's guarantees, and the instructions are there.
+            unsafe { crate::row_sweep::run(&p, a, b, c, parallel) };
+            return true;
+        }
+    }
+    let _ = (g, a, b, c, parallel);
+    false
+}
+
 extern "C" fn gemm_entry(ctx: *const Runtime, id: i64, ptrs: *const usize) -> i64 {
     // SAFETY: generated code passes the `Runtime` the executable owns and
     // keeps alive for the duration of every call.
@@ -291,9 +331,11 @@ extern "C" fn gemm_entry(ctx: *const Runtime, id: i64, ptrs: *const usize) -> i6
     } else {
         gemm::Parallelism::None
     };
+    let parallel = matches!(par, gemm::Parallelism::Rayon(_));
     for bi in 0..g.batch {
         let at =
             |o: &Operand, base: usize, size: usize| base + (o.offset + bi * o.batch_stride) * size;
+        let (a, b, c) = (at(&g.a, pa, 4), at(&g.b, pb, 4), at(&g.c, pc, 4));
         if g.f64 {
             // SAFETY: the verifier (or the check above) keeps every element
             // of a, b and c inside its buffer; c is writable and distinct
@@ -321,7 +363,8 @@ extern "C" fn gemm_entry(ctx: *const Runtime, id: i64, ptrs: *const usize) -> i6
                     par,
                 );
             }
-        } else {
+        // SAFETY (the sweep): as for f64 above.
+        } else if !unsafe { row_sweep(g, a, b, c, parallel) } {
             // SAFETY: as for f64 above.
             unsafe {
                 gemm::gemm::<f32>(
