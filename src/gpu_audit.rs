@@ -3,7 +3,7 @@
 //!
 //! [`suite`] builds, at the shapes [`AuditShapes`] gives, every mHC stage
 //! of the model zoo (f32 and bf16), the three fused backward ops, and the
-//! transformer blocks; [`audit_suite`] compiles each for the GPU and runs
+//! transformer blocks; [`audit_program`] compiles each for the GPU and runs
 //! [`birkhoff_gpu::codegen::audit::audit`] over it. Which findings count
 //! against a program depends on what it is: a transformer block's layer
 //! matrix products are compute-bound, so only the mHC programs are held

@@ -3,7 +3,9 @@
 //! plan takes it for such products, and the host emulator computes what
 //! the kernel interpreter computes, bit for bit — small integers, so every
 //! sum is exact in `f32` — with `f32` and `bf16` operands and results,
-//! several batches, a partial last block of columns and an odd `K`.
+//! several batches, a partial last block of columns and an odd `K`, in
+//! blocks of 64 threads and in the narrow blocks of 32 that small grids
+//! take.
 #![cfg(feature = "gpu")]
 
 mod common;
@@ -63,6 +65,9 @@ fn short_wide_products_match_the_interpreter_bit_for_bit() {
         (24, 544, 260, 2, DType::Bf16, DType::Bf16),
         (8, 256, 5, 1, DType::Bf16, DType::F32),
         (32, 300, 64, 1, DType::F32, DType::Bf16),
+        // 132 blocks of 256 columns in each of 2 batches: enough to fill
+        // the device, so blocks of 64 threads.
+        (4, 132 * 256, 3, 2, DType::F32, DType::F32),
     ];
     for (m, n, k, batch, xd, cd) in cases {
         let what = format!("{m} × {n}, K={k}, batch {batch}, x {xd}, c {cd}");
@@ -72,9 +77,17 @@ fn short_wide_products_match_the_interpreter_bit_for_bit() {
         assert_eq!(launches.len(), 1, "{what}");
         let l = &launches[0];
         assert_eq!(l.mode, Mode::Gemm, "{what}");
-        // 64 threads of 4 columns each: 256 columns a block.
-        assert_eq!(l.block, 64, "{what}: the short-and-wide kernel");
-        assert_eq!(l.grid, [n.div_ceil(256) as u32, batch as u32, 1], "{what}");
+        // 64 threads of 4 columns each, 256 columns a block, where that
+        // gives at least 264 blocks (two for each of 132 SMs); else 32
+        // threads and 128 columns, twice the blocks.
+        let threads = if n.div_ceil(256) * batch >= 264 {
+            64
+        } else {
+            32
+        };
+        assert_eq!(l.block, threads, "{what}: the short-and-wide kernel");
+        let cols = 4 * threads as usize;
+        assert_eq!(l.grid, [n.div_ceil(cols) as u32, batch as u32, 1], "{what}");
         // Integers in [-3, 3] and [-2, 2]: every product and sum is exact
         // in f32 (at most 260 · 6 in magnitude), so only the bf16 store
         // rounds, the same way in both.

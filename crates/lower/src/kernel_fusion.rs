@@ -31,11 +31,14 @@
 //!    other touches is touched at the same index in both, an index that
 //!    depends on the loop (so distinct iterations never meet), and
 //!    neither loop sums into an accumulator (see [`sums`]): fusion then
-//!    changes no bits.
+//!    changes no bits. A short first loop that loads more than a few
+//!    values an iteration stays apart ([`load_heavy`]).
 //! 3. **Store forwarding and dead temporaries.** In a merged loop, a load
 //!    of what the first half stored at the same index becomes the stored
 //!    value (for storage types that hold their compute type exactly: not
-//!    `bf16`, whose store rounds); a temporary that nothing loads any more
+//!    `bf16`, whose store rounds); so does a load, in straight-line
+//!    statements, of an element a scalar store just wrote
+//!    ([`forward_scalar_stores`]); a temporary that nothing loads any more
 //!    loses its stores and its buffer.
 
 use std::collections::{HashMap, HashSet};
@@ -559,6 +562,29 @@ fn sums(body: &[Stmt]) -> bool {
     })
 }
 
+/// Most loads one iteration of a short vector loop (fewer than
+/// [`STREAM_MIN`] iterations) may make and still take a second loop in
+/// (rewrite 2).
+const MERGE_MAX_SHORT_LOADS: usize = 4;
+
+/// Whether a short vector loop of `extent` iterations over `body` loads
+/// more than [`MERGE_MAX_SHORT_LOADS`] values an iteration. A backend may
+/// unroll such a loop and issue all its loads at once: while each
+/// iteration stores its value into a temporary, the stores keep the
+/// loads apart, but merged with the loop that reads the temporary (which
+/// then dies) nothing does. The per-token sum of a split projection's
+/// parts (24 mixes), so merged, took a GPU kernel from 64 registers to
+/// 127 with 4 parts, 220 with 8 and 255, with spills, with 16.
+fn load_heavy(extent: usize, body: &[Stmt]) -> bool {
+    let mut loads = 0usize;
+    for s in body {
+        if let Some(e) = s.value() {
+            e.walk(&mut |x| loads += usize::from(matches!(x, Expr::Load { .. })));
+        }
+    }
+    extent < STREAM_MIN && loads > MERGE_MAX_SHORT_LOADS
+}
+
 /// Merges vector loops in `body` and every nested statement list
 /// (rewrite 2, with rewrite 3's forwarding); may declare variables in `k`.
 fn merge_in(k: &mut Kernel, dtypes: &[DType], body: &mut Vec<Stmt>) {
@@ -588,7 +614,7 @@ fn merge_in(k: &mut Kernel, dtypes: &[DType], body: &mut Vec<Stmt>) {
             continue;
         };
         let b2 = remap(b2, &|v| if v == v2 { v1 } else { v }, &|l| l, &|b| b);
-        if e1 != e2 || sums(b1) || sums(&b2) || !mergeable(v1, b1, &b2) {
+        if e1 != e2 || sums(b1) || sums(&b2) || load_heavy(e1, b1) || !mergeable(v1, b1, &b2) {
             i += 1;
             continue;
         }
@@ -604,6 +630,7 @@ fn merge_in(k: &mut Kernel, dtypes: &[DType], body: &mut Vec<Stmt>) {
         body.splice(i..i + 2, between.into_iter().chain(std::iter::once(merged)));
         i += hoisted;
     }
+    forward_scalar_stores(k, dtypes, body);
 }
 
 /// `first` then `second` as one vector body, where each load in `second`
@@ -651,6 +678,61 @@ fn forward_stores(k: &mut Kernel, dtypes: &[DType], first: &[Stmt], second: &[St
     }
     out.extend(second.iter().map(|s| replace_loads(s, &forwarded)));
     out
+}
+
+/// Rewrite 3 on straight-line statements: a scalar store into a buffer
+/// that holds the value exactly, followed by loads of the same element
+/// before any loop, matrix product or other store into that buffer, hands
+/// the value over in a variable instead. A fused split projection stores
+/// each token's sum of squares and reads it back at once: without this,
+/// the read-back orders the block's uniform code around a global store.
+fn forward_scalar_stores(k: &mut Kernel, dtypes: &[DType], body: &mut Vec<Stmt>) {
+    let mut i = 0;
+    while i < body.len() {
+        let Stmt::Store { buf, index, .. } = &body[i] else {
+            i += 1;
+            continue;
+        };
+        let (buf, index) = (*buf, index.clone());
+        let mut end = i + 1;
+        let mut loaded = false;
+        while let Some(s) = body.get(end) {
+            let stops = match s {
+                Stmt::Loop { .. } | Stmt::Gemm(_) => true,
+                Stmt::Store { buf: b, .. } => *b == buf,
+                Stmt::Set { .. } | Stmt::LocalStore { .. } => false,
+            };
+            if stops {
+                break;
+            }
+            if let Some(e) = s.value() {
+                e.walk(&mut |x| {
+                    loaded |=
+                        matches!(x, Expr::Load { buf: b, index: ix } if *b == buf && *ix == index);
+                });
+            }
+            end += 1;
+        }
+        if dtypes[buf.0 as usize] == DType::Bf16 || !loaded {
+            i += 1;
+            continue;
+        }
+        let t = k.var(ScalarType::of(dtypes[buf.0 as usize]));
+        let forwarded = Stmt::Store {
+            buf,
+            index: index.clone(),
+            value: Expr::Var(t),
+        };
+        let Stmt::Store { value, .. } = std::mem::replace(&mut body[i], forwarded) else {
+            unreachable!("matched as a store above")
+        };
+        body.insert(i, Stmt::Set { var: t, value });
+        let fwd = HashMap::from([((buf, index), t)]);
+        for s in &mut body[i + 2..=end] {
+            *s = replace_loads(s, &fwd);
+        }
+        i = end + 1;
+    }
 }
 
 /// `s` with every load of a forwarded element replaced by its variable.

@@ -155,6 +155,11 @@ pub(crate) const SHARED: u16 = 3;
 /// Bytes of static shared memory a block may use.
 pub(crate) const MAX_SHARED_BYTES: usize = 48 * 1024;
 
+/// Most chunks (16-byte pieces) of a block-per-iteration launch's longest
+/// spread loop that one round of its threads covers: past this, a block
+/// has half as many threads as chunks, so that each takes two.
+const BLOCK_ONE_ROUND_MAX_CHUNKS: u64 = 128;
+
 /// Bytes of shared memory the shared copies leave free for warp-0 runs'
 /// hand-over slots (made later, while emitting): four runs of
 /// [`WARP_RUN_MAX_SLOTS`] 8-byte slots.
@@ -572,7 +577,20 @@ impl<'a, 'm, 'ctx> Gen<'a, 'm, 'ctx> {
                 (threads.div_ceil(u64::from(block)), block)
             }
             (Mode::Block, Some((_, extent))) => {
-                let want = (sv.max_chunks as u64).next_multiple_of(32).max(32);
+                // Two chunks a thread once there are more than 128: with
+                // one, every spread loop is straight-line code that ptxas
+                // schedules as one piece, all its loads first (bf16
+                // `mhc_pre_grad` at C = 2048: 142 registers, one block an
+                // SM, chain-bound at 2.4× its memory floor; in blocks of
+                // 128 threads, two rounds each: 121 registers, four blocks
+                // an SM, 1.6×).
+                let chunks = sv.max_chunks as u64;
+                let rounds = if chunks > BLOCK_ONE_ROUND_MAX_CHUNKS {
+                    2
+                } else {
+                    1
+                };
+                let want = chunks.div_ceil(rounds).next_multiple_of(32).max(32);
                 (extent as u64, block_threads.min(want as u32))
             }
             (Mode::Single, _) => {

@@ -235,7 +235,7 @@ fn build_recording<'ctx>(
                     let (text, grid, block) = match &sk {
                         Some(s) => (skinny::module_ir(&entry, s), s.grid(), skinny::THREADS),
                         None => match wide::applies(program, g) {
-                            Some(w) => (wide::module_ir(&entry, &w), w.grid(), wide::THREADS),
+                            Some(w) => (wide::module_ir(&entry, &w), w.grid(), w.threads),
                             None => (
                                 gemm::module_ir(&entry, program, g),
                                 gemm::grid(&k.name, g)?,

@@ -12,7 +12,12 @@
 //! about 1.1 instructions per multiply-add. Blocks of [`THREADS`] threads
 //! cover 256 columns (small blocks, so that more of them fill the device);
 //! the grid's `y` is the batch (the parts of a `K`
-//! that lowering split so that the grid fills the device). Each sum runs
+//! that lowering split so that the grid fills the device). Where that
+//! still leaves fewer than [`GRID_MIN_ITERATIONS`] blocks (lowering keeps
+//! parts at least 64 long: `d_fn` at T = 1024, C = 1024 has 16 column
+//! blocks of 16 parts), blocks of [`NARROW_THREADS`] cover 128 columns,
+//! twice as many blocks for the same reads of `b` and no more partial
+//! results. Each sum runs
 //! over `K` in order, in `f32`; a `bf16` result is rounded once, on the
 //! store.
 //!
@@ -27,15 +32,20 @@ use std::fmt::Write;
 use birkhoff_ir::DType;
 use birkhoff_ir::kernel::{Gemm, Program};
 
+use super::launch::GRID_MIN_ITERATIONS;
 use super::skinny::{base_pointer, operand};
 
 /// Threads per block.
 pub(crate) const THREADS: u32 = 64;
 
+/// Threads per block where blocks of [`THREADS`] would not fill the
+/// device.
+pub(crate) const NARROW_THREADS: u32 = 32;
+
 /// Columns of `c` per thread.
 const COLS: usize = 4;
 
-/// Columns of `c` per block.
+/// Columns of `c` per block of [`THREADS`].
 pub(crate) const BLOCK_COLS: usize = COLS * THREADS as usize;
 
 /// A product this kernel computes: sizes, and for each operand its
@@ -51,6 +61,8 @@ pub(crate) struct Wide {
     pub c: (usize, usize, usize, usize),
     pub b_bf16: bool,
     pub c_bf16: bool,
+    /// Threads per block: [`THREADS`] or [`NARROW_THREADS`].
+    pub threads: u32,
 }
 
 /// Whether `g` fits this kernel (see the module documentation).
@@ -88,18 +100,32 @@ pub(crate) fn applies(p: &Program, g: &Gemm) -> Option<Wide> {
         c: operand(&g.c, g.c.row_stride),
         b_bf16: dtype(g.b.buf) == DType::Bf16,
         c_bf16: dtype(g.c.buf) == DType::Bf16,
+        threads: if g.n.div_ceil(BLOCK_COLS) * g.batch < GRID_MIN_ITERATIONS {
+            NARROW_THREADS
+        } else {
+            THREADS
+        },
     })
 }
 
 impl Wide {
+    /// Columns of `c` per block.
+    pub(crate) fn block_cols(&self) -> usize {
+        COLS * self.threads as usize
+    }
+
     /// Blocks per grid: column blocks, then the batch.
     pub(crate) fn grid(&self) -> [u32; 3] {
-        [self.n.div_ceil(BLOCK_COLS) as u32, self.batch as u32, 1]
+        [
+            self.n.div_ceil(self.block_cols()) as u32,
+            self.batch as u32,
+            1,
+        ]
     }
 }
 
 /// LLVM IR text of a module holding one kernel, `entry`, computing `w`,
-/// launched with [`Wide::grid`] blocks of [`THREADS`] threads.
+/// launched with [`Wide::grid`] blocks of [`Wide::threads`] threads.
 pub(crate) fn module_ir(entry: &str, w: &Wide) -> String {
     let mut o = String::new();
     let (m, acc_n) = (w.m, w.m * COLS);
@@ -117,7 +143,7 @@ pub(crate) fn module_ir(entry: &str, w: &Wide) -> String {
     w!("  %tid = zext i32 %tid32 to i64");
     w!("  %bx = zext i32 %bx32 to i64");
     w!("  %batch = zext i32 %by32 to i64");
-    w!("  %cb = mul i64 %bx, {BLOCK_COLS}");
+    w!("  %cb = mul i64 %bx, {}", w.block_cols());
     w!("  %ct = mul i64 %tid, {COLS}");
     w!("  %col = add i64 %cb, %ct");
     w!("  %in = icmp ult i64 %col, {}", w.n);
@@ -217,6 +243,6 @@ pub(crate) fn module_ir(entry: &str, w: &Wide) -> String {
     w!("done:");
     w!("  ret void");
     w!("}}");
-    o.push_str(&super::text_epilogue(entry, THREADS));
+    o.push_str(&super::text_epilogue(entry, w.threads));
     o
 }

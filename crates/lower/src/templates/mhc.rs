@@ -382,9 +382,10 @@ fn sum_parts(
             })
         };
         let row = Index::var(tok, index_coeff(m));
-        let mut body = vec![kb.vector(m, |_, r| {
-            vec![store(out, at(&row, r, 1), total(at(&row, r, 1), t * m))]
-        })];
+        let mut body = Vec::new();
+        // The sum of squares first: the consumer reads it before the
+        // mixes, and with nothing stored between the two loops over the
+        // mixes, fusion can merge them and forward the sums.
         if let (Some(sq), Some(out_sq)) = (part_sq, sumsq) {
             let at_tok = Index::var(tok, 1);
             let sum = (1..splits).fold(load(sq, at_tok.clone()), |acc, s| {
@@ -392,6 +393,9 @@ fn sum_parts(
             });
             body.push(store(out_sq, at_tok, sum));
         }
+        body.push(kb.vector(m, |_, r| {
+            vec![store(out, at(&row, r, 1), total(at(&row, r, 1), t * m))]
+        }));
         body
     })];
     pb.push(kb.finish(body));
