@@ -18,7 +18,9 @@ reuse the compiled program (the :data:`MAX_PROGRAMS` most recently used
 are kept). They run on CPU tensors through birkhoff's Cranelift backend,
 on as many threads as ``torch.get_num_threads()``, in float32, float64,
 or bfloat16 storage (float32 arithmetic inside, rounded once on store).
-Operands are read in place and results are not copied. CUDA tensors raise
+Operands are read in place and results are not copied. A call that nothing
+needs to see (plain CPU tensors, no gradient needed, no tracing, mode or
+profiler) runs its kernel without torch's dispatcher. CUDA tensors raise
 ``NotImplementedError`` in this release.
 """
 
@@ -32,6 +34,7 @@ import threading
 
 import numpy as np
 import torch
+import torch.autograd.forward_ad as _forward_ad
 from torch import Tensor, nn
 
 from . import _native, _tensor_array
@@ -190,6 +193,35 @@ def _call(op, attrs, tensors, outs, check=None):
     return results
 
 
+#: Tensor types the ops may run without torch's dispatcher (exact types:
+#: a subclass may reinterpret its memory or expect to see the op).
+_PLAIN_TYPES = (Tensor, nn.Parameter)
+
+
+def _plain_eager(tensors) -> bool:
+    """Whether a call may run its kernel directly, without going through
+    torch's dispatcher: plain CPU tensors of which none needs a gradient
+    here, and nothing about that must see the op — no ``torch.compile``
+    tracing or TorchScript tracing, no torch function or dispatch mode
+    (fake tensors, a ``torch.device`` context), no functorch transform, no
+    forward-mode AD level, no profiler. The dispatcher costs about as much
+    as the rest of a small call; whatever this refuses takes the registered
+    op, which computes the same bits."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    if (
+        torch.compiler.is_compiling()
+        or torch._C._is_torch_function_mode_enabled()
+        or torch._C._len_torch_dispatch_stack()
+        or torch._C._are_functorch_transforms_active()
+        or torch._C._autograd._profiler_enabled()
+        or torch._C._is_tracing()
+        or _forward_ad._current_level >= 0
+    ):
+        return False
+    return all(type(t) in _PLAIN_TYPES and t.is_cpu for t in tensors)
+
+
 # ---- the pre-mix ------------------------------------------------------------
 
 
@@ -212,8 +244,7 @@ def _pre_dims(x: Tensor, fn: Tensor, scale: Tensor, base: Tensor):
     return t, n, c, m
 
 
-@torch.library.custom_op("birkhoff::mhc_pre", mutates_args=())
-def _mhc_pre_op(
+def _pre_impl(
     x: Tensor,
     fn: Tensor,
     scale: Tensor,
@@ -232,14 +263,16 @@ def _mhc_pre_op(
     return li, post, comb
 
 
+_mhc_pre_op = torch.library.custom_op("birkhoff::mhc_pre", mutates_args=())(_pre_impl)
+
+
 @_mhc_pre_op.register_fake
 def _(x, fn, scale, base, norm_eps, pre_eps, post_mult, sinkhorn, iters, eps):
     t, n, c = x.shape
     return x.new_empty((t, c)), x.new_empty((t, n)), x.new_empty((t, n, n))
 
 
-@torch.library.custom_op("birkhoff::mhc_pre_grad", mutates_args=())
-def _mhc_pre_grad_op(
+def _pre_grad_impl(
     x: Tensor,
     fn: Tensor,
     scale: Tensor,
@@ -269,6 +302,9 @@ def _mhc_pre_grad_op(
     return dx, dfn, dscale, dbase
 
 
+_mhc_pre_grad_op = torch.library.custom_op("birkhoff::mhc_pre_grad", mutates_args=())(_pre_grad_impl)
+
+
 @_mhc_pre_grad_op.register_fake
 def _(x, fn, scale, base, d_li, d_post, d_comb, norm_eps, pre_eps, post_mult, sinkhorn, iters, eps):
     return torch.empty_like(x), torch.empty_like(fn), torch.empty_like(scale), torch.empty_like(base)
@@ -287,7 +323,9 @@ def _pre_backward(ctx, d_li, d_post, d_comb):
     d_li = zeros((t, c)) if d_li is None else d_li
     d_post = zeros((t, n)) if d_post is None else d_post
     d_comb = zeros((t, n, n)) if d_comb is None else d_comb
-    grads = _mhc_pre_grad_op(x, fn, scale, base, d_li, d_post, d_comb, *ctx.attrs)
+    operands = (x, fn, scale, base, d_li, d_post, d_comb)
+    grad = _pre_grad_impl if _plain_eager(operands) else _mhc_pre_grad_op
+    grads = grad(*operands, *ctx.attrs)
     return (*grads, None, None, None, None, None, None)
 
 
@@ -322,12 +360,11 @@ def mhc_pre(
         raise ValueError(f"mhc_pre: x must be [..., n, C], got {list(x.shape)}")
     if eps is None:
         eps = 1e-6 if sinkhorn == "tilekernels" else 0.0
+    op = _pre_impl if _plain_eager((x, fn, scale, base)) else _mhc_pre_op
     if x.dim() == 3:
-        return _mhc_pre_op(x, fn, scale, base, norm_eps, pre_eps, post_mult, sinkhorn, iters, eps)
+        return op(x, fn, scale, base, norm_eps, pre_eps, post_mult, sinkhorn, iters, eps)
     lead, (n, c) = x.shape[:-2], x.shape[-2:]
-    li, post, comb = _mhc_pre_op(
-        x.reshape(-1, n, c), fn, scale, base, norm_eps, pre_eps, post_mult, sinkhorn, iters, eps
-    )
+    li, post, comb = op(x.reshape(-1, n, c), fn, scale, base, norm_eps, pre_eps, post_mult, sinkhorn, iters, eps)
     return li.reshape(*lead, c), post.reshape(*lead, n), comb.reshape(*lead, n, n)
 
 
@@ -345,12 +382,14 @@ def _post_dims(f: Tensor, x: Tensor, post: Tensor, comb: Tensor):
     return t, n, c
 
 
-@torch.library.custom_op("birkhoff::mhc_post", mutates_args=())
-def _mhc_post_op(f: Tensor, x: Tensor, post: Tensor, comb: Tensor) -> Tensor:
+def _post_impl(f: Tensor, x: Tensor, post: Tensor, comb: Tensor) -> Tensor:
     _tnc("mhc_post", x)
     operands = (f, x, post, comb)
     (y,) = _call("mhc_post", (), operands, (("residual_out", tuple(x.shape)),), lambda: _post_dims(*operands))
     return y
+
+
+_mhc_post_op = torch.library.custom_op("birkhoff::mhc_post", mutates_args=())(_post_impl)
 
 
 @_mhc_post_op.register_fake
@@ -358,8 +397,7 @@ def _(f, x, post, comb):
     return torch.empty_like(x)
 
 
-@torch.library.custom_op("birkhoff::mhc_post_grad", mutates_args=())
-def _mhc_post_grad_op(
+def _post_grad_impl(
     f: Tensor, x: Tensor, post: Tensor, comb: Tensor, d_out: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     _tnc("mhc_post_grad", x)
@@ -375,6 +413,9 @@ def _mhc_post_grad_op(
     return df, dx, dpost, dcomb
 
 
+_mhc_post_grad_op = torch.library.custom_op("birkhoff::mhc_post_grad", mutates_args=())(_post_grad_impl)
+
+
 @_mhc_post_grad_op.register_fake
 def _(f, x, post, comb, d_out):
     return torch.empty_like(f), torch.empty_like(x), torch.empty_like(post), torch.empty_like(comb)
@@ -385,7 +426,9 @@ def _post_setup(ctx, inputs, output):
 
 
 def _post_backward(ctx, d_out):
-    return _mhc_post_grad_op(*ctx.saved_tensors, d_out)
+    operands = (*ctx.saved_tensors, d_out)
+    grad = _post_grad_impl if _plain_eager(operands) else _mhc_post_grad_op
+    return grad(*operands)
 
 
 _mhc_post_op.register_autograd(_post_backward, setup_context=_post_setup)
@@ -397,21 +440,24 @@ def mhc_post(f: Tensor, x: Tensor, post: Tensor, comb: Tensor) -> Tensor:
     ``x [..., n, C]``, ``post [..., n]``, ``comb [..., n, n]``."""
     if x.dim() < 3:
         raise ValueError(f"mhc_post: x must be [..., n, C], got {list(x.shape)}")
+    op = _post_impl if _plain_eager((f, x, post, comb)) else _mhc_post_op
     if x.dim() == 3:
-        return _mhc_post_op(f, x, post, comb)
+        return op(f, x, post, comb)
     lead, (n, c) = x.shape[:-2], x.shape[-2:]
-    y = _mhc_post_op(f.reshape(-1, c), x.reshape(-1, n, c), post.reshape(-1, n), comb.reshape(-1, n, n))
+    y = op(f.reshape(-1, c), x.reshape(-1, n, c), post.reshape(-1, n), comb.reshape(-1, n, n))
     return y.reshape(*lead, n, c)
 
 
 # ---- Sinkhorn on its own ----------------------------------------------------
 
 
-@torch.library.custom_op("birkhoff::sinkhorn", mutates_args=())
-def _sinkhorn_op(logits: Tensor, variant: str, iters: int, eps: float) -> Tensor:
+def _sinkhorn_impl(logits: Tensor, variant: str, iters: int, eps: float) -> Tensor:
     attrs = _sinkhorn_attrs(variant, iters, eps)
     (y,) = _call("sinkhorn", attrs, (logits,), (("projected", tuple(logits.shape)),))
     return y
+
+
+_sinkhorn_op = torch.library.custom_op("birkhoff::sinkhorn", mutates_args=())(_sinkhorn_impl)
 
 
 @_sinkhorn_op.register_fake
@@ -419,8 +465,7 @@ def _(logits, variant, iters, eps):
     return torch.empty_like(logits)
 
 
-@torch.library.custom_op("birkhoff::sinkhorn_grad", mutates_args=())
-def _sinkhorn_grad_op(logits: Tensor, dy: Tensor, variant: str, iters: int, eps: float) -> Tensor:
+def _sinkhorn_grad_impl(logits: Tensor, dy: Tensor, variant: str, iters: int, eps: float) -> Tensor:
     def check():
         if dy.shape != logits.shape:
             raise ValueError(f"sinkhorn_grad: dy must be {list(logits.shape)}, got {list(dy.shape)}")
@@ -428,6 +473,9 @@ def _sinkhorn_grad_op(logits: Tensor, dy: Tensor, variant: str, iters: int, eps:
     attrs = _sinkhorn_attrs(variant, iters, eps)
     (dx,) = _call("sinkhorn_grad", attrs, (logits, dy), (("d_logits", tuple(logits.shape)),), check)
     return dx
+
+
+_sinkhorn_grad_op = torch.library.custom_op("birkhoff::sinkhorn_grad", mutates_args=())(_sinkhorn_grad_impl)
 
 
 @_sinkhorn_grad_op.register_fake
@@ -443,7 +491,8 @@ def _sinkhorn_setup(ctx, inputs, output):
 
 def _sinkhorn_backward(ctx, dy):
     (logits,) = ctx.saved_tensors
-    return _sinkhorn_grad_op(logits, dy, *ctx.attrs), None, None, None
+    grad = _sinkhorn_grad_impl if _plain_eager((logits, dy)) else _sinkhorn_grad_op
+    return grad(logits, dy, *ctx.attrs), None, None, None
 
 
 _sinkhorn_op.register_autograd(_sinkhorn_backward, setup_context=_sinkhorn_setup)
@@ -457,7 +506,8 @@ def sinkhorn(logits: Tensor, *, variant: str = "tilekernels", iters: int = 20, e
         raise ValueError(f"sinkhorn: logits must be [..., n, n], got {list(logits.shape)}")
     if eps is None:
         eps = 1e-6 if variant == "tilekernels" else 0.0
-    return _sinkhorn_op(logits, variant, iters, eps)
+    op = _sinkhorn_impl if _plain_eager((logits,)) else _sinkhorn_op
+    return op(logits, variant, iters, eps)
 
 
 # ---- the module -------------------------------------------------------------
