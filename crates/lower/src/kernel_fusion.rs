@@ -290,10 +290,10 @@ fn scalar_heavy(k: &Kernel) -> bool {
 }
 
 /// How [`remap`] renames things.
-type Rename<'a, T> = &'a dyn Fn(T) -> T;
+pub(crate) type Rename<'a, T> = &'a dyn Fn(T) -> T;
 
 /// Renames variables, locals and buffers throughout a statement list.
-fn remap(
+pub(crate) fn remap(
     body: &[Stmt],
     var: Rename<VarId>,
     local: Rename<LocalId>,
@@ -312,18 +312,29 @@ fn remap_index(i: &Index, var: Rename<VarId>) -> Index {
 }
 
 fn remap_expr(e: &Expr, var: Rename<VarId>, local: Rename<LocalId>, buf: Rename<BufferId>) -> Expr {
-    let r = |e: &Expr| Box::new(remap_expr(e, var, local, buf));
-    match e {
-        Expr::Const { .. } => e.clone(),
-        Expr::Var(v) => Expr::Var(var(*v)),
-        Expr::Load { buf: b, index } => Expr::Load {
+    map_expr(e, &|x| match x {
+        Expr::Var(v) => Some(Expr::Var(var(*v))),
+        Expr::Load { buf: b, index } => Some(Expr::Load {
             buf: buf(*b),
             index: remap_index(index, var),
-        },
-        Expr::LocalLoad { local: l, index } => Expr::LocalLoad {
+        }),
+        Expr::LocalLoad { local: l, index } => Some(Expr::LocalLoad {
             local: local(*l),
             index: remap_index(index, var),
-        },
+        }),
+        _ => None,
+    })
+}
+
+/// `e` rebuilt bottom-up, with each subexpression `f` answers for replaced
+/// by its answer (and not descended into).
+pub(crate) fn map_expr(e: &Expr, f: &dyn Fn(&Expr) -> Option<Expr>) -> Expr {
+    if let Some(x) = f(e) {
+        return x;
+    }
+    let r = |e: &Expr| Box::new(map_expr(e, f));
+    match e {
+        Expr::Const { .. } | Expr::Var(_) | Expr::Load { .. } | Expr::LocalLoad { .. } => e.clone(),
         Expr::Unary { op, arg } => Expr::Unary {
             op: op.clone(),
             arg: r(arg),
@@ -346,6 +357,32 @@ fn remap_expr(e: &Expr, var: Rename<VarId>, local: Rename<LocalId>, buf: Rename<
             to: *to,
             arg: r(arg),
         },
+    }
+}
+
+/// `s` with `f` applied to the value it evaluates; a loop or a matrix
+/// product is returned as it is.
+pub(crate) fn map_value(s: &Stmt, f: &dyn Fn(&Expr) -> Expr) -> Stmt {
+    match s {
+        Stmt::Set { var, value } => Stmt::Set {
+            var: *var,
+            value: f(value),
+        },
+        Stmt::Store { buf, index, value } => Stmt::Store {
+            buf: *buf,
+            index: index.clone(),
+            value: f(value),
+        },
+        Stmt::LocalStore {
+            local,
+            index,
+            value,
+        } => Stmt::LocalStore {
+            local: *local,
+            index: index.clone(),
+            value: f(value),
+        },
+        Stmt::Loop { .. } | Stmt::Gemm(_) => s.clone(),
     }
 }
 
@@ -737,59 +774,12 @@ fn forward_scalar_stores(k: &mut Kernel, dtypes: &[DType], body: &mut Vec<Stmt>)
 
 /// `s` with every load of a forwarded element replaced by its variable.
 fn replace_loads(s: &Stmt, fwd: &HashMap<(BufferId, Index), VarId>) -> Stmt {
-    fn expr(e: &Expr, fwd: &HashMap<(BufferId, Index), VarId>) -> Expr {
-        let r = |e: &Expr| Box::new(expr(e, fwd));
-        match e {
-            Expr::Load { buf, index } => match fwd.get(&(*buf, index.clone())) {
-                Some(v) => Expr::Var(*v),
-                None => e.clone(),
-            },
-            Expr::Const { .. } | Expr::Var(_) | Expr::LocalLoad { .. } => e.clone(),
-            Expr::Unary { op, arg } => Expr::Unary {
-                op: op.clone(),
-                arg: r(arg),
-            },
-            Expr::Binary { op, lhs, rhs } => Expr::Binary {
-                op: op.clone(),
-                lhs: r(lhs),
-                rhs: r(rhs),
-            },
-            Expr::Select {
-                cond,
-                then,
-                otherwise,
-            } => Expr::Select {
-                cond: r(cond),
-                then: r(then),
-                otherwise: r(otherwise),
-            },
-            Expr::Cast { to, arg } => Expr::Cast {
-                to: *to,
-                arg: r(arg),
-            },
-        }
-    }
-    match s {
-        Stmt::Set { var, value } => Stmt::Set {
-            var: *var,
-            value: expr(value, fwd),
-        },
-        Stmt::Store { buf, index, value } => Stmt::Store {
-            buf: *buf,
-            index: index.clone(),
-            value: expr(value, fwd),
-        },
-        Stmt::LocalStore {
-            local,
-            index,
-            value,
-        } => Stmt::LocalStore {
-            local: *local,
-            index: index.clone(),
-            value: expr(value, fwd),
-        },
-        Stmt::Loop { .. } | Stmt::Gemm(_) => s.clone(),
-    }
+    map_value(s, &|e| {
+        map_expr(e, &|x| match x {
+            Expr::Load { buf, index } => fwd.get(&(*buf, index.clone())).map(|v| Expr::Var(*v)),
+            _ => None,
+        })
+    })
 }
 
 /// Removes every temporary that nothing reads: its stores, then the

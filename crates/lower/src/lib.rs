@@ -23,6 +23,7 @@ mod error;
 mod kernel_fusion;
 mod lower;
 pub mod memory;
+mod scratch_at_use;
 pub mod templates;
 mod views;
 
@@ -155,6 +156,12 @@ pub struct LowerOptions {
     /// backend whose exact division costs several instructions and whose
     /// line sums land on one lane (the GPU). Off on the CPU, which divides.
     pub reciprocal_lines: bool,
+    /// Compute a scratch array's elements where they are read, when each
+    /// is read once and the fill's inputs stay unchanged (see
+    /// `scratch_at_use.rs`): a GPU block's scalar section then holds one
+    /// value at a time, not a whole unrolled row. Off on the CPU, whose
+    /// vector loops fill such rows a vector at a time.
+    pub values_at_use: bool,
 }
 
 impl Default for LowerOptions {
@@ -166,6 +173,7 @@ impl Default for LowerOptions {
             scalar_kernels_apart: false,
             column_reductions: false,
             reciprocal_lines: false,
+            values_at_use: false,
         }
     }
 }
@@ -180,7 +188,8 @@ impl LowerOptions {
     /// its own ([`LowerOptions::scalar_kernels_apart`]); and Sinkhorn's
     /// column sums are reductions ([`LowerOptions::column_reductions`]),
     /// its lines divided through reciprocals
-    /// ([`LowerOptions::reciprocal_lines`]).
+    /// ([`LowerOptions::reciprocal_lines`]); scratch rows read once are
+    /// computed at their reads ([`LowerOptions::values_at_use`]).
     pub fn gpu(projection: PreMixProjection) -> LowerOptions {
         LowerOptions {
             projection,
@@ -193,6 +202,7 @@ impl LowerOptions {
             scalar_kernels_apart: true,
             column_reductions: true,
             reciprocal_lines: true,
+            values_at_use: true,
             ..LowerOptions::default()
         }
     }

@@ -847,6 +847,9 @@ pub fn lower(graph: &Graph, opts: &LowerOptions) -> Result<birkhoff_ir::kernel::
     if opts.fuse_kernels {
         crate::kernel_fusion::fuse(&mut program, opts.scalar_kernels_apart);
     }
+    if opts.values_at_use {
+        crate::scratch_at_use::values_at_use(&mut program);
+    }
     memory::place_temporaries(&mut program);
     verify_program(&program).map_err(LowerError::Invalid)?;
     Ok(program)

@@ -161,6 +161,7 @@ fn gemm_extras_and_unfused_kernels_lower_to_equivalent_programs() {
                     scalar_kernels_apart: fuse_kernels,
                     column_reductions: fuse_kernels,
                     reciprocal_lines: fuse_kernels,
+                    values_at_use: fuse_kernels,
                 };
                 let program = lower(&fused, &opts).unwrap();
                 let text = program.to_string();

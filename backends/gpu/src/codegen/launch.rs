@@ -965,6 +965,9 @@ fn plan_for(body: &[Stmt], cands: &[Candidate], lanes: usize) -> Option<(LanePla
                 split.insert(s, 0);
                 Some(0)
             }
+            // Code generation unrolls a spread loop's rounds on each lane;
+            // one with more rounds than that allows runs on every lane.
+            _ if c.extent.div_ceil(lanes) > UNROLL_MAX_EXTENT => continue,
             _ => None,
         };
         loops.insert(c.addr, Spread { accs, stride });
@@ -1293,12 +1296,22 @@ pub(crate) struct Survey {
     pub max_accs: usize,
     /// Scratch arrays some distributed loop writes (shared by the block).
     pub shared: HashSet<LocalId>,
+    /// Arithmetic operations in distributed loops, loops multiplied out
+    /// (see [`scalar_ops`]).
+    pub distributed_ops: usize,
 }
 
 /// Walks `body` in uniform context (parallel loops are serial there)
 /// and records its distributed loops.
 pub(crate) fn survey(p: &Program, k: &Kernel, body: &[Stmt]) -> Survey {
-    fn walk(p: &Program, k: &Kernel, body: &[Stmt], sc: &mut Scopes, out: &mut Survey) {
+    fn walk(
+        p: &Program,
+        k: &Kernel,
+        body: &[Stmt],
+        mult: usize,
+        sc: &mut Scopes,
+        out: &mut Survey,
+    ) {
         sc.push();
         for s in body {
             match s {
@@ -1310,6 +1323,9 @@ pub(crate) fn survey(p: &Program, k: &Kernel, body: &[Stmt]) -> Survey {
                 } => {
                     if let Ok(d) = distribute(p, k, *var, *extent, body, &|v| sc.defined(v)) {
                         out.distributed += 1;
+                        out.distributed_ops = out.distributed_ops.saturating_add(
+                            mult.saturating_mul(scalar_ops(std::slice::from_ref(s))),
+                        );
                         out.vectorized += usize::from(d.width > 1);
                         out.max_chunks = out.max_chunks.max(extent / d.width);
                         out.max_accs = out.max_accs.max(d.accs.len());
@@ -1321,7 +1337,9 @@ pub(crate) fn survey(p: &Program, k: &Kernel, body: &[Stmt]) -> Survey {
                     }
                     // Variables set inside a vector loop are scoped to it.
                 }
-                Stmt::Loop { body, .. } => walk(p, k, body, sc, out),
+                Stmt::Loop { extent, body, .. } => {
+                    walk(p, k, body, mult.saturating_mul(*extent), sc, out);
+                }
                 Stmt::Set { var, .. } => sc.set(*var),
                 _ => {}
             }
@@ -1329,7 +1347,7 @@ pub(crate) fn survey(p: &Program, k: &Kernel, body: &[Stmt]) -> Survey {
         sc.pop();
     }
     let mut out = Survey::default();
-    walk(p, k, body, &mut Scopes::default(), &mut out);
+    walk(p, k, body, 1, &mut Scopes::default(), &mut out);
     out
 }
 
@@ -1467,14 +1485,30 @@ fn split(body: &[Stmt]) -> Vec<&[Stmt]> {
     }
 }
 
-/// The mode of a launch whose grid runs `nest`.
+/// Most chunks a block's distributed loops may all have and still leave
+/// the choice to a lane group: no more than one warp's lanes.
+pub const LANES_OVER_BLOCK_MAX_CHUNKS: usize = 32;
+
+/// The mode of a launch whose grid runs `nest`. A block per iteration
+/// whose distributed loops all fit one warp and hold under half of the
+/// iteration's arithmetic (the Sinkhorn projection of eight streams,
+/// whose only loop of 64 is the copy of its 8 × 8 result) would keep
+/// the block's other warps idle while one runs the chain; a lane group
+/// spreads the chain's loops within a warp, so it is taken when there is
+/// a lane plan. A row swept by the block keeps it: its 16-byte chunks
+/// are what a lane group does not make.
 fn mode(p: &Program, k: &Kernel, nest: &Nest<'_>) -> Mode {
-    if survey(p, k, nest.body).distributed > 0 {
+    let survey = survey(p, k, nest.body);
+    let chains = survey.max_chunks <= LANES_OVER_BLOCK_MAX_CHUNKS
+        && survey.distributed_ops.saturating_mul(2) < scalar_ops(nest.body);
+    if survey.distributed > 0 && !chains {
         Mode::Block
     } else if nest.inner.is_none()
         && let Some(plan) = lane_plan(p, k, nest.body, nest.outer.1)
     {
         Mode::Lanes(plan.lanes as u32)
+    } else if survey.distributed > 0 {
+        Mode::Block
     } else {
         Mode::Thread
     }
