@@ -29,7 +29,7 @@ post_mult 1, eps 1e-6; `fused` = pre then post with F = identity
 read once, every output written once), so GB/s columns compare directly.
 
 Ceilings (measured first): STREAM triad bandwidth (gcc -O3 -march=native
--fopenmp, all cores) and f32 FMA throughput at 128- and 256-bit width
+-fopenmp, all cores) and f32 FMA throughput at 128-, 256- and (with AVX-512) 512-bit width
 (benches/fma_peak.c). A kernel's roofline floor is
 max(bytes / triad bandwidth, flops / 128-bit FMA peak): Cranelift emits
 128-bit vectors, so that is the ceiling its code can reach.
@@ -108,7 +108,8 @@ def main():
         bw = triad_gbps(c[f"stream_{os.cpu_count()}thread"])
         peak128 = c["fma"]["gflops_128bit"]
         print(f"ceilings: STREAM triad {bw:.1f} GB/s; FMA {peak128:.0f} GFLOP/s (128-bit), "
-              f"{c['fma']['gflops_256bit']:.0f} GFLOP/s (256-bit), {c['fma']['threads']} threads", flush=True)
+              f"{c['fma']['gflops_256bit']:.0f} GFLOP/s (256-bit), "
+              f"{c['fma'].get('gflops_512bit') or '-'} GFLOP/s (512-bit), {c['fma']['threads']} threads", flush=True)
         for T, C in shapes:
             row = dict(T=T, C=C, birkhoff={}, peers={})
             pj = os.path.join(tmp, f"peers_{T}_{C}.json")
