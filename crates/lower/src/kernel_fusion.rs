@@ -503,7 +503,7 @@ impl Effects {
 }
 
 /// A vector loop's `(index, extent, body)`.
-fn vector_loop(s: &Stmt) -> Option<(VarId, usize, &[Stmt])> {
+pub(crate) fn vector_loop(s: &Stmt) -> Option<(VarId, usize, &[Stmt])> {
     match s {
         Stmt::Loop {
             var,

@@ -19,10 +19,10 @@
 use std::collections::HashSet;
 
 use birkhoff_ir::kernel::{
-    BufferId, Expr, Index, Kernel, LocalId, LoopKind, Program, Stmt, VarId, walk_exprs, walk_stmts,
+    BufferId, Expr, Index, Kernel, LocalId, Program, Stmt, VarId, walk_exprs, walk_stmts,
 };
 
-use crate::kernel_fusion::{map_expr, map_value, remap};
+use crate::kernel_fusion::{map_expr, map_value, remap, vector_loop};
 
 /// Applies the rewrite to every kernel of `p`.
 pub(crate) fn values_at_use(p: &mut Program) {
@@ -75,7 +75,6 @@ fn rewrite_list(body: &mut Vec<Stmt>, loads: &[(LocalId, usize)], inlined: &mut 
             i += 1;
             continue;
         }
-        let fill = fill.owned();
         body.remove(i);
         for s in &mut body[i..] {
             *s = fill.substitute_stmt(s);
@@ -85,39 +84,31 @@ fn rewrite_list(body: &mut Vec<Stmt>, loads: &[(LocalId, usize)], inlined: &mut 
 }
 
 /// `vector var in 0..extent { local[var] = value }`.
-struct Fill<E> {
+struct Fill {
     var: VarId,
     extent: usize,
     local: LocalId,
-    value: E,
+    value: Expr,
 }
 
-impl<'a> Fill<&'a Expr> {
-    fn of(s: &'a Stmt) -> Option<Fill<&'a Expr>> {
-        let Stmt::Loop {
-            var,
-            extent,
-            kind: LoopKind::Vector,
-            body,
-        } = s
-        else {
-            return None;
-        };
+impl Fill {
+    fn of(s: &Stmt) -> Option<Fill> {
+        let (var, extent, body) = vector_loop(s)?;
         let [
             Stmt::LocalStore {
                 local,
                 index,
                 value,
             },
-        ] = body.as_slice()
+        ] = body
         else {
             return None;
         };
-        (*index == Index::var(*var, 1)).then_some(Fill {
-            var: *var,
-            extent: *extent,
+        (*index == Index::var(var, 1)).then(|| Fill {
+            var,
+            extent,
             local: *local,
-            value,
+            value: value.clone(),
         })
     }
 
@@ -158,20 +149,17 @@ impl<'a> Fill<&'a Expr> {
         // rewrite would not handle it.
         let mut sites: Vec<Option<(i64, usize)>> = Vec::new();
         for s in rest {
-            match s {
-                Stmt::Loop {
-                    var,
-                    extent,
-                    kind: LoopKind::Vector,
-                    body,
-                } if body.iter().all(|s| !matches!(s, Stmt::Loop { .. })) => {
+            match (s, vector_loop(s)) {
+                (_, Some((var, extent, body)))
+                    if body.iter().all(|s| !matches!(s, Stmt::Loop { .. })) =>
+                {
                     walk_exprs(body, &mut |e| match e {
                         Expr::LocalLoad { local, index } if *local == self.local => sites
-                            .push((index.terms == [(*var, 1)]).then_some((index.offset, *extent))),
+                            .push((index.terms == [(var, 1)]).then_some((index.offset, extent))),
                         _ => {}
                     });
                 }
-                Stmt::Loop { body, .. } => walk_exprs(body, &mut |e| {
+                (Stmt::Loop { body, .. }, _) => walk_exprs(body, &mut |e| {
                     if matches!(e, Expr::LocalLoad { local, .. } if *local == self.local) {
                         sites.push(None);
                     }
@@ -208,17 +196,6 @@ impl<'a> Fill<&'a Expr> {
         })
     }
 
-    fn owned(&self) -> Fill<Expr> {
-        Fill {
-            var: self.var,
-            extent: self.extent,
-            local: self.local,
-            value: self.value.clone(),
-        }
-    }
-}
-
-impl Fill<Expr> {
     /// The fill's value at element `at`: every load index with the fill's
     /// loop variable `j` in it, `a·j + r`, becomes `a·at + r`.
     fn value_at(&self, at: &Index) -> Expr {
@@ -293,7 +270,7 @@ fn drop_locals(k: &mut Kernel, dropped: &[LocalId]) {
 mod tests {
     use super::*;
     use birkhoff_ir::Op;
-    use birkhoff_ir::kernel::ScalarType;
+    use birkhoff_ir::kernel::{LoopKind, ScalarType};
 
     const F32: ScalarType = ScalarType::F32;
     const SRC: BufferId = BufferId(0);
